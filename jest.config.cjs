@@ -1,0 +1,17 @@
+/** Tests run on the TypeScript sources (no build between packages); see tsconfig.base.json paths. */
+/** @type {import('jest').Config} */
+module.exports = {
+  testEnvironment: 'node',
+  testEnvironmentOptions: { globalsCleanup: 'off' },
+  roots: ['<rootDir>/packages', '<rootDir>/examples'],
+  testMatch: ['**/*.test.ts'],
+  transform: {
+    '^.+\\.ts$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.base.json', isolatedModules: true, diagnostics: false }],
+  },
+  moduleNameMapper: {
+    '^@png/core/testing$': '<rootDir>/packages/core/src/testing/index.ts',
+    '^@png/([a-z-]+)$': '<rootDir>/packages/$1/src/index.ts',
+  },
+  testPathIgnorePatterns: ['/node_modules/', '/dist/'],
+  testTimeout: 120000,
+};

@@ -1,0 +1,26 @@
+export type { ShapeSpec, FeatureMap, FeaturePyramid, TextEncoding, PhraseFeatures, MaskLogits, Disposable } from './types';
+export { ConfigError, check, resolveConfig, isPositiveInt, isNonNegativeInt, isFiniteNumber } from './config';
+export {
+  SafetensorsBytes,
+  SafetensorsFile,
+  SafetensorsError,
+  serializeSafetensors,
+  parseHeader,
+  decodeTensor,
+  numElements,
+  type SafetensorsDtype,
+  type TensorInfo,
+  type TensorData,
+  type WeightSource,
+} from './safetensors';
+export { writeFileAtomic } from './atomic_write';
+export { WeightScope, Parameters, type Init, type Layout } from './weights';
+export { Linear } from './nn/linear';
+export { Conv2d, OIHW_TO_HWIO, type Conv2dPadding } from './nn/conv2d';
+export { GroupNorm } from './nn/group_norm';
+export { LayerNorm } from './nn/layer_norm';
+export { Embedding } from './nn/embedding';
+export { scaledDotProductAttention, attentionWithProbs, splitHeads, mergeHeads, keyMaskBias, causalBias, MASKED_LOGIT } from './nn/attention';
+export { silu, gelu, geluTanh, quickGelu, activation, isActivationName, type ActivationName } from './nn/activations';
+export { ForwardContext, HookRegistry, matchesPath, type BlockHook, type PathMatch } from './hooks';
+export { setBackend, BACKENDS, type BackendName } from './backend';

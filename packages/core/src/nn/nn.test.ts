@@ -1,0 +1,112 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { setBackend } from '../backend';
+import { SafetensorsBytes, serializeSafetensors } from '../safetensors';
+import { WeightScope } from '../weights';
+import { Conv2d } from './conv2d';
+import { GroupNorm } from './group_norm';
+import { LayerNorm } from './layer_norm';
+import { Linear } from './linear';
+import { expectClose, expectNoLeak } from '../testing';
+
+/** A WeightScope over in-memory torch-layout tensors. */
+function scopeOf(tensors: Record<string, { shape: number[]; data: number[] }>) {
+  const bytes = serializeSafetensors(
+    Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, { dtype: 'F32' as const, shape: t.shape, data: Float32Array.from(t.data) }])),
+  );
+  return WeightScope.fromSource(new SafetensorsBytes(bytes, 'test.safetensors'));
+}
+
+describe.each(['cpu', 'wasm'] as const)('nn primitives on %s', (backend) => {
+  beforeAll(() => setBackend(backend));
+
+  it('Linear keeps torch [out, in] and works on any leading shape', async () => {
+    const { module: lin, params } = scopeOf({ 'weight': { shape: [2, 3], data: [1, 2, 3, 4, 5, 6] }, 'bias': { shape: [2], data: [0.5, -1] } }).build(
+      (s) => new Linear(s, 3, 2),
+    );
+    const y = tf.tidy(() => lin.forward(tf.tensor([1, 0, -1, 2, 1, 0], [1, 2, 3])));
+    expect(y.shape).toEqual([1, 2, 2]);
+    await expectClose(y, [1 - 3 + 0.5, 4 - 6 - 1, 2 + 2 + 0.5, 8 + 5 - 1], 1e-6);
+    y.dispose();
+    await expectNoLeak(() => tf.tidy(() => lin.forward(tf.ones([4, 3]))), 'Linear.forward');
+    params.dispose();
+  });
+
+  it('Conv2d converts OIHW to HWIO and pads explicitly like torch', async () => {
+    // one output channel, two input channels, 3×3 kernel: channel 0 weights all 1, channel 1 weights the centre only
+    const w = [...Array(9).fill(1), 0, 0, 0, 0, 2, 0, 0, 0, 0];
+    const { module: conv, params } = scopeOf({ weight: { shape: [1, 2, 3, 3], data: w }, bias: { shape: [1], data: [0.25] } }).build(
+      (s) => new Conv2d(s, 2, 1, 3, { padding: 1 }),
+    );
+    // x: [1, 2, 2, 2] NHWC; channel 0 = 1 everywhere, channel 1 = pixel index
+    const x = tf.tensor4d([1, 0, 1, 1, 1, 2, 1, 3], [1, 2, 2, 2]);
+    const y = conv.forward(x);
+    // each output sees all four channel-0 ones (zero padding) + 2 × its own channel-1 value + bias
+    await expectClose(y, [4.25, 6.25, 8.25, 10.25], 1e-6);
+    tf.dispose([x, y]);
+    const exported = params.exportTorch();
+    await expectClose(exported.get('weight')!, w, 0);
+    tf.dispose([...exported.values()]);
+    params.dispose();
+  });
+
+  it('GroupNorm groups contiguous channels as PyTorch does', async () => {
+    const s = WeightScope.fresh();
+    const gn = new GroupNorm(s, 2, 4, 1e-5);
+    const params = s.finish();
+    // channels (0,1) form group 0 and (2,3) group 1; a per-group constant offset must vanish
+    const x = tf.tensor4d([0, 2, 100, 104, 4, 6, 108, 112], [1, 1, 2, 4]);
+    const y = gn.forward(x);
+    const g0 = [0, 2, 4, 6], g1 = [100, 104, 108, 112];
+    const norm = (v: number[]) => {
+      const m = v.reduce((a, b) => a + b) / 4;
+      const s2 = v.reduce((a, b) => a + (b - m) ** 2, 0) / 4;
+      return v.map((t) => (t - m) / Math.sqrt(s2 + 1e-5));
+    };
+    const [a, b] = [norm(g0), norm(g1)];
+    await expectClose(y, [a[0], a[1], b[0], b[1], a[2], a[3], b[2], b[3]], 1e-5);
+    tf.dispose([x, y]);
+    params.dispose();
+  });
+
+  it('LayerNorm normalises the last axis', async () => {
+    const s = WeightScope.fresh();
+    const ln = new LayerNorm(s, 2, 0);
+    const params = s.finish();
+    const y = tf.tidy(() => ln.forward(tf.tensor2d([1, 3, -2, 2], [2, 2])));
+    await expectClose(y, [-1, 1, -1, 1], 1e-6);
+    y.dispose();
+    params.dispose();
+  });
+});
+
+describe('WeightScope', () => {
+  it('names the missing key, its shape and the keys that exist nearby', () => {
+    const scope = scopeOf({ 'a.weight': { shape: [2, 3], data: [0, 0, 0, 0, 0, 0] } });
+    const before = tf.memory().numTensors;
+    expect(() => scope.build((s) => new Linear(s.pp('a'), 3, 2))).toThrow(/missing tensor 'a\.bias' \(expected shape \[2\]\); tensors under 'a\.': 'a\.weight'/);
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
+  it('names a mis-shaped tensor with both shapes', () => {
+    const scope = scopeOf({ weight: { shape: [3, 2], data: [0, 0, 0, 0, 0, 0] } });
+    expect(() => scope.build((s) => new Linear(s, 3, 2, { bias: false }))).toThrow(/'weight' has shape \[3,2\], expected \[2,3\]/);
+  });
+
+  it('reports tensors that no module asked for', () => {
+    const scope = scopeOf({ weight: { shape: [2, 3], data: [0, 0, 0, 0, 0, 0] }, extra: { shape: [1], data: [0] } });
+    expect(() => scope.build((s) => new Linear(s, 3, 2, { bias: false }))).toThrow(/unexpected tensors 'extra'/);
+  });
+
+  it('makes tf.Variables in trainable scopes, seeded per key', async () => {
+    const a = WeightScope.fresh({ seed: 7 });
+    new Linear(a.pp('x'), 4, 4);
+    const pa = a.finish();
+    const b = WeightScope.fresh({ seed: 7 });
+    new Linear(b.pp('x'), 4, 4);
+    const pb = b.finish();
+    expect(pa.trainableVariables()).toHaveLength(2);
+    await expectClose(pa.get('x.weight'), await pb.get('x.weight').data(), 0);
+    pa.dispose();
+    pb.dispose();
+  });
+});

@@ -1,0 +1,251 @@
+import * as tf from '@tensorflow/tfjs-core';
+import type { Disposable } from './types';
+import { isFloatDtype, numElements, serializeSafetensors, type TensorData, type WeightSource } from './safetensors';
+
+/** How a primitive stores a torch-layout parameter (e.g. Conv2d: OIHW → HWIO) and how it exports it back. */
+export interface Layout {
+  fromTorch(t: tf.Tensor): tf.Tensor;
+  toTorch(t: tf.Tensor): tf.Tensor;
+}
+
+/** Initial value of a fresh parameter. `uniform: b` draws from U(-b, b); `normal: s` from N(0, s²). */
+export type Init = 'zeros' | 'ones' | { readonly uniform: number } | { readonly normal: number } | { readonly constant: number };
+
+interface Entry {
+  readonly value: tf.Tensor;
+  readonly torchShape: readonly number[];
+  readonly layout?: Layout;
+}
+
+/**
+ * Every parameter of a module tree, keyed by its torch/diffusers name. Frozen parameters are
+ * `tf.Tensor`, trainable ones `tf.Variable`. Owns the tensors: `dispose()` frees them all.
+ */
+export class Parameters implements Disposable {
+  private readonly entries = new Map<string, Entry>();
+  private disposed = false;
+
+  /** @internal used by WeightScope */
+  add(key: string, entry: Entry): void {
+    if (this.entries.has(key)) throw new Error(`parameter '${key}' is defined twice; two modules share one weight path`);
+    this.entries.set(key, entry);
+  }
+
+  keys(): string[] {
+    return [...this.entries.keys()];
+  }
+
+  /** The stored tensor of `key` (in the owning primitive's layout). */
+  get(key: string): tf.Tensor {
+    const e = this.entries.get(key);
+    if (!e) throw new Error(`no parameter '${key}'`);
+    return e.value;
+  }
+
+  /** Number of scalar parameters. */
+  numElements(): number {
+    let n = 0;
+    for (const e of this.entries.values()) n += e.value.size;
+    return n;
+  }
+
+  trainableVariables(): tf.Variable[] {
+    return [...this.entries.values()].map((e) => e.value).filter((v): v is tf.Variable => v instanceof tf.Variable && v.trainable);
+  }
+
+  /** Torch-layout copies of every parameter. The caller owns (and disposes) the returned tensors. */
+  exportTorch(): Map<string, tf.Tensor> {
+    this.assertAlive();
+    const out = new Map<string, tf.Tensor>();
+    for (const [key, e] of this.entries) out.set(key, tf.tidy(() => (e.layout ? e.layout.toTorch(e.value) : e.value.clone())));
+    return out;
+  }
+
+  /** Serializes every parameter in torch layout as safetensors bytes (F32). */
+  async toSafetensors(metadata: Record<string, string> = {}): Promise<Uint8Array> {
+    const exported = this.exportTorch();
+    try {
+      const tensors: Record<string, TensorData> = {};
+      for (const [key, t] of exported) tensors[key] = { dtype: 'F32', shape: t.shape, data: (await t.data()) as Float32Array };
+      return serializeSafetensors(tensors, metadata);
+    } finally {
+      tf.dispose([...exported.values()]);
+    }
+  }
+
+  /**
+   * Overwrites every parameter from `source` (torch layout), strictly: every key must be present
+   * with its shape and no extra key may exist. Only trainable (Variable) entries can be assigned.
+   */
+  assignFrom(source: WeightSource): void {
+    this.assertAlive();
+    const extra = source.keys().filter((k) => !this.entries.has(k));
+    if (extra.length) throw new Error(`${source.name}: unexpected tensors ${formatKeys(extra)}; it was saved from a different configuration`);
+    for (const [key, e] of this.entries) {
+      if (!(e.value instanceof tf.Variable)) throw new Error(`parameter '${key}' is frozen and cannot be assigned`);
+      const loaded = readTorch(source, key, e.torchShape);
+      tf.tidy(() => (e.value as tf.Variable).assign(e.layout ? e.layout.fromTorch(loaded) : loaded));
+      loaded.dispose();
+    }
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    for (const e of this.entries.values()) e.value.dispose();
+    this.entries.clear();
+    this.disposed = true;
+  }
+
+  get isDisposed(): boolean {
+    return this.disposed;
+  }
+
+  private assertAlive(): void {
+    if (this.disposed) throw new Error('these parameters were disposed; the module can no longer be used');
+  }
+}
+
+function formatKeys(keys: string[], max = 8): string {
+  const shown = keys.slice(0, max).map((k) => `'${k}'`).join(', ');
+  return keys.length > max ? `${shown} and ${keys.length - max} more` : shown;
+}
+
+function readTorch(source: WeightSource, key: string, torchShape: readonly number[]): tf.Tensor {
+  const info = source.info(key);
+  if (!info) {
+    const parent = key.slice(0, key.lastIndexOf('.') + 1);
+    const near = source.keys().filter((k) => k.startsWith(parent));
+    throw new Error(
+      `${source.name}: missing tensor '${key}' (expected shape [${torchShape}])` +
+        (near.length ? `; tensors under '${parent}': ${formatKeys(near)}` : '') +
+        '. Is this checkpoint for the same model and config?',
+    );
+  }
+  if (info.shape.length !== torchShape.length || info.shape.some((d, i) => d !== torchShape[i])) {
+    throw new Error(`${source.name}: tensor '${key}' has shape [${info.shape}], expected [${torchShape}]; the checkpoint does not match the config`);
+  }
+  if (!isFloatDtype(info.dtype)) throw new Error(`${source.name}: tensor '${key}' has dtype ${info.dtype}, expected a float dtype`);
+  return tf.tensor(source.read(key), [...torchShape], 'float32');
+}
+
+/** 32-bit FNV-1a of a string: per-parameter seeds that do not depend on construction order. */
+function hashKey(key: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+}
+
+function initTensor(init: Init, shape: number[], seed: number): tf.Tensor {
+  if (init === 'zeros') return tf.zeros(shape);
+  if (init === 'ones') return tf.ones(shape);
+  if ('constant' in init) return tf.fill(shape, init.constant);
+  if ('uniform' in init) return tf.randomUniform(shape, -init.uniform, init.uniform, 'float32', seed);
+  return tf.randomNormal(shape, 0, init.normal, 'float32', seed);
+}
+
+interface ScopeRoot {
+  readonly source?: WeightSource;
+  readonly trainable: boolean;
+  readonly seed: number;
+  readonly ignore: readonly RegExp[];
+  readonly params: Parameters;
+  readonly used: Set<string>;
+}
+
+/**
+ * Hands out parameters by dotted path while a module tree is built (cf. candle's VarBuilder):
+ * `scope.pp('down_blocks').pp(0).param('conv.weight', [o, i, 3, 3], {layout})`. A scope either
+ * reads from a checkpoint (strict: a missing or mis-shaped tensor throws naming the key,
+ * `finish()` throws on tensors nobody asked for) or initialises fresh parameters from a seed.
+ */
+export class WeightScope {
+  private constructor(
+    private readonly root: ScopeRoot,
+    readonly prefix: string,
+  ) {}
+
+  /** Reads parameters from `source`. `ignore` lists keys that may be present and unused (e.g. CLIP's position_ids). */
+  static fromSource(source: WeightSource, options: { trainable?: boolean; ignore?: readonly RegExp[] } = {}): WeightScope {
+    return new WeightScope({ source, trainable: options.trainable ?? false, seed: 0, ignore: options.ignore ?? [], params: new Parameters(), used: new Set() }, '');
+  }
+
+  /** Creates fresh parameters with each param's `init`, seeded per key. */
+  static fresh(options: { seed?: number; trainable?: boolean } = {}): WeightScope {
+    return new WeightScope({ trainable: options.trainable ?? true, seed: options.seed ?? 0, ignore: [], params: new Parameters(), used: new Set() }, '');
+  }
+
+  /** A child scope: `scope.pp('attn1').pp('to_q')`. */
+  pp(name: string | number): WeightScope {
+    return new WeightScope(this.root, this.key(String(name)));
+  }
+
+  key(name: string): string {
+    return this.prefix ? `${this.prefix}.${name}` : name;
+  }
+
+  /** Whether the checkpoint has `name` under this scope (for legacy-name fallbacks). Fresh scopes: false. */
+  has(name: string): boolean {
+    return this.root.source?.info(this.key(name)) !== undefined;
+  }
+
+  get isFresh(): boolean {
+    return this.root.source === undefined;
+  }
+
+  /**
+   * The parameter `name` of torch shape `torchShape`, stored through `layout`. Trainable scopes
+   * return a tf.Variable.
+   */
+  param(name: string, torchShape: readonly number[], options: { init?: Init; layout?: Layout } = {}): tf.Tensor {
+    const key = this.key(name);
+    const { source, trainable, seed, params, used } = this.root;
+    if (!torchShape.every((d) => Number.isInteger(d) && d > 0)) throw new Error(`parameter '${key}': invalid shape [${torchShape}]`);
+    let value = tf.tidy(() => {
+      let t: tf.Tensor;
+      if (source) {
+        t = readTorch(source, key, torchShape);
+      } else {
+        t = initTensor(options.init ?? 'zeros', [...torchShape], (seed ^ hashKey(key)) >>> 0);
+      }
+      return options.layout ? options.layout.fromTorch(t) : t;
+    });
+    if (trainable) {
+      const v = tf.variable(value, true);
+      value.dispose();
+      value = v;
+    }
+    used.add(key);
+    params.add(key, { value, torchShape, layout: options.layout });
+    return value;
+  }
+
+  /**
+   * Builds a module tree with this (root) scope and finishes it. If construction throws (a
+   * missing or mis-shaped tensor), the parameters made so far are freed before rethrowing.
+   */
+  build<T>(construct: (scope: WeightScope) => T): { module: T; params: Parameters } {
+    try {
+      const module = construct(this);
+      return { module, params: this.finish() };
+    } catch (e) {
+      this.root.params.dispose();
+      throw e;
+    }
+  }
+
+  /** Ends construction (root scope only): reports unexpected checkpoint tensors and returns the parameters. */
+  finish(): Parameters {
+    const { source, ignore, used, params } = this.root;
+    if (source) {
+      const unexpected = source.keys().filter((k) => !used.has(k) && !ignore.some((re) => re.test(k)));
+      if (unexpected.length) {
+        params.dispose();
+        throw new Error(`${source.name}: unexpected tensors ${formatKeys(unexpected)}; the checkpoint has weights this config does not build. Check config.json.`);
+      }
+    }
+    return params;
+  }
+}
+
+/** Element count of a torch shape (re-exported for modules that size their parameters). */
+export { numElements };
