@@ -1,0 +1,105 @@
+import { SafetensorsBytes, SafetensorsError, SafetensorsFile, type TensorInfo, type WeightSource } from '@png/core';
+
+/**
+ * Reading one component folder of a diffusers pipeline (`unet/`, `vae/`, `text_encoder/`):
+ * `config.json` plus a safetensors checkpoint, optionally sharded
+ * (`*.safetensors.index.json`) or in a variant (`diffusion_pytorch_model.fp16.safetensors`).
+ */
+export interface ComponentOptions {
+  /** Weight variant, e.g. 'fp16' picks `<name>.fp16.safetensors`. */
+  readonly variant?: string;
+}
+
+type NodeFs = typeof import('node:fs');
+type NodePath = typeof import('node:path');
+
+async function node(): Promise<{ fs: NodeFs; path: NodePath }> {
+  return { fs: await import('node:fs'), path: await import('node:path') };
+}
+
+/** Reads and parses `<dir>/config.json`, with errors that name the file. */
+export async function readConfigJson(dir: string): Promise<Record<string, unknown>> {
+  const { fs, path } = await node();
+  const file = path.join(dir, 'config.json');
+  if (!fs.existsSync(dir)) throw new Error(`${dir}: no such folder; pass a component folder of a diffusers pipeline (with config.json and *.safetensors)`);
+  if (!fs.existsSync(file)) throw new Error(`${file}: missing; a component folder needs its config.json`);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error(`${file}: expected a JSON object`);
+  return parsed as Record<string, unknown>;
+}
+
+/** Opens the checkpoint `<dir>/<weightsName>[.<variant>].safetensors`, or its sharded index. */
+export async function openWeights(dir: string, weightsName: string, options: ComponentOptions = {}): Promise<WeightSource> {
+  const { fs, path } = await node();
+  const stem = options.variant ? `${weightsName}.${options.variant}` : weightsName;
+  const single = path.join(dir, `${stem}.safetensors`);
+  if (fs.existsSync(single)) return SafetensorsFile.open(single);
+  const index = path.join(dir, `${stem}.safetensors.index.json`);
+  if (fs.existsSync(index)) return ShardedSource.open(index);
+  const present = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => /\.(safetensors|bin|ckpt|pt)$/.test(f)) : [];
+  const hint = present.some((f) => !f.endsWith('.safetensors'))
+    ? ' PyTorch pickle checkpoints (.bin/.ckpt) are not read; convert them to safetensors.'
+    : present.length
+      ? ` Found: ${present.join(', ')}${options.variant ? '' : " (pass variant: 'fp16' for *.fp16.safetensors)"}.`
+      : '';
+  throw new Error(`${single}: missing.${hint}`);
+}
+
+/** Several safetensors shards behind one `*.safetensors.index.json` (`weight_map: {key: file}`). */
+class ShardedSource implements WeightSource {
+  private constructor(
+    readonly name: string,
+    private readonly shards: Map<string, WeightSource>,
+    private readonly owner: Map<string, WeightSource>,
+  ) {}
+
+  static async open(indexFile: string): Promise<ShardedSource> {
+    const { fs, path } = await node();
+    let weightMap: Record<string, string>;
+    try {
+      weightMap = JSON.parse(fs.readFileSync(indexFile, 'utf8')).weight_map;
+    } catch (e) {
+      throw new SafetensorsError(indexFile, `not a valid index (${(e as Error).message})`);
+    }
+    if (!weightMap || typeof weightMap !== 'object') throw new SafetensorsError(indexFile, 'has no weight_map');
+    const shards = new Map<string, WeightSource>();
+    const owner = new Map<string, WeightSource>();
+    try {
+      for (const [key, file] of Object.entries(weightMap)) {
+        if (!shards.has(file)) shards.set(file, await SafetensorsFile.open(path.join(path.dirname(indexFile), file)));
+        const shard = shards.get(file)!;
+        if (!shard.info(key)) throw new SafetensorsError(shard.name, `index ${indexFile} places '${key}' here, but the shard lacks it`);
+        owner.set(key, shard);
+      }
+    } catch (e) {
+      for (const s of shards.values()) s.close();
+      throw e;
+    }
+    return new ShardedSource(indexFile, shards, owner);
+  }
+
+  keys(): string[] {
+    return [...this.owner.keys()];
+  }
+  info(key: string): TensorInfo | undefined {
+    return this.owner.get(key)?.info(key);
+  }
+  read(key: string): Float32Array | Int32Array {
+    const shard = this.owner.get(key);
+    if (!shard) throw new SafetensorsError(this.name, `no tensor '${key}'`);
+    return shard.read(key);
+  }
+  close(): void {
+    for (const s of this.shards.values()) s.close();
+  }
+}
+
+/** An in-memory checkpoint (browser or tests), same interface as a file. */
+export function weightsFromBytes(bytes: Uint8Array, name: string): WeightSource {
+  return new SafetensorsBytes(bytes, name);
+}
