@@ -14,6 +14,7 @@ export {
   type WeightSource,
 } from './safetensors';
 export { writeFileAtomic } from './atomic_write';
+export { saveModule, openModule, CONFIG_FILE, WEIGHTS_FILE } from './checkpoint';
 export { WeightScope, Parameters, type Init, type Layout } from './weights';
 export { Linear } from './nn/linear';
 export { Conv2d, OIHW_TO_HWIO, type Conv2dPadding } from './nn/conv2d';

@@ -1,0 +1,93 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { LayerNorm, Linear, gelu, geluTanh, type ForwardContext, type WeightScope } from '@png/core';
+import { Attention } from './attention_processor';
+import { HookedModule, type ModelRuntime } from './model_runtime';
+
+/** The feed-forward activations of diffusers' `FeedForward` that SD-family UNets use. */
+export type FeedForwardActivation = 'geglu' | 'gelu' | 'gelu-approximate';
+
+/**
+ * diffusers `FeedForward`: net.0 (GEGLU: proj → value·gelu(gate); or GELU: proj → gelu), net.2 the
+ * output projection. Dropout (net.1) is identity at inference.
+ */
+export class FeedForward extends HookedModule {
+  readonly proj: Linear; // net.0.proj
+  readonly out: Linear; // net.2
+  private readonly kind: FeedForwardActivation;
+  private readonly inner: number;
+
+  constructor(scope: WeightScope, runtime: ModelRuntime, dim: number, kind: FeedForwardActivation, mult = 4) {
+    super(scope, runtime);
+    this.inner = dim * mult;
+    this.kind = kind;
+    this.proj = new Linear(scope.pp('net.0.proj'), dim, kind === 'geglu' ? 2 * this.inner : this.inner);
+    this.out = new Linear(scope.pp('net.2'), this.inner, dim);
+  }
+
+  /** [B, N, C] → [B, N, C] */
+  forward(x: tf.Tensor3D, context: ForwardContext): tf.Tensor3D {
+    return this.hooked(x, context, (input) => {
+      const h = this.proj.forward(input);
+      let a: tf.Tensor;
+      if (this.kind === 'geglu') {
+        const [value, gate] = tf.split(h, 2, -1); // 2 × [B, N, inner]
+        a = tf.mul(value, gelu(gate));
+      } else {
+        a = this.kind === 'gelu' ? gelu(h) : geluTanh(h);
+      }
+      return this.out.forward(a) as tf.Tensor3D;
+    });
+  }
+}
+
+export interface BasicTransformerBlockOptions {
+  readonly dim: number;
+  readonly heads: number;
+  readonly dimHead: number;
+  readonly crossAttentionDim: number;
+  readonly onlyCrossAttention: boolean;
+  readonly activationFn: FeedForwardActivation;
+  readonly attentionBias: boolean;
+  readonly normEps: number;
+}
+
+/**
+ * diffusers `BasicTransformerBlock` (norm_type 'layer_norm'): self-attention (attn1), cross-
+ * attention to the context (attn2), feed-forward, each pre-normed and residual.
+ */
+export class BasicTransformerBlock extends HookedModule {
+  readonly norm1: LayerNorm;
+  readonly attn1: Attention;
+  readonly norm2: LayerNorm;
+  readonly attn2: Attention;
+  readonly norm3: LayerNorm;
+  readonly ff: FeedForward;
+  private readonly onlyCrossAttention: boolean;
+
+  constructor(scope: WeightScope, runtime: ModelRuntime, o: BasicTransformerBlockOptions) {
+    super(scope, runtime);
+    const attn = { queryDim: o.dim, heads: o.heads, dimHead: o.dimHead, bias: o.attentionBias };
+    this.onlyCrossAttention = o.onlyCrossAttention;
+    this.norm1 = new LayerNorm(scope.pp('norm1'), o.dim, o.normEps);
+    this.attn1 = new Attention(scope.pp('attn1'), runtime, { ...attn, crossAttentionDim: o.onlyCrossAttention ? o.crossAttentionDim : undefined });
+    this.norm2 = new LayerNorm(scope.pp('norm2'), o.dim, o.normEps);
+    this.attn2 = new Attention(scope.pp('attn2'), runtime, { ...attn, crossAttentionDim: o.crossAttentionDim });
+    this.norm3 = new LayerNorm(scope.pp('norm3'), o.dim, o.normEps);
+    this.ff = new FeedForward(scope.pp('ff'), runtime, o.dim, o.activationFn);
+  }
+
+  /** tokens [B, HW, C], context [B, M, D] → [B, HW, C] */
+  forward(
+    x: tf.Tensor3D,
+    args: { encoderHiddenStates: tf.Tensor3D; encoderAttentionMask?: tf.Tensor2D; spatial: readonly [number, number]; context: ForwardContext },
+  ): tf.Tensor3D {
+    return this.hooked(x, args.context, (input) => {
+      const { context, spatial } = args;
+      const selfCtx = this.onlyCrossAttention ? { encoderHiddenStates: args.encoderHiddenStates, encoderAttentionMask: args.encoderAttentionMask } : {};
+      let h = tf.add(this.attn1.forward(this.norm1.forward(input) as tf.Tensor3D, { ...selfCtx, spatial, context }), input) as tf.Tensor3D;
+      const cross = { encoderHiddenStates: args.encoderHiddenStates, encoderAttentionMask: args.encoderAttentionMask, spatial, context };
+      h = tf.add(this.attn2.forward(this.norm2.forward(h) as tf.Tensor3D, cross), h) as tf.Tensor3D;
+      return tf.add(this.ff.forward(this.norm3.forward(h) as tf.Tensor3D, context), h) as tf.Tensor3D;
+    });
+  }
+}

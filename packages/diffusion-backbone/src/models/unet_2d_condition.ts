@@ -1,0 +1,432 @@
+import * as tf from '@tensorflow/tfjs-core';
+import {
+  Conv2d,
+  ForwardContext,
+  GroupNorm,
+  WeightScope,
+  activation,
+  check,
+  isActivationName,
+  isPositiveInt,
+  type ActivationName,
+  type BlockHook,
+  type Parameters,
+  type PathMatch,
+  type ShapeSpec,
+} from '@png/core';
+import { openWeights, readConfigJson, type ComponentOptions } from '../component_files';
+import type { AttentionProcessor } from './attention_processor';
+import { TimestepEmbedding, Timesteps } from './embeddings';
+import { ModelRuntime } from './model_runtime';
+import { DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D, type CrossAttnCommon } from './unet_2d_blocks';
+
+/** diffusers' `unet/config.json` (the keys this port reads; others are accepted when at their defaults). */
+export interface UNet2DConditionConfig {
+  readonly sample_size?: number | readonly number[] | null;
+  readonly in_channels: number;
+  readonly out_channels: number;
+  readonly center_input_sample: boolean;
+  readonly flip_sin_to_cos: boolean;
+  readonly freq_shift: number;
+  readonly down_block_types: readonly string[];
+  readonly mid_block_type: string | null;
+  readonly up_block_types: readonly string[];
+  readonly only_cross_attention: boolean | readonly boolean[];
+  readonly block_out_channels: readonly number[];
+  readonly layers_per_block: number | readonly number[];
+  readonly downsample_padding: number;
+  readonly mid_block_scale_factor: number;
+  readonly act_fn: string;
+  readonly norm_num_groups: number;
+  readonly norm_eps: number;
+  readonly cross_attention_dim: number;
+  readonly transformer_layers_per_block: number | readonly number[];
+  /** diffusers quirk kept from SD: when num_attention_heads is null this is the number of heads. */
+  readonly attention_head_dim: number | readonly number[];
+  readonly num_attention_heads: number | readonly number[] | null;
+  readonly use_linear_projection: boolean;
+  readonly upcast_attention: boolean;
+  readonly conv_in_kernel: number;
+  readonly conv_out_kernel: number;
+  readonly [key: string]: unknown;
+}
+
+const DOWN_BLOCK_TYPES = ['CrossAttnDownBlock2D', 'DownBlock2D'];
+const UP_BLOCK_TYPES = ['CrossAttnUpBlock2D', 'UpBlock2D'];
+
+/** diffusers' defaults for the fields this port reads. */
+const UNET_DEFAULTS: UNet2DConditionConfig = {
+  sample_size: null,
+  in_channels: 4,
+  out_channels: 4,
+  center_input_sample: false,
+  flip_sin_to_cos: true,
+  freq_shift: 0,
+  down_block_types: ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'DownBlock2D'],
+  mid_block_type: 'UNetMidBlock2DCrossAttn',
+  up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'],
+  only_cross_attention: false,
+  block_out_channels: [320, 640, 1280, 1280],
+  layers_per_block: 2,
+  downsample_padding: 1,
+  mid_block_scale_factor: 1,
+  act_fn: 'silu',
+  norm_num_groups: 32,
+  norm_eps: 1e-5,
+  cross_attention_dim: 1280,
+  transformer_layers_per_block: 1,
+  attention_head_dim: 8,
+  num_attention_heads: null,
+  use_linear_projection: false,
+  upcast_attention: false,
+  conv_in_kernel: 3,
+  conv_out_kernel: 3,
+};
+
+/** Fields of diffusers' config that this port does not implement, with the value it requires. */
+const UNSUPPORTED_UNLESS: Record<string, unknown> = {
+  dual_cross_attention: false,
+  class_embed_type: null,
+  addition_embed_type: null,
+  encoder_hid_dim: null,
+  encoder_hid_dim_type: null,
+  time_cond_proj_dim: null,
+  time_embedding_type: 'positional',
+  time_embedding_dim: null,
+  time_embedding_act_fn: null,
+  timestep_post_act: null,
+  resnet_time_scale_shift: 'default',
+  resnet_skip_time_act: false,
+  resnet_out_scale_factor: 1,
+  num_class_embeds: null,
+  projection_class_embeddings_input_dim: null,
+  class_embeddings_concat: false,
+  mid_block_only_cross_attention: null,
+  cross_attention_norm: null,
+  attention_type: 'default',
+  reverse_transformer_layers_per_block: null,
+  addition_time_embed_dim: null,
+};
+
+/** SD v1.5's `unet/config.json` (runwayml/stable-diffusion-v1-5). */
+export const SD15_UNET_CONFIG: UNet2DConditionConfig = Object.freeze({
+  ...UNET_DEFAULTS,
+  sample_size: 64,
+  cross_attention_dim: 768,
+  attention_head_dim: 8,
+  block_out_channels: [320, 640, 1280, 1280],
+});
+
+/** Per-block values after broadcasting scalars, as diffusers' constructor does. */
+interface ResolvedUNet {
+  readonly config: UNet2DConditionConfig;
+  readonly heads: number[];
+  readonly layers: number[];
+  readonly transformerLayers: number[];
+  readonly onlyCrossAttention: boolean[];
+  readonly act: ActivationName;
+}
+
+function perBlock<T>(value: T | readonly T[], n: number, field: string, expected: string): T[] {
+  if (Array.isArray(value)) {
+    check(value.length === n, 'UNet2DConditionConfig', field, `one value per down block (${n})`, value);
+    return [...value];
+  }
+  return Array(n).fill(value);
+}
+
+/** Fills diffusers' defaults into a parsed config.json and checks it, before any weight exists. */
+export function resolveUNetConfig(json: Record<string, unknown>): ResolvedUNet {
+  const name = 'UNet2DConditionConfig';
+  const config = { ...UNET_DEFAULTS, ...json } as UNet2DConditionConfig;
+  for (const [field, required] of Object.entries(UNSUPPORTED_UNLESS)) {
+    const v = config[field];
+    if (v !== undefined && JSON.stringify(v) !== JSON.stringify(required)) check(false, name, field, `${JSON.stringify(required)} (other values are not implemented)`, v);
+  }
+  const n = config.block_out_channels.length;
+  check(Array.isArray(config.block_out_channels) && n > 0 && config.block_out_channels.every(isPositiveInt), name, 'block_out_channels', 'a non-empty list of positive integers', config.block_out_channels);
+  check(config.down_block_types.length === n, name, 'down_block_types', `one type per entry of block_out_channels (${n})`, config.down_block_types);
+  check(config.up_block_types.length === n, name, 'up_block_types', `one type per entry of block_out_channels (${n})`, config.up_block_types);
+  config.down_block_types.forEach((t) => check(DOWN_BLOCK_TYPES.includes(t), name, 'down_block_types', `types from ${DOWN_BLOCK_TYPES.join(', ')}`, t));
+  config.up_block_types.forEach((t) => check(UP_BLOCK_TYPES.includes(t), name, 'up_block_types', `types from ${UP_BLOCK_TYPES.join(', ')}`, t));
+  check(config.mid_block_type === null || config.mid_block_type === 'UNetMidBlock2DCrossAttn', name, 'mid_block_type', "'UNetMidBlock2DCrossAttn' or null", config.mid_block_type);
+  check(isActivationName(config.act_fn), name, 'act_fn', 'a known activation (silu, gelu, …)', config.act_fn);
+  check(isPositiveInt(config.in_channels), name, 'in_channels', 'a positive integer', config.in_channels);
+  check(isPositiveInt(config.out_channels), name, 'out_channels', 'a positive integer', config.out_channels);
+  check(isPositiveInt(config.cross_attention_dim), name, 'cross_attention_dim', 'a positive integer (per-block lists are not implemented)', config.cross_attention_dim);
+  check(isPositiveInt(config.norm_num_groups), name, 'norm_num_groups', 'a positive integer', config.norm_num_groups);
+  check(config.conv_in_kernel % 2 === 1 && config.conv_out_kernel % 2 === 1, name, 'conv_in_kernel', 'odd kernel sizes', [config.conv_in_kernel, config.conv_out_kernel]);
+  for (const c of config.block_out_channels) {
+    check(c % config.norm_num_groups === 0, name, 'norm_num_groups', `a divisor of every block_out_channels entry (${c})`, config.norm_num_groups);
+  }
+  const heads = perBlock(config.num_attention_heads ?? config.attention_head_dim, n, config.num_attention_heads === null ? 'attention_head_dim' : 'num_attention_heads', 'heads');
+  heads.forEach((h, i) => {
+    const field = config.num_attention_heads === null ? 'attention_head_dim' : 'num_attention_heads';
+    check(isPositiveInt(h) && config.block_out_channels[i] % h === 0, name, field, `a head count dividing block_out_channels[${i}] (${config.block_out_channels[i]})`, h);
+  });
+  const layers = perBlock(config.layers_per_block, n, 'layers_per_block', 'layers');
+  layers.forEach((l) => check(isPositiveInt(l), name, 'layers_per_block', 'positive integers', l));
+  const transformerLayers = perBlock(config.transformer_layers_per_block, n, 'transformer_layers_per_block', 'layers');
+  transformerLayers.forEach((l) => check(isPositiveInt(l), name, 'transformer_layers_per_block', 'positive integers', l));
+  const onlyCrossAttention = perBlock(config.only_cross_attention, n, 'only_cross_attention', 'booleans');
+  return { config, heads, layers, transformerLayers, onlyCrossAttention, act: config.act_fn as ActivationName };
+}
+
+export interface UNet2DConditionOutput {
+  /** The noise prediction [B, H, W, out_channels]. */
+  readonly sample: tf.Tensor4D;
+  /** Tensors that hooks put into `context.outputs` (feature taps, adapter states). */
+  readonly outputs: Record<string, tf.Tensor>;
+}
+
+export interface UNetForwardOptions {
+  /** Per-forward state for processors and hooks. */
+  readonly context?: ForwardContext;
+  /** Key mask over the context tokens [B, M] (1 = attend). */
+  readonly encoderAttentionMask?: tf.Tensor2D;
+}
+
+/**
+ * diffusers `UNet2DConditionModel` (SD v1.x / v2.x), NHWC. Weights keep diffusers' names; the
+ * attention math is swappable per `<path>.processor` and every block can be hooked by path.
+ */
+export class UNet2DConditionModel {
+  readonly conv_in: Conv2d;
+  readonly time_proj: Timesteps;
+  readonly time_embedding: TimestepEmbedding;
+  readonly down_blocks: DownBlock2D[] = [];
+  readonly mid_block?: UNetMidBlock2DCrossAttn;
+  readonly up_blocks: UpBlock2D[] = [];
+  readonly conv_norm_out: GroupNorm;
+  readonly conv_out: Conv2d;
+  readonly config: UNet2DConditionConfig;
+  private readonly runtime = new ModelRuntime();
+  private readonly act: (x: tf.Tensor) => tf.Tensor;
+  private params?: Parameters;
+
+  /** Builds the module tree from a resolved config; use fromPretrained or create. */
+  private constructor(scope: WeightScope, r: ResolvedUNet) {
+    const c = r.config;
+    const ch = c.block_out_channels;
+    const n = ch.length;
+    const rt = this.runtime;
+    this.config = c;
+    this.act = activation(r.act);
+    const tembDim = ch[0] * 4;
+    const common = { resnetEps: c.norm_eps, resnetGroups: c.norm_num_groups, act: r.act, tembChannels: tembDim };
+    const crossAttn = (i: number): CrossAttnCommon => ({
+      heads: r.heads[i],
+      crossAttentionDim: c.cross_attention_dim,
+      transformerLayers: r.transformerLayers[i],
+      useLinearProjection: c.use_linear_projection,
+      onlyCrossAttention: r.onlyCrossAttention[i],
+    });
+
+    this.conv_in = new Conv2d(scope.pp('conv_in'), c.in_channels, ch[0], c.conv_in_kernel, { padding: (c.conv_in_kernel - 1) / 2 });
+    this.time_proj = new Timesteps(scope.pp('time_proj'), rt, ch[0], c.flip_sin_to_cos, c.freq_shift);
+    this.time_embedding = new TimestepEmbedding(scope.pp('time_embedding'), rt, ch[0], tembDim, r.act);
+
+    let out = ch[0];
+    c.down_block_types.forEach((type, i) => {
+      const inCh = out;
+      out = ch[i];
+      this.down_blocks.push(
+        new DownBlock2D(scope.pp('down_blocks').pp(i), rt, {
+          ...common,
+          numLayers: r.layers[i],
+          inChannels: inCh,
+          outChannels: out,
+          addDownsample: i < n - 1,
+          downsamplePadding: c.downsample_padding,
+          crossAttn: type === 'CrossAttnDownBlock2D' ? crossAttn(i) : undefined,
+        }),
+      );
+    });
+
+    if (c.mid_block_type !== null) {
+      this.mid_block = new UNetMidBlock2DCrossAttn(scope.pp('mid_block'), rt, { ...common, ...crossAttn(n - 1), numLayers: 1, inChannels: ch[n - 1], outputScaleFactor: c.mid_block_scale_factor });
+    }
+
+    const rev = [...ch].reverse();
+    let prevOut = rev[0];
+    c.up_block_types.forEach((type, i) => {
+      const j = n - 1 - i; // the matching down block
+      this.up_blocks.push(
+        new UpBlock2D(scope.pp('up_blocks').pp(i), rt, {
+          ...common,
+          numLayers: r.layers[j] + 1,
+          inChannels: rev[Math.min(i + 1, n - 1)],
+          prevOutputChannels: prevOut,
+          outChannels: rev[i],
+          addUpsample: i < n - 1,
+          crossAttn: type === 'CrossAttnUpBlock2D' ? crossAttn(j) : undefined,
+        }),
+      );
+      prevOut = rev[i];
+    });
+
+    this.conv_norm_out = new GroupNorm(scope.pp('conv_norm_out'), c.norm_num_groups, ch[0], c.norm_eps);
+    this.conv_out = new Conv2d(scope.pp('conv_out'), ch[0], c.out_channels, c.conv_out_kernel, { padding: (c.conv_out_kernel - 1) / 2 });
+  }
+
+  /**
+   * Loads `dir` (the `unet/` folder of a diffusers pipeline: config.json +
+   * diffusion_pytorch_model[.variant].safetensors). Weights are frozen tf.Tensors.
+   */
+  static async fromPretrained(dir: string, options: ComponentOptions = {}): Promise<UNet2DConditionModel> {
+    const resolved = resolveUNetConfig(await readConfigJson(dir));
+    const source = await openWeights(dir, 'diffusion_pytorch_model', options);
+    try {
+      return UNet2DConditionModel.build(WeightScope.fromSource(source), resolved);
+    } finally {
+      source.close();
+    }
+  }
+
+  /** A UNet of `config` with fresh (seeded, torch-default-initialised) frozen weights. */
+  static create(config: Partial<UNet2DConditionConfig> | Record<string, unknown>, options: { seed?: number; trainable?: boolean } = {}): UNet2DConditionModel {
+    return UNet2DConditionModel.build(WeightScope.fresh({ seed: options.seed ?? 0, trainable: options.trainable ?? false }), resolveUNetConfig(config));
+  }
+
+  private static build(scope: WeightScope, resolved: ResolvedUNet): UNet2DConditionModel {
+    const { module, params } = scope.build((s) => new UNet2DConditionModel(s, resolved));
+    module.params = params;
+    return module;
+  }
+
+  /** Input pixels per latent pixel at the bottom of the UNet: 2^(number of downsamplers). */
+  get downsampleFactor(): number {
+    return 2 ** (this.config.block_out_channels.length - 1);
+  }
+
+  /**
+   * One denoising step's noise prediction. sample [B, H, W, in_channels] (NHWC latents, H and W
+   * multiples of `downsampleFactor`), timestep a number, one per sample, or a [B] tensor, context
+   * [B, M, cross_attention_dim]. Caller owns the returned tensors; inputs are not disposed.
+   */
+  forward(sample: tf.Tensor4D, timestep: number | readonly number[] | tf.Tensor1D, encoderHiddenStates: tf.Tensor3D, options: UNetForwardOptions = {}): UNet2DConditionOutput {
+    this.assertAlive();
+    this.checkInputs(sample, timestep, encoderHiddenStates, options.encoderAttentionMask);
+    const context = options.context ?? new ForwardContext();
+    return tf.tidy('UNet2DConditionModel.forward', () => {
+      const b = sample.shape[0];
+      const t: tf.Tensor1D =
+        timestep instanceof tf.Tensor ? timestep : tf.tensor1d(typeof timestep === 'number' ? Array(b).fill(timestep) : [...timestep], 'float32');
+      const args = { encoderHiddenStates, encoderAttentionMask: options.encoderAttentionMask, context };
+
+      const emb = this.time_embedding.forward(this.time_proj.forward(t, context), context); // [B, 4·C0]
+      let h = this.config.center_input_sample ? (tf.sub(tf.mul(sample, 2), 1) as tf.Tensor4D) : sample;
+      h = this.hookedLeaf('conv_in', context, () => this.conv_in.forward(h));
+
+      const skips: tf.Tensor4D[] = [h];
+      for (const block of this.down_blocks) {
+        const { hidden, resSamples } = block.forward(h, emb, args);
+        h = hidden;
+        skips.push(...resSamples);
+      }
+      if (this.mid_block) h = this.mid_block.forward(h, emb, args);
+      for (const block of this.up_blocks) {
+        const n = block.resnets.length;
+        h = block.forward(h, skips.splice(skips.length - n, n), emb, args);
+      }
+      h = this.hookedLeaf('conv_norm_out', context, () => this.conv_norm_out.forward(h));
+      const out = this.hookedLeaf('conv_out', context, () => this.conv_out.forward(this.act(h) as tf.Tensor4D));
+      return { sample: out, outputs: { ...context.outputs } };
+    });
+  }
+
+  /** Attention processors keyed `<attention path>.processor`, as diffusers' `attn_processors`. */
+  attnProcessors(): Record<string, AttentionProcessor> {
+    return Object.fromEntries([...this.runtime.attentions].map(([path, attn]) => [`${path}.processor`, attn.processor]));
+  }
+
+  /**
+   * Sets one processor everywhere, or one per key of `attnProcessors()` (then every key must be
+   * given, as in diffusers).
+   */
+  setAttnProcessor(processor: AttentionProcessor | Record<string, AttentionProcessor>): void {
+    if (typeof processor === 'function') {
+      for (const attn of this.runtime.attentions.values()) attn.processor = processor;
+      return;
+    }
+    const expected = Object.keys(this.attnProcessors());
+    const missing = expected.filter((k) => !(k in processor));
+    const unknown = Object.keys(processor).filter((k) => !expected.includes(k));
+    if (missing.length || unknown.length) {
+      throw new Error(
+        `setAttnProcessor: a processor map must cover exactly the ${expected.length} keys of attnProcessors()` +
+          (missing.length ? `; missing ${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ` and ${missing.length - 3} more` : ''}` : '') +
+          (unknown.length ? `; unknown ${unknown.slice(0, 3).join(', ')}` : ''),
+      );
+    }
+    for (const [path, attn] of this.runtime.attentions) attn.processor = processor[`${path}.processor`];
+  }
+
+  /** Runs `hook` around every module whose dotted path matches; returns the function that removes it. */
+  addBlockHook(match: PathMatch, hook: BlockHook): () => void {
+    return this.runtime.hooks.add(match, hook);
+  }
+
+  /** Paths of the transformer blocks with their width and latent stride (where adapters attach). */
+  transformerBlocks(): Array<{ path: string; channels: number; stride: number }> {
+    const out: Array<{ path: string; channels: number; stride: number }> = [];
+    const add = (blocks: { attentions: { path: string; transformer_blocks: { path: string; attn1: { to_q: { inFeatures: number } } }[] }[] }, stride: number) => {
+      for (const t of blocks.attentions) for (const tb of t.transformer_blocks) out.push({ path: tb.path, channels: tb.attn1.to_q.inFeatures, stride });
+    };
+    this.down_blocks.forEach((b, i) => add(b, 2 ** i));
+    if (this.mid_block) add(this.mid_block, this.downsampleFactor);
+    this.up_blocks.forEach((b, i) => add(b, this.downsampleFactor / 2 ** i));
+    return out;
+  }
+
+  /** Channels and latent stride of each up block's output (`up_blocks.i`), known before any forward. */
+  upBlockShapes(): Record<string, ShapeSpec> {
+    const rev = [...this.config.block_out_channels].reverse();
+    const n = rev.length;
+    return Object.fromEntries(rev.map((c, i) => [`up_blocks.${i}`, { channels: c, stride: 2 ** (n - 1 - Math.min(i + 1, n - 1)) }]));
+  }
+
+  /** The weights (frozen tf.Tensors), by diffusers name. */
+  parameters(): Parameters {
+    this.assertAlive();
+    return this.params!;
+  }
+
+  numParameters(): number {
+    return this.parameters().numElements();
+  }
+
+  /** Frees every weight; the model cannot be used afterwards. */
+  dispose(): void {
+    this.params?.dispose();
+  }
+
+  private assertAlive(): void {
+    if (!this.params || this.params.isDisposed) throw new Error('UNet2DConditionModel was disposed');
+  }
+
+  private hookedLeaf(path: string, context: ForwardContext, compute: () => tf.Tensor4D): tf.Tensor4D {
+    const hooks = this.runtime.hooks;
+    return hooks.size === 0 ? compute() : (hooks.post(path, compute(), context) as tf.Tensor4D);
+  }
+
+  private checkInputs(sample: tf.Tensor, timestep: number | readonly number[] | tf.Tensor, ehs: tf.Tensor, mask?: tf.Tensor): void {
+    const c = this.config;
+    const f = this.downsampleFactor;
+    if (sample.rank !== 4 || sample.shape[3] !== c.in_channels) {
+      throw new Error(`UNet2DConditionModel.forward: sample must be NHWC [B, H, W, ${c.in_channels}], got [${sample.shape}]`);
+    }
+    const [b, h, w] = sample.shape;
+    if (h % f !== 0 || w % f !== 0) {
+      throw new Error(`UNet2DConditionModel.forward: latent size ${h}×${w} is not a multiple of the UNet's downsampling factor ${f}; resize or pad the image to a multiple of ${8 * f} pixels`);
+    }
+    if (ehs.rank !== 3 || ehs.shape[0] !== b || ehs.shape[2] !== c.cross_attention_dim) {
+      throw new Error(`UNet2DConditionModel.forward: encoderHiddenStates must be [${b}, M, ${c.cross_attention_dim}], got [${ehs.shape}]`);
+    }
+    if (mask && (mask.rank !== 2 || mask.shape[0] !== b || mask.shape[1] !== ehs.shape[1])) {
+      throw new Error(`UNet2DConditionModel.forward: encoderAttentionMask must be [${b}, ${ehs.shape[1]}], got [${mask.shape}]`);
+    }
+    const tCount = typeof timestep === 'number' ? b : timestep instanceof tf.Tensor ? timestep.size : timestep.length;
+    if (tCount !== b) throw new Error(`UNet2DConditionModel.forward: ${tCount} timesteps for a batch of ${b}`);
+  }
+}
