@@ -10,7 +10,7 @@ export function packageConfig(entry: Record<string, string>, extra: Options = {}
     clean: true,
     target: 'es2022',
     platform: 'neutral',
-    external: [/^@tensorflow\//, /^@png\//, /^node:/],
+    external: [/^@tensorflow\//, /^@png\//, /^node:/, 'webgpu'],
     ...extra,
   });
 }

@@ -1,5 +1,5 @@
 import { writeFileAtomic } from './atomic_write';
-import { SafetensorsFile } from './safetensors';
+import { SafetensorsFile, writeSafetensorsFile } from './safetensors';
 import type { Parameters } from './weights';
 
 /** File names of a module checkpoint folder (the diffusers/transformers layout). */
@@ -7,14 +7,13 @@ export const CONFIG_FILE = 'config.json';
 export const WEIGHTS_FILE = 'model.safetensors';
 
 /**
- * Saves a module as `<dir>/config.json` + `<dir>/model.safetensors` (torch layout, F32). Each file
- * is written atomically (temporary file, then rename), so an interrupted save never leaves a
+ * Saves a module as `<dir>/config.json` + `<dir>/model.safetensors` (torch layout, F32), streamed
+ * one tensor at a time. Each file is written atomically (temporary file, then rename), so an interrupted save never leaves a
  * half-written checkpoint under the final names.
  */
 export async function saveModule(dir: string, config: object, params: Parameters, metadata: Record<string, string> = {}): Promise<void> {
-  const bytes = await params.toSafetensors(metadata);
   const { join } = await import('node:path');
-  await writeFileAtomic(join(dir, WEIGHTS_FILE), bytes);
+  await writeSafetensorsFile(join(dir, WEIGHTS_FILE), params.torchShapes(), params.torchData(), metadata);
   await writeFileAtomic(join(dir, CONFIG_FILE), JSON.stringify(config, null, 2) + '\n');
 }
 

@@ -5,6 +5,7 @@ export {
   SafetensorsFile,
   SafetensorsError,
   serializeSafetensors,
+  writeSafetensorsFile,
   parseHeader,
   decodeTensor,
   numElements,

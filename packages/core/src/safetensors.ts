@@ -277,32 +277,85 @@ export interface TensorData {
   readonly data: Float32Array | Int32Array | Uint16Array;
 }
 
-/** Serializes named tensors (keys sorted) into safetensors bytes. */
-export function serializeSafetensors(tensors: Record<string, TensorData>, metadata: Record<string, string> = {}): Uint8Array {
-  const keys = Object.keys(tensors).sort();
+/** The header bytes (length prefix + padded JSON) for tensors laid out in `keys` order. */
+function encodeHeader(keys: readonly string[], info: (key: string) => { dtype: TensorData['dtype']; shape: readonly number[] }, metadata: Record<string, string>): { bytes: Uint8Array; dataBytes: number } {
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length) header.__metadata__ = metadata;
   let offset = 0;
+  for (const key of keys) {
+    const { dtype, shape } = info(key);
+    const nbytes = numElements(shape) * BYTES_PER_ELEMENT[dtype];
+    header[key] = { dtype, shape, data_offsets: [offset, offset + nbytes] };
+    offset += nbytes;
+  }
+  let json = new TextEncoder().encode(JSON.stringify(header));
+  const pad = (8 - (json.byteLength % 8)) % 8; // data starts 8-byte aligned
+  if (pad) json = new TextEncoder().encode(JSON.stringify(header) + ' '.repeat(pad));
+  const bytes = new Uint8Array(8 + json.byteLength);
+  new DataView(bytes.buffer).setBigUint64(0, BigInt(json.byteLength), true);
+  bytes.set(json, 8);
+  return { bytes, dataBytes: offset };
+}
+
+/** Serializes named tensors (keys sorted) into safetensors bytes. */
+export function serializeSafetensors(tensors: Record<string, TensorData>, metadata: Record<string, string> = {}): Uint8Array {
+  const keys = Object.keys(tensors).sort();
   for (const key of keys) {
     const t = tensors[key];
     const nbytes = numElements(t.shape) * BYTES_PER_ELEMENT[t.dtype];
     if (t.data.byteLength !== nbytes) {
       throw new SafetensorsError('serializeSafetensors', `tensor '${key}': ${t.data.byteLength} bytes of data for ${t.dtype}${JSON.stringify(t.shape)}, which needs ${nbytes}`);
     }
-    header[key] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + nbytes] };
-    offset += nbytes;
   }
-  let json = JSON.stringify(header);
-  json += ' '.repeat((8 - ((8 + new TextEncoder().encode(json).byteLength) % 8)) % 8); // align data to 8 bytes
-  const headerBytes = new TextEncoder().encode(json);
-  const out = new Uint8Array(8 + headerBytes.byteLength + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes.byteLength), true);
-  out.set(headerBytes, 8);
-  let at = 8 + headerBytes.byteLength;
+  const { bytes: header, dataBytes } = encodeHeader(keys, (k) => tensors[k], metadata);
+  const out = new Uint8Array(header.byteLength + dataBytes);
+  out.set(header);
+  let at = header.byteLength;
   for (const key of keys) {
     const d = tensors[key].data;
     out.set(new Uint8Array(d.buffer, d.byteOffset, d.byteLength), at);
     at += d.byteLength;
   }
   return out;
+}
+
+/**
+ * Streams F32 tensors into a safetensors file at `path`, atomically (a temporary file in the same
+ * folder, fsync, rename). `shapes` fixes the header; `chunks` yields each tensor's data in sorted
+ * key order. Node only.
+ */
+export async function writeSafetensorsFile(
+  path: string,
+  shapes: ReadonlyMap<string, readonly number[]>,
+  chunks: AsyncIterable<[string, readonly number[], Float32Array]>,
+  metadata: Record<string, string> = {},
+): Promise<void> {
+  const fs = await import('node:fs');
+  const { dirname, basename, join } = await import('node:path');
+  const keys = [...shapes.keys()].sort();
+  const { bytes: header } = encodeHeader(keys, (k) => ({ dtype: 'F32', shape: shapes.get(k)! }), metadata);
+  fs.mkdirSync(dirname(path), { recursive: true });
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`);
+  const fd = fs.openSync(tmp, 'w');
+  try {
+    fs.writeSync(fd, header);
+    let i = 0;
+    for await (const [key, shape, data] of chunks) {
+      if (key !== keys[i] || numElements(shape) !== data.length) throw new SafetensorsError(path, `tensor '${key}' arrived out of order or with ${data.length} values for [${shape}]`);
+      fs.writeSync(fd, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      i++;
+    }
+    if (i !== keys.length) throw new SafetensorsError(path, `only ${i} of ${keys.length} tensors were written`);
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    fs.renameSync(tmp, path);
+  } catch (e) {
+    try {
+      fs.closeSync(fd);
+    } catch {
+      /* already closed */
+    }
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
 }

@@ -61,16 +61,33 @@ export class Parameters implements Disposable {
     return out;
   }
 
-  /** Serializes every parameter in torch layout as safetensors bytes (F32). */
+  /** Serializes every parameter in torch layout as safetensors bytes (F32), for small modules and browsers. */
   async toSafetensors(metadata: Record<string, string> = {}): Promise<Uint8Array> {
-    const exported = this.exportTorch();
-    try {
-      const tensors: Record<string, TensorData> = {};
-      for (const [key, t] of exported) tensors[key] = { dtype: 'F32', shape: t.shape, data: (await t.data()) as Float32Array };
-      return serializeSafetensors(tensors, metadata);
-    } finally {
-      tf.dispose([...exported.values()]);
+    const tensors: Record<string, TensorData> = {};
+    for await (const [key, shape, data] of this.torchData()) tensors[key] = { dtype: 'F32', shape, data };
+    return serializeSafetensors(tensors, metadata);
+  }
+
+  /**
+   * Each parameter in torch layout, one at a time (`[key, torchShape, data]`, keys sorted), so a
+   * multi-GB model is never copied whole: at most one exported tensor is alive at a time.
+   */
+  async *torchData(): AsyncGenerator<[string, readonly number[], Float32Array]> {
+    this.assertAlive();
+    for (const key of [...this.entries.keys()].sort()) {
+      const e = this.entries.get(key)!;
+      const t = tf.tidy(() => (e.layout ? e.layout.toTorch(e.value) : e.value.clone()));
+      try {
+        yield [key, e.torchShape, (await t.data()) as Float32Array];
+      } finally {
+        t.dispose();
+      }
     }
+  }
+
+  /** Torch shapes by key (what a safetensors header needs before any data is read). */
+  torchShapes(): Map<string, readonly number[]> {
+    return new Map([...this.entries].map(([k, e]) => [k, e.torchShape]));
   }
 
   /**

@@ -1,0 +1,114 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { SafetensorsBytes, SafetensorsFile, serializeSafetensors, writeSafetensorsFile } from './safetensors';
+import { saveModule, openModule } from './checkpoint';
+import { WeightScope } from './weights';
+import { Linear } from './nn/linear';
+import { setBackend } from './backend';
+
+/** A safetensors file from a raw header object and data bytes. */
+function rawFile(header: object, data: Uint8Array): Uint8Array {
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const out = new Uint8Array(8 + json.length + data.length);
+  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
+  out.set(json, 8);
+  out.set(data, 8 + json.length);
+  return out;
+}
+
+describe('safetensors', () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'st-'));
+  afterAll(() => fs.rmSync(tmp, { recursive: true }));
+
+  it('round-trips F32 and I32 with metadata, keys sorted, data 8-byte aligned', () => {
+    const bytes = serializeSafetensors(
+      { b: { dtype: 'F32', shape: [2, 2], data: new Float32Array([1, -2, 3.5, 1e-30]) }, a: { dtype: 'I32', shape: [3], data: new Int32Array([7, -8, 9]) } },
+      { format: 'pt' },
+    );
+    const st = new SafetensorsBytes(bytes);
+    expect(st.keys()).toEqual(['a', 'b']);
+    expect(st.metadata).toEqual({ format: 'pt' });
+    expect([...st.read('b')]).toEqual([1, -2, 3.5, Math.fround(1e-30)]);
+    expect([...st.read('a')]).toEqual([7, -8, 9]);
+    expect(Number(new DataView(bytes.buffer).getBigUint64(0, true)) % 8).toBe(0);
+  });
+
+  it('decodes F16 (normal, subnormal, max, inf) and BF16 exactly', () => {
+    const half = new Uint16Array([0x3c00, 0xc000, 0x3800, 0x7bff, 0x0001, 0x7c00]);
+    const bf = new Uint16Array([0x3f80, 0xc0a0]);
+    const st = new SafetensorsBytes(
+      rawFile(
+        { h: { dtype: 'F16', shape: [6], data_offsets: [0, 12] }, g: { dtype: 'BF16', shape: [2], data_offsets: [12, 16] } },
+        new Uint8Array([...new Uint8Array(half.buffer), ...new Uint8Array(bf.buffer)]),
+      ),
+    );
+    expect([...st.read('h')]).toEqual([1, -2, 0.5, 65504, 2 ** -24, Infinity]);
+    expect([...st.read('g')]).toEqual([1, -5]);
+  });
+
+  it('reads the fixture fp16 UNet within fp16 precision of the fp32 file', async () => {
+    const { sharedFixturesDir } = await import('./testing');
+    const dir = path.join(sharedFixturesDir(), 'tiny-sd', 'unet');
+    const f32 = await SafetensorsFile.open(path.join(dir, 'diffusion_pytorch_model.safetensors'));
+    const f16 = await SafetensorsFile.open(path.join(dir, 'diffusion_pytorch_model.fp16.safetensors'));
+    expect(f16.keys().sort()).toEqual(f32.keys().sort());
+    const a = f32.read('conv_in.weight');
+    const b = f16.read('conv_in.weight');
+    for (let i = 0; i < a.length; i++) expect(Math.abs(a[i] - b[i])).toBeLessThanOrEqual(Math.abs(a[i]) * 2 ** -11 + 2 ** -24);
+    f32.close();
+    f16.close();
+  });
+
+  it.each([
+    ['a bad JSON header', rawFile({}, new Uint8Array()).fill(0x7b, 8), /header is not valid UTF-8 JSON/],
+    ['a header length beyond the file', new Uint8Array([255, 255, 0, 0, 0, 0, 0, 0, 1, 2]), /header length 65535 does not fit the 10-byte file/],
+    ['an unknown dtype', rawFile({ x: { dtype: 'F8', shape: [1], data_offsets: [0, 1] } }, new Uint8Array(1)), /tensor 'x': unsupported dtype "F8"/],
+    ['a size that does not match the shape', rawFile({ x: { dtype: 'F32', shape: [2], data_offsets: [0, 4] } }, new Uint8Array(4)), /tensor 'x': 4 bytes for F32\[2\], which needs 8/],
+    ['data past the end', rawFile({ x: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, new Uint8Array(4)), /data ends at byte 8 of a 4-byte data section; the file is truncated/],
+    ['overlapping tensors', rawFile({ x: { dtype: 'F32', shape: [1], data_offsets: [0, 4] }, y: { dtype: 'F32', shape: [1], data_offsets: [2, 6] } }, new Uint8Array(8)), /'x' and 'y' overlap/],
+    ['a bad shape', rawFile({ x: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, new Uint8Array(4)), /shape \[-1\] is not a list of non-negative integers/],
+  ])('names the file and the defect for %s', async (_name, bytes, message) => {
+    const file = path.join(tmp, 'bad.safetensors');
+    fs.writeFileSync(file, bytes);
+    await expect(SafetensorsFile.open(file)).rejects.toThrow(message);
+    await expect(SafetensorsFile.open(file)).rejects.toThrow(file);
+  });
+
+  it('streams a file atomically: a failed write leaves nothing under the final name', async () => {
+    const file = path.join(tmp, 'stream.safetensors');
+    const shapes = new Map([['a', [2]], ['b', [1]]]);
+    async function* good(): AsyncGenerator<[string, number[], Float32Array]> {
+      yield ['a', [2], new Float32Array([1, 2])];
+      yield ['b', [1], new Float32Array([3])];
+    }
+    await writeSafetensorsFile(file, shapes, good());
+    const st = await SafetensorsFile.open(file);
+    expect([...st.read('a'), ...st.read('b')]).toEqual([1, 2, 3]);
+    st.close();
+    async function* failing(): AsyncGenerator<[string, number[], Float32Array]> {
+      yield ['a', [2], new Float32Array([9, 9])];
+      throw new Error('interrupted');
+    }
+    await expect(writeSafetensorsFile(file, shapes, failing())).rejects.toThrow('interrupted');
+    const again = await SafetensorsFile.open(file); // the previous, complete file is intact
+    expect([...again.read('a')]).toEqual([1, 2]);
+    again.close();
+    expect(fs.readdirSync(tmp).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+  });
+
+  it('saves and reopens a module checkpoint (config.json + model.safetensors)', async () => {
+    await setBackend('wasm');
+    const scope = WeightScope.fresh({ seed: 1 });
+    const { params } = scope.build((s) => new Linear(s.pp('proj'), 3, 2));
+    const dir = path.join(tmp, 'ckpt');
+    await saveModule(dir, { width: 3 }, params);
+    const { config, source } = await openModule(dir);
+    expect(config).toEqual({ width: 3 });
+    expect(source.keys().sort()).toEqual(['proj.bias', 'proj.weight']);
+    expect([...source.read('proj.weight')]).toEqual([...(await params.get('proj.weight').data())]);
+    source.close();
+    params.dispose();
+    await expect(openModule(path.join(tmp, 'nothing'))).rejects.toThrow(/config\.json: missing; not a module checkpoint folder/);
+  });
+});
