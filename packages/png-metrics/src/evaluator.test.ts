@@ -1,0 +1,116 @@
+import { PHRASE_GROUPS, PngEvaluator, type PngMetrics, type PngSample, type PredictedMask } from './evaluator';
+import { encodeRle } from './rle';
+import { seededRandom } from './test_support';
+
+interface Case {
+  sample: PngSample;
+  prediction: PredictedMask[];
+}
+
+/** Random small samples: binary / soft / RLE predictions, some empty masks (NaN IoUs), all four group combinations. */
+function randomCases(count: number, seed: number): Case[] {
+  const random = seededRandom(seed);
+  const randomMask = (pixels: number, density: number) => Uint8Array.from({ length: pixels }, () => (random() < density ? 1 : 0));
+  return Array.from({ length: count }, (_, s) => {
+    const height = 2 + Math.floor(random() * 6);
+    const width = 2 + Math.floor(random() * 6);
+    const phrases = Array.from({ length: 1 + Math.floor(random() * 4) }, (_, k) => ({
+      label: `sample ${s} phrase ${k}`,
+      isThing: random() < 0.5,
+      isPlural: random() < 0.4,
+      mask: randomMask(height * width, random() < 0.1 ? 0 : random()),
+    }));
+    const prediction = phrases.map((): PredictedMask => {
+      const mask = randomMask(height * width, random() < 0.1 ? 0 : random());
+      const kind = random();
+      if (kind < 0.3) return Float32Array.from(mask, (v) => (v ? Math.fround(0.5 + random() / 2) : 0));
+      if (kind < 0.6) return encodeRle(mask, height, width, { compressed: random() < 0.5 });
+      return mask;
+    });
+    return { sample: { label: `sample ${s}`, height, width, phrases }, prediction };
+  });
+}
+
+function expectSameBits(a: PngMetrics, b: PngMetrics): void {
+  for (const group of PHRASE_GROUPS) {
+    expect(Object.is(a[group].averageRecall, b[group].averageRecall)).toBe(true);
+    expect(Object.is(a[group].accuracyAt05, b[group].accuracyAt05)).toBe(true);
+    expect(a[group].count).toBe(b[group].count);
+    let differing = 0;
+    a[group].recall.forEach((r, i) => {
+      if (!Object.is(r, b[group].recall[i])) differing++;
+    });
+    expect(differing).toBe(0);
+  }
+}
+
+describe('PngEvaluator', () => {
+  const cases = randomCases(300, 99);
+
+  test('sharded, serialized across "processes", merged in any order == one pass, bit for bit', () => {
+    const single = new PngEvaluator();
+    for (const { sample, prediction } of cases) single.process(sample, prediction);
+    const reference = single.evaluate();
+    expect(reference.overall.count).toBe(single.phraseCount);
+    expect(reference.overall.recall.some(Number.isNaN)).toBe(false);
+
+    const random = seededRandom(5);
+    for (const shardCount of [2, 3, 7]) {
+      const shards = Array.from({ length: shardCount }, () => new PngEvaluator());
+      for (const { sample, prediction } of cases) shards[Math.floor(random() * shardCount)].process(sample, prediction);
+      const wire = shards.map((shard) => JSON.stringify(shard)); // toJSON, as a worker would send it
+      const merged = new PngEvaluator();
+      for (const text of wire.reverse()) merged.merge(PngEvaluator.fromJSON(JSON.parse(text)));
+      expectSameBits(merged.evaluate(), reference);
+    }
+  });
+
+  test('the state keeps NaN IoUs (as null in JSON) and float32 values exactly', () => {
+    const evaluator = new PngEvaluator();
+    for (const { sample, prediction } of cases) evaluator.process(sample, prediction);
+    const state = evaluator.toJSON();
+    expect(state.ious).toContain(null);
+    expect(state.ious.every((x) => x === null || Math.fround(x) === x)).toBe(true);
+    const copy = PngEvaluator.fromJSON(JSON.parse(JSON.stringify(state)));
+    expect(copy.toJSON()).toEqual(state);
+  });
+
+  test('group rules: stuff = not thing, singular = not plural, each phrase once per partition', () => {
+    const evaluator = new PngEvaluator();
+    for (const { sample, prediction } of cases) evaluator.process(sample, prediction);
+    const m = evaluator.evaluate();
+    expect(m.things.count + m.stuff.count).toBe(m.overall.count);
+    expect(m.singulars.count + m.plurals.count).toBe(m.overall.count);
+  });
+
+  test('reset empties the state; evaluate on nothing gives NaN everywhere', () => {
+    const evaluator = new PngEvaluator();
+    evaluator.process(cases[0].sample, cases[0].prediction);
+    evaluator.reset();
+    expect(evaluator.phraseCount).toBe(0);
+    const m = evaluator.evaluate();
+    for (const group of PHRASE_GROUPS) {
+      expect(m[group].averageRecall).toBeNaN();
+      expect(m[group].accuracyAt05).toBeNaN();
+      expect(m[group].count).toBe(0);
+    }
+  });
+
+  test('merging an evaluator into itself doubles it', () => {
+    const evaluator = new PngEvaluator();
+    evaluator.process(cases[0].sample, cases[0].prediction);
+    const n = evaluator.phraseCount;
+    expect(evaluator.merge(evaluator).phraseCount).toBe(2 * n);
+  });
+
+  test('fromJSON rejects malformed states with the field named', () => {
+    const good = { format: 'png-metrics/evaluator-state', version: 1, ious: [0.5, null], flags: [1, 2] };
+    expect(PngEvaluator.fromJSON(good).phraseCount).toBe(2);
+    expect(() => PngEvaluator.fromJSON({ ...good, format: 'x' })).toThrow(/field format/);
+    expect(() => PngEvaluator.fromJSON({ ...good, version: 2 })).toThrow(/field version/);
+    expect(() => PngEvaluator.fromJSON({ ...good, flags: [1] })).toThrow(/field flags: expected an array of 2 entries/);
+    expect(() => PngEvaluator.fromJSON({ ...good, ious: [0.1, null] })).toThrow(/field ious\[0\]: expected a float32 value/);
+    expect(() => PngEvaluator.fromJSON({ ...good, flags: [1, 4] })).toThrow(/field flags\[1\]: expected an integer 0..3/);
+    expect(() => PngEvaluator.fromJSON([])).toThrow(/field \(root\)/);
+  });
+});
