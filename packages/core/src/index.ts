@@ -17,6 +17,7 @@ export {
 export { writeFileAtomic } from './atomic_write';
 export { saveModule, openModule, CONFIG_FILE, WEIGHTS_FILE } from './checkpoint';
 export { WeightScope, Parameters, type Init, type Layout } from './weights';
+export { HostOffload } from './offload';
 export { Linear } from './nn/linear';
 export { Conv2d, OIHW_TO_HWIO, type Conv2dPadding } from './nn/conv2d';
 export { GroupNorm } from './nn/group_norm';

@@ -256,7 +256,8 @@ export class SafetensorsFile implements WeightSource {
     const info = this.tensors.get(key);
     if (!info) throw new SafetensorsError(this.name, `no tensor '${key}'`);
     const [b, e] = info.dataOffsets;
-    const bytes = new Uint8Array(e - b);
+    // Uninitialised memory (every byte is overwritten below): skips zero-filling multi-GB checkpoints.
+    const bytes = new Uint8Array(Buffer.allocUnsafeSlow(e - b).buffer, 0, e - b);
     let done = 0;
     while (done < bytes.byteLength) {
       const n = this.fs.readSync(this.fd, bytes, done, bytes.byteLength - done, this.dataStart + b + done);

@@ -1,5 +1,8 @@
 import type * as tf from '@tensorflow/tfjs-core';
 
+// Tensor-holding types are `type` aliases, not interfaces, so they count as tf.TensorContainer
+// (tf.tidy can return them and tf.dispose walks them).
+
 /** Static description of one feature level, known before any tensor exists (cf. detectron2 ShapeSpec). */
 export interface ShapeSpec {
   readonly channels: number;
@@ -8,33 +11,33 @@ export interface ShapeSpec {
 }
 
 /** One level of image features. Every 4-D tensor in @png is NHWC. */
-export interface FeatureMap {
+export type FeatureMap = {
   readonly tensor: tf.Tensor4D; // [B, H, W, C]
   readonly stride: number;
   /** Source module path, e.g. 'up_blocks.1'. */
   readonly name?: string;
-}
+};
 
 /** Feature levels, sorted by decreasing stride (coarsest first, the UNet up path order). */
 export type FeaturePyramid = readonly FeatureMap[];
 
 /** CLIP text-encoder output for a batch of captions. */
-export interface TextEncoding {
+export type TextEncoding = {
   readonly hiddenStates: tf.Tensor3D; // [B, L, D]
   readonly attentionMask: tf.Tensor2D; // [B, L], 1 = real token
-}
+};
 
 /** Phrase embeddings for a batch of narratives: the PNG queries. */
-export interface PhraseFeatures {
+export type PhraseFeatures = {
   readonly tensor: tf.Tensor3D; // [B, P, D]
   readonly mask: tf.Tensor2D; // [B, P], 1 = real phrase, 0 = padding
-}
+};
 
 /** Per-phrase mask logits, NHWC like every 4-D tensor. */
-export interface MaskLogits {
+export type MaskLogits = {
   readonly tensor: tf.Tensor4D; // [B, H, W, P]
   readonly stride: number;
-}
+};
 
 /** Something that owns tensors and frees them. */
 export interface Disposable {

@@ -1,4 +1,4 @@
-import { SafetensorsBytes, SafetensorsError, SafetensorsFile, type TensorInfo, type WeightSource } from '@png/core';
+import { SafetensorsBytes, SafetensorsError, SafetensorsFile, writeFileAtomic, writeSafetensorsFile, type Parameters, type TensorInfo, type WeightSource } from '@png/core';
 
 /**
  * Reading one component folder of a diffusers pipeline (`unet/`, `vae/`, `text_encoder/`):
@@ -102,4 +102,14 @@ class ShardedSource implements WeightSource {
 /** An in-memory checkpoint (browser or tests), same interface as a file. */
 export function weightsFromBytes(bytes: Uint8Array, name: string): WeightSource {
   return new SafetensorsBytes(bytes, name);
+}
+
+/**
+ * Writes a component folder that `fromPretrained` reads back: `config.json` and
+ * `<weightsName>.safetensors` (F32, torch layout, streamed tensor by tensor, each file atomic).
+ */
+export async function saveComponent(dir: string, config: object, params: Parameters, weightsName: string): Promise<void> {
+  const { path } = await node();
+  await writeSafetensorsFile(path.join(dir, `${weightsName}.safetensors`), params.torchShapes(), params.torchData(), { format: 'pt' });
+  await writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
 }

@@ -140,7 +140,7 @@ describe('UNet2DConditionModel on configs other than the fixture (wasm)', () => 
 
   it('gives the same output with 1×1-conv and linear projections holding the same weights', async () => {
     const conv = UNet2DConditionModel.create({ ...sd2Like, use_linear_projection: false }, { seed: 5 });
-    const exported = conv.parameters().exportTorch();
+    const exported = conv.parameters.exportTorch();
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'unet-linear-'));
     const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
     for (const [key, t] of exported) {
@@ -167,8 +167,7 @@ describe('UNet2DConditionModel on configs other than the fixture (wasm)', () => 
     const before = tf.memory().numTensors;
     const unet = UNet2DConditionModel.create(sd2Like, { seed: 9 });
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'unet-save-'));
-    fs.writeFileSync(path.join(dir, 'diffusion_pytorch_model.safetensors'), await unet.parameters().toSafetensors());
-    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(sd2Like));
+    await unet.save(dir);
     const loaded = await UNet2DConditionModel.fromPretrained(dir);
     expect(loaded.numParameters()).toBe(unet.numParameters());
     const x = tf.randomNormal([1, 8, 8, 4], 0, 1, 'float32', 1) as tf.Tensor4D;
@@ -183,6 +182,27 @@ describe('UNet2DConditionModel on configs other than the fixture (wasm)', () => 
     fs.rmSync(dir, { recursive: true });
   });
 
+  it('gives bit-identical outputs with sequential offload, holding only resident weights between blocks', async () => {
+    const unet = UNet2DConditionModel.create(sd2Like, { seed: 4 });
+    const x = tf.randomNormal([1, 8, 8, 4], 0, 1, 'float32', 1) as tf.Tensor4D;
+    const ctx = tf.randomNormal([1, 3, 24], 0, 1, 'float32', 2) as tf.Tensor3D;
+    const plain = unet.forward(x, 3, ctx).sample;
+    const backend = tf.backend() as unknown as { refCount(id: object): number };
+    const blockWeight = unet.parameters.get('up_blocks.1.resnets.0.conv1.weight');
+    const disable = await unet.enableSequentialOffload();
+    expect(backend.refCount(blockWeight.dataId)).toBe(0); // evicted
+    expect(backend.refCount(unet.parameters.get('conv_in.weight').dataId)).toBe(1); // stays resident
+    const offloaded = unet.forward(x, 3, ctx).sample;
+    expect(backend.refCount(blockWeight.dataId)).toBe(0); // evicted again after its block ran
+    await expectClose(offloaded, await plain.data(), 0, 'offloaded output');
+    disable();
+    expect(backend.refCount(blockWeight.dataId)).toBe(1);
+    const after = unet.forward(x, 3, ctx).sample;
+    await expectClose(after, await plain.data(), 0, 'output after disabling offload');
+    tf.dispose([x, ctx, plain, offloaded, after]);
+    unet.dispose();
+  });
+
   it('knows where its transformer blocks and up-block outputs are', () => {
     const unet = UNet2DConditionModel.create(sd2Like);
     const blocks = unet.transformerBlocks();
@@ -191,8 +211,8 @@ describe('UNet2DConditionModel on configs other than the fixture (wasm)', () => 
     expect(blocks[0]).toEqual({ path: 'down_blocks.0.attentions.0.transformer_blocks.0', channels: 32, stride: 1 });
     expect(blocks.find((b) => b.path.startsWith('mid_block'))).toMatchObject({ channels: 64, stride: 4 });
     expect(unet.upBlockShapes()).toEqual({
-      'up_blocks.0': { channels: 64, stride: 2 },
-      'up_blocks.1': { channels: 48, stride: 1 },
+      'up_blocks.0': { channels: 64, stride: 4 },
+      'up_blocks.1': { channels: 48, stride: 2 },
       'up_blocks.2': { channels: 32, stride: 1 },
     });
     expect(Object.keys(unet.attnProcessors())).toHaveLength(2 * blocks.length);

@@ -3,6 +3,7 @@ import {
   Conv2d,
   ForwardContext,
   GroupNorm,
+  HostOffload,
   WeightScope,
   activation,
   check,
@@ -14,7 +15,7 @@ import {
   type PathMatch,
   type ShapeSpec,
 } from '@png/core';
-import { openWeights, readConfigJson, type ComponentOptions } from '../component_files';
+import { openWeights, readConfigJson, saveComponent, type ComponentOptions } from '../component_files';
 import type { AttentionProcessor } from './attention_processor';
 import { TimestepEmbedding, Timesteps } from './embeddings';
 import { ModelRuntime } from './model_runtime';
@@ -288,6 +289,11 @@ export class UNet2DConditionModel {
     return UNet2DConditionModel.build(WeightScope.fresh({ seed: options.seed ?? 0, trainable: options.trainable ?? false }), resolveUNetConfig(config));
   }
 
+  /** Writes `dir` as a diffusers `unet/` folder (config.json + diffusion_pytorch_model.safetensors). */
+  async save(dir: string): Promise<void> {
+    await saveComponent(dir, { _class_name: 'UNet2DConditionModel', ...this.config }, this.parameters, 'diffusion_pytorch_model');
+  }
+
   private static build(scope: WeightScope, resolved: ResolvedUNet): UNet2DConditionModel {
     const { module, params } = scope.build((s) => new UNet2DConditionModel(s, resolved));
     module.params = params;
@@ -367,6 +373,30 @@ export class UNet2DConditionModel {
     return this.runtime.hooks.add(match, hook);
   }
 
+  /**
+   * Keeps the weights of every down, mid and up block in host memory and uploads each block's
+   * weights only while it runs (wasm or cpu backend; inference only). Needed to run SD v1.5 on
+   * wasm32, whose 4 GiB heap cannot hold the weights plus XNNPACK's packed copies. Outputs are
+   * bit-identical. Returns the function that turns offloading off again.
+   */
+  async enableSequentialOffload(): Promise<() => void> {
+    const params = this.parameters;
+    const groups = new Map<string, tf.Tensor[]>();
+    for (const key of params.keys()) {
+      const block = /^(down_blocks\.\d+|mid_block|up_blocks\.\d+)\./.exec(key)?.[1];
+      if (block) groups.set(block, [...(groups.get(block) ?? []), params.get(key)]);
+    }
+    const offload = await HostOffload.create([...groups.values()].flat());
+    const remove = this.addBlockHook((path) => groups.has(path), {
+      preForward: (path) => offload.restore(groups.get(path)!),
+      postForward: (path) => offload.evict(groups.get(path)!),
+    });
+    return () => {
+      remove();
+      offload.release();
+    };
+  }
+
   /** Paths of the transformer blocks with their width and latent stride (where adapters attach). */
   transformerBlocks(): Array<{ path: string; channels: number; stride: number }> {
     const out: Array<{ path: string; channels: number; stride: number }> = [];
@@ -379,21 +409,23 @@ export class UNet2DConditionModel {
     return out;
   }
 
-  /** Channels and latent stride of each up block's output (`up_blocks.i`), known before any forward. */
+  /**
+   * Channels and latent stride at which each up block works (its hidden state before its
+   * upsampler), known before any forward: the levels a feature pyramid taps.
+   */
   upBlockShapes(): Record<string, ShapeSpec> {
     const rev = [...this.config.block_out_channels].reverse();
-    const n = rev.length;
-    return Object.fromEntries(rev.map((c, i) => [`up_blocks.${i}`, { channels: c, stride: 2 ** (n - 1 - Math.min(i + 1, n - 1)) }]));
+    return Object.fromEntries(rev.map((c, i) => [`up_blocks.${i}`, { channels: c, stride: this.downsampleFactor / 2 ** i }]));
   }
 
-  /** The weights (frozen tf.Tensors), by diffusers name. */
-  parameters(): Parameters {
+  /** Every weight (frozen tf.Tensors unless created trainable), by diffusers name. */
+  get parameters(): Parameters {
     this.assertAlive();
     return this.params!;
   }
 
   numParameters(): number {
-    return this.parameters().numElements();
+    return this.parameters.numElements();
   }
 
   /** Frees every weight; the model cannot be used afterwards. */

@@ -1,0 +1,66 @@
+import * as tf from '@tensorflow/tfjs-core';
+
+interface BackendStorage {
+  disposeData(dataId: object, force?: boolean): boolean;
+  move(dataId: object, values: tf.backend_util.BackendValues, shape: number[], dtype: tf.DataType, refCount: number): void;
+  refCount(dataId: object): number;
+}
+
+/** Backends whose kernels finish synchronously, so a weight can be evicted right after its block ran. */
+const SYNC_BACKENDS = ['wasm', 'cpu'];
+
+/**
+ * Keeps frozen weights in host memory and uploads them to the backend only while they are
+ * needed (cf. diffusers' `enable_sequential_cpu_offload`). The tensors stay the same objects: only
+ * their backend storage is released and restored under the same data id, so a model holding them
+ * needs no change. On wasm this also drops XNNPACK's packed copy of each weight, which is what
+ * lets SD v1.5's 3.4 GB UNet run within wasm32's 4 GiB heap.
+ *
+ * For inference only: a gradient tape that still references an evicted weight cannot run.
+ */
+export class HostOffload {
+  private readonly host = new Map<tf.Tensor, { values: tf.backend_util.BackendValues; refCount: number }>();
+  private readonly backend: BackendStorage;
+
+  private constructor(readonly backendName: string) {
+    this.backend = tf.backend() as unknown as BackendStorage;
+  }
+
+  /** Copies `tensors` to host memory and evicts them from the current backend (wasm or cpu). */
+  static async create(tensors: Iterable<tf.Tensor>): Promise<HostOffload> {
+    const name = tf.getBackend();
+    if (!SYNC_BACKENDS.includes(name)) throw new Error(`HostOffload: the '${name}' backend runs kernels asynchronously; offloading needs ${SYNC_BACKENDS.join(' or ')}`);
+    const offload = new HostOffload(name);
+    for (const t of tensors) {
+      if (t instanceof tf.Variable) throw new Error(`HostOffload: '${t.name}' is a trainable variable; only frozen weights can be offloaded`);
+      offload.host.set(t, { values: (await t.data()) as tf.backend_util.BackendValues, refCount: offload.backend.refCount(t.dataId) });
+      offload.evict([t]);
+    }
+    return offload;
+  }
+
+  /** Uploads `tensors` (those this offload holds) back to the backend. */
+  restore(tensors: Iterable<tf.Tensor>): void {
+    this.assertBackend();
+    for (const t of tensors) {
+      const h = this.host.get(t);
+      if (h && this.backend.refCount(t.dataId) === 0) this.backend.move(t.dataId, h.values, t.shape, t.dtype, h.refCount);
+    }
+  }
+
+  /** Releases the backend storage of `tensors` (their host copies stay). */
+  evict(tensors: Iterable<tf.Tensor>): void {
+    this.assertBackend();
+    for (const t of tensors) if (this.host.has(t) && this.backend.refCount(t.dataId) > 0) this.backend.disposeData(t.dataId, true);
+  }
+
+  /** Restores everything and forgets the host copies. */
+  release(): void {
+    this.restore(this.host.keys());
+    this.host.clear();
+  }
+
+  private assertBackend(): void {
+    if (tf.getBackend() !== this.backendName) throw new Error(`HostOffload: created on '${this.backendName}', but the backend is now '${tf.getBackend()}'`);
+  }
+}

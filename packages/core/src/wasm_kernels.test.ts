@@ -1,0 +1,370 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { setBackend } from './backend';
+import { registerWasmTrainingKernels, WASM_TRAINING_KERNELS, wasmKernelOptions } from './wasm_kernels';
+
+/**
+ * tfjs-core's Node bundle (dist/tf-core.node.js) registers no gradient at all: the gradient
+ * configs only exist as the ES modules under dist/gradients, loaded by
+ * dist/register_all_gradients.js, which neither Node's require nor jest (no transform for
+ * node_modules) can load. For these tests they are bundled to CommonJS with esbuild (a dependency
+ * of tsup). The bundle carries its own copy of tfjs-core's internals, which is harmless: the
+ * engine, the kernel and gradient registries live on the global namespace and are shared.
+ */
+function registerTfjsGradients(): void {
+  if (tf.getGradient(tf.Conv2D)) return;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const esbuild = require('esbuild') as typeof import('esbuild');
+  const entry = require.resolve('@tensorflow/tfjs-core/dist/register_all_gradients.js');
+  const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'png-tfjs-grads-')), 'register_all_gradients.cjs');
+  esbuild.buildSync({ entryPoints: [entry], bundle: true, format: 'cjs', platform: 'node', outfile: out, logLevel: 'error' });
+  require(out);
+  fs.rmSync(path.dirname(out), { recursive: true, force: true });
+}
+
+/** Deterministic N(0,1)-ish values (mulberry32 + Box–Muller). */
+function randn(n: number, seed: number): Float32Array {
+  let s = seed >>> 0;
+  const u = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(s ^ (s >>> 15), 1 | s);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
+  };
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
+  return out;
+}
+
+type Backend = 'cpu' | 'wasm';
+
+interface GradCase {
+  name: string;
+  shapes: number[][];
+  f: (...xs: tf.Tensor[]) => tf.Tensor;
+  /** Maps the random inputs (e.g. to positives for log/sqrt/pow); by input index. */
+  prep?: Record<number, (v: number) => number>;
+}
+
+/**
+ * Gradients of L = Σ f(x)·R (R a fixed random tensor, so that dL/dy is not all ones) with respect
+ * to every input, on `backend`.
+ */
+async function gradsOn(backend: Backend, c: GradCase, seed = 1): Promise<Float32Array[]> {
+  await setBackend(backend);
+  const xs = c.shapes.map((s, i) => {
+    const v = randn(tf.util.sizeFromShape(s), seed + 17 * i);
+    const p = c.prep?.[i];
+    return tf.tensor(p ? v.map(p) : v, s);
+  });
+  const gs = tf.grads((...a: tf.Tensor[]) => {
+    const y = c.f(...a);
+    return tf.sum(tf.mul(y, tf.tensor(randn(y.size, seed + 999), y.shape)));
+  })(xs);
+  const out = await Promise.all(gs.map((g) => g.data() as Promise<Float32Array>));
+  tf.dispose([...xs, ...gs]);
+  return out;
+}
+
+/** Max abs error relative to max(1, max |reference|). */
+function relErr(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  expect(actual.length).toBe(expected.length);
+  let err = 0, mag = 1;
+  for (let i = 0; i < expected.length; i++) {
+    const d = Math.abs(actual[i] - expected[i]);
+    if (!(d <= err)) err = d;
+    mag = Math.max(mag, Math.abs(expected[i]));
+  }
+  return err / mag;
+}
+
+const TOL = 1e-4;
+const errors: Record<string, number> = {};
+
+async function expectGradsMatch(c: GradCase): Promise<void> {
+  const ref = await gradsOn('cpu', c);
+  const got = await gradsOn('wasm', c);
+  expect(got.length).toBe(ref.length);
+  const e = Math.max(...got.map((g, i) => relErr(g, ref[i])));
+  errors[c.name] = e;
+  expect(e).toBeLessThanOrEqual(TOL);
+}
+
+/** Runs one kernel directly on `backend` (bypassing the ops' argument checks). */
+async function kernelOn(backend: Backend, kernel: string, inputs: Record<string, { shape: number[]; data: Float32Array | Int32Array }>, attrs: object): Promise<{ shape: number[]; data: Float32Array }> {
+  await setBackend(backend);
+  const ts: tf.NamedTensorMap = {};
+  for (const [k, v] of Object.entries(inputs)) ts[k] = tf.tensor(v.data, v.shape, v.data instanceof Int32Array ? 'int32' : 'float32');
+  const y = tf.engine().runKernel(kernel, ts, attrs as tf.NamedAttrMap) as tf.Tensor;
+  const out = { shape: y.shape, data: (await y.data()) as Float32Array };
+  tf.dispose([y, ...Object.values(ts)]);
+  return out;
+}
+
+async function expectKernelMatch(name: string, kernel: string, inputs: Record<string, { shape: number[]; data: Float32Array | Int32Array }>, attrs: object): Promise<void> {
+  const ref = await kernelOn('cpu', kernel, inputs, attrs);
+  const got = await kernelOn('wasm', kernel, inputs, attrs);
+  expect(got.shape).toEqual(ref.shape);
+  const e = relErr(got.data, ref.data);
+  errors[name] = e;
+  expect(e).toBeLessThanOrEqual(TOL);
+}
+
+const input = (shape: number[], seed: number) => ({ shape, data: randn(tf.util.sizeFromShape(shape), seed) });
+
+beforeAll(async () => {
+  registerTfjsGradients();
+  await setBackend('cpu');
+  await setBackend('wasm');
+  registerWasmTrainingKernels();
+});
+
+afterAll(() => {
+  // One line per comparison, for the record (relative max abs error, wasm vs cpu).
+  console.log(Object.entries(errors).map(([k, v]) => `${k}: ${v.toExponential(2)}`).join('\n'));
+});
+
+describe('registerWasmTrainingKernels', () => {
+  it('registers exactly the kernels the wasm backend lacks, idempotently', () => {
+    for (const k of WASM_TRAINING_KERNELS) expect(tf.getKernel(k, 'wasm')).toBeDefined();
+    const before = WASM_TRAINING_KERNELS.map((k) => tf.getKernel(k, 'wasm')!.kernelFunc);
+    expect(registerWasmTrainingKernels()).toEqual([]);
+    expect(WASM_TRAINING_KERNELS.map((k) => tf.getKernel(k, 'wasm')!.kernelFunc)).toEqual(before);
+    expect([...WASM_TRAINING_KERNELS].sort()).toEqual(
+      ['Conv2DBackpropFilter', 'DepthwiseConv2dNativeBackpropFilter', 'DepthwiseConv2dNativeBackpropInput', 'Einsum', 'UnsortedSegmentSum'],
+    );
+  });
+
+  it('leaks neither tensors nor wasm buffers', async () => {
+    await setBackend('wasm');
+    const x = tf.randomNormal([2, 6, 5, 3]), w = tf.randomNormal([3, 3, 3, 4]), dw = tf.randomNormal([3, 3, 3, 2]);
+    const emb = tf.randomNormal([7, 4]), ids = tf.tensor2d([[1, 2], [2, 6]], [2, 2], 'int32');
+    const buffers = () => tf.backend().numDataIds();
+    const run = () => {
+      const gConv = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, [[0, 0], [0, 1], [0, 1], [0, 0]])))([x, w]);
+      const gDw = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.depthwiseConv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, 'same')))([x, dw]);
+      const gEmb = tf.grad((e: tf.Tensor) => tf.sum(tf.gather(e, ids)))(emb);
+      const ein = tf.einsum('bhw,wc->bhc', tf.reshape(x, [2, 6, 15]), tf.ones([15, 2]));
+      return [...gConv, ...gDw, gEmb, ein];
+    };
+    tf.dispose(tf.tidy(run)); // warm-up (first calls may allocate caches)
+    const n = tf.memory().numTensors, b = buffers();
+    tf.dispose(tf.tidy(run));
+    expect(tf.memory().numTensors).toBe(n);
+    expect(buffers()).toBe(b);
+    tf.dispose([x, w, dw, emb, ids]);
+  });
+});
+
+describe('Conv2DBackpropFilter (conv2d gradients) on wasm match cpu', () => {
+  type Pad = 'same' | 'valid' | number | [[number, number], [number, number], [number, number], [number, number]];
+  const conv = (name: string, xs: number[], ws: number[], stride: number | [number, number], pad: Pad): GradCase => ({
+    name, shapes: [xs, ws], f: (x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, stride, pad),
+  });
+  const asym: Pad = [[0, 0], [0, 1], [0, 1], [0, 0]];
+  const p1: Pad = [[0, 0], [1, 1], [1, 1], [0, 0]];
+  it.each([
+    conv('conv 3x3 s1 pad 1, batch 2, non-square', [2, 5, 7, 3], [3, 3, 3, 4], 1, p1),
+    conv('conv 3x3 s2 pad [[0,1],[0,1]] (SD downsample)', [2, 6, 8, 3], [3, 3, 3, 4], 2, asym),
+    conv('conv 3x3 s2 pad [[0,1],[0,1]], odd size', [2, 7, 5, 2], [3, 3, 2, 3], 2, asym),
+    conv('conv 3x3 s2 pad 1 symmetric, odd size', [2, 7, 6, 3], [3, 3, 3, 4], 2, p1),
+    conv('conv 3x3 s1 valid', [2, 6, 5, 2], [3, 3, 2, 3], 1, 'valid'),
+    conv('conv 3x3 s2 same', [2, 7, 8, 2], [3, 3, 2, 3], 2, 'same'),
+    conv('conv 1x1 s1', [2, 4, 5, 6], [1, 1, 6, 5], 1, 'valid'),
+    conv('conv 1x1 s2', [2, 5, 4, 3], [1, 1, 3, 4], 2, 'valid'),
+    conv('conv 2x3 kernel, strides [2,1], pad [[0,0],[1,0],[2,1],[0,0]]', [2, 6, 5, 3], [2, 3, 3, 2], [2, 1], [[0, 0], [1, 0], [2, 1], [0, 0]]),
+    conv('conv 3x3 s1 pad 2 (over-padded)', [1, 4, 4, 2], [3, 3, 2, 2], 1, 2),
+  ])('$name', (c) => expectGradsMatch(c));
+
+  it('groups im2col taps when the column block is large (one GEMM per group, concatenated)', async () => {
+    const saved = wasmKernelOptions.maxColsFloats;
+    try {
+      for (const limit of [1, 2 * 3 * 2 * 4 * 4]) {
+        wasmKernelOptions.maxColsFloats = limit; // 1 ⇒ one tap per GEMM; 2·Ci·N ⇒ pairs of taps
+        await expectGradsMatch(conv(`conv 3x3 s2 asym, im2col limit ${limit}`, [2, 7, 7, 3], [3, 3, 3, 4], 2, asym));
+      }
+    } finally {
+      wasmKernelOptions.maxColsFloats = saved;
+    }
+  });
+
+  it('handles NCHW (kernel called directly)', () =>
+    expectKernelMatch('Conv2DBackpropFilter NCHW s2 pad 1', tf.Conv2DBackpropFilter, { x: input([2, 3, 7, 6], 5), dy: input([2, 4, 4, 3], 6) }, {
+      strides: [2, 2], pad: 1, dataFormat: 'NCHW', filterShape: [3, 3, 3, 4],
+    }));
+
+  it('conv2dTranspose (its gradient uses Conv2DBackpropFilter with x and dy swapped)', () =>
+    expectGradsMatch({
+      name: 'conv2dTranspose 3x3 s2 same',
+      shapes: [[2, 3, 4, 4], [3, 3, 2, 4]],
+      f: (x, w) => tf.conv2dTranspose(x as tf.Tensor4D, w as tf.Tensor4D, [2, 6, 8, 2], 2, 'same'),
+    }));
+});
+
+describe('depthwise conv gradients on wasm match cpu', () => {
+  const dw = (name: string, xs: number[], ws: number[], stride: number, pad: 'same' | 'valid' | number): GradCase => ({
+    name, shapes: [xs, ws], f: (x, w) => tf.depthwiseConv2d(x as tf.Tensor4D, w as tf.Tensor4D, stride, pad),
+  });
+  it.each([
+    dw('depthwise 3x3 s1 same, multiplier 2', [2, 6, 5, 3], [3, 3, 3, 2], 1, 'same'),
+    dw('depthwise 3x3 s2 same, multiplier 1, odd size', [2, 7, 6, 4], [3, 3, 4, 1], 2, 'same'),
+    dw('depthwise 3x3 s2 valid, multiplier 3', [1, 7, 8, 2], [3, 3, 2, 3], 2, 'valid'),
+    dw('depthwise 2x2 s1 pad 1', [2, 4, 5, 2], [2, 2, 2, 2], 1, 1),
+    dw('depthwise 1x1 s1', [2, 3, 4, 3], [1, 1, 3, 2], 1, 'valid'),
+  ])('$name', (c) => expectGradsMatch(c));
+
+  // tfjs' depthwise gradient refuses dilations > 1, and the cpu backprop kernels ignore dilations,
+  // so the reference is a direct loop over the definition.
+  it('dilation 2 (kernels called directly, against a naive loop)', async () => {
+    const [B, H, W, C, M, K, d] = [2, 7, 6, 3, 2, 3, 2];
+    const x = input([B, H, W, C], 1), dy = input([B, H, W, C * M], 2), f = input([K, K, C, M], 4);
+    const attrs = { strides: [1, 1], dilations: [d, d], pad: 'same', dimRoundingMode: undefined };
+    const { top, left } = tf.backend_util.computeConv2DInfo([B, H, W, C], [K, K, C, M], 1, d, 'same', undefined, true).padInfo;
+    const dW = new Float32Array(K * K * C * M), dx = new Float32Array(B * H * W * C);
+    for (let b = 0; b < B; b++) for (let y = 0; y < H; y++) for (let xo = 0; xo < W; xo++) for (let kh = 0; kh < K; kh++) for (let kw = 0; kw < K; kw++) {
+      const i = y + kh * d - top, j = xo + kw * d - left;
+      if (i < 0 || i >= H || j < 0 || j >= W) continue;
+      for (let c = 0; c < C; c++) for (let m = 0; m < M; m++) {
+        const g = dy.data[((b * H + y) * W + xo) * C * M + c * M + m];
+        dW[((kh * K + kw) * C + c) * M + m] += x.data[((b * H + i) * W + j) * C + c] * g;
+        dx[((b * H + i) * W + j) * C + c] += f.data[((kh * K + kw) * C + c) * M + m] * g;
+      }
+    }
+    const gotW = await kernelOn('wasm', tf.DepthwiseConv2dNativeBackpropFilter, { x, dy }, { ...attrs, filterShape: [K, K, C, M] });
+    const gotX = await kernelOn('wasm', tf.DepthwiseConv2dNativeBackpropInput, { dy, filter: f }, { ...attrs, inputShape: [B, H, W, C] });
+    expect(gotW.shape).toEqual([K, K, C, M]);
+    expect(gotX.shape).toEqual([B, H, W, C]);
+    errors['DepthwiseConv2dNativeBackpropFilter dilation 2 (vs loop)'] = relErr(gotW.data, dW);
+    errors['DepthwiseConv2dNativeBackpropInput dilation 2 (vs loop)'] = relErr(gotX.data, dx);
+    expect(relErr(gotW.data, dW)).toBeLessThanOrEqual(TOL);
+    expect(relErr(gotX.data, dx)).toBeLessThanOrEqual(TOL);
+  });
+});
+
+describe('UnsortedSegmentSum (gather gradient) on wasm matches cpu', () => {
+  const ids = () => tf.tensor2d([[1, 4, 4], [0, 9, 1]], [2, 3], 'int32');
+  it.each<GradCase>([
+    { name: 'gather axis 0 (embedding lookup, repeated ids)', shapes: [[10, 4]], f: (e) => tf.gather(e, ids()) },
+    { name: 'gather axis 1', shapes: [[3, 10, 2]], f: (e) => tf.gather(e, ids(), 1) },
+  ])('$name', (c) => expectGradsMatch(c));
+
+  // The cpu kernel cannot take multi-dimensional ids (a broadcasting bug), so: a direct loop.
+  it('drops out-of-range ids and takes multi-dim ids (kernel called directly, against a loop)', async () => {
+    const x = input([2, 3, 5], 7), ids = Int32Array.from([2, -1, 0, 2, 6, 5]);
+    const expected = new Float32Array(6 * 5);
+    ids.forEach((s, i) => { if (s >= 0 && s < 6) for (let j = 0; j < 5; j++) expected[s * 5 + j] += x.data[i * 5 + j]; });
+    const got = await kernelOn('wasm', tf.UnsortedSegmentSum, { x, segmentIds: { shape: [2, 3], data: ids } }, { numSegments: 6 });
+    expect(got.shape).toEqual([6, 5]);
+    errors['UnsortedSegmentSum multi-dim ids (vs loop)'] = relErr(got.data, expected);
+    expect(relErr(got.data, expected)).toBeLessThanOrEqual(TOL);
+  });
+});
+
+describe('Einsum (forward) on wasm matches cpu', () => {
+  it.each([
+    ['ij,jk->ik', [[3, 4], [4, 5]]],
+    ['bij,bjk->bik', [[2, 3, 4], [2, 4, 5]]],
+    ['bhqd,bhkd->bhqk', [[2, 2, 3, 4], [2, 2, 5, 4]]],
+    ['i,j->ij', [[3], [4]]],
+    ['ij->ji', [[3, 4]]],
+    ['ij->', [[3, 4]]],
+    ['ij,ij->i', [[3, 4], [3, 4]]],
+    ['ij->ij', [[3, 4]]],
+  ] as [string, number[][]][])('%s', async (equation, shapes) => {
+    const run = async (b: Backend) => {
+      await setBackend(b);
+      const xs = shapes.map((s, i) => tf.tensor(randn(tf.util.sizeFromShape(s), 3 + i), s));
+      const y = tf.einsum(equation, ...xs);
+      const out = { shape: y.shape, data: await y.data() };
+      tf.dispose([y, ...xs]);
+      return out;
+    };
+    const ref = await run('cpu');
+    const got = await run('wasm');
+    expect(got.shape).toEqual(ref.shape);
+    errors[`einsum ${equation}`] = relErr(got.data, ref.data);
+    expect(errors[`einsum ${equation}`]).toBeLessThanOrEqual(TOL);
+  });
+});
+
+describe('resize gradients (present in wasm) are correct', () => {
+  // Backend-free reference: resize is linear per image, dx = Mᵀ·dy with M built column by column
+  // from the forward resize of one-hot images. (The cpu kernels are no reference: its
+  // ResizeNearestNeighborGrad is wrong for batch > 1 and its ResizeBilinearGrad returns a
+  // [B, W, H, C] shape; both backends ignore halfPixelCenters in the gradients, so only
+  // halfPixelCenters=false is checked — see packages/*/src/resize.ts for the workaround.)
+  it.each([
+    ['bilinear', false], ['bilinear', true], ['nearest', false], ['nearest', true],
+  ] as const)('%s alignCorners=%s, batch 2, non-square', async (kind, alignCorners) => {
+    await setBackend('wasm');
+    const [B, H, W, C] = [2, 3, 4, 2], size: [number, number] = [7, 5];
+    const resize = (x: tf.Tensor4D) => kind === 'bilinear'
+      ? tf.image.resizeBilinear(x, size, alignCorners, false)
+      : tf.image.resizeNearestNeighbor(x, size, alignCorners, false);
+    const n = H * W * C, m = size[0] * size[1] * C; // per image
+    const dy = randn(B * m, 11);
+    const cols = await tf.tidy(() => tf.reshape(resize(tf.reshape(tf.eye(n), [n, H, W, C]) as tf.Tensor4D), [n, m])).data(); // row i = M[:, i]
+    const expected = new Float32Array(B * n);
+    for (let b = 0; b < B; b++) for (let i = 0; i < n; i++) for (let j = 0; j < m; j++) expected[b * n + i] += cols[i * m + j] * dy[b * m + j];
+    const x = tf.tensor4d(randn(B * n, 12), [B, H, W, C]);
+    const g = tf.grad((v: tf.Tensor) => tf.sum(tf.mul(resize(v as tf.Tensor4D), tf.tensor(dy, [B, size[0], size[1], C]))))(x);
+    expect(g.shape).toEqual([B, H, W, C]);
+    const e = relErr(await g.data(), expected);
+    errors[`resize ${kind} alignCorners=${alignCorners} (vs dense operator)`] = e;
+    tf.dispose([x, g]);
+    expect(e).toBeLessThanOrEqual(TOL);
+  });
+});
+
+describe('gradients of the ops the models use, wasm vs cpu', () => {
+  const pos = { 0: (v: number) => Math.abs(v) + 0.5 };
+  const cases: GradCase[] = [
+    { name: 'matMul', shapes: [[3, 4], [4, 5]], f: (a, b) => tf.matMul(a, b) },
+    { name: 'matMul transposeA/B', shapes: [[4, 3], [5, 4]], f: (a, b) => tf.matMul(a, b, true, true) },
+    // (tfjs' BatchMatMul gradient does not reduce broadcast batch dims, on any backend: no broadcast here)
+    { name: 'batchMatMul + transposeB', shapes: [[2, 3, 4], [2, 5, 4]], f: (a, b) => tf.matMul(a, b, false, true) },
+    { name: 'add/sub/mul/div broadcasting', shapes: [[2, 3, 4], [4], [3, 1], [1, 3, 1]], prep: { 3: (v) => Math.abs(v) + 1 },
+      f: (a, b, c, d) => tf.div(tf.mul(tf.sub(tf.add(a, b), c), d), d) },
+    { name: 'softmax, logSoftmax', shapes: [[3, 5]], f: (a) => tf.add(tf.softmax(a), tf.logSoftmax(a)) },
+    { name: 'exp, log', shapes: [[3, 5]], prep: pos, f: (a) => tf.add(tf.exp(a), tf.log(a)) },
+    { name: 'sigmoid, tanh, erf (GELU)', shapes: [[3, 5]], f: (a) => tf.add(tf.mul(a, tf.sigmoid(a)), tf.mul(tf.tanh(a), tf.erf(a))) },
+    { name: 'relu, abs, step, clipByValue', shapes: [[4, 5]], f: (a) => tf.stack([tf.relu(a), tf.abs(a), tf.step(a), tf.clipByValue(a, -0.5, 0.7)]) },
+    { name: 'mean, sum, max, min with keepDims', shapes: [[3, 5]], f: (a) => tf.concat([tf.mean(a, 1, true), tf.sum(a, 1, true), tf.max(a, 1, true), tf.min(a, 1, true)], 1) },
+    { name: 'moments, rsqrt, square, pow, sqrt (GroupNorm/LayerNorm)', shapes: [[2, 4, 3, 2]], f: (a) => {
+      const { mean, variance } = tf.moments(a, [1, 3], true);
+      return tf.add(tf.mul(tf.sub(a, mean), tf.rsqrt(tf.add(variance, 1e-5))), tf.sqrt(tf.add(tf.pow(tf.square(a), 1.5), 1)));
+    } },
+    { name: 'pow with tensor exponent', shapes: [[3, 4], [3, 4]], prep: pos, f: (a, b) => tf.pow(a, b) },
+    { name: 'reshape, transpose, concat, split, slice, pad, tile', shapes: [[2, 3, 4]], f: (a) => {
+      const [p, q] = tf.split(tf.transpose(tf.reshape(a, [6, 4])), [1, 3], 0);
+      return tf.concat([tf.tile(tf.pad(tf.slice(q, [0, 1], [3, 4]), [[1, 0], [0, 2]]), [1, 2]), tf.tile(tf.slice(p, [0, 1], [1, 5]), [4, 1])], 1); // [4, 17]
+    } },
+    { name: 'cast, log1p, softplus, maximum, minimum, where', shapes: [[3, 4], [3, 4]], prep: pos, f: (a, b) => {
+      const cond = tf.tensor2d([[1, 0, 1, 0], [0, 0, 1, 1], [1, 1, 0, 0]], [3, 4], 'bool');
+      return tf.stack([tf.cast(a, 'float32'), tf.log1p(a), tf.softplus(b), tf.maximum(a, b), tf.minimum(a, b), tf.where(cond, a, b)]);
+    } },
+    { name: 'oneHot (constant) · x, bandPart batch 2', shapes: [[2, 4, 4]], f: (a) =>
+      tf.add(tf.mul(a, tf.oneHot(tf.tensor1d([0, 1, 3, 2], 'int32'), 4)), tf.linalg.bandPart(a, 0, -1)) },
+  ];
+  it.each(cases)('$name', (c) => expectGradsMatch(c));
+});
+
+describe('end to end', () => {
+  it('conv → GroupNorm-like moments → SiLU → matMul → softmax → mean: gradients equal on cpu and wasm', () =>
+    expectGradsMatch({
+      name: 'e2e conv→groupnorm→silu→matMul→softmax→mean',
+      shapes: [[2, 6, 6, 4], [3, 3, 4, 8], [8], [8], [8, 5]],
+      prep: { 2: (v) => 1 + 0.1 * v },
+      f: (x, w, gamma, beta, proj) => {
+        const h = tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 2, [[0, 0], [0, 1], [0, 1], [0, 0]]); // [2, 3, 3, 8]
+        const g = tf.reshape(h, [2, 9, 2, 4]); // 2 groups of 4 channels
+        const { mean, variance } = tf.moments(g, [1, 3], true);
+        const n = tf.add(tf.mul(tf.reshape(tf.mul(tf.sub(g, mean), tf.rsqrt(tf.add(variance, 1e-5))), [2, 3, 3, 8]), gamma), beta);
+        const s = tf.mul(n, tf.sigmoid(n)); // SiLU
+        const logits = tf.matMul(tf.reshape(s, [2, 9, 8]), tf.tile(tf.reshape(proj, [1, 8, 5]), [2, 1, 1]) as tf.Tensor3D); // [2, 9, 5]
+        return tf.mean(tf.softmax(logits), [1], true);
+      },
+    }));
+});

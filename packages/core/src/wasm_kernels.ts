@@ -1,0 +1,296 @@
+import * as tf from '@tensorflow/tfjs-core';
+
+/**
+ * Kernels that @tensorflow/tfjs-backend-wasm 4.22.0 lacks but training needs, composed from the
+ * wasm backend's own kernels (or, for UnsortedSegmentSum, a plain loop over the wasm heap):
+ *
+ * - `Conv2DBackpropFilter`               — the filter gradient of conv2d (im2col + one GEMM);
+ * - `DepthwiseConv2dNativeBackpropFilter` / `DepthwiseConv2dNativeBackpropInput` — depthwise grads;
+ * - `UnsortedSegmentSum`                 — the gradient of gather (embedding tables);
+ * - `Einsum`                             — forward only (tfjs has no Einsum gradient on any backend).
+ *
+ * Not provided: FFT / IFFT / Complex / Real / Imag / ComplexAbs (the wasm backend has no complex64
+ * storage at all), the Ragged* and string kernels.
+ *
+ * Every kernel here calls other wasm kernels directly through the registry (`kernelFunc` with the
+ * same backend), so nothing is recorded on the gradient tape or tracked by the engine; the
+ * intermediates are released with `backend.disposeData` (the backend ref-counts data ids, so
+ * releasing an intermediate that the result aliases — e.g. a Reshape — is safe).
+ */
+
+/** The part of tfjs-backend-wasm's BackendWasm used here. */
+interface WasmBackend {
+  disposeData(dataId: tf.DataId, force?: boolean): boolean;
+  readSync(dataId: tf.DataId): unknown;
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
+}
+
+type Info = tf.TensorInfo;
+
+/** Runs wasm kernels on `backend` and releases every intermediate but the result (also on throw). */
+function compose(backend: WasmBackend, body: (run: (kernel: string, inputs: tf.NamedTensorInfoMap | Info[], attrs?: tf.NamedAttrMap) => Info) => Info): Info {
+  const temps: Info[] = [];
+  const run = (kernel: string, inputs: tf.NamedTensorInfoMap | Info[], attrs: tf.NamedAttrMap = {}): Info => {
+    const k = tf.getKernel(kernel, 'wasm');
+    if (!k) throw new Error(`wasm_kernels: the wasm backend has no '${kernel}' kernel`);
+    const out = k.kernelFunc({ inputs: inputs as tf.NamedTensorInfoMap, attrs, backend: backend as unknown as tf.KernelBackend }) as Info;
+    temps.push(out);
+    return out;
+  };
+  let result: Info | undefined;
+  try {
+    result = body(run);
+    return result;
+  } finally {
+    for (const t of temps) if (t !== result) backend.disposeData(t.dataId);
+  }
+}
+
+type Pad4 = [[number, number], [number, number], [number, number], [number, number]];
+
+/** Zero-pads (or crops, for negative amounts) each axis of a rank-n tensor by [before, after]. */
+function padOrCrop(run: (k: string, i: tf.NamedTensorInfoMap, a?: tf.NamedAttrMap) => Info, x: Info, pads: [number, number][]): Info {
+  let y = x;
+  if (pads.some(([a, b]) => a > 0 || b > 0)) {
+    y = run('PadV2', { x: y }, { paddings: pads.map(([a, b]) => [Math.max(0, a), Math.max(0, b)]), constantValue: 0 });
+  }
+  if (pads.some(([a, b]) => a < 0 || b < 0)) {
+    const begin = pads.map(([a]) => Math.max(0, -a));
+    const size = y.shape.map((n, i) => n - begin[i] - Math.max(0, -pads[i][1]));
+    y = run('Slice', { x: y }, { begin, size });
+  }
+  return y;
+}
+
+/** Geometry shared by the conv gradients (NHWC, after tfjs' own padding rules). */
+function convGeometry(
+  xShape: [number, number, number, number],
+  filterShape: [number, number, number, number],
+  strides: number | [number, number],
+  dilations: number | [number, number],
+  pad: unknown,
+  dimRoundingMode: 'floor' | 'round' | 'ceil' | undefined,
+  depthwise: boolean,
+) {
+  type Pad = Parameters<typeof tf.backend_util.computeConv2DInfo>[4];
+  return tf.backend_util.computeConv2DInfo(xShape, filterShape, strides, dilations, pad as Pad, dimRoundingMode, depthwise, 'channelsLast');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conv2DBackpropFilter
+// dW[kh,kw,ci,co] = Σ_{b,y,x} xpad[b, y·sH + kh, x·sW + kw, ci] · dy[b, y, x, co]
+// = cols[(kh,kw,ci), n] · dy[n, co] with n = (b,y,x): im2col of the channel-major input, one NN
+// GEMM (the wasm BatchMatMul is fast only without transposes: ~18 GFLOP/s vs ~1.6).
+// ---------------------------------------------------------------------------------------------
+
+/** Tunables. `maxColsFloats`: im2col taps are grouped so that one block (one GEMM) stays under this many floats (256 MB). */
+export const wasmKernelOptions = { maxColsFloats: 1 << 26 };
+
+function conv2DBackpropFilter({ inputs, attrs, backend }: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; backend: unknown }): Info {
+  const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs as unknown as tf.Conv2DBackpropFilterAttrs;
+  return compose(backend as WasmBackend, (run) => {
+    let x = inputs.x as Info; // [B, H, W, Ci] (or NCHW)
+    let dy = inputs.dy as Info; // [B, Ho, Wo, Co] (or NCHW)
+    if (dataFormat === 'NCHW') {
+      x = run('Transpose', { x }, { perm: [0, 2, 3, 1] });
+      dy = run('Transpose', { x: dy }, { perm: [0, 2, 3, 1] });
+    }
+    const [B, H, W, Ci] = x.shape;
+    const [KH, KW, , Co] = filterShape;
+    const info = convGeometry([B, H, W, Ci], filterShape as [number, number, number, number], strides, 1, pad, dimRoundingMode, false);
+    const { strideHeight: sH, strideWidth: sW, outHeight: Ho, outWidth: Wo } = info;
+    const { top, left } = info.padInfo;
+    const N = B * Ho * Wo;
+    // Tap (kh, kw) reads xpad[:, kh + y·sH, kw + x·sW, :]. Strided slices are slow on wasm (~7 M
+    // elements/s), so the padded input is split once into its sH·sW stride phases
+    // xpad[:, ph::sH, pw::sW, :] (contiguous 4-D slices), each made channel-major; a tap is then a
+    // plain slice of its phase at offset (kh div sH, kw div sW). Stride 1: one phase = xpad.
+    const Hq = Math.ceil(((Ho - 1) * sH + KH) / sH), Wq = Math.ceil(((Wo - 1) * sW + KW) / sW); // phase size
+    const xP = padOrCrop(run, x, [[0, 0], [top, Hq * sH - top - H], [left, Wq * sW - left - W], [0, 0]]); // [B, Hq·sH, Wq·sW, Ci]
+    const xR = run('Reshape', { x: xP }, { shape: [B * Hq, sH, Wq, sW * Ci] });
+    const phases = new Map<number, Info>();
+    const phase = (ph: number, pw: number): Info => {
+      const key = ph * sW + pw;
+      if (!phases.has(key)) {
+        const p = sH === 1 && sW === 1 ? xP : run('Slice', { x: xR }, { begin: [0, ph, 0, pw * Ci], size: [B * Hq, 1, Wq, Ci] });
+        const p4 = run('Reshape', { x: p }, { shape: [B, Hq, Wq, Ci] });
+        phases.set(key, run('Transpose', { x: p4 }, { perm: [3, 0, 1, 2] })); // [Ci, B, Hq, Wq]
+      }
+      return phases.get(key)!;
+    };
+    const dy2 = run('Reshape', { x: dy }, { shape: [N, Co] }); // [N, Co]
+    const tap = (kh: number, kw: number): Info => {
+      const p = phase(kh % sH, kw % sW);
+      const [oh, ow] = [Math.floor(kh / sH), Math.floor(kw / sW)];
+      return oh === 0 && ow === 0 && Hq === Ho && Wq === Wo ? p : run('Slice', { x: p }, { begin: [0, 0, oh, ow], size: [Ci, B, Ho, Wo] }); // [Ci, B, Ho, Wo]
+    };
+    const taps: [number, number][] = [];
+    for (let kh = 0; kh < KH; kh++) for (let kw = 0; kw < KW; kw++) taps.push([kh, kw]);
+    const perGroup = Math.max(1, Math.floor(wasmKernelOptions.maxColsFloats / (Ci * N)));
+    const parts: Info[] = [];
+    for (let g = 0; g < taps.length; g += perGroup) {
+      const group = taps.slice(g, g + perGroup).map(([kh, kw]) => tap(kh, kw));
+      const stacked = group.length === 1 ? group[0] : run('Pack', group, { axis: 0 }); // [g, Ci, B, Ho, Wo]
+      const cols = run('Reshape', { x: stacked }, { shape: [group.length * Ci, N] }); // [g·Ci, N]
+      parts.push(run('BatchMatMul', { a: cols, b: dy2 }, { transposeA: false, transposeB: false })); // [g·Ci, Co]
+    }
+    const dw = parts.length === 1 ? parts[0] : run('Concat', parts, { axis: 0 }); // [KH·KW·Ci, Co]
+    return run('Reshape', { x: dw }, { shape: [KH, KW, Ci, Co] });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Depthwise conv gradients (NHWC; filter [KH, KW, C, M], output channel c·M + m)
+// ---------------------------------------------------------------------------------------------
+
+/** dW[kh,kw,c,m] = Σ_{b,y,x} xpad[b, y·sH + kh·dH, x·sW + kw·dW, c] · dy[b, y, x, c·M + m] */
+function depthwiseBackpropFilter({ inputs, attrs, backend }: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; backend: unknown }): Info {
+  const { strides, dilations, pad, dimRoundingMode, filterShape } = attrs as unknown as tf.DepthwiseConv2dNativeBackpropFilterAttrs;
+  return compose(backend as WasmBackend, (run) => {
+    const x = inputs.x as Info; // [B, H, W, C]
+    const dy = inputs.dy as Info; // [B, Ho, Wo, C·M]
+    const [B, H, W, C] = x.shape;
+    const [KH, KW, , M] = filterShape;
+    const info = convGeometry([B, H, W, C], filterShape as [number, number, number, number], strides, dilations, pad, dimRoundingMode, true);
+    const { strideHeight: sH, strideWidth: sW, dilationHeight: dH, dilationWidth: dW, outHeight: Ho, outWidth: Wo } = info;
+    const { top, left } = info.padInfo;
+    const needH = (Ho - 1) * sH + (KH - 1) * dH + 1, needW = (Wo - 1) * sW + (KW - 1) * dW + 1;
+    const xP = padOrCrop(run, x, [[0, 0], [top, Math.max(0, needH - top - H)], [left, Math.max(0, needW - left - W)], [0, 0]]);
+    const dy5 = run('Reshape', { x: dy }, { shape: [B, Ho, Wo, C, M] });
+    const grads: Info[] = [];
+    for (let kh = 0; kh < KH; kh++) {
+      for (let kw = 0; kw < KW; kw++) {
+        const xs = run('StridedSlice', { x: xP }, {
+          begin: [0, kh * dH, kw * dW, 0], end: [B, kh * dH + (Ho - 1) * sH + 1, kw * dW + (Wo - 1) * sW + 1, C], strides: [1, sH, sW, 1],
+          beginMask: 0, endMask: 0, ellipsisMask: 0, newAxisMask: 0, shrinkAxisMask: 0,
+        }); // [B, Ho, Wo, C]
+        const xs5 = run('Reshape', { x: xs }, { shape: [B, Ho, Wo, C, 1] });
+        const prod = run('Multiply', { a: xs5, b: dy5 }); // [B, Ho, Wo, C, M]
+        grads.push(run('Sum', { x: prod }, { axis: [0, 1, 2], keepDims: false })); // [C, M]
+      }
+    }
+    const packed = grads.length === 1 ? grads[0] : run('Pack', grads, { axis: 0 }); // [KH·KW, C, M]
+    return run('Reshape', { x: packed }, { shape: [KH, KW, C, M] });
+  });
+}
+
+/**
+ * dx[b,i,j,c] = Σ_{kh,kw,m} up[b, i + top − kh·dH, j + left − kw·dW, c·M+m] · W[kh,kw,c,m], where
+ * `up` is dy with (s−1) zeros inserted between rows/columns: a 'valid' stride-1 depthwise conv of
+ * the suitably padded `up` with the spatially flipped filter, then a sum over the multiplier M.
+ */
+function depthwiseBackpropInput({ inputs, attrs, backend }: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; backend: unknown }): Info {
+  const { strides, dilations, pad, dimRoundingMode, inputShape } = attrs as unknown as tf.DepthwiseConv2dNativeBackpropInputAttrs;
+  return compose(backend as WasmBackend, (run) => {
+    const dy = inputs.dy as Info; // [B, Ho, Wo, C·M]
+    const filter = inputs.filter as Info; // [KH, KW, C, M]
+    const [B, H, W, C] = inputShape;
+    const [KH, KW, , M] = filter.shape;
+    const info = convGeometry([B, H, W, C], filter.shape as [number, number, number, number], strides, dilations, pad, dimRoundingMode, true);
+    const { strideHeight: sH, strideWidth: sW, dilationHeight: dH, dilationWidth: dW, outHeight: Ho, outWidth: Wo } = info;
+    const { top, left } = info.padInfo;
+    let up = dy; // [B, Ho·sH, Wo·sW, C·M] after zero insertion (data at multiples of the stride)
+    if (sH > 1 || sW > 1) {
+      const d6 = run('Reshape', { x: dy }, { shape: [B, Ho, 1, Wo, 1, C * M] });
+      const p6 = run('PadV2', { x: d6 }, { paddings: [[0, 0], [0, 0], [0, sH - 1], [0, 0], [0, sW - 1], [0, 0]], constantValue: 0 });
+      up = run('Reshape', { x: p6 }, { shape: [B, Ho * sH, Wo * sW, C * M] });
+    }
+    // Padded length must be H + (KH−1)·dH so that the 'valid' conv yields H rows.
+    const L = (KH - 1) * dH - top, T = (KW - 1) * dW - left;
+    const upP = padOrCrop(run, up, [[0, 0], [L, H + (KH - 1) * dH - L - up.shape[1]], [T, W + (KW - 1) * dW - T - up.shape[2]], [0, 0]]);
+    const flipped = run('Reverse', { x: filter }, { dims: [0, 1] });
+    const f4 = run('Reshape', { x: flipped }, { shape: [KH, KW, C * M, 1] });
+    const dx = run('DepthwiseConv2dNative', { x: upP, filter: f4 }, { strides: [1, 1], pad: 'valid', dilations: [dH, dW], dataFormat: 'NHWC' }); // [B, H, W, C·M]
+    if (M === 1) return dx;
+    const dx5 = run('Reshape', { x: dx }, { shape: [B, H, W, C, M] });
+    return run('Sum', { x: dx5 }, { axis: [4], keepDims: false }); // [B, H, W, C]
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// UnsortedSegmentSum (gather's gradient): out[s, ...] = Σ_{i: ids[i] = s} x[i, ...]
+// A loop over the wasm heap: O(size(x) + size(out)); the cpu backend's formulation (one masked
+// sum per segment) would be O(numSegments · size(x)) — hopeless for a 49k-token vocabulary.
+// ---------------------------------------------------------------------------------------------
+
+function unsortedSegmentSum({ inputs, attrs, backend }: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; backend: unknown }): Info {
+  const b = backend as WasmBackend;
+  const x = inputs.x as Info; // [...idsShape, ...inner]
+  const segmentIds = inputs.segmentIds as Info; // idsShape
+  const { numSegments } = attrs as unknown as tf.UnsortedSegmentSumAttrs;
+  const ids = b.readSync(segmentIds.dataId) as ArrayLike<number>;
+  const inner = tf.util.sizeFromShape(x.shape.slice(segmentIds.shape.length));
+  const out = b.makeOutput([numSegments, ...x.shape.slice(segmentIds.shape.length)], x.dtype); // [numSegments, ...inner]
+  // Views are taken after every allocation (a heap growth would detach older views).
+  const o = b.typedArrayFromHeap(out);
+  const xv = b.typedArrayFromHeap(x);
+  o.fill(0);
+  for (let i = 0; i < ids.length; i++) {
+    const s = ids[i];
+    if (!(s >= 0 && s < numSegments)) continue; // TF drops out-of-range ids
+    const src = i * inner, dst = s * inner;
+    for (let j = 0; j < inner; j++) o[dst + j] += xv[src + j];
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Einsum (forward): the cpu backend's algorithm (transpose/reshape each operand to the full index
+// space, multiply, sum the contracted axes one by one) on wasm kernels.
+// ---------------------------------------------------------------------------------------------
+
+function einsum({ inputs, attrs, backend }: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; backend: unknown }): Info {
+  const { equation } = attrs as unknown as tf.EinsumAttrs;
+  const tensors = inputs as unknown as Info[];
+  const bu = tf.backend_util;
+  const { allDims, summedDims, idDims } = bu.decodeEinsumEquation(equation, tensors.length);
+  bu.checkEinsumDimSizes(allDims.length, idDims, tensors as unknown as tf.Tensor[]);
+  const { path, steps } = bu.getEinsumComputePath(summedDims, idDims);
+  return compose(backend as WasmBackend, (run) => {
+    let out: Info | null = null;
+    let remaining = allDims.length;
+    for (let i = 0; i < steps.length; i++) {
+      for (const term of steps[i]) {
+        const { permutationIndices: perm, expandDims } = bu.getEinsumPermutation(remaining, idDims[term]);
+        let x = bu.isIdentityPermutation(perm) ? tensors[term] : run('Transpose', { x: tensors[term] }, { perm });
+        const shape = x.shape.slice();
+        for (const d of expandDims) shape.splice(d, 0, 1);
+        if (!tf.util.arraysEqual(x.shape, shape)) x = run('Reshape', { x }, { shape });
+        out = out === null ? x : run('Multiply', { a: x, b: out });
+      }
+      if (i < steps.length - 1) {
+        if (path[i] >= 0) out = run('Sum', { x: out! }, { axis: path[i] - (allDims.length - remaining), keepDims: false });
+        remaining--;
+      }
+    }
+    // The result must own its data: an input passed through unchanged gets its own reference.
+    return tensors.includes(out!) ? run('Identity', { x: out! }) : out!;
+  });
+}
+
+const KERNELS: Array<{ kernelName: string; kernelFunc: tf.KernelFunc }> = [
+  { kernelName: tf.Conv2DBackpropFilter, kernelFunc: conv2DBackpropFilter as unknown as tf.KernelFunc },
+  { kernelName: tf.DepthwiseConv2dNativeBackpropFilter, kernelFunc: depthwiseBackpropFilter as unknown as tf.KernelFunc },
+  { kernelName: tf.DepthwiseConv2dNativeBackpropInput, kernelFunc: depthwiseBackpropInput as unknown as tf.KernelFunc },
+  { kernelName: tf.UnsortedSegmentSum, kernelFunc: unsortedSegmentSum as unknown as tf.KernelFunc },
+  { kernelName: tf.Einsum, kernelFunc: einsum as unknown as tf.KernelFunc },
+];
+
+/** Names of the kernels `registerWasmTrainingKernels` provides (when wasm lacks them). */
+export const WASM_TRAINING_KERNELS: readonly string[] = KERNELS.map((k) => k.kernelName);
+
+/**
+ * Registers, for backend 'wasm', each kernel of WASM_TRAINING_KERNELS that is not registered yet
+ * (a future tfjs-backend-wasm that ships its own keeps it). Idempotent; returns the names it
+ * registered by this call. Call it after `@tensorflow/tfjs-backend-wasm` has been imported.
+ */
+export function registerWasmTrainingKernels(): string[] {
+  const added: string[] = [];
+  for (const { kernelName, kernelFunc } of KERNELS) {
+    if (tf.getKernel(kernelName, 'wasm')) continue;
+    tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc });
+    added.push(kernelName);
+  }
+  return added;
+}

@@ -1,0 +1,54 @@
+import type * as tf from '@tensorflow/tfjs-core';
+import type { FeatureMap, FeaturePyramid } from '@png/core';
+import type { UNet2DConditionModel } from './models/unet_2d_condition';
+
+/** Key under which a tapped level lands in the UNet's `outputs`. */
+export const featureKey = (level: string): string => `features/${level}`;
+
+/**
+ * Records the hidden state of chosen up blocks at the resolution they work at (before their
+ * upsampler; the last block's output) into the forward's outputs, through block hooks only.
+ * `imageStride` converts latent strides to input-image strides (8 for SD's VAE).
+ */
+export class FeatureTaps {
+  private readonly removers: Array<() => void> = [];
+  readonly levels: readonly string[];
+
+  constructor(
+    private readonly unet: UNet2DConditionModel,
+    options: { levels?: readonly string[]; imageStride?: number } = {},
+  ) {
+    const shapes = unet.upBlockShapes();
+    this.levels = options.levels ?? Object.keys(shapes);
+    this.imageStride = options.imageStride ?? 8;
+    for (const level of this.levels) {
+      const block = unet.up_blocks[Number(/^up_blocks\.(\d+)$/.exec(level)?.[1] ?? NaN)];
+      if (!block) throw new Error(`FeatureTaps: '${level}' is not an up block of this UNet (${Object.keys(shapes).join(', ')})`);
+      const record = (_: string, x: tf.Tensor, ctx: { outputs: Record<string, tf.Tensor> }) => {
+        ctx.outputs[featureKey(level)] = x;
+      };
+      this.removers.push(
+        block.upsamplers.length
+          ? unet.addBlockHook(`${level}.upsamplers.0`, { preForward: record })
+          : unet.addBlockHook(level, { postForward: record }),
+      );
+    }
+  }
+
+  readonly imageStride: number;
+
+  /** The tapped levels of one forward's outputs, coarsest first, with input-image strides. */
+  pyramid(outputs: Record<string, tf.Tensor>): FeaturePyramid {
+    const shapes = this.unet.upBlockShapes();
+    return this.levels.map((level): FeatureMap => {
+      const tensor = outputs[featureKey(level)];
+      if (!tensor) throw new Error(`FeatureTaps: no '${level}' in these outputs; were they produced by a forward of the tapped UNet?`);
+      return { tensor: tensor as tf.Tensor4D, stride: shapes[level].stride * this.imageStride, name: level };
+    });
+  }
+
+  /** Removes the hooks. */
+  remove(): void {
+    for (const r of this.removers.splice(0)) r();
+  }
+}
