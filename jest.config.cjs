@@ -8,7 +8,9 @@ module.exports = {
   transform: {
     '^.+\\.ts$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.base.json', diagnostics: false }],
   },
+  globalSetup: '<rootDir>/scripts/jest_global_setup.cjs',
   moduleNameMapper: {
+    '^@tensorflow/tfjs-core/dist/register_all_gradients$': '<rootDir>/node_modules/.cache/png-jest/register_all_gradients.cjs',
     '^@png/core/testing$': '<rootDir>/packages/core/src/testing/index.ts',
     '^@png/([a-z-]+)$': '<rootDir>/packages/$1/src/index.ts',
   },

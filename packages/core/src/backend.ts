@@ -1,4 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
+import './gradients';
+import { registerWasmTrainingKernels } from './wasm_kernels';
 
 export type BackendName = 'wasm' | 'cpu' | 'webgpu';
 export const BACKENDS: readonly BackendName[] = ['wasm', 'cpu', 'webgpu'];
@@ -17,6 +19,7 @@ export async function setBackend(name: BackendName = 'wasm'): Promise<BackendNam
   const ok = await tf.setBackend(name);
   if (!ok) throw new Error(`the '${name}' backend failed to initialise` + (name === 'webgpu' ? ': ' + webgpuHelp() : ''));
   await tf.ready();
+  if (name === 'wasm') registerWasmTrainingKernels(); // gradient kernels wasm lacks (idempotent)
   return name;
 }
 

@@ -1,3 +1,4 @@
+import './gradients';
 export type { ShapeSpec, FeatureMap, FeaturePyramid, TextEncoding, PhraseFeatures, MaskLogits, Disposable } from './types';
 export { ConfigError, check, resolveConfig, isPositiveInt, isNonNegativeInt, isFiniteNumber } from './config';
 export {
@@ -18,7 +19,8 @@ export { writeFileAtomic } from './atomic_write';
 export { saveModule, openModule, CONFIG_FILE, WEIGHTS_FILE } from './checkpoint';
 export { WeightScope, Parameters, type Init, type Layout } from './weights';
 export { HostOffload } from './offload';
-export { Linear } from './nn/linear';
+export { Linear, OUT_IN_TO_IN_OUT } from './nn/linear';
+export { matMul2d, batchMatMul } from './nn/matmul';
 export { Conv2d, OIHW_TO_HWIO, type Conv2dPadding } from './nn/conv2d';
 export { GroupNorm } from './nn/group_norm';
 export { LayerNorm } from './nn/layer_norm';
@@ -27,3 +29,4 @@ export { scaledDotProductAttention, attentionWithProbs, splitHeads, mergeHeads, 
 export { silu, gelu, geluTanh, quickGelu, activation, isActivationName, type ActivationName } from './nn/activations';
 export { ForwardContext, HookRegistry, matchesPath, type BlockHook, type PathMatch } from './hooks';
 export { setBackend, BACKENDS, type BackendName } from './backend';
+export { registerWasmTrainingKernels, WASM_TRAINING_KERNELS, wasmKernelOptions } from './wasm_kernels';

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
 import { SafetensorsBytes, SafetensorsFile, serializeSafetensors, writeSafetensorsFile } from './safetensors';
 import { saveModule, openModule } from './checkpoint';
 import { WeightScope } from './weights';
@@ -106,7 +107,9 @@ describe('safetensors', () => {
     const { config, source } = await openModule(dir);
     expect(config).toEqual({ width: 3 });
     expect(source.keys().sort()).toEqual(['proj.bias', 'proj.weight']);
-    expect([...source.read('proj.weight')]).toEqual([...(await params.get('proj.weight').data())]);
+    const torch = params.exportTorch();
+    expect([...source.read('proj.weight')]).toEqual([...(await torch.get('proj.weight')!.data())]);
+    tf.dispose([...torch.values()]);
     source.close();
     params.dispose();
     await expect(openModule(path.join(tmp, 'nothing'))).rejects.toThrow(/config\.json: missing; not a module checkpoint folder/);

@@ -1,28 +1,6 @@
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend } from './backend';
 import { registerWasmTrainingKernels, WASM_TRAINING_KERNELS, wasmKernelOptions } from './wasm_kernels';
-
-/**
- * tfjs-core's Node bundle (dist/tf-core.node.js) registers no gradient at all: the gradient
- * configs only exist as the ES modules under dist/gradients, loaded by
- * dist/register_all_gradients.js, which neither Node's require nor jest (no transform for
- * node_modules) can load. For these tests they are bundled to CommonJS with esbuild (a dependency
- * of tsup). The bundle carries its own copy of tfjs-core's internals, which is harmless: the
- * engine, the kernel and gradient registries live on the global namespace and are shared.
- */
-function registerTfjsGradients(): void {
-  if (tf.getGradient(tf.Conv2D)) return;
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const esbuild = require('esbuild') as typeof import('esbuild');
-  const entry = require.resolve('@tensorflow/tfjs-core/dist/register_all_gradients.js');
-  const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'png-tfjs-grads-')), 'register_all_gradients.cjs');
-  esbuild.buildSync({ entryPoints: [entry], bundle: true, format: 'cjs', platform: 'node', outfile: out, logLevel: 'error' });
-  require(out);
-  fs.rmSync(path.dirname(out), { recursive: true, force: true });
-}
 
 /** Deterministic N(0,1)-ish values (mulberry32 + Box–Muller). */
 function randn(n: number, seed: number): Float32Array {
@@ -115,8 +93,7 @@ async function expectKernelMatch(name: string, kernel: string, inputs: Record<st
 const input = (shape: number[], seed: number) => ({ shape, data: randn(tf.util.sizeFromShape(shape), seed) });
 
 beforeAll(async () => {
-  registerTfjsGradients();
-  await setBackend('cpu');
+    await setBackend('cpu');
   await setBackend('wasm');
   registerWasmTrainingKernels();
 });

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { batchMatMul } from './matmul';
 
 /** A large negative additive bias for masked logits: exp() underflows to exactly 0, without -Inf NaNs. */
 export const MASKED_LOGIT = -1e9;
@@ -53,8 +54,13 @@ export function attentionWithProbs(
     throw new Error(`attention: q [${q.shape}], k [${k.shape}], v [${v.shape}] do not fit`);
   }
   const scale = options.scale ?? 1 / Math.sqrt(d);
-  let logits: tf.Tensor = tf.mul(tf.matMul(q, k, false, true), scale); // [B, H, Nq, Nk]
+  const [b, h, nq] = q.shape;
+  const nk = k.shape[2];
+  const kt = tf.reshape(tf.transpose(k, [0, 1, 3, 2]), [b * h, d, nk]); // [B·H, d, Nk]
+  const qk = batchMatMul(tf.reshape(q, [b * h, nq, d]) as tf.Tensor3D, kt as tf.Tensor3D); // [B·H, Nq, Nk]
+  let logits: tf.Tensor = tf.mul(tf.reshape(qk, [b, h, nq, nk]), scale); // [B, H, Nq, Nk]
   if (options.bias) logits = tf.add(logits, options.bias);
   const probs = tf.softmax(logits) as tf.Tensor4D;
-  return { out: tf.matMul(probs, v) as tf.Tensor4D, probs }; // [B, H, Nq, d]
+  const out = batchMatMul(tf.reshape(probs, [b * h, nq, nk]) as tf.Tensor3D, tf.reshape(v, [b * h, nk, v.shape[3]]) as tf.Tensor3D); // [B·H, Nq, dv]
+  return { out: tf.reshape(out, [b, h, nq, v.shape[3]]) as tf.Tensor4D, probs }; // [B, H, Nq, dv]
 }

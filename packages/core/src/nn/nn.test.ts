@@ -6,6 +6,8 @@ import { Conv2d } from './conv2d';
 import { GroupNorm } from './group_norm';
 import { LayerNorm } from './layer_norm';
 import { Linear } from './linear';
+import { batchMatMul, matMul2d } from './matmul';
+import { scaledDotProductAttention } from './attention';
 import { expectClose, expectNoLeak } from '../testing';
 
 /** A WeightScope over in-memory torch-layout tensors. */
@@ -24,6 +26,9 @@ describe.each(['cpu', 'wasm'] as const)('nn primitives on %s', (backend) => {
       (s) => new Linear(s, 3, 2),
     );
     const y = tf.tidy(() => lin.forward(tf.tensor([1, 0, -1, 2, 1, 0], [1, 2, 3])));
+    const exported = params.exportTorch(); // back in torch's [out, in] layout
+    await expectClose(exported.get('weight')!, [1, 2, 3, 4, 5, 6], 0);
+    tf.dispose([...exported.values()]);
     expect(y.shape).toEqual([1, 2, 2]);
     await expectClose(y, [1 - 3 + 0.5, 4 - 6 - 1, 2 + 2 + 0.5, 8 + 5 - 1], 1e-6);
     y.dispose();
@@ -47,6 +52,32 @@ describe.each(['cpu', 'wasm'] as const)('nn primitives on %s', (backend) => {
     await expectClose(exported.get('weight')!, w, 0);
     tf.dispose([...exported.values()]);
     params.dispose();
+  });
+
+  it('matMul2d and batchMatMul equal tf.matMul, gradients included', async () => {
+    const a = tf.randomNormal([5, 3], 0, 1, 'float32', 1) as tf.Tensor2D;
+    const b = tf.randomNormal([3, 4], 0, 1, 'float32', 2) as tf.Tensor2D;
+    const w = tf.randomNormal([5, 4], 0, 1, 'float32', 3);
+    const ours = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(matMul2d(x as tf.Tensor2D, y as tf.Tensor2D), w)))([a, b]);
+    const ref = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(tf.matMul(x as tf.Tensor2D, y as tf.Tensor2D), w)))([a, b]);
+    await expectClose(ours[0], await ref[0].data(), 1e-5, 'dA');
+    await expectClose(ours[1], await ref[1].data(), 1e-5, 'dB');
+    const a3 = tf.randomNormal([3, 5, 2], 0, 1, 'float32', 4) as tf.Tensor3D;
+    const b3 = tf.randomNormal([3, 2, 4], 0, 1, 'float32', 5) as tf.Tensor3D;
+    const y = batchMatMul(a3, b3);
+    await expectClose(y, await tf.matMul(a3, b3).data(), 1e-5, 'batchMatMul');
+    tf.dispose([a, b, w, ...ours, ...ref, a3, b3, y]);
+  });
+
+  it('scaledDotProductAttention equals the textbook formula, key mask included', async () => {
+    const q = tf.randomNormal([2, 2, 3, 4], 0, 1, 'float32', 6) as tf.Tensor4D;
+    const k = tf.randomNormal([2, 2, 5, 4], 0, 1, 'float32', 7) as tf.Tensor4D;
+    const v = tf.randomNormal([2, 2, 5, 3], 0, 1, 'float32', 8) as tf.Tensor4D;
+    const bias = tf.tensor4d([0, 0, 0, -1e9, -1e9, 0, 0, 0, 0, 0], [2, 1, 1, 5]);
+    const ours = scaledDotProductAttention(q, k, v, { bias });
+    const ref = tf.matMul(tf.softmax(tf.add(tf.mul(tf.matMul(q, k, false, true), 0.5), bias)), v);
+    await expectClose(ours, await ref.data(), 1e-5, 'attention');
+    tf.dispose([q, k, v, bias, ours, ref]);
   });
 
   it('GroupNorm groups contiguous channels as PyTorch does', async () => {
