@@ -55,7 +55,7 @@ describe.each(['cpu', 'wasm'] as const)('AutoencoderKL on %s', (backend) => {
 
   it('loads every tensor of the fixture checkpoint', () => {
     expect(vae.numParameters()).toBe(expectedParams.vae);
-    expect(vae.parameters().keys()).toHaveLength(124);
+    expect(vae.parameters.keys()).toHaveLength(124);
     expect(vae.config.scaling_factor).toBe(0.18215);
     expect(vae.downsampleFactor).toBe(2);
   });
@@ -99,7 +99,7 @@ describe.each(['cpu', 'wasm'] as const)('AutoencoderKL on %s', (backend) => {
   it('builds only encoder + quant_conv with parts: encoder, and gives the same latents', async () => {
     const enc = await AutoencoderKL.fromPretrained(VAE_DIR, { parts: 'encoder' });
     expect(enc.numParameters()).toBe(expectedParams['vae_encoder+quant_conv']);
-    expect(enc.parameters().keys().some((k) => k.startsWith('decoder.') || k.startsWith('post_quant_conv.'))).toBe(false);
+    expect(enc.parameters.keys().some((k) => k.startsWith('decoder.') || k.startsWith('post_quant_conv.'))).toBe(false);
     expect(enc.decoder).toBeUndefined();
     const a = enc.latents(crop);
     const b = vae.latents(crop);
@@ -123,7 +123,7 @@ describe.each(['cpu', 'wasm'] as const)('AutoencoderKL on %s', (backend) => {
     fs.copyFileSync(path.join(VAE_DIR, 'config.json'), path.join(dir, 'config.json'));
     fs.writeFileSync(path.join(dir, 'diffusion_pytorch_model.safetensors'), serializeSafetensors(tensors));
     const legacy = await AutoencoderKL.fromPretrained(dir);
-    expect(legacy.parameters().keys()).toContain('encoder.mid_block.attentions.0.query.weight');
+    expect(legacy.parameters.keys()).toContain('encoder.mid_block.attentions.0.query.weight');
     const a = legacy.latents(crop);
     const b = vae.latents(crop);
     await expectClose(a, await b.data(), 0, 'latents with legacy names');

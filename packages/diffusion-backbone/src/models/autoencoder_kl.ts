@@ -14,7 +14,8 @@ import {
 } from '@png/core';
 import { openWeights, readConfigJson, type ComponentOptions } from '../component_files';
 import { ModelRuntime } from './model_runtime';
-import { Decoder, DiagonalGaussianDistribution, Encoder, hookedLeaf, type DecoderUpBlockType, type EncoderDownBlockType } from './vae';
+import { hookedLeaf } from './model_runtime';
+import { Decoder, DiagonalGaussianDistribution, Encoder, type DecoderUpBlockType, type EncoderDownBlockType } from './vae';
 
 /** diffusers' `vae/config.json` for `AutoencoderKL` (v0.25.1 fields; other keys are kept as they are). */
 export interface AutoencoderKLConfig {
@@ -287,14 +288,14 @@ export class AutoencoderKL {
   }
 
   /** The weights (frozen tf.Tensors unless created trainable), by diffusers name. */
-  parameters(): Parameters {
+  get parameters(): Parameters {
     this.assertAlive();
     return this.params!;
   }
 
   /** Number of scalar weights (658,375 for the tiny fixture; 83,653,863 for SD v1.5, 34,163,664 encoder-only). */
   numParameters(): number {
-    return this.parameters().numElements();
+    return this.parameters.numElements();
   }
 
   /** Frees every weight; the model cannot be used afterwards. */

@@ -26,8 +26,16 @@ export abstract class HookedModule {
   }
 
   protected hooked<T extends tf.Tensor>(input: T, context: ForwardContext, compute: (x: T) => T): T {
-    const hooks = this.runtime.hooks;
-    if (hooks.size === 0) return compute(input);
-    return hooks.post(this.path, compute(hooks.pre(this.path, input, context) as T), context) as T;
+    return hookedLeaf(this.runtime, this.path, input, context, compute);
   }
+}
+
+/**
+ * Runs the hooks registered for `path` around `compute(input)`: for parameter-only leaves that
+ * are no HookedModule (e.g. `conv_in`, `conv_norm_out`, a Transformer2DModel's `norm`).
+ */
+export function hookedLeaf<T extends tf.Tensor>(runtime: ModelRuntime, path: string, input: T, context: ForwardContext, compute: (x: T) => T): T {
+  const hooks = runtime.hooks;
+  if (hooks.size === 0) return compute(input);
+  return hooks.post(path, compute(hooks.pre(path, input, context) as T), context) as T;
 }

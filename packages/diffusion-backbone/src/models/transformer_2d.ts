@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { Conv2d, GroupNorm, Linear, type ForwardContext, type WeightScope } from '@png/core';
 import { BasicTransformerBlock, type FeedForwardActivation } from './attention';
-import { HookedModule, type ModelRuntime } from './model_runtime';
+import { HookedModule, hookedLeaf, type ModelRuntime } from './model_runtime';
 
 export interface Transformer2DModelOptions {
   readonly heads: number;
@@ -52,10 +52,10 @@ export class Transformer2DModel extends HookedModule {
   forward(x: tf.Tensor4D, args: { encoderHiddenStates: tf.Tensor3D; encoderAttentionMask?: tf.Tensor2D; context: ForwardContext }): tf.Tensor4D {
     return this.hooked(x, args.context, (input) => {
       const [b, h, w, c] = input.shape;
-      const normed = this.hookedLeaf('norm', input, args.context, () => this.norm.forward(input));
+      const normed = hookedLeaf(this.runtime, `${this.path}.norm`, input, args.context, (t) => this.norm.forward(t));
       let tokens: tf.Tensor3D;
       if (this.proj_in instanceof Conv2d) {
-        const projected = this.hookedLeaf('proj_in', normed, args.context, () => (this.proj_in as Conv2d).forward(normed));
+        const projected = hookedLeaf(this.runtime, `${this.path}.proj_in`, normed, args.context, (t) => (this.proj_in as Conv2d).forward(t));
         tokens = tf.reshape(projected, [b, h * w, this.inner]); // [B, HW, inner]
       } else {
         tokens = this.proj_in.forward(tf.reshape(normed, [b, h * w, c])) as tf.Tensor3D; // [B, HW, inner]
@@ -72,11 +72,4 @@ export class Transformer2DModel extends HookedModule {
     });
   }
 
-  /** Hooks on the parameter-only leaves `<path>.norm` and `<path>.proj_in` (conv form). */
-  private hookedLeaf(name: string, x: tf.Tensor4D, context: ForwardContext, compute: () => tf.Tensor4D): tf.Tensor4D {
-    const hooks = this.runtime.hooks;
-    if (hooks.size === 0) return compute();
-    const path = `${this.path}.${name}`;
-    return hooks.post(path, compute(), context) as tf.Tensor4D;
-  }
 }

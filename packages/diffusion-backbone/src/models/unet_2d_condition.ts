@@ -18,7 +18,7 @@ import {
 import { openWeights, readConfigJson, saveComponent, type ComponentOptions } from '../component_files';
 import type { AttentionProcessor } from './attention_processor';
 import { TimestepEmbedding, Timesteps } from './embeddings';
-import { ModelRuntime } from './model_runtime';
+import { ModelRuntime, hookedLeaf } from './model_runtime';
 import { DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D, type CrossAttnCommon } from './unet_2d_blocks';
 
 /** diffusers' `unet/config.json` (the keys this port reads; others are accepted when at their defaults). */
@@ -322,7 +322,7 @@ export class UNet2DConditionModel {
 
       const emb = this.time_embedding.forward(this.time_proj.forward(t, context), context); // [B, 4·C0]
       let h = this.config.center_input_sample ? (tf.sub(tf.mul(sample, 2), 1) as tf.Tensor4D) : sample;
-      h = this.hookedLeaf('conv_in', context, () => this.conv_in.forward(h));
+      h = hookedLeaf(this.runtime, 'conv_in', h, context, (t) => this.conv_in.forward(t));
 
       const skips: tf.Tensor4D[] = [h];
       for (const block of this.down_blocks) {
@@ -335,8 +335,8 @@ export class UNet2DConditionModel {
         const n = block.resnets.length;
         h = block.forward(h, skips.splice(skips.length - n, n), emb, args);
       }
-      h = this.hookedLeaf('conv_norm_out', context, () => this.conv_norm_out.forward(h));
-      const out = this.hookedLeaf('conv_out', context, () => this.conv_out.forward(this.act(h) as tf.Tensor4D));
+      h = hookedLeaf(this.runtime, 'conv_norm_out', h, context, (t) => this.conv_norm_out.forward(t));
+      const out = hookedLeaf(this.runtime, 'conv_out', this.act(h) as tf.Tensor4D, context, (t) => this.conv_out.forward(t));
       return { sample: out, outputs: { ...context.outputs } };
     });
   }
@@ -437,10 +437,6 @@ export class UNet2DConditionModel {
     if (!this.params || this.params.isDisposed) throw new Error('UNet2DConditionModel was disposed');
   }
 
-  private hookedLeaf(path: string, context: ForwardContext, compute: () => tf.Tensor4D): tf.Tensor4D {
-    const hooks = this.runtime.hooks;
-    return hooks.size === 0 ? compute() : (hooks.post(path, compute(), context) as tf.Tensor4D);
-  }
 
   private checkInputs(sample: tf.Tensor, timestep: number | readonly number[] | tf.Tensor, ehs: tf.Tensor, mask?: tf.Tensor): void {
     const c = this.config;

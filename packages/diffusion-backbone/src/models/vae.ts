@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { Conv2d, GroupNorm, silu, type ActivationName, type ForwardContext, type WeightScope } from '@png/core';
-import { HookedModule, type ModelRuntime } from './model_runtime';
+import { HookedModule, hookedLeaf, type ModelRuntime } from './model_runtime';
 import { DownEncoderBlock2D, UNetMidBlock2D, UpDecoderBlock2D } from './unet_2d_blocks';
 
 /** The GroupNorm epsilon of every VAE norm (resnets, mid-block attention, conv_norm_out). */
@@ -10,16 +10,6 @@ const VAE_NORM_EPS = 1e-6;
 export type EncoderDownBlockType = 'DownEncoderBlock2D';
 /** Up block types the VAE decoder builds (diffusers' `get_up_block` names). */
 export type DecoderUpBlockType = 'UpDecoderBlock2D';
-
-/**
- * Runs `compute` as the module at `path` for hooks: pre-hooks may replace `input`, post-hooks the
- * output. For leaf primitives (Conv2d, GroupNorm) that are not HookedModules themselves.
- */
-export function hookedLeaf(runtime: ModelRuntime, path: string, input: tf.Tensor4D, context: ForwardContext, compute: (x: tf.Tensor4D) => tf.Tensor4D): tf.Tensor4D {
-  const hooks = runtime.hooks;
-  if (hooks.size === 0) return compute(input);
-  return hooks.post(path, compute(hooks.pre(path, input, context) as tf.Tensor4D), context) as tf.Tensor4D;
-}
 
 export interface EncoderOptions {
   readonly inChannels: number;
