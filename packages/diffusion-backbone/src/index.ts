@@ -1,5 +1,15 @@
 export { UNet2DConditionModel, SD15_UNET_CONFIG, resolveUNetConfig, type UNet2DConditionConfig, type UNet2DConditionOutput, type UNetForwardOptions } from './models/unet_2d_condition';
 export { Attention, AttnProcessor, type AttentionProcessor, type AttentionProcessorArgs } from './models/attention_processor';
 export { FeatureTaps, featureKey } from './feature_taps';
+export { DiffusionBackbone, type DiffusionBackboneOptions } from './pipeline_stable_diffusion';
+export {
+  AutoencoderKL,
+  SD15_VAE_CONFIG,
+  AUTOENCODER_KL_DEFAULTS,
+  resolveAutoencoderKLConfig,
+  type AutoencoderKLConfig,
+  type AutoencoderKLParts,
+  type AutoencoderKLEncodeOutput,
+} from './models/autoencoder_kl';
 export * from './clip/index';
 export { readConfigJson, openWeights, weightsFromBytes, saveComponent, type ComponentOptions } from './component_files';

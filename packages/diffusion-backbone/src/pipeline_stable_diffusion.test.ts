@@ -1,0 +1,64 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { setBackend } from '@png/core';
+import { FixtureIndex, expectClose, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
+import { DiffusionBackbone } from './pipeline_stable_diffusion';
+import { FeatureTaps } from './feature_taps';
+
+const TINY = path.join(sharedFixturesDir(), 'tiny-sd');
+
+describe('DiffusionBackbone (wasm)', () => {
+  let backbone: DiffusionBackbone;
+  beforeAll(async () => {
+    await setBackend('wasm');
+    backbone = await DiffusionBackbone.fromPretrained(TINY);
+  });
+  afterAll(() => backbone.dispose());
+
+  it('loads the four components of a pipeline folder and encodes captions like the references', async () => {
+    const refs = new FixtureIndex(TINY);
+    const captions = (refs.index.captions as string[]).slice(0, 2);
+    const text = backbone.encodeText(captions);
+    expect(text.hiddenStates.shape).toEqual([2, 77, 32]);
+    const ids = await text.inputIds.data();
+    expect([...ids.slice(0, 77)]).toEqual([...refs.read('text/caption0.input_ids').data]);
+    const h0 = tf.slice(text.hiddenStates, [0, 0, 0], [1, -1, -1]);
+    await expectClose(h0, refs.read('text/caption0.last_hidden_state').data, 1e-4, 'caption0');
+    tf.dispose([text, h0]);
+    expect(backbone.imageMultiple).toBe(2 * 4);
+  });
+
+  it('taps the up-path levels with their image strides, and does not leak', async () => {
+    const taps = new FeatureTaps(backbone.unet, { imageStride: backbone.vae.downsampleFactor });
+    const image = tf.randomUniform([1, 64, 48, 3], -1, 1, 'float32', 3) as tf.Tensor4D;
+    const latents = backbone.encodeImages(image);
+    expect(latents.shape).toEqual([1, 32, 24, 4]);
+    const text = backbone.encodeText(['a photo of a dog']);
+    const { sample, outputs } = backbone.unet.forward(latents, 1, text.hiddenStates);
+    const pyramid = taps.pyramid(outputs);
+    expect(pyramid.map((f) => [f.name, f.stride, f.tensor.shape])).toEqual([
+      ['up_blocks.0', 8, [1, 8, 6, 32]],
+      ['up_blocks.1', 4, [1, 16, 12, 32]],
+      ['up_blocks.2', 2, [1, 32, 24, 16]],
+    ]);
+    tf.dispose([image, latents, text, sample, outputs]);
+    const small = tf.zeros([1, 16, 16, 3]) as tf.Tensor4D;
+    await expectNoLeak(() => {
+      const t = backbone.encodeText(['x']);
+      const l = backbone.encodeImages(small);
+      const out = backbone.unet.forward(l, 1, t.hiddenStates);
+      return [t, l, out];
+    }, 'backbone forward with taps');
+    small.dispose();
+    taps.remove();
+  });
+
+  it('says which component folders are missing', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipe-'));
+    fs.mkdirSync(path.join(dir, 'unet'));
+    await expect(DiffusionBackbone.fromPretrained(dir)).rejects.toThrow(/not a diffusers pipeline folder; missing vae\/, text_encoder\/, tokenizer\//);
+    fs.rmSync(dir, { recursive: true });
+  });
+});
