@@ -1,0 +1,52 @@
+import { check, isFiniteNumber, isPositiveInt, resolveConfig } from '@png/core';
+
+/**
+ * EIPA's hyper-parameters, as saved in an adapter's config.json. Every choice the paper may have
+ * made differently is a field, so its ablations run by config alone; static prompting (the
+ * baseline) is `{extract: false, inject: false, dynamic_prompt: false}`.
+ */
+export interface EipaConfig {
+  /** Transformer blocks to adapt (diffusers paths); null = every cross-attention transformer block. */
+  readonly block_paths: readonly string[] | null;
+  /** Width of the adapter's attention (the bottleneck between down and up projections). */
+  readonly bottleneck_dim: number;
+  readonly num_heads: number;
+  /** Phrases attend to the block's image tokens and update the phrase state. */
+  readonly extract: boolean;
+  /** Image tokens attend to the updated phrases; added to the UNet stream through a gate. */
+  readonly inject: boolean;
+  /** Each block's cross-attention reads the current phrase state instead of the initial phrases. */
+  readonly dynamic_prompt: boolean;
+  /** Initial value of the tanh gates (0: an untrained adapter leaves the UNet unchanged). */
+  readonly gate_init: number;
+  /** LayerNorm epsilon of the adapter's input norms. */
+  readonly norm_eps: number;
+}
+
+export const DEFAULT_EIPA_CONFIG: EipaConfig = Object.freeze({
+  block_paths: null,
+  bottleneck_dim: 64,
+  num_heads: 8,
+  extract: true,
+  inject: true,
+  dynamic_prompt: true,
+  gate_init: 0,
+  norm_eps: 1e-5,
+});
+
+/** Fills defaults and validates, before any weight exists. */
+export function resolveEipaConfig(user: Partial<EipaConfig> | Record<string, unknown> = {}): EipaConfig {
+  return resolveConfig('EipaConfig', DEFAULT_EIPA_CONFIG, user, (c) => {
+    check(isPositiveInt(c.bottleneck_dim), 'EipaConfig', 'bottleneck_dim', 'a positive integer', c.bottleneck_dim);
+    check(isPositiveInt(c.num_heads) && c.bottleneck_dim % c.num_heads === 0, 'EipaConfig', 'num_heads', `a divisor of bottleneck_dim (${c.bottleneck_dim})`, c.num_heads);
+    check(isFiniteNumber(c.gate_init), 'EipaConfig', 'gate_init', 'a finite number', c.gate_init);
+    check(isFiniteNumber(c.norm_eps) && c.norm_eps > 0, 'EipaConfig', 'norm_eps', 'a positive number', c.norm_eps);
+    check(
+      c.block_paths === null || (Array.isArray(c.block_paths) && c.block_paths.length > 0 && c.block_paths.every((p) => typeof p === 'string')),
+      'EipaConfig',
+      'block_paths',
+      'null or a non-empty list of transformer block paths',
+      c.block_paths,
+    );
+  });
+}

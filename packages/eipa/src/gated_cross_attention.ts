@@ -1,0 +1,53 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { LayerNorm, Linear, attentionWithProbs, keyMaskBias, mergeHeads, splitHeads, type WeightScope } from '@png/core';
+
+/**
+ * queries + tanh(gate) · to_out(MHA(to_q(LN(queries)), to_k/to_v(LN(memory)))): a bottlenecked,
+ * gated cross-attention (cf. ViT-Adapter's injector/extractor and GLIGEN's gated attention). With
+ * the gate at 0 it is exactly the identity. EIPA uses it both ways: phrases ← image tokens
+ * (extract) and image tokens ← phrases (inject).
+ */
+export class GatedCrossAttention {
+  readonly norm_q: LayerNorm;
+  readonly norm_m: LayerNorm;
+  readonly to_q: Linear;
+  readonly to_k: Linear;
+  readonly to_v: Linear;
+  readonly to_out: Linear;
+  readonly gate: tf.Tensor; // [1]
+
+  constructor(
+    scope: WeightScope,
+    queryDim: number,
+    memoryDim: number,
+    bottleneck: number,
+    private readonly heads: number,
+    gateInit: number,
+    eps: number,
+  ) {
+    this.norm_q = new LayerNorm(scope.pp('norm_q'), queryDim, eps);
+    this.norm_m = new LayerNorm(scope.pp('norm_m'), memoryDim, eps);
+    this.to_q = new Linear(scope.pp('to_q'), queryDim, bottleneck);
+    this.to_k = new Linear(scope.pp('to_k'), memoryDim, bottleneck);
+    this.to_v = new Linear(scope.pp('to_v'), memoryDim, bottleneck);
+    this.to_out = new Linear(scope.pp('to_out'), bottleneck, queryDim);
+    this.gate = scope.param('gate', [1], { init: { constant: gateInit } });
+  }
+
+  /**
+   * queries [B, N, Dq], memory [B, M, Dm], memoryMask [B, M] (1 = attend) → updated queries
+   * [B, N, Dq] and the head-averaged attention [B, N, M].
+   */
+  forward(queries: tf.Tensor3D, memory: tf.Tensor3D, memoryMask?: tf.Tensor2D): { out: tf.Tensor3D; attention: tf.Tensor3D } {
+    const m = this.norm_m.forward(memory);
+    const q = splitHeads(this.to_q.forward(this.norm_q.forward(queries)), this.heads); // [B, H, N, r/H]
+    const k = splitHeads(this.to_k.forward(m), this.heads); // [B, H, M, r/H]
+    const v = splitHeads(this.to_v.forward(m), this.heads);
+    const { out, probs } = attentionWithProbs(q, k, v, { bias: memoryMask ? keyMaskBias(memoryMask) : undefined });
+    const update = this.to_out.forward(mergeHeads(out)); // [B, N, Dq]
+    return {
+      out: tf.add(queries, tf.mul(tf.tanh(this.gate), update)) as tf.Tensor3D,
+      attention: tf.mean(probs, 1) as tf.Tensor3D, // [B, N, M]
+    };
+  }
+}

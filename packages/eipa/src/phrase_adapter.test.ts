@@ -1,0 +1,226 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { setBackend, type PhraseFeatures } from '@png/core';
+import { expectClose, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
+import { FeatureTaps, UNet2DConditionModel } from '@png/diffusion-backbone';
+import { PhraseAdapter, attachEipa, attentionKey, phraseStateKey } from './phrase_adapter';
+
+const TINY_UNET = path.join(sharedFixturesDir(), 'tiny-sd', 'unet');
+
+/** Two narratives, three phrase slots, the second narrative with one padding slot. */
+function inputs(): { latents: tf.Tensor4D; phrases: PhraseFeatures } {
+  return {
+    latents: tf.randomNormal([2, 16, 16, 4], 0, 1, 'float32', 11) as tf.Tensor4D,
+    phrases: {
+      tensor: tf.randomNormal([2, 3, 32], 0, 1, 'float32', 12) as tf.Tensor3D,
+      mask: tf.tensor2d([
+        [1, 1, 1],
+        [1, 1, 0],
+      ]),
+    },
+  };
+}
+
+/** Every output of a forward as flat arrays, for bit-for-bit comparisons. */
+async function snapshot(out: { sample: tf.Tensor; outputs: Record<string, tf.Tensor> }, keys: string[]): Promise<Float32Array[]> {
+  return Promise.all([out.sample, ...keys.map((k) => out.outputs[k])].map(async (t) => (await t.data()) as Float32Array));
+}
+
+describe('EIPA on the tiny SD UNet (wasm)', () => {
+  let unet: UNet2DConditionModel;
+  let taps: FeatureTaps;
+  const levels = ['features/up_blocks.0', 'features/up_blocks.1', 'features/up_blocks.2'];
+  beforeAll(async () => {
+    await setBackend('wasm');
+    unet = await UNet2DConditionModel.fromPretrained(TINY_UNET);
+    taps = new FeatureTaps(unet);
+  });
+  afterAll(() => {
+    taps.remove();
+    unet.dispose();
+  });
+
+  /** The static-prompting baseline: the plain UNet with the phrases as its cross-attention context. */
+  async function staticForward(x: ReturnType<typeof inputs>): Promise<Float32Array[]> {
+    const out = unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask });
+    const snap = await snapshot(out, levels);
+    tf.dispose(out);
+    return snap;
+  }
+
+  async function adaptedForward(adapter: PhraseAdapter, x: ReturnType<typeof inputs>): Promise<Float32Array[]> {
+    const out = unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: adapter.createContext(x.phrases) });
+    const snap = await snapshot(out, levels);
+    tf.dispose(out);
+    return snap;
+  }
+
+  it('adapts every cross-attention transformer block by default', () => {
+    const adapter = PhraseAdapter.create(unet);
+    expect(adapter.blocks.map((b) => b.path)).toEqual(unet.transformerBlocks().map((b) => b.path));
+    expect(adapter.blocks).toHaveLength(7);
+    expect(adapter.parameters.keys()).toContain('down_blocks.0.attentions.0.transformer_blocks.0.inject.gate');
+    adapter.dispose();
+  });
+
+  it.each([
+    ['every switch off', { extract: false, inject: false, dynamic_prompt: false }],
+    ['inject on, gate at its initial 0', { extract: false, inject: true, dynamic_prompt: false }],
+    ['extract + inject + dynamic prompt, gates at 0', {}],
+  ])('%s: the UNet stream equals the static-prompted UNet bit for bit', async (_name, config) => {
+    const x = inputs();
+    const expected = await staticForward(x);
+    const adapter = PhraseAdapter.create(unet, config, { seed: 1 });
+    const detach = attachEipa(unet, adapter);
+    const actual = await adaptedForward(adapter, x);
+    detach();
+    actual.forEach((a, i) => expect(Buffer.from(a.buffer).equals(Buffer.from(expected[i].buffer))).toBe(true));
+    tf.dispose(x);
+    adapter.dispose();
+  });
+
+  it('changes the stream once the gates open, and detach() restores the UNet exactly', async () => {
+    const x = inputs();
+    const before = await staticForward(x);
+    const processors = unet.attnProcessors();
+    const adapter = PhraseAdapter.create(unet, { gate_init: 0.5 }, { seed: 2 });
+    const detach = attachEipa(unet, adapter);
+    expect(() => attachEipa(unet, adapter)).toThrow(/already has an EIPA adapter attached/);
+    const adapted = await adaptedForward(adapter, x);
+    expect(Math.max(...adapted[0].map((v, i) => Math.abs(v - before[0][i])))).toBeGreaterThan(1e-3);
+    detach();
+    expect(unet.attnProcessors()).toEqual(processors);
+    const after = await staticForward(x);
+    after.forEach((a, i) => expect(Buffer.from(a.buffer).equals(Buffer.from(before[i].buffer))).toBe(true));
+    tf.dispose(x);
+    adapter.dispose();
+  });
+
+  it('returns the phrase state after each up block and the inject attention maps', async () => {
+    const x = inputs();
+    const adapter = PhraseAdapter.create(unet, { gate_init: 0.5 }, { seed: 3 });
+    const detach = attachEipa(unet, adapter, { recordAttention: true });
+    const out = unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: adapter.createContext(x.phrases) });
+    for (const level of ['up_blocks.0', 'up_blocks.1', 'up_blocks.2']) expect(out.outputs[phraseStateKey(level)].shape).toEqual([2, 3, 32]);
+    const att = out.outputs[attentionKey('up_blocks.2.attentions.1.transformer_blocks.0')];
+    expect(att.shape).toEqual([2, 16 * 16, 3]);
+    const padded = await tf.slice(att, [1, 0, 2], [1, -1, 1]).data(); // the second narrative's padding slot
+    expect(Math.max(...padded)).toBe(0);
+    tf.dispose([x, out]);
+    detach();
+    adapter.dispose();
+  });
+
+  it('gets gradients through the frozen UNet down to the first down block, leaves the UNet untouched, and does not leak', async () => {
+    const x = inputs();
+    const adapter = PhraseAdapter.create(unet, { gate_init: 0.5 }, { seed: 4 });
+    const detach = attachEipa(unet, adapter);
+    const frozen = await Promise.all(unet.parameters.keys().map(async (k) => [k, await unet.parameters.get(k).data()] as const));
+    const target = tf.randomNormal([2, 16, 16, 4], 0, 1, 'float32', 5);
+    const loss = () =>
+      tf.tidy(() => {
+        const out = unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: adapter.createContext(x.phrases) });
+        return tf.mean(tf.square(tf.sub(out.sample, target))) as tf.Scalar;
+      });
+    const { grads, value } = tf.variableGrads(loss, adapter.trainableVariables());
+    expect(Object.keys(grads).sort()).toEqual(adapter.trainableVariables().map((v) => v.name).sort());
+    for (const key of adapter.parameters.keys().filter((k) => k.startsWith('down_blocks.0.'))) {
+      const g = grads[(adapter.parameters.get(key) as tf.Variable).name];
+      expect(g).toBeDefined();
+      expect((await tf.max(tf.abs(g)).data())[0]).toBeGreaterThan(0);
+    }
+    tf.dispose([value, grads]);
+    const optimizer = tf.train.adam(1e-3);
+    const live = tf.memory().numTensors;
+    for (let step = 0; step < 2; step++) tf.dispose(optimizer.minimize(loss, true, adapter.trainableVariables()));
+    const afterSteps = tf.memory().numTensors;
+    for (let step = 0; step < 2; step++) tf.dispose(optimizer.minimize(loss, true, adapter.trainableVariables()));
+    expect(tf.memory().numTensors).toBe(afterSteps); // the optimizer's slots are made on the first steps only
+    expect(afterSteps).toBeGreaterThanOrEqual(live);
+    for (const [k, data] of frozen) expect(Buffer.from((await unet.parameters.get(k).data()).buffer).equals(Buffer.from(data.buffer))).toBe(true);
+    optimizer.dispose();
+    tf.dispose([x, target]);
+    detach();
+    adapter.dispose();
+  });
+
+  it('passes a finite-difference gradient check', async () => {
+    const x = inputs();
+    const adapter = PhraseAdapter.create(unet, { gate_init: 0.3, bottleneck_dim: 8, num_heads: 2, block_paths: ['down_blocks.1.attentions.0.transformer_blocks.0', 'up_blocks.1.attentions.0.transformer_blocks.0'] }, { seed: 6 });
+    const detach = attachEipa(unet, adapter);
+    const weights = tf.randomNormal([2, 16, 16, 4], 0, 1, 'float32', 7);
+    const f = () =>
+      tf.tidy(() => {
+        const out = unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: adapter.createContext(x.phrases) });
+        return tf.mean(tf.mul(out.sample, weights)) as tf.Scalar;
+      });
+    const checked = [
+      'down_blocks.1.attentions.0.transformer_blocks.0.extract.to_v.weight',
+      'down_blocks.1.attentions.0.transformer_blocks.0.inject.gate',
+      'up_blocks.1.attentions.0.transformer_blocks.0.inject.to_out.weight',
+      'up_blocks.1.attentions.0.transformer_blocks.0.extract.norm_q.weight',
+    ];
+    const { grads, value } = tf.variableGrads(f, checked.map((k) => adapter.parameters.get(k) as tf.Variable));
+    for (const key of checked) {
+      const v = adapter.parameters.get(key) as tf.Variable;
+      const analytic = (await grads[v.name].data())[0];
+      const original = await v.data();
+      const at = async (delta: number) => {
+        const shifted = Float32Array.from(original);
+        shifted[0] += delta;
+        v.assign(tf.tensor(shifted, v.shape));
+        const y = f();
+        const r = (await y.data())[0];
+        y.dispose();
+        return r;
+      };
+      const eps = 1e-2;
+      const numeric = ((await at(eps)) - (await at(-eps))) / (2 * eps);
+      v.assign(tf.tensor(original, v.shape));
+      expect(Math.abs(analytic - numeric)).toBeLessThanOrEqual(2e-2 * Math.abs(numeric) + 2e-5);
+    }
+    tf.dispose([value, grads, weights, x]);
+    detach();
+    adapter.dispose();
+  });
+
+  it('saves and loads bit for bit; a checkpoint of another config is a clear error', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eipa-'));
+    const adapter = PhraseAdapter.create(unet, { gate_init: 0.2 }, { seed: 8 });
+    await adapter.save(dir);
+    const loaded = await PhraseAdapter.fromPretrained(dir, unet);
+    expect(loaded.config).toEqual(adapter.config);
+    for (const k of adapter.parameters.keys()) await expectClose(loaded.parameters.get(k), await adapter.parameters.get(k).data(), 0, k);
+    const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...config, bottleneck_dim: 16 }));
+    await expect(PhraseAdapter.fromPretrained(dir, unet)).rejects.toThrow(/'down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.extract\.to_q\.weight' has shape \[64,32\], expected \[16,32\]/);
+    adapter.dispose();
+    loaded.dispose();
+    fs.rmSync(dir, { recursive: true });
+  });
+
+  it('rejects bad configs and phrases before allocating anything', () => {
+    const before = tf.memory().numTensors;
+    expect(() => PhraseAdapter.create(unet, { num_heads: 7 })).toThrow('Error in EipaConfig.num_heads: expected a divisor of bottleneck_dim (64), got 7');
+    expect(() => PhraseAdapter.create(unet, { num_head: 8 } as never)).toThrow(/EipaConfig\.num_head: expected a known field \(did you mean 'num_heads'\?\)/);
+    expect(() => PhraseAdapter.create(unet, { block_paths: ['down_blocks.9.attentions.0.transformer_blocks.0'] })).toThrow(/'down_blocks\.9\.attentions\.0\.transformer_blocks\.0' is not a transformer block of this UNet/);
+    expect(tf.memory().numTensors).toBe(before);
+    const adapter = PhraseAdapter.create(unet);
+    const wrong = { tensor: tf.zeros([1, 2, 16]) as tf.Tensor3D, mask: tf.ones([1, 2]) as tf.Tensor2D };
+    expect(() => adapter.createContext(wrong)).toThrow(/phrase features are \[1,2,16\], expected width 32/);
+    tf.dispose(wrong);
+    adapter.dispose();
+  });
+
+  it('does not leak in an adapted forward', async () => {
+    const x = inputs();
+    const adapter = PhraseAdapter.create(unet, { gate_init: 0.5 });
+    const detach = attachEipa(unet, adapter, { recordAttention: true });
+    await expectNoLeak(() => unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: adapter.createContext(x.phrases) }), 'adapted UNet forward');
+    detach();
+    tf.dispose(x);
+    adapter.dispose();
+  });
+});

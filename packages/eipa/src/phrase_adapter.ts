@@ -1,0 +1,168 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { ForwardContext, WeightScope, openModule, saveModule, type Parameters, type PhraseFeatures } from '@png/core';
+import { AttnProcessor, type AttentionProcessor, type UNet2DConditionModel } from '@png/diffusion-backbone';
+import { resolveEipaConfig, type EipaConfig } from './eipa_config';
+import { GatedCrossAttention } from './gated_cross_attention';
+
+/** ForwardContext keys of the phrase state EIPA threads through one UNet forward. */
+export const EIPA_PHRASES = 'eipa/phrases';
+export const EIPA_PHRASE_MASK = 'eipa/phrase_mask';
+/** Where attachEipa records the phrase state after each up block (for MLMA), in `outputs`. */
+export const phraseStateKey = (level: string): string => `eipa/phrases/${level}`;
+/** Where attachEipa records an adapted block's inject attention [B, HW, P], in `outputs`. */
+export const attentionKey = (blockPath: string): string => `eipa/attention/${blockPath}`;
+
+/** The adapter of one transformer block. */
+export interface PhraseAdapterBlock {
+  readonly path: string;
+  readonly channels: number;
+  readonly extract?: GatedCrossAttention;
+  readonly inject?: GatedCrossAttention;
+}
+
+/**
+ * EIPA, the Extractive-Injective Phrase Adapter: a trainable bypass beside a frozen UNet. At each
+ * adapted transformer block it extracts (phrases attend to the block's image tokens, updating the
+ * phrase state) and injects (image tokens attend to the updated phrases, added to the UNet stream
+ * through a zero-initialised tanh gate). With `dynamic_prompt` the cross-attention of every
+ * transformer block reads the current phrase state. Weights are named `<block path>.extract.*` and
+ * `<block path>.inject.*`. Attach it with `attachEipa(unet, adapter)`.
+ */
+export class PhraseAdapter {
+  private constructor(
+    readonly config: EipaConfig,
+    readonly phraseDim: number,
+    readonly blocks: readonly PhraseAdapterBlock[],
+    readonly parameters: Parameters,
+  ) {}
+
+  /** A fresh (trainable) adapter for `unet`. */
+  static create(unet: UNet2DConditionModel, config: Partial<EipaConfig> = {}, options: { seed?: number } = {}): PhraseAdapter {
+    return PhraseAdapter.build(WeightScope.fresh({ seed: options.seed ?? 0, trainable: true }), unet, resolveEipaConfig(config));
+  }
+
+  /** Loads an adapter saved with `save(dir)` for this `unet` (strict: another config is an error naming the tensor). */
+  static async fromPretrained(dir: string, unet: UNet2DConditionModel): Promise<PhraseAdapter> {
+    const { config, source } = await openModule(dir);
+    try {
+      return PhraseAdapter.build(WeightScope.fromSource(source, { trainable: true }), unet, resolveEipaConfig(config));
+    } finally {
+      source.close();
+    }
+  }
+
+  private static build(scope: WeightScope, unet: UNet2DConditionModel, config: EipaConfig): PhraseAdapter {
+    const available = unet.transformerBlocks(); // each has a cross-attention (attn2)
+    const paths = config.block_paths ?? available.map((b) => b.path);
+    const specs = paths.map((path) => {
+      const spec = available.find((b) => b.path === path);
+      if (!spec) throw new Error(`Error in EipaConfig.block_paths: '${path}' is not a transformer block of this UNet (e.g. '${available[0]?.path}')`);
+      return spec;
+    });
+    const phraseDim = unet.config.cross_attention_dim;
+    const c = { ...config, block_paths: paths };
+    const { module: blocks, params } = scope.build((s) =>
+      specs.map(({ path, channels }): PhraseAdapterBlock => {
+        const block = s.pp(path);
+        const make = (name: string, q: number, m: number) => new GatedCrossAttention(block.pp(name), q, m, c.bottleneck_dim, c.num_heads, c.gate_init, c.norm_eps);
+        return {
+          path,
+          channels,
+          extract: c.extract ? make('extract', phraseDim, channels) : undefined,
+          inject: c.inject ? make('inject', channels, phraseDim) : undefined,
+        };
+      }),
+    );
+    return new PhraseAdapter(Object.freeze(c), phraseDim, blocks, params);
+  }
+
+  /** The per-forward context that carries the initial phrase state into an adapted UNet forward. */
+  createContext(phrases: PhraseFeatures): ForwardContext {
+    const [b, p, d] = phrases.tensor.shape;
+    if (d !== this.phraseDim) throw new Error(`PhraseAdapter: phrase features are [${phrases.tensor.shape}], expected width ${this.phraseDim} (the UNet's cross_attention_dim)`);
+    if (phrases.mask.shape[0] !== b || phrases.mask.shape[1] !== p) throw new Error(`PhraseAdapter: phrase mask [${phrases.mask.shape}] does not match the phrases [${b}, ${p}]`);
+    return new ForwardContext({ [EIPA_PHRASES]: phrases.tensor, [EIPA_PHRASE_MASK]: phrases.mask });
+  }
+
+  trainableVariables(): tf.Variable[] {
+    return this.parameters.trainableVariables();
+  }
+
+  numParameters(): number {
+    return this.parameters.numElements();
+  }
+
+  /** Saves config.json (with the resolved block paths) and model.safetensors, atomically. */
+  async save(dir: string): Promise<void> {
+    await saveModule(dir, this.config, this.parameters);
+  }
+
+  dispose(): void {
+    this.parameters.dispose();
+  }
+}
+
+const attached = new WeakMap<UNet2DConditionModel, PhraseAdapter>();
+
+/**
+ * Attaches `adapter` to `unet` through its processors and block hooks only, and returns
+ * `detach()`, which restores the UNet exactly. A forward then needs the context from
+ * `adapter.createContext(phrases)`; it returns the phrase state after each up block
+ * (`phraseStateKey('up_blocks.i')`) and, with `recordAttention`, each adapted block's inject
+ * attention (`attentionKey(path)`, [B, HW, P]) in its `outputs`.
+ */
+export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, options: { recordAttention?: boolean } = {}): () => void {
+  if (attached.has(unet)) throw new Error('attachEipa: this UNet already has an EIPA adapter attached; detach it first');
+  const channels = new Map(unet.transformerBlocks().map((b) => [b.path, b.channels]));
+  for (const block of adapter.blocks) {
+    if (channels.get(block.path) !== block.channels) {
+      throw new Error(`attachEipa: the adapter was built for another UNet (block '${block.path}' has ${channels.get(block.path) ?? 'no'} channels here, ${block.channels} in the adapter)`);
+    }
+  }
+  const removers: Array<() => void> = [];
+  const previous = unet.attnProcessors();
+
+  if (adapter.config.dynamic_prompt) {
+    const dynamic: Record<string, AttentionProcessor> = { ...previous };
+    for (const key of Object.keys(previous).filter((k) => k.endsWith('.attn2.processor'))) {
+      const inner = previous[key] ?? AttnProcessor;
+      dynamic[key] = (attn, hidden, args) =>
+        inner(attn, hidden, { ...args, encoderHiddenStates: args.context.require<tf.Tensor3D>(EIPA_PHRASES), encoderAttentionMask: args.context.require<tf.Tensor2D>(EIPA_PHRASE_MASK) });
+    }
+    unet.setAttnProcessor(dynamic);
+    removers.push(() => unet.setAttnProcessor(previous));
+  }
+
+  for (const block of adapter.blocks) {
+    if (!block.extract && !block.inject) continue;
+    removers.push(
+      unet.addBlockHook(block.path, {
+        postForward: (path, tokens, ctx) => {
+          let phrases = ctx.require<tf.Tensor3D>(EIPA_PHRASES);
+          const mask = ctx.require<tf.Tensor2D>(EIPA_PHRASE_MASK);
+          if (block.extract) {
+            phrases = block.extract.forward(phrases, tokens as tf.Tensor3D).out; // phrases ← image tokens
+            ctx.set(EIPA_PHRASES, phrases);
+          }
+          if (!block.inject) return tokens;
+          const { out, attention } = block.inject.forward(tokens as tf.Tensor3D, phrases, mask); // image tokens ← phrases
+          if (options.recordAttention) ctx.outputs[attentionKey(path)] = attention;
+          return out;
+        },
+      }),
+    );
+  }
+
+  removers.push(
+    unet.addBlockHook(/^up_blocks\.\d+$/, {
+      postForward: (level, _output, ctx) => {
+        ctx.outputs[phraseStateKey(level)] = ctx.require<tf.Tensor>(EIPA_PHRASES);
+      },
+    }),
+  );
+  attached.set(unet, adapter);
+  return () => {
+    for (const remove of removers.splice(0).reverse()) remove();
+    attached.delete(unet);
+  };
+}
