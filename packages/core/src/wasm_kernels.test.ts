@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend } from './backend';
-import { registerWasmTrainingKernels, WASM_TRAINING_KERNELS, wasmKernelOptions } from './wasm_kernels';
+import { registerWasmTrainingKernels, WASM_KERNEL_OVERRIDES, WASM_TRAINING_KERNELS, wasmKernelOptions } from './wasm_kernels';
 
 /** Deterministic N(0,1)-ish values (mulberry32 + Box–Muller). */
 function randn(n: number, seed: number): Float32Array {
@@ -114,6 +114,15 @@ describe('registerWasmTrainingKernels', () => {
     );
   });
 
+  it('replaces wasm\'s Conv2DBackpropInput once (the override stays registered, idempotently)', () => {
+    expect(WASM_KERNEL_OVERRIDES).toEqual(['Conv2DBackpropInput']);
+    const k = tf.getKernel('Conv2DBackpropInput', 'wasm')!;
+    expect(k.kernelFunc.name).toBe('conv2DBackpropInput');
+    expect(k.setupFunc).toBeDefined(); // wasm's cwrap setup is kept for the fallback
+    expect(registerWasmTrainingKernels()).toEqual([]);
+    expect(tf.getKernel('Conv2DBackpropInput', 'wasm')!.kernelFunc).toBe(k.kernelFunc);
+  });
+
   it('leaks neither tensors nor wasm buffers', async () => {
     await setBackend('wasm');
     const x = tf.randomNormal([2, 6, 5, 3]), w = tf.randomNormal([3, 3, 3, 4]), dw = tf.randomNormal([3, 3, 3, 2]);
@@ -121,10 +130,12 @@ describe('registerWasmTrainingKernels', () => {
     const buffers = () => tf.backend().numDataIds();
     const run = () => {
       const gConv = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, [[0, 0], [0, 1], [0, 1], [0, 0]])))([x, w]);
+      const gConv1 = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, 2)))([x, w]); // over-padded: crops dy
+      const gConv11 = tf.grad((a: tf.Tensor) => tf.sum(tf.conv2d(a as tf.Tensor4D, tf.ones([1, 1, 3, 2]) as tf.Tensor4D, 2, 'valid')))(x); // 1×1 s2: zero phases
       const gDw = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.depthwiseConv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, 'same')))([x, dw]);
       const gEmb = tf.grad((e: tf.Tensor) => tf.sum(tf.gather(e, ids)))(emb);
       const ein = tf.einsum('bhw,wc->bhc', tf.reshape(x, [2, 6, 15]), tf.ones([15, 2]));
-      return [...gConv, ...gDw, gEmb, ein];
+      return [...gConv, ...gConv1, gConv11, ...gDw, gEmb, ein];
     };
     tf.dispose(tf.tidy(run)); // warm-up (first calls may allocate caches)
     const n = tf.memory().numTensors, b = buffers();
@@ -177,6 +188,56 @@ describe('Conv2DBackpropFilter (conv2d gradients) on wasm match cpu', () => {
       name: 'conv2dTranspose 3x3 s2 same',
       shapes: [[2, 3, 4, 4], [3, 3, 2, 4]],
       f: (x, w) => tf.conv2dTranspose(x as tf.Tensor4D, w as tf.Tensor4D, [2, 6, 8, 2], 2, 'same'),
+    }));
+});
+
+describe('Conv2DBackpropInput (override: stride-phase convs through XNNPACK) on wasm matches cpu', () => {
+  type Pad = 'same' | 'valid' | number | [[number, number], [number, number], [number, number], [number, number]];
+  const asym: Pad = [[0, 0], [0, 1], [0, 1], [0, 0]];
+  /** Runs the kernel directly on both backends: dx for input [B, H, W, Ci], filter [KH, KW, Ci, Co]. */
+  const bpi = (name: string, xs: number[], ws: number[], stride: number | [number, number], pad: Pad) => {
+    const { outShape } = tf.backend_util.computeConv2DInfo(xs as [number, number, number, number], ws as [number, number, number, number], stride, 1, pad as 'same');
+    return expectKernelMatch(`Conv2DBackpropInput ${name}`, tf.Conv2DBackpropInput, { dy: input(outShape, 21), filter: input(ws, 22) }, {
+      strides: stride, pad, dataFormat: 'NHWC', dimRoundingMode: undefined, inputShape: xs,
+    });
+  };
+  it.each([
+    ['3x3 s1 pad 1, batch 2, non-square, Ci≠Co', [2, 5, 7, 3], [3, 3, 3, 4], 1, 1],
+    ['3x3 s1 explicit pad 1', [1, 6, 6, 4], [3, 3, 4, 4], 1, [[0, 0], [1, 1], [1, 1], [0, 0]]],
+    ['3x3 s1 same', [2, 6, 5, 2], [3, 3, 2, 5], 1, 'same'],
+    ['3x3 s1 valid', [2, 6, 5, 2], [3, 3, 2, 3], 1, 'valid'],
+    ['3x3 s1 asym [[0,1],[0,1]]', [1, 6, 7, 3], [3, 3, 3, 2], 1, asym],
+    ['3x3 s1 pad 3 (over-padded: dy cropped)', [1, 4, 5, 2], [3, 3, 2, 3], 1, 3],
+    ['1x1 s1 valid', [2, 4, 5, 6], [1, 1, 6, 5], 1, 'valid'],
+    ['1x1 s2 valid (phases without taps)', [2, 5, 4, 3], [1, 1, 3, 4], 2, 'valid'],
+    ['1x1 s2 valid, even size', [1, 6, 8, 3], [1, 1, 3, 2], 2, 'valid'],
+    ['3x3 s2 asym [[0,1],[0,1]] (SD downsample)', [2, 8, 6, 3], [3, 3, 3, 4], 2, asym],
+    ['3x3 s2 asym, odd size 7x9', [1, 7, 9, 3], [3, 3, 3, 2], 2, asym],
+    ['3x3 s2 pad 1, odd size 7x9', [2, 7, 9, 2], [3, 3, 2, 3], 2, 1],
+    ['3x3 s2 same, odd size', [1, 7, 8, 2], [3, 3, 2, 3], 2, 'same'],
+    ['3x3 s2 same, even size', [1, 8, 6, 3], [3, 3, 3, 2], 2, 'same'],
+    ['3x3 s2 valid, odd size', [2, 9, 7, 2], [3, 3, 2, 3], 2, 'valid'],
+    ['3x3 strides [2,1] pad 1', [2, 7, 6, 3], [3, 3, 3, 2], [2, 1], 1],
+    ['2x3 strides [1,2] explicit [[1,0],[2,1]]', [1, 6, 7, 2], [2, 3, 2, 3], [1, 2], [[0, 0], [1, 0], [2, 1], [0, 0]]],
+    ['4x4 s2 pad 1 (even kernel)', [1, 8, 8, 2], [4, 4, 2, 3], 2, 1],
+    ['3x3 s3 valid', [1, 10, 11, 2], [3, 3, 2, 2], 3, 'valid'],
+    ['5x5 s2 pad 2 over odd 9x7', [1, 9, 7, 2], [5, 5, 2, 3], 2, 2],
+    ['3x3 s2 pad 3 (over-padded)', [1, 5, 6, 2], [3, 3, 2, 2], 2, 3],
+  ] as [string, number[], number[], number | [number, number], Pad][])('%s', (name, xs, ws, s, p) => bpi(name, xs, ws, s, p));
+
+  it('falls back to wasm\'s own kernel for NCHW', () =>
+    expectKernelMatch('Conv2DBackpropInput NCHW s2 pad 1 (fallback)', tf.Conv2DBackpropInput, { dy: input([2, 4, 4, 3], 23), filter: input([3, 3, 3, 4], 24) }, {
+      strides: [2, 2], pad: 1, dataFormat: 'NCHW', dimRoundingMode: undefined, inputShape: [2, 3, 7, 6],
+    }));
+
+  it('end to end: gradients through conv2d s2 (asym pad) then conv2d s1 (pad 1)', () =>
+    expectGradsMatch({
+      name: 'e2e conv s2 asym → relu → conv s1 pad 1',
+      shapes: [[2, 9, 8, 3], [3, 3, 3, 5], [3, 3, 5, 4]],
+      f: (x, w1, w2) => {
+        const h = tf.conv2d(x as tf.Tensor4D, w1 as tf.Tensor4D, 2, asym); // [2, 4, 4, 5]
+        return tf.conv2d(tf.relu(h), w2 as tf.Tensor4D, 1, [[0, 0], [1, 1], [1, 1], [0, 0]]); // [2, 4, 4, 4]
+      },
     }));
 });
 

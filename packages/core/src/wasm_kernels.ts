@@ -9,6 +9,12 @@ import * as tf from '@tensorflow/tfjs-core';
  * - `UnsortedSegmentSum`                 — the gradient of gather (embedding tables);
  * - `Einsum`                             — forward only (tfjs has no Einsum gradient on any backend).
  *
+ * and one that it has but runs ~10× slower than the forward conv, replaced (wasm's kept as the
+ * fallback for NCHW / dilations):
+ *
+ * - `Conv2DBackpropInput`                — the input gradient of conv2d, as stride-phase forward
+ *                                          convs through XNNPACK (~27 GFLOP/s instead of ~2.5).
+ *
  * Not provided: FFT / IFFT / Complex / Real / Imag / ComplexAbs (the wasm backend has no complex64
  * storage at all), the Ragged* and string kernels.
  *
@@ -29,7 +35,10 @@ interface WasmBackend {
 type Info = tf.TensorInfo;
 
 /** Runs wasm kernels on `backend` and releases every intermediate but the result (also on throw). */
-function compose(backend: WasmBackend, body: (run: (kernel: string, inputs: tf.NamedTensorInfoMap | Info[], attrs?: tf.NamedAttrMap) => Info) => Info): Info {
+function compose(
+  backend: WasmBackend,
+  body: (run: (kernel: string, inputs: tf.NamedTensorInfoMap | Info[], attrs?: tf.NamedAttrMap) => Info, own: (t: Info) => Info) => Info,
+): Info {
   const temps: Info[] = [];
   const run = (kernel: string, inputs: tf.NamedTensorInfoMap | Info[], attrs: tf.NamedAttrMap = {}): Info => {
     const k = tf.getKernel(kernel, 'wasm');
@@ -40,7 +49,7 @@ function compose(backend: WasmBackend, body: (run: (kernel: string, inputs: tf.N
   };
   let result: Info | undefined;
   try {
-    result = body(run);
+    result = body(run, (t) => { temps.push(t); return t; }); // own: also release a buffer made directly
     return result;
   } finally {
     for (const t of temps) if (t !== result) backend.disposeData(t.dataId);
@@ -209,6 +218,90 @@ function depthwiseBackpropInput({ inputs, attrs, backend }: { inputs: tf.NamedTe
 }
 
 // ---------------------------------------------------------------------------------------------
+// Conv2DBackpropInput (override of wasm's own kernel, a naive loop at ~2.5 GFLOP/s)
+// A transposed conv as stride-1 forward convs through the wasm Conv2D (XNNPACK, ~29 GFLOP/s),
+// split into the sH·sW stride phases ("sub-pixel" decomposition) so that no multiply is spent on
+// the zeros a dilated dy would hold. Per axis (forward: y[o] = Σ_k xpad[o·s + k]·w[k], x[i] =
+// xpad[i + p]), with t = i + p = q·s + r:
+//   dx[i] = Σ_m dy[q − m] · w[r + s·m]      (0 ≤ q − m < Ho, 0 ≤ r + s·m < K)
+// i.e. for phase r a 'valid' correlation of dy (padded by Kr − 1 before) with the flipped taps
+// w[r + s·(Kr−1−j)], j < Kr = ⌈(K − r)/s⌉. Phase outputs over q ∈ [qa, qb) are interleaved
+// (t = q·s + r) and cropped to t ∈ [p, p + H). Stride 1: one phase, the whole flipped filter,
+// no interleave or crop.
+// ---------------------------------------------------------------------------------------------
+
+let wasmConv2DBackpropInputOriginal: tf.KernelFunc | undefined;
+
+function conv2DBackpropInput(args: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; backend: unknown }): Info {
+  const { inputs, attrs, backend } = args;
+  const { strides, pad, dataFormat, dimRoundingMode, inputShape } = attrs as unknown as tf.Conv2DBackpropInputAttrs;
+  const dy0 = inputs.dy as Info; // [B, Ho, Wo, Co]
+  const filter = inputs.filter as Info; // [KH, KW, Ci, Co]
+  const dilations = (attrs as { dilations?: number | [number, number] }).dilations ?? 1;
+  const dilated = typeof dilations === 'number' ? dilations !== 1 : dilations.some((d) => d !== 1);
+  if (dataFormat === 'NCHW' || dilated || dy0.dtype !== 'float32' || filter.dtype !== 'float32' || dy0.shape.length !== 4) {
+    if (!wasmConv2DBackpropInputOriginal) throw new Error('wasm_kernels: no original wasm Conv2DBackpropInput to fall back on');
+    return wasmConv2DBackpropInputOriginal(args as unknown as Parameters<tf.KernelFunc>[0]) as Info;
+  }
+  return compose(backend as WasmBackend, (run, own) => {
+    const [B, H, W, Ci] = inputShape;
+    const [KH, KW, , Co] = filter.shape;
+    const info = convGeometry([B, H, W, Ci], filter.shape as [number, number, number, number], strides, 1, pad, dimRoundingMode, false);
+    const { strideHeight: sH, strideWidth: sW } = info;
+    const { top, left } = info.padInfo;
+    const [, Ho, Wo] = dy0.shape;
+    // Per axis: q range [qa, qb) covering t ∈ [p, p + H), and each phase's tap count.
+    const axis = (p: number, n: number, s: number, k: number) => {
+      const qa = Math.floor(p / s), qb = Math.ceil((p + n) / s);
+      const kr = (r: number) => Math.max(0, Math.ceil((k - r) / s));
+      return { qa, qb, Q: qb - qa, kr };
+    };
+    const ah = axis(top, H, sH, KH), aw = axis(left, W, sW, KW);
+    // The channel-swapped filter [KH, KW, Co, Ci]: one contiguous block of Co·Ci per tap.
+    const wT = run('Transpose', { x: filter }, { perm: [0, 1, 3, 2] });
+    const b = backend as WasmBackend;
+    const CC = Co * Ci;
+    const phaseOut = (rh: number, rw: number): Info => {
+      const kh = ah.kr(rh), kw = aw.kr(rw);
+      if (kh === 0 || kw === 0) return run('Fill', {}, { shape: [B, ah.Q, aw.Q, Ci], value: 0, dtype: 'float32' });
+      // The phase's flipped taps: tap (jh, jw) = filter tap (rh + sH·(kh−1−jh), rw + sW·(kw−1−jw)).
+      // Copied block by block over the heap (wasm's Gather / Reverse run at ~30 M floats/s).
+      let f4 = wT; // a 1×1 filter needs no flip
+      if (KH * KW > 1) {
+        f4 = own(b.makeOutput([kh, kw, Co, Ci], 'float32'));
+        const dst = b.typedArrayFromHeap(f4), src = b.typedArrayFromHeap(wT); // views after every allocation
+        for (let jh = 0; jh < kh; jh++) for (let jw = 0; jw < kw; jw++) {
+          const tap = (rh + sH * (kh - 1 - jh)) * KW + rw + sW * (kw - 1 - jw);
+          dst.set(src.subarray(tap * CC, (tap + 1) * CC), (jh * kw + jw) * CC);
+        }
+      }
+      // dy rows [qa − (kh−1), qb) (zero outside [0, Ho)): pads before/after, negative = crop.
+      const padH: [number, number] = [kh - 1 - ah.qa, ah.qb - Ho], padW: [number, number] = [kw - 1 - aw.qa, aw.qb - Wo];
+      let dy = dy0;
+      if (padH[0] < 0 || padH[1] < 0 || padW[0] < 0 || padW[1] < 0) {
+        dy = padOrCrop(run, dy0, [[0, 0], [Math.min(0, padH[0]), Math.min(0, padH[1])], [Math.min(0, padW[0]), Math.min(0, padW[1])], [0, 0]]);
+      }
+      const convPad = [[0, 0], [Math.max(0, padH[0]), Math.max(0, padH[1])], [Math.max(0, padW[0]), Math.max(0, padW[1])], [0, 0]];
+      return run('Conv2D', { x: dy, filter: f4 }, { strides: [1, 1], pad: convPad, dilations: [1, 1], dataFormat: 'NHWC', dimRoundingMode: undefined } as unknown as tf.NamedAttrMap); // [B, Qh, Qw, Ci]
+    };
+    let t: Info; // [B, Qh·sH, Qw·sW, Ci]: t = q·s + r for q ∈ [qa, qb)
+    if (sH === 1 && sW === 1) t = phaseOut(0, 0);
+    else {
+      const rowsH: Info[] = [];
+      for (let rh = 0; rh < sH; rh++) {
+        const ph = Array.from({ length: sW }, (_, rw) => phaseOut(rh, rw));
+        rowsH.push(sW === 1 ? ph[0] : run('Pack', ph, { axis: 3 })); // [B, Qh, Qw, sW, Ci]
+      }
+      const packed = sH === 1 ? rowsH[0] : run('Pack', rowsH, { axis: 2 }); // [B, Qh, sH, Qw, sW, Ci]
+      t = run('Reshape', { x: packed }, { shape: [B, ah.Q * sH, aw.Q * sW, Ci] });
+    }
+    const offH = top - ah.qa * sH, offW = left - aw.qa * sW;
+    if (offH === 0 && offW === 0 && t.shape[1] === H && t.shape[2] === W) return t;
+    return run('Slice', { x: t }, { begin: [0, offH, offW, 0], size: [B, H, W, Ci] });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // UnsortedSegmentSum (gather's gradient): out[s, ...] = Σ_{i: ids[i] = s} x[i, ...]
 // A loop over the wasm heap: O(size(x) + size(out)); the cpu backend's formulation (one masked
 // sum per segment) would be O(numSegments · size(x)) — hopeless for a 49k-token vocabulary.
@@ -281,8 +374,24 @@ const KERNELS: Array<{ kernelName: string; kernelFunc: tf.KernelFunc }> = [
 export const WASM_TRAINING_KERNELS: readonly string[] = KERNELS.map((k) => k.kernelName);
 
 /**
+ * Kernels wasm has but `registerWasmTrainingKernels` replaces with faster ones (each keeps the
+ * original as the fallback for the cases it does not handle, e.g. NCHW).
+ */
+const OVERRIDES: Array<{ kernelName: string; kernelFunc: tf.KernelFunc; keepOriginal: (f: tf.KernelFunc) => void }> = [
+  {
+    kernelName: tf.Conv2DBackpropInput,
+    kernelFunc: conv2DBackpropInput as unknown as tf.KernelFunc,
+    keepOriginal: (f) => { wasmConv2DBackpropInputOriginal = f; },
+  },
+];
+
+/** Names of the wasm kernels `registerWasmTrainingKernels` replaces. */
+export const WASM_KERNEL_OVERRIDES: readonly string[] = OVERRIDES.map((k) => k.kernelName);
+
+/**
  * Registers, for backend 'wasm', each kernel of WASM_TRAINING_KERNELS that is not registered yet
- * (a future tfjs-backend-wasm that ships its own keeps it). Idempotent; returns the names it
+ * (a future tfjs-backend-wasm that ships its own keeps it), and replaces those of
+ * WASM_KERNEL_OVERRIDES (keeping wasm's as their fallback). Idempotent; returns the names it
  * registered by this call. Call it after `@tensorflow/tfjs-backend-wasm` has been imported.
  */
 export function registerWasmTrainingKernels(): string[] {
@@ -290,6 +399,15 @@ export function registerWasmTrainingKernels(): string[] {
   for (const { kernelName, kernelFunc } of KERNELS) {
     if (tf.getKernel(kernelName, 'wasm')) continue;
     tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc });
+    added.push(kernelName);
+  }
+  for (const { kernelName, kernelFunc, keepOriginal } of OVERRIDES) {
+    const original = tf.getKernel(kernelName, 'wasm');
+    if (!original || original.kernelFunc === kernelFunc) continue; // wasm not loaded, or done already
+    keepOriginal(original.kernelFunc);
+    tf.unregisterKernel(kernelName, 'wasm');
+    // The original's setupFunc (its cwrap) is kept: it runs if the backend is (re)initialised later.
+    tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc, setupFunc: original.setupFunc, disposeFunc: original.disposeFunc });
     added.push(kernelName);
   }
   return added;
