@@ -21,6 +21,7 @@ export { WeightScope, Parameters, type Init, type Layout } from './weights';
 export { HostOffload } from './offload';
 export { Linear, OUT_IN_TO_IN_OUT } from './nn/linear';
 export { matMul2d, batchMatMul } from './nn/matmul';
+export { resize, interpolationMatrix, type ResizeMode } from './nn/resize';
 export { Conv2d, OIHW_TO_HWIO, type Conv2dPadding } from './nn/conv2d';
 export { GroupNorm } from './nn/group_norm';
 export { LayerNorm } from './nn/layer_norm';

@@ -134,9 +134,9 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     tf.dispose([value, grads]);
     const optimizer = tf.train.adam(1e-3);
     const live = tf.memory().numTensors;
-    for (let step = 0; step < 2; step++) tf.dispose(optimizer.minimize(loss, true, adapter.trainableVariables()));
+    for (let step = 0; step < 2; step++) tf.dispose(optimizer.minimize(loss, true, adapter.trainableVariables()) ?? []);
     const afterSteps = tf.memory().numTensors;
-    for (let step = 0; step < 2; step++) tf.dispose(optimizer.minimize(loss, true, adapter.trainableVariables()));
+    for (let step = 0; step < 2; step++) tf.dispose(optimizer.minimize(loss, true, adapter.trainableVariables()) ?? []);
     expect(tf.memory().numTensors).toBe(afterSteps); // the optimizer's slots are made on the first steps only
     expect(afterSteps).toBeGreaterThanOrEqual(live);
     for (const [k, data] of frozen) expect(Buffer.from((await unet.parameters.get(k).data()).buffer).equals(Buffer.from(data.buffer))).toBe(true);

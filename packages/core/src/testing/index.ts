@@ -101,3 +101,5 @@ export function nchwToNhwc(data: Float32Array, shape: readonly number[]): { data
         for (let x = 0; x < w; x++) out[((b * h + y) * w + x) * c + ch] = data[((b * c + ch) * h + y) * w + x];
   return { data: out, shape: [n, h, w, c] };
 }
+
+export { gradCheck, rng, type GradCheckEntry } from './grad_check';

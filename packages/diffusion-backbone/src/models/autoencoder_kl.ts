@@ -132,7 +132,7 @@ export interface AutoencoderKLForwardOptions {
 }
 
 /** The posterior of `encode`: N(mean, std²) per latent element. Caller owns every tensor. */
-export interface AutoencoderKLEncodeOutput {
+export type AutoencoderKLEncodeOutput = {
   readonly mean: tf.Tensor4D; // [B, h, w, latent_channels]
   /** Clamped to [-30, 20]. */
   readonly logvar: tf.Tensor4D; // [B, h, w, latent_channels]
@@ -140,7 +140,7 @@ export interface AutoencoderKLEncodeOutput {
   readonly std: tf.Tensor4D; // [B, h, w, latent_channels]
   /** Tensors that hooks put into `context.outputs` (e.g. captured block outputs). */
   readonly outputs: Record<string, tf.Tensor>;
-}
+};
 
 const PARTS: readonly AutoencoderKLParts[] = ['encoder', 'all'];
 

@@ -173,12 +173,12 @@ export function resolveUNetConfig(json: Record<string, unknown>): ResolvedUNet {
   return { config, heads, layers, transformerLayers, onlyCrossAttention, act: config.act_fn as ActivationName };
 }
 
-export interface UNet2DConditionOutput {
+export type UNet2DConditionOutput = {
   /** The noise prediction [B, H, W, out_channels]. */
   readonly sample: tf.Tensor4D;
   /** Tensors that hooks put into `context.outputs` (feature taps, adapter states). */
   readonly outputs: Record<string, tf.Tensor>;
-}
+};
 
 export interface UNetForwardOptions {
   /** Per-forward state for processors and hooks. */

@@ -1,0 +1,99 @@
+// The per-level block of MLMA (DESIGN.md §1, part 4): projections of one image level and of the
+// phrase state at that level into the shared width, reciprocal cross-attention (image←phrase and
+// phrase←image, each residual + LayerNorm), and the level's top-down output conv.
+import * as tf from '@tensorflow/tfjs-core';
+import { Conv2d, GroupNorm, LayerNorm, Linear, keyMaskBias, mergeHeads, scaledDotProductAttention, splitHeads, type WeightScope } from '@png/core';
+
+const NORM_EPS = 1e-5;
+
+/** Multi-head cross-attention with diffusers' projection names (to_q, to_k, to_v, to_out). */
+export class CrossAttention {
+  readonly to_q: Linear;
+  readonly to_k: Linear;
+  readonly to_v: Linear;
+  readonly to_out: Linear;
+
+  constructor(
+    scope: WeightScope,
+    readonly dim: number,
+    readonly heads: number,
+  ) {
+    this.to_q = new Linear(scope.pp('to_q'), dim, dim);
+    this.to_k = new Linear(scope.pp('to_k'), dim, dim);
+    this.to_v = new Linear(scope.pp('to_v'), dim, dim);
+    this.to_out = new Linear(scope.pp('to_out'), dim, dim);
+  }
+
+  /** queries [B, Nq, D] attend to context [B, Nk, D]; `keyMask` [B, Nk] (1 = real). Returns [B, Nq, D]. */
+  forward(queries: tf.Tensor3D, context: tf.Tensor3D, keyMask?: tf.Tensor2D): tf.Tensor3D {
+    const q = splitHeads(this.to_q.forward(queries), this.heads); // [B, h, Nq, d]
+    const k = splitHeads(this.to_k.forward(context), this.heads); // [B, h, Nk, d]
+    const v = splitHeads(this.to_v.forward(context), this.heads); // [B, h, Nk, d]
+    const out = scaledDotProductAttention(q, k, v, { bias: keyMask ? keyMaskBias(keyMask) : undefined }); // [B, h, Nq, d]
+    return this.to_out.forward(mergeHeads(out)) as tf.Tensor3D; // [B, Nq, D]
+  }
+}
+
+export interface MlmaLevelOptions {
+  imageChannels: number;
+  phraseDim: number;
+  hiddenDim: number;
+  heads: number;
+  groups: number;
+  mutual: boolean;
+}
+
+/** One level: `levels.<i>.*` in the checkpoint. */
+export class MlmaLevel {
+  readonly image_proj: Conv2d;
+  readonly image_proj_norm: GroupNorm;
+  readonly phrase_proj: Linear;
+  readonly phrase_proj_norm: LayerNorm;
+  readonly image_from_phrase?: CrossAttention;
+  readonly image_from_phrase_norm?: LayerNorm;
+  readonly phrase_from_image?: CrossAttention;
+  readonly phrase_from_image_norm?: LayerNorm;
+  readonly output_conv: Conv2d;
+  readonly output_norm: GroupNorm;
+
+  constructor(scope: WeightScope, o: MlmaLevelOptions) {
+    this.image_proj = new Conv2d(scope.pp('image_proj'), o.imageChannels, o.hiddenDim, 1);
+    this.image_proj_norm = new GroupNorm(scope.pp('image_proj_norm'), o.groups, o.hiddenDim, NORM_EPS);
+    this.phrase_proj = new Linear(scope.pp('phrase_proj'), o.phraseDim, o.hiddenDim);
+    this.phrase_proj_norm = new LayerNorm(scope.pp('phrase_proj_norm'), o.hiddenDim, NORM_EPS);
+    if (o.mutual) {
+      this.image_from_phrase = new CrossAttention(scope.pp('image_from_phrase'), o.hiddenDim, o.heads);
+      this.image_from_phrase_norm = new LayerNorm(scope.pp('image_from_phrase_norm'), o.hiddenDim, NORM_EPS);
+      this.phrase_from_image = new CrossAttention(scope.pp('phrase_from_image'), o.hiddenDim, o.heads);
+      this.phrase_from_image_norm = new LayerNorm(scope.pp('phrase_from_image_norm'), o.hiddenDim, NORM_EPS);
+    }
+    // 3×3 conv without bias (a norm follows), as detectron2/Mask2Former's FPN `layer_i`.
+    this.output_conv = new Conv2d(scope.pp('output_conv'), o.hiddenDim, o.hiddenDim, 3, { padding: 1, bias: false });
+    this.output_norm = new GroupNorm(scope.pp('output_norm'), o.groups, o.hiddenDim, NORM_EPS);
+  }
+
+  /**
+   * image [B, H, W, C_l], phrases [B, P, phrase_dim], mask [B, P], hasReal [B, 1, 1] (1 when the
+   * sample has at least one real phrase). Returns the level's image map [B, H, W, D] and phrase
+   * state [B, P, D] after the reciprocal attention (before the top-down fusion).
+   */
+  mutual(image: tf.Tensor4D, phrases: tf.Tensor3D, mask: tf.Tensor2D, hasReal: tf.Tensor): { image: tf.Tensor4D; phrases: tf.Tensor3D } {
+    const x = this.image_proj_norm.forward(this.image_proj.forward(image)); // [B, H, W, D]
+    const p = this.phrase_proj_norm.forward(this.phrase_proj.forward(phrases)) as tf.Tensor3D; // [B, P, D]
+    if (!this.image_from_phrase) return { image: x, phrases: p };
+    const [b, h, w, d] = x.shape;
+    const tokens = tf.reshape(x, [b, h * w, d]) as tf.Tensor3D; // [B, HW, D]
+    // Both directions read the projected states (symmetric, no order between the two updates).
+    // A sample with no real phrase gets no image update (its softmax would only see padding).
+    const imageUpdate = tf.mul(this.image_from_phrase.forward(tokens, p, mask), hasReal); // [B, HW, D]
+    const phraseUpdate = this.phrase_from_image!.forward(p, tokens); // [B, P, D]
+    const t = this.image_from_phrase_norm!.forward(tf.add(tokens, imageUpdate)); // [B, HW, D]
+    const q = this.phrase_from_image_norm!.forward(tf.add(p, phraseUpdate)) as tf.Tensor3D; // [B, P, D]
+    return { image: tf.reshape(t, [b, h, w, d]) as tf.Tensor4D, phrases: q }; // [B, H, W, D]
+  }
+
+  /** The top-down output conv: ReLU(GroupNorm(conv3×3(x))). [B, H, W, D] → [B, H, W, D]. */
+  output(x: tf.Tensor4D): tf.Tensor4D {
+    return tf.relu(this.output_norm.forward(this.output_conv.forward(x)));
+  }
+}

@@ -1,0 +1,201 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { setBackend, type FeatureMap } from '@png/core';
+import { expectClose, expectNoLeak, maxAbsDiff } from '@png/core/testing';
+import { MultiLevelMutualAggregation, resolveMlmaConfig, type MlmaConfig } from './index';
+import { gradCheck } from '@png/core/testing';
+import { resize } from '@png/core';
+
+/** A tiny three-level config: strides 32/16/8 on a 64×64 "image" → maps 2×2, 4×4, 8×8. */
+const TINY: Partial<MlmaConfig> = {
+  image_channels: [8, 8, 4],
+  phrase_dim: 12,
+  hidden_dim: 16,
+  num_heads: 2,
+  norm_groups: 4,
+  mask_dim: 8,
+};
+const SIZES = [2, 4, 8];
+
+function inputs(b: number, p: number, seed = 0, config: Partial<MlmaConfig> = TINY) {
+  const ch = config.image_channels!;
+  const images: FeatureMap[] = ch.map((c, i) => ({ tensor: tf.randomNormal([b, SIZES[i], SIZES[i], c], 0, 1, 'float32', seed + i) as tf.Tensor4D, stride: 32 / 2 ** i }));
+  const phrases = ch.map((_, i) => tf.randomNormal([b, p, config.phrase_dim!], 0, 1, 'float32', seed + 10 + i) as tf.Tensor3D);
+  const mask = tf.tensor2d(Array.from({ length: b * p }, (_, k) => (k % p < p - (k >= p ? 1 : 0) ? 1 : 0)), [b, p]); // sample 1 has one padding phrase
+  return { images, phrases, phraseMask: mask };
+}
+
+const disposeInputs = (x: ReturnType<typeof inputs>) => tf.dispose([...x.images.map((i) => i.tensor), ...x.phrases, x.phraseMask]);
+
+describe('MlmaConfig', () => {
+  beforeAll(() => setBackend('cpu'));
+  it('validates before any weight is allocated', () => {
+    const before = tf.memory().numTensors;
+    expect(() => MultiLevelMutualAggregation.create({ ...TINY, hiden_dim: 16 } as Record<string, unknown>)).toThrow(
+      "Error in MlmaConfig.hiden_dim: expected a known field (did you mean 'hidden_dim'?), got \"an unknown field\"",
+    );
+    expect(() => MultiLevelMutualAggregation.create({ ...TINY, num_heads: 7 })).toThrow('Error in MlmaConfig.num_heads: expected a divisor of hidden_dim (16), got 7');
+    expect(() => MultiLevelMutualAggregation.create({ ...TINY, image_channels: [] })).toThrow(
+      'Error in MlmaConfig.image_channels: expected a non-empty array of positive integers (one per level, coarsest first), got []',
+    );
+    expect(() => MultiLevelMutualAggregation.create({ ...TINY, norm_groups: 5 })).toThrow('Error in MlmaConfig.norm_groups: expected a divisor of hidden_dim (16), got 5');
+    expect(() => MultiLevelMutualAggregation.create({ ...TINY, image_strides: [8, 16, 32] })).toThrow('Error in MlmaConfig.image_strides');
+    expect(() => MultiLevelMutualAggregation.create({ ...TINY, phrase_fusion: 'max' as 'gate' })).toThrow("Error in MlmaConfig.phrase_fusion: expected 'softmax' or 'gate', got \"max\"");
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
+  it('derives the SD strides 64/32/16/8 by default', () => {
+    const m = MultiLevelMutualAggregation.create({ image_channels: [16, 16, 16, 16], phrase_dim: 8, hidden_dim: 16, num_heads: 2, norm_groups: 4, mask_dim: 8 });
+    expect(m.outputShape()).toEqual([16, 16, 16, 16].map((channels, i) => ({ channels, stride: 64 / 2 ** i })));
+    expect(m.maskFeaturesShape()).toEqual({ channels: 8, stride: 8 });
+    expect(resolveMlmaConfig({ image_channels: [4] }).hidden_dim).toBe(256);
+    m.dispose();
+  });
+});
+
+describe('resize', () => {
+  beforeAll(() => setBackend('cpu'));
+  it('matches torch F.interpolate (align_corners=False) for bilinear and nearest', async () => {
+    const x = tf.tensor4d([1, 2, 3, 4], [1, 2, 2, 1]);
+    // torch: F.interpolate(x.view(1,1,2,2), size=(4,4), mode='bilinear') rows: [1,1.25,1.75,2], [1.5,1.75,2.25,2.5], …
+    const up = resize(x, [4, 4], 'bilinear');
+    await expectClose(up, [1, 1.25, 1.75, 2, 1.5, 1.75, 2.25, 2.5, 2.5, 2.75, 3.25, 3.5, 3, 3.25, 3.75, 4], 1e-6);
+    const near = resize(x, [4, 4], 'nearest');
+    await expectClose(near, [1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4], 0);
+    tf.dispose([x, up, near]);
+  });
+});
+
+describe.each(['cpu', 'wasm'] as const)('MultiLevelMutualAggregation on %s', (backend) => {
+  beforeAll(() => setBackend(backend));
+
+  it.each([
+    ['mutual, softmax fusion', {}],
+    ['MLMA off (mutual: false)', { mutual: false }],
+    ['gated phrase fusion', { phrase_fusion: 'gate' as const }],
+  ])('%s: shapes, outputShape and no leak', async (_label, extra) => {
+    const m = MultiLevelMutualAggregation.create({ ...TINY, ...extra }, { seed: 3 });
+    const x = inputs(2, 3);
+    const out = m.forward(x);
+    expect(out.pixels.map((p) => p.tensor.shape)).toEqual(SIZES.map((s) => [2, s, s, 16]));
+    expect(out.pixels.map((p) => ({ channels: p.tensor.shape[3], stride: p.stride }))).toEqual(m.outputShape());
+    expect(out.maskFeatures.shape).toEqual([2, 8, 8, 8]);
+    expect(out.phrases.shape).toEqual([2, 3, 16]);
+    expect(out.phraseMask.shape).toEqual([2, 3]);
+    // padding rows of the fused phrases are exactly 0
+    const ph = await out.phrases.data();
+    expect(Array.from(ph.slice((3 + 2) * 16, (3 + 3) * 16)).every((v) => v === 0)).toBe(true);
+    tf.dispose(out as unknown as tf.TensorContainer);
+    await expectNoLeak(() => m.forward(x), 'MultiLevelMutualAggregation.forward');
+    // one phrase tensor shared by all levels (static prompting)
+    await expectNoLeak(() => m.forward({ ...x, phrases: x.phrases[0] }), 'forward(shared phrases)');
+    disposeInputs(x);
+    m.dispose();
+  });
+
+  it('MLMA off allocates no attention weights', () => {
+    const on = MultiLevelMutualAggregation.create(TINY);
+    const off = MultiLevelMutualAggregation.create({ ...TINY, mutual: false });
+    expect(off.parameters.keys().some((k) => k.includes('_from_'))).toBe(false);
+    expect(on.parameters.keys()).toContain('levels.0.image_from_phrase.to_q.weight');
+    expect(on.numParameters() - off.numParameters()).toBe(3 * (2 * 4 * (16 * 16 + 16) + 2 * 2 * 16));
+    on.dispose();
+    off.dispose();
+  });
+
+  it('a padding phrase with random features leaves every real output unchanged', async () => {
+    const m = MultiLevelMutualAggregation.create({ ...TINY, phrase_fusion: 'gate' }, { seed: 5 });
+    const x = inputs(2, 3, 7);
+    const base = m.forward(x);
+    // append a fourth, padding phrase with random features at every level
+    const padded = {
+      images: x.images,
+      phrases: x.phrases.map((p, i) => tf.concat([p, tf.randomNormal([2, 1, 12], 0, 3, 'float32', 99 + i)], 1) as tf.Tensor3D),
+      phraseMask: tf.concat([x.phraseMask, tf.zeros([2, 1])], 1) as tf.Tensor2D,
+    };
+    const out = m.forward(padded);
+    for (let i = 0; i < 3; i++) expect(maxAbsDiff(await out.pixels[i].tensor.data(), await base.pixels[i].tensor.data())).toBeLessThanOrEqual(1e-5);
+    expect(maxAbsDiff(await out.maskFeatures.data(), await base.maskFeatures.data())).toBeLessThanOrEqual(1e-5);
+    const real = tf.slice(out.phrases, [0, 0, 0], [2, 3, 16]);
+    expect(maxAbsDiff(await real.data(), await base.phrases.data())).toBeLessThanOrEqual(1e-5);
+    tf.dispose([real, base as unknown as tf.TensorContainer, out as unknown as tf.TensorContainer, padded.phrases, padded.phraseMask]);
+    disposeInputs(x);
+    m.dispose();
+  });
+
+  it('checks its inputs', () => {
+    const m = MultiLevelMutualAggregation.create(TINY);
+    const x = inputs(1, 2);
+    expect(() => m.forward({ ...x, images: x.images.slice(1) })).toThrow('expected 3 image levels');
+    expect(() => m.forward({ ...x, images: [x.images[1], x.images[1], x.images[2]] })).toThrow('images[0] has stride 16, expected 32');
+    expect(() => m.forward({ ...x, images: [x.images[0], x.images[2], x.images[2]] })).toThrow('images[1] must be NHWC [1, H, W, 8], got [1,8,8,4]');
+    expect(() => m.forward({ ...x, phrases: tf.zeros([1, 2, 5]) as tf.Tensor3D })).toThrow('phrases[0] must be [1, 2, 12]');
+    disposeInputs(x);
+    m.dispose();
+  });
+});
+
+describe('MultiLevelMutualAggregation gradients (cpu, float32 central differences)', () => {
+  beforeAll(() => setBackend('cpu'));
+
+  it.each([['softmax', {}], ['gate', { phrase_fusion: 'gate' as const }]])('match finite differences (%s fusion)', async (_l, extra) => {
+    const m = MultiLevelMutualAggregation.create({ ...TINY, ...extra, norm_groups: 2 }, { seed: 11 });
+    const x = inputs(1, 3, 21);
+    const probes = tf.tidy(() => {
+      const out = m.forward(x);
+      return [...out.pixels.map((p) => tf.randomNormal(p.tensor.shape, 0, 1, 'float32', 5)), tf.randomNormal(out.maskFeatures.shape, 0, 1, 'float32', 6), tf.randomNormal(out.phrases.shape, 0, 1, 'float32', 7)];
+    });
+    // f = Σ out·probe over every output, scaled to O(1)
+    const f = () =>
+      tf.tidy(() => {
+        const out = m.forward(x);
+        const ts = [...out.pixels.map((p) => p.tensor), out.maskFeatures, out.phrases];
+        return tf.addN(ts.map((t, i) => tf.div(tf.sum(tf.mul(t, probes[i])), Math.sqrt(t.size)))) as tf.Scalar;
+      });
+    const t0 = Date.now();
+    const results = await gradCheck(f, m.trainableVariables(), { entries: 16, eps: 1e-2, seed: 3, minGrad: 1e-2 });
+    const worst = Math.max(...results.map((r) => r.relError));
+    const median = results.map((r) => r.relError).sort((a, b) => a - b)[results.length >> 1];
+    // eslint-disable-next-line no-console
+    console.log(`MLMA gradcheck (${_l}): ${results.length} entries, max rel err ${worst.toExponential(2)}, median ${median.toExponential(2)}, ${Date.now() - t0} ms`);
+    expect(worst).toBeLessThan(1e-2);
+    tf.dispose(probes);
+    disposeInputs(x);
+    m.dispose();
+  });
+});
+
+describe('MultiLevelMutualAggregation save / fromPretrained', () => {
+  beforeAll(() => setBackend('cpu'));
+
+  it('round-trips bit-identically; a checkpoint of another config is a clear error', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mlma-'));
+    const m = MultiLevelMutualAggregation.create(TINY, { seed: 4 });
+    await m.save(dir);
+    const loaded = await MultiLevelMutualAggregation.fromPretrained(dir);
+    expect(loaded.config).toEqual(m.config);
+    expect(loaded.trainableVariables().length).toBe(m.trainableVariables().length);
+    const x = inputs(2, 3);
+    const a = m.forward(x);
+    const b = loaded.forward(x);
+    expect(maxAbsDiff(await a.maskFeatures.data(), await b.maskFeatures.data())).toBe(0);
+    expect(maxAbsDiff(await a.phrases.data(), await b.phrases.data())).toBe(0);
+    for (let i = 0; i < 3; i++) expect(maxAbsDiff(await a.pixels[i].tensor.data(), await b.pixels[i].tensor.data())).toBe(0);
+    tf.dispose([a as unknown as tf.TensorContainer, b as unknown as tf.TensorContainer]);
+    disposeInputs(x);
+
+    // weights saved with hidden_dim 16 under a config that says 32
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...m.config, hidden_dim: 32 }));
+    const before = tf.memory().numTensors;
+    await expect(MultiLevelMutualAggregation.fromPretrained(dir)).rejects.toThrow(/tensor 'levels\.0\.image_proj\.weight' has shape \[16,8,1,1\], expected \[32,8,1,1\]/);
+    // and one with the attention weights, loaded as "MLMA off": unexpected tensors are named
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...m.config, mutual: false }));
+    await expect(MultiLevelMutualAggregation.fromPretrained(dir)).rejects.toThrow(/unexpected tensors 'levels\.0\.image_from_phrase/);
+    expect(tf.memory().numTensors).toBe(before);
+    m.dispose();
+    loaded.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+});

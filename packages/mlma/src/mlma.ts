@@ -1,0 +1,206 @@
+// MultiLevelMutualAggregation: DESIGN.md §1 part 4 (Li et al., ACM MM 2024, "MLMA"), reconstructed.
+// Per level: image (1×1 conv + GroupNorm) and phrases (Linear + LayerNorm) are projected to
+// hidden_dim, then fused reciprocally (image←phrase, phrase←image cross-attention). Across levels:
+// pixels go top-down as in Mask2Former's pixel-decoder FPN (out_l = ReLU(GN(conv3×3(x_l + up(out_{l−1}))))),
+// phrases are combined by learned level weights. maskFeatures = 1×1 conv of the finest level.
+import * as tf from '@tensorflow/tfjs-core';
+import { Conv2d, Linear, WeightScope, openModule, saveModule, type FeatureMap, type Parameters, type ShapeSpec } from '@png/core';
+import { levelStrides, resolveMlmaConfig, type MlmaConfig } from './config';
+import { MlmaLevel } from './fusion_block';
+import { resize } from '@png/core';
+
+/** Inputs of MultiLevelMutualAggregation.forward. The module never disposes them. */
+export interface MlmaInputs {
+  /** Image levels, coarsest first, NHWC [B, H_l, W_l, image_channels[l]], strides as configured. */
+  readonly images: readonly FeatureMap[];
+  /** Phrase state at each level [B, P, phrase_dim], or one tensor used at every level (static prompting). */
+  readonly phrases: tf.Tensor3D | readonly tf.Tensor3D[];
+  /** [B, P], 1 = real phrase, 0 = padding. */
+  readonly phraseMask: tf.Tensor2D;
+}
+
+/** Outputs of MultiLevelMutualAggregation.forward; the caller owns (and disposes) every tensor. */
+export type MlmaOutput = {
+  /** Fused image levels [B, H_l, W_l, hidden_dim], same strides as the input, coarsest first. */
+  readonly pixels: FeatureMap[];
+  /** The finest fused level through a 1×1 conv: [B, H_finest, W_finest, mask_dim]. */
+  readonly maskFeatures: tf.Tensor4D;
+  /** Fused phrases [B, P, hidden_dim]; padding rows are exactly 0. */
+  readonly phrases: tf.Tensor3D;
+  /** A float32 copy of the input phrase mask [B, P] (so the whole output can be disposed at once). */
+  readonly phraseMask: tf.Tensor2D;
+};
+
+/**
+ * Multi-Level Mutual Aggregation. Build with `create(config, {seed})` or `fromPretrained(dir)`;
+ * all weights are trainable tf.Variables. Checkpoint keys: `levels.<i>.{image_proj, image_proj_norm,
+ * phrase_proj, phrase_proj_norm, image_from_phrase.{to_q,to_k,to_v,to_out}, image_from_phrase_norm,
+ * phrase_from_image.*, phrase_from_image_norm, output_conv, output_norm}`, `phrase_level_weights`
+ * or `phrase_gate`, `mask_features`.
+ */
+export class MultiLevelMutualAggregation {
+  readonly config: Readonly<MlmaConfig>;
+  readonly levels: MlmaLevel[] = [];
+  /** [L] logits of the per-level phrase weights (`phrase_fusion: 'softmax'`). */
+  readonly phrase_level_weights?: tf.Tensor1D;
+  /** Per-phrase level score (`phrase_fusion: 'gate'`). */
+  readonly phrase_gate?: Linear;
+  readonly mask_features: Conv2d;
+  private readonly strides: number[];
+  private params?: Parameters;
+
+  private constructor(scope: WeightScope, config: Readonly<MlmaConfig>) {
+    const c = config;
+    this.config = c;
+    this.strides = levelStrides(c);
+    c.image_channels.forEach((ch, i) => {
+      this.levels.push(
+        new MlmaLevel(scope.pp('levels').pp(i), {
+          imageChannels: ch,
+          phraseDim: c.phrase_dim,
+          hiddenDim: c.hidden_dim,
+          heads: c.num_heads,
+          groups: c.norm_groups,
+          mutual: c.mutual,
+        }),
+      );
+    });
+    if (c.phrase_fusion === 'softmax') {
+      this.phrase_level_weights = scope.param('phrase_level_weights', [c.image_channels.length], { init: 'zeros' }) as tf.Tensor1D;
+    } else {
+      this.phrase_gate = new Linear(scope.pp('phrase_gate'), c.hidden_dim, 1);
+    }
+    this.mask_features = new Conv2d(scope.pp('mask_features'), c.hidden_dim, c.mask_dim, 1);
+  }
+
+  /** A fresh module (seeded torch-default init; trainable). The config is validated before any weight exists. */
+  static create(config: Partial<MlmaConfig> | Record<string, unknown>, options: { seed?: number } = {}): MultiLevelMutualAggregation {
+    const resolved = resolveMlmaConfig(config);
+    return MultiLevelMutualAggregation.build(WeightScope.fresh({ seed: options.seed ?? 0, trainable: true }), resolved);
+  }
+
+  /** Loads a folder written by `save` (config.json + model.safetensors); strict about keys and shapes. */
+  static async fromPretrained(dir: string): Promise<MultiLevelMutualAggregation> {
+    const { config, source } = await openModule(dir);
+    try {
+      const resolved = resolveMlmaConfig(config);
+      return MultiLevelMutualAggregation.build(WeightScope.fromSource(source, { trainable: true }), resolved);
+    } finally {
+      source.close();
+    }
+  }
+
+  private static build(scope: WeightScope, config: Readonly<MlmaConfig>): MultiLevelMutualAggregation {
+    const { module, params } = scope.build((s) => new MultiLevelMutualAggregation(s, config));
+    module.params = params;
+    return module;
+  }
+
+  /** Writes `<dir>/config.json` and `<dir>/model.safetensors` (torch layout, F32). */
+  async save(dir: string): Promise<void> {
+    await saveModule(dir, this.config, this.parameters, { format: 'pt', module: 'MultiLevelMutualAggregation' });
+  }
+
+  /** Channels and stride of each output pixel level, coarsest first (known before any tensor exists). */
+  outputShape(): ShapeSpec[] {
+    return this.strides.map((stride) => ({ channels: this.config.hidden_dim, stride }));
+  }
+
+  /** Channels and stride of `maskFeatures`. */
+  maskFeaturesShape(): ShapeSpec {
+    return { channels: this.config.mask_dim, stride: this.strides[this.strides.length - 1] };
+  }
+
+  /**
+   * Fuses image levels and phrase states. Padding phrases influence nothing real: they are masked
+   * as attention keys, every other op is per phrase, and their fused rows are zeroed. Runs in
+   * tf.tidy; the caller owns the returned tensors; inputs are not disposed.
+   */
+  forward(inputs: MlmaInputs): MlmaOutput {
+    this.assertAlive();
+    const phraseList = this.checkInputs(inputs);
+    return tf.tidy('MultiLevelMutualAggregation.forward', () => {
+      const c = this.config;
+      const mask = tf.cast(inputs.phraseMask, 'float32') as tf.Tensor2D; // [B, P]
+      const [b, p] = mask.shape;
+      const hasReal = tf.reshape(tf.max(mask, 1), [b, 1, 1]); // [B, 1, 1]
+
+      // 1. per level: projections + reciprocal attention
+      const perLevel = this.levels.map((level, i) => level.mutual(inputs.images[i].tensor, phraseList[i], mask, hasReal));
+
+      // 2. pixels: top-down (coarsest first), Mask2Former's FPN: out_l = conv(x_l + up(out_{l−1}))
+      const pixels: FeatureMap[] = [];
+      let prev: tf.Tensor4D | undefined;
+      perLevel.forEach(({ image }, i) => {
+        const [, h, w] = image.shape;
+        const x = prev ? tf.add(image, resize(prev, [h, w], c.upsample_mode)) as tf.Tensor4D : image;
+        prev = this.levels[i].output(x);
+        pixels.push({ tensor: prev, stride: this.strides[i] });
+      });
+      const maskFeatures = this.mask_features.forward(prev!); // [B, H_finest, W_finest, mask_dim]
+
+      // 3. phrases: weighted sum over levels
+      const stacked = tf.stack(perLevel.map((l) => l.phrases), 2); // [B, P, L, D]
+      let weights: tf.Tensor; // broadcastable to [B, P, L, 1]
+      if (this.phrase_level_weights) {
+        weights = tf.reshape(tf.softmax(this.phrase_level_weights), [1, 1, this.levels.length, 1]); // [1, 1, L, 1]
+      } else {
+        const scores = tf.reshape(this.phrase_gate!.forward(stacked), [b, p, this.levels.length]); // [B, P, L]
+        weights = tf.expandDims(tf.softmax(scores, -1), 3); // [B, P, L, 1]
+      }
+      const fused = tf.sum(tf.mul(stacked, weights), 2); // [B, P, D]
+      const phrases = tf.mul(fused, tf.expandDims(mask, 2)) as tf.Tensor3D; // padding rows → 0
+
+      return { pixels, maskFeatures, phrases, phraseMask: mask.clone() };
+    });
+  }
+
+  /** Trainable variables (every weight), for an optimizer's varList. */
+  trainableVariables(): tf.Variable[] {
+    return this.parameters.trainableVariables();
+  }
+
+  numParameters(): number {
+    return this.parameters.numElements();
+  }
+
+  /** All weights by checkpoint key. */
+  get parameters(): Parameters {
+    this.assertAlive();
+    return this.params!;
+  }
+
+  /** Frees every weight; the module cannot be used afterwards. */
+  dispose(): void {
+    this.params?.dispose();
+  }
+
+  private assertAlive(): void {
+    if (!this.params || this.params.isDisposed) throw new Error('MultiLevelMutualAggregation was disposed');
+  }
+
+  private checkInputs(inputs: MlmaInputs): tf.Tensor3D[] {
+    const c = this.config;
+    const n = c.image_channels.length;
+    const where = 'MultiLevelMutualAggregation.forward';
+    const { images, phraseMask } = inputs;
+    if (images.length !== n) throw new Error(`${where}: expected ${n} image levels (coarsest first), got ${images.length}`);
+    const phraseList = Array.isArray(inputs.phrases) ? (inputs.phrases as tf.Tensor3D[]) : Array(n).fill(inputs.phrases as tf.Tensor3D);
+    if (phraseList.length !== n) throw new Error(`${where}: expected ${n} phrase tensors (one per level) or one tensor, got ${phraseList.length}`);
+    if (phraseMask.rank !== 2) throw new Error(`${where}: phraseMask must be [B, P], got [${phraseMask.shape}]`);
+    const [b, p] = phraseMask.shape;
+    images.forEach((img, i) => {
+      const s = img.tensor.shape;
+      if (img.tensor.rank !== 4 || s[0] !== b || s[3] !== c.image_channels[i]) {
+        throw new Error(`${where}: images[${i}] must be NHWC [${b}, H, W, ${c.image_channels[i]}], got [${s}]`);
+      }
+      if (img.stride !== this.strides[i]) throw new Error(`${where}: images[${i}] has stride ${img.stride}, expected ${this.strides[i]} (config image_strides)`);
+    });
+    phraseList.forEach((t, i) => {
+      if (t.rank !== 3 || t.shape[0] !== b || t.shape[1] !== p || t.shape[2] !== c.phrase_dim) {
+        throw new Error(`${where}: phrases[${i}] must be [${b}, ${p}, ${c.phrase_dim}] (batch and phrases of phraseMask [${phraseMask.shape}]), got [${t.shape}]`);
+      }
+    });
+    return phraseList;
+  }
+}
