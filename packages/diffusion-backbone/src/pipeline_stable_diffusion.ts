@@ -32,6 +32,11 @@ export class DiffusionBackbone {
     }
   }
 
+  /** A backbone from components built or loaded separately (checked for consistency). It owns them from now on. */
+  static fromComponents(components: { unet: UNet2DConditionModel; vae: AutoencoderKL; textEncoder: CLIPTextModel; tokenizer: CLIPTokenizer }): DiffusionBackbone {
+    return new DiffusionBackbone(components.unet, components.vae, components.textEncoder, components.tokenizer);
+  }
+
   /** Loads `<dir>/{unet,vae,text_encoder,tokenizer}`. Everything is frozen. */
   static async fromPretrained(dir: string, options: DiffusionBackboneOptions = {}): Promise<DiffusionBackbone> {
     const fs = await import('node:fs');

@@ -1,0 +1,192 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { setBackend, type BackendName } from '@png/core';
+import { expectNoLeak, sharedFixturesDir } from '@png/core/testing';
+import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, DiffusionBackbone, FeatureTaps, UNet2DConditionModel } from '@png/diffusion-backbone';
+import { PngGrounder, type PngGrounderConfig } from './png_grounder';
+import { Trainer, TrainingDivergedError } from './trainer';
+import type { Narrative } from './phrase_features';
+
+const TINY = path.join(sharedFixturesDir(), 'tiny-sd');
+
+/** Small trainable parts, so the tests train in seconds. */
+const SMALL: Partial<PngGrounderConfig> = {
+  eipa: { bottleneck_dim: 16, num_heads: 4, gate_init: 0 },
+  mlma: { hidden_dim: 32, num_heads: 4, mask_dim: 32, norm_groups: 8 },
+  decoder: { num_layers: 2, num_heads: 4, dim_feedforward: 64 },
+  max_phrases: 4,
+};
+
+const narratives: Narrative[] = [
+  { caption: 'two red squares on the grass', phrases: [[0, 15], [19, 28]] },
+  { caption: 'a circle above a blue square and the sky', phrases: [[0, 8], [15, 28], [33, 40]] },
+];
+
+/** Images [2, S, S, 3] in [-1, 1] and binary targets [2, S, S, 3]: one square region per phrase. */
+function batch(size: number): { images: tf.Tensor4D; targets: tf.Tensor4D } {
+  const t = new Float32Array(2 * size * size * 3);
+  const boxes = [
+    [[0, 0, size / 2, size / 2], [size / 2, 0, size, size], null],
+    [[0, size / 2, size / 2, size], [size / 2, size / 2, size, size], [0, 0, size, size / 2]],
+  ] as const;
+  boxes.forEach((phrases, b) =>
+    phrases.forEach((box, p) => {
+      if (!box) return;
+      const [y0, x0, y1, x1] = box;
+      for (let y = y0; y < y1; y++) for (let x = x0; x < x1; x++) t[((b * size + y) * size + x) * 3 + p] = 1;
+    }),
+  );
+  return tf.tidy(() => {
+    const targets = tf.tensor4d(t, [2, size, size, 3]);
+    // the image shows the targets as colours, plus a little texture
+    const images = tf.add(tf.mul(targets, 1.6), tf.mul(tf.randomUniform([2, size, size, 3], -0.2, 0.2, 'float32', 1), 1)) as tf.Tensor4D;
+    return { images: tf.sub(images, 0.8) as tf.Tensor4D, targets };
+  });
+}
+
+async function overfit(grounder: PngGrounder, size: number, steps: number, lr: number): Promise<{ first: number; last: number; leaked: number }> {
+  const { images, targets } = batch(size);
+  const phrases = grounder.encodePhrases(narratives);
+  const trainer = new Trainer({ variables: grounder.namedVariables(), lossFn: () => grounder.loss(images, phrases, targets), optimizer: { lr }, clip_grad_norm: 1 });
+  const losses: number[] = [];
+  let live = 0;
+  for (let i = 0; i < steps; i++) {
+    losses.push((await trainer.step(undefined)).loss);
+    if (i === 4) live = tf.memory().numTensors;
+  }
+  const leaked = tf.memory().numTensors - live;
+  trainer.dispose();
+  tf.dispose([images, targets, phrases]);
+  return { first: losses[0], last: losses[losses.length - 1], leaked };
+}
+
+describe('PngGrounder on the tiny SD backbone (wasm)', () => {
+  let backbone: DiffusionBackbone;
+  beforeAll(async () => {
+    await setBackend('wasm');
+    backbone = await DiffusionBackbone.fromPretrained(TINY);
+  });
+  afterAll(() => backbone.dispose());
+
+  it('predicts per-layer mask logits for every phrase, without leaking', async () => {
+    const grounder = PngGrounder.create(backbone, SMALL, { seed: 1 });
+    const { images } = batch(32);
+    const out = grounder.forward(images, narratives);
+    expect(out.predictions).toHaveLength(3);
+    expect(out.predictions[2].shape).toEqual([2, 16, 16, 3]);
+    expect([...(await out.phraseMask.data())]).toEqual([1, 1, 0, 1, 1, 1]);
+    expect(out.features.map((f) => f.stride)).toEqual([8, 4, 2]);
+    tf.dispose(out);
+    await expectNoLeak(() => grounder.forward(images, narratives), 'PngGrounder.forward');
+    const masks = await grounder.predict(images, narratives);
+    expect(masks.map((m) => m.length)).toEqual([2, 3]);
+    expect(masks[0][0]).toHaveLength(32 * 32);
+    tf.dispose(images);
+    grounder.dispose();
+  });
+
+  it('reads the backbone exactly as the static-prompted UNet when every EIPA switch is off', async () => {
+    const { images } = batch(32);
+    const grounder = PngGrounder.create(backbone, { ...SMALL, eipa: { extract: false, inject: false, dynamic_prompt: false } }, { seed: 2 });
+    const phrases = grounder.encodePhrases(narratives);
+    const out = grounder.forwardFeatures(images, phrases);
+    const ours = await Promise.all(out.features.map((f) => f.tensor.data()));
+    tf.dispose(out);
+    grounder.dispose(); // detaches
+    const taps = new FeatureTaps(backbone.unet, { imageStride: 2 });
+    const latents = backbone.encodeImages(images);
+    const plain = backbone.unet.forward(latents, 1, phrases.tensor, { encoderAttentionMask: phrases.mask });
+    const reference = await Promise.all(taps.pyramid(plain.outputs).map((f) => f.tensor.data()));
+    taps.remove();
+    reference.forEach((r, i) => expect(Buffer.from(r.buffer).equals(Buffer.from(ours[i].buffer))).toBe(true));
+    tf.dispose([images, phrases, latents, plain]);
+  });
+
+  it('overfits one batch (loss −90%) through the frozen UNet, which stays bit-identical, with no leak over 50 steps', async () => {
+    const grounder = PngGrounder.create(backbone, { ...SMALL, eipa: { ...SMALL.eipa, gate_init: 0.1 } }, { seed: 3 });
+    const frozen = await Promise.all(backbone.unet.parameters.keys().map(async (k) => [k, await backbone.unet.parameters.get(k).data()] as const));
+    const adapterKey = grounder.adapter.parameters.keys().find((k) => k.startsWith('down_blocks.0.') && k.endsWith('inject.to_q.weight'))!;
+    const adapterBefore = await grounder.adapter.parameters.get(adapterKey).data();
+    const { first, last, leaked } = await overfit(grounder, 32, 60, 3e-3);
+    expect(last).toBeLessThan(0.1 * first);
+    expect(leaked).toBe(0);
+    const adapterAfter = await grounder.adapter.parameters.get(adapterKey).data();
+    expect(Buffer.from(adapterAfter.buffer).equals(Buffer.from(adapterBefore.buffer))).toBe(false); // gradients reached the first down block
+    for (const [k, data] of frozen) expect(Buffer.from((await backbone.unet.parameters.get(k).data()).buffer).equals(Buffer.from(data.buffer))).toBe(true);
+    grounder.dispose();
+  });
+
+  it('saves and reloads (identical predictions); another config is a clear error', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'grounder-'));
+    const grounder = PngGrounder.create(backbone, { ...SMALL, eipa: { ...SMALL.eipa, gate_init: 0.2 } }, { seed: 4 });
+    await grounder.save(dir);
+    const { images } = batch(32);
+    const a = grounder.forward(images, narratives);
+    const aLast = await a.predictions[2].data();
+    tf.dispose(a);
+    grounder.dispose();
+    const loaded = await PngGrounder.fromPretrained(dir, backbone);
+    const b = loaded.forward(images, narratives);
+    expect(Buffer.from((await b.predictions[2].data()).buffer).equals(Buffer.from(aLast.buffer))).toBe(true);
+    tf.dispose(b);
+    loaded.dispose();
+    const mlmaConfig = JSON.parse(fs.readFileSync(path.join(dir, 'mlma', 'config.json'), 'utf8'));
+    fs.writeFileSync(path.join(dir, 'mlma', 'config.json'), JSON.stringify({ ...mlmaConfig, hidden_dim: 64, mask_dim: 64 }));
+    await expect(PngGrounder.fromPretrained(dir, backbone)).rejects.toThrow(/has shape \[.*\], expected \[.*\]/);
+    tf.dispose(images);
+    fs.rmSync(dir, { recursive: true });
+  });
+
+  it('refuses bad input with errors that name it', async () => {
+    const grounder = PngGrounder.create(backbone, SMALL, { seed: 5 });
+    const { images, targets } = batch(32);
+    expect(() => grounder.forward(images, [narratives[0], { caption: 'the sky', phrases: [] }])).toThrow('narrative 1: 0 phrases');
+    expect(() => grounder.forward(images, [narratives[0], { caption: 'a b c d e', phrases: [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]] }])).toThrow('narrative 1: 5 phrases, above the configured maximum of 4 (max_phrases)');
+    expect(() => grounder.forward(images, [narratives[0]])).toThrow('2 images but 1 narratives');
+    const odd = tf.zeros([2, 36, 32, 3]) as tf.Tensor4D;
+    expect(() => grounder.forward(odd, narratives)).toThrow('image size 36×32 is not a multiple of 8');
+    const phrases = grounder.encodePhrases(narratives);
+    const wrongTargets = tf.zeros([2, 32, 32, 5]) as tf.Tensor4D;
+    expect(() => grounder.loss(images, phrases, wrongTargets)).toThrow(/\[2,32,32,5\]/);
+    // NaN in the loss: the trainer stops with a clear message and the last good checkpoint stays
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'grounder-nan-'));
+    const dir = path.join(root, 'checkpoint');
+    let poison = false;
+    const nanTargets = tf.fill([2, 32, 32, 3], NaN) as tf.Tensor4D;
+    const trainer = new Trainer({ variables: grounder.namedVariables(), lossFn: () => grounder.loss(images, phrases, poison ? nanTargets : targets), optimizer: { lr: 1e-3 } });
+    await trainer.step(undefined);
+    await trainer.save(dir, { note: 'good' });
+    poison = true;
+    await expect(trainer.step(undefined)).rejects.toThrow(TrainingDivergedError);
+    await expect(trainer.resume(dir)).resolves.toEqual({ note: 'good' });
+    trainer.dispose();
+    tf.dispose([images, targets, odd, phrases, wrongTargets, nanTargets]);
+    fs.rmSync(root, { recursive: true });
+    grounder.dispose();
+  });
+});
+
+describe.each(['cpu', 'wasm'] as BackendName[])('a small PngGrounder overfits one batch on %s', (backend) => {
+  it('loss falls by ≥ 90%', async () => {
+    await setBackend(backend);
+    // a small random UNet (2 levels, 8/16 channels) with the fixture's VAE, CLIP and tokenizer
+    const unet = UNet2DConditionModel.create(
+      { block_out_channels: [8, 16], down_block_types: ['CrossAttnDownBlock2D', 'DownBlock2D'], up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D'], layers_per_block: 1, attention_head_dim: 2, norm_num_groups: 4, cross_attention_dim: 32 },
+      { seed: 7 },
+    );
+    const backbone = DiffusionBackbone.fromComponents({
+      unet,
+      vae: await AutoencoderKL.fromPretrained(path.join(TINY, 'vae'), { parts: 'encoder' }),
+      textEncoder: await CLIPTextModel.fromPretrained(path.join(TINY, 'text_encoder')),
+      tokenizer: await CLIPTokenizer.fromPretrained(path.join(TINY, 'tokenizer')),
+    });
+    const grounder = PngGrounder.create(backbone, { ...SMALL, eipa: { ...SMALL.eipa, gate_init: 0.1 }, decoder: { ...SMALL.decoder, num_layers: 1 } }, { seed: 8 });
+    const { first, last, leaked } = await overfit(grounder, 16, 40, 1e-2);
+    expect(last).toBeLessThan(0.1 * first);
+    expect(leaked).toBe(0);
+    grounder.dispose();
+    backbone.dispose();
+  }, 600_000);
+});

@@ -1,0 +1,272 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { check, isFiniteNumber, isNonNegativeInt, isPositiveInt, resize, resolveConfig, writeFileAtomic, type FeatureMap, type PhraseFeatures } from '@png/core';
+import { FeatureTaps, type DiffusionBackbone } from '@png/diffusion-backbone';
+import { PhraseAdapter, attachEipa, attentionKey, phraseStateKey, type EipaConfig } from '@png/eipa';
+import { MultiLevelMutualAggregation, type MlmaConfig } from '@png/mlma';
+import { PngDecoder, deepSupervisionLoss, type PngDecoderConfig } from '@png/png-decoder';
+import { encodePhrases, type Narrative } from './phrase_features';
+
+/** The grounding model's config.json: the trainable parts' configs and how the backbone is read. */
+export interface PngGrounderConfig {
+  readonly eipa: Partial<EipaConfig>;
+  /** image_channels and phrase_dim are filled in from the UNet. */
+  readonly mlma: Partial<MlmaConfig>;
+  /** hidden_dim and mask_dim are filled in from MLMA. */
+  readonly decoder: Partial<PngDecoderConfig>;
+  /** UNet timestep the image is read at (DESIGN: 1). */
+  readonly timestep: number;
+  /** Seed of the DDPM noise added at `timestep`; null reads the clean latents (DESIGN default). */
+  readonly noise_seed: number | null;
+  readonly max_phrases: number;
+  readonly bce_weight: number;
+  readonly dice_weight: number;
+  /** Supervise every decoder layer's prediction (true) or only the last. */
+  readonly deep_supervision: boolean;
+}
+
+export const DEFAULT_PNG_GROUNDER_CONFIG: PngGrounderConfig = Object.freeze({
+  eipa: {},
+  mlma: {},
+  decoder: {},
+  timestep: 1,
+  noise_seed: null,
+  max_phrases: 30,
+  bce_weight: 1,
+  dice_weight: 1,
+  deep_supervision: true,
+});
+
+export function resolvePngGrounderConfig(user: Partial<PngGrounderConfig> | Record<string, unknown> = {}): PngGrounderConfig {
+  return resolveConfig('PngGrounderConfig', DEFAULT_PNG_GROUNDER_CONFIG, user, (c) => {
+    check(isNonNegativeInt(c.timestep) && c.timestep < 1000, 'PngGrounderConfig', 'timestep', 'an integer in [0, 1000)', c.timestep);
+    check(c.noise_seed === null || Number.isInteger(c.noise_seed), 'PngGrounderConfig', 'noise_seed', 'null or an integer', c.noise_seed);
+    check(isPositiveInt(c.max_phrases), 'PngGrounderConfig', 'max_phrases', 'a positive integer', c.max_phrases);
+    check(isFiniteNumber(c.bce_weight) && c.bce_weight >= 0, 'PngGrounderConfig', 'bce_weight', 'a non-negative number', c.bce_weight);
+    check(isFiniteNumber(c.dice_weight) && c.dice_weight >= 0, 'PngGrounderConfig', 'dice_weight', 'a non-negative number', c.dice_weight);
+  });
+}
+
+/** SD's noise schedule ('scaled_linear', β from 0.00085 to 0.012 over 1000 steps): ᾱ_t. */
+function alphaCumprod(t: number): number {
+  let prod = 1;
+  for (let i = 0; i <= t; i++) {
+    const beta = (Math.sqrt(0.00085) + ((Math.sqrt(0.012) - Math.sqrt(0.00085)) * i) / 999) ** 2;
+    prod *= 1 - beta;
+  }
+  return prod;
+}
+
+export type PngGrounderOutput = {
+  /** Mask logits after the initial queries and after every decoder layer; the last is final. [B, H/8, W/8, P] */
+  readonly predictions: tf.Tensor4D[];
+  /** [B, P], 1 = real phrase. */
+  readonly phraseMask: tf.Tensor2D;
+  /** Per adapted block, EIPA's inject attention [B, HW, P] (with `recordAttention`). */
+  readonly attention: Record<string, tf.Tensor3D>;
+  /** The frozen UNet's up-path levels as read (through EIPA), coarsest first. */
+  readonly features: FeatureMap[];
+};
+
+/**
+ * The PNG model: a frozen DiffusionBackbone read through EIPA, then MLMA and the phrase-query mask
+ * decoder. Built from one config; the trainable parts are the adapter, MLMA and the decoder.
+ */
+export class PngGrounder {
+  private readonly detach: () => void;
+  private readonly taps: FeatureTaps;
+
+  private constructor(
+    readonly config: PngGrounderConfig,
+    readonly backbone: DiffusionBackbone,
+    readonly adapter: PhraseAdapter,
+    readonly mlma: MultiLevelMutualAggregation,
+    readonly decoder: PngDecoder,
+    options: { recordAttention?: boolean },
+  ) {
+    this.taps = new FeatureTaps(backbone.unet, { imageStride: backbone.vae.downsampleFactor });
+    this.detach = attachEipa(backbone.unet, adapter, { recordAttention: options.recordAttention });
+  }
+
+  /** Fresh trainable parts for `backbone`. */
+  static create(backbone: DiffusionBackbone, config: Partial<PngGrounderConfig> = {}, options: { seed?: number; recordAttention?: boolean } = {}): PngGrounder {
+    const c = resolvePngGrounderConfig(config);
+    const seed = options.seed ?? 0;
+    const shapes = backbone.unet.upBlockShapes();
+    const levels = Object.values(shapes);
+    const made: Array<{ dispose(): void }> = [];
+    try {
+      const adapter = PhraseAdapter.create(backbone.unet, c.eipa, { seed });
+      made.push(adapter);
+      const mlma = MultiLevelMutualAggregation.create(
+        { ...c.mlma, image_channels: levels.map((l) => l.channels), image_strides: levels.map((l) => l.stride * backbone.vae.downsampleFactor), phrase_dim: backbone.unet.config.cross_attention_dim },
+        { seed: seed + 1 },
+      );
+      made.push(mlma);
+      const decoder = PngDecoder.create(
+        {
+          num_feature_levels: Math.min(3, levels.length), // Mask2Former's 3, or every level a shallower UNet has
+          ...c.decoder,
+          hidden_dim: mlma.config.hidden_dim,
+          in_channels: mlma.config.hidden_dim,
+          mask_dim: mlma.config.mask_dim,
+          max_phrases: c.max_phrases,
+        },
+        { seed: seed + 2 },
+      );
+      made.push(decoder);
+      return new PngGrounder(c, backbone, adapter, mlma, decoder, options);
+    } catch (e) {
+      for (const m of made) m.dispose();
+      throw e;
+    }
+  }
+
+  /** Loads a grounder saved with `save(dir)` onto `backbone` (strict: another config is an error naming the tensor). */
+  static async fromPretrained(dir: string, backbone: DiffusionBackbone, options: { recordAttention?: boolean } = {}): Promise<PngGrounder> {
+    const fs = await import('node:fs');
+    const path = await import('node:path');
+    const file = path.join(dir, 'config.json');
+    if (!fs.existsSync(file)) throw new Error(`${file}: missing; not a PngGrounder folder (expected config.json, eipa/, mlma/, decoder/)`);
+    const c = resolvePngGrounderConfig(JSON.parse(fs.readFileSync(file, 'utf8')));
+    const made: Array<{ dispose(): void }> = [];
+    try {
+      const adapter = await PhraseAdapter.fromPretrained(path.join(dir, 'eipa'), backbone.unet);
+      made.push(adapter);
+      const mlma = await MultiLevelMutualAggregation.fromPretrained(path.join(dir, 'mlma'));
+      made.push(mlma);
+      const decoder = await PngDecoder.fromPretrained(path.join(dir, 'decoder'));
+      made.push(decoder);
+      return new PngGrounder(c, backbone, adapter, mlma, decoder, options);
+    } catch (e) {
+      for (const m of made) m.dispose();
+      throw e;
+    }
+  }
+
+  /** Every trainable variable, keyed `eipa.<key>`, `mlma.<key>`, `decoder.<key>` (checkpoint names). */
+  namedVariables(): Record<string, tf.Variable> {
+    const named: Record<string, tf.Variable> = {};
+    for (const [prefix, params] of [
+      ['eipa', this.adapter.parameters],
+      ['mlma', this.mlma.parameters],
+      ['decoder', this.decoder.parameters],
+    ] as const) {
+      for (const key of params.keys()) named[`${prefix}.${key}`] = params.get(key) as tf.Variable;
+    }
+    return named;
+  }
+
+  /** Phrase features of narratives (frozen CLIP, mean-pooled over each phrase's tokens). Caller owns. */
+  encodePhrases(narratives: readonly Narrative[]): PhraseFeatures {
+    return encodePhrases(this.backbone.tokenizer, this.backbone.textEncoder, narratives, { maxPhrases: this.config.max_phrases });
+  }
+
+  /**
+   * images NHWC [B, H, W, 3] in [-1, 1] (H, W multiples of `backbone.imageMultiple`) and one
+   * narrative per image → mask logits per decoder layer. Caller owns the outputs.
+   */
+  forward(images: tf.Tensor4D, narratives: readonly Narrative[]): PngGrounderOutput {
+    const phrases = this.encodePhrases(narratives);
+    try {
+      return this.forwardFeatures(images, phrases);
+    } finally {
+      tf.dispose(phrases);
+    }
+  }
+
+  /** As forward, from phrase features computed beforehand (they are frozen, so a trainer can cache them). */
+  forwardFeatures(images: tf.Tensor4D, phrases: PhraseFeatures): PngGrounderOutput {
+    this.checkImages(images, phrases.tensor.shape[0]);
+    const c = this.config;
+    const { unet } = this.backbone;
+    return tf.tidy('PngGrounder.forward', () => {
+      let latents = this.backbone.encodeImages(images);
+      if (c.noise_seed !== null) {
+        const a = alphaCumprod(c.timestep);
+        latents = tf.add(tf.mul(latents, Math.sqrt(a)), tf.mul(tf.randomNormal(latents.shape, 0, 1, 'float32', c.noise_seed), Math.sqrt(1 - a))) as tf.Tensor4D;
+      }
+      const { outputs } = unet.forward(latents, c.timestep, phrases.tensor, { encoderAttentionMask: phrases.mask, context: this.adapter.createContext(phrases) });
+      const pyramid = this.taps.pyramid(outputs);
+      const fused = this.mlma.forward({ images: pyramid, phrases: pyramid.map((l) => outputs[phraseStateKey(l.name!)] as tf.Tensor3D), phraseMask: phrases.mask });
+      const { predictions } = this.decoder.forward({ pixels: fused.pixels, maskFeatures: fused.maskFeatures, phrases: fused.phrases, phraseMask: phrases.mask });
+      const attention: Record<string, tf.Tensor3D> = {};
+      for (const block of this.adapter.blocks) {
+        const a = outputs[attentionKey(block.path)];
+        if (a) attention[block.path] = a as tf.Tensor3D;
+      }
+      return { predictions, phraseMask: tf.clone(phrases.mask), attention, features: [...pyramid] };
+    });
+  }
+
+  /**
+   * The training loss: sigmoid BCE + Dice per real phrase against `targets` [B, H, W, P] (binary,
+   * at image or mask resolution), summed over decoder layers with deep supervision.
+   */
+  loss(images: tf.Tensor4D, phrases: PhraseFeatures, targets: tf.Tensor4D): tf.Scalar {
+    return tf.tidy(() => {
+      const { predictions, phraseMask } = this.forwardFeatures(images, phrases);
+      const used = this.config.deep_supervision ? predictions : predictions.slice(-1);
+      return deepSupervisionLoss(used, targets, phraseMask, { bce_weight: this.config.bce_weight, dice_weight: this.config.dice_weight });
+    });
+  }
+
+  /**
+   * Binary masks at each image's size (or `sizes`), one Uint8Array (row-major, H·W) per real phrase.
+   */
+  async predict(images: tf.Tensor4D, narratives: readonly Narrative[], sizes?: ReadonlyArray<readonly [number, number]>): Promise<Uint8Array[][]> {
+    const { predictions, phraseMask, attention, features } = this.forward(images, narratives);
+    const last = predictions[predictions.length - 1];
+    tf.dispose([...predictions.slice(0, -1), phraseMask, attention, features]);
+    try {
+      const out: Uint8Array[][] = [];
+      for (let i = 0; i < narratives.length; i++) {
+        const [h, w] = sizes?.[i] ?? [images.shape[1], images.shape[2]];
+        const up = tf.tidy(() => tf.greater(resize(tf.slice(last, [i, 0, 0, 0], [1, -1, -1, -1]) as tf.Tensor4D, [h, w], 'bilinear'), 0)); // [1, h, w, P]
+        const data = await up.data();
+        up.dispose();
+        const p = last.shape[3];
+        out.push(
+          narratives[i].phrases.map((_, j) => {
+            const mask = new Uint8Array(h * w);
+            for (let k = 0; k < h * w; k++) mask[k] = data[k * p + j];
+            return mask;
+          }),
+        );
+      }
+      return out;
+    } finally {
+      last.dispose();
+    }
+  }
+
+  numTrainableParameters(): number {
+    return this.adapter.numParameters() + this.mlma.numParameters() + this.decoder.numParameters();
+  }
+
+  /** Saves the trainable parts (eipa/, mlma/, decoder/) and the grounder's config.json. */
+  async save(dir: string): Promise<void> {
+    const path = await import('node:path');
+    await this.adapter.save(path.join(dir, 'eipa'));
+    await this.mlma.save(path.join(dir, 'mlma'));
+    await this.decoder.save(path.join(dir, 'decoder'));
+    await writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(this.config, null, 2) + '\n');
+  }
+
+  /** Detaches the adapter and frees the trainable parts (not the backbone, which the caller owns). */
+  dispose(): void {
+    this.detach();
+    this.taps.remove();
+    this.adapter.dispose();
+    this.mlma.dispose();
+    this.decoder.dispose();
+  }
+
+  private checkImages(images: tf.Tensor4D, count: number): void {
+    const m = this.backbone.imageMultiple;
+    if (images.rank !== 4 || images.shape[3] !== 3) throw new Error(`PngGrounder: images must be NHWC [B, H, W, 3] in [-1, 1], got [${images.shape}]`);
+    if (images.shape[0] !== count) throw new Error(`PngGrounder: ${images.shape[0]} images but ${count} narratives; pass one narrative per image`);
+    if (images.shape[1] % m !== 0 || images.shape[2] % m !== 0) {
+      throw new Error(`PngGrounder: image size ${images.shape[1]}×${images.shape[2]} is not a multiple of ${m} (the VAE's and UNet's downsampling); resize or pad the images`);
+    }
+  }
+}
