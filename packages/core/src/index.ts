@@ -19,6 +19,7 @@ export { writeFileAtomic } from './atomic_write';
 export { saveModule, openModule, CONFIG_FILE, WEIGHTS_FILE } from './checkpoint';
 export { WeightScope, Parameters, type Init, type Layout } from './weights';
 export { HostOffload } from './offload';
+export { ParameterModule } from './module';
 export { Linear, OUT_IN_TO_IN_OUT } from './nn/linear';
 export { matMul2d, batchMatMul } from './nn/matmul';
 export { resize, interpolationMatrix, type ResizeMode } from './nn/resize';

@@ -56,7 +56,6 @@ function compose(
   }
 }
 
-type Pad4 = [[number, number], [number, number], [number, number], [number, number]];
 
 /** Zero-pads (or crops, for negative amounts) each axis of a rank-n tensor by [before, after]. */
 function padOrCrop(run: (k: string, i: tf.NamedTensorInfoMap, a?: tf.NamedAttrMap) => Info, x: Info, pads: [number, number][]): Info {

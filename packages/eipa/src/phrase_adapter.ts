@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { ForwardContext, WeightScope, openModule, saveModule, type Parameters, type PhraseFeatures } from '@png/core';
+import { ForwardContext, ParameterModule, WeightScope, openModule, saveModule, type PhraseFeatures } from '@png/core';
 import { AttnProcessor, type AttentionProcessor, type UNet2DConditionModel } from '@png/diffusion-backbone';
 import { resolveEipaConfig, type EipaConfig } from './eipa_config';
 import { GatedCrossAttention } from './gated_cross_attention';
@@ -28,13 +28,14 @@ export interface PhraseAdapterBlock {
  * transformer block reads the current phrase state. Weights are named `<block path>.extract.*` and
  * `<block path>.inject.*`. Attach it with `attachEipa(unet, adapter)`.
  */
-export class PhraseAdapter {
+export class PhraseAdapter extends ParameterModule {
   private constructor(
     readonly config: EipaConfig,
     readonly phraseDim: number,
     readonly blocks: readonly PhraseAdapterBlock[],
-    readonly parameters: Parameters,
-  ) {}
+  ) {
+    super();
+  }
 
   /** A fresh (trainable) adapter for `unet`. */
   static create(unet: UNet2DConditionModel, config: Partial<EipaConfig> = {}, options: { seed?: number } = {}): PhraseAdapter {
@@ -73,7 +74,7 @@ export class PhraseAdapter {
         };
       }),
     );
-    return new PhraseAdapter(Object.freeze(c), phraseDim, blocks, params);
+    return new PhraseAdapter(Object.freeze(c), phraseDim, blocks).adopt(params);
   }
 
   /** The per-forward context that carries the initial phrase state into an adapted UNet forward. */
@@ -84,22 +85,12 @@ export class PhraseAdapter {
     return new ForwardContext({ [EIPA_PHRASES]: phrases.tensor, [EIPA_PHRASE_MASK]: phrases.mask });
   }
 
-  trainableVariables(): tf.Variable[] {
-    return this.parameters.trainableVariables();
-  }
-
-  numParameters(): number {
-    return this.parameters.numElements();
-  }
 
   /** Saves config.json (with the resolved block paths) and model.safetensors, atomically. */
   async save(dir: string): Promise<void> {
     await saveModule(dir, this.config, this.parameters);
   }
 
-  dispose(): void {
-    this.parameters.dispose();
-  }
 }
 
 const attached = new WeakMap<UNet2DConditionModel, PhraseAdapter>();

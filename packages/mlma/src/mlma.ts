@@ -4,7 +4,7 @@
 // pixels go top-down as in Mask2Former's pixel-decoder FPN (out_l = ReLU(GN(conv3×3(x_l + up(out_{l−1}))))),
 // phrases are combined by learned level weights. maskFeatures = 1×1 conv of the finest level.
 import * as tf from '@tensorflow/tfjs-core';
-import { Conv2d, Linear, WeightScope, openModule, saveModule, type FeatureMap, type Parameters, type ShapeSpec } from '@png/core';
+import { Conv2d, Linear, WeightScope, openModule, saveModule, type FeatureMap, type ShapeSpec, ParameterModule } from '@png/core';
 import { levelStrides, resolveMlmaConfig, type MlmaConfig } from './config';
 import { MlmaLevel } from './fusion_block';
 import { resize } from '@png/core';
@@ -38,7 +38,7 @@ export type MlmaOutput = {
  * phrase_from_image.*, phrase_from_image_norm, output_conv, output_norm}`, `phrase_level_weights`
  * or `phrase_gate`, `mask_features`.
  */
-export class MultiLevelMutualAggregation {
+export class MultiLevelMutualAggregation extends ParameterModule {
   readonly config: Readonly<MlmaConfig>;
   readonly levels: MlmaLevel[] = [];
   /** [L] logits of the per-level phrase weights (`phrase_fusion: 'softmax'`). */
@@ -47,9 +47,9 @@ export class MultiLevelMutualAggregation {
   readonly phrase_gate?: Linear;
   readonly mask_features: Conv2d;
   private readonly strides: number[];
-  private params?: Parameters;
 
   private constructor(scope: WeightScope, config: Readonly<MlmaConfig>) {
+    super();
     const c = config;
     this.config = c;
     this.strides = levelStrides(c);
@@ -92,7 +92,7 @@ export class MultiLevelMutualAggregation {
 
   private static build(scope: WeightScope, config: Readonly<MlmaConfig>): MultiLevelMutualAggregation {
     const { module, params } = scope.build((s) => new MultiLevelMutualAggregation(s, config));
-    module.params = params;
+    module.adopt(params);
     return module;
   }
 
@@ -155,29 +155,10 @@ export class MultiLevelMutualAggregation {
     });
   }
 
-  /** Trainable variables (every weight), for an optimizer's varList. */
-  trainableVariables(): tf.Variable[] {
-    return this.parameters.trainableVariables();
-  }
 
-  numParameters(): number {
-    return this.parameters.numElements();
-  }
 
-  /** All weights by checkpoint key. */
-  get parameters(): Parameters {
-    this.assertAlive();
-    return this.params!;
-  }
 
-  /** Frees every weight; the module cannot be used afterwards. */
-  dispose(): void {
-    this.params?.dispose();
-  }
 
-  private assertAlive(): void {
-    if (!this.params || this.params.isDisposed) throw new Error('MultiLevelMutualAggregation was disposed');
-  }
 
   private checkInputs(inputs: MlmaInputs): tf.Tensor3D[] {
     const c = this.config;

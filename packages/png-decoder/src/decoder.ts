@@ -6,7 +6,7 @@
 // mask logits [B, H, W, P] by one matMul; the attention mask is thresholded on the logits
 // (σ(m) < 0.5 ⟺ m < 0) with tf.step, whose gradient is 0 (Mask2Former's `.detach()`).
 import * as tf from '@tensorflow/tfjs-core';
-import { Conv2d, Embedding, LayerNorm, Linear, MASKED_LOGIT, WeightScope, keyMaskBias, openModule, saveModule, type FeatureMap, type Parameters } from '@png/core';
+import { Conv2d, Embedding, LayerNorm, Linear, MASKED_LOGIT, WeightScope, keyMaskBias, openModule, saveModule, type FeatureMap, ParameterModule } from '@png/core';
 import { resolvePngDecoderConfig, type PngDecoderConfig } from './config';
 import { CrossAttentionLayer, FFNLayer, MLP, SelfAttentionLayer } from './layers';
 import { positionEmbeddingSine } from './position_encoding';
@@ -43,7 +43,7 @@ export type PngDecoderOutput = {
  * `mask_embed.layers.<j>`, `level_embed.weight`, `input_proj.<l>` (only when in_channels ≠
  * hidden_dim), plus `query_pos_proj` (query_pos 'linear').
  */
-export class PngDecoder {
+export class PngDecoder extends ParameterModule {
   readonly config: Readonly<PngDecoderConfig>;
   readonly transformer_cross_attention_layers: CrossAttentionLayer[] = [];
   readonly transformer_self_attention_layers: SelfAttentionLayer[] = [];
@@ -53,9 +53,9 @@ export class PngDecoder {
   readonly level_embed: Embedding;
   readonly input_proj: Conv2d[] = [];
   readonly query_pos_proj?: Linear;
-  private params?: Parameters;
 
   private constructor(scope: WeightScope, config: Readonly<PngDecoderConfig>) {
+    super();
     const c = config;
     this.config = c;
     for (let i = 0; i < c.num_layers; i++) {
@@ -90,7 +90,7 @@ export class PngDecoder {
 
   private static build(scope: WeightScope, config: Readonly<PngDecoderConfig>): PngDecoder {
     const { module, params } = scope.build((s) => new PngDecoder(s, config));
-    module.params = params;
+    module.adopt(params);
     return module;
   }
 
@@ -165,29 +165,10 @@ export class PngDecoder {
     return { mask, attnBias: tf.reshape(tf.mul(tf.mul(masked, open), MASKED_LOGIT), [b, 1, p, ah * aw]) }; // [B, 1, P, HW]
   }
 
-  /** Trainable variables (every weight), for an optimizer's varList. */
-  trainableVariables(): tf.Variable[] {
-    return this.parameters.trainableVariables();
-  }
 
-  numParameters(): number {
-    return this.parameters.numElements();
-  }
 
-  /** All weights by checkpoint key. */
-  get parameters(): Parameters {
-    this.assertAlive();
-    return this.params!;
-  }
 
-  /** Frees every weight; the decoder cannot be used afterwards. */
-  dispose(): void {
-    this.params?.dispose();
-  }
 
-  private assertAlive(): void {
-    if (!this.params || this.params.isDisposed) throw new Error('PngDecoder was disposed');
-  }
 
   private checkInputs({ pixels, maskFeatures, phrases, phraseMask }: PngDecoderInputs): void {
     const c = this.config;

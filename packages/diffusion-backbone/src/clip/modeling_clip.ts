@@ -10,8 +10,7 @@ import {
   mergeHeads,
   scaledDotProductAttention,
   splitHeads,
-  type Disposable,
-  type Parameters,
+  ParameterModule,
 } from '@png/core';
 import { openWeights, readConfigJson, type ComponentOptions } from '../component_files';
 import { clipTextConfigFromJson, type CLIPTextConfig } from './configuration_clip';
@@ -156,13 +155,13 @@ class CLIPTextTransformer {
  * checkpoint's `text_model.embeddings.position_ids` buffer is ignored. Frozen: weights are
  * tf.Tensor unless built from a trainable scope. `dispose()` frees them.
  */
-export class CLIPTextModel implements Disposable {
+export class CLIPTextModel extends ParameterModule {
   private constructor(
     readonly config: CLIPTextConfig,
     private readonly textModel: CLIPTextTransformer,
-    /** Every weight, by transformers name. */
-    readonly parameters: Parameters,
-  ) {}
+  ) {
+    super();
+  }
 
   /** Loads `<dir>/config.json` and `<dir>/model[.<variant>].safetensors` (a transformers or diffusers `text_encoder/` folder). Node only. */
   static async fromPretrained(dir: string, options: ComponentOptions = {}): Promise<CLIPTextModel> {
@@ -182,7 +181,7 @@ export class CLIPTextModel implements Disposable {
   static fromScope(scope: WeightScope, config: CLIPTextConfig): CLIPTextModel {
     const checked = clipTextConfigFromJson(config as unknown as Record<string, unknown>);
     const { module, params } = scope.build((s) => new CLIPTextTransformer(s.pp('text_model'), checked));
-    return new CLIPTextModel(checked, module, params);
+    return new CLIPTextModel(checked, module).adopt(params);
   }
 
   /**
@@ -190,7 +189,7 @@ export class CLIPTextModel implements Disposable {
    * mask. Runs in tf.tidy; the caller owns (and disposes) the returned tensors.
    */
   forward(inputIds: tf.Tensor2D, options: CLIPTextModelForwardOptions = {}): CLIPTextModelOutput {
-    if (this.parameters.isDisposed) throw new Error('CLIPTextModel: this model was disposed');
+    this.assertAlive();
     const maxLength = this.config.max_position_embeddings;
     if (!(inputIds instanceof tf.Tensor) || inputIds.rank !== 2 || inputIds.dtype !== 'int32' || inputIds.shape[0] < 1 || inputIds.shape[1] < 1 || inputIds.shape[1] > maxLength) {
       const got = inputIds instanceof tf.Tensor ? `${inputIds.dtype} [${inputIds.shape}]` : String(inputIds);
@@ -204,13 +203,5 @@ export class CLIPTextModel implements Disposable {
     return tf.tidy(() => this.textModel.forward(inputIds, mask, options.outputHiddenStates ?? false));
   }
 
-  /** Number of scalar weights (123,060,480 for SD v1.5's ViT-L/14 text encoder). */
-  numParameters(): number {
-    return this.parameters.numElements();
-  }
 
-  /** Frees every weight. The model cannot be used afterwards. */
-  dispose(): void {
-    this.parameters.dispose();
-  }
 }

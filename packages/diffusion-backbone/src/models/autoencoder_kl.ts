@@ -9,9 +9,7 @@ import {
   isPositiveInt,
   type ActivationName,
   type BlockHook,
-  type Parameters,
-  type PathMatch,
-} from '@png/core';
+  type PathMatch, ParameterModule } from '@png/core';
 import { openWeights, readConfigJson, type ComponentOptions } from '../component_files';
 import { ModelRuntime } from './model_runtime';
 import { hookedLeaf } from './model_runtime';
@@ -149,7 +147,7 @@ const PARTS: readonly AutoencoderKLParts[] = ['encoder', 'all'];
  * `quant_conv.…`, `post_quant_conv.…`, `decoder.…`) and are frozen tf.Tensors. Every module can
  * be hooked by its dotted path (`addBlockHook`).
  */
-export class AutoencoderKL {
+export class AutoencoderKL extends ParameterModule {
   readonly encoder: Encoder;
   readonly quant_conv: Conv2d;
   /** Absent when built with parts: 'encoder'. */
@@ -161,10 +159,10 @@ export class AutoencoderKL {
   /** Which modules were built. */
   readonly parts: AutoencoderKLParts;
   private readonly runtime = new ModelRuntime();
-  private params?: Parameters;
 
   /** Builds the module tree from a resolved config; use fromPretrained or create. */
   private constructor(scope: WeightScope, config: AutoencoderKLConfig, parts: AutoencoderKLParts) {
+    super();
     const c = config;
     const common = { blockOutChannels: c.block_out_channels, layersPerBlock: c.layers_per_block, normNumGroups: c.norm_num_groups, act: c.act_fn };
     this.config = c;
@@ -217,7 +215,7 @@ export class AutoencoderKL {
 
   private static build(scope: WeightScope, config: AutoencoderKLConfig, parts: AutoencoderKLParts): AutoencoderKL {
     const { module, params } = scope.build((s) => new AutoencoderKL(s, config, parts));
-    module.params = params;
+    module.adopt(params);
     return module;
   }
 
@@ -287,21 +285,8 @@ export class AutoencoderKL {
     return this.runtime.hooks.add(match, hook);
   }
 
-  /** The weights (frozen tf.Tensors unless created trainable), by diffusers name. */
-  get parameters(): Parameters {
-    this.assertAlive();
-    return this.params!;
-  }
 
-  /** Number of scalar weights (658,375 for the tiny fixture; 83,653,863 for SD v1.5, 34,163,664 encoder-only). */
-  numParameters(): number {
-    return this.parameters.numElements();
-  }
 
-  /** Frees every weight; the model cannot be used afterwards. */
-  dispose(): void {
-    this.params?.dispose();
-  }
 
   /** encoder → quant_conv → posterior. Call inside tf.tidy. */
   private posterior(image: tf.Tensor4D, context: ForwardContext): DiagonalGaussianDistribution {
@@ -309,9 +294,6 @@ export class AutoencoderKL {
     return new DiagonalGaussianDistribution(hookedLeaf(this.runtime, 'quant_conv', h, context, (t) => this.quant_conv.forward(t)));
   }
 
-  private assertAlive(): void {
-    if (!this.params || this.params.isDisposed) throw new Error('AutoencoderKL was disposed');
-  }
 
   private checkImage(method: string, image: tf.Tensor): void {
     const c = this.config.in_channels;

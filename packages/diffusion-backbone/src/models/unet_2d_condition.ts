@@ -11,10 +11,8 @@ import {
   isPositiveInt,
   type ActivationName,
   type BlockHook,
-  type Parameters,
   type PathMatch,
-  type ShapeSpec,
-} from '@png/core';
+  type ShapeSpec, ParameterModule } from '@png/core';
 import { openWeights, readConfigJson, saveComponent, type ComponentOptions } from '../component_files';
 import type { AttentionProcessor } from './attention_processor';
 import { TimestepEmbedding, Timesteps } from './embeddings';
@@ -191,7 +189,7 @@ export interface UNetForwardOptions {
  * diffusers `UNet2DConditionModel` (SD v1.x / v2.x), NHWC. Weights keep diffusers' names; the
  * attention math is swappable per `<path>.processor` and every block can be hooked by path.
  */
-export class UNet2DConditionModel {
+export class UNet2DConditionModel extends ParameterModule {
   readonly conv_in: Conv2d;
   readonly time_proj: Timesteps;
   readonly time_embedding: TimestepEmbedding;
@@ -203,10 +201,10 @@ export class UNet2DConditionModel {
   readonly config: UNet2DConditionConfig;
   private readonly runtime = new ModelRuntime();
   private readonly act: (x: tf.Tensor) => tf.Tensor;
-  private params?: Parameters;
 
   /** Builds the module tree from a resolved config; use fromPretrained or create. */
   private constructor(scope: WeightScope, r: ResolvedUNet) {
+    super();
     const c = r.config;
     const ch = c.block_out_channels;
     const n = ch.length;
@@ -296,7 +294,7 @@ export class UNet2DConditionModel {
 
   private static build(scope: WeightScope, resolved: ResolvedUNet): UNet2DConditionModel {
     const { module, params } = scope.build((s) => new UNet2DConditionModel(s, resolved));
-    module.params = params;
+    module.adopt(params);
     return module;
   }
 
@@ -418,24 +416,9 @@ export class UNet2DConditionModel {
     return Object.fromEntries(rev.map((c, i) => [`up_blocks.${i}`, { channels: c, stride: this.downsampleFactor / 2 ** i }]));
   }
 
-  /** Every weight (frozen tf.Tensors unless created trainable), by diffusers name. */
-  get parameters(): Parameters {
-    this.assertAlive();
-    return this.params!;
-  }
 
-  numParameters(): number {
-    return this.parameters.numElements();
-  }
 
-  /** Frees every weight; the model cannot be used afterwards. */
-  dispose(): void {
-    this.params?.dispose();
-  }
 
-  private assertAlive(): void {
-    if (!this.params || this.params.isDisposed) throw new Error('UNet2DConditionModel was disposed');
-  }
 
 
   private checkInputs(sample: tf.Tensor, timestep: number | readonly number[] | tf.Tensor, ehs: tf.Tensor, mask?: tf.Tensor): void {
