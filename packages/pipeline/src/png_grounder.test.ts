@@ -49,7 +49,8 @@ function batch(size: number): { images: tf.Tensor4D; targets: tf.Tensor4D } {
 async function overfit(grounder: PngGrounder, size: number, steps: number, lr: number): Promise<{ first: number; last: number; leaked: number }> {
   const { images, targets } = batch(size);
   const phrases = grounder.encodePhrases(narratives);
-  const trainer = new Trainer({ variables: grounder.namedVariables(), lossFn: () => grounder.loss(images, phrases, targets), optimizer: { lr }, clip_grad_norm: 1 });
+  const latents = grounder.backbone.encodeImages(images);
+  const trainer = new Trainer({ variables: grounder.namedVariables(), lossFn: () => grounder.loss(latents, phrases, targets), optimizer: { lr }, clip_grad_norm: 1 });
   const losses: number[] = [];
   let live = 0;
   for (let i = 0; i < steps; i++) {
@@ -58,7 +59,7 @@ async function overfit(grounder: PngGrounder, size: number, steps: number, lr: n
   }
   const leaked = tf.memory().numTensors - live;
   trainer.dispose();
-  tf.dispose([images, targets, phrases]);
+  tf.dispose([images, targets, phrases, latents]);
   return { first: losses[0], last: losses[losses.length - 1], leaked };
 }
 
@@ -148,21 +149,22 @@ describe('PngGrounder on the tiny SD backbone (wasm)', () => {
     const odd = tf.zeros([2, 36, 32, 3]) as tf.Tensor4D;
     expect(() => grounder.forward(odd, narratives)).toThrow('image size 36×32 is not a multiple of 8');
     const phrases = grounder.encodePhrases(narratives);
+    const latents = backbone.encodeImages(images);
     const wrongTargets = tf.zeros([2, 32, 32, 5]) as tf.Tensor4D;
-    expect(() => grounder.loss(images, phrases, wrongTargets)).toThrow(/\[2,32,32,5\]/);
+    expect(() => grounder.loss(latents, phrases, wrongTargets)).toThrow(/\[2,32,32,5\]/);
     // NaN in the loss: the trainer stops with a clear message and the last good checkpoint stays
     const root = fs.mkdtempSync(path.join(os.tmpdir(), 'grounder-nan-'));
     const dir = path.join(root, 'checkpoint');
     let poison = false;
     const nanTargets = tf.fill([2, 32, 32, 3], NaN) as tf.Tensor4D;
-    const trainer = new Trainer({ variables: grounder.namedVariables(), lossFn: () => grounder.loss(images, phrases, poison ? nanTargets : targets), optimizer: { lr: 1e-3 } });
+    const trainer = new Trainer({ variables: grounder.namedVariables(), lossFn: () => grounder.loss(latents, phrases, poison ? nanTargets : targets), optimizer: { lr: 1e-3 } });
     await trainer.step(undefined);
     await trainer.save(dir, { note: 'good' });
     poison = true;
     await expect(trainer.step(undefined)).rejects.toThrow(TrainingDivergedError);
     await expect(trainer.resume(dir)).resolves.toEqual({ note: 'good' });
     trainer.dispose();
-    tf.dispose([images, targets, odd, phrases, wrongTargets, nanTargets]);
+    tf.dispose([images, targets, odd, phrases, latents, wrongTargets, nanTargets]);
     fs.rmSync(root, { recursive: true });
     grounder.dispose();
   });

@@ -177,15 +177,24 @@ export class PngGrounder {
   /** As forward, from phrase features computed beforehand (they are frozen, so a trainer can cache them). */
   forwardFeatures(images: tf.Tensor4D, phrases: PhraseFeatures): PngGrounderOutput {
     this.checkImages(images, phrases.tensor.shape[0]);
+    return tf.tidy(() => this.forwardLatents(this.backbone.encodeImages(images), phrases));
+  }
+
+  /**
+   * As forward, from VAE latents [B, H/f, W/f, C] (`backbone.encodeImages(images)`; frozen, so a
+   * trainer computes them once per image) and phrase features.
+   */
+  forwardLatents(latents: tf.Tensor4D, phrases: PhraseFeatures): PngGrounderOutput {
     const c = this.config;
     const { unet } = this.backbone;
+    if (latents.shape[0] !== phrases.tensor.shape[0]) throw new Error(`PngGrounder: ${latents.shape[0]} latents but ${phrases.tensor.shape[0]} narratives; pass one narrative per image`);
     return tf.tidy('PngGrounder.forward', () => {
-      let latents = this.backbone.encodeImages(images);
+      let z = latents;
       if (c.noise_seed !== null) {
         const a = alphaCumprod(c.timestep);
-        latents = tf.add(tf.mul(latents, Math.sqrt(a)), tf.mul(tf.randomNormal(latents.shape, 0, 1, 'float32', c.noise_seed), Math.sqrt(1 - a))) as tf.Tensor4D;
+        z = tf.add(tf.mul(z, Math.sqrt(a)), tf.mul(tf.randomNormal(z.shape, 0, 1, 'float32', c.noise_seed), Math.sqrt(1 - a))) as tf.Tensor4D;
       }
-      const { outputs } = unet.forward(latents, c.timestep, phrases.tensor, { encoderAttentionMask: phrases.mask, context: this.adapter.createContext(phrases) });
+      const { outputs } = unet.forward(z, c.timestep, phrases.tensor, { encoderAttentionMask: phrases.mask, context: this.adapter.createContext(phrases) });
       const pyramid = this.taps.pyramid(outputs);
       const fused = this.mlma.forward({ images: pyramid, phrases: pyramid.map((l) => outputs[phraseStateKey(l.name!)] as tf.Tensor3D), phraseMask: phrases.mask });
       const { predictions } = this.decoder.forward({ pixels: fused.pixels, maskFeatures: fused.maskFeatures, phrases: fused.phrases, phraseMask: phrases.mask });
@@ -199,12 +208,13 @@ export class PngGrounder {
   }
 
   /**
-   * The training loss: sigmoid BCE + Dice per real phrase against `targets` [B, H, W, P] (binary,
-   * at image or mask resolution), summed over decoder layers with deep supervision.
+   * The training loss from latents (see forwardLatents): sigmoid BCE + Dice per real phrase against
+   * `targets` [B, H, W, P] (binary, at image or mask resolution), summed over decoder layers with
+   * deep supervision.
    */
-  loss(images: tf.Tensor4D, phrases: PhraseFeatures, targets: tf.Tensor4D): tf.Scalar {
+  loss(latents: tf.Tensor4D, phrases: PhraseFeatures, targets: tf.Tensor4D): tf.Scalar {
     return tf.tidy(() => {
-      const { predictions, phraseMask } = this.forwardFeatures(images, phrases);
+      const { predictions, phraseMask } = this.forwardLatents(latents, phrases);
       const used = this.config.deep_supervision ? predictions : predictions.slice(-1);
       return deepSupervisionLoss(used, targets, phraseMask, { bce_weight: this.config.bce_weight, dice_weight: this.config.dice_weight });
     });
