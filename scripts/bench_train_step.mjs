@@ -41,7 +41,9 @@ await latents.data();
 console.log(`VAE encode (once per image, frozen): ${((performance.now() - t0) / 1000).toFixed(2)} s`);
 
 const trainer = new Trainer({ variables: grounder.namedVariables(), lossFn: () => grounder.loss(latents, phrases, targets), optimizer: { lr: 1e-4 } });
+console.log(`heap before the first step: ${gb(tf.backend().wasm.HEAPU8.length)}`);
 await trainer.step(undefined); // warm-up: XNNPACK operators, optimizer slots
+console.log(`heap after the first step: ${gb(tf.backend().wasm.HEAPU8.length)}`);
 // the FLOPs of one forward + backward, counted from the kernels that ran
 const profile = await tf.profile(() => {
   const { value, grads } = tf.variableGrads(() => grounder.loss(latents, phrases, targets), Object.values(grounder.namedVariables()));
