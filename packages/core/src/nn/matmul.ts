@@ -16,9 +16,19 @@ export const matMul2d = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, save: tf.Gra
   };
 }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D;
 
-/** a [G, N, K] · b [G, K, M] → [G, N, M] as G plain 2-D products (see matMul2d). */
+/**
+ * Below this many multiply-adds per product, kernel dispatch costs more than the slow batched
+ * path: tfjs' own batched matMul is used instead of G separate products.
+ */
+const UNROLL_MIN_MACS = 1 << 18;
+
+/**
+ * a [G, N, K] · b [G, K, M] → [G, N, M]. Large products run as G plain 2-D products (see
+ * matMul2d); small ones as one tfjs batched matMul, whose dispatch overhead is lower.
+ */
 export function batchMatMul(a: tf.Tensor3D, b: tf.Tensor3D): tf.Tensor3D {
   if (a.shape[0] !== b.shape[0] || a.shape[2] !== b.shape[1]) throw new Error(`batchMatMul: [${a.shape}] · [${b.shape}] do not fit`);
+  if (a.shape[1] * a.shape[2] * b.shape[2] < UNROLL_MIN_MACS) return tf.matMul(a, b);
   if (a.shape[0] === 1) return tf.expandDims(matMul2d(tf.squeeze(a, [0]) as tf.Tensor2D, tf.squeeze(b, [0]) as tf.Tensor2D), 0) as tf.Tensor3D;
   const as = tf.unstack(a) as tf.Tensor2D[];
   const bs = tf.unstack(b) as tf.Tensor2D[];

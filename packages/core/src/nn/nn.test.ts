@@ -64,9 +64,15 @@ describe.each(['cpu', 'wasm'] as const)('nn primitives on %s', (backend) => {
     await expectClose(ours[1], await ref[1].data(), 1e-5, 'dB');
     const a3 = tf.randomNormal([3, 5, 2], 0, 1, 'float32', 4) as tf.Tensor3D;
     const b3 = tf.randomNormal([3, 2, 4], 0, 1, 'float32', 5) as tf.Tensor3D;
-    const y = batchMatMul(a3, b3);
+    const y = batchMatMul(a3, b3); // small: one batched matMul
     await expectClose(y, await tf.matMul(a3, b3).data(), 1e-5, 'batchMatMul');
-    tf.dispose([a, b, w, ...ours, ...ref, a3, b3, y]);
+    const big = [tf.randomNormal([2, 64, 64], 0, 1, 'float32', 9), tf.randomNormal([2, 64, 64], 0, 1, 'float32', 10)] as tf.Tensor3D[];
+    const g = tf.randomNormal([2, 64, 64], 0, 1, 'float32', 11);
+    const unrolled = tf.grads((x: tf.Tensor, z: tf.Tensor) => tf.sum(tf.mul(batchMatMul(x as tf.Tensor3D, z as tf.Tensor3D), g)))(big); // 64³ MACs: per-product 2-D
+    const batched = tf.grads((x: tf.Tensor, z: tf.Tensor) => tf.sum(tf.mul(tf.matMul(x as tf.Tensor3D, z as tf.Tensor3D), g)))(big);
+    await expectClose(unrolled[0], await batched[0].data(), 1e-4, 'unrolled dA');
+    await expectClose(unrolled[1], await batched[1].data(), 1e-4, 'unrolled dB');
+    tf.dispose([a, b, w, ...ours, ...ref, a3, b3, y, ...big, g, ...unrolled, ...batched]);
   });
 
   it('scaledDotProductAttention equals the textbook formula, key mask included', async () => {
