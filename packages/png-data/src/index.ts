@@ -1,0 +1,8 @@
+export { PngDataset } from './dataset';
+export type { PhraseTokenizer, PngDatasetOptions, PngSample, RgbImage, SamplePhrase, SkippedRecord, TokenPosition } from './dataset';
+export { streamJsonArray } from './json_stream';
+export type { StreamedElement } from './json_stream';
+export { SYNTHETIC_CATEGORIES, generateSyntheticBenchmark, synthesizeScene } from './synthetic';
+export type { NarrativeChunkJson, SceneOptions, SyntheticBenchmark, SyntheticBenchmarkOptions, SyntheticNarrative, SyntheticScene, SyntheticSegment } from './synthetic';
+export { letterbox, letterboxTransform, masksToTarget, unletterbox } from './transforms';
+export type { LetterboxTransform } from './transforms';

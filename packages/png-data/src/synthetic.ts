@@ -1,0 +1,453 @@
+/**
+ * A deterministic synthetic PNG benchmark in exactly the file format and layout of the real one
+ * (spec §1.1–§1.4): stuff bands (sky, grass, water, …) with coloured shapes on top (the things),
+ * RGB-encoded panoptic PNGs, a COCO panoptic JSON and Localized-Narratives-like png_coco records.
+ * Images are written as PNG (the real ones are JPEG; the loader reads either).
+ *
+ * Every caption equals its utterances joined by single spaces, so sentences end with a non-noun
+ * chunk that carries the full stop ("… on the grass in the front."). The real captions do not
+ * always have a space between chunks ("a person" + "." → "a person."); the loader handles both.
+ */
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { writeFileAtomic } from '@png/core';
+import pngjs from 'pngjs';
+import { imageStem, splitPaths } from './layout';
+import { Prng, deriveSeed } from './prng';
+
+/** One chunk of a png_coco record, as in the JSON file. */
+export interface NarrativeChunkJson {
+  utterance: string;
+  segment_ids: string[];
+  noun: boolean;
+  plural: boolean;
+}
+
+/** One narrative of a synthetic scene (a png_coco record without its image id). */
+export interface SyntheticNarrative {
+  annotator_id: number;
+  caption: string;
+  segments: NarrativeChunkJson[];
+}
+
+/** One panoptic segment of a synthetic scene (the fields of COCO `segments_info`). */
+export interface SyntheticSegment {
+  id: number;
+  category_id: number;
+  /** COCO bbox [x, y, w, h] in whole pixels. */
+  bbox: [number, number, number, number];
+  area: number;
+  iscrowd: 0 | 1;
+}
+
+/** A synthetic image with its panoptic segmentation and narratives, in memory. */
+export interface SyntheticScene {
+  height: number;
+  width: number;
+  /** RGB, row-major, 3 bytes per pixel. */
+  image: Uint8Array;
+  /** Panoptic segment id of every pixel, row-major (never 0: stuff covers the background). */
+  ids: Uint32Array;
+  /** Segments with at least one pixel, stuff first, then things in drawing order. */
+  segments: SyntheticSegment[];
+  /** One or two narratives. */
+  narratives: SyntheticNarrative[];
+}
+
+/** Options of {@link synthesizeScene}. */
+export interface SceneOptions {
+  /** [height, width]; default [64, 64]. */
+  size?: readonly [number, number];
+  /** Probability that a narrative gets extra sentences that take it past 77 CLIP tokens; default 0.25. */
+  longCaptionRate?: number;
+  /** Probability that an image gets a second narrative by another annotator; default 0.35. */
+  secondNarrativeRate?: number;
+}
+
+/** Options of {@link generateSyntheticBenchmark}. */
+export interface SyntheticBenchmarkOptions extends SceneOptions {
+  seed: number;
+  /** Number of images of `train2017`. */
+  train: number;
+  /** Number of images of `val2017`. */
+  val: number;
+}
+
+/** What {@link generateSyntheticBenchmark} wrote: per split, each image id and the seed of its scene. */
+export interface SyntheticBenchmark {
+  root: string;
+  splits: Record<'train2017' | 'val2017', { imageId: number; sceneSeed: number }[]>;
+}
+
+type ShapeKind = 'circle' | 'square' | 'triangle' | 'ring' | 'diamond';
+type StuffKind = 'sky' | 'wall' | 'grass' | 'water' | 'sand' | 'tree';
+
+/** The categories of the synthetic benchmark, in the COCO panoptic `categories[]` format. */
+export const SYNTHETIC_CATEGORIES: readonly { id: number; name: string; supercategory: string; isthing: 0 | 1; color: [number, number, number] }[] = [
+  { id: 1, name: 'circle', supercategory: 'shape', isthing: 1, color: [220, 20, 60] },
+  { id: 2, name: 'square', supercategory: 'shape', isthing: 1, color: [119, 11, 32] },
+  { id: 3, name: 'triangle', supercategory: 'shape', isthing: 1, color: [0, 0, 142] },
+  { id: 4, name: 'ring', supercategory: 'shape', isthing: 1, color: [0, 0, 230] },
+  { id: 5, name: 'diamond', supercategory: 'shape', isthing: 1, color: [106, 0, 228] },
+  { id: 101, name: 'sky-other-merged', supercategory: 'sky', isthing: 0, color: [70, 130, 180] },
+  { id: 102, name: 'wall-other-merged', supercategory: 'wall', isthing: 0, color: [102, 102, 156] },
+  { id: 103, name: 'grass-merged', supercategory: 'plant', isthing: 0, color: [152, 251, 152] },
+  { id: 104, name: 'water-other', supercategory: 'water', isthing: 0, color: [0, 80, 100] },
+  { id: 105, name: 'sand', supercategory: 'ground', isthing: 0, color: [250, 170, 30] },
+  { id: 106, name: 'tree-merged', supercategory: 'plant', isthing: 0, color: [107, 142, 35] },
+];
+
+const SHAPES: Record<ShapeKind, { categoryId: number; inside: (dx: number, dy: number, r: number) => boolean }> = {
+  circle: { categoryId: 1, inside: (dx, dy, r) => dx * dx + dy * dy <= r * r },
+  square: { categoryId: 2, inside: (dx, dy, r) => Math.max(Math.abs(dx), Math.abs(dy)) <= 0.85 * r },
+  triangle: { categoryId: 3, inside: (dx, dy, r) => dy >= -r && dy <= 0.8 * r && Math.abs(dx) <= 0.6 * (dy + r) },
+  ring: { categoryId: 4, inside: (dx, dy, r) => dx * dx + dy * dy <= r * r && dx * dx + dy * dy >= 0.25 * r * r },
+  diamond: { categoryId: 5, inside: (dx, dy, r) => Math.abs(dx) + Math.abs(dy) <= r },
+};
+
+const STUFF: Record<StuffKind, { categoryId: number; rgb: [number, number, number]; phrases: string[]; plural: boolean; preposition: string }> = {
+  sky: { categoryId: 101, rgb: [120, 175, 235], phrases: ['the sky', 'a blue sky'], plural: false, preposition: 'in' },
+  wall: { categoryId: 102, rgb: [185, 175, 155], phrases: ['a wall', 'the wall'], plural: false, preposition: 'in front of' },
+  grass: { categoryId: 103, rgb: [75, 155, 60], phrases: ['the grass', 'some grass'], plural: false, preposition: 'on' },
+  water: { categoryId: 104, rgb: [40, 90, 170], phrases: ['the water', 'a lake'], plural: false, preposition: 'in' },
+  sand: { categoryId: 105, rgb: [222, 200, 140], phrases: ['the sand', 'the beach'], plural: false, preposition: 'on' },
+  // One tree-merged stuff segment named by a plural noun: flagged plural, scored singular (§1.7).
+  tree: { categoryId: 106, rgb: [35, 100, 45], phrases: ['trees', 'some trees'], plural: true, preposition: 'near' },
+};
+
+const COLOURS: Record<string, [number, number, number]> = {
+  red: [220, 40, 40],
+  green: [60, 200, 70],
+  blue: [40, 70, 225],
+  yellow: [240, 215, 40],
+  orange: [245, 140, 30],
+  purple: [145, 60, 195],
+  white: [242, 242, 242],
+  black: [25, 25, 25],
+};
+
+const COUNT_WORDS: Record<number, string> = { 2: 'two', 3: 'three' };
+const TAILS = ['in the front.', 'on the left side.', 'in the middle.', 'here.', 'around.', 'on the right side.'];
+const FILLERS = [
+  'The picture looks very simple and clean, and every shape has a flat colour with a thin edge so that it is easy to tell them apart from each other.',
+  'It seems like a drawing made on a computer with bright colours, and the light is the same everywhere so there are no shadows on the ground or on the shapes.',
+  'Nothing else is visible in the scene, there are no people or animals, and the whole view is calm and quiet from one side to the other side.',
+];
+
+/** A group of things described by one phrase: same kind and colour (a crowd is one segment). */
+interface ThingGroup {
+  kind: ShapeKind;
+  colour: string;
+  size: 'small' | 'big';
+  crowd: boolean;
+  segments: SyntheticSegment[];
+  /** Stuff segment under the first instance's centre, if it survived occlusion. */
+  ground: { kind: StuffKind; segment: SyntheticSegment } | undefined;
+}
+
+/**
+ * Builds one synthetic scene from `seed`: 2–3 stuff bands with wavy borders, 2–3 groups of
+ * shapes drawn over them (later shapes occlude earlier ones; segments stay disjoint; fully hidden
+ * instances are dropped), pixel colours with deterministic texture and noise, and 1–2 narratives.
+ */
+export function synthesizeScene(seed: number, options: SceneOptions = {}): SyntheticScene {
+  const [height, width] = options.size ?? [64, 64];
+  if (!Number.isInteger(height) || !Number.isInteger(width) || height < 16 || width < 16) {
+    throw new Error(`synthesizeScene: size must be [height, width] with integers ≥ 16, got ${JSON.stringify(options.size)}`);
+  }
+  const rng = new Prng(seed);
+  const noise = new Prng(deriveSeed(seed, 1));
+  const usedIds = new Set<number>();
+  const newId = (): number => {
+    let id: number;
+    do id = rng.int(1, 0xffffff);
+    while (usedIds.has(id));
+    usedIds.add(id);
+    return id;
+  };
+  const ids = new Uint32Array(height * width);
+  const colourOf = new Map<number, [number, number, number]>();
+
+  // Stuff bands, top to bottom.
+  const bands: StuffKind[] = [rng.pick(['sky', 'wall'] as const), ...rng.shuffle(['grass', 'water', 'sand', 'tree'] as const).slice(0, rng.int(1, 2))];
+  const borders = bands.slice(1).map((_, b) => ({
+    y: height * (bands.length === 2 ? rng.uniform(0.3, 0.6) : b === 0 ? rng.uniform(0.25, 0.45) : rng.uniform(0.6, 0.8)),
+    amplitude: rng.uniform(0, 0.06 * height),
+    frequency: rng.uniform(0.05, 0.3),
+    phase: rng.uniform(0, 2 * Math.PI),
+  }));
+  const stuffSegments = bands.map((kind) => {
+    const id = newId();
+    colourOf.set(id, STUFF[kind].rgb);
+    return { kind, segment: newSegment(id, STUFF[kind].categoryId, 0) };
+  });
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      let band = 0;
+      while (band < borders.length) {
+        const border = borders[band];
+        if (y + 0.5 < border.y + border.amplitude * Math.sin(border.frequency * x + border.phase)) break;
+        band++;
+      }
+      ids[y * width + x] = stuffSegments[band].segment.id;
+    }
+  }
+  const stuffIds = ids.slice();
+
+  // Things, drawn in order over the stuff.
+  const minSide = Math.min(height, width);
+  const groups: ThingGroup[] = [];
+  const groupCount = rng.int(2, 3);
+  for (let g = 0; g < groupCount; g++) {
+    const kind = rng.pick(Object.keys(SHAPES) as ShapeKind[]);
+    const colour = rng.pick(Object.keys(COLOURS));
+    const crowd = rng.chance(0.12);
+    const size = rng.chance(0.5) ? 'small' : 'big';
+    const count = crowd ? 1 : g === 0 ? rng.int(2, 3) : rng.pick([1, 1, 2, 3]);
+    const group: ThingGroup = { kind, colour, size, crowd, segments: [], ground: undefined };
+    for (let n = 0; n < count; n++) {
+      const segment = newSegment(newId(), SHAPES[kind].categoryId, crowd ? 1 : 0);
+      colourOf.set(segment.id, COLOURS[colour]);
+      group.segments.push(segment);
+      const pieces = crowd ? rng.int(3, 5) : 1;
+      for (let p = 0; p < pieces; p++) {
+        const r = Math.max(3, minSide * (crowd ? 0.05 : size === 'small' ? rng.uniform(0.07, 0.11) : rng.uniform(0.13, 0.2)));
+        const cx = rng.uniform(r, width - r);
+        const cy = rng.uniform(r, height - r);
+        if (group.ground === undefined) {
+          const under = stuffIds[Math.floor(cy) * width + Math.floor(cx)];
+          group.ground = stuffSegments.find((s) => s.segment.id === under);
+        }
+        drawShape(ids, width, height, SHAPES[kind].inside, cx, cy, r, segment.id);
+      }
+    }
+    groups.push(group);
+  }
+
+  // Areas and boxes; drop what is fully hidden.
+  const all = [...stuffSegments.map((s) => s.segment), ...groups.flatMap((g) => g.segments)];
+  measureSegments(ids, width, all);
+  const visible = (s: SyntheticSegment) => s.area > 0;
+  for (const group of groups) {
+    group.segments = group.segments.filter(visible);
+    if (group.ground && !visible(group.ground.segment)) group.ground = undefined;
+  }
+  const stuff = stuffSegments.filter((s) => visible(s.segment));
+
+  // Pixels: segment colour, a soft texture on stuff, ±10 noise everywhere.
+  const image = new Uint8Array(height * width * 3);
+  const stuffIdSet = new Set(stuffSegments.map((s) => s.segment.id));
+  ids.forEach((id, k) => {
+    const base = colourOf.get(id)!;
+    const x = k % width;
+    const y = (k - x) / width;
+    const texture = stuffIdSet.has(id) ? 8 * Math.sin(0.9 * x + 0.4 * y) : 0;
+    for (let c = 0; c < 3; c++) image[3 * k + c] = clampByte(base[c] + texture + noise.int(-10, 10));
+  });
+
+  const liveGroups = groups.filter((g) => g.segments.length > 0);
+  const narratives = [describeScene(rng, liveGroups, stuff, options.longCaptionRate ?? 0.25, 'first')];
+  if (rng.chance(options.secondNarrativeRate ?? 0.35)) narratives.push(describeScene(rng, liveGroups, stuff, options.longCaptionRate ?? 0.25, 'second'));
+  let annotator = rng.int(1, 150);
+  for (const narrative of narratives) narrative.annotator_id = annotator += rng.int(1, 20);
+  return { height, width, image, ids, segments: all.filter(visible), narratives };
+}
+
+function newSegment(id: number, categoryId: number, iscrowd: 0 | 1): SyntheticSegment {
+  return { id, category_id: categoryId, bbox: [0, 0, 0, 0], area: 0, iscrowd };
+}
+
+function drawShape(ids: Uint32Array, width: number, height: number, inside: (dx: number, dy: number, r: number) => boolean, cx: number, cy: number, r: number, id: number): void {
+  for (let y = Math.max(0, Math.floor(cy - r)); y < Math.min(height, Math.ceil(cy + r) + 1); y++) {
+    for (let x = Math.max(0, Math.floor(cx - r)); x < Math.min(width, Math.ceil(cx + r) + 1); x++) {
+      if (inside(x + 0.5 - cx, y + 0.5 - cy, r)) ids[y * width + x] = id;
+    }
+  }
+}
+
+/** Fills `area` and the COCO `bbox` [x, y, w, h] of every segment from the id map. */
+function measureSegments(ids: Uint32Array, width: number, segments: SyntheticSegment[]): void {
+  const byId = new Map(segments.map((s) => [s.id, { segment: s, x0: Infinity, y0: Infinity, x1: -1, y1: -1 }]));
+  ids.forEach((id, k) => {
+    const box = byId.get(id)!;
+    const x = k % width;
+    const y = (k - x) / width;
+    box.segment.area++;
+    box.x0 = Math.min(box.x0, x);
+    box.y0 = Math.min(box.y0, y);
+    box.x1 = Math.max(box.x1, x);
+    box.y1 = Math.max(box.y1, y);
+  });
+  for (const { segment, x0, y0, x1, y1 } of byId.values()) {
+    if (segment.area > 0) segment.bbox = [x0, y0, x1 - x0 + 1, y1 - y0 + 1];
+  }
+}
+
+function clampByte(v: number): number {
+  return Math.min(255, Math.max(0, Math.round(v)));
+}
+
+/** Collects chunks; the caption is their utterances joined by single spaces. */
+class NarrativeBuilder {
+  readonly chunks: NarrativeChunkJson[] = [];
+
+  text(utterance: string): this {
+    this.chunks.push({ utterance, segment_ids: [], noun: false, plural: false });
+    return this;
+  }
+
+  noun(utterance: string, segments: readonly SyntheticSegment[], plural: boolean): this {
+    this.chunks.push({ utterance, segment_ids: segments.map((s) => String(s.id)), noun: true, plural });
+    return this;
+  }
+
+  build(): SyntheticNarrative {
+    return { annotator_id: 0, caption: this.chunks.map((c) => c.utterance).join(' '), segments: this.chunks };
+  }
+}
+
+/** "two small red circles", "an orange ring", "a group of blue squares"; `definite` uses "the". */
+function thingPhrase(rng: Prng, group: ThingGroup, definite: boolean): { text: string; plural: boolean } {
+  const n = group.segments.length;
+  const noun = n > 1 || group.crowd ? `${group.kind}s` : group.kind;
+  const words = [rng.chance(0.4) ? group.size : '', group.colour, noun].filter((w) => w !== '').join(' ');
+  if (group.crowd) return { text: `${definite ? 'the' : 'a'} group of ${group.colour} ${noun}`, plural: true };
+  if (definite) return { text: `the ${words}`, plural: n > 1 };
+  if (n === 1) return { text: `${/^[aeiou]/.test(words) ? 'an' : 'a'} ${words}`, plural: false };
+  // Annotators sometimes leave the plural flag off; the metric counts segments, not the flag.
+  return { text: `${rng.chance(0.2) ? 'some' : COUNT_WORDS[n]} ${words}`, plural: !rng.chance(0.1) };
+}
+
+function stuffChunk(builder: NarrativeBuilder, rng: Prng, stuff: { kind: StuffKind; segment: SyntheticSegment }): void {
+  const spec = STUFF[stuff.kind];
+  builder.noun(rng.pick(spec.phrases), [stuff.segment], spec.plural);
+}
+
+function describeScene(rng: Prng, groups: readonly ThingGroup[], stuff: readonly { kind: StuffKind; segment: SyntheticSegment }[], longRate: number, style: 'first' | 'second'): SyntheticNarrative {
+  const b = new NarrativeBuilder();
+  const ungrounded = (utterance: string) => b.noun(utterance, [], false);
+  const mentioned = new Set<number>();
+  const order = style === 'first' ? groups : [...groups].reverse();
+
+  if (style === 'first') {
+    const opener = rng.int(0, 2);
+    if (opener === 2) {
+      b.text('In this');
+      ungrounded('picture');
+      b.text('I can see');
+    } else {
+      b.text(opener === 0 ? 'In this image we can see' : 'Here we can see');
+    }
+  }
+  order.forEach((group, g) => {
+    const phrase = thingPhrase(rng, group, false);
+    if (style === 'second') b.text(g > 0 ? rng.pick(['and', 'and also']) : group.segments.length > 1 ? 'There are' : 'There is');
+    else if (g > 0) b.text(rng.pick(['and', 'and also', 'along with']));
+    b.noun(phrase.text, group.segments, phrase.plural);
+    if (group.ground && rng.chance(0.6)) {
+      b.text(STUFF[group.ground.kind].preposition);
+      stuffChunk(b, rng, group.ground);
+      mentioned.add(group.ground.segment.id);
+    }
+  });
+  b.text(rng.pick(TAILS));
+
+  const rest = stuff.filter((s) => !mentioned.has(s.segment.id));
+  rest.forEach((s, k) => {
+    if (k > 0 && rng.chance(0.5)) {
+      b.text('and');
+    } else {
+      if (k > 0) b.text(rng.pick(TAILS));
+      if (s === stuff[0] && rng.chance(0.5)) {
+        b.text('In the background of');
+        ungrounded('this image');
+        b.text('there is');
+      } else {
+        b.text(s === stuff[0] ? rng.pick(['At the top there is', 'Behind them there is']) : rng.pick(['At the bottom we can see', 'Below that there is', 'We can also see']));
+      }
+    }
+    stuffChunk(b, rng, s);
+  });
+  if (rest.length > 0) b.text(rng.pick(TAILS));
+
+  if (rng.chance(longRate)) {
+    for (const filler of rng.shuffle(FILLERS)) b.text(filler);
+    if (groups.length > 0) {
+      const phrase = thingPhrase(rng, groups[0], true);
+      b.text('I think');
+      b.noun(phrase.text, groups[0].segments, phrase.plural);
+      b.text(`${phrase.plural ? 'stand' : 'stands'} out the most, and`);
+    } else {
+      b.text('In the end');
+    }
+    ungrounded('the picture');
+    b.text('is a little blurry.');
+  }
+  return b.build();
+}
+
+/** An 8-bit RGB PNG of `rgb` (3 bytes per pixel, row-major). */
+export function encodePng(width: number, height: number, rgb: Uint8Array): Buffer {
+  const png = new pngjs.PNG({ width, height, colorType: 2, inputColorType: 2, inputHasAlpha: false });
+  png.data = Buffer.from(rgb.buffer, rgb.byteOffset, rgb.byteLength);
+  return pngjs.PNG.sync.write(png, { colorType: 2, inputColorType: 2, inputHasAlpha: false });
+}
+
+/** The COCO panoptic RGB encoding of an id map: R = id mod 256, G = (id / 256) mod 256, B = id / 65536. */
+export function panopticRgb(ids: Uint32Array): Uint8Array {
+  const out = new Uint8Array(ids.length * 3);
+  ids.forEach((id, k) => {
+    out[3 * k] = id & 0xff;
+    out[3 * k + 1] = (id >>> 8) & 0xff;
+    out[3 * k + 2] = (id >>> 16) & 0xff;
+  });
+  return out;
+}
+
+/**
+ * Writes a synthetic benchmark under `outDir` in the layout of spec §1.1:
+ * `images/{split}/<id:012d>.png`, `annotations/panoptic_{split}.json`,
+ * `annotations/panoptic_segmentation/{split}/<id:012d>.png` and `annotations/png_coco_{split}.json`.
+ * The same options give byte-identical files. Every file is written atomically.
+ */
+export async function generateSyntheticBenchmark(outDir: string, options: SyntheticBenchmarkOptions): Promise<SyntheticBenchmark> {
+  const { seed, train, val } = options;
+  if (!Number.isInteger(seed)) throw new Error(`generateSyntheticBenchmark: seed must be an integer, got ${JSON.stringify(seed)}`);
+  for (const [name, n] of [['train', train], ['val', val]] as const) {
+    if (!Number.isInteger(n) || n < 0) throw new Error(`generateSyntheticBenchmark: ${name} must be a non-negative integer (number of images), got ${JSON.stringify(n)}`);
+  }
+  const rng = new Prng(deriveSeed(seed, 0));
+  const usedImageIds = new Set<number>();
+  const result: SyntheticBenchmark = { root: outDir, splits: { train2017: [], val2017: [] } };
+  const splits = [['train2017', train], ['val2017', val]] as const;
+  for (const [s, [split, count]] of splits.entries()) {
+    const paths = splitPaths(outDir, split);
+    // The folders exist even for an empty split, as in the real layout.
+    for (const dir of [dirname(paths.image(0, 'png')), dirname(paths.panopticPng(0))]) await mkdir(dir, { recursive: true });
+    const imageIds: number[] = [];
+    while (imageIds.length < count) {
+      const id = rng.int(1, 581929);
+      if (!usedImageIds.has(id)) imageIds.push(id);
+      usedImageIds.add(id);
+    }
+    imageIds.sort((a, b) => a - b);
+    const images: unknown[] = [];
+    const annotations: unknown[] = [];
+    const records: unknown[] = [];
+    for (const [i, imageId] of imageIds.entries()) {
+      const sceneSeed = deriveSeed(seed, s + 1, i);
+      const scene = synthesizeScene(sceneSeed, options);
+      const stem = imageStem(imageId);
+      await writeFileAtomic(paths.image(imageId, 'png'), encodePng(scene.width, scene.height, scene.image));
+      await writeFileAtomic(paths.panopticPng(imageId), encodePng(scene.width, scene.height, panopticRgb(scene.ids)));
+      images.push({ id: imageId, width: scene.width, height: scene.height, file_name: `${stem}.png` });
+      annotations.push({ image_id: imageId, file_name: `${stem}.png`, segments_info: scene.segments });
+      for (const narrative of scene.narratives) records.push({ image_id: String(imageId), ...narrative });
+      result.splits[split].push({ imageId, sceneSeed });
+    }
+    const panoptic = { info: { description: `synthetic PNG benchmark, seed ${seed}` }, images, annotations, categories: SYNTHETIC_CATEGORIES };
+    await writeFileAtomic(paths.panoptic, JSON.stringify(panoptic));
+    await writeFileAtomic(paths.records, JSON.stringify(records));
+  }
+  return result;
+}
