@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { setBackend } from '@png/core';
 import { DiffusionBackbone, FeatureTaps } from '@png/diffusion-backbone';
 import { PhraseAdapter, attachEipa, phraseStateKey } from '@png/eipa';
+import { encodePhrases } from '@png/pipeline';
 import { PngEvaluator, summarizeMetrics } from '@png/png-metrics';
 
 const here = path.dirname(new URL(import.meta.url).pathname);
@@ -21,17 +22,8 @@ console.log(`backend ${tf.getBackend()}; UNet ${backbone.unet.numParameters().to
 const caption = 'In this picture we can see two dogs on the grass and a person.';
 const phrases = ['two dogs', 'the grass', 'a person'].map((p) => [caption.indexOf(p), caption.indexOf(p) + p.length]);
 
-// Phrase features: the mean CLIP token feature of each phrase's tokens.
-const chunks = backbone.tokenizer.chunk(caption);
-const phraseFeatures = tf.tidy(() => {
-  const { lastHiddenState } = backbone.textEncoder.forward(tf.tensor2d(chunks.windows, undefined, 'int32')); // [W, 77, D]
-  const pooled = phrases.map(([start, end]) => {
-    const tokens = chunks.tokenOfChar(start, end).map(({ window, position }) => tf.slice(lastHiddenState, [window, position, 0], [1, 1, -1])); // each [1, 1, D]
-    return tf.mean(tf.concat(tokens, 1), 1); // [1, D]
-  });
-  return tf.stack(pooled, 1); // [1, P, D]
-});
-const phraseMask = tf.ones([1, phrases.length]);
+// Phrase features: the mean CLIP feature of each phrase's tokens ([1, P, D]) and the phrase mask ([1, P]).
+const { tensor: phraseFeatures, mask: phraseMask } = encodePhrases(backbone.tokenizer, backbone.textEncoder, [{ caption, phrases }], { maxPhrases: phrases.length });
 
 // The image: a smooth synthetic pattern in [-1, 1], NHWC.
 const size = 8 * backbone.imageMultiple;
