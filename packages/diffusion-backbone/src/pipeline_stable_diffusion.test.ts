@@ -6,6 +6,9 @@ import { setBackend } from '@png/core';
 import { FixtureIndex, expectClose, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
 import { DiffusionBackbone } from './pipeline_stable_diffusion';
 import { FeatureTaps } from './feature_taps';
+import { AutoencoderKL } from './models/autoencoder_kl';
+import { CLIPTextModel } from './clip/modeling_clip';
+import { saveClipTokenizerFiles } from './clip/bpe_trainer';
 
 const TINY = path.join(sharedFixturesDir(), 'tiny-sd');
 
@@ -60,5 +63,34 @@ describe('DiffusionBackbone (wasm)', () => {
     fs.mkdirSync(path.join(dir, 'unet'));
     await expect(DiffusionBackbone.fromPretrained(dir)).rejects.toThrow(/not a diffusers pipeline folder; missing vae\/, text_encoder\/, tokenizer\//);
     fs.rmSync(dir, { recursive: true });
+  });
+
+  it('writes a pipeline folder from its components (save) that loads back bit for bit', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipe-save-'));
+    const vae = await AutoencoderKL.fromPretrained(path.join(TINY, 'vae'));
+    const text = await CLIPTextModel.fromPretrained(path.join(TINY, 'text_encoder'));
+    try {
+      await backbone.unet.save(path.join(dir, 'unet'));
+      await vae.save(path.join(dir, 'vae'));
+      await text.save(path.join(dir, 'text_encoder'));
+      const read = (f: string) => fs.readFileSync(path.join(TINY, 'tokenizer', f), 'utf8');
+      await saveClipTokenizerFiles(path.join(dir, 'tokenizer'), { vocab: read('vocab.json'), merges: read('merges.txt'), tokenizerConfig: read('tokenizer_config.json'), specialTokensMap: read('special_tokens_map.json') });
+      const copy = await DiffusionBackbone.fromPretrained(dir, { vaeParts: 'all' });
+      const image = tf.randomUniform([1, 16, 16, 3], -1, 1, 'float32', 5) as tf.Tensor4D;
+      const [a, b] = [vae, copy.vae].map((v) => v.decode(backbone.encodeImages(image)));
+      await expectClose(b, await a.data(), 0, 'decoded by the saved VAE');
+      const [ta, tb] = [backbone, copy].map((m) => m.encodeText(['two red squares on the grass']));
+      await expectClose(tb.hiddenStates, await ta.hiddenStates.data(), 0, 'saved text encoder');
+      expect(copy.unet.numParameters()).toBe(backbone.unet.numParameters());
+      tf.dispose([image, a, b, ta, tb]);
+      copy.dispose();
+      const encoderOnly = await AutoencoderKL.fromPretrained(path.join(TINY, 'vae'), { parts: 'encoder' });
+      await expect(encoderOnly.save(path.join(dir, 'x'))).rejects.toThrow(/parts 'encoder' \(no decoder\); a vae\/ folder needs parts 'all'/);
+      encoderOnly.dispose();
+    } finally {
+      vae.dispose();
+      text.dispose();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -10,3 +10,4 @@ export {
   type CLIPTokenPosition,
   type PaddingStrategy,
 } from './tokenization_clip';
+export { saveClipTokenizerFiles, trainClipBpe, type ClipBpeTrainingOptions } from './bpe_trainer';

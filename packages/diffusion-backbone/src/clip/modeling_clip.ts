@@ -12,7 +12,7 @@ import {
   splitHeads,
   ParameterModule,
 } from '@png/core';
-import { openWeights, readConfigJson, type ComponentOptions } from '../component_files';
+import { openWeights, readConfigJson, saveComponent, type ComponentOptions } from '../component_files';
 import { clipTextConfigFromJson, type CLIPTextConfig } from './configuration_clip';
 
 export interface CLIPTextModelForwardOptions {
@@ -182,6 +182,12 @@ export class CLIPTextModel extends ParameterModule {
     const checked = clipTextConfigFromJson(config as unknown as Record<string, unknown>);
     const { module, params } = scope.build((s) => new CLIPTextTransformer(s.pp('text_model'), checked));
     return new CLIPTextModel(checked, module).adopt(params);
+  }
+
+  /** Writes `dir` as a transformers `text_encoder/` folder (config.json + model.safetensors). */
+  async save(dir: string): Promise<void> {
+    this.assertAlive();
+    await saveComponent(dir, { architectures: ['CLIPTextModel'], model_type: 'clip_text_model', ...this.config }, this.parameters, 'model');
   }
 
   /**

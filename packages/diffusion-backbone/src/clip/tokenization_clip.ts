@@ -384,7 +384,7 @@ function typeName(v: unknown): string {
 }
 
 /** GPT-2/CLIP `bytes_to_unicode`: printable bytes map to themselves, the rest to U+0100 onwards. */
-function bytesToUnicode(): string[] {
+export function bytesToUnicode(): string[] {
   const table = new Array<string>(256);
   let extra = 0;
   for (let b = 0; b < 256; b++) {

@@ -10,9 +10,8 @@ import {
   type ActivationName,
   type BlockHook,
   type PathMatch, ParameterModule } from '@png/core';
-import { openWeights, readConfigJson, type ComponentOptions } from '../component_files';
-import { ModelRuntime } from './model_runtime';
-import { hookedLeaf } from './model_runtime';
+import { openWeights, readConfigJson, saveComponent, type ComponentOptions } from '../component_files';
+import { ModelRuntime, hookedLeaf } from './model_runtime';
 import { Decoder, DiagonalGaussianDistribution, Encoder, type DecoderUpBlockType, type EncoderDownBlockType } from './vae';
 
 /** diffusers' `vae/config.json` for `AutoencoderKL` (v0.25.1 fields; other keys are kept as they are). */
@@ -211,6 +210,13 @@ export class AutoencoderKL extends ParameterModule {
     const parts = checkParts(options.parts);
     const resolved = resolveAutoencoderKLConfig(config);
     return AutoencoderKL.build(WeightScope.fresh({ seed: options.seed ?? 0, trainable: options.trainable ?? false }), resolved, parts);
+  }
+
+  /** Writes `dir` as a diffusers `vae/` folder (config.json + diffusion_pytorch_model.safetensors). Needs the whole model (parts 'all'). */
+  async save(dir: string): Promise<void> {
+    this.assertAlive();
+    if (this.parts !== 'all') throw new Error(`AutoencoderKL.save: this model was built with parts '${this.parts}' (no decoder); a vae/ folder needs parts 'all'`);
+    await saveComponent(dir, { _class_name: 'AutoencoderKL', ...this.config }, this.parameters, 'diffusion_pytorch_model');
   }
 
   private static build(scope: WeightScope, config: AutoencoderKLConfig, parts: AutoencoderKLParts): AutoencoderKL {
