@@ -288,7 +288,7 @@ function fillMasks(ids: Uint32Array, phrases: readonly SamplePhrase[]): void {
 }
 
 /** Decodes a JPEG or PNG (by its signature, not its name) into 8-bit RGB. */
-function decodeImage(bytes: Uint8Array, path: string): RgbImage {
+export function decodeImage(bytes: Uint8Array, path: string): RgbImage {
   try {
     if (bytes[0] === 0xff && bytes[1] === 0xd8) {
       const { data, width, height } = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: false });

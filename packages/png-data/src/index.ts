@@ -1,4 +1,4 @@
-export { PngDataset } from './dataset';
+export { PngDataset, decodeImage } from './dataset';
 export type { PhraseTokenizer, PngDatasetOptions, PngSample, RgbImage, SamplePhrase, SkippedRecord, TokenPosition } from './dataset';
 export { streamJsonArray } from './json_stream';
 export type { StreamedElement } from './json_stream';
