@@ -1,3 +1,19 @@
 export { PngGrounder, DEFAULT_PNG_GROUNDER_CONFIG, resolvePngGrounderConfig, type PngGrounderConfig, type PngGrounderOutput } from './png_grounder';
 export { encodePhrases, validateNarratives, type Narrative } from './phrase_features';
 export * from './training';
+export { groundNarrative, type GroundedPhrase } from './ground_narrative';
+export { encodeSamples, gatherBatch, readGroundedSamples, type EncodedSamples } from './benchmark_samples';
+export {
+  trainOnBenchmark,
+  resolveTrainingSettings,
+  DEFAULT_TRAINING_SETTINGS,
+  BatchOrder,
+  type TrainingSettings,
+  type TrainingProgress,
+  type BenchmarkTrainingOptions,
+  type BenchmarkTrainingResult,
+} from './benchmark_training';
+export { evaluateOnBenchmark, type BenchmarkEvaluationOptions, type BenchmarkEvaluationResult } from './benchmark_evaluation';
+export { findNounPhrases } from './noun_phrases';
+export { PHRASE_COLORS, phraseColor, renderAttentionMap, renderOverlay, tileImages } from './visualize';
+export type { AttentionMapOptions, OverlayMask, OverlayOptions, Rgb, Tile, TileOptions } from './visualize';

@@ -1,0 +1,163 @@
+/**
+ * Evaluates a PngGrounder on a PNG benchmark split with the PNG Average Recall, and draws what it
+ * predicts. Everything is written to one folder:
+ *
+ *   report.json          AR / counts / acc@0.5 per group and the recall curves (+ the trivial baseline's AR)
+ *   ar_curves.svg        the recall curves (the paper's Figure 4 layout)
+ *   predictions.json     every predicted mask as COCO RLE (`png-metrics evaluate` reads it)
+ *   overlays/<n>.png     ground truth beside prediction, phrase legend, for the first samples
+ *   attention/<n>.png    per adapted block, each pixel in the colour of its most-attended phrase (Figure 5)
+ */
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { writeFileAtomic } from '@png/core';
+import { encodePng, unletterbox, type PngSample } from '@png/png-data';
+import { PngEvaluator, buildReport, encodeRle, renderRecallCurvesSvg, summarizeMetrics, type PngMetrics, type PngPredictionRecord, type PngSample as EvaluatedSample, type PngSummary } from '@png/png-metrics';
+import { encodeSamples, readGroundedSamples } from './benchmark_samples';
+import type { PngGrounder } from './png_grounder';
+import { renderAttentionMap, renderOverlay, tileImages } from './visualize';
+
+export interface BenchmarkEvaluationOptions {
+  readonly data: string;
+  /** Default 'val2017'. */
+  readonly split?: string;
+  readonly grounder: PngGrounder;
+  /** Canvas side the images are letterboxed to (as in training). */
+  readonly imageSize: number;
+  /** Output folder; nothing is written without it. */
+  readonly out?: string;
+  /** Samples drawn as overlays (default 8). */
+  readonly overlays?: number;
+  /** Samples whose EIPA attention is drawn (default 4; needs a grounder made with `recordAttention`). */
+  readonly attentionMaps?: number;
+  /** Evaluate only the first `limit` grounded records. */
+  readonly limit?: number;
+  /** Samples per forward (default 8). */
+  readonly batchSize?: number;
+  readonly onProgress?: (done: number, total: number) => void;
+}
+
+export interface BenchmarkEvaluationResult {
+  readonly metrics: PngMetrics;
+  readonly summary: PngSummary;
+  /** A trivial baseline on the same phrases: every phrase predicted as the whole image. */
+  readonly baseline: PngSummary;
+  readonly samples: number;
+  readonly phrases: number;
+  readonly seconds: number;
+}
+
+/** One forward's worth of a sample: up to max_phrases of its phrases. */
+interface View {
+  readonly sample: number;
+  readonly first: number;
+  readonly count: number;
+}
+
+export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): Promise<BenchmarkEvaluationResult> {
+  const began = performance.now();
+  const { grounder, imageSize, out } = options;
+  const split = options.split ?? 'val2017';
+  const batchSize = options.batchSize ?? 8;
+  const overlays = options.overlays ?? 8;
+  const attentionMaps = options.attentionMaps ?? 4;
+  const maxPhrases = grounder.config.max_phrases;
+  const { samples } = await readGroundedSamples(options.data, split, { limit: options.limit });
+
+  // A sample with more phrases than the model takes is grounded in several forwards.
+  const views: View[] = samples.flatMap((s, i) => Array.from({ length: Math.ceil(s.phrases.length / maxPhrases) }, (_, k) => ({ sample: i, first: k * maxPhrases, count: Math.min(maxPhrases, s.phrases.length - k * maxPhrases) })));
+  const predicted: Uint8Array[][] = samples.map(() => []);
+  const attention: Array<Record<string, Float32Array> | undefined> = samples.map(() => undefined);
+  for (let start = 0; start < views.length; start += batchSize) {
+    const batch = views.slice(start, start + batchSize);
+    const inputs = batch.map((v) => viewSample(samples[v.sample], v));
+    const encoded = encodeSamples(grounder.backbone, inputs, { size: imageSize, maxPhrases });
+    const out = grounder.forwardLatents(encoded.latents, encoded.phrases);
+    const last = out.predictions[out.predictions.length - 1]; // [B, h, w, maxPhrases]
+    for (const [b, view] of batch.entries()) {
+      const maps = tf.slice(last, [b, 0, 0, 0], [1, -1, -1, view.count]) as tf.Tensor4D;
+      predicted[view.sample].push(...(await unletterbox(maps, encoded.transforms[b])));
+      maps.dispose();
+      if (view.sample < attentionMaps && view.first === 0 && Object.keys(out.attention).length > 0) {
+        const maps: Record<string, Float32Array> = {};
+        for (const [block, a] of Object.entries(out.attention)) {
+          const one = tf.slice(a, [b, 0, 0], [1, -1, view.count]); // [1, HW, count]
+          maps[block] = (await one.data()) as Float32Array;
+          one.dispose();
+        }
+        attention[view.sample] = maps;
+      }
+    }
+    tf.dispose([out, encoded.latents, encoded.phrases, encoded.targets]);
+    options.onProgress?.(Math.min(samples.length, batch[batch.length - 1].sample + 1), samples.length);
+  }
+
+  const evaluator = new PngEvaluator();
+  const baseline = new PngEvaluator();
+  const records: PngPredictionRecord[] = [];
+  for (const [i, sample] of samples.entries()) {
+    const gt = evaluatedSample(sample, split);
+    evaluator.process(gt, predicted[i]);
+    baseline.process(gt, sample.phrases.map(() => new Uint8Array(sample.image.height * sample.image.width).fill(1)));
+    records.push({
+      record_index: sample.index,
+      image_id: String(sample.imageId),
+      phrases: sample.phrases.map((p, j) => ({ segment_ids: p.segmentIds.map(String), rle: encodeRle(predicted[i][j], sample.image.height, sample.image.width) })),
+    });
+  }
+  const metrics = evaluator.evaluate();
+  const result: BenchmarkEvaluationResult = {
+    metrics,
+    summary: summarizeMetrics(metrics),
+    baseline: summarizeMetrics(baseline.evaluate()),
+    samples: samples.length,
+    phrases: evaluator.phraseCount,
+    seconds: (performance.now() - began) / 1000,
+  };
+  if (out) {
+    const report = buildReport(metrics);
+    await writeFileAtomic(path.join(out, 'report.json'), JSON.stringify({ ...report, split, samples: result.samples, baseline_full_image: result.baseline }, null, 2) + '\n');
+    await writeFileAtomic(path.join(out, 'ar_curves.svg'), renderRecallCurvesSvg(report));
+    await writeFileAtomic(path.join(out, 'predictions.json'), JSON.stringify(records));
+    for (const [i, sample] of samples.slice(0, overlays).entries()) {
+      const labels = sample.phrases.map((p) => p.text);
+      const figure = tileImages(
+        [
+          { image: renderOverlay(sample.image, sample.phrases.map((p, j) => ({ label: labels[j], mask: p.mask }))), title: 'ground truth' },
+          { image: renderOverlay(sample.image, predicted[i].map((mask, j) => ({ label: labels[j], mask }))), title: 'predicted' },
+        ],
+        { columns: 2 },
+      );
+      await writeFileAtomic(path.join(out, 'overlays', `${String(i).padStart(3, '0')}_image${sample.imageId}.png`), encodePng(figure.width, figure.height, figure.data));
+    }
+    for (const [i, maps] of attention.entries()) {
+      if (!maps) continue;
+      const sample = samples[i];
+      const labels = sample.phrases.slice(0, maxPhrases).map((p) => p.text);
+      const tiles = [{ image: renderOverlay(sample.image, []), title: 'image' }];
+      for (const [block, data] of Object.entries(maps)) {
+        const side = Math.round(Math.sqrt(data.length / labels.length)); // the square canvas at this block's resolution
+        tiles.push({ image: renderAttentionMap(data, side, side, labels), title: block.replace(/\.transformer_blocks\.0$/, '').replace('attentions.', 'attn.') });
+      }
+      const figure = tileImages(tiles, { columns: 4 });
+      await writeFileAtomic(path.join(out, 'attention', `${String(i).padStart(3, '0')}_image${sample.imageId}.png`), encodePng(figure.width, figure.height, figure.data));
+    }
+  }
+  return result;
+}
+
+/** The sample with only the phrases of `view` (one forward's worth). */
+function viewSample(sample: PngSample, view: View): PngSample {
+  const end = view.first + view.count;
+  return { ...sample, narrative: { ...sample.narrative, phrases: sample.narrative.phrases.slice(view.first, end) }, phrases: sample.phrases.slice(view.first, end) };
+}
+
+/** The ground truth of a sample as the evaluator takes it. */
+function evaluatedSample(sample: PngSample, split: string): EvaluatedSample {
+  return {
+    label: `${split} record ${sample.index} (image ${sample.imageId})`,
+    height: sample.image.height,
+    width: sample.image.width,
+    phrases: sample.phrases.map((p, j) => ({ label: `phrase ${j} "${p.text}"`, isThing: p.isThing, isPlural: p.isPlural, mask: p.mask })),
+  };
+}

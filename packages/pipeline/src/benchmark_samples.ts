@@ -1,0 +1,101 @@
+/**
+ * PNG benchmark samples as model inputs: letterboxed images, their frozen VAE latents and CLIP
+ * phrase features (computed once: the backbone never changes) and the phrase masks on the canvas.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { PhraseFeatures } from '@png/core';
+import type { DiffusionBackbone } from '@png/diffusion-backbone';
+import { PngDataset, letterbox, masksToTarget, type LetterboxTransform, type PngSample } from '@png/png-data';
+import { encodePhrases, type Narrative } from './phrase_features';
+
+/** Records of a split that have at least one grounded phrase, in file order (at most `limit`). */
+export async function readGroundedSamples(root: string, split: string, options: { limit?: number; onBadRecord?: 'skip' | 'throw' } = {}): Promise<{ samples: PngSample[]; skipped: PngDataset['skipped'] }> {
+  const dataset = await PngDataset.open(root, split, { onBadRecord: options.onBadRecord ?? 'skip' });
+  const samples: PngSample[] = [];
+  for await (const sample of dataset.records()) {
+    if (sample.phrases.length === 0) continue;
+    samples.push(sample);
+    if (options.limit !== undefined && samples.length >= options.limit) break;
+  }
+  if (samples.length === 0) throw new Error(`${root}: split ${split} has no record with a grounded phrase${dataset.skipped.length ? ` (${dataset.skipped.length} bad records skipped; first: ${dataset.skipped[0].reason})` : ''}`);
+  return { samples, skipped: dataset.skipped };
+}
+
+/** The model-side view of samples, all phrases padded to `maxPhrases`. Owns its tensors. */
+export interface EncodedSamples {
+  /** [N, S/f, S/f, C] frozen VAE latents of the letterboxed images. */
+  readonly latents: tf.Tensor4D;
+  /** [N, maxPhrases, D] frozen phrase features and the [N, maxPhrases] mask. */
+  readonly phrases: PhraseFeatures;
+  /** [N, S, S, maxPhrases] binary phrase masks on the canvas (zero for padding). */
+  readonly targets: tf.Tensor4D;
+  /** Per sample, the number of phrases it was given (≤ maxPhrases). */
+  readonly phraseCounts: number[];
+  readonly transforms: LetterboxTransform[];
+}
+
+/**
+ * Encodes `samples` (images letterboxed to `size`) through the frozen backbone, `chunk` at a
+ * time. A sample with more than `maxPhrases` phrases keeps its first `maxPhrases`; `truncated`
+ * counts the phrases left out.
+ */
+export function encodeSamples(backbone: DiffusionBackbone, samples: readonly PngSample[], options: { size: number; maxPhrases: number; chunk?: number }): EncodedSamples & { truncated: number } {
+  const { size, maxPhrases } = options;
+  const chunk = options.chunk ?? 16;
+  if (size % backbone.imageMultiple !== 0) throw new Error(`image size ${size} is not a multiple of ${backbone.imageMultiple} (the backbone's downsampling); choose a multiple of it`);
+  const parts: { latents: tf.Tensor4D[]; phrases: tf.Tensor3D[]; masks: tf.Tensor2D[]; targets: tf.Tensor4D[] } = { latents: [], phrases: [], masks: [], targets: [] };
+  const transforms: LetterboxTransform[] = [];
+  const phraseCounts: number[] = [];
+  let truncated = 0;
+  try {
+    for (let start = 0; start < samples.length; start += chunk) {
+      const group = samples.slice(start, start + chunk);
+      const narratives: Narrative[] = group.map((s) => {
+        truncated += Math.max(0, s.narrative.phrases.length - maxPhrases);
+        return { caption: s.narrative.caption, phrases: s.narrative.phrases.slice(0, maxPhrases) };
+      });
+      tf.tidy(() => {
+        const images = group.map((s) => {
+          const { tensor, transform } = letterbox(s.image, size);
+          transforms.push(transform);
+          return tensor;
+        });
+        parts.latents.push(tf.keep(backbone.encodeImages(tf.concat(images, 0) as tf.Tensor4D)));
+        const features = encodePhrases(backbone.tokenizer, backbone.textEncoder, narratives, { maxPhrases, padTo: maxPhrases });
+        parts.phrases.push(tf.keep(features.tensor));
+        parts.masks.push(tf.keep(features.mask));
+        const targets = group.map((s, i) => {
+          const masks = s.phrases.slice(0, maxPhrases).map((p) => p.mask);
+          phraseCounts.push(masks.length);
+          const t = masksToTarget(masks, transforms[start + i]); // [1, S, S, p]
+          return tf.pad(t, [[0, 0], [0, 0], [0, 0], [0, maxPhrases - masks.length]]);
+        });
+        parts.targets.push(tf.keep(tf.concat(targets, 0) as tf.Tensor4D));
+      });
+    }
+    const out = tf.tidy(() => ({
+      latents: tf.concat(parts.latents, 0) as tf.Tensor4D,
+      phrases: { tensor: tf.concat(parts.phrases, 0) as tf.Tensor3D, mask: tf.concat(parts.masks, 0) as tf.Tensor2D },
+      targets: tf.concat(parts.targets, 0) as tf.Tensor4D,
+    }));
+    return { ...out, phraseCounts, transforms, truncated };
+  } finally {
+    tf.dispose([parts.latents, parts.phrases, parts.masks, parts.targets]);
+  }
+}
+
+/** The samples at `indices`, their phrases cut to the batch's largest real count. Caller owns. */
+export function gatherBatch(encoded: EncodedSamples, indices: readonly number[]): { latents: tf.Tensor4D; phrases: PhraseFeatures; targets: tf.Tensor4D } {
+  const p = Math.max(...indices.map((i) => encoded.phraseCounts[i]));
+  return tf.tidy(() => {
+    const at = tf.tensor1d([...indices], 'int32');
+    const phrases = tf.gather(encoded.phrases.tensor, at); // [B, maxPhrases, D]
+    const mask = tf.gather(encoded.phrases.mask, at); // [B, maxPhrases]
+    const targets = tf.gather(encoded.targets, at); // [B, S, S, maxPhrases]
+    return {
+      latents: tf.gather(encoded.latents, at) as tf.Tensor4D,
+      phrases: { tensor: tf.slice(phrases, [0, 0, 0], [-1, p, -1]) as tf.Tensor3D, mask: tf.slice(mask, [0, 0], [-1, p]) as tf.Tensor2D },
+      targets: tf.slice(targets, [0, 0, 0, 0], [-1, -1, -1, p]) as tf.Tensor4D,
+    };
+  });
+}

@@ -1,0 +1,356 @@
+/** The `png` command line: synth, train, evaluate, ground. */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import { BACKENDS, setBackend, writeFileAtomic, type BackendName } from '@png/core';
+import { DiffusionBackbone } from '@png/diffusion-backbone';
+import { decodeImage, encodePng, generateSyntheticBenchmark } from '@png/png-data';
+import { createProgressBar, encodeRle, formatMetricsTable, formatPercent, type ProgressBar } from '@png/png-metrics';
+import { evaluateOnBenchmark } from './benchmark_evaluation';
+import { DEFAULT_TRAINING_SETTINGS, trainOnBenchmark, type TrainingSettings } from './benchmark_training';
+import { groundNarrative } from './ground_narrative';
+import { PngGrounder, type PngGrounderConfig } from './png_grounder';
+import { renderOverlay } from './visualize';
+
+/** Where the command line writes, and the embedded default backbone folder. */
+export interface CliEnvironment {
+  readonly stdout: { write(text: string): unknown };
+  readonly stderr: { write(text: string): unknown; isTTY?: boolean };
+  /** The pipeline folder `--model` defaults to. */
+  readonly embeddedModel: string;
+}
+
+class UsageError extends Error {}
+
+const COMMON = `  --model DIR          diffusers pipeline folder of the frozen backbone (unet/, vae/, text_encoder/,
+                       tokenizer/); default: the embedded tiny model
+  --backend NAME       ${BACKENDS.join(' | ')} (default wasm)
+  --progress           progress bars even when stderr is not a terminal
+  -h, --help           show this help`;
+
+const HELP: Record<string, string> = {
+  main: `Usage: png <command> [options]
+
+Panoptic Narrative Grounding with a frozen text-to-image diffusion model (EIPA + MLMA).
+
+Commands:
+  synth      write a synthetic PNG benchmark (images, panoptic PNGs and JSON, narratives)
+  train      train EIPA + MLMA + the decoder on a benchmark split (resumable)
+  evaluate   Average Recall of a trained model on a split, with overlays and attention maps
+  ground     ground a free-form narrative on an image: overlay PNG + masks as RLE JSON
+
+Run "png <command> --help" for its options.`,
+  synth: `Usage: png synth --out DIR [--train N] [--val N] [--seed S] [--size H]
+
+Writes a synthetic benchmark in the layout of the real one (images/, annotations/): scenes of
+shapes on stuff regions with Localized-Narratives-like captions. Deterministic from --seed.
+
+  --out DIR            benchmark folder to write
+  --train N            images of train2017 (default 400)
+  --val N              images of val2017 (default 60)
+  --seed S             (default 0)
+  --size H             image side in pixels (default 64)
+  -h, --help           show this help`,
+  train: `Usage: png train --data DIR --out RUN [options]
+
+Trains the grounding model (EIPA + MLMA + decoder) on the frozen backbone. RUN is resumable:
+rerunning the same command continues from its last checkpoint; RUN/grounder/ holds the result.
+
+  --data DIR           benchmark folder (see png synth)
+  --split NAME         (default train2017)
+  --out RUN            run folder
+  --config FILE        the model's JSON config (PngGrounderConfig: eipa, mlma, decoder, ...);
+                       ablations are configs, e.g. {"eipa": {"extract": false, "inject": false,
+                       "dynamic_prompt": false}} is static prompting
+  --steps N            (default ${DEFAULT_TRAINING_SETTINGS.steps})
+  --batch-size N       (default ${DEFAULT_TRAINING_SETTINGS.batch_size})
+  --lr X               peak learning rate (default ${DEFAULT_TRAINING_SETTINGS.lr})
+  --warmup-steps N     (default ${DEFAULT_TRAINING_SETTINGS.warmup_steps})
+  --image-size S       canvas side images are letterboxed to (default ${DEFAULT_TRAINING_SETTINGS.image_size})
+  --seed S             initialisation and data order (default ${DEFAULT_TRAINING_SETTINGS.seed})
+  --checkpoint-every N (default ${DEFAULT_TRAINING_SETTINGS.checkpoint_every})
+  --limit N            train on the first N grounded records only
+${COMMON}`,
+  evaluate: `Usage: png evaluate --data DIR --run RUN [--out DIR] [options]
+
+Grounds every narrative of a split with the model of RUN and scores it with the PNG Average
+Recall; writes report.json, ar_curves.svg, predictions.json, overlays/ and attention/ to --out.
+
+  --data DIR           benchmark folder
+  --split NAME         (default val2017)
+  --run RUN            a finished png train run folder
+  --out DIR            output folder (default RUN/eval-<split>)
+  --overlays N         samples drawn as overlays (default 8)
+  --attention-maps N   samples whose EIPA attention is drawn (default 4)
+  --limit N            evaluate the first N grounded records only
+  --json               print the summary as JSON
+${COMMON}`,
+  ground: `Usage: png ground --image FILE --caption TEXT --run RUN [--out DIR] [options]
+
+Grounds a free-form narrative: its noun phrases (found automatically) each get a mask. Writes
+overlay.png (masks over the image with a phrase legend) and masks.json (COCO RLE per phrase).
+
+  --image FILE         JPEG or PNG
+  --caption TEXT       the narrative
+  --run RUN            a finished png train run folder
+  --out DIR            output folder (default ./png-ground)
+${COMMON}`,
+};
+
+/** Runs `png <argv>`; resolves to the exit code (0 ok, 1 error, 2 usage). */
+export async function main(argv: readonly string[], env: CliEnvironment): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    if (command === undefined || command === '-h' || command === '--help') {
+      env.stdout.write(HELP.main + '\n');
+      return command === undefined ? 2 : 0;
+    }
+    const run = { synth, train, evaluate, ground }[command];
+    if (!run || !Object.hasOwn(HELP, command)) throw new UsageError(`unknown command '${command}'; expected synth, train, evaluate or ground`);
+    if (rest.includes('-h') || rest.includes('--help')) {
+      env.stdout.write(HELP[command] + '\n');
+      return 0;
+    }
+    await run(rest, env);
+    return 0;
+  } catch (e) {
+    if (e instanceof UsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      env.stderr.write(`png${command && Object.hasOwn(HELP, command) ? ` ${command}` : ''}: ${(e as Error).message}\nRun "png${command && Object.hasOwn(HELP, command) ? ` ${command}` : ''} --help" for usage.\n`);
+      return 2;
+    }
+    env.stderr.write(`png ${command}: ${(e as Error).message}\n`);
+    return 1;
+  }
+}
+
+type Spec = Record<string, { type: 'string' | 'boolean' }>;
+const MODEL_OPTIONS: Spec = { model: { type: 'string' }, backend: { type: 'string' }, progress: { type: 'boolean' } };
+
+function parse(args: readonly string[], spec: Spec, required: readonly string[]): Record<string, string | boolean | undefined> {
+  const { values, positionals } = parseArgs({ args: [...args], options: spec, strict: true, allowPositionals: true });
+  if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
+  for (const key of required) if (values[key] === undefined) throw new UsageError(`--${key} is required`);
+  return values;
+}
+
+/** A non-negative integer option, or its default. */
+function intOption(values: Record<string, unknown>, key: string, fallback: number, min = 0): number {
+  const raw = values[key];
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${key} must be an integer ≥ ${min}, got '${raw}'`);
+  return n;
+}
+
+function numberOption(values: Record<string, unknown>, key: string, fallback: number): number {
+  const raw = values[key];
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${key} must be a number > 0, got '${raw}'`);
+  return n;
+}
+
+async function loadBackbone(values: Record<string, unknown>, env: CliEnvironment): Promise<DiffusionBackbone> {
+  const backend = (values.backend as string | undefined) ?? 'wasm';
+  if (!BACKENDS.includes(backend as BackendName)) throw new UsageError(`--backend must be one of ${BACKENDS.join(', ')}, got '${backend}'`);
+  await setBackend(backend as BackendName);
+  const model = (values.model as string | undefined) ?? env.embeddedModel;
+  const backbone = await DiffusionBackbone.fromPretrained(model);
+  env.stderr.write(`backbone ${model === env.embeddedModel ? 'embedded tiny model' : model} (UNet ${backbone.unet.numParameters().toLocaleString()} parameters, frozen) on ${backend}\n`);
+  return backbone;
+}
+
+/** A progress bar on a terminal (or with --progress); otherwise a line every 10 %. */
+function progress(env: CliEnvironment, values: Record<string, unknown>, total: number, label: string, start = 0): ProgressBar {
+  if (values.progress === true || env.stderr.isTTY === true) return createProgressBar(env.stderr, total, label, { start });
+  let shown = -1;
+  let last = start;
+  let lastDetail: string | undefined;
+  const line = (done: number, detail?: string) => env.stderr.write(`${label} ${done}/${total}${detail ? ` ${detail}` : ''}\n`);
+  return {
+    update(done, detail) {
+      [last, lastDetail] = [done, detail];
+      const tenth = Math.floor((10 * done) / Math.max(1, total));
+      if (tenth !== shown) {
+        shown = tenth;
+        line(done, detail);
+      }
+    },
+    finish() {
+      if (shown !== 10) line(last, lastDetail);
+    },
+  };
+}
+
+async function synth(args: readonly string[], env: CliEnvironment): Promise<void> {
+  const v = parse(args, { out: { type: 'string' }, train: { type: 'string' }, val: { type: 'string' }, seed: { type: 'string' }, size: { type: 'string' } }, ['out']);
+  const size = intOption(v, 'size', 64, 8);
+  const result = await generateSyntheticBenchmark(v.out as string, { seed: intOption(v, 'seed', 0), train: intOption(v, 'train', 400), val: intOption(v, 'val', 60), size: [size, size] });
+  env.stdout.write(`wrote a synthetic PNG benchmark to ${result.root}: ${result.splits.train2017.length} train and ${result.splits.val2017.length} val images (${size}×${size})\n`);
+}
+
+function readModelConfig(file: string | undefined): Partial<PngGrounderConfig> {
+  if (file === undefined) return {};
+  if (!fs.existsSync(file)) throw new Error(`--config ${file}: no such file`);
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<PngGrounderConfig>;
+  } catch (e) {
+    throw new Error(`--config ${file}: not valid JSON (${(e as Error).message})`);
+  }
+}
+
+async function train(args: readonly string[], env: CliEnvironment): Promise<void> {
+  const v = parse(
+    args,
+    {
+      ...MODEL_OPTIONS,
+      data: { type: 'string' },
+      split: { type: 'string' },
+      out: { type: 'string' },
+      config: { type: 'string' },
+      steps: { type: 'string' },
+      'batch-size': { type: 'string' },
+      lr: { type: 'string' },
+      'warmup-steps': { type: 'string' },
+      'image-size': { type: 'string' },
+      seed: { type: 'string' },
+      'checkpoint-every': { type: 'string' },
+      limit: { type: 'string' },
+    },
+    ['data', 'out'],
+  );
+  const d = DEFAULT_TRAINING_SETTINGS;
+  const steps = intOption(v, 'steps', d.steps, 1);
+  const training: TrainingSettings = {
+    steps,
+    batch_size: intOption(v, 'batch-size', d.batch_size, 1),
+    lr: numberOption(v, 'lr', d.lr),
+    warmup_steps: intOption(v, 'warmup-steps', Math.min(d.warmup_steps, Math.floor(steps / 10))),
+    weight_decay: d.weight_decay,
+    clip_grad_norm: d.clip_grad_norm,
+    image_size: intOption(v, 'image-size', d.image_size, 8),
+    seed: intOption(v, 'seed', d.seed),
+    checkpoint_every: intOption(v, 'checkpoint-every', d.checkpoint_every, 1),
+    limit: v.limit === undefined ? null : intOption(v, 'limit', 1, 1),
+  };
+  const config = readModelConfig(v.config as string | undefined);
+  const backbone = await loadBackbone(v, env);
+  let bar: ProgressBar | undefined;
+  try {
+    const result = await trainOnBenchmark({
+      data: v.data as string,
+      split: v.split as string | undefined,
+      out: v.out as string,
+      backbone,
+      config,
+      training,
+      onProgress: (p) => {
+        if (p.phase === 'encode') {
+          if (p.done === 0) env.stderr.write(`encoding ${p.total} training narratives with the frozen VAE and text encoder\n`);
+          return;
+        }
+        bar ??= progress(env, v, p.total, 'train', p.done - 1);
+        bar.update(p.done, `loss ${p.loss!.toFixed(4)} lr ${p.lr!.toExponential(1)}`);
+      },
+    });
+    bar?.finish();
+    const last = result.losses.slice(-20);
+    const first = result.losses.slice(0, 20);
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    env.stdout.write(
+      (result.resumedFrom === training.steps ? `the run in ${v.out} had already finished its ${training.steps} steps\n` : '') +
+        `trained ${training.steps} steps${result.resumedFrom > 0 && result.resumedFrom < training.steps ? ` (resumed at step ${result.resumedFrom})` : ''} on ${result.samples || 'the'} narratives in ${result.seconds.toFixed(0)} s; ` +
+        `loss ${mean(first).toFixed(4)} (first 20 steps) → ${mean(last).toFixed(4)} (last 20)` +
+        (result.truncatedPhrases ? `; ${result.truncatedPhrases} phrases beyond max_phrases were left out` : '') +
+        `\nmodel: ${result.grounderDir}\n`,
+    );
+  } finally {
+    backbone.dispose();
+  }
+}
+
+/** The trained model of a run folder and the image size it was trained at. */
+async function loadRun(runDir: string, backbone: DiffusionBackbone, options: { recordAttention?: boolean } = {}): Promise<{ grounder: PngGrounder; imageSize: number }> {
+  const runFile = path.join(runDir, 'run.json');
+  if (!fs.existsSync(runFile)) throw new Error(`${runDir}: not a png train run folder (no run.json)`);
+  const grounderDir = path.join(runDir, 'grounder');
+  if (!fs.existsSync(path.join(grounderDir, 'config.json'))) throw new Error(`${runDir}: the run has not finished (no grounder/); rerun its png train command to complete it`);
+  const run = JSON.parse(fs.readFileSync(runFile, 'utf8')) as { training?: { image_size?: number } };
+  const imageSize = run.training?.image_size;
+  if (!Number.isInteger(imageSize)) throw new Error(`${runFile}: training.image_size is missing`);
+  return { grounder: await PngGrounder.fromPretrained(grounderDir, backbone, options), imageSize: imageSize! };
+}
+
+async function evaluate(args: readonly string[], env: CliEnvironment): Promise<void> {
+  const v = parse(
+    args,
+    { ...MODEL_OPTIONS, data: { type: 'string' }, split: { type: 'string' }, run: { type: 'string' }, out: { type: 'string' }, overlays: { type: 'string' }, 'attention-maps': { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' } },
+    ['data', 'run'],
+  );
+  const split = (v.split as string | undefined) ?? 'val2017';
+  const out = (v.out as string | undefined) ?? path.join(v.run as string, `eval-${split}`);
+  const backbone = await loadBackbone(v, env);
+  try {
+    const { grounder, imageSize } = await loadRun(v.run as string, backbone, { recordAttention: intOption(v, 'attention-maps', 4) > 0 });
+    let bar: ProgressBar | undefined;
+    try {
+      const result = await evaluateOnBenchmark({
+        data: v.data as string,
+        split,
+        grounder,
+        imageSize,
+        out,
+        overlays: intOption(v, 'overlays', 8),
+        attentionMaps: intOption(v, 'attention-maps', 4),
+        limit: v.limit === undefined ? undefined : intOption(v, 'limit', 1, 1),
+        onProgress: (done, total) => {
+          bar ??= progress(env, v, total, 'evaluate');
+          bar.update(done);
+        },
+      });
+      bar?.finish();
+      if (v.json) env.stdout.write(JSON.stringify({ ...result.summary, baseline_full_image: result.baseline }) + '\n');
+      else {
+        env.stdout.write(formatMetricsTable(result.metrics) + '\n');
+        env.stdout.write(`trivial baseline (every phrase = the whole image): AR ${formatPercent(result.baseline.overall ?? NaN)}\n`);
+        env.stdout.write(`${result.phrases} phrases of ${result.samples} narratives in ${result.seconds.toFixed(0)} s; outputs in ${out}\n`);
+      }
+    } finally {
+      grounder.dispose();
+    }
+  } finally {
+    backbone.dispose();
+  }
+}
+
+async function ground(args: readonly string[], env: CliEnvironment): Promise<void> {
+  const v = parse(args, { ...MODEL_OPTIONS, image: { type: 'string' }, caption: { type: 'string' }, run: { type: 'string' }, out: { type: 'string' } }, ['image', 'caption', 'run']);
+  const imageFile = v.image as string;
+  if (!fs.existsSync(imageFile)) throw new Error(`--image ${imageFile}: no such file`);
+  const image = decodeImage(new Uint8Array(fs.readFileSync(imageFile)), imageFile);
+  const caption = v.caption as string;
+  if (caption.trim() === '') throw new UsageError('--caption is empty; pass the narrative to ground');
+  const out = (v.out as string | undefined) ?? 'png-ground';
+  const backbone = await loadBackbone(v, env);
+  try {
+    const { grounder, imageSize } = await loadRun(v.run as string, backbone);
+    try {
+      const phrases = await groundNarrative(grounder, image, caption, { imageSize });
+      const overlay = renderOverlay(image, phrases.map((p) => ({ label: p.text, mask: p.mask })));
+      await writeFileAtomic(path.join(out, 'overlay.png'), encodePng(overlay.width, overlay.height, overlay.data));
+      const masks = {
+        image: path.resolve(imageFile),
+        caption,
+        height: image.height,
+        width: image.width,
+        phrases: phrases.map((p) => ({ text: p.text, span: p.span, area: p.mask.reduce((a, b) => a + b, 0), rle: encodeRle(p.mask, image.height, image.width) })),
+      };
+      await writeFileAtomic(path.join(out, 'masks.json'), JSON.stringify(masks, null, 2) + '\n');
+      env.stdout.write(`${phrases.length} phrases: ${phrases.map((p) => JSON.stringify(p.text)).join(', ')}\nwrote ${path.join(out, 'overlay.png')} and ${path.join(out, 'masks.json')}\n`);
+    } finally {
+      grounder.dispose();
+    }
+  } finally {
+    backbone.dispose();
+  }
+}

@@ -1,0 +1,120 @@
+// PngGrounder on the webgpu backend (Dawn; without a GPU, chromium's SwiftShader driver: see
+// @png/core's setBackend): a full forward and one training step's gradients against the cpu
+// backend on the same weights, and no leaks over repeated forwards. Small sizes: SwiftShader and
+// cpu-in-jest are slow.
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { setBackend, type BackendName } from '@png/core';
+import { expectNoLeak, maxAbsDiff, sharedFixturesDir } from '@png/core/testing';
+import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, DiffusionBackbone, UNet2DConditionModel } from '@png/diffusion-backbone';
+import { PngGrounder, type PngGrounderConfig } from './png_grounder';
+import type { Narrative } from './phrase_features';
+
+const TINY = path.join(sharedFixturesDir(), 'tiny-sd');
+const SIZE = 16;
+
+/** The small config of png_grounder.test.ts's overfitting test. */
+const SMALL: Partial<PngGrounderConfig> = {
+  eipa: { bottleneck_dim: 16, num_heads: 4, gate_init: 0.1 },
+  mlma: { hidden_dim: 32, num_heads: 4, mask_dim: 32, norm_groups: 8 },
+  decoder: { num_layers: 1, num_heads: 4, dim_feedforward: 64 },
+  max_phrases: 4,
+};
+
+const narratives: Narrative[] = [
+  { caption: 'two red squares on the grass', phrases: [[0, 15], [19, 28]] },
+  { caption: 'a circle above a blue square and the sky', phrases: [[0, 8], [15, 28], [33, 40]] },
+];
+
+/** Per-tensor results of one backend, read back to host memory. */
+interface Run {
+  loss: number;
+  predictions: Float32Array[];
+  grads: Record<string, Float32Array>;
+}
+
+describe('PngGrounder on webgpu', () => {
+  let backbone: DiffusionBackbone;
+  let grounder: PngGrounder;
+  let images: tf.Tensor4D;
+  let targets: tf.Tensor4D;
+
+  beforeAll(async () => {
+    // Built once on cpu; tfjs moves each tensor to webgpu the first time webgpu reads it, so both
+    // backends run on bit-identical weights.
+    await setBackend('cpu');
+    const unet = UNet2DConditionModel.create(
+      { block_out_channels: [8, 16], down_block_types: ['CrossAttnDownBlock2D', 'DownBlock2D'], up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D'], layers_per_block: 1, attention_head_dim: 2, norm_num_groups: 4, cross_attention_dim: 32 },
+      { seed: 7 },
+    );
+    backbone = DiffusionBackbone.fromComponents({
+      unet,
+      vae: await AutoencoderKL.fromPretrained(path.join(TINY, 'vae'), { parts: 'encoder' }),
+      textEncoder: await CLIPTextModel.fromPretrained(path.join(TINY, 'text_encoder')),
+      tokenizer: await CLIPTokenizer.fromPretrained(path.join(TINY, 'tokenizer')),
+    });
+    grounder = PngGrounder.create(backbone, SMALL, { seed: 8 });
+    images = tf.randomUniform([2, SIZE, SIZE, 3], -1, 1, 'float32', 1) as tf.Tensor4D;
+    targets = tf.cast(tf.greater(tf.randomUniform([2, SIZE, SIZE, 3], 0, 1, 'float32', 2), 0.5), 'float32') as tf.Tensor4D;
+  });
+  afterAll(() => {
+    grounder?.dispose();
+    backbone?.dispose();
+    tf.dispose([images, targets]);
+  });
+
+  /** A full forward and the gradients of one training step's loss, on `backend`. */
+  async function run(backend: BackendName): Promise<Run> {
+    await setBackend(backend);
+    const out = grounder.forward(images, narratives);
+    const predictions = await Promise.all(out.predictions.map((p) => p.data() as Promise<Float32Array>));
+    tf.dispose(out);
+    const phrases = grounder.encodePhrases(narratives);
+    const latents = backbone.encodeImages(images);
+    const vars = grounder.namedVariables();
+    const { value, grads } = tf.variableGrads(() => grounder.loss(latents, phrases, targets), Object.values(vars));
+    const names = Object.keys(vars);
+    const host: Record<string, Float32Array> = {};
+    for (const [i, name] of names.entries()) host[name] = (await grads[Object.values(vars)[i].name].data()) as Float32Array;
+    const loss = (await value.data())[0];
+    tf.dispose([phrases, latents, value, grads]);
+    return { loss, predictions, grads: host };
+  }
+
+  it('gives the forward and the gradients of a training step of the cpu backend', async () => {
+    const t0 = performance.now();
+    const cpu = await run('cpu');
+    const t1 = performance.now();
+    const gpu = await run('webgpu');
+    const t2 = performance.now();
+    expect(tf.getBackend()).toBe('webgpu');
+    // forward: every decoder layer's mask logits
+    const forwardErr = Math.max(...cpu.predictions.map((p, i) => maxAbsDiff(gpu.predictions[i], p) / Math.max(1e-6, maxAbsDiff(p, new Float32Array(p.length)))));
+    // gradients: per variable, max |webgpu − cpu| relative to the largest |cpu| entry
+    let gradErr = 0;
+    let worst = '';
+    for (const [name, g] of Object.entries(cpu.grads)) {
+      const scale = maxAbsDiff(g, new Float32Array(g.length));
+      const rel = maxAbsDiff(gpu.grads[name], g) / Math.max(scale, 1e-12);
+      if (!(rel <= gradErr)) [gradErr, worst] = [rel, name];
+    }
+    console.log(
+      `PngGrounder webgpu vs cpu: loss ${gpu.loss} vs ${cpu.loss}; forward max rel error ${forwardErr.toExponential(2)}; ` +
+        `gradients of ${Object.keys(cpu.grads).length} variables, max rel error ${gradErr.toExponential(2)} (${worst}); cpu ${((t1 - t0) / 1000).toFixed(1)} s, webgpu ${((t2 - t1) / 1000).toFixed(1)} s`,
+    );
+    expect(Math.abs(gpu.loss - cpu.loss)).toBeLessThanOrEqual(1e-4 * Math.abs(cpu.loss));
+    expect(forwardErr).toBeLessThanOrEqual(1e-4);
+    expect(gradErr).toBeLessThanOrEqual(1e-4);
+  });
+
+  it('does not leak tensors over 20 forwards', async () => {
+    await setBackend('webgpu');
+    await expectNoLeak(async () => {
+      for (let i = 0; i < 20; i++) {
+        const out = grounder.forward(images, narratives);
+        await out.predictions[out.predictions.length - 1].data(); // finish each forward before the next
+        tf.dispose(out);
+      }
+    }, '20 PngGrounder.forward calls on webgpu');
+  });
+});
