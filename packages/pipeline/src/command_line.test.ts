@@ -1,0 +1,129 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { setBackend } from '@png/core';
+import { DiffusionBackbone } from '@png/diffusion-backbone';
+import { encodePng, synthesizeScene } from '@png/png-data';
+import { decodeRle } from '@png/png-metrics';
+import { main } from './command_line';
+import { trainOnBenchmark } from './benchmark_training';
+
+const EMBEDDED = path.join(__dirname, '..', 'models', 'png-tiny-sd');
+const SMALL_MODEL = { eipa: { bottleneck_dim: 16, num_heads: 4 }, mlma: { hidden_dim: 32, num_heads: 4, mask_dim: 32, norm_groups: 8 }, decoder: { num_layers: 2, num_heads: 4, dim_feedforward: 64 }, max_phrases: 6 };
+
+/** Runs `png <args>` and captures what it writes. */
+async function png(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const code = await main(args, { stdout: { write: (t: string) => (stdout += t) }, stderr: { write: (t: string) => (stderr += t) }, embeddedModel: EMBEDDED });
+  return { code, stdout, stderr };
+}
+
+describe('the png command line (embedded backbone, wasm)', () => {
+  let dir: string;
+  let config: string;
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'png-cli-'));
+    config = path.join(dir, 'model.json');
+    fs.writeFileSync(config, JSON.stringify(SMALL_MODEL));
+    expect((await png('synth', '--out', path.join(dir, 'data'), '--train', '6', '--val', '3', '--seed', '5')).code).toBe(0);
+  });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('prints help for every command and refuses bad usage with exit code 2', async () => {
+    const help = await png('--help');
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/synth.*\n.*train.*\n.*evaluate.*\n.*ground/);
+    for (const command of ['synth', 'train', 'evaluate', 'ground']) {
+      const r = await png(command, '--help');
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain(`Usage: png ${command}`);
+    }
+    expect(await png('fly')).toMatchObject({ code: 2, stderr: expect.stringContaining("unknown command 'fly'") });
+    expect(await png('train', '--data', dir)).toMatchObject({ code: 2, stderr: expect.stringContaining('--out is required') });
+    expect(await png('train', '--data', dir, '--out', dir, '--steps', 'many')).toMatchObject({ code: 2, stderr: expect.stringContaining("--steps must be an integer ≥ 1, got 'many'") });
+    expect(await png('train', '--data', dir, '--out', dir, '--backend', 'tpu')).toMatchObject({ code: 2, stderr: expect.stringContaining('--backend must be one of wasm, cpu, webgpu') });
+    expect(await png('synth', '--out', dir, '--colour', 'red')).toMatchObject({ code: 2, stderr: expect.stringContaining("Unknown option '--colour'") });
+  });
+
+  it('trains, resumes a finished run, evaluates with figures, and grounds a free-form narrative', async () => {
+    const data = path.join(dir, 'data');
+    const run = path.join(dir, 'run');
+    const train = ['train', '--data', data, '--out', run, '--config', config, '--steps', '6', '--batch-size', '2', '--checkpoint-every', '3'];
+    const trained = await png(...train);
+    expect(trained.stderr).toContain('encoding 8 training narratives');
+    expect(trained.code).toBe(0);
+    expect(trained.stdout).toContain('trained 6 steps');
+    expect(JSON.parse(fs.readFileSync(path.join(run, 'losses.json'), 'utf8'))).toHaveLength(6);
+    expect(fs.readdirSync(path.join(run, 'grounder')).sort()).toEqual(['config.json', 'decoder', 'eipa', 'mlma']);
+    expect((await png(...train)).stdout).toContain('had already finished its 6 steps');
+    const other = await png(...train.slice(0, -4), '--steps', '7');
+    expect(other.code).toBe(1);
+    expect(other.stderr).toMatch(/run\.json: this run folder was started with another training .*choose another --out/);
+
+    const evaluated = await png('evaluate', '--data', data, '--run', run, '--json', '--overlays', '2', '--attention-maps', '1');
+    expect(evaluated.code).toBe(0);
+    const summary = JSON.parse(evaluated.stdout);
+    expect(summary.overall).toBeGreaterThanOrEqual(0);
+    expect(summary.baseline_full_image.overall).toBeGreaterThan(0);
+    const out = path.join(run, 'eval-val2017');
+    expect(fs.readdirSync(out).sort()).toEqual(['ar_curves.svg', 'attention', 'overlays', 'predictions.json', 'report.json']);
+    expect(fs.readdirSync(path.join(out, 'overlays'))).toHaveLength(2);
+    expect(fs.readdirSync(path.join(out, 'attention'))).toHaveLength(1);
+    const report = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8'));
+    expect(report.average_recall.overall).toBe(summary.overall);
+
+    const scene = synthesizeScene(77);
+    const image = path.join(dir, 'scene.png');
+    fs.writeFileSync(image, encodePng(scene.width, scene.height, scene.image));
+    const grounded = await png('ground', '--image', image, '--caption', 'In this picture we can see a red circle above two blue squares on the grass.', '--run', run, '--out', path.join(dir, 'ground'));
+    expect(grounded.code).toBe(0);
+    expect(grounded.stdout).toContain('3 phrases: "a red circle", "two blue squares", "the grass"');
+    const masks = JSON.parse(fs.readFileSync(path.join(dir, 'ground', 'masks.json'), 'utf8'));
+    expect(masks.phrases.map((p: { span: number[] }) => p.span)).toEqual([[27, 39], [46, 62], [66, 75]]);
+    for (const p of masks.phrases) expect(decodeRle(p.rle).reduce((a: number, b: number) => a + b, 0)).toBe(p.area);
+    expect(fs.readFileSync(path.join(dir, 'ground', 'overlay.png')).subarray(1, 4).toString()).toBe('PNG');
+
+    expect(await png('ground', '--image', path.join(dir, 'nope.png'), '--caption', 'a dog', '--run', run)).toMatchObject({ code: 1, stderr: expect.stringContaining('nope.png: no such file') });
+    expect(await png('ground', '--image', image, '--caption', '  ', '--run', run)).toMatchObject({ code: 2, stderr: expect.stringContaining('--caption is empty') });
+    expect(await png('evaluate', '--data', data, '--run', dir)).toMatchObject({ code: 1, stderr: expect.stringContaining('not a png train run folder (no run.json)') });
+  });
+});
+
+describe('trainOnBenchmark', () => {
+  let dir: string;
+  let backbone: DiffusionBackbone;
+  beforeAll(async () => {
+    await setBackend('wasm');
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'png-train-'));
+    expect((await png('synth', '--out', path.join(dir, 'data'), '--train', '5', '--val', '0', '--seed', '9')).code).toBe(0);
+    backbone = await DiffusionBackbone.fromPretrained(EMBEDDED);
+  });
+  afterAll(() => {
+    backbone.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('resumes an interrupted run with the losses an uninterrupted run has, bit for bit', async () => {
+    const options = { data: path.join(dir, 'data'), backbone, config: SMALL_MODEL, training: { steps: 5, batch_size: 2, warmup_steps: 1, checkpoint_every: 2 } };
+    const whole = await trainOnBenchmark({ ...options, out: path.join(dir, 'whole') });
+    const crash = new Error('power cut');
+    await expect(
+      trainOnBenchmark({
+        ...options,
+        out: path.join(dir, 'resumed'),
+        onProgress: (p) => {
+          if (p.phase === 'train' && p.done === 3) throw crash; // after the step-2 checkpoint, before step 4's
+        },
+      }),
+    ).rejects.toBe(crash);
+    const resumed = await trainOnBenchmark({ ...options, out: path.join(dir, 'resumed') });
+    expect(resumed.resumedFrom).toBe(2);
+    expect(resumed.losses).toEqual(whole.losses);
+    expect(whole.losses[4]).toBeLessThan(whole.losses[0]);
+  });
+
+  it('refuses a benchmark split without grounded records, naming the folder', async () => {
+    await expect(trainOnBenchmark({ data: path.join(dir, 'data'), split: 'val2017', out: path.join(dir, 'empty'), backbone, config: SMALL_MODEL, training: { steps: 2, warmup_steps: 0 } })).rejects.toThrow(/split val2017 has no record with a grounded phrase/);
+  });
+});
