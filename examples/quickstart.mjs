@@ -12,7 +12,7 @@ import { encodePhrases } from '@png/pipeline';
 import { PngEvaluator, summarizeMetrics } from '@png/png-metrics';
 
 const here = path.dirname(new URL(import.meta.url).pathname);
-const { values: args } = parseArgs({ options: { model: { type: 'string', default: path.join(here, '..', '..', 'shared', 'fixtures', 'tiny-sd') }, backend: { type: 'string', default: 'wasm' } } });
+const { values: args } = parseArgs({ options: { model: { type: 'string', default: path.join(here, '..', 'packages', 'pipeline', 'models', 'png-tiny-sd') }, backend: { type: 'string', default: 'wasm' } } });
 
 await setBackend(args.backend);
 const backbone = await DiffusionBackbone.fromPretrained(args.model);
