@@ -1,0 +1,47 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { setBackend } from '@png/core';
+import { DiffusionBackbone } from '@png/diffusion-backbone';
+import { generateSyntheticBenchmark } from '@png/png-data';
+import { PHRASE_GROUPS, PngGroundTruth, evaluatePredictions, parsePredictions, summarizeMetrics } from '@png/png-metrics';
+import { evaluateOnBenchmark } from './benchmark_evaluation';
+import { PngGrounder } from './png_grounder';
+
+const EMBEDDED = path.join(__dirname, '..', 'models', 'png-tiny-sd');
+
+describe('evaluateOnBenchmark (embedded backbone, wasm)', () => {
+  let dir: string;
+  let backbone: DiffusionBackbone;
+  beforeAll(async () => {
+    await setBackend('wasm');
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'png-eval-'));
+    await generateSyntheticBenchmark(path.join(dir, 'data'), { seed: 3, train: 0, val: 3 });
+    backbone = await DiffusionBackbone.fromPretrained(EMBEDDED);
+  });
+  afterAll(() => {
+    backbone.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('grounds narratives with more phrases than the model takes in several forwards, and its predictions file re-scores to the same AR', async () => {
+    // max_phrases 2: every synthetic narrative (4+ phrases) needs several forwards
+    const grounder = PngGrounder.create(backbone, { mlma: { hidden_dim: 32, num_heads: 4, mask_dim: 32, norm_groups: 8 }, decoder: { num_layers: 1, num_heads: 4, dim_feedforward: 32 }, max_phrases: 2 }, { seed: 2, recordAttention: true });
+    const before = tf.memory().numTensors;
+    const out = path.join(dir, 'eval');
+    const result = await evaluateOnBenchmark({ data: path.join(dir, 'data'), grounder, imageSize: 64, out, overlays: 2, attentionMaps: 1, batchSize: 3 });
+    expect(tf.memory().numTensors).toBe(before);
+    grounder.dispose();
+
+    const gt = PngGroundTruth.load(path.join(dir, 'data', 'annotations'));
+    expect(result.phrases).toBe(gt.phraseCount);
+    const predictions = parsePredictions(JSON.parse(fs.readFileSync(path.join(out, 'predictions.json'), 'utf8')));
+    expect(summarizeMetrics(evaluatePredictions(gt, predictions).evaluate())).toEqual(result.summary);
+    const report = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8'));
+    expect(report.average_recall).toEqual(Object.fromEntries(PHRASE_GROUPS.map((g) => [g, result.summary[g]])));
+    expect(report.baseline_full_image).toEqual(result.baseline);
+    expect(fs.readdirSync(path.join(out, 'overlays'))).toHaveLength(2);
+    expect(fs.readdirSync(path.join(out, 'attention'))).toHaveLength(1);
+  });
+});
