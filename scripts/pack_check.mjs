@@ -1,5 +1,6 @@
 // Packs every workspace package with `npm pack`, installs the tarballs into a fresh temporary
-// project and imports each one there (ESM and CJS), as a user of the published packages would.
+// project and imports each one there (ESM and CJS), runs their bins and loads the embedded
+// backbone from the installed @png/pipeline, as a user of the published packages would.
 //   node scripts/pack_check.mjs        (after `npm run build`)
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -30,13 +31,23 @@ try {
   const app = path.join(tmp, 'app');
   fs.mkdirSync(app);
   fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
-  run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', ...tarballs], app);
+  run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', ...tarballs, '@tensorflow/tfjs-backend-wasm@4.22.0'], app); // a backend, as a user adds one
   for (const { manifest } of packages) {
     const esm = `import * as m from '${manifest.name}'; if (!Object.keys(m).length) throw new Error('no exports'); console.log('${manifest.name} (esm):', Object.keys(m).length, 'exports');`;
     console.log(run('node', ['--input-type=module', '-e', esm], app).trim());
     const cjs = `const m = require('${manifest.name}'); if (!Object.keys(m).length) throw new Error('no exports'); console.log('${manifest.name} (cjs):', Object.keys(m).length, 'exports');`;
     console.log(run('node', ['-e', cjs], app).trim());
   }
+  // the bins run from the install, and `png` finds the embedded backbone shipped beside it
+  for (const { manifest } of packages) {
+    for (const bin of Object.keys(manifest.bin ?? {})) {
+      const help = run(path.join(app, 'node_modules', '.bin', bin), ['--help'], app);
+      if (!help.startsWith(`Usage: ${bin} `)) throw new Error(`${manifest.name}: '${bin} --help' printed ${JSON.stringify(help.slice(0, 80))}`);
+      console.log(`${bin} --help: ok`);
+    }
+  }
+  const embedded = run('node', ['--input-type=module', '-e', "import { DiffusionBackbone } from '@png/diffusion-backbone'; import { setBackend } from '@png/core'; import { createRequire } from 'node:module'; import * as path from 'node:path'; await setBackend('wasm'); const dir = path.dirname(createRequire(import.meta.url).resolve('@png/pipeline/models/png-tiny-sd/model_index.json')); const b = await DiffusionBackbone.fromPretrained(dir); console.log('embedded backbone loads from the installed package:', b.unet.numParameters(), 'UNet parameters'); b.dispose();"], app);
+  console.log(embedded.trim());
   console.log(`pack check passed for ${packages.length} packages`);
 } finally {
   fs.rmSync(tmp, { recursive: true, force: true });
