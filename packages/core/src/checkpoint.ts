@@ -1,5 +1,5 @@
 import { writeFileAtomic } from './atomic_write';
-import { SafetensorsFile, writeSafetensorsFile } from './safetensors';
+import { SafetensorsBytes, SafetensorsFile, writeSafetensorsFile } from './safetensors';
 import type { Parameters } from './weights';
 
 /** File names of a module checkpoint folder (the diffusers/transformers layout). */
@@ -30,4 +30,67 @@ export async function openModule(dir: string): Promise<{ config: Record<string, 
     throw new Error(`${configFile}: not valid JSON (${(e as Error).message})`);
   }
   return { config, source: await SafetensorsFile.open(join(dir, WEIGHTS_FILE)) };
+}
+
+/**
+ * The contents of a checkpoint folder's two files: `config.json` as text and the safetensors file
+ * as bytes. What a browser fetches (`fetchModuleFiles`) or a user uploads.
+ */
+export interface ModuleFiles {
+  readonly config: string;
+  readonly weights: Uint8Array;
+}
+
+/**
+ * As openModule, from the files' contents. `name` (the folder or URL they came from) and
+ * `weightsFile` name the files in errors.
+ */
+export function openModuleFiles(files: ModuleFiles, name: string, weightsFile = WEIGHTS_FILE): { config: Record<string, unknown>; source: SafetensorsBytes } {
+  const configFile = `${name}/${CONFIG_FILE}`;
+  const kind = (x: unknown): string => Object.prototype.toString.call(x).slice(8, -1); // 'String', 'Uint8Array', 'ArrayBuffer', … across realms
+  if (kind(files?.config) !== 'String') throw new Error(`${configFile}: expected its text (a string), got ${kind(files?.config)}`);
+  if (kind(files.weights) !== 'Uint8Array') throw new Error(`${name}/${weightsFile}: expected its bytes (a Uint8Array), got ${kind(files.weights)}`);
+  let config: unknown;
+  try {
+    config = JSON.parse(files.config);
+  } catch (e) {
+    throw new Error(`${configFile}: not valid JSON (${(e as Error).message})`);
+  }
+  if (config === null || typeof config !== 'object' || Array.isArray(config)) throw new Error(`${configFile}: expected a JSON object`);
+  return { config: config as Record<string, unknown>, source: new SafetensorsBytes(files.weights, `${name}/${weightsFile}`) };
+}
+
+/** The `fetch` the URL loaders call: `globalThis.fetch` unless given (tests pass their own). */
+export type FetchFunction = (url: string) => Promise<Response>;
+
+/** `base` and path parts joined with single slashes (`base` may be relative: 'models/x', '/models/x/'). */
+export function joinUrl(base: string, ...parts: string[]): string {
+  return [base.replace(/\/+$/, ''), ...parts].join('/');
+}
+
+/**
+ * GETs `url` and returns its bytes; with `optional`, an HTTP 404 gives undefined. Any other
+ * failure is an error naming the URL and the HTTP status.
+ */
+export async function fetchFile(url: string, options?: { fetch?: FetchFunction; optional?: false }): Promise<Uint8Array>;
+export async function fetchFile(url: string, options: { fetch?: FetchFunction; optional: true }): Promise<Uint8Array | undefined>;
+export async function fetchFile(url: string, options: { fetch?: FetchFunction; optional?: boolean }): Promise<Uint8Array | undefined>;
+export async function fetchFile(url: string, options: { fetch?: FetchFunction; optional?: boolean } = {}): Promise<Uint8Array | undefined> {
+  const get = options.fetch ?? globalThis.fetch;
+  if (typeof get !== 'function') throw new Error(`${url}: no fetch function here; pass options.fetch`);
+  let response: Response;
+  try {
+    response = await get(url);
+  } catch (e) {
+    throw new Error(`${url}: fetch failed (${(e as Error).message})`);
+  }
+  if (response.status === 404 && options.optional) return undefined;
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''}`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+/** Fetches the checkpoint folder at `url` (`config.json` + `weightsFile`, default model.safetensors). */
+export async function fetchModuleFiles(url: string, options: { fetch?: FetchFunction; weightsFile?: string } = {}): Promise<ModuleFiles> {
+  const [config, weights] = await Promise.all([fetchFile(joinUrl(url, CONFIG_FILE), options), fetchFile(joinUrl(url, options.weightsFile ?? WEIGHTS_FILE), options)]);
+  return { config: new TextDecoder().decode(config), weights };
 }

@@ -16,7 +16,7 @@ export {
   type WeightSource,
 } from './safetensors';
 export { writeFileAtomic } from './atomic_write';
-export { saveModule, openModule, CONFIG_FILE, WEIGHTS_FILE } from './checkpoint';
+export { saveModule, openModule, openModuleFiles, fetchFile, fetchModuleFiles, joinUrl, CONFIG_FILE, WEIGHTS_FILE, type ModuleFiles, type FetchFunction } from './checkpoint';
 export { WeightScope, Parameters, type Init, type Layout } from './weights';
 export { HostOffload } from './offload';
 export { ParameterModule } from './module';

@@ -3,7 +3,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { SafetensorsBytes, SafetensorsFile, serializeSafetensors, writeSafetensorsFile } from './safetensors';
-import { saveModule, openModule } from './checkpoint';
+import { saveModule, openModule, openModuleFiles, fetchFile, fetchModuleFiles, joinUrl } from './checkpoint';
+import { FOLDER_FETCH_BASE, folderFetch } from './testing';
 import { WeightScope } from './weights';
 import { Linear } from './nn/linear';
 import { setBackend } from './backend';
@@ -113,5 +114,32 @@ describe('safetensors', () => {
     source.close();
     params.dispose();
     await expect(openModule(path.join(tmp, 'nothing'))).rejects.toThrow(/config\.json: missing; not a module checkpoint folder/);
+  });
+
+  it('fetches a module checkpoint by URL and opens it from its files\' contents, with errors naming the file', async () => {
+    await setBackend('wasm');
+    const { params } = WeightScope.fresh({ seed: 2 }).build((s) => new Linear(s.pp('proj'), 3, 2));
+    await saveModule(path.join(tmp, 'served', 'module'), { width: 3 }, params);
+    const fetch = folderFetch(path.join(tmp, 'served'));
+    const url = joinUrl(FOLDER_FETCH_BASE, 'module/'); // a trailing slash is fine
+    const files = await fetchModuleFiles(url, { fetch });
+    expect(fetch.requested.sort()).toEqual([`${FOLDER_FETCH_BASE}module/config.json`, `${FOLDER_FETCH_BASE}module/model.safetensors`]);
+    const { config, source } = openModuleFiles(files, url);
+    expect(config).toEqual({ width: 3 });
+    const torch = params.exportTorch();
+    expect([...source.read('proj.weight')]).toEqual([...(await torch.get('proj.weight')!.data())]);
+    tf.dispose([...torch.values()]);
+    params.dispose();
+
+    expect(() => openModuleFiles({ ...files, config: '{"width": 3' }, 'm')).toThrow(/^m\/config\.json: not valid JSON/);
+    expect(() => openModuleFiles({ ...files, config: '[3]' }, 'm')).toThrow('m/config.json: expected a JSON object');
+    expect(() => openModuleFiles({ ...files, weights: files.weights.buffer as unknown as Uint8Array }, 'm')).toThrow('m/model.safetensors: expected its bytes (a Uint8Array), got ArrayBuffer');
+    expect(() => openModuleFiles({ ...files, weights: files.weights.subarray(0, 40) }, 'm', 'w.safetensors')).toThrow(/^m\/w\.safetensors: /);
+    await expect(fetchModuleFiles(`${FOLDER_FETCH_BASE}elsewhere`, { fetch })).rejects.toThrow(`${FOLDER_FETCH_BASE}elsewhere/config.json: HTTP 404 Not Found`);
+    expect(await fetchFile(`${FOLDER_FETCH_BASE}none.json`, { fetch, optional: true })).toBeUndefined();
+    const offline = () => Promise.reject(new TypeError('Failed to fetch'));
+    await expect(fetchFile('http://x/a.json', { fetch: offline, optional: true })).rejects.toThrow('http://x/a.json: fetch failed (Failed to fetch)');
+    const forbidden = () => Promise.resolve(new Response(null, { status: 403, statusText: 'Forbidden' }));
+    await expect(fetchFile('http://x/a.json', { fetch: forbidden, optional: true })).rejects.toThrow('http://x/a.json: HTTP 403 Forbidden');
   });
 });

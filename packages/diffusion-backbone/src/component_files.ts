@@ -1,4 +1,4 @@
-import { SafetensorsBytes, SafetensorsError, SafetensorsFile, writeFileAtomic, writeSafetensorsFile, type Parameters, type TensorInfo, type WeightSource } from '@png/core';
+import { SafetensorsBytes, SafetensorsError, SafetensorsFile, openModuleFiles, writeFileAtomic, writeSafetensorsFile, type ModuleFiles, type Parameters, type TensorInfo, type WeightSource } from '@png/core';
 
 /**
  * Reading one component folder of a diffusers pipeline (`unet/`, `vae/`, `text_encoder/`):
@@ -8,6 +8,12 @@ import { SafetensorsBytes, SafetensorsError, SafetensorsFile, writeFileAtomic, w
 export interface ComponentOptions {
   /** Weight variant, e.g. 'fp16' picks `<name>.fp16.safetensors`. */
   readonly variant?: string;
+}
+
+/** Options of the components' `fromFiles`. */
+export interface ComponentFilesOptions extends ComponentOptions {
+  /** Where the files came from (a folder or URL), named in errors; default the component's folder name ('unet', 'vae', 'text_encoder'). */
+  readonly name?: string;
 }
 
 type NodeFs = typeof import('node:fs');
@@ -97,6 +103,19 @@ class ShardedSource implements WeightSource {
   close(): void {
     for (const s of this.shards.values()) s.close();
   }
+}
+
+/**
+ * As readConfigJson + openWeights, from the contents of a component folder's files (`config.json`
+ * and `<weightsName>[.<variant>].safetensors`), for `fromFiles` in browsers.
+ */
+export function openComponentFiles(files: ModuleFiles, weightsName: string, defaultName: string, options: ComponentFilesOptions): { config: Record<string, unknown>; source: WeightSource } {
+  return openModuleFiles(files, options.name ?? defaultName, componentWeightsFile(weightsName, options));
+}
+
+/** The file name of a component's single-file checkpoint: `<weightsName>[.<variant>].safetensors`. */
+export function componentWeightsFile(weightsName: string, options: ComponentOptions = {}): string {
+  return `${options.variant ? `${weightsName}.${options.variant}` : weightsName}.safetensors`;
 }
 
 /** An in-memory checkpoint (browser or tests), same interface as a file. */

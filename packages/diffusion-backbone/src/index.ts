@@ -1,7 +1,7 @@
 export { UNet2DConditionModel, SD15_UNET_CONFIG, resolveUNetConfig, type UNet2DConditionConfig, type UNet2DConditionOutput, type UNetForwardOptions } from './models/unet_2d_condition';
 export { Attention, AttnProcessor, type AttentionProcessor, type AttentionProcessorArgs } from './models/attention_processor';
 export { FeatureTaps, featureKey } from './feature_taps';
-export { DiffusionBackbone, type DiffusionBackboneOptions } from './pipeline_stable_diffusion';
+export { DiffusionBackbone, type DiffusionBackboneOptions, type DiffusionBackboneFiles } from './pipeline_stable_diffusion';
 export {
   AutoencoderKL,
   SD15_VAE_CONFIG,
@@ -12,4 +12,4 @@ export {
   type AutoencoderKLEncodeOutput,
 } from './models/autoencoder_kl';
 export * from './clip/index';
-export { readConfigJson, openWeights, weightsFromBytes, saveComponent, type ComponentOptions } from './component_files';
+export { readConfigJson, openWeights, weightsFromBytes, saveComponent, type ComponentOptions, type ComponentFilesOptions } from './component_files';

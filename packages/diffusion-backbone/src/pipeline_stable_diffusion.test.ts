@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend } from '@png/core';
-import { FixtureIndex, expectClose, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
+import { FOLDER_FETCH_BASE, FixtureIndex, expectClose, expectNoLeak, folderFetch, sharedFixturesDir } from '@png/core/testing';
 import { DiffusionBackbone } from './pipeline_stable_diffusion';
 import { FeatureTaps } from './feature_taps';
 import { AutoencoderKL } from './models/autoencoder_kl';
@@ -56,6 +56,35 @@ describe('DiffusionBackbone (wasm)', () => {
     }, 'backbone forward with taps');
     small.dispose();
     taps.remove();
+  });
+
+  it('loads by URL (fromUrl, as browsers do) the same weights and tokenizer as fromPretrained, with errors naming the URL', async () => {
+    const fetch = folderFetch(path.dirname(TINY));
+    const url = `${FOLDER_FETCH_BASE}tiny-sd`;
+    const fetched = await DiffusionBackbone.fromUrl(url, { fetch });
+    expect(fetch.requested.filter((u) => u.includes('/tokenizer/')).sort()).toEqual(['merges.txt', 'special_tokens_map.json', 'tokenizer_config.json', 'vocab.json'].map((f) => `${url}/tokenizer/${f}`));
+    for (const component of ['unet', 'vae', 'textEncoder'] as const) {
+      const [mine, theirs] = [fetched[component].parameters, backbone[component].parameters];
+      expect(mine.keys().sort()).toEqual(theirs.keys().sort());
+      for (const key of theirs.keys()) expect(Buffer.from((await mine.get(key).data()).buffer).equals(Buffer.from((await theirs.get(key).data()).buffer))).toBe(true);
+    }
+    const [a, b] = [backbone, fetched].map((m) => m.encodeText(['two red squares on the grass']));
+    expect([...(await b.inputIds.data())]).toEqual([...(await a.inputIds.data())]);
+    tf.dispose([a, b]);
+    fetched.dispose();
+
+    // vae/ and text_encoder/ have no fp16 variant here
+    await expect(DiffusionBackbone.fromUrl(url, { fetch, variant: 'fp16' })).rejects.toThrow(`${url}/vae/diffusion_pytorch_model.fp16.safetensors: HTTP 404 Not Found`);
+    const read = (f: string) => fs.readFileSync(path.join(TINY, f));
+    const files = {
+      unet: { config: read('unet/config.json').toString(), weights: read('unet/diffusion_pytorch_model.safetensors') },
+      vae: { config: read('vae/config.json').toString(), weights: read('vae/diffusion_pytorch_model.safetensors') },
+      textEncoder: { config: read('text_encoder/config.json').toString(), weights: read('vae/diffusion_pytorch_model.safetensors') }, // the wrong file
+      tokenizer: { vocab: read('tokenizer/vocab.json').toString(), merges: read('tokenizer/merges.txt').toString() },
+    };
+    const live = tf.memory().numTensors;
+    expect(() => DiffusionBackbone.fromFiles(files, { name: 'https://x/sd' })).toThrow(/^https:\/\/x\/sd\/text_encoder\/model\.safetensors: /);
+    expect(tf.memory().numTensors).toBe(live); // the UNet and VAE loaded before the failure are freed
   });
 
   it('says which component folders are missing', async () => {

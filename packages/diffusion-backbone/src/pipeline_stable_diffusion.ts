@@ -1,14 +1,26 @@
 import * as tf from '@tensorflow/tfjs-core';
-import type { TextEncoding } from '@png/core';
+import { fetchFile, fetchModuleFiles, joinUrl, type FetchFunction, type ModuleFiles, type TextEncoding } from '@png/core';
 import { CLIPTextModel } from './clip/modeling_clip';
-import { CLIPTokenizer } from './clip/tokenization_clip';
-import type { ComponentOptions } from './component_files';
+import { CLIPTokenizer, type CLIPTokenizerFiles } from './clip/tokenization_clip';
+import { componentWeightsFile, type ComponentOptions } from './component_files';
 import { AutoencoderKL, type AutoencoderKLParts } from './models/autoencoder_kl';
 import { UNet2DConditionModel } from './models/unet_2d_condition';
 
 export interface DiffusionBackboneOptions extends ComponentOptions {
   /** VAE parts to load: grounding only encodes ('encoder', the default); sampling needs 'all'. */
   readonly vaeParts?: AutoencoderKLParts;
+}
+
+/** The contents of a diffusers pipeline folder's files, per component (see DiffusionBackbone.fromFiles). */
+export interface DiffusionBackboneFiles {
+  /** unet/config.json and unet/diffusion_pytorch_model[.variant].safetensors */
+  readonly unet: ModuleFiles;
+  /** vae/config.json and vae/diffusion_pytorch_model[.variant].safetensors */
+  readonly vae: ModuleFiles;
+  /** text_encoder/config.json and text_encoder/model[.variant].safetensors */
+  readonly textEncoder: ModuleFiles;
+  /** tokenizer/vocab.json, merges.txt and, if present, tokenizer_config.json and special_tokens_map.json */
+  readonly tokenizer: CLIPTokenizerFiles;
 }
 
 /**
@@ -57,6 +69,49 @@ export class DiffusionBackbone {
       for (const m of loaded) m.dispose();
       throw e;
     }
+  }
+
+  /**
+   * As fromPretrained, from the contents of the folder's files (browsers, uploads). `name` (where
+   * the files came from) prefixes the component folders in errors.
+   */
+  static fromFiles(files: DiffusionBackboneFiles, options: DiffusionBackboneOptions & { name?: string } = {}): DiffusionBackbone {
+    const at = (component: string) => (options.name ? joinUrl(options.name, component) : component);
+    const loaded: Array<{ dispose(): void }> = [];
+    const keep = <T extends { dispose(): void }>(m: T): T => (loaded.push(m), m);
+    try {
+      const unet = keep(UNet2DConditionModel.fromFiles(files.unet, { variant: options.variant, name: at('unet') }));
+      const vae = keep(AutoencoderKL.fromFiles(files.vae, { variant: options.variant, name: at('vae'), parts: options.vaeParts ?? 'encoder' }));
+      const textEncoder = keep(CLIPTextModel.fromFiles(files.textEncoder, { variant: options.variant, name: at('text_encoder') }));
+      const tokenizer = CLIPTokenizer.fromFiles(files.tokenizer, at('tokenizer'));
+      return new DiffusionBackbone(unet, vae, textEncoder, tokenizer);
+    } catch (e) {
+      for (const m of loaded) m.dispose();
+      throw e;
+    }
+  }
+
+  /**
+   * Fetches the diffusers pipeline folder at `url` (its unet/, vae/, text_encoder/ and tokenizer/
+   * files; single-file checkpoints) and loads it as fromFiles does: the way to load a backbone in
+   * a browser. Errors name the URL that failed.
+   */
+  static async fromUrl(url: string, options: DiffusionBackboneOptions & { fetch?: FetchFunction } = {}): Promise<DiffusionBackbone> {
+    const get = { fetch: options.fetch };
+    const tokenizer = async (file: string, optional = false): Promise<string | undefined> => {
+      const bytes = await fetchFile(joinUrl(url, 'tokenizer', file), { ...get, optional });
+      return bytes && new TextDecoder().decode(bytes);
+    };
+    const [unet, vae, textEncoder, vocab, merges, tokenizerConfig, specialTokensMap] = await Promise.all([
+      fetchModuleFiles(joinUrl(url, 'unet'), { ...get, weightsFile: componentWeightsFile('diffusion_pytorch_model', options) }),
+      fetchModuleFiles(joinUrl(url, 'vae'), { ...get, weightsFile: componentWeightsFile('diffusion_pytorch_model', options) }),
+      fetchModuleFiles(joinUrl(url, 'text_encoder'), { ...get, weightsFile: componentWeightsFile('model', options) }),
+      tokenizer('vocab.json'),
+      tokenizer('merges.txt'),
+      tokenizer('tokenizer_config.json', true),
+      tokenizer('special_tokens_map.json', true),
+    ]);
+    return DiffusionBackbone.fromFiles({ unet, vae, textEncoder, tokenizer: { vocab: vocab!, merges: merges!, tokenizerConfig, specialTokensMap } }, { ...options, name: url });
   }
 
   /** Image sides must be multiples of this: the VAE's and the UNet's downsampling together. */

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { ForwardContext, ParameterModule, WeightScope, openModule, saveModule, type PhraseFeatures } from '@png/core';
+import { ForwardContext, ParameterModule, WeightScope, openModule, openModuleFiles, saveModule, type ModuleFiles, type PhraseFeatures } from '@png/core';
 import { AttnProcessor, type AttentionProcessor, type UNet2DConditionModel } from '@png/diffusion-backbone';
 import { resolveEipaConfig, type EipaConfig } from './eipa_config';
 import { GatedCrossAttention } from './gated_cross_attention';
@@ -50,6 +50,12 @@ export class PhraseAdapter extends ParameterModule {
     } finally {
       source.close();
     }
+  }
+
+  /** As fromPretrained, from the contents of the folder's files (browsers); `name` (where they came from) prefixes errors. */
+  static fromFiles(files: ModuleFiles, unet: UNet2DConditionModel, name = 'eipa'): PhraseAdapter {
+    const { config, source } = openModuleFiles(files, name);
+    return PhraseAdapter.build(WeightScope.fromSource(source, { trainable: true }), unet, resolveEipaConfig(config));
   }
 
   private static build(scope: WeightScope, unet: UNet2DConditionModel, config: EipaConfig): PhraseAdapter {

@@ -4,7 +4,7 @@
 // pixels go top-down as in Mask2Former's pixel-decoder FPN (out_l = ReLU(GN(conv3×3(x_l + up(out_{l−1}))))),
 // phrases are combined by learned level weights. maskFeatures = 1×1 conv of the finest level.
 import * as tf from '@tensorflow/tfjs-core';
-import { Conv2d, Linear, WeightScope, openModule, saveModule, type FeatureMap, type ShapeSpec, ParameterModule } from '@png/core';
+import { Conv2d, Linear, WeightScope, openModule, openModuleFiles, saveModule, type FeatureMap, type ModuleFiles, type ShapeSpec, ParameterModule } from '@png/core';
 import { levelStrides, resolveMlmaConfig, type MlmaConfig } from './config';
 import { MlmaLevel } from './fusion_block';
 import { resize } from '@png/core';
@@ -88,6 +88,12 @@ export class MultiLevelMutualAggregation extends ParameterModule {
     } finally {
       source.close();
     }
+  }
+
+  /** As fromPretrained, from the contents of the folder's files (browsers); `name` (where they came from) prefixes errors. */
+  static fromFiles(files: ModuleFiles, name = 'mlma'): MultiLevelMutualAggregation {
+    const { config, source } = openModuleFiles(files, name);
+    return MultiLevelMutualAggregation.build(WeightScope.fromSource(source, { trainable: true }), resolveMlmaConfig(config));
   }
 
   private static build(scope: WeightScope, config: Readonly<MlmaConfig>): MultiLevelMutualAggregation {

@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend, type BackendName } from '@png/core';
-import { expectNoLeak, sharedFixturesDir } from '@png/core/testing';
+import { FOLDER_FETCH_BASE, expectNoLeak, folderFetch, sharedFixturesDir } from '@png/core/testing';
 import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, DiffusionBackbone, FeatureTaps, UNet2DConditionModel } from '@png/diffusion-backbone';
 import { PngGrounder, type PngGrounderConfig } from './png_grounder';
 import { Trainer, TrainingDivergedError } from './trainer';
@@ -128,14 +128,20 @@ describe('PngGrounder on the tiny SD backbone (wasm)', () => {
     const aLast = await a.predictions[2].data();
     tf.dispose(a);
     grounder.dispose();
-    const loaded = await PngGrounder.fromPretrained(dir, backbone);
-    const b = loaded.forward(images, narratives);
-    expect(Buffer.from((await b.predictions[2].data()).buffer).equals(Buffer.from(aLast.buffer))).toBe(true);
-    tf.dispose(b);
-    loaded.dispose();
+    const fetch = folderFetch(dir); // what a browser does: PngGrounder.fromUrl
+    for (const load of [() => PngGrounder.fromPretrained(dir, backbone), () => PngGrounder.fromUrl(FOLDER_FETCH_BASE, backbone, { fetch })]) {
+      const loaded = await load();
+      const b = loaded.forward(images, narratives);
+      expect(Buffer.from((await b.predictions[2].data()).buffer).equals(Buffer.from(aLast.buffer))).toBe(true);
+      tf.dispose(b);
+      loaded.dispose();
+    }
     const mlmaConfig = JSON.parse(fs.readFileSync(path.join(dir, 'mlma', 'config.json'), 'utf8'));
     fs.writeFileSync(path.join(dir, 'mlma', 'config.json'), JSON.stringify({ ...mlmaConfig, hidden_dim: 64, mask_dim: 64 }));
     await expect(PngGrounder.fromPretrained(dir, backbone)).rejects.toThrow(/has shape \[.*\], expected \[.*\]/);
+    const module = { config: '{}', weights: new Uint8Array(0) };
+    expect(() => PngGrounder.fromFiles({ config: '{"max_phrases": 4', eipa: module, mlma: module, decoder: module }, backbone, { name: 'https://x/g' })).toThrow(/^https:\/\/x\/g\/config\.json: not valid JSON/);
+    await expect(PngGrounder.fromUrl(FOLDER_FETCH_BASE, backbone, { fetch })).rejects.toThrow(/^http:\/\/files\/mlma\/model\.safetensors: tensor '.*' has shape \[.*\], expected \[.*\]/);
     tf.dispose(images);
     fs.rmSync(dir, { recursive: true });
   });

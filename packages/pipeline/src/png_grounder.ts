@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { check, isFiniteNumber, isNonNegativeInt, isPositiveInt, resize, resolveConfig, writeFileAtomic, type FeatureMap, type PhraseFeatures } from '@png/core';
+import { check, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, resize, resolveConfig, writeFileAtomic, type FeatureMap, type FetchFunction, type ModuleFiles, type PhraseFeatures } from '@png/core';
 import { FeatureTaps, type DiffusionBackbone } from '@png/diffusion-backbone';
 import { PhraseAdapter, attachEipa, attentionKey, phraseStateKey, type EipaConfig } from '@png/eipa';
 import { MultiLevelMutualAggregation, type MlmaConfig } from '@png/mlma';
@@ -22,6 +22,18 @@ export interface PngGrounderConfig {
   readonly dice_weight: number;
   /** Supervise every decoder layer's prediction (true) or only the last. */
   readonly deep_supervision: boolean;
+}
+
+/** The contents of the files of a folder written by `PngGrounder.save` (see PngGrounder.fromFiles). */
+export interface PngGrounderFiles {
+  /** config.json, as text. */
+  readonly config: string;
+  /** eipa/config.json and eipa/model.safetensors */
+  readonly eipa: ModuleFiles;
+  /** mlma/config.json and mlma/model.safetensors */
+  readonly mlma: ModuleFiles;
+  /** decoder/config.json and decoder/model.safetensors */
+  readonly decoder: ModuleFiles;
 }
 
 export const DEFAULT_PNG_GROUNDER_CONFIG: PngGrounderConfig = Object.freeze({
@@ -141,6 +153,47 @@ export class PngGrounder {
       for (const m of made) m.dispose();
       throw e;
     }
+  }
+
+  /**
+   * As fromPretrained, from the contents of the folder's files (browsers, uploads). `name` (where
+   * the files came from) prefixes the files in errors.
+   */
+  static fromFiles(files: PngGrounderFiles, backbone: DiffusionBackbone, options: { recordAttention?: boolean; name?: string } = {}): PngGrounder {
+    const at = (file: string) => (options.name ? joinUrl(options.name, file) : file);
+    let json: unknown;
+    try {
+      json = JSON.parse(files.config);
+    } catch (e) {
+      throw new Error(`${at('config.json')}: not valid JSON (${(e as Error).message})`);
+    }
+    if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new Error(`${at('config.json')}: expected a JSON object (a PngGrounderConfig)`);
+    const c = resolvePngGrounderConfig(json as Record<string, unknown>);
+    const made: Array<{ dispose(): void }> = [];
+    try {
+      const adapter = PhraseAdapter.fromFiles(files.eipa, backbone.unet, at('eipa'));
+      made.push(adapter);
+      const mlma = MultiLevelMutualAggregation.fromFiles(files.mlma, at('mlma'));
+      made.push(mlma);
+      const decoder = PngDecoder.fromFiles(files.decoder, at('decoder'));
+      made.push(decoder);
+      return new PngGrounder(c, backbone, adapter, mlma, decoder, options);
+    } catch (e) {
+      for (const m of made) m.dispose();
+      throw e;
+    }
+  }
+
+  /** Fetches the folder a grounder was saved to (config.json, eipa/, mlma/, decoder/) at `url` and loads it onto `backbone`, as fromFiles. */
+  static async fromUrl(url: string, backbone: DiffusionBackbone, options: { recordAttention?: boolean; fetch?: FetchFunction } = {}): Promise<PngGrounder> {
+    const get = { fetch: options.fetch };
+    const [config, eipa, mlma, decoder] = await Promise.all([
+      fetchFile(joinUrl(url, 'config.json'), get),
+      fetchModuleFiles(joinUrl(url, 'eipa'), get),
+      fetchModuleFiles(joinUrl(url, 'mlma'), get),
+      fetchModuleFiles(joinUrl(url, 'decoder'), get),
+    ]);
+    return PngGrounder.fromFiles({ config: new TextDecoder().decode(config), eipa, mlma, decoder }, backbone, { recordAttention: options.recordAttention, name: url });
   }
 
   /** Every trainable variable, keyed `eipa.<key>`, `mlma.<key>`, `decoder.<key>` (checkpoint names). */

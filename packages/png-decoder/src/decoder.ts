@@ -6,7 +6,7 @@
 // mask logits [B, H, W, P] by one matMul; the attention mask is thresholded on the logits
 // (σ(m) < 0.5 ⟺ m < 0) with tf.step, whose gradient is 0 (Mask2Former's `.detach()`).
 import * as tf from '@tensorflow/tfjs-core';
-import { Conv2d, Embedding, LayerNorm, Linear, MASKED_LOGIT, WeightScope, keyMaskBias, openModule, saveModule, type FeatureMap, ParameterModule } from '@png/core';
+import { Conv2d, Embedding, LayerNorm, Linear, MASKED_LOGIT, WeightScope, keyMaskBias, openModule, openModuleFiles, saveModule, type FeatureMap, type ModuleFiles, ParameterModule } from '@png/core';
 import { resolvePngDecoderConfig, type PngDecoderConfig } from './config';
 import { CrossAttentionLayer, FFNLayer, MLP, SelfAttentionLayer } from './layers';
 import { positionEmbeddingSine } from './position_encoding';
@@ -86,6 +86,12 @@ export class PngDecoder extends ParameterModule {
     } finally {
       source.close();
     }
+  }
+
+  /** As fromPretrained, from the contents of the folder's files (browsers); `name` (where they came from) prefixes errors. */
+  static fromFiles(files: ModuleFiles, name = 'decoder'): PngDecoder {
+    const { config, source } = openModuleFiles(files, name);
+    return PngDecoder.build(WeightScope.fromSource(source, { trainable: true }), resolvePngDecoderConfig(config));
   }
 
   private static build(scope: WeightScope, config: Readonly<PngDecoderConfig>): PngDecoder {

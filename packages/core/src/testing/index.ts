@@ -56,6 +56,23 @@ export function sharedFixturesDir(): string {
   throw new Error('cannot find ../shared/fixtures beside the repo root; set PNG_SHARED_DIR to the folder that holds fixtures/');
 }
 
+/**
+ * A `fetch` (for the `fromUrl` loaders) that serves the files under `root` at `http://files/<path>`
+ * (404 for anything else) and records every URL it was asked for.
+ */
+export function folderFetch(root: string): ((url: string) => Promise<Response>) & { requested: string[] } {
+  const requested: string[] = [];
+  const get = async (url: string): Promise<Response> => {
+    requested.push(url);
+    const file = url.startsWith(FOLDER_FETCH_BASE) ? path.join(root, url.slice(FOLDER_FETCH_BASE.length)) : undefined;
+    if (file === undefined || !fs.existsSync(file) || !fs.statSync(file).isFile()) return new Response(null, { status: 404, statusText: 'Not Found' });
+    return new Response(fs.readFileSync(file));
+  };
+  return Object.assign(get, { requested });
+}
+/** Where folderFetch serves its folder. */
+export const FOLDER_FETCH_BASE = 'http://files/';
+
 export interface ReferenceTensor {
   readonly key: string;
   readonly shape: number[];

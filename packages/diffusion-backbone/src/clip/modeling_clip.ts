@@ -11,8 +11,9 @@ import {
   scaledDotProductAttention,
   splitHeads,
   ParameterModule,
+  type ModuleFiles,
 } from '@png/core';
-import { openWeights, readConfigJson, saveComponent, type ComponentOptions } from '../component_files';
+import { openComponentFiles, openWeights, readConfigJson, saveComponent, type ComponentFilesOptions, type ComponentOptions } from '../component_files';
 import { clipTextConfigFromJson, type CLIPTextConfig } from './configuration_clip';
 
 export interface CLIPTextModelForwardOptions {
@@ -172,6 +173,12 @@ export class CLIPTextModel extends ParameterModule {
     } finally {
       source.close();
     }
+  }
+
+  /** As fromPretrained, from the contents of the folder's files (browsers: see DiffusionBackbone.fromUrl). */
+  static fromFiles(files: ModuleFiles, options: ComponentFilesOptions = {}): CLIPTextModel {
+    const { config, source } = openComponentFiles(files, 'model', 'text_encoder', options);
+    return CLIPTextModel.fromScope(WeightScope.fromSource(source, { ignore: [/(^|\.)position_ids$/] }), clipTextConfigFromJson(config, `${options.name ?? 'text_encoder'}/config.json`));
   }
 
   /**

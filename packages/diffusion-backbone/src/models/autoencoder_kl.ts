@@ -9,8 +9,9 @@ import {
   isPositiveInt,
   type ActivationName,
   type BlockHook,
+  type ModuleFiles,
   type PathMatch, ParameterModule } from '@png/core';
-import { openWeights, readConfigJson, saveComponent, type ComponentOptions } from '../component_files';
+import { openComponentFiles, openWeights, readConfigJson, saveComponent, type ComponentFilesOptions, type ComponentOptions } from '../component_files';
 import { ModelRuntime, hookedLeaf } from './model_runtime';
 import { Decoder, DiagonalGaussianDistribution, Encoder, type DecoderUpBlockType, type EncoderDownBlockType } from './vae';
 
@@ -200,6 +201,14 @@ export class AutoencoderKL extends ParameterModule {
     } finally {
       source.close();
     }
+  }
+
+  /** As fromPretrained, from the contents of the folder's files (browsers: see DiffusionBackbone.fromUrl). */
+  static fromFiles(files: ModuleFiles, options: AutoencoderKLLoadOptions & ComponentFilesOptions = {}): AutoencoderKL {
+    const parts = checkParts(options.parts);
+    const { config, source } = openComponentFiles(files, 'diffusion_pytorch_model', 'vae', options);
+    const ignore = parts === 'encoder' ? [/^decoder\./, /^post_quant_conv\./] : [];
+    return AutoencoderKL.build(WeightScope.fromSource(source, { ignore }), resolveAutoencoderKLConfig(config), parts);
   }
 
   /** An AutoencoderKL of `config` (diffusers' defaults fill the rest) with fresh, seeded weights. */

@@ -12,8 +12,9 @@ import {
   type ActivationName,
   type BlockHook,
   type PathMatch,
+  type ModuleFiles,
   type ShapeSpec, ParameterModule } from '@png/core';
-import { openWeights, readConfigJson, saveComponent, type ComponentOptions } from '../component_files';
+import { openComponentFiles, openWeights, readConfigJson, saveComponent, type ComponentFilesOptions, type ComponentOptions } from '../component_files';
 import type { AttentionProcessor } from './attention_processor';
 import { TimestepEmbedding, Timesteps } from './embeddings';
 import { ModelRuntime, hookedLeaf } from './model_runtime';
@@ -280,6 +281,12 @@ export class UNet2DConditionModel extends ParameterModule {
     } finally {
       source.close();
     }
+  }
+
+  /** As fromPretrained, from the contents of the folder's files (browsers: see DiffusionBackbone.fromUrl). */
+  static fromFiles(files: ModuleFiles, options: ComponentFilesOptions = {}): UNet2DConditionModel {
+    const { config, source } = openComponentFiles(files, 'diffusion_pytorch_model', 'unet', options);
+    return UNet2DConditionModel.build(WeightScope.fromSource(source), resolveUNetConfig(config));
   }
 
   /** A UNet of `config` with fresh (seeded, torch-default-initialised) frozen weights. */
