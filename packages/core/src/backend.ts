@@ -11,15 +11,24 @@ const isNode = typeof process !== 'undefined' && !!process.versions?.node;
  * Registers and selects a tfjs backend: `wasm` (the default: SIMD, fast), `cpu` (pure JS, the
  * reference) or `webgpu`. Backend packages are optional peers, imported on demand; a missing one
  * is an error that says which package to install.
+ *
+ * `webgpu` in Node runs on Dawn (the npm package 'webgpu') over a Vulkan driver. On Linux without
+ * one, Debian's chromium package brings a CPU one, SwiftShader: when no driver is chosen
+ * (VK_ICD_FILENAMES / VK_DRIVER_FILES unset) and none is installed system-wide, setBackend points
+ * VK_ICD_FILENAMES at /usr/lib/chromium/vk_swiftshader_icd.json, and loads chromium's Vulkan
+ * loader if the system has none (libvulkan1). No adapter is an error naming what is missing.
  */
 export async function setBackend(name: BackendName = 'wasm'): Promise<BackendName> {
   if (!BACKENDS.includes(name)) throw new Error(`unknown backend '${name}'; expected one of ${BACKENDS.join(', ')}`);
-  if (tf.getBackend() === name) return name;
-  if (!tf.findBackendFactory(name)) await registerBackend(name);
-  const ok = await tf.setBackend(name);
-  if (!ok) throw new Error(`the '${name}' backend failed to initialise` + (name === 'webgpu' ? ': ' + webgpuHelp() : ''));
-  await tf.ready();
-  if (name === 'wasm') registerWasmTrainingKernels(); // gradient kernels wasm lacks (idempotent)
+  if (tf.getBackend() !== name) {
+    if (!tf.findBackendFactory(name)) await registerBackend(name);
+    const ok = await tf.setBackend(name);
+    if (!ok) throw new Error(`the '${name}' backend failed to initialise` + (name === 'webgpu' ? ': ' + webgpuHelp() : ''));
+    await tf.ready();
+  }
+  // idempotent, and also when tfjs had already picked this backend by itself
+  if (name === 'wasm') registerWasmTrainingKernels(); // gradient kernels wasm lacks
+  if (name === 'cpu') registerCpuKernelFixes(); // a wrong tfjs-backend-cpu gradient
   return name;
 }
 
@@ -37,22 +46,171 @@ async function registerBackend(name: BackendName): Promise<void> {
   }
 }
 
+type Gpu = { requestAdapter(options?: object): Promise<unknown> };
+type Dawn = { create: (flags: string[]) => Gpu; globals: object };
+
+/** Where Debian's (and Ubuntu's) chromium package puts its SwiftShader Vulkan driver and loader. */
+const CHROMIUM_SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
+const CHROMIUM_VULKAN_LOADER = '/usr/lib/chromium/libvulkan.so.1';
+const RTLD_LAZY = 0x1;
+const RTLD_NOW_GLOBAL_NODELETE = 0x2 | 0x100 | 0x1000; // glibc's values; RTLD_NODELETE is not in os.constants.dlopen
+/** The folders the Vulkan loader searches for driver manifests (besides $XDG_* ones). */
+const VULKAN_ICD_DIRS = ['/etc/vulkan/icd.d', '/usr/share/vulkan/icd.d', '/usr/local/share/vulkan/icd.d', '/usr/local/etc/vulkan/icd.d'];
+
 async function registerWebgpu(): Promise<void> {
-  if (isNode && typeof (globalThis as { navigator?: { gpu?: unknown } }).navigator?.gpu === 'undefined') {
-    // Dawn for Node: provides navigator.gpu.
-    const dawn = (await import(/* webpackIgnore: true */ 'webgpu' as string)) as { create: (flags: string[]) => unknown; globals: object };
+  const g = globalThis as { navigator?: { gpu?: Gpu } };
+  let notes: string[] = [];
+  if (isNode && !g.navigator?.gpu) {
+    // Dawn for Node (the 'webgpu' package) provides navigator.gpu.
+    const dawn = await importDawn();
     Object.assign(globalThis, dawn.globals);
-    const nav = ((globalThis as { navigator?: object }).navigator ??= {}) as { gpu?: unknown };
-    if (!('gpu' in nav) || !nav.gpu) Object.defineProperty(nav, 'gpu', { value: dawn.create([]), configurable: true });
+    notes = prepareVulkan();
+    const nav = (g.navigator ??= {}) as { gpu?: Gpu };
+    Object.defineProperty(nav, 'gpu', { value: dawn.create([]), configurable: true, writable: true });
   }
-  const gpu = (globalThis as { navigator?: { gpu?: { requestAdapter(): Promise<unknown> } } }).navigator?.gpu;
+  const gpu = g.navigator?.gpu;
   const adapter = gpu ? await gpu.requestAdapter() : null;
-  if (!adapter) throw new Error(`no WebGPU adapter: ${webgpuHelp()}`);
+  if (!adapter) {
+    // Drop Dawn's instance: a later call starts afresh (after a driver is installed), and the
+    // instance would otherwise keep Node from exiting.
+    if (isNode && g.navigator) delete g.navigator.gpu;
+    throw new Error(`no WebGPU adapter: ${webgpuHelp(notes)}`);
+  }
   await import(/* webpackIgnore: true */ '@tensorflow/tfjs-backend-webgpu' as string);
 }
 
-function webgpuHelp(): string {
+/**
+ * Imports the 'webgpu' package (an ES module wrapping Dawn's node addon). jest's CommonJS runtime
+ * cannot evaluate ES modules, so there the addon itself is loaded, from where the package keeps it
+ * (dist/<platform>-<arch>/dawn.node).
+ */
+async function importDawn(): Promise<Dawn> {
+  try {
+    return (await import(/* webpackIgnore: true */ 'webgpu' as string)) as Dawn;
+  } catch (e) {
+    const esm = e instanceof SyntaxError || (e as { code?: string }).code === 'ERR_REQUIRE_ESM' || /Must use import to load ES Module|Cannot use import statement/.test(String(e));
+    if (!esm || typeof require !== 'function') throw e;
+    const dir = require.resolve('webgpu/package.json').replace(/package\.json$/, '');
+    const addon = `${dir}dist/${process.platform}-${process.platform === 'darwin' ? 'universal' : process.arch}/dawn.node`;
+    const mod = { exports: {} as Dawn };
+    process.dlopen(mod, addon);
+    return mod.exports;
+  }
+}
+
+/**
+ * Linux without a GPU driver: makes chromium's SwiftShader (a CPU Vulkan driver) visible to Dawn.
+ * - Driver: when the user chose none (VK_ICD_FILENAMES and VK_DRIVER_FILES unset) and no driver
+ *   manifest is installed system-wide, sets VK_ICD_FILENAMES to chromium's manifest, if present.
+ * - Loader: when the system has no Vulkan loader (Debian's libvulkan1), loads chromium's copy of
+ *   it, so that Dawn's dlopen('libvulkan.so.1') finds it.
+ * Returns what is missing, for the error message.
+ */
+function prepareVulkan(): string[] {
+  const fs = (process as { getBuiltinModule?: (id: string) => unknown }).getBuiltinModule?.('node:fs') as typeof import('node:fs') | undefined;
+  if (process.platform !== 'linux' || !fs) return [];
+  const missing: string[] = [];
+  const env = nativeEnv();
+  const chosenBy = env.VK_ICD_FILENAMES !== undefined ? 'VK_ICD_FILENAMES' : env.VK_DRIVER_FILES !== undefined ? 'VK_DRIVER_FILES' : null;
+  if (chosenBy) {
+    const absent = env[chosenBy]!.split(':').filter((f) => f && !fs.existsSync(f));
+    if (absent.length) missing.push(`the Vulkan driver manifest ${absent.join(', ')} named by ${chosenBy} does not exist`);
+  } else {
+    const xdg = [env.XDG_CONFIG_HOME, env.XDG_DATA_HOME, ...(env.XDG_CONFIG_DIRS ?? '').split(':'), ...(env.XDG_DATA_DIRS ?? '').split(':')];
+    const dirs = [...VULKAN_ICD_DIRS, ...xdg.filter(Boolean).map((d) => `${d}/vulkan/icd.d`)];
+    const systemDriver = dirs.some((d) => fs.existsSync(d) && fs.readdirSync(d).some((f) => f.endsWith('.json')));
+    if (!systemDriver) {
+      if (fs.existsSync(CHROMIUM_SWIFTSHADER_ICD)) env.VK_ICD_FILENAMES = process.env.VK_ICD_FILENAMES = CHROMIUM_SWIFTSHADER_ICD;
+      else missing.push('no Vulkan driver is installed');
+    }
+  }
+  // Neither file is a Node addon: process.dlopen throws "did not self-register" once the library
+  // has loaded, and "cannot open shared object file" when it is not found.
+  const dlopen = (file: string, flags = RTLD_LAZY): boolean => {
+    try {
+      process.dlopen({ exports: {} }, file, flags);
+      return true;
+    } catch (e) {
+      return !/cannot open shared object/.test(String(e));
+    }
+  };
+  if (!dlopen('libvulkan.so.1')) {
+    // RTLD_NODELETE keeps chromium's loader in the process after Node's dlclose.
+    if (!fs.existsSync(CHROMIUM_VULKAN_LOADER) || !dlopen(CHROMIUM_VULKAN_LOADER, RTLD_NOW_GLOBAL_NODELETE)) missing.push('no Vulkan loader (libvulkan.so.1) is installed');
+  }
+  return missing;
+}
+
+/**
+ * The environment that native code (the Vulkan loader) reads: `process.env`, except where a sandbox
+ * gives scripts a copy of `process` (jest's test environment), whose `env` never reaches the C
+ * environment. The host realm's `process` is reached through the constructor of a host function.
+ */
+function nativeEnv(): NodeJS.ProcessEnv {
+  try {
+    const HostFunction = process.dlopen.constructor as FunctionConstructor;
+    return (HostFunction('return process')() as NodeJS.Process).env;
+  } catch {
+    return process.env; // code generation from strings disallowed: no sandbox to see through either
+  }
+}
+
+function webgpuHelp(notes: string[] = []): string {
   return isNode
-    ? 'Node needs a Vulkan driver for Dawn; without a GPU install Debian\'s chromium (its SwiftShader driver, /usr/lib/chromium/vk_swiftshader_icd.json): apt-get install chromium'
+    ? `${notes.length ? notes.join('; ') + '. ' : ''}Dawn (the 'webgpu' package) needs a Vulkan driver. Without a GPU, install Debian's chromium for its SwiftShader CPU driver (${CHROMIUM_SWIFTSHADER_ICD}, found automatically): apt-get install chromium; or install your GPU's Vulkan driver and the loader (apt-get install libvulkan1 mesa-vulkan-drivers)`
     : 'this browser exposes no WebGPU adapter (try --enable-unsafe-webgpu, or use the wasm backend)';
+}
+
+/**
+ * Kernels of @tensorflow/tfjs-backend-cpu 4.22.0 that give wrong results, replaced (idempotent):
+ *
+ * - `ResizeNearestNeighborGrad` — the gradient of nearest-neighbour resizing (the UNet's
+ *   Upsample2D). tfjs' kernel steps through dy's batch with the stride of the (smaller) input, so
+ *   every sample after the first gets the wrong gradient. Here: a plain loop, each output position
+ *   adding its dy to the input position the forward kernel read (same index rule).
+ */
+function registerCpuKernelFixes(): void {
+  const existing = tf.getKernel('ResizeNearestNeighborGrad', 'cpu');
+  if ((existing as { png?: boolean } | undefined)?.png) return;
+  if (existing) tf.unregisterKernel('ResizeNearestNeighborGrad', 'cpu');
+  tf.registerKernel({ kernelName: 'ResizeNearestNeighborGrad', backendName: 'cpu', kernelFunc: resizeNearestNeighborGradCpu, png: true } as unknown as tf.KernelConfig);
+}
+
+/** The part of tfjs-backend-cpu's MathBackendCPU used here. */
+interface CpuBackend {
+  data: { get(dataId: tf.DataId): { values: Float32Array } };
+  makeTensorInfo(shape: number[], dtype: tf.DataType, values: Float32Array): tf.TensorInfo;
+}
+
+/**
+ * Source index of each output position of tfjs' ResizeNearestNeighbor along one axis (tfjs-core's
+ * reference rule: alignCorners maps corner to corner and rounds; halfPixelCenters samples at +0.5).
+ */
+function nearestSource(inSize: number, outSize: number, alignCorners: boolean, halfPixelCenters: boolean): Int32Array {
+  const ratio = (alignCorners && outSize > 1 ? inSize - 1 : inSize) / (alignCorners && outSize > 1 ? outSize - 1 : outSize);
+  return Int32Array.from({ length: outSize }, (_, o) => {
+    const frac = halfPixelCenters ? ratio * (o + 0.5) : ratio * o;
+    const src = Math.min(inSize - 1, alignCorners ? Math.round(frac) : Math.floor(frac));
+    return halfPixelCenters ? Math.max(0, src) : src;
+  });
+}
+
+function resizeNearestNeighborGradCpu({ inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: object; attrs?: tf.NamedAttrMap }): tf.TensorInfo {
+  const be = backend as CpuBackend;
+  const { images, dy } = inputs as { images: tf.TensorInfo; dy: tf.TensorInfo };
+  const { alignCorners, halfPixelCenters } = (attrs ?? {}) as { alignCorners: boolean; halfPixelCenters: boolean };
+  const [b, hi, wi, c] = images.shape;
+  const [, ho, wo] = dy.shape;
+  const rows = nearestSource(hi, ho, alignCorners, halfPixelCenters);
+  const cols = nearestSource(wi, wo, alignCorners, halfPixelCenters);
+  const g = be.data.get(dy.dataId).values;
+  const dx = new Float32Array(b * hi * wi * c);
+  for (let n = 0; n < b; n++)
+    for (let y = 0; y < ho; y++)
+      for (let x = 0; x < wo; x++) {
+        const src = ((n * ho + y) * wo + x) * c;
+        const dst = ((n * hi + rows[y]) * wi + cols[x]) * c;
+        for (let k = 0; k < c; k++) dx[dst + k] += g[src + k];
+      }
+  return be.makeTensorInfo([b, hi, wi, c], 'float32', dx);
 }

@@ -5,7 +5,7 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend, type BackendName } from '@png/core';
-import { expectNoLeak, maxAbsDiff, sharedFixturesDir } from '@png/core/testing';
+import { expectNoLeak, maxAbsDiff, rng, sharedFixturesDir } from '@png/core/testing';
 import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, DiffusionBackbone, UNet2DConditionModel } from '@png/diffusion-backbone';
 import { PngGrounder, type PngGrounderConfig } from './png_grounder';
 import type { Narrative } from './phrase_features';
@@ -54,8 +54,11 @@ describe('PngGrounder on webgpu', () => {
       tokenizer: await CLIPTokenizer.fromPretrained(path.join(TINY, 'tokenizer')),
     });
     grounder = PngGrounder.create(backbone, SMALL, { seed: 8 });
-    images = tf.randomUniform([2, SIZE, SIZE, 3], -1, 1, 'float32', 1) as tf.Tensor4D;
-    targets = tf.cast(tf.greater(tf.randomUniform([2, SIZE, SIZE, 3], 0, 1, 'float32', 2), 0.5), 'float32') as tf.Tensor4D;
+    // From host arrays: a tensor made by tf.cast(bool → float32) on cpu shares the bool's data, and
+    // tfjs moves it to webgpu typed bool, which breaks webgpu's shaders (tfjs 4.22).
+    const random = rng(1);
+    images = tf.tensor4d(Float32Array.from({ length: 2 * SIZE * SIZE * 3 }, () => 2 * random() - 1), [2, SIZE, SIZE, 3]);
+    targets = tf.tensor4d(Float32Array.from({ length: 2 * SIZE * SIZE * 3 }, () => (random() < 0.5 ? 1 : 0)), [2, SIZE, SIZE, 3]);
   });
   afterAll(() => {
     grounder?.dispose();
@@ -71,11 +74,10 @@ describe('PngGrounder on webgpu', () => {
     tf.dispose(out);
     const phrases = grounder.encodePhrases(narratives);
     const latents = backbone.encodeImages(images);
-    const vars = grounder.namedVariables();
-    const { value, grads } = tf.variableGrads(() => grounder.loss(latents, phrases, targets), Object.values(vars));
-    const names = Object.keys(vars);
+    const vars = Object.entries(grounder.namedVariables());
+    const { value, grads } = tf.variableGrads(() => grounder.loss(latents, phrases, targets), vars.map(([, v]) => v));
     const host: Record<string, Float32Array> = {};
-    for (const [i, name] of names.entries()) host[name] = (await grads[Object.values(vars)[i].name].data()) as Float32Array;
+    for (const [name, v] of vars) host[name] = (await grads[v.name].data()) as Float32Array;
     const loss = (await value.data())[0];
     tf.dispose([phrases, latents, value, grads]);
     return { loss, predictions, grads: host };
@@ -88,19 +90,33 @@ describe('PngGrounder on webgpu', () => {
     const gpu = await run('webgpu');
     const t2 = performance.now();
     expect(tf.getBackend()).toBe('webgpu');
-    // forward: every decoder layer's mask logits
-    const forwardErr = Math.max(...cpu.predictions.map((p, i) => maxAbsDiff(gpu.predictions[i], p) / Math.max(1e-6, maxAbsDiff(p, new Float32Array(p.length)))));
-    // gradients: per variable, max |webgpu − cpu| relative to the largest |cpu| entry
+    const absMax = (a: Float32Array) => maxAbsDiff(a, new Float32Array(a.length));
+    // forward: every decoder layer's mask logits, relative to the layer's largest |logit|
+    const forwardErr = Math.max(...cpu.predictions.map((p, i) => maxAbsDiff(gpu.predictions[i], p) / absMax(p)));
+    // gradients: per variable, max |webgpu − cpu| relative to the variable's largest |cpu| entry.
+    // (A batch of 2 needs @png/core's cpu ResizeNearestNeighborGrad: tfjs-backend-cpu's own is wrong
+    // from the second sample on, and the UNet's Upsample2D uses it.)
+    // Gradients that are zero in exact arithmetic (attention key biases: softmax ignores a shift
+    // shared by all keys) come out at rounding level, ~1e-11 here, on both backends: they must stay
+    // there (below 1e-6 of the largest gradient entry) instead.
+    const largest = Math.max(...Object.values(cpu.grads).map(absMax));
     let gradErr = 0;
     let worst = '';
+    const zero: string[] = [];
     for (const [name, g] of Object.entries(cpu.grads)) {
-      const scale = maxAbsDiff(g, new Float32Array(g.length));
-      const rel = maxAbsDiff(gpu.grads[name], g) / Math.max(scale, 1e-12);
+      const scale = absMax(g);
+      if (scale < 1e-6 * largest) {
+        zero.push(name);
+        expect(absMax(gpu.grads[name])).toBeLessThan(1e-6 * largest);
+        continue;
+      }
+      const rel = maxAbsDiff(gpu.grads[name], g) / scale;
       if (!(rel <= gradErr)) [gradErr, worst] = [rel, name];
     }
+    expect(zero.every((n) => n.endsWith('to_k.bias'))).toBe(true);
     console.log(
       `PngGrounder webgpu vs cpu: loss ${gpu.loss} vs ${cpu.loss}; forward max rel error ${forwardErr.toExponential(2)}; ` +
-        `gradients of ${Object.keys(cpu.grads).length} variables, max rel error ${gradErr.toExponential(2)} (${worst}); cpu ${((t1 - t0) / 1000).toFixed(1)} s, webgpu ${((t2 - t1) / 1000).toFixed(1)} s`,
+        `gradients of ${Object.keys(cpu.grads).length} variables (largest entry ${largest.toExponential(2)}), max rel error ${gradErr.toExponential(2)} (${worst}), ${zero.length} zero in exact arithmetic; cpu ${((t1 - t0) / 1000).toFixed(1)} s, webgpu ${((t2 - t1) / 1000).toFixed(1)} s`,
     );
     expect(Math.abs(gpu.loss - cpu.loss)).toBeLessThanOrEqual(1e-4 * Math.abs(cpu.loss));
     expect(forwardErr).toBeLessThanOrEqual(1e-4);
@@ -109,12 +125,16 @@ describe('PngGrounder on webgpu', () => {
 
   it('does not leak tensors over 20 forwards', async () => {
     await setBackend('webgpu');
+    const small = tf.slice(images, [1, 0, 0, 0], [1, -1, -1, -1]) as tf.Tensor4D; // one image: SwiftShader is slow
+    const t0 = performance.now();
     await expectNoLeak(async () => {
       for (let i = 0; i < 20; i++) {
-        const out = grounder.forward(images, narratives);
+        const out = grounder.forward(small, narratives.slice(1));
         await out.predictions[out.predictions.length - 1].data(); // finish each forward before the next
         tf.dispose(out);
       }
     }, '20 PngGrounder.forward calls on webgpu');
-  });
+    console.log(`PngGrounder.forward on webgpu, one ${SIZE}×${SIZE} image: ${((performance.now() - t0) / 20 / 1000).toFixed(2)} s each, over 20`);
+    small.dispose();
+  }, 300_000); // SwiftShader on a busy 2-core machine: up to ~6 s per forward
 });

@@ -142,8 +142,9 @@ class CLIPTextTransformer {
     const last = this.final_layer_norm.forward(h) as tf.Tensor3D; // [B, L, D]
     // transformers 4.33: legacy configs (eos_token_id 2) pool at the largest id, i.e. the first
     // <|endoftext|> of CLIP's vocabulary; others at the first eos_token_id (position 0 if none).
-    const eosPosition =
-      this.config.eos_token_id === 2 ? tf.argMax(inputIds, 1) : tf.argMax(tf.cast(tf.equal(inputIds, this.config.eos_token_id), 'int32'), 1); // [B]
+    // torch's argmax takes the first of tied maxima, GPU backends any of them: rank ties by position.
+    const key = this.config.eos_token_id === 2 ? tf.cast(inputIds, 'float32') : tf.cast(tf.equal(inputIds, this.config.eos_token_id), 'float32'); // [B, L]
+    const eosPosition = tf.argMax(tf.sub(tf.mul(key, l), tf.range(0, l, 1, 'float32')), 1); // [B]; ids·L < 2^24, exact in float32
     const rows = tf.add(tf.range(0, b * l, l, 'int32'), eosPosition); // [B], flat index b·L + position
     const pooled = tf.gather(tf.reshape(last, [b * l, -1]), rows) as tf.Tensor2D; // [B·L, D] → [B, D]
     return outputHiddenStates ? { lastHiddenState: last, poolerOutput: pooled, hiddenStates } : { lastHiddenState: last, poolerOutput: pooled };

@@ -5,9 +5,11 @@ import { HookedModule, type ModelRuntime } from './model_runtime';
 /**
  * diffusers `get_timestep_embedding`: sinusoids of the timesteps [B] → [B, dim], computed in
  * float32 in torch's operation order (so timestep 999 agrees to the last bits that matter).
+ * Timesteps given as numbers are embedded on the host, with correctly rounded sin/cos: GPU
+ * backends compute sin/cos of large arguments only to ~5e-4.
  */
 export function getTimestepEmbedding(
-  timesteps: tf.Tensor1D,
+  timesteps: tf.Tensor1D | readonly number[],
   dim: number,
   flipSinToCos: boolean,
   downscaleFreqShift: number,
@@ -15,6 +17,21 @@ export function getTimestepEmbedding(
   maxPeriod = 10000,
 ): tf.Tensor2D {
   const half = Math.floor(dim / 2);
+  if (!(timesteps instanceof tf.Tensor)) {
+    const f = Math.fround;
+    const freqs = Array.from({ length: half }, (_, i) => f(Math.exp(f(f(i * f(-Math.log(maxPeriod))) / (half - downscaleFreqShift)))));
+    const emb = new Float32Array(timesteps.length * dim); // [B, dim], the odd column (if any) stays 0
+    timesteps.forEach((t, b) =>
+      freqs.forEach((freq, i) => {
+        let arg = f(f(t) * freq);
+        if (scale !== 1) arg = f(arg * scale);
+        const [first, second] = flipSinToCos ? [Math.cos(arg), Math.sin(arg)] : [Math.sin(arg), Math.cos(arg)];
+        emb[b * dim + i] = first;
+        emb[b * dim + half + i] = second;
+      }),
+    );
+    return tf.tensor2d(emb, [timesteps.length, dim]);
+  }
   const exponent = tf.div(tf.mul(tf.range(0, half, 1, 'float32'), -Math.log(maxPeriod)), half - downscaleFreqShift); // [half]
   const freqs = tf.exp(exponent);
   let args = tf.mul(tf.reshape(tf.cast(timesteps, 'float32'), [-1, 1]), tf.reshape(freqs, [1, half])); // [B, half]
@@ -36,8 +53,13 @@ export class Timesteps extends HookedModule {
     super(scope, runtime);
   }
 
-  forward(timesteps: tf.Tensor1D, context: ForwardContext): tf.Tensor2D {
-    return this.hooked(timesteps as tf.Tensor, context, (t) => getTimestepEmbedding(t as tf.Tensor1D, this.numChannels, this.flipSinToCos, this.downscaleFreqShift)) as tf.Tensor2D;
+  /** Timesteps as numbers are embedded on the host (exact on every backend); hooks see them as a [B] tensor. */
+  forward(timesteps: tf.Tensor1D | readonly number[], context: ForwardContext): tf.Tensor2D {
+    const values = timesteps instanceof tf.Tensor ? undefined : timesteps;
+    const input = values ? tf.tensor1d([...values], 'float32') : (timesteps as tf.Tensor1D);
+    return this.hooked(input as tf.Tensor, context, (t) =>
+      getTimestepEmbedding(values && t === input ? values : (t as tf.Tensor1D), this.numChannels, this.flipSinToCos, this.downscaleFreqShift),
+    ) as tf.Tensor2D;
   }
 }
 

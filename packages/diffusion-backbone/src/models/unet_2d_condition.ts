@@ -321,8 +321,7 @@ export class UNet2DConditionModel extends ParameterModule {
     const context = options.context ?? new ForwardContext();
     return tf.tidy('UNet2DConditionModel.forward', () => {
       const b = sample.shape[0];
-      const t: tf.Tensor1D =
-        timestep instanceof tf.Tensor ? timestep : tf.tensor1d(typeof timestep === 'number' ? Array(b).fill(timestep) : [...timestep], 'float32');
+      const t = timestep instanceof tf.Tensor ? timestep : typeof timestep === 'number' ? new Array<number>(b).fill(timestep) : timestep;
       const args = { encoderHiddenStates, encoderAttentionMask: options.encoderAttentionMask, context };
 
       const emb = this.time_embedding.forward(this.time_proj.forward(t, context), context); // [B, 4·C0]
