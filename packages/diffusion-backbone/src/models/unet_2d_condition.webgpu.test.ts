@@ -69,4 +69,18 @@ describe('UNet2DConditionModel parity with diffusers on webgpu', () => {
     console.log(`webgpu UNet t500: ${keys.length} references, max abs error ${worst.toExponential(2)}`);
     tf.dispose([out, outputs]);
   });
+
+  it.each([
+    ['the batch-2 classifier-free-guidance case at t=999', 'fp32', 'b2_t999', 999, 'unet/b2_t999/out', ATOL],
+    ['the fp16 variant at t=500', 'fp16', '', 500, 'unet/t500/out_fp16_weights', 3e-3],
+  ])('matches %s', async (_, variant, inputs, t, key, atol) => {
+    const model = variant === 'fp16' ? await UNet2DConditionModel.fromPretrained(path.join(TINY, 'unet'), { variant: 'fp16' }) : unet;
+    const x = refTensor(`unet/${inputs ? inputs + '/' : ''}sample`) as tf.Tensor4D;
+    const context = refTensor(`unet/${inputs ? inputs + '/' : ''}encoder_hidden_states`) as tf.Tensor3D;
+    const expected = refTensor(key as string); // NHWC
+    const { sample: out } = model.forward(x, t as number, context);
+    console.log(`webgpu ${key}: max abs error ${(await expectClose(out, await expected.data(), atol as number, `webgpu ${key}`)).toExponential(2)}`);
+    tf.dispose([x, context, expected, out]);
+    if (model !== unet) model.dispose();
+  });
 });
