@@ -1,4 +1,5 @@
 import { writeFileAtomic } from './atomic_write';
+import { parseJsonObject } from './config';
 import { SafetensorsBytes, SafetensorsFile, writeSafetensorsFile } from './safetensors';
 import type { Parameters } from './weights';
 
@@ -23,12 +24,7 @@ export async function openModule(dir: string): Promise<{ config: Record<string, 
   const { join } = await import('node:path');
   const configFile = join(dir, CONFIG_FILE);
   if (!fs.existsSync(configFile)) throw new Error(`${configFile}: missing; not a module checkpoint folder`);
-  let config: Record<string, unknown>;
-  try {
-    config = JSON.parse(fs.readFileSync(configFile, 'utf8'));
-  } catch (e) {
-    throw new Error(`${configFile}: not valid JSON (${(e as Error).message})`);
-  }
+  const config = parseJsonObject(fs.readFileSync(configFile, 'utf8'), configFile);
   return { config, source: await SafetensorsFile.open(join(dir, WEIGHTS_FILE)) };
 }
 
@@ -50,14 +46,7 @@ export function openModuleFiles(files: ModuleFiles, name: string, weightsFile = 
   const kind = (x: unknown): string => Object.prototype.toString.call(x).slice(8, -1); // 'String', 'Uint8Array', 'ArrayBuffer', … across realms
   if (kind(files?.config) !== 'String') throw new Error(`${configFile}: expected its text (a string), got ${kind(files?.config)}`);
   if (kind(files.weights) !== 'Uint8Array') throw new Error(`${name}/${weightsFile}: expected its bytes (a Uint8Array), got ${kind(files.weights)}`);
-  let config: unknown;
-  try {
-    config = JSON.parse(files.config);
-  } catch (e) {
-    throw new Error(`${configFile}: not valid JSON (${(e as Error).message})`);
-  }
-  if (config === null || typeof config !== 'object' || Array.isArray(config)) throw new Error(`${configFile}: expected a JSON object`);
-  return { config: config as Record<string, unknown>, source: new SafetensorsBytes(files.weights, `${name}/${weightsFile}`) };
+  return { config: parseJsonObject(files.config, configFile), source: new SafetensorsBytes(files.weights, `${name}/${weightsFile}`) };
 }
 
 /** The `fetch` the URL loaders call: `globalThis.fetch` unless given (tests pass their own). */

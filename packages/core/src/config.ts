@@ -20,6 +20,18 @@ function formatValue(v: unknown): string {
   }
 }
 
+/** Parses `text` (the contents of `file`, named in errors) as JSON that must be an object. */
+export function parseJsonObject(text: string, file: string): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error(`${file}: expected a JSON object`);
+  return parsed as Record<string, unknown>;
+}
+
 /** Throws `Error in <configName>.<field>: expected <expected>, got <value>` unless `ok`. */
 export function check(ok: boolean, configName: string, field: string, expected: string, got: unknown): void {
   if (!ok) throw new ConfigError(configName, field, expected, got);

@@ -1,6 +1,6 @@
 import './gradients';
 export type { ShapeSpec, FeatureMap, FeaturePyramid, TextEncoding, PhraseFeatures, MaskLogits, Disposable } from './types';
-export { ConfigError, check, resolveConfig, isPositiveInt, isNonNegativeInt, isFiniteNumber } from './config';
+export { ConfigError, check, parseJsonObject, resolveConfig, isPositiveInt, isNonNegativeInt, isFiniteNumber } from './config';
 export {
   SafetensorsBytes,
   SafetensorsFile,

@@ -1,4 +1,4 @@
-import { SafetensorsBytes, SafetensorsError, SafetensorsFile, openModuleFiles, writeFileAtomic, writeSafetensorsFile, type ModuleFiles, type Parameters, type TensorInfo, type WeightSource } from '@png/core';
+import { SafetensorsBytes, SafetensorsError, SafetensorsFile, openModuleFiles, parseJsonObject, writeFileAtomic, writeSafetensorsFile, type ModuleFiles, type Parameters, type TensorInfo, type WeightSource } from '@png/core';
 
 /**
  * Reading one component folder of a diffusers pipeline (`unet/`, `vae/`, `text_encoder/`):
@@ -29,23 +29,15 @@ export async function readConfigJson(dir: string): Promise<Record<string, unknow
   const file = path.join(dir, 'config.json');
   if (!fs.existsSync(dir)) throw new Error(`${dir}: no such folder; pass a component folder of a diffusers pipeline (with config.json and *.safetensors)`);
   if (!fs.existsSync(file)) throw new Error(`${file}: missing; a component folder needs its config.json`);
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
-  }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error(`${file}: expected a JSON object`);
-  return parsed as Record<string, unknown>;
+  return parseJsonObject(fs.readFileSync(file, 'utf8'), file);
 }
 
 /** Opens the checkpoint `<dir>/<weightsName>[.<variant>].safetensors`, or its sharded index. */
 export async function openWeights(dir: string, weightsName: string, options: ComponentOptions = {}): Promise<WeightSource> {
   const { fs, path } = await node();
-  const stem = options.variant ? `${weightsName}.${options.variant}` : weightsName;
-  const single = path.join(dir, `${stem}.safetensors`);
+  const single = path.join(dir, componentWeightsFile(weightsName, options));
   if (fs.existsSync(single)) return SafetensorsFile.open(single);
-  const index = path.join(dir, `${stem}.safetensors.index.json`);
+  const index = `${single}.index.json`;
   if (fs.existsSync(index)) return ShardedSource.open(index);
   const present = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => /\.(safetensors|bin|ckpt|pt)$/.test(f)) : [];
   const hint = present.some((f) => !f.endsWith('.safetensors'))

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { check, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, resize, resolveConfig, writeFileAtomic, type FeatureMap, type FetchFunction, type ModuleFiles, type PhraseFeatures } from '@png/core';
+import { check, parseJsonObject, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, resize, resolveConfig, writeFileAtomic, type FeatureMap, type FetchFunction, type ModuleFiles, type PhraseFeatures } from '@png/core';
 import { FeatureTaps, type DiffusionBackbone } from '@png/diffusion-backbone';
 import { PhraseAdapter, attachEipa, attentionKey, phraseStateKey, type EipaConfig } from '@png/eipa';
 import { MultiLevelMutualAggregation, type MlmaConfig } from '@png/mlma';
@@ -139,7 +139,7 @@ export class PngGrounder {
     const path = await import('node:path');
     const file = path.join(dir, 'config.json');
     if (!fs.existsSync(file)) throw new Error(`${file}: missing; not a PngGrounder folder (expected config.json, eipa/, mlma/, decoder/)`);
-    const c = resolvePngGrounderConfig(JSON.parse(fs.readFileSync(file, 'utf8')));
+    const c = resolvePngGrounderConfig(parseJsonObject(fs.readFileSync(file, 'utf8'), file));
     const made: Array<{ dispose(): void }> = [];
     try {
       const adapter = await PhraseAdapter.fromPretrained(path.join(dir, 'eipa'), backbone.unet);
@@ -161,14 +161,7 @@ export class PngGrounder {
    */
   static fromFiles(files: PngGrounderFiles, backbone: DiffusionBackbone, options: { recordAttention?: boolean; name?: string } = {}): PngGrounder {
     const at = (file: string) => (options.name ? joinUrl(options.name, file) : file);
-    let json: unknown;
-    try {
-      json = JSON.parse(files.config);
-    } catch (e) {
-      throw new Error(`${at('config.json')}: not valid JSON (${(e as Error).message})`);
-    }
-    if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new Error(`${at('config.json')}: expected a JSON object (a PngGrounderConfig)`);
-    const c = resolvePngGrounderConfig(json as Record<string, unknown>);
+    const c = resolvePngGrounderConfig(parseJsonObject(files.config, at('config.json')));
     const made: Array<{ dispose(): void }> = [];
     try {
       const adapter = PhraseAdapter.fromFiles(files.eipa, backbone.unet, at('eipa'));

@@ -1,3 +1,4 @@
+import { parseJsonObject } from '@png/core';
 import { AlignedText } from './aligned_text';
 import { fixText } from './ftfy';
 
@@ -366,17 +367,6 @@ function tokenContent(value: unknown, file: string, field: string): string {
   if (typeof value === 'string') return value;
   if (value && typeof value === 'object' && typeof (value as { content?: unknown }).content === 'string') return (value as { content: string }).content;
   throw new Error(`${file}: ${field} is ${JSON.stringify(value)}, expected a string or an AddedToken object with "content"`);
-}
-
-function parseJsonObject(text: string, file: string): Record<string, unknown> {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (e) {
-    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
-  }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error(`${file}: expected a JSON object`);
-  return parsed as Record<string, unknown>;
 }
 
 function typeName(v: unknown): string {
