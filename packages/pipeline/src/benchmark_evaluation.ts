@@ -11,7 +11,7 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { writeFileAtomic } from '@png/core';
-import { encodePng, unletterbox, type PngSample } from '@png/png-data';
+import { encodePng, unletterbox, type PngSample, type SkippedRecord } from '@png/png-data';
 import { PngEvaluator, buildReport, encodeRle, renderRecallCurvesSvg, summarizeMetrics, type PngMetrics, type PngPredictionRecord, type PngSample as EvaluatedSample, type PngSummary } from '@png/png-metrics';
 import { encodeSamples, readGroundedSamples } from './benchmark_samples';
 import type { PngGrounder } from './png_grounder';
@@ -44,6 +44,8 @@ export interface BenchmarkEvaluationResult {
   readonly baseline: PngSummary;
   readonly samples: number;
   readonly phrases: number;
+  /** Bad records of the split, left out of the evaluation (each with its index and the field at fault). */
+  readonly skipped: readonly SkippedRecord[];
   readonly seconds: number;
 }
 
@@ -62,7 +64,7 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
   const overlays = options.overlays ?? 8;
   const attentionMaps = options.attentionMaps ?? 4;
   const maxPhrases = grounder.config.max_phrases;
-  const { samples } = await readGroundedSamples(options.data, split, { limit: options.limit });
+  const { samples, skipped } = await readGroundedSamples(options.data, split, { limit: options.limit });
 
   // A sample with more phrases than the model takes is grounded in several forwards.
   const views: View[] = samples.flatMap((s, i) => Array.from({ length: Math.ceil(s.phrases.length / maxPhrases) }, (_, k) => ({ sample: i, first: k * maxPhrases, count: Math.min(maxPhrases, s.phrases.length - k * maxPhrases) })));
@@ -112,6 +114,7 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
     baseline: summarizeMetrics(baseline.evaluate()),
     samples: samples.length,
     phrases: evaluator.phraseCount,
+    skipped,
     seconds: (performance.now() - began) / 1000,
   };
   if (out) {

@@ -87,6 +87,17 @@ describe('the png command line (embedded backbone, wasm)', () => {
     expect(await png('ground', '--image', path.join(dir, 'nope.png'), '--caption', 'a dog', '--run', run)).toMatchObject({ code: 1, stderr: expect.stringContaining('nope.png: no such file') });
     expect(await png('ground', '--image', image, '--caption', '  ', '--run', run)).toMatchObject({ code: 2, stderr: expect.stringContaining('--caption is empty') });
     expect(await png('evaluate', '--data', data, '--run', dir)).toMatchObject({ code: 1, stderr: expect.stringContaining('not a png train run folder (no run.json)') });
+
+    // a bad record is left out and reported by its index and field, not dropped silently
+    const broken = path.join(dir, 'broken');
+    fs.cpSync(data, broken, { recursive: true });
+    const records = path.join(broken, 'annotations', 'png_coco_val2017.json');
+    const json = JSON.parse(fs.readFileSync(records, 'utf8'));
+    fs.writeFileSync(records, JSON.stringify([...json, { ...json[0], image_id: '999999999' }]));
+    const partial = await png('evaluate', '--data', broken, '--run', run, '--json', '--overlays', '0', '--attention-maps', '0');
+    expect(partial.code).toBe(0);
+    expect(partial.stderr).toContain(`1 bad record skipped:\n  png_coco_val2017.json record ${json.length}: field image_id: image 999999999 has no entry in images in panoptic_val2017.json`);
+    expect(JSON.parse(partial.stdout).overall).toBe(summary.overall);
   });
 });
 

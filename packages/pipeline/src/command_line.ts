@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { BACKENDS, setBackend, writeFileAtomic, type BackendName } from '@png/core';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
-import { decodeImage, encodePng, generateSyntheticBenchmark } from '@png/png-data';
+import { decodeImage, encodePng, generateSyntheticBenchmark, type SkippedRecord } from '@png/png-data';
 import { createProgressBar, encodeRle, formatMetricsTable, formatPercent, type ProgressBar } from '@png/png-metrics';
 import { evaluateOnBenchmark } from './benchmark_evaluation';
 import { DEFAULT_TRAINING_SETTINGS, trainOnBenchmark, type TrainingSettings } from './benchmark_training';
@@ -160,6 +160,12 @@ async function loadBackbone(values: Record<string, unknown>, env: CliEnvironment
   return backbone;
 }
 
+/** Says which bad records a job left out (the loader skips them, naming the record and field). */
+function reportSkipped(env: CliEnvironment, skipped: readonly SkippedRecord[]): void {
+  if (skipped.length === 0) return;
+  env.stderr.write(`${skipped.length} bad record${skipped.length > 1 ? 's' : ''} skipped:\n${skipped.map((s) => `  ${s.reason}\n`).join('')}`);
+}
+
 /** A progress bar on a terminal (or with --progress); otherwise a line every 10 %. */
 function progress(env: CliEnvironment, values: Record<string, unknown>, total: number, label: string, start = 0): ProgressBar {
   if (values.progress === true || env.stderr.isTTY === true) return createProgressBar(env.stderr, total, label, { start });
@@ -254,6 +260,7 @@ async function train(args: readonly string[], env: CliEnvironment): Promise<void
       },
     });
     bar?.finish();
+    reportSkipped(env, result.skipped);
     const last = result.losses.slice(-20);
     const first = result.losses.slice(0, 20);
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
@@ -309,6 +316,7 @@ async function evaluate(args: readonly string[], env: CliEnvironment): Promise<v
         },
       });
       bar?.finish();
+      reportSkipped(env, result.skipped);
       if (v.json) env.stdout.write(JSON.stringify({ ...result.summary, baseline_full_image: result.baseline }) + '\n');
       else {
         env.stdout.write(formatMetricsTable(result.metrics) + '\n');
