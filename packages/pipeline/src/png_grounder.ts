@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { check, parseJsonObject, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, resize, resolveConfig, writeFileAtomic, type FeatureMap, type FetchFunction, type ModuleFiles, type PhraseFeatures } from '@png/core';
+import { CONFIG_FILE, WEIGHTS_FILE, check, parseJsonObject, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, resize, resolveConfig, writeFileAtomic, type FeatureMap, type FetchFunction, type ModuleFiles, type PhraseFeatures } from '@png/core';
 import { FeatureTaps, type DiffusionBackbone } from '@png/diffusion-backbone';
 import { PhraseAdapter, attachEipa, attentionKey, phraseStateKey, type EipaConfig } from '@png/eipa';
 import { MultiLevelMutualAggregation, type MlmaConfig } from '@png/mlma';
@@ -103,56 +103,41 @@ export class PngGrounder {
   static create(backbone: DiffusionBackbone, config: Partial<PngGrounderConfig> = {}, options: { seed?: number; recordAttention?: boolean } = {}): PngGrounder {
     const c = resolvePngGrounderConfig(config);
     const seed = options.seed ?? 0;
-    const shapes = backbone.unet.upBlockShapes();
-    const levels = Object.values(shapes);
-    const made: Array<{ dispose(): void }> = [];
-    try {
-      const adapter = PhraseAdapter.create(backbone.unet, c.eipa, { seed });
-      made.push(adapter);
-      const mlma = MultiLevelMutualAggregation.create(
-        { ...c.mlma, image_channels: levels.map((l) => l.channels), image_strides: levels.map((l) => l.stride * backbone.vae.downsampleFactor), phrase_dim: backbone.unet.config.cross_attention_dim },
-        { seed: seed + 1 },
-      );
-      made.push(mlma);
-      const decoder = PngDecoder.create(
-        {
-          num_feature_levels: Math.min(3, levels.length), // Mask2Former's 3, or every level a shallower UNet has
-          ...c.decoder,
-          hidden_dim: mlma.config.hidden_dim,
-          in_channels: mlma.config.hidden_dim,
-          mask_dim: mlma.config.mask_dim,
-          max_phrases: c.max_phrases,
-        },
-        { seed: seed + 2 },
-      );
-      made.push(decoder);
-      return new PngGrounder(c, backbone, adapter, mlma, decoder, options);
-    } catch (e) {
-      for (const m of made) m.dispose();
-      throw e;
-    }
+    const levels = Object.values(backbone.unet.upBlockShapes());
+    return PngGrounder.assemble(c, backbone, options, {
+      adapter: () => PhraseAdapter.create(backbone.unet, c.eipa, { seed }),
+      mlma: () =>
+        MultiLevelMutualAggregation.create(
+          { ...c.mlma, image_channels: levels.map((l) => l.channels), image_strides: levels.map((l) => l.stride * backbone.vae.downsampleFactor), phrase_dim: backbone.unet.config.cross_attention_dim },
+          { seed: seed + 1 },
+        ),
+      decoder: (mlma) =>
+        PngDecoder.create(
+          {
+            num_feature_levels: Math.min(3, levels.length), // Mask2Former's 3, or every level a shallower UNet has
+            ...c.decoder,
+            hidden_dim: mlma.config.hidden_dim,
+            in_channels: mlma.config.hidden_dim,
+            mask_dim: mlma.config.mask_dim,
+            max_phrases: c.max_phrases,
+          },
+          { seed: seed + 2 },
+        ),
+    });
   }
 
   /** Loads a grounder saved with `save(dir)` onto `backbone` (strict: another config is an error naming the tensor). */
   static async fromPretrained(dir: string, backbone: DiffusionBackbone, options: { recordAttention?: boolean } = {}): Promise<PngGrounder> {
     const fs = await import('node:fs');
     const path = await import('node:path');
-    const file = path.join(dir, 'config.json');
-    if (!fs.existsSync(file)) throw new Error(`${file}: missing; not a PngGrounder folder (expected config.json, eipa/, mlma/, decoder/)`);
-    const c = resolvePngGrounderConfig(parseJsonObject(fs.readFileSync(file, 'utf8'), file));
-    const made: Array<{ dispose(): void }> = [];
-    try {
-      const adapter = await PhraseAdapter.fromPretrained(path.join(dir, 'eipa'), backbone.unet);
-      made.push(adapter);
-      const mlma = await MultiLevelMutualAggregation.fromPretrained(path.join(dir, 'mlma'));
-      made.push(mlma);
-      const decoder = await PngDecoder.fromPretrained(path.join(dir, 'decoder'));
-      made.push(decoder);
-      return new PngGrounder(c, backbone, adapter, mlma, decoder, options);
-    } catch (e) {
-      for (const m of made) m.dispose();
-      throw e;
-    }
+    const read = (file: string): Buffer => {
+      const at = path.join(dir, file);
+      if (!fs.existsSync(at)) throw new Error(`${at}: missing; not a PngGrounder folder (expected config.json, eipa/, mlma/, decoder/)`);
+      return fs.readFileSync(at);
+    };
+    const module = (part: string): ModuleFiles => ({ config: read(path.join(part, CONFIG_FILE)).toString('utf8'), weights: new Uint8Array(read(path.join(part, WEIGHTS_FILE))) });
+    const config = read('config.json').toString('utf8');
+    return PngGrounder.fromFiles({ config, eipa: module('eipa'), mlma: module('mlma'), decoder: module('decoder') }, backbone, { recordAttention: options.recordAttention, name: dir });
   }
 
   /**
@@ -162,15 +147,29 @@ export class PngGrounder {
   static fromFiles(files: PngGrounderFiles, backbone: DiffusionBackbone, options: { recordAttention?: boolean; name?: string } = {}): PngGrounder {
     const at = (file: string) => (options.name ? joinUrl(options.name, file) : file);
     const c = resolvePngGrounderConfig(parseJsonObject(files.config, at('config.json')));
+    return PngGrounder.assemble(c, backbone, options, {
+      adapter: () => PhraseAdapter.fromFiles(files.eipa, backbone.unet, at('eipa')),
+      mlma: () => MultiLevelMutualAggregation.fromFiles(files.mlma, at('mlma')),
+      decoder: () => PngDecoder.fromFiles(files.decoder, at('decoder')),
+    });
+  }
+
+  /** Builds the three trainable parts in order; if one fails, frees those already built. */
+  private static assemble(
+    config: PngGrounderConfig,
+    backbone: DiffusionBackbone,
+    options: { recordAttention?: boolean },
+    make: { adapter: () => PhraseAdapter; mlma: () => MultiLevelMutualAggregation; decoder: (mlma: MultiLevelMutualAggregation) => PngDecoder },
+  ): PngGrounder {
     const made: Array<{ dispose(): void }> = [];
     try {
-      const adapter = PhraseAdapter.fromFiles(files.eipa, backbone.unet, at('eipa'));
+      const adapter = make.adapter();
       made.push(adapter);
-      const mlma = MultiLevelMutualAggregation.fromFiles(files.mlma, at('mlma'));
+      const mlma = make.mlma();
       made.push(mlma);
-      const decoder = PngDecoder.fromFiles(files.decoder, at('decoder'));
+      const decoder = make.decoder(mlma);
       made.push(decoder);
-      return new PngGrounder(c, backbone, adapter, mlma, decoder, options);
+      return new PngGrounder(config, backbone, adapter, mlma, decoder, options);
     } catch (e) {
       for (const m of made) m.dispose();
       throw e;
