@@ -9,11 +9,13 @@ import * as tf from '@tensorflow/tfjs-core';
  * - `UnsortedSegmentSum`                 — the gradient of gather (embedding tables);
  * - `Einsum`                             — forward only (tfjs has no Einsum gradient on any backend).
  *
- * and one that it has but runs ~10× slower than the forward conv, replaced (wasm's kept as the
- * fallback for NCHW / dilations):
+ * and some that it has but runs far slower than it could, replaced (wasm's kept as the fallback for
+ * the cases not handled):
  *
  * - `Conv2DBackpropInput`                — the input gradient of conv2d, as stride-phase forward
- *                                          convs through XNNPACK (~27 GFLOP/s instead of ~2.5).
+ *                                          convs through XNNPACK (~27 GFLOP/s instead of ~2.5);
+ * - `Slice`, `Unpack`                    — contiguous slices copied from the heap, without wasm's
+ *                                          copy of the whole input per slice.
  *
  * Not provided: FFT / IFFT / Complex / Real / Imag / ComplexAbs (the wasm backend has no complex64
  * storage at all), the Ragged* and string kernels.
@@ -361,6 +363,42 @@ function einsum({ inputs, attrs, backend }: { inputs: tf.NamedTensorInfoMap; att
   });
 }
 
+// ---------------------------------------------------------------------------------------------
+// Slice / Unpack: wasm's read the whole input through readSync — a copy of all of it — for every
+// slice, so splitting a [G, …] tensor costs G full copies (16 MB × 64 for a UNet's attention
+// probabilities). Contiguous slices (any slice along axis 0) are copied straight from the heap;
+// the rest fall back to wasm's kernels.
+// ---------------------------------------------------------------------------------------------
+
+let wasmSliceOriginal: tf.KernelFunc | undefined;
+let wasmUnpackOriginal: tf.KernelFunc | undefined;
+
+/** A new tensor of `shape` holding x's elements [offset, offset + size(shape)), copied over the heap. */
+function copyRange(b: WasmBackend, x: Info, offset: number, shape: number[]): Info {
+  const out = b.makeOutput(shape, x.dtype);
+  const n = tf.util.sizeFromShape(shape);
+  b.typedArrayFromHeap(out).set(b.typedArrayFromHeap(x).subarray(offset, offset + n)); // views after the allocation
+  return out;
+}
+
+function slice(args: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; backend: unknown }): Info {
+  const x = args.inputs.x as Info;
+  const { begin, size } = args.attrs as unknown as tf.SliceAttrs;
+  const [begin_, size_] = tf.slice_util.parseSliceParams(x as tf.Tensor, begin, size);
+  if (x.dtype === 'string' || !tf.slice_util.isSliceContinous(x.shape, begin_, size_)) return wasmSliceOriginal!(args as unknown as Parameters<tf.KernelFunc>[0]) as Info;
+  return copyRange(args.backend as WasmBackend, x, tf.slice_util.computeFlatOffset(begin_, tf.util.computeStrides(x.shape)), size_);
+}
+
+function unpack(args: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; backend: unknown }): Info[] {
+  const value = args.inputs.value as Info; // [..., G, ...inner]
+  const rank = value.shape.length;
+  const axis = ((args.attrs as unknown as tf.UnpackAttrs).axis + rank) % rank;
+  if (value.dtype === 'string' || value.shape.slice(0, axis).some((d) => d !== 1)) return wasmUnpackOriginal!(args as unknown as Parameters<tf.KernelFunc>[0]) as Info[];
+  const outShape = value.shape.filter((_, i) => i !== axis);
+  const n = tf.util.sizeFromShape(outShape);
+  return Array.from({ length: value.shape[axis] }, (_, g) => copyRange(args.backend as WasmBackend, value, g * n, outShape));
+}
+
 const KERNELS: Array<{ kernelName: string; kernelFunc: tf.KernelFunc }> = [
   { kernelName: tf.Conv2DBackpropFilter, kernelFunc: conv2DBackpropFilter as unknown as tf.KernelFunc },
   { kernelName: tf.DepthwiseConv2dNativeBackpropFilter, kernelFunc: depthwiseBackpropFilter as unknown as tf.KernelFunc },
@@ -382,6 +420,8 @@ const OVERRIDES: Array<{ kernelName: string; kernelFunc: tf.KernelFunc; keepOrig
     kernelFunc: conv2DBackpropInput as unknown as tf.KernelFunc,
     keepOriginal: (f) => { wasmConv2DBackpropInputOriginal = f; },
   },
+  { kernelName: tf.Slice, kernelFunc: slice as unknown as tf.KernelFunc, keepOriginal: (f) => { wasmSliceOriginal = f; } },
+  { kernelName: tf.Unpack, kernelFunc: unpack as unknown as tf.KernelFunc, keepOriginal: (f) => { wasmUnpackOriginal = f; } },
 ];
 
 /** Names of the wasm kernels `registerWasmTrainingKernels` replaces. */
