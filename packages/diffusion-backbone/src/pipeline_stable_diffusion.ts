@@ -1,10 +1,12 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { fetchFile, fetchModuleFiles, joinUrl, type FetchFunction, type ModuleFiles, type TextEncoding } from '@png/core';
+import { fetchFile, fetchModuleFiles, joinUrl, parseJsonObject, type FetchFunction, type ModuleFiles, type TextEncoding } from '@png/core';
 import { CLIPTextModel } from './clip/modeling_clip';
 import { CLIPTokenizer, type CLIPTokenizerFiles } from './clip/tokenization_clip';
 import { componentWeightsFile, type ComponentOptions } from './component_files';
 import { AutoencoderKL, type AutoencoderKLParts } from './models/autoencoder_kl';
 import { UNet2DConditionModel } from './models/unet_2d_condition';
+import { DDIMScheduler } from './schedulers/scheduling_ddim';
+import { resolveSchedulerConfig, type SchedulerConfig } from './schedulers/scheduling_ddpm';
 
 export interface DiffusionBackboneOptions extends ComponentOptions {
   /** VAE parts to load: grounding only encodes ('encoder', the default); sampling needs 'all'. */
@@ -21,6 +23,25 @@ export interface DiffusionBackboneFiles {
   readonly textEncoder: ModuleFiles;
   /** tokenizer/vocab.json, merges.txt and, if present, tokenizer_config.json and special_tokens_map.json */
   readonly tokenizer: CLIPTokenizerFiles;
+  /** scheduler/scheduler_config.json, if the folder has one (default: SD's noise schedule). */
+  readonly schedulerConfig?: string;
+}
+
+/** Options of {@link DiffusionBackbone.generate}. */
+export interface GenerateOptions {
+  /** DDIM steps (default 50). */
+  readonly numInferenceSteps?: number;
+  /** Classifier-free guidance scale; ≤ 1 turns guidance off (default 7.5). */
+  readonly guidanceScale?: number;
+  /** What to steer away from: one string, or one per prompt (default ''). */
+  readonly negativePrompt?: string | readonly string[];
+  /** Image size in pixels, multiples of imageMultiple (default: the UNet's sample_size × the VAE's factor). */
+  readonly height?: number;
+  readonly width?: number;
+  /** Seed of the initial noise (and of DDIM's noise when eta > 0). Default 0. */
+  readonly seed?: number;
+  /** DDIM's η: 0 is deterministic DDIM (default), 1 is DDPM-like. */
+  readonly eta?: number;
 }
 
 /**
@@ -34,6 +55,8 @@ export class DiffusionBackbone {
     readonly vae: AutoencoderKL,
     readonly textEncoder: CLIPTextModel,
     readonly tokenizer: CLIPTokenizer,
+    /** The noise schedule of scheduler/scheduler_config.json (SD's when the folder has none). */
+    readonly schedulerConfig: SchedulerConfig,
   ) {
     const width = textEncoder.config.hidden_size;
     if (unet.config.cross_attention_dim !== width) {
@@ -45,8 +68,8 @@ export class DiffusionBackbone {
   }
 
   /** A backbone from components built or loaded separately (checked for consistency). It owns them from now on. */
-  static fromComponents(components: { unet: UNet2DConditionModel; vae: AutoencoderKL; textEncoder: CLIPTextModel; tokenizer: CLIPTokenizer }): DiffusionBackbone {
-    return new DiffusionBackbone(components.unet, components.vae, components.textEncoder, components.tokenizer);
+  static fromComponents(components: { unet: UNet2DConditionModel; vae: AutoencoderKL; textEncoder: CLIPTextModel; tokenizer: CLIPTokenizer; schedulerConfig?: Partial<SchedulerConfig> }): DiffusionBackbone {
+    return new DiffusionBackbone(components.unet, components.vae, components.textEncoder, components.tokenizer, resolveSchedulerConfig(components.schedulerConfig));
   }
 
   /** Loads `<dir>/{unet,vae,text_encoder,tokenizer}`. Everything is frozen. */
@@ -64,7 +87,9 @@ export class DiffusionBackbone {
       const vae = keep(await AutoencoderKL.fromPretrained(path.join(dir, 'vae'), { variant: options.variant, parts: options.vaeParts ?? 'encoder' }));
       const textEncoder = keep(await CLIPTextModel.fromPretrained(path.join(dir, 'text_encoder'), options));
       const tokenizer = await CLIPTokenizer.fromPretrained(path.join(dir, 'tokenizer'));
-      return new DiffusionBackbone(unet, vae, textEncoder, tokenizer);
+      const schedulerFile = path.join(dir, 'scheduler', 'scheduler_config.json');
+      const scheduler = fs.existsSync(schedulerFile) ? readSchedulerConfig(fs.readFileSync(schedulerFile, 'utf8'), schedulerFile) : resolveSchedulerConfig();
+      return new DiffusionBackbone(unet, vae, textEncoder, tokenizer, scheduler);
     } catch (e) {
       for (const m of loaded) m.dispose();
       throw e;
@@ -84,7 +109,8 @@ export class DiffusionBackbone {
       const vae = keep(AutoencoderKL.fromFiles(files.vae, { variant: options.variant, name: at('vae'), parts: options.vaeParts ?? 'encoder' }));
       const textEncoder = keep(CLIPTextModel.fromFiles(files.textEncoder, { variant: options.variant, name: at('text_encoder') }));
       const tokenizer = CLIPTokenizer.fromFiles(files.tokenizer, at('tokenizer'));
-      return new DiffusionBackbone(unet, vae, textEncoder, tokenizer);
+      const scheduler = files.schedulerConfig === undefined ? resolveSchedulerConfig() : readSchedulerConfig(files.schedulerConfig, joinUrl(at('scheduler'), 'scheduler_config.json'));
+      return new DiffusionBackbone(unet, vae, textEncoder, tokenizer, scheduler);
     } catch (e) {
       for (const m of loaded) m.dispose();
       throw e;
@@ -102,7 +128,7 @@ export class DiffusionBackbone {
       const bytes = await fetchFile(joinUrl(url, 'tokenizer', file), { ...get, optional });
       return bytes && new TextDecoder().decode(bytes);
     };
-    const [unet, vae, textEncoder, vocab, merges, tokenizerConfig, specialTokensMap] = await Promise.all([
+    const [unet, vae, textEncoder, vocab, merges, tokenizerConfig, specialTokensMap, schedulerConfig] = await Promise.all([
       fetchModuleFiles(joinUrl(url, 'unet'), { ...get, weightsFile: componentWeightsFile('diffusion_pytorch_model', options) }),
       fetchModuleFiles(joinUrl(url, 'vae'), { ...get, weightsFile: componentWeightsFile('diffusion_pytorch_model', options) }),
       fetchModuleFiles(joinUrl(url, 'text_encoder'), { ...get, weightsFile: componentWeightsFile('model', options) }),
@@ -110,8 +136,9 @@ export class DiffusionBackbone {
       tokenizer('merges.txt'),
       tokenizer('tokenizer_config.json', true),
       tokenizer('special_tokens_map.json', true),
+      fetchFile(joinUrl(url, 'scheduler', 'scheduler_config.json'), { ...get, optional: true }).then((b) => b && new TextDecoder().decode(b)),
     ]);
-    return DiffusionBackbone.fromFiles({ unet, vae, textEncoder, tokenizer: { vocab: vocab!, merges: merges!, tokenizerConfig, specialTokensMap } }, { ...options, name: url });
+    return DiffusionBackbone.fromFiles({ unet, vae, textEncoder, tokenizer: { vocab: vocab!, merges: merges!, tokenizerConfig, specialTokensMap }, schedulerConfig }, { ...options, name: url });
   }
 
   /** Image sides must be multiples of this: the VAE's and the UNet's downsampling together. */
@@ -137,10 +164,82 @@ export class DiffusionBackbone {
     return this.vae.latents(images);
   }
 
+  /**
+   * Text-to-image sampling, as diffusers' StableDiffusionPipeline.__call__ with a DDIMScheduler:
+   * seeded Gaussian latents, `numInferenceSteps` DDIM steps of the UNet with classifier-free
+   * guidance (ε = ε_uncond + scale·(ε_text − ε_uncond)), then the VAE decoder. Needs the VAE
+   * loaded with vaeParts: 'all'. Returns images [B, H, W, 3] in [0, 1]; the caller owns them.
+   */
+  generate(prompt: string | readonly string[], options: GenerateOptions = {}): tf.Tensor4D {
+    const prompts = typeof prompt === 'string' ? [prompt] : [...prompt];
+    if (prompts.length === 0) throw new Error('DiffusionBackbone.generate: no prompt; pass a string or a non-empty array of strings');
+    if (!this.vae.decoder) throw new Error("DiffusionBackbone.generate: the VAE was loaded without its decoder; load the backbone with vaeParts: 'all' to generate images");
+    const negative = options.negativePrompt ?? '';
+    const negatives = typeof negative === 'string' ? prompts.map(() => negative) : [...negative];
+    if (negatives.length !== prompts.length) throw new Error(`DiffusionBackbone.generate: ${negatives.length} negative prompts for ${prompts.length} prompts; pass one string or one per prompt`);
+    const f = this.vae.downsampleFactor;
+    const size = this.unet.config.sample_size; // latent side(s) the UNet was trained at
+    const [sampleH, sampleW] = typeof size === 'number' ? [size, size] : Array.isArray(size) ? size : [undefined, undefined];
+    const height = options.height ?? (sampleH === undefined ? undefined : sampleH * f);
+    const width = options.width ?? (sampleW === undefined ? undefined : sampleW * f);
+    if (height === undefined || width === undefined) throw new Error('DiffusionBackbone.generate: the UNet config has no sample_size; pass height and width');
+    const m = this.imageMultiple;
+    for (const [name, v] of [['height', height], ['width', width]] as const) {
+      if (!(Number.isInteger(v) && v > 0 && v % m === 0)) throw new Error(`DiffusionBackbone.generate: ${name} ${v} is not a positive multiple of ${m} (the VAE's and the UNet's downsampling together)`);
+    }
+    const guidanceScale = options.guidanceScale ?? 7.5;
+    if (!Number.isFinite(guidanceScale)) throw new Error(`DiffusionBackbone.generate: guidanceScale must be a finite number, got ${guidanceScale}`);
+    const guided = guidanceScale > 1;
+    const eta = options.eta ?? 0;
+    if (!(Number.isFinite(eta) && eta >= 0)) throw new Error(`DiffusionBackbone.generate: eta must be a number ≥ 0, got ${eta}`);
+    const seed = options.seed ?? 0;
+    const scheduler = new DDIMScheduler(this.schedulerConfig);
+    scheduler.setTimesteps(options.numInferenceSteps ?? 50);
+
+    const b = prompts.length;
+    const shape: [number, number, number, number] = [b, height / f, width / f, this.unet.config.in_channels];
+    const text = this.encodeText(guided ? [...negatives, ...prompts] : prompts); // [(2)B, 77, D]: unconditional first
+    let latents = tf.mul(tf.randomNormal(shape, 0, 1, 'float32', seed), scheduler.initNoiseSigma) as tf.Tensor4D;
+    try {
+      scheduler.timesteps.forEach((t, i) => {
+        const next = tf.tidy(() => {
+          const input = guided ? (tf.concat([latents, latents]) as tf.Tensor4D) : latents; // [(2)B, h, w, C]
+          let eps = this.unet.forward(input, t, text.hiddenStates).sample;
+          if (guided) {
+            const [uncond, cond] = tf.split(eps, 2); // each [B, h, w, C]
+            eps = tf.add(uncond, tf.mul(guidanceScale, tf.sub(cond, uncond))) as tf.Tensor4D;
+          }
+          const noise = eta > 0 ? (tf.randomNormal(shape, 0, 1, 'float32', seed + 1 + i) as tf.Tensor4D) : undefined;
+          return scheduler.step(eps, t, latents, { eta, noise });
+        });
+        latents.dispose();
+        latents = next;
+      });
+      return tf.tidy(() => {
+        const image = this.vae.decode(tf.div(latents, this.vae.config.scaling_factor) as tf.Tensor4D); // [B, H, W, 3] in about [-1, 1]
+        return tf.clipByValue(tf.add(tf.mul(image, 0.5), 0.5), 0, 1) as tf.Tensor4D;
+      });
+    } finally {
+      latents.dispose();
+      tf.dispose([text.hiddenStates, text.attentionMask, text.inputIds]);
+    }
+  }
+
   /** Frees every weight of every component. */
   dispose(): void {
     this.unet.dispose();
     this.vae.dispose();
     this.textEncoder.dispose();
+  }
+}
+
+/** A scheduler_config.json's contents, validated; errors name the file. */
+function readSchedulerConfig(text: string, where: string): SchedulerConfig {
+  const json = parseJsonObject(text, where);
+  try {
+    return resolveSchedulerConfig(json);
+  } catch (e) {
+    (e as Error).message = `${where}: ${(e as Error).message}`;
+    throw e;
   }
 }
