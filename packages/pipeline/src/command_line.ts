@@ -1,16 +1,17 @@
-/** The `png` command line: synth, train, evaluate, ground. */
+/** The `png` command line: synth, train, evaluate, ground, pretrain, sample. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { BACKENDS, setBackend, writeFileAtomic, type BackendName } from '@png/core';
+import { BACKENDS, parseJsonObject, setBackend, writeFileAtomic, type BackendName } from '@png/core';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
-import { decodeImage, encodePng, generateSyntheticBenchmark, type SkippedRecord } from '@png/png-data';
-import { createProgressBar, encodeRle, formatMetricsTable, formatPercent, type ProgressBar } from '@png/png-metrics';
+import { decodeImage, encodePng, generateSyntheticBenchmark, type RgbImage, type SkippedRecord } from '@png/png-data';
+import { createProgressBar, encodeRle, formatDuration, formatMetricsTable, formatPercent, type ProgressBar } from '@png/png-metrics';
 import { evaluateOnBenchmark } from './benchmark_evaluation';
 import { DEFAULT_TRAINING_SETTINGS, trainOnBenchmark, type TrainingSettings } from './benchmark_training';
 import { groundNarrative } from './ground_narrative';
 import { PngGrounder, type PngGrounderConfig } from './png_grounder';
-import { renderOverlay } from './visualize';
+import { DEFAULT_PRETRAIN_SETTINGS, pretrainBackbone, type PretrainProgress, type PretrainSettings } from './pretrain_backbone';
+import { renderOverlay, tileImages } from './visualize';
 
 /** Where the command line writes, and the embedded default backbone folder. */
 export interface CliEnvironment {
@@ -38,6 +39,8 @@ Commands:
   train      train EIPA + MLMA + the decoder on a benchmark split (resumable)
   evaluate   Average Recall of a trained model on a split, with overlays and attention maps
   ground     ground a free-form narrative on an image: overlay PNG + masks as RLE JSON
+  pretrain   pretrain a tiny text-to-image backbone (VAE, UNet, text encoder) on synthetic scenes
+  sample     generate images from prompts with a backbone (DDIM, classifier-free guidance)
 
 Run "png <command> --help" for its options.`,
   synth: `Usage: png synth --out DIR [--train N] [--val N] [--seed S] [--size H]
@@ -95,6 +98,36 @@ overlay.png (masks over the image with a phrase legend) and masks.json (COCO RLE
   --run RUN            a finished png train run folder
   --out DIR            output folder (default ./png-ground)
 ${COMMON}`,
+  pretrain: `Usage: png pretrain --out DIR [options]
+
+Pretrains a tiny Stable-Diffusion-architecture backbone from scratch on synthetic scenes and their
+narratives: a BPE vocabulary, the VAE (L1 + KL), then the UNet and the CLIP text encoder jointly
+(DDPM ε-prediction, SD's scaled-linear schedule, caption dropout for guidance). DIR becomes a
+diffusers pipeline folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/) for --model.
+Deterministic from --seed; rerunning an interrupted command resumes it (DIR.work/).
+
+  --out DIR            pipeline folder to write
+  --seed S             (default ${DEFAULT_PRETRAIN_SETTINGS.seed})
+  --scenes N           synthetic training scenes (default ${DEFAULT_PRETRAIN_SETTINGS.scenes})
+  --vae-steps N        (default ${DEFAULT_PRETRAIN_SETTINGS.vae_steps})
+  --unet-steps N       (default ${DEFAULT_PRETRAIN_SETTINGS.unet_steps})
+  --settings FILE      JSON with any other PretrainSettings field (batch sizes, learning rates, ...)
+  --backend NAME       ${BACKENDS.join(' | ')} (default wasm)
+  --progress           progress bars even when stderr is not a terminal
+  -h, --help           show this help`,
+  sample: `Usage: png sample --prompt TEXT [--prompt TEXT ...] --out FILE [options]
+
+Generates an image per prompt with the backbone (DDIM sampling with classifier-free guidance) and
+writes them as one PNG (side by side, each under its prompt, when there are several).
+
+  --prompt TEXT        what to draw (repeat for several images)
+  --out FILE           PNG to write
+  --negative TEXT      what to steer away from (default: the empty prompt)
+  --steps N            DDIM steps (default 50)
+  --guidance X         guidance scale; 1 turns guidance off (default 7.5)
+  --seed S             seed of the initial noise (default 0)
+  --scale N            enlarge the output N× (nearest pixel) for viewing (default 1)
+${COMMON}`,
 };
 
 /** Runs `png <argv>`; resolves to the exit code (0 ok, 1 error, 2 usage). */
@@ -105,8 +138,8 @@ export async function main(argv: readonly string[], env: CliEnvironment): Promis
       env.stdout.write(HELP.main + '\n');
       return command === undefined ? 2 : 0;
     }
-    const run = { synth, train, evaluate, ground }[command];
-    if (!run || !Object.hasOwn(HELP, command)) throw new UsageError(`unknown command '${command}'; expected synth, train, evaluate or ground`);
+    const run = { synth, train, evaluate, ground, pretrain, sample }[command];
+    if (!run || !Object.hasOwn(HELP, command)) throw new UsageError(`unknown command '${command}'; expected synth, train, evaluate, ground, pretrain or sample`);
     if (rest.includes('-h') || rest.includes('--help')) {
       env.stdout.write(HELP[command] + '\n');
       return 0;
@@ -123,10 +156,10 @@ export async function main(argv: readonly string[], env: CliEnvironment): Promis
   }
 }
 
-type Spec = Record<string, { type: 'string' | 'boolean' }>;
+type Spec = Record<string, { type: 'string' | 'boolean'; multiple?: boolean }>;
 const MODEL_OPTIONS: Spec = { model: { type: 'string' }, backend: { type: 'string' }, progress: { type: 'boolean' } };
 
-function parse(args: readonly string[], spec: Spec, required: readonly string[]): Record<string, string | boolean | undefined> {
+function parse(args: readonly string[], spec: Spec, required: readonly string[]): Record<string, string | boolean | (string | boolean)[] | undefined> {
   const { values, positionals } = parseArgs({ args: [...args], options: spec, strict: true, allowPositionals: true });
   if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
   for (const key of required) if (values[key] === undefined) throw new UsageError(`--${key} is required`);
@@ -150,12 +183,17 @@ function numberOption(values: Record<string, unknown>, key: string, fallback: nu
   return n;
 }
 
-async function loadBackbone(values: Record<string, unknown>, env: CliEnvironment): Promise<DiffusionBackbone> {
+async function useBackend(values: Record<string, unknown>): Promise<BackendName> {
   const backend = (values.backend as string | undefined) ?? 'wasm';
   if (!BACKENDS.includes(backend as BackendName)) throw new UsageError(`--backend must be one of ${BACKENDS.join(', ')}, got '${backend}'`);
   await setBackend(backend as BackendName);
+  return backend as BackendName;
+}
+
+async function loadBackbone(values: Record<string, unknown>, env: CliEnvironment, options: { vaeParts?: 'encoder' | 'all' } = {}): Promise<DiffusionBackbone> {
+  const backend = await useBackend(values);
   const model = (values.model as string | undefined) ?? env.embeddedModel;
-  const backbone = await DiffusionBackbone.fromPretrained(model);
+  const backbone = await DiffusionBackbone.fromPretrained(model, { vaeParts: options.vaeParts });
   env.stderr.write(`backbone ${model === env.embeddedModel ? 'embedded tiny model' : model} (UNet ${backbone.unet.numParameters().toLocaleString()} parameters, frozen) on ${backend}\n`);
   return backbone;
 }
@@ -195,14 +233,10 @@ async function synth(args: readonly string[], env: CliEnvironment): Promise<void
   env.stdout.write(`wrote a synthetic PNG benchmark to ${result.root}: ${result.splits.train2017.length} train and ${result.splits.val2017.length} val images (${size}×${size})\n`);
 }
 
-function readModelConfig(file: string | undefined): Partial<PngGrounderConfig> {
-  if (file === undefined) return {};
-  if (!fs.existsSync(file)) throw new Error(`--config ${file}: no such file`);
-  try {
-    return JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<PngGrounderConfig>;
-  } catch (e) {
-    throw new Error(`--config ${file}: not valid JSON (${(e as Error).message})`);
-  }
+/** The JSON object in `file` (a command-line option's value); errors name the option and file. */
+function readJsonFile(file: string, option: string): Record<string, unknown> {
+  if (!fs.existsSync(file)) throw new Error(`${option} ${file}: no such file`);
+  return parseJsonObject(fs.readFileSync(file, 'utf8'), `${option} ${file}`);
 }
 
 async function train(args: readonly string[], env: CliEnvironment): Promise<void> {
@@ -239,7 +273,7 @@ async function train(args: readonly string[], env: CliEnvironment): Promise<void
     checkpoint_every: intOption(v, 'checkpoint-every', d.checkpoint_every, 1),
     limit: v.limit === undefined ? null : intOption(v, 'limit', 1, 1),
   };
-  const config = readModelConfig(v.config as string | undefined);
+  const config = v.config === undefined ? {} : (readJsonFile(v.config as string, '--config') as Partial<PngGrounderConfig>);
   const backbone = await loadBackbone(v, env);
   let bar: ProgressBar | undefined;
   try {
@@ -361,4 +395,75 @@ async function ground(args: readonly string[], env: CliEnvironment): Promise<voi
   } finally {
     backbone.dispose();
   }
+}
+
+async function pretrain(args: readonly string[], env: CliEnvironment): Promise<void> {
+  const v = parse(
+    args,
+    { out: { type: 'string' }, seed: { type: 'string' }, scenes: { type: 'string' }, 'vae-steps': { type: 'string' }, 'unet-steps': { type: 'string' }, settings: { type: 'string' }, backend: { type: 'string' }, progress: { type: 'boolean' } },
+    ['out'],
+  );
+  const settings: Record<string, unknown> = v.settings === undefined ? {} : readJsonFile(v.settings as string, '--settings');
+  if (v.seed !== undefined) settings.seed = intOption(v, 'seed', 0);
+  if (v.scenes !== undefined) settings.scenes = intOption(v, 'scenes', 0, 1);
+  if (v['vae-steps'] !== undefined) settings.vae_steps = intOption(v, 'vae-steps', 0, 1);
+  if (v['unet-steps'] !== undefined) settings.unet_steps = intOption(v, 'unet-steps', 0, 1);
+  const backend = await useBackend(v);
+  const labels: Record<PretrainProgress['stage'], string> = { scenes: 'scenes', vae: 'vae', latents: 'latents', unet: 'unet + text encoder' };
+  const bars = new Map<PretrainProgress['stage'], ProgressBar>();
+  const result = await pretrainBackbone({
+    out: v.out as string,
+    settings: settings as Partial<PretrainSettings>,
+    onProgress: ({ stage, done, total, loss }) => {
+      let bar = bars.get(stage);
+      if (!bar) bars.set(stage, (bar = progress(env, v, total, labels[stage], stage === 'vae' || stage === 'unet' ? done - 1 : 0)));
+      bar.update(done, loss === undefined ? undefined : `loss ${loss.toFixed(4)}`);
+      if (done === total) bar.finish();
+    },
+  });
+  const s = result.seconds;
+  const p = result.parameters;
+  env.stdout.write(
+    `wrote ${result.out}: UNet ${p.unet.toLocaleString()}, VAE ${p.vae.toLocaleString()}, text encoder ${p.text_encoder.toLocaleString()} parameters; ` +
+      `vocabulary ${result.vocabularySize} tokens; scaling_factor ${result.scalingFactor.toPrecision(5)}\n` +
+      `time on ${backend}: scenes + vocabulary ${formatDuration(s.tokenizer * 1000)}, VAE ${formatDuration(s.vae * 1000)}, latents ${formatDuration(s.latents * 1000)}, ` +
+      `UNet + text encoder ${formatDuration(s.unet * 1000)}; total ${formatDuration(s.total * 1000)}\n`,
+  );
+}
+
+async function sample(args: readonly string[], env: CliEnvironment): Promise<void> {
+  const v = parse(
+    args,
+    { ...MODEL_OPTIONS, prompt: { type: 'string', multiple: true }, out: { type: 'string' }, negative: { type: 'string' }, steps: { type: 'string' }, guidance: { type: 'string' }, seed: { type: 'string' }, scale: { type: 'string' } },
+    ['prompt', 'out'],
+  );
+  const prompts = v.prompt as string[];
+  if (prompts.some((p) => p.trim() === '')) throw new UsageError('--prompt is empty; say what to draw');
+  const guidance = v.guidance === undefined ? 7.5 : Number(v.guidance);
+  if (!Number.isFinite(guidance)) throw new UsageError(`--guidance must be a number, got '${v.guidance}'`);
+  const scale = intOption(v, 'scale', 1, 1);
+  const backbone = await loadBackbone(v, env, { vaeParts: 'all' });
+  try {
+    const images = backbone.generate(prompts, { numInferenceSteps: intOption(v, 'steps', 50, 1), guidanceScale: guidance, negativePrompt: v.negative as string | undefined, seed: intOption(v, 'seed', 0) });
+    const [b, h, w] = images.shape;
+    const pixels = await images.data();
+    images.dispose();
+    const tiles: RgbImage[] = Array.from({ length: b }, (_, i) => enlarge({ width: w, height: h, data: Uint8Array.from(pixels.subarray(i * h * w * 3, (i + 1) * h * w * 3), (x) => Math.round(255 * x)) }, scale));
+    const out = b === 1 ? tiles[0] : tileImages(tiles.map((image, i) => ({ image, title: prompts[i] })), { columns: b });
+    await writeFileAtomic(v.out as string, encodePng(out.width, out.height, out.data));
+    env.stdout.write(`wrote ${v.out} (${b} image${b > 1 ? 's' : ''}, ${w}×${h}${scale > 1 ? ` shown ×${scale}` : ''})\n`);
+  } finally {
+    backbone.dispose();
+  }
+}
+
+/** `image` with every pixel repeated `scale` × `scale` times. */
+function enlarge(image: RgbImage, scale: number): RgbImage {
+  if (scale === 1) return image;
+  const width = image.width * scale, height = image.height * scale;
+  const data = new Uint8Array(width * height * 3);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) data.set(image.data.subarray(3 * ((Math.floor(y / scale) * image.width) + Math.floor(x / scale)), 3 * ((Math.floor(y / scale) * image.width) + Math.floor(x / scale)) + 3), 3 * (y * width + x));
+  }
+  return { width, height, data };
 }
