@@ -122,4 +122,48 @@ describe('DiffusionBackbone (wasm)', () => {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it('generates images (DDIM + guidance): seeded, in [0, 1], without leaks; bad options are named', async () => {
+    const full = await DiffusionBackbone.fromPretrained(TINY, { vaeParts: 'all' });
+    try {
+      expect(full.schedulerConfig.beta_schedule).toBe('scaled_linear'); // no scheduler/ folder: SD's schedule
+      const a = full.generate(['a red circle', 'a blue square'], { numInferenceSteps: 3, height: 32, width: 16, seed: 7 });
+      expect(a.shape).toEqual([2, 32, 16, 3]);
+      const values = await a.data();
+      expect(Math.min(...values)).toBeGreaterThanOrEqual(0);
+      expect(Math.max(...values)).toBeLessThanOrEqual(1);
+      const again = full.generate(['a red circle', 'a blue square'], { numInferenceSteps: 3, height: 32, width: 16, seed: 7 });
+      await expectClose(again, values, 0, 'same seed');
+      const unguided = full.generate(['a red circle', 'a blue square'], { numInferenceSteps: 3, height: 32, width: 16, seed: 7, guidanceScale: 1 });
+      expect(await unguided.data()).not.toEqual(values);
+      tf.dispose([a, again, unguided]);
+      await expectNoLeak(() => full.generate('a ring', { numInferenceSteps: 2, height: 16, width: 16, eta: 1 }), 'generate');
+      expect(() => full.generate([], {})).toThrow(/no prompt/);
+      expect(() => full.generate('x', { height: 20, width: 16 })).toThrow(/height 20 is not a positive multiple of 8/);
+      expect(() => full.generate(['x', 'y'], { negativePrompt: ['z'], height: 16, width: 16 })).toThrow(/1 negative prompts for 2 prompts/);
+      expect(() => full.generate('x', { numInferenceSteps: 0, height: 16, width: 16 })).toThrow(/numInferenceSteps must be an integer in \[1, 1000\]/);
+    } finally {
+      full.dispose();
+    }
+    expect(() => backbone.generate('x')).toThrow(/without its decoder; load the backbone with vaeParts: 'all'/);
+  });
+
+  it('reads scheduler/scheduler_config.json, naming the file when a field is bad', async () => {
+    const read = (f: string) => fs.readFileSync(path.join(TINY, f));
+    const files = (schedulerConfig: string) => ({
+      unet: { config: read('unet/config.json').toString(), weights: read('unet/diffusion_pytorch_model.safetensors') },
+      vae: { config: read('vae/config.json').toString(), weights: read('vae/diffusion_pytorch_model.safetensors') },
+      textEncoder: { config: read('text_encoder/config.json').toString(), weights: read('text_encoder/model.safetensors') },
+      tokenizer: { vocab: read('tokenizer/vocab.json').toString(), merges: read('tokenizer/merges.txt').toString() },
+      schedulerConfig,
+    });
+    // SD v1.5's own file (a PNDMScheduler config): its foreign fields are accepted
+    const sd15 = DiffusionBackbone.fromFiles(files(JSON.stringify({ _class_name: 'PNDMScheduler', _diffusers_version: '0.6.0', beta_end: 0.012, beta_schedule: 'scaled_linear', beta_start: 0.00085, num_train_timesteps: 1000, set_alpha_to_one: false, skip_prk_steps: true, steps_offset: 1, trained_betas: null, clip_sample: false })));
+    expect(sd15.schedulerConfig.steps_offset).toBe(1);
+    sd15.dispose();
+    const live = tf.memory().numTensors;
+    expect(() => DiffusionBackbone.fromFiles(files('{"beta_schedule": "cosine"}'), { name: 'sd' })).toThrow(/^sd\/scheduler\/scheduler_config\.json: .*beta_schedule/);
+    expect(() => DiffusionBackbone.fromFiles(files('[1]'), { name: 'sd' })).toThrow(/^sd\/scheduler\/scheduler_config\.json: expected a JSON object/);
+    expect(tf.memory().numTensors).toBe(live);
+  });
 });

@@ -199,7 +199,7 @@ export class DiffusionBackbone {
     const b = prompts.length;
     const shape: [number, number, number, number] = [b, height / f, width / f, this.unet.config.in_channels];
     const text = this.encodeText(guided ? [...negatives, ...prompts] : prompts); // [(2)B, 77, D]: unconditional first
-    let latents = tf.mul(tf.randomNormal(shape, 0, 1, 'float32', seed), scheduler.initNoiseSigma) as tf.Tensor4D;
+    let latents = tf.tidy(() => tf.mul(tf.randomNormal(shape, 0, 1, 'float32', seed), scheduler.initNoiseSigma) as tf.Tensor4D);
     try {
       scheduler.timesteps.forEach((t, i) => {
         const next = tf.tidy(() => {

@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { setBackend } from '@png/core';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
-import { encodePng, synthesizeScene } from '@png/png-data';
+import { decodeImage, encodePng, synthesizeScene } from '@png/png-data';
 import { decodeRle } from '@png/png-metrics';
 import { main } from './command_line';
 import { trainOnBenchmark } from './benchmark_training';
@@ -34,7 +34,7 @@ describe('the png command line (embedded backbone, wasm)', () => {
     const help = await png('--help');
     expect(help.code).toBe(0);
     expect(help.stdout).toMatch(/synth.*\n.*train.*\n.*evaluate.*\n.*ground/);
-    for (const command of ['synth', 'train', 'evaluate', 'ground']) {
+    for (const command of ['synth', 'train', 'evaluate', 'ground', 'pretrain', 'sample']) {
       const r = await png(command, '--help');
       expect(r.code).toBe(0);
       expect(r.stdout).toContain(`Usage: png ${command}`);
@@ -137,4 +137,37 @@ describe('trainOnBenchmark', () => {
   it('refuses a benchmark split without grounded records, naming the folder', async () => {
     await expect(trainOnBenchmark({ data: path.join(dir, 'data'), split: 'val2017', out: path.join(dir, 'empty'), backbone, config: SMALL_MODEL, training: { steps: 2, warmup_steps: 0 } })).rejects.toThrow(/split val2017 has no record with a grounded phrase/);
   });
+});
+
+describe('png sample and png pretrain (wasm)', () => {
+  let dir: string;
+  beforeAll(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'png-cli-sample-'))));
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('samples prompts into one PNG (side by side with their prompts), and refuses an empty prompt', async () => {
+    const single = path.join(dir, 'one.png');
+    const r = await png('sample', '--prompt', 'a red circle on the grass', '--out', single, '--steps', '3', '--scale', '2');
+    expect(r).toMatchObject({ code: 0, stdout: expect.stringContaining('1 image, 64×64 shown ×2') });
+    const one = decodeImage(new Uint8Array(fs.readFileSync(single)), single);
+    expect([one.width, one.height]).toEqual([128, 128]);
+    const two = path.join(dir, 'two.png');
+    expect((await png('sample', '--prompt', 'a blue square', '--prompt', 'two yellow rings in the sky', '--out', two, '--steps', '2', '--guidance', '1')).code).toBe(0);
+    expect(decodeImage(new Uint8Array(fs.readFileSync(two)), two).width).toBeGreaterThan(128);
+    expect(await png('sample', '--prompt', ' ', '--out', two)).toMatchObject({ code: 2, stderr: expect.stringContaining('--prompt is empty') });
+    expect(await png('sample', '--out', two)).toMatchObject({ code: 2, stderr: expect.stringContaining('--prompt is required') });
+  });
+
+  it('pretrains a backbone folder that png sample then loads with --model', async () => {
+    const settings = path.join(dir, 'pretrain.json');
+    fs.writeFileSync(settings, JSON.stringify({ vae_batch_size: 2, unet_batch_size: 2, warmup_steps: 0, vocab_size: 600 }));
+    const model = path.join(dir, 'pretrained');
+    const r = await png('pretrain', '--out', model, '--scenes', '4', '--vae-steps', '1', '--unet-steps', '1', '--settings', settings);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/wrote .*pretrained: UNet [\d,]+, VAE [\d,]+, text encoder [\d,]+ parameters/);
+    expect(r.stdout).toMatch(/time on wasm: .* total \d+:\d\d/);
+    expect(r.stderr).toMatch(/unet \+ text encoder 1\/1 loss/);
+    const out = path.join(dir, 'sample.png');
+    expect((await png('sample', '--model', model, '--prompt', 'a circle', '--out', out, '--steps', '1')).code).toBe(0);
+    expect(await png('pretrain', '--out', model, '--settings', path.join(dir, 'missing.json'))).toMatchObject({ code: 1, stderr: expect.stringContaining('--settings') });
+  }, 120_000);
 });
