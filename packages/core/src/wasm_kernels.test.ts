@@ -114,12 +114,17 @@ describe('registerWasmTrainingKernels', () => {
     );
   });
 
-  it('replaces wasm\'s Conv2DBackpropInput once (the override stays registered, idempotently)', () => {
-    expect(WASM_KERNEL_OVERRIDES).toEqual(['Conv2DBackpropInput']);
+  it('replaces wasm\'s Conv2DBackpropInput, Slice and Unpack once (the overrides stay registered, idempotently)', () => {
+    expect(WASM_KERNEL_OVERRIDES).toEqual(['Conv2DBackpropInput', 'Slice', 'Unpack']);
     const k = tf.getKernel('Conv2DBackpropInput', 'wasm')!;
     expect(k.kernelFunc.name).toBe('conv2DBackpropInput');
     expect(k.setupFunc).toBeDefined(); // wasm's cwrap setup is kept for the fallback
+    expect(tf.getKernel('Slice', 'wasm')!.kernelFunc.name).toBe('slice');
+    expect(tf.getKernel('Unpack', 'wasm')!.kernelFunc.name).toBe('unpack');
+    const before = WASM_KERNEL_OVERRIDES.map((name) => tf.getKernel(name, 'wasm')!.kernelFunc);
     expect(registerWasmTrainingKernels()).toEqual([]);
+    expect(registerWasmTrainingKernels()).toEqual([]);
+    expect(WASM_KERNEL_OVERRIDES.map((name) => tf.getKernel(name, 'wasm')!.kernelFunc)).toEqual(before);
     expect(tf.getKernel('Conv2DBackpropInput', 'wasm')!.kernelFunc).toBe(k.kernelFunc);
   });
 
@@ -239,6 +244,156 @@ describe('Conv2DBackpropInput (override: stride-phase convs through XNNPACK) on 
         return tf.conv2d(tf.relu(h), w2 as tf.Tensor4D, 1, [[0, 0], [1, 1], [1, 1], [0, 0]]); // [2, 4, 4, 4]
       },
     }));
+});
+
+describe('Slice / Unpack (overrides: contiguous slices copied from the heap) on wasm match cpu', () => {
+  type Dtype = 'float32' | 'int32' | 'bool';
+  interface Out { shape: number[]; dtype: tf.DataType; data: number[] }
+
+  /** Values of `dtype` for `shape`: random normals, small integers or a bool pattern. */
+  const values = (shape: number[], dtype: Dtype, seed: number): Float32Array | Int32Array | Uint8Array => {
+    const v = randn(tf.util.sizeFromShape(shape), seed);
+    if (dtype === 'int32') return Int32Array.from(v, (x) => Math.round(100 * x));
+    if (dtype === 'bool') return Uint8Array.from(v, (x) => (x > 0 ? 1 : 0));
+    return v;
+  };
+  const make = (shape: number[], dtype: Dtype, seed: number) => tf.tensor(values(shape, dtype, seed), shape, dtype);
+
+  /**
+   * Every output of `f` on `backend`, and how many times the backend's readSync ran inside `f` (wasm's
+   * own Slice reads the whole input through readSync; the heap-copy path must not).
+   */
+  async function outputsOn(backend: Backend, f: () => tf.Tensor | tf.Tensor[]): Promise<{ outs: Out[]; reads: number }> {
+    await setBackend(backend);
+    const spy = jest.spyOn(tf.backend() as unknown as { readSync(dataId: tf.DataId): unknown }, 'readSync');
+    let ys: tf.Tensor[];
+    let reads: number;
+    try {
+      const y = tf.tidy(f);
+      ys = Array.isArray(y) ? y : [y];
+      reads = spy.mock.calls.length; // before the outputs are read back
+    } finally {
+      spy.mockRestore();
+    }
+    const outs = await Promise.all(ys.map(async (t) => ({ shape: t.shape, dtype: t.dtype, data: Array.from(await t.data()) })));
+    tf.dispose(ys);
+    return { outs, reads };
+  }
+
+  /** Same shapes, dtypes and (bit-exact) values on wasm as on cpu; and whether wasm took the heap-copy path. */
+  async function expectSameOutputs(name: string, f: () => tf.Tensor | tf.Tensor[], fastPath: boolean): Promise<Out[]> {
+    const ref = await outputsOn('cpu', f);
+    const got = await outputsOn('wasm', f);
+    expect(got.outs.length).toBe(ref.outs.length);
+    expect(got.outs.map((o) => [o.shape, o.dtype])).toEqual(ref.outs.map((o) => [o.shape, o.dtype]));
+    for (let i = 0; i < ref.outs.length; i++) expect(got.outs[i].data).toEqual(ref.outs[i].data);
+    errors[name] = Math.max(0, ...got.outs.map((o, i) => relErr(o.data, ref.outs[i].data)));
+    if (fastPath) expect(got.reads).toBe(0);
+    else expect(got.reads).toBeGreaterThan(0); // wasm's own kernel
+    return got.outs;
+  }
+
+  describe('Slice', () => {
+    it.each([
+      // [name, shape, begin, size, dtype, contiguous]
+      ['rank 1, middle', [10], [3], [4], 'float32', true],
+      ['rank 2 along axis 0', [6, 5], [2, 0], [3, 5], 'float32', true],
+      ['rank 2 along axis 0, size -1 (to the end)', [6, 5], [4, 0], [-1, -1], 'float32', true],
+      ['rank 3 along axis 0', [4, 3, 5], [1, 0, 0], [2, -1, -1], 'float32', true],
+      ['rank 4 along axis 0', [3, 2, 4, 5], [2, 0, 0, 0], [1, 2, 4, 5], 'float32', true],
+      ['rank 4 along axis 0, the whole tensor', [3, 2, 4, 5], [0, 0, 0, 0], [3, 2, 4, 5], 'float32', true],
+      ['rank 5 along axis 0', [3, 2, 2, 3, 2], [1, 0, 0, 0, 0], [2, 2, 2, 3, 2], 'float32', true],
+      ['middle of the last axis, leading dims of size 1', [1, 1, 12], [0, 0, 3], [1, 1, 5], 'float32', true],
+      ['middle of an inner axis, leading slice sizes 1 at non-zero offsets', [3, 4, 10], [1, 2, 3], [1, 1, 6], 'float32', true],
+      ['middle of axis 2 of 4, leading size-1 slices, trailing axis whole', [2, 3, 6, 4], [1, 2, 1, 0], [1, 1, 4, 4], 'float32', true],
+      ['non-contiguous: a 2-D window (fallback)', [4, 6], [1, 2], [2, 3], 'float32', false],
+      ['non-contiguous: rank 3 window (fallback)', [3, 4, 5], [0, 1, 1], [3, 2, 3], 'float32', false],
+      ['non-contiguous: rank 4, inner axis cut (fallback)', [2, 3, 4, 5], [0, 0, 1, 0], [2, 3, 2, 5], 'float32', false],
+      ['int32 along axis 0', [5, 4], [1, 0], [3, 4], 'int32', true],
+      ['int32 inner, leading size 1', [3, 8], [2, 1], [1, 6], 'int32', true],
+      ['int32 non-contiguous (fallback)', [5, 4], [1, 1], [3, 2], 'int32', false],
+      ['bool along axis 0', [6, 3], [2, 0], [2, 3], 'bool', true],
+      ['bool non-contiguous (fallback)', [6, 3], [2, 1], [2, 2], 'bool', false],
+    ] as [string, number[], number[], number[], Dtype, boolean][])('%s', (name, shape, begin, size, dtype, contiguous) =>
+      expectSameOutputs(`Slice ${name}`, () => tf.slice(make(shape, dtype, 31), begin, size), contiguous));
+
+    it('slices of a reshaped view and of a slice (offsets into other tensors\' data)', async () => {
+      await expectSameOutputs('Slice of a reshape', () => tf.slice(tf.reshape(make([4, 3, 5], 'float32', 32), [6, 10]), [3, 0], [2, 10]), true);
+      await expectSameOutputs('Slice of a slice', () => tf.slice(tf.slice(make([6, 4, 3], 'float32', 33), [2, 0, 0], [3, 4, 3]), [1, 1, 0], [1, 2, 3]), true);
+    });
+
+    it('a slice of size 0', async () => {
+      const outs = await expectSameOutputs('Slice size 0 along axis 0', () => tf.slice(make([4, 3], 'float32', 34), [2, 0], [0, 3]), true);
+      expect(outs[0].shape).toEqual([0, 3]);
+      expect(outs[0].data).toEqual([]);
+      await expectSameOutputs('Slice size 0 at the end', () => tf.slice(make([4, 3], 'int32', 35), [4, 0], [0, -1]), true);
+    });
+  });
+
+  describe('Unpack (tf.unstack)', () => {
+    it.each([
+      // [name, shape, axis, dtype, fast path]
+      ['axis 0, rank 2', [4, 5], 0, 'float32', true],
+      ['axis 0, rank 3', [3, 4, 5], 0, 'float32', true],
+      ['axis 0, rank 1 (scalars)', [5], 0, 'float32', true],
+      ['axis 0, a single slice', [1, 6], 0, 'float32', true],
+      ['axis 1 of [1, n, m]', [1, 4, 5], 1, 'float32', true],
+      ['axis -1 of [1, 1, m]', [1, 1, 6], -1, 'float32', true],
+      ['axis 1 of [2, n, m] (fallback)', [2, 4, 5], 1, 'float32', false],
+      ['axis 2 of [1, n, m] (fallback)', [1, 3, 4], 2, 'float32', false],
+      ['axis -1 of [n, m] (fallback)', [3, 4], -1, 'float32', false],
+      ['int32 axis 0', [3, 4], 0, 'int32', true],
+      ['int32 axis 1 of [1, n, m]', [1, 3, 2], 1, 'int32', true],
+      ['int32 axis 1 of [2, n] (fallback)', [2, 3], 1, 'int32', false],
+      ['bool axis 0', [4, 3], 0, 'bool', true],
+    ] as [string, number[], number, Dtype, boolean][])('%s', async (name, shape, axis, dtype, fast) => {
+      const outs = await expectSameOutputs(`Unpack ${name}`, () => tf.unstack(make(shape, dtype, 41), axis), fast);
+      const a = (axis + shape.length) % shape.length;
+      expect(outs.length).toBe(shape[a]);
+      for (const o of outs) expect(o.shape).toEqual(shape.filter((_, i) => i !== a));
+    });
+  });
+
+  describe('gradients through slice / unstack, wasm vs cpu', () => {
+    const flat = (t: tf.Tensor) => tf.reshape(t, [-1]);
+    it.each<GradCase>([
+      { name: 'unstack axis 0 → weighted stack on axis 1', shapes: [[3, 4, 5]], f: (a) => tf.stack(tf.unstack(a).map((t, i) => tf.mul(t, i + 1)), 1) },
+      { name: 'unstack axis 1 of [1, n, m] (fast) and of [2, n, m] (fallback)', shapes: [[1, 4, 5], [2, 4, 5]],
+        f: (a, b) => tf.concat([...tf.unstack(a, 1), ...tf.unstack(b, 1)].map(flat)) },
+      { name: 'unstack → per-slice matMul → stack (the unrolled batchMatMul pattern)', shapes: [[3, 4, 5], [3, 5, 2]], f: (a, b) => {
+        const bs = tf.unstack(b);
+        return tf.stack(tf.unstack(a).map((ai, g) => tf.matMul(ai as tf.Tensor2D, bs[g] as tf.Tensor2D)));
+      } },
+      { name: 'slice: contiguous (axis 0, inner with size-1 leads) and not', shapes: [[4, 6], [3, 4, 10]], f: (a, b) => tf.concat([
+        flat(tf.slice(a, [1, 0], [2, -1])),
+        flat(tf.slice(a, [0, 2], [3, 3])),
+        flat(tf.slice(b, [1, 2, 3], [1, 1, 6])),
+        flat(tf.slice(b, [0, 1, 0], [2, 2, 10])),
+      ]) },
+      { name: 'split (slices along axis 0 and axis 1)', shapes: [[6, 4]], f: (a) => {
+        const [p, q] = tf.split(a, [2, 4], 0);
+        const [r, s] = tf.split(a, 2, 1);
+        return tf.concat([flat(tf.mul(p, 2)), flat(q), flat(tf.exp(r)), flat(s)]);
+      } },
+    ])('$name', (c) => expectGradsMatch(c));
+  });
+
+  it('leak neither tensors nor wasm buffers (fast paths, fallbacks, gradients)', async () => {
+    await setBackend('wasm');
+    const x = tf.randomNormal([3, 4, 5]), y = tf.randomNormal([1, 4, 5]);
+    const buffers = () => tf.backend().numDataIds();
+    const run = () => [
+      tf.slice(x, [1, 0, 0], [2, -1, -1]), tf.slice(x, [0, 1, 1], [3, 2, 3]), tf.slice(x, [1, 1, 0], [0, 2, 5]),
+      ...tf.unstack(x), ...tf.unstack(y, 1), ...tf.unstack(x, 1),
+      ...tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.add(tf.sum(tf.stack(tf.unstack(a, 0))), tf.sum(tf.slice(b, [0, 1, 0], [1, 2, 5]))))([x, y]),
+    ];
+    tf.dispose(tf.tidy(run)); // warm-up
+    const n = tf.memory().numTensors, b = buffers();
+    tf.dispose(tf.tidy(run));
+    expect(tf.memory().numTensors).toBe(n);
+    expect(buffers()).toBe(b);
+    tf.dispose([x, y]);
+  });
 });
 
 describe('depthwise conv gradients on wasm match cpu', () => {
