@@ -49,7 +49,10 @@ export class DDIMScheduler {
       ts = Array.from({ length: n }, (_, i) => i * ratio + offset).reverse();
     } else {
       const ratio = T / n;
-      ts = Array.from({ length: n }, (_, i) => roundHalfEven(T - i * ratio) - 1); // np.round(np.arange(T, 0, −ratio)) − 1
+      // np.round(np.arange(T, 0, −ratio)) − 1. numpy's float arange fills start + i·((start − ratio) − start),
+      // which can fall either side of an exact half (e.g. n = 48: 937.4999…, not 937.5); n values kept (numpy may add a −1).
+      const delta = T - ratio - T;
+      ts = Array.from({ length: n }, (_, i) => roundHalfEven(T + i * delta) - 1);
     }
     this.timesteps = ts;
     this.numInferenceSteps = n;

@@ -50,7 +50,8 @@ const FOREIGN_KEYS = ['skip_prk_steps', 'variance_type', 'dynamic_thresholding_r
 
 /** Validates `json` (a scheduler_config.json's contents) over SD's schedule. Errors name the field. */
 export function resolveSchedulerConfig(json: Record<string, unknown> = {}): SchedulerConfig {
-  const own = Object.fromEntries(Object.entries(json).filter(([k]) => !FOREIGN_KEYS.includes(k)));
+  // Foreign keys and diffusers metadata (_class_name, _diffusers_version) are dropped, not carried into the config.
+  const own = Object.fromEntries(Object.entries(json).filter(([k]) => !FOREIGN_KEYS.includes(k) && !k.startsWith('_')));
   const name = 'SchedulerConfig';
   return resolveConfig(name, SD_SCHEDULER_CONFIG, own, (c) => {
     check(isPositiveInt(c.num_train_timesteps) && c.num_train_timesteps >= 2, name, 'num_train_timesteps', 'an integer ≥ 2', c.num_train_timesteps);
