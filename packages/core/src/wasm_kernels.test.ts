@@ -322,6 +322,13 @@ describe('Slice / Unpack (overrides: contiguous slices copied from the heap) on 
       await expectSameOutputs('Slice of a slice', () => tf.slice(tf.slice(make([6, 4, 3], 'float32', 33), [2, 0, 0], [3, 4, 3]), [1, 1, 0], [1, 2, 3]), true);
     });
 
+    it('an out-of-range slice throws as on cpu (wasm\'s own kernel reads past the end)', async () => {
+      await setBackend('wasm');
+      const x = tf.zeros([4, 3]);
+      expect(() => tf.slice(x, [3, 0], [2, 3])).toThrow(/begin\[0\] \+ size\[0\] \(5\) would overflow input\.shape\[0\] \(4\)/);
+      x.dispose();
+    });
+
     it('a slice of size 0', async () => {
       const outs = await expectSameOutputs('Slice size 0 along axis 0', () => tf.slice(make([4, 3], 'float32', 34), [2, 0], [0, 3]), true);
       expect(outs[0].shape).toEqual([0, 3]);

@@ -385,6 +385,7 @@ function slice(args: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; b
   const x = args.inputs.x as Info;
   const { begin, size } = args.attrs as unknown as tf.SliceAttrs;
   const [begin_, size_] = tf.slice_util.parseSliceParams(x as tf.Tensor, begin, size);
+  tf.slice_util.assertParamsValid(x as tf.Tensor, begin_, size_); // as the cpu kernel does; wasm's reads out of bounds
   if (x.dtype === 'string' || !tf.slice_util.isSliceContinous(x.shape, begin_, size_)) return wasmSliceOriginal!(args as unknown as Parameters<tf.KernelFunc>[0]) as Info;
   return copyRange(args.backend as WasmBackend, x, tf.slice_util.computeFlatOffset(begin_, tf.util.computeStrides(x.shape)), size_);
 }
