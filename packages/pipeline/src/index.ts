@@ -30,3 +30,4 @@ export {
   type PretrainOptions,
   type PretrainResult,
 } from './pretrain_backbone';
+export { crossAttentionIoU, phraseAttentionMaps, phraseMapIoUs, recordCrossAttention, type CrossAttentionIoUOptions, type CrossAttentionIoUResult, type CrossAttentionRecording, type PhraseAttentionMapOptions, type PhraseAttentionMaps, type ThingStuffValues } from './cross_attention_maps';
