@@ -127,6 +127,7 @@ writes them as one PNG (side by side, each under its prompt, when there are seve
   --guidance X         guidance scale; 1 turns guidance off (default 7.5)
   --seed S             seed of the initial noise (default 0)
   --scale N            enlarge the output N× (nearest pixel) for viewing (default 1)
+  --columns N          images per row when there are several (default: all in one row)
 ${COMMON}`,
 };
 
@@ -434,7 +435,7 @@ async function pretrain(args: readonly string[], env: CliEnvironment): Promise<v
 async function sample(args: readonly string[], env: CliEnvironment): Promise<void> {
   const v = parse(
     args,
-    { ...MODEL_OPTIONS, prompt: { type: 'string', multiple: true }, out: { type: 'string' }, negative: { type: 'string' }, steps: { type: 'string' }, guidance: { type: 'string' }, seed: { type: 'string' }, scale: { type: 'string' } },
+    { ...MODEL_OPTIONS, prompt: { type: 'string', multiple: true }, out: { type: 'string' }, negative: { type: 'string' }, steps: { type: 'string' }, guidance: { type: 'string' }, seed: { type: 'string' }, scale: { type: 'string' }, columns: { type: 'string' } },
     ['prompt', 'out'],
   );
   const prompts = v.prompt as string[];
@@ -442,6 +443,7 @@ async function sample(args: readonly string[], env: CliEnvironment): Promise<voi
   const guidance = v.guidance === undefined ? 7.5 : Number(v.guidance);
   if (!Number.isFinite(guidance)) throw new UsageError(`--guidance must be a number, got '${v.guidance}'`);
   const scale = intOption(v, 'scale', 1, 1);
+  const columns = intOption(v, 'columns', prompts.length, 1);
   const backbone = await loadBackbone(v, env, { vaeParts: 'all' });
   try {
     const images = backbone.generate(prompts, { numInferenceSteps: intOption(v, 'steps', 50, 1), guidanceScale: guidance, negativePrompt: v.negative as string | undefined, seed: intOption(v, 'seed', 0) });
@@ -449,7 +451,7 @@ async function sample(args: readonly string[], env: CliEnvironment): Promise<voi
     const pixels = await images.data();
     images.dispose();
     const tiles: RgbImage[] = Array.from({ length: b }, (_, i) => enlarge({ width: w, height: h, data: Uint8Array.from(pixels.subarray(i * h * w * 3, (i + 1) * h * w * 3), (x) => Math.round(255 * x)) }, scale));
-    const out = b === 1 ? tiles[0] : tileImages(tiles.map((image, i) => ({ image, title: prompts[i] })), { columns: b });
+    const out = b === 1 ? tiles[0] : tileImages(tiles.map((image, i) => ({ image, title: prompts[i] })), { columns });
     await writeFileAtomic(v.out as string, encodePng(out.width, out.height, out.data));
     env.stdout.write(`wrote ${v.out} (${b} image${b > 1 ? 's' : ''}, ${w}×${h}${scale > 1 ? ` shown ×${scale}` : ''})\n`);
   } finally {
