@@ -1,20 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend } from './backend';
+import { randn } from './testing';
 import { registerWasmTrainingKernels, WASM_KERNEL_OVERRIDES, WASM_TRAINING_KERNELS, wasmKernelOptions } from './wasm_kernels';
 
-/** Deterministic N(0,1)-ish values (mulberry32 + Box–Muller). */
-function randn(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  const u = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
-  return out;
-}
 
 type Backend = 'cpu' | 'wasm';
 

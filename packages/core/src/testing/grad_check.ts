@@ -30,6 +30,12 @@ export function rng(seed: number): () => number {
   };
 }
 
+/** `n` standard normal floats from `seed` (Box–Muller over `rng`; 1 − u keeps the log finite). */
+export function randn(n: number, seed: number): Float32Array {
+  const u = rng(seed);
+  return Float32Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u()));
+}
+
 async function evalScalar(f: () => tf.Scalar): Promise<number> {
   const y = tf.tidy(f);
   const v = (await y.data())[0];

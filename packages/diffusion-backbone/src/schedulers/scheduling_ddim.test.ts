@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend } from '@png/core';
-import { expectClose, expectNoLeak } from '@png/core/testing';
+import { expectClose, expectNoLeak, randn } from '@png/core/testing';
 import { DDIMScheduler } from './scheduling_ddim';
 import { SD_SCHEDULER_CONFIG, noiseSchedule, type SchedulerConfig } from './scheduling_ddpm';
 
@@ -11,17 +11,6 @@ const AB: number[] = (() => {
   return Array.from({ length: n }, (_, t) => (p *= 1 - (s0 + ((s1 - s0) * t) / (n - 1)) ** 2));
 })();
 
-/** Deterministic N(0,1)-ish values (mulberry32 + Box–Muller). */
-function randn(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  const u = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
-  return Float32Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u()));
-}
 
 const timestepsOf = (config: Partial<SchedulerConfig>, n: number) => {
   const s = new DDIMScheduler(config);

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError, setBackend } from '@png/core';
-import { expectClose, expectNoLeak } from '@png/core/testing';
+import { expectClose, expectNoLeak, randn } from '@png/core/testing';
 import { DDPMScheduler, SD_SCHEDULER_CONFIG, noiseSchedule, resolveSchedulerConfig, type SchedulerConfig } from './scheduling_ddpm';
 
 /**
@@ -23,17 +23,6 @@ function maxRelErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return e;
 }
 
-/** Deterministic N(0,1)-ish values (mulberry32 + Box–Muller). */
-function randn(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  const u = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
-  return Float32Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u()));
-}
 
 /** Stable Diffusion v1.5's scheduler/scheduler_config.json, verbatim (a PNDMScheduler config). */
 const SD15_SCHEDULER_JSON = {
