@@ -19,6 +19,7 @@ export { writeFileAtomic } from './atomic_write';
 export { saveModule, openModule, openModuleFiles, fetchFile, fetchModuleFiles, joinUrl, CONFIG_FILE, WEIGHTS_FILE, type ModuleFiles, type FetchFunction } from './checkpoint';
 export { WeightScope, Parameters, type Init, type Layout } from './weights';
 export { HostOffload } from './offload';
+export { seededNormal, tfSeed } from './random';
 export { ParameterModule } from './module';
 export { Linear, OUT_IN_TO_IN_OUT } from './nn/linear';
 export { matMul2d, batchMatMul } from './nn/matmul';

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { tfSeed } from './random';
 import type { Disposable } from './types';
 import { isFloatDtype, numElements, serializeSafetensors, type TensorData, type WeightSource } from './safetensors';
 
@@ -156,8 +157,8 @@ function initTensor(init: Init, shape: number[], seed: number): tf.Tensor {
   if (init === 'zeros') return tf.zeros(shape);
   if (init === 'ones') return tf.ones(shape);
   if ('constant' in init) return tf.fill(shape, init.constant);
-  if ('uniform' in init) return tf.randomUniform(shape, -init.uniform, init.uniform, 'float32', seed);
-  return tf.randomNormal(shape, 0, init.normal, 'float32', seed);
+  if ('uniform' in init) return tf.randomUniform(shape, -init.uniform, init.uniform, 'float32', tfSeed(seed));
+  return tf.randomNormal(shape, 0, init.normal, 'float32', tfSeed(seed));
 }
 
 interface ScopeRoot {

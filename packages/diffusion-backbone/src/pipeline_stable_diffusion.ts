@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { fetchFile, fetchModuleFiles, joinUrl, parseJsonObject, type FetchFunction, type ModuleFiles, type TextEncoding } from '@png/core';
+import { fetchFile, fetchModuleFiles, joinUrl, parseJsonObject, seededNormal, type FetchFunction, type ModuleFiles, type TextEncoding } from '@png/core';
 import { CLIPTextModel } from './clip/modeling_clip';
 import { CLIPTokenizer, type CLIPTokenizerFiles } from './clip/tokenization_clip';
 import { componentWeightsFile, type ComponentOptions } from './component_files';
@@ -199,7 +199,7 @@ export class DiffusionBackbone {
     const b = prompts.length;
     const shape: [number, number, number, number] = [b, height / f, width / f, this.unet.config.in_channels];
     const text = this.encodeText(guided ? [...negatives, ...prompts] : prompts); // [(2)B, 77, D]: unconditional first
-    let latents = tf.tidy(() => tf.mul(tf.randomNormal(shape, 0, 1, 'float32', seed), scheduler.initNoiseSigma) as tf.Tensor4D);
+    let latents = tf.tidy(() => tf.mul(seededNormal(shape, seed), scheduler.initNoiseSigma) as tf.Tensor4D);
     try {
       scheduler.timesteps.forEach((t, i) => {
         const next = tf.tidy(() => {
@@ -209,7 +209,7 @@ export class DiffusionBackbone {
             const [uncond, cond] = tf.split(eps, 2); // each [B, h, w, C]
             eps = tf.add(uncond, tf.mul(guidanceScale, tf.sub(cond, uncond))) as tf.Tensor4D;
           }
-          const noise = eta > 0 ? (tf.randomNormal(shape, 0, 1, 'float32', seed + 1 + i) as tf.Tensor4D) : undefined;
+          const noise = eta > 0 ? (seededNormal(shape, seed + 1 + i) as tf.Tensor4D) : undefined;
           return scheduler.step(eps, t, latents, { eta, noise });
         });
         latents.dispose();

@@ -5,7 +5,7 @@
  * threshold the map and score it against the phrase's ground-truth mask (IoU).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { attentionWithProbs, batchMatMul, keyMaskBias, mergeHeads, resize, splitHeads } from '@png/core';
+import { attentionWithProbs, batchMatMul, keyMaskBias, mergeHeads, resize, seededNormal, splitHeads } from '@png/core';
 import { AttnProcessor, DDPMScheduler, type AttentionProcessor, type DiffusionBackbone, type UNet2DConditionModel, type UNet2DConditionOutput, type UNetForwardOptions } from '@png/diffusion-backbone';
 import { PngDataset, letterbox, unletterbox, type LetterboxTransform, type PngSample, type RgbImage, type SkippedRecord } from '@png/png-data';
 import { maskIoU } from '@png/png-metrics';
@@ -129,7 +129,7 @@ export function phraseAttentionMaps(
   const { noisy, hiddenStates } = tf.tidy(() => {
     const latents = backbone.encodeImages(images); // [B, h, w, C]
     const [, h, w, c] = latents.shape;
-    const noise = tf.concat(captions.map((_, i) => tf.randomNormal([1, h, w, c], 0, 1, 'float32', seed + i)), 0) as tf.Tensor4D; // [B, h, w, C]
+    const noise = tf.concat(captions.map((_, i) => seededNormal([1, h, w, c], seed + i)), 0) as tf.Tensor4D; // [B, h, w, C]
     return { noisy: scheduler.addNoise(latents, noise, new Array<number>(b).fill(timestep)), hiddenStates: backbone.encodeText(captions).hiddenStates };
   });
   let recording: CrossAttentionRecording;

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { CONFIG_FILE, WEIGHTS_FILE, check, parseJsonObject, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, resize, resolveConfig, writeFileAtomic, type FeatureMap, type FetchFunction, type ModuleFiles, type PhraseFeatures } from '@png/core';
+import { CONFIG_FILE, WEIGHTS_FILE, check, parseJsonObject, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, resize, resolveConfig, seededNormal, writeFileAtomic, type FeatureMap, type FetchFunction, type ModuleFiles, type PhraseFeatures } from '@png/core';
 import { FeatureTaps, type DiffusionBackbone } from '@png/diffusion-backbone';
 import { PhraseAdapter, attachEipa, attentionKey, phraseStateKey, type EipaConfig } from '@png/eipa';
 import { MultiLevelMutualAggregation, type MlmaConfig } from '@png/mlma';
@@ -237,7 +237,7 @@ export class PngGrounder {
       let z = latents;
       if (c.noise_seed !== null) {
         const a = alphaCumprod(c.timestep);
-        z = tf.add(tf.mul(z, Math.sqrt(a)), tf.mul(tf.randomNormal(z.shape, 0, 1, 'float32', c.noise_seed), Math.sqrt(1 - a))) as tf.Tensor4D;
+        z = tf.add(tf.mul(z, Math.sqrt(a)), tf.mul(seededNormal(z.shape, c.noise_seed), Math.sqrt(1 - a))) as tf.Tensor4D;
       }
       const { outputs } = unet.forward(z, c.timestep, phrases.tensor, { encoderAttentionMask: phrases.mask, context: this.adapter.createContext(phrases) });
       const pyramid = this.taps.pyramid(outputs);

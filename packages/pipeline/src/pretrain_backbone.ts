@@ -15,7 +15,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { WeightScope, check, isFiniteNumber, isPositiveInt, resolveConfig, writeFileAtomic } from '@png/core';
+import { WeightScope, check, seededNormal, isFiniteNumber, isPositiveInt, resolveConfig, writeFileAtomic } from '@png/core';
 import {
   AutoencoderKL,
   CLIPTextModel,
@@ -292,9 +292,9 @@ export async function pretrainBackbone(options: PretrainOptions): Promise<Pretra
         });
         return tf.tidy(() => {
           const shape = [indices.length, ...latentShape] as [number, number, number, number];
-          const draw = tf.randomNormal(shape, 0, 1, 'float32', seedOf(8, step));
+          const draw = seededNormal(shape, seedOf(8, step));
           const latents = tf.mul(tf.add(tf.tensor4d(mu, shape), tf.mul(tf.tensor4d(sigma, shape), draw)), scalingFactor) as tf.Tensor4D; // (μ + σ·ε′) · scaling_factor
-          const noise = tf.randomNormal(shape, 0, 1, 'float32', seedOf(9, step)) as tf.Tensor4D;
+          const noise = seededNormal(shape, seedOf(9, step)) as tf.Tensor4D;
           const inputIds = tf.tensor2d(tokens, undefined, 'int32');
           return textToImageLoss(models, { latents, inputIds, timesteps, noise });
         });

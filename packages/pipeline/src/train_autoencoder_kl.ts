@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { seededNormal } from '@png/core';
 import type { AutoencoderKL } from '@png/diffusion-backbone';
 
 /** Settings of {@link autoencoderKLLoss}. */
@@ -22,7 +23,7 @@ export interface AutoencoderKLLossOptions {
 export function autoencoderKLLoss(vae: AutoencoderKL, images: tf.Tensor4D, options: AutoencoderKLLossOptions): tf.Scalar {
   return tf.tidy(() => {
     const { mean, logvar, std } = vae.encode(images); // each [B, h, w, c]
-    const z = tf.add(mean, tf.mul(std, tf.randomNormal(mean.shape, 0, 1, 'float32', options.seed))) as tf.Tensor4D;
+    const z = tf.add(mean, tf.mul(std, seededNormal(mean.shape, options.seed))) as tf.Tensor4D;
     const reconstruction = tf.mean(tf.abs(tf.sub(images, vae.decode(z))));
     // KL(N(μ, σ²) ‖ N(0, 1)) = ½ Σ (μ² + σ² − 1 − log σ²), per sample
     const kl = tf.mul(0.5, tf.sum(tf.sub(tf.add(tf.square(mean), tf.exp(logvar)), tf.add(1, logvar))));

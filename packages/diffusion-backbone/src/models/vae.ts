@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { Conv2d, GroupNorm, silu, type ActivationName, type ForwardContext, type WeightScope } from '@png/core';
+import { Conv2d, GroupNorm, seededNormal, silu, type ActivationName, type ForwardContext, type WeightScope } from '@png/core';
 import { HookedModule, hookedLeaf, type ModelRuntime } from './model_runtime';
 import { DownEncoderBlock2D, UNetMidBlock2D, UpDecoderBlock2D } from './unet_2d_blocks';
 
@@ -153,6 +153,6 @@ export class DiagonalGaussianDistribution {
    * torch's for the same seed). The caller owns the result.
    */
   sample(seed?: number): tf.Tensor4D {
-    return tf.tidy(() => tf.add(this.mean, tf.mul(this.std, tf.randomNormal(this.mean.shape, 0, 1, 'float32', seed))) as tf.Tensor4D);
+    return tf.tidy(() => tf.add(this.mean, tf.mul(this.std, seed === undefined ? tf.randomNormal(this.mean.shape) : seededNormal(this.mean.shape, seed))) as tf.Tensor4D);
   }
 }
