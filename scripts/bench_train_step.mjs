@@ -1,10 +1,19 @@
 // One PngGrounder training step (forward + backward through the frozen UNet, EIPA, MLMA, decoder)
 // at 256×256, batch 1, on wasm: seconds per step, peak memory, achieved GFLOP/s (counted from the
 // kernels that ran) against wasm's own conv2d peak measured in the same run.
-//   npm run bench:train [-- --width-scale 0.5]
-// SD v1.5 at full width (--width-scale 1) does not fit wasm32's 4 GiB heap for training: its 3.2 GiB
-// of weights, XNNPACK's packed copy of each and the saved activations exceed it (sequential offload
-// serves inference only). The default measures the SD v1.5 architecture at half width.
+//   npm run bench:train [-- --width-scale 0.5] [--size 256] [--no-checkpointing] [--no-offload]
+// Two memory savers, both on by default:
+// - gradient checkpointing of the UNet's blocks: each keeps only its inputs for the gradient and
+//   runs again in the backward (those FLOPs are counted too: GFLOP/s measures the kernels);
+// - sequential offload: the blocks' frozen weights live in host memory and are uploaded to the
+//   wasm heap only while a block runs (forward, and recompute + backward); needs checkpointing.
+// The frozen VAE and text encoder are freed once the image and narrative are encoded.
+// Measured at 256×256: without them nothing from 30 % of SD v1.5's width up trains within wasm32's
+// 4 GiB heap; with them 70 % width trains, full width (--width-scale 1) does not yet: in the
+// backward of up_blocks.1 the heap holds the block's 0.96 GiB of weights, XNNPACK's packed copy,
+// what the tape saves while the block runs again (wasm's Identity kernel copies every saved tensor,
+// the block's weights included) and the rest of the step (~0.9 GiB, ~0.65 of it saved by MLMA, the
+// decoder and the loss).
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import { WeightScope, setBackend } from '@png/core';
@@ -13,9 +22,19 @@ import { PngGrounder, Trainer } from '@png/pipeline';
 import { convPeakGflops, gb, withPeakRss } from './bench_util.mjs';
 import { kernelFlops } from './kernel_flops.mjs';
 
-const { values: args } = parseArgs({ options: { 'width-scale': { type: 'string', default: '0.5' }, size: { type: 'string', default: '256' } } });
+const { values: args } = parseArgs({
+  options: {
+    'width-scale': { type: 'string', default: '0.5' },
+    size: { type: 'string', default: '256' },
+    checkpointing: { type: 'boolean', default: true },
+    offload: { type: 'boolean', default: true },
+  },
+  allowNegative: true,
+});
 const scale = Number(args['width-scale']);
 const size = Number(args.size);
+const { checkpointing, offload } = args;
+if (offload && !checkpointing) throw new Error('--offload needs checkpointing (drop --no-checkpointing): without it the gradient tape holds every block\'s weights, which offloading evicts');
 
 await setBackend('wasm');
 const peak = await convPeakGflops();
@@ -23,13 +42,16 @@ console.log(`wasm conv2d peak: ${peak.toFixed(1)} GFLOP/s`);
 
 const unetConfig = { ...SD15_UNET_CONFIG, block_out_channels: SD15_UNET_CONFIG.block_out_channels.map((c) => Math.round(c * scale)) };
 const unet = UNet2DConditionModel.create(unetConfig, { seed: 0 });
+if (offload) await unet.enableSequentialOffload(); // before the other components take heap
 const vae = AutoencoderKL.create(SD15_VAE_CONFIG, { parts: 'encoder', seed: 1 });
 const textEncoder = CLIPTextModel.fromScope(WeightScope.fresh({ seed: 2, trainable: false }), CLIP_VIT_L14_TEXT_CONFIG);
 // A byte-level tokenizer is enough to make phrase ids; the benchmark measures compute, not text.
 const tokenizer = await CLIPTokenizer.fromPretrained(new URL('../../shared/fixtures/tiny-sd/tokenizer', import.meta.url).pathname);
 const backbone = DiffusionBackbone.fromComponents({ unet, vae, textEncoder, tokenizer });
 const grounder = PngGrounder.create(backbone, {}, { seed: 3 });
+if (checkpointing) grounder.enableGradientCheckpointing();
 console.log(`UNet block_out_channels ${unetConfig.block_out_channels} (${(scale * 100).toFixed(0)}% of SD v1.5 width): ${unet.numParameters().toLocaleString()} frozen UNet parameters; ${grounder.numTrainableParameters().toLocaleString()} trained`);
+console.log(`gradient checkpointing: ${checkpointing ? 'on' : 'off'}; sequential offload of the UNet blocks: ${offload ? 'on' : 'off'}`);
 
 const narratives = [{ caption: 'two dogs on the grass and a person near the water', phrases: [[0, 8], [12, 21], [26, 34], [40, 49]] }];
 const images = tf.randomUniform([1, size, size, 3], -1, 1, 'float32', 4);
@@ -39,6 +61,9 @@ let t0 = performance.now();
 const latents = backbone.encodeImages(images);
 await latents.data();
 console.log(`VAE encode (once per image, frozen): ${((performance.now() - t0) / 1000).toFixed(2)} s`);
+// a trainer encodes each image and narrative once: the frozen encoders take no part in the step
+vae.dispose();
+textEncoder.dispose();
 
 const trainer = new Trainer({ variables: grounder.namedVariables(), lossFn: () => grounder.loss(latents, phrases, targets), optimizer: { lr: 1e-4 } });
 console.log(`heap before the first step: ${gb(tf.backend().wasm.HEAPU8.length)}`);
@@ -56,7 +81,7 @@ const step = await withPeakRss(async () => {
   return (performance.now() - t) / 1000;
 });
 const rate = flops / 1e9 / step.result;
-console.log(`training step ${size}×${size}, batch 1: ${step.result.toFixed(2)} s, ${(flops / 1e9).toFixed(1)} GFLOP (conv + matMul kernels), ${rate.toFixed(1)} GFLOP/s = ${(rate / peak).toFixed(2)} of conv peak; peak RSS ${gb(step.peakRss)}`);
+console.log(`training step ${size}×${size}, batch 1: ${step.result.toFixed(2)} s, ${(flops / 1e9).toFixed(1)} GFLOP (conv + matMul kernels), ${rate.toFixed(1)} GFLOP/s = ${(rate / peak).toFixed(2)} of conv peak; peak RSS ${gb(step.peakRss)}, wasm heap ${gb(tf.backend().wasm.HEAPU8.length)}`);
 trainer.dispose();
 tf.dispose([images, targets, phrases, latents]);
 grounder.dispose();

@@ -1,4 +1,4 @@
-import type * as tf from '@tensorflow/tfjs-core';
+import * as tf from '@tensorflow/tfjs-core';
 
 /**
  * Per-forward state shared by a model and the hooks/processors attached to it (cf. diffusers'
@@ -26,6 +26,13 @@ export class ForwardContext {
   }
   has(key: string): boolean {
     return this.state.has(key);
+  }
+  delete(key: string): void {
+    this.state.delete(key);
+  }
+  /** The state entries whose value is a tensor (what gradient checkpointing saves and restores). */
+  tensorEntries(): Array<[string, tf.Tensor]> {
+    return [...this.state].filter((e): e is [string, tf.Tensor] => e[1] instanceof tf.Tensor);
   }
 }
 

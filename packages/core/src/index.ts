@@ -33,3 +33,4 @@ export { silu, gelu, geluTanh, quickGelu, activation, isActivationName, type Act
 export { ForwardContext, HookRegistry, matchesPath, type BlockHook, type PathMatch } from './hooks';
 export { setBackend, BACKENDS, type BackendName } from './backend';
 export { registerWasmTrainingKernels, WASM_TRAINING_KERNELS, wasmKernelOptions } from './wasm_kernels';
+export { recompute, type RecomputeOptions } from './nn/recompute';

@@ -86,6 +86,7 @@ export type PngGrounderOutput = {
 export class PngGrounder {
   private readonly detach: () => void;
   private readonly taps: FeatureTaps;
+  private disableCheckpointing?: () => void;
 
   private constructor(
     readonly config: PngGrounderConfig,
@@ -294,6 +295,25 @@ export class PngGrounder {
     }
   }
 
+  /**
+   * Gradient checkpointing of the frozen UNet for training (see
+   * `UNet2DConditionModel.enableGradientCheckpointing`): its blocks keep only their inputs for the
+   * gradient and run again in the backward, differentiated for EIPA's variables (the trainable
+   * ones read inside the UNet). Same losses and gradients, one more UNet forward per step. With
+   * `backbone.unet.enableSequentialOffload()` as well, the blocks' frozen weights leave the wasm
+   * heap between uses (at 256×256, 70 % of SD v1.5's width then trains within wasm32's 4 GiB; see
+   * scripts/bench_train_step.mjs). Returns the function that turns it off; `dispose()` does too.
+   */
+  enableGradientCheckpointing(): () => void {
+    const disable = this.backbone.unet.enableGradientCheckpointing({ variables: this.adapter.trainableVariables() });
+    const off = () => {
+      disable();
+      if (this.disableCheckpointing === off) this.disableCheckpointing = undefined;
+    };
+    this.disableCheckpointing = off;
+    return off;
+  }
+
   numTrainableParameters(): number {
     return this.adapter.numParameters() + this.mlma.numParameters() + this.decoder.numParameters();
   }
@@ -307,8 +327,9 @@ export class PngGrounder {
     await writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(this.config, null, 2) + '\n');
   }
 
-  /** Detaches the adapter and frees the trainable parts (not the backbone, which the caller owns). */
+  /** Detaches the adapter, turns gradient checkpointing off and frees the trainable parts (not the backbone, which the caller owns). */
   dispose(): void {
+    this.disableCheckpointing?.();
     this.detach();
     this.taps.remove();
     this.adapter.dispose();

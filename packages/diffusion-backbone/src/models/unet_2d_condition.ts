@@ -9,6 +9,7 @@ import {
   check,
   isActivationName,
   isPositiveInt,
+  recompute,
   type ActivationName,
   type BlockHook,
   type PathMatch,
@@ -117,6 +118,21 @@ export const SD15_UNET_CONFIG: UNet2DConditionConfig = Object.freeze({
   block_out_channels: [320, 640, 1280, 1280],
 });
 
+/**
+ * The context's state tensors and outputs as they are now; calling the result puts them back
+ * (entries added since are removed).
+ */
+function contextRestorer(context: ForwardContext): () => void {
+  const state = new Map(context.tensorEntries());
+  const outputs = { ...context.outputs };
+  return () => {
+    for (const [key] of context.tensorEntries()) if (!state.has(key)) context.delete(key);
+    for (const [key, t] of state) context.set(key, t);
+    for (const key of Object.keys(context.outputs)) if (!(key in outputs)) delete context.outputs[key];
+    Object.assign(context.outputs, outputs);
+  };
+}
+
 /** Per-block values after broadcasting scalars, as diffusers' constructor does. */
 interface ResolvedUNet {
   readonly config: UNet2DConditionConfig;
@@ -179,6 +195,15 @@ export type UNet2DConditionOutput = {
   readonly outputs: Record<string, tf.Tensor>;
 };
 
+export interface GradientCheckpointingOptions {
+  /**
+   * The trainable variables that the blocks, their hooks and processors read (default: every
+   * trainable variable registered with the engine at each forward). A variable left out gets no
+   * gradient from inside a block.
+   */
+  readonly variables?: readonly tf.Variable[];
+}
+
 export interface UNetForwardOptions {
   /** Per-forward state for processors and hooks. */
   readonly context?: ForwardContext;
@@ -202,6 +227,9 @@ export class UNet2DConditionModel extends ParameterModule {
   readonly config: UNet2DConditionConfig;
   private readonly runtime = new ModelRuntime();
   private readonly act: (x: tf.Tensor) => tf.Tensor;
+  private checkpointing?: GradientCheckpointingOptions;
+  /** Set by enableSequentialOffload: keeps a block's weights uploaded until the returned function evicts them. */
+  private pinOffloadedBlock?: (path: string) => () => void;
 
   /** Builds the module tree from a resolved config; use fromPretrained or create. */
   private constructor(scope: WeightScope, r: ResolvedUNet) {
@@ -322,22 +350,39 @@ export class UNet2DConditionModel extends ParameterModule {
     return tf.tidy('UNet2DConditionModel.forward', () => {
       const b = sample.shape[0];
       const t = timestep instanceof tf.Tensor ? timestep : typeof timestep === 'number' ? new Array<number>(b).fill(timestep) : timestep;
-      const args = { encoderHiddenStates, encoderAttentionMask: options.encoderAttentionMask, context };
 
       const emb = this.time_embedding.forward(this.time_proj.forward(t, context), context); // [B, 4·C0]
       let h = this.config.center_input_sample ? (tf.sub(tf.mul(sample, 2), 1) as tf.Tensor4D) : sample;
       h = hookedLeaf(this.runtime, 'conv_in', h, context, (t) => this.conv_in.forward(t));
 
+      // what every block reads besides its hidden state: emb, encoderHiddenStates [B, M, D], the mask [B, M] if any
+      const conditioning: tf.Tensor[] = [emb, encoderHiddenStates, ...(options.encoderAttentionMask ? [options.encoderAttentionMask] : [])];
+      const unpack = ([temb, ehs, mask]: tf.Tensor[]) => ({ temb: temb as tf.Tensor2D, args: { encoderHiddenStates: ehs as tf.Tensor3D, encoderAttentionMask: mask as tf.Tensor2D | undefined, context } });
+
       const skips: tf.Tensor4D[] = [h];
       for (const block of this.down_blocks) {
-        const { hidden, resSamples } = block.forward(h, emb, args);
+        const [hidden, ...resSamples] = this.runBlock(block.path, context, [h, ...conditioning], ([x, ...c]) => {
+          const { temb, args } = unpack(c);
+          const out = block.forward(x as tf.Tensor4D, temb, args);
+          return [out.hidden, ...out.resSamples];
+        }) as tf.Tensor4D[];
         h = hidden;
         skips.push(...resSamples);
       }
-      if (this.mid_block) h = this.mid_block.forward(h, emb, args);
+      const mid = this.mid_block;
+      if (mid) {
+        [h] = this.runBlock(mid.path, context, [h, ...conditioning], ([x, ...c]) => {
+          const { temb, args } = unpack(c);
+          return [mid.forward(x as tf.Tensor4D, temb, args)];
+        }) as tf.Tensor4D[];
+      }
       for (const block of this.up_blocks) {
         const n = block.resnets.length;
-        h = block.forward(h, skips.splice(skips.length - n, n), emb, args);
+        const blockSkips = skips.splice(skips.length - n, n);
+        [h] = this.runBlock(block.path, context, [h, ...blockSkips, ...conditioning], (xs) => {
+          const { temb, args } = unpack(xs.slice(n + 1));
+          return [block.forward(xs[0] as tf.Tensor4D, xs.slice(1, n + 1) as tf.Tensor4D[], temb, args)];
+        }) as tf.Tensor4D[];
       }
       h = hookedLeaf(this.runtime, 'conv_norm_out', h, context, (t) => this.conv_norm_out.forward(t));
       const out = hookedLeaf(this.runtime, 'conv_out', this.act(h) as tf.Tensor4D, context, (t) => this.conv_out.forward(t));
@@ -379,9 +424,10 @@ export class UNet2DConditionModel extends ParameterModule {
 
   /**
    * Keeps the weights of every down, mid and up block in host memory and uploads each block's
-   * weights only while it runs (wasm or cpu backend; inference only). Needed to run SD v1.5 on
-   * wasm32, whose 4 GiB heap cannot hold the weights plus XNNPACK's packed copies. Outputs are
-   * bit-identical. Returns the function that turns offloading off again.
+   * weights only while it runs (wasm or cpu backend). Needed to run SD v1.5 on wasm32, whose 4 GiB
+   * heap cannot hold the weights plus XNNPACK's packed copies. Outputs are bit-identical. For
+   * training, enable gradient checkpointing too: then a block's weights are uploaded again while
+   * its gradient is computed. Returns the function that turns offloading off again.
    */
   async enableSequentialOffload(): Promise<() => void> {
     const params = this.parameters;
@@ -391,14 +437,95 @@ export class UNet2DConditionModel extends ParameterModule {
       if (block) groups.set(block, [...(groups.get(block) ?? []), params.get(key)]);
     }
     const offload = await HostOffload.create([...groups.values()].flat());
+    const pinned = new Set<string>(); // blocks whose gradient is being computed
     const remove = this.addBlockHook((path) => groups.has(path), {
       preForward: (path) => offload.restore(groups.get(path)!),
-      postForward: (path) => offload.evict(groups.get(path)!),
+      postForward: (path) => {
+        if (!pinned.has(path)) offload.evict(groups.get(path)!);
+      },
     });
+    this.pinOffloadedBlock = (path) => {
+      pinned.add(path);
+      return () => {
+        pinned.delete(path);
+        offload.evict(groups.get(path)!);
+      };
+    };
     return () => {
       remove();
+      this.pinOffloadedBlock = undefined;
       offload.release();
     };
+  }
+
+  /**
+   * Gradient checkpointing (diffusers' `enable_gradient_checkpointing`): each down, mid and up
+   * block keeps only its inputs for the gradient, which runs the block again (see `recompute`).
+   * Trades one more forward of the blocks for the memory of their activations. Outputs are
+   * bit-identical; gradients equal up to float rounding. The block's inputs include every tensor
+   * in the forward's context state; what its hooks write into the context state or `outputs`
+   * becomes its output, so gradients flow through adapter state and taps. Returns the function
+   * that turns it off.
+   */
+  enableGradientCheckpointing(options: GradientCheckpointingOptions = {}): () => void {
+    const current = { ...options };
+    this.checkpointing = current;
+    return () => {
+      if (this.checkpointing === current) this.checkpointing = undefined;
+    };
+  }
+
+  /**
+   * Runs one down, mid or up block, `compute(inputs)` → its outputs: directly, or with gradient
+   * checkpointing under `recompute`, whose inputs are `inputs` plus the context's state tensors
+   * and whose outputs are the block's outputs plus the context entries (state and `outputs`) the
+   * block wrote, which are then set in the context. A tensor that is several of these (a block
+   * output a hook also records) stays one tensor.
+   */
+  private runBlock(path: string, context: ForwardContext, inputs: tf.Tensor[], compute: (inputs: tf.Tensor[]) => tf.Tensor[]): tf.Tensor[] {
+    if (!this.checkpointing) return compute(inputs);
+    const stateKeys = context.tensorEntries().map(([key]) => key);
+    // from the block's first run: its result count, the context entries it wrote, and which distinct tensor each of these is
+    let written: { results: number; state: string[]; outputs: string[]; slots: number[] } | undefined;
+    const run = (...xs: tf.Tensor[]): tf.Tensor[] => {
+      const restore = contextRestorer(context); // the recompute runs in the gradient, when the context holds later values
+      try {
+        stateKeys.forEach((key, i) => context.set(key, xs[inputs.length + i]));
+        const stateBefore = new Map(context.tensorEntries());
+        const outputsBefore = { ...context.outputs };
+        const results = compute(xs.slice(0, inputs.length));
+        if (!written) {
+          const state = context.tensorEntries().filter(([key, t]) => stateBefore.get(key) !== t).map(([key]) => key);
+          const outputs = Object.keys(context.outputs).filter((key) => context.outputs[key] !== outputsBefore[key]);
+          const all = [...results, ...state.map((key) => context.get(key)), ...outputs.map((key) => context.outputs[key])];
+          written = { results: results.length, state, outputs, slots: all.map((t) => all.indexOf(t)) };
+        }
+        const entries = [...written.state.map((key) => context.get(key)), ...written.outputs.map((key) => context.outputs[key])];
+        const before = [...written.state.map((key) => stateBefore.get(key)), ...written.outputs.map((key) => outputsBefore[key])];
+        const missing = [...written.state.map((key) => `state '${key}'`), ...written.outputs.map((key) => `outputs['${key}']`)].filter((_, i) => !(entries[i] instanceof tf.Tensor) || entries[i] === before[i]);
+        if (missing.length) throw new Error(`UNet2DConditionModel gradient checkpointing: run again for its gradient, '${path}' did not write ${missing.join(', ')} as in the forward`);
+        return [...results, ...(entries as tf.Tensor[])].filter((_, i) => written!.slots[i] === i);
+      } finally {
+        restore();
+      }
+    };
+    const distinct = recompute(run, [...inputs, ...stateKeys.map((key) => context.require<tf.Tensor>(key))], {
+      variables: this.checkpointing.variables,
+      aroundBackward: (backward) => {
+        const unpin = this.pinOffloadedBlock?.(path); // offloaded weights stay uploaded until the block's gradient is computed
+        try {
+          backward();
+        } finally {
+          unpin?.();
+        }
+      },
+    });
+    const { results, state, outputs, slots } = written!;
+    const firsts = slots.filter((slot, i) => slot === i); // the position of each distinct tensor
+    const outs = slots.map((slot) => distinct[firsts.indexOf(slot)]);
+    state.forEach((key, i) => context.set(key, outs[results + i]));
+    outputs.forEach((key, i) => (context.outputs[key] = outs[results + state.length + i]));
+    return outs.slice(0, results);
   }
 
   /** Paths of the transformer blocks with their width and latent stride (where adapters attach). */
