@@ -16,7 +16,9 @@ const SYNC_BACKENDS = ['wasm', 'cpu'];
  * needs no change. On wasm this also drops XNNPACK's packed copy of each weight, which is what
  * lets SD v1.5's 3.4 GB UNet run within wasm32's 4 GiB heap.
  *
- * For inference only: a gradient tape that still references an evicted weight cannot run.
+ * A gradient tape that still references an evicted weight cannot run: to train through offloaded
+ * weights, recompute each block in the backward with its weights restored (UNet2DConditionModel's
+ * enableGradientCheckpointing does so).
  */
 export class HostOffload {
   private readonly host = new Map<tf.Tensor, { values: tf.backend_util.BackendValues; refCount: number }>();
