@@ -6,23 +6,14 @@ import { setBackend, type BackendName } from '@png/core';
 import { FOLDER_FETCH_BASE, expectNoLeak, folderFetch, sharedFixturesDir } from '@png/core/testing';
 import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, DiffusionBackbone, FeatureTaps, UNet2DConditionModel } from '@png/diffusion-backbone';
 import { PngGrounder, type PngGrounderConfig } from './png_grounder';
+import { SMALL_GROUNDER_CONFIG, TEST_NARRATIVES } from './test_support';
 import { Trainer, TrainingDivergedError } from './trainer';
-import type { Narrative } from './phrase_features';
 
 const TINY = path.join(sharedFixturesDir(), 'tiny-sd');
 
-/** Small trainable parts, so the tests train in seconds. */
-const SMALL: Partial<PngGrounderConfig> = {
-  eipa: { bottleneck_dim: 16, num_heads: 4, gate_init: 0 },
-  mlma: { hidden_dim: 32, num_heads: 4, mask_dim: 32, norm_groups: 8 },
-  decoder: { num_layers: 2, num_heads: 4, dim_feedforward: 64 },
-  max_phrases: 4,
-};
+const SMALL: Partial<PngGrounderConfig> = SMALL_GROUNDER_CONFIG;
 
-const narratives: Narrative[] = [
-  { caption: 'two red squares on the grass', phrases: [[0, 15], [19, 28]] },
-  { caption: 'a circle above a blue square and the sky', phrases: [[0, 8], [15, 28], [33, 40]] },
-];
+const narratives = TEST_NARRATIVES;
 
 /** Images [2, S, S, 3] in [-1, 1] and binary targets [2, S, S, 3]: one square region per phrase. */
 function batch(size: number): { images: tf.Tensor4D; targets: tf.Tensor4D } {

@@ -8,23 +8,14 @@ import { setBackend, type BackendName } from '@png/core';
 import { expectNoLeak, maxAbsDiff, rng, sharedFixturesDir } from '@png/core/testing';
 import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, DiffusionBackbone, UNet2DConditionModel } from '@png/diffusion-backbone';
 import { PngGrounder, type PngGrounderConfig } from './png_grounder';
-import type { Narrative } from './phrase_features';
+import { SMALL_GROUNDER_CONFIG, TEST_NARRATIVES } from './test_support';
 
 const TINY = path.join(sharedFixturesDir(), 'tiny-sd');
 const SIZE = 16;
 
-/** The small config of png_grounder.test.ts's overfitting test. */
-const SMALL: Partial<PngGrounderConfig> = {
-  eipa: { bottleneck_dim: 16, num_heads: 4, gate_init: 0.1 },
-  mlma: { hidden_dim: 32, num_heads: 4, mask_dim: 32, norm_groups: 8 },
-  decoder: { num_layers: 1, num_heads: 4, dim_feedforward: 64 },
-  max_phrases: 4,
-};
+const SMALL: Partial<PngGrounderConfig> = { ...SMALL_GROUNDER_CONFIG, eipa: { ...SMALL_GROUNDER_CONFIG.eipa, gate_init: 0.1 }, decoder: { ...SMALL_GROUNDER_CONFIG.decoder, num_layers: 1 } };
 
-const narratives: Narrative[] = [
-  { caption: 'two red squares on the grass', phrases: [[0, 15], [19, 28]] },
-  { caption: 'a circle above a blue square and the sky', phrases: [[0, 8], [15, 28], [33, 40]] },
-];
+const narratives = TEST_NARRATIVES;
 
 /** Per-tensor results of one backend, read back to host memory. */
 interface Run {

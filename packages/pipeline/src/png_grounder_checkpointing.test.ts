@@ -4,23 +4,15 @@ import { setBackend } from '@png/core';
 import { expectClose, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
 import { PngGrounder, type PngGrounderConfig } from './png_grounder';
+import { SMALL_GROUNDER_CONFIG, TEST_NARRATIVES } from './test_support';
 import { Trainer } from './trainer';
-import { encodePhrases, type Narrative } from './phrase_features';
+import { encodePhrases } from './phrase_features';
 
 const TINY = path.join(sharedFixturesDir(), 'tiny-sd');
 
-/** Small trainable parts (as png_grounder.test.ts), with a non-zero EIPA gate so the adapter changes the UNet's stream. */
-const SMALL: Partial<PngGrounderConfig> = {
-  eipa: { bottleneck_dim: 16, num_heads: 4, gate_init: 0.1 },
-  mlma: { hidden_dim: 32, num_heads: 4, mask_dim: 32, norm_groups: 8 },
-  decoder: { num_layers: 2, num_heads: 4, dim_feedforward: 64 },
-  max_phrases: 4,
-};
+const SMALL: Partial<PngGrounderConfig> = { ...SMALL_GROUNDER_CONFIG, eipa: { ...SMALL_GROUNDER_CONFIG.eipa, gate_init: 0.1 } } // a non-zero EIPA gate so the adapter changes the UNet's stream;
 
-const narratives: Narrative[] = [
-  { caption: 'two red squares on the grass', phrases: [[0, 15], [19, 28]] },
-  { caption: 'a circle above a blue square and the sky', phrases: [[0, 8], [15, 28], [33, 40]] },
-];
+const narratives = TEST_NARRATIVES;
 
 /** The loss and its gradient for every trainable variable, by checkpoint key. */
 function lossAndGradients(grounder: PngGrounder, loss: () => tf.Scalar): { value: tf.Scalar; grads: Record<string, tf.Tensor> } {
