@@ -5,7 +5,7 @@
  * threshold the map and score it against the phrase's ground-truth mask (IoU).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { attentionWithProbs, batchMatMul, keyMaskBias, mergeHeads, resize, seededNormal, splitHeads } from '@png/core';
+import { batchMatMul, resize, seededNormal } from '@png/core';
 import { AttnProcessor, DDPMScheduler, type AttentionProcessor, type DiffusionBackbone, type UNet2DConditionModel, type UNet2DConditionOutput, type UNetForwardOptions } from '@png/diffusion-backbone';
 import { PngDataset, letterbox, unletterbox, type LetterboxTransform, type PngSample, type RgbImage, type SkippedRecord } from '@png/png-data';
 import { maskIoU } from '@png/png-metrics';
@@ -43,13 +43,10 @@ export function recordCrossAttention(
     const { encoderHiddenStates: tokens, encoderAttentionMask: mask, spatial } = args;
     if (!tokens || !spatial) throw new Error(`recordCrossAttention: ${attn.path} was called without context tokens or spatial size`);
     // AttnProcessor on a UNet cross-attention (no group norm, residual or output rescale), keeping the probabilities
-    const q = splitHeads(attn.to_q.forward(hiddenStates), attn.heads); // [B, H, N, d]
-    const k = splitHeads(attn.to_k.forward(tokens), attn.heads); // [B, H, M, d]
-    const v = splitHeads(attn.to_v.forward(tokens), attn.heads); // [B, H, M, d]
-    const { out, probs } = attentionWithProbs(q, k, v, { bias: mask ? keyMaskBias(mask) : undefined, scale: attn.scale }); // probs [B, H, N, M]
+    const { out, probs } = attn.attendWithProbs(attn.to_q.forward(hiddenStates) as tf.Tensor3D, attn.to_k.forward(tokens) as tf.Tensor3D, attn.to_v.forward(tokens) as tf.Tensor3D, mask); // probs [B, H, N, M]
     const [b, , , m] = probs.shape;
     crossAttention[attn.path] = tf.keep(tf.reshape(tf.mean(probs, 1), [b, spatial[0], spatial[1], m])); // [B, h, w, M]
-    return attn.to_out.forward(mergeHeads(out)) as tf.Tensor3D; // [B, N, C]
+    return attn.to_out.forward(out) as tf.Tensor3D; // [B, N, C]
   };
   unet.setAttnProcessor(Object.fromEntries(Object.entries(previous).map(([key, original]) => [key, recording(key, original)])));
   try {

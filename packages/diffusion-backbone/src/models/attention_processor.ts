@@ -4,7 +4,7 @@ import {
   Linear,
   keyMaskBias,
   mergeHeads,
-  scaledDotProductAttention,
+  attentionWithProbs,
   splitHeads,
   type ForwardContext,
   type WeightScope,
@@ -105,9 +105,14 @@ export class Attention extends HookedModule {
    * mask [B, M]; returns [B, N, H·d] (before to_out). For processors to reuse.
    */
   attend(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, keyMask?: tf.Tensor2D): tf.Tensor3D {
+    return this.attendWithProbs(q, k, v, keyMask).out;
+  }
+
+  /** As `attend`, also returning the attention probabilities [B, H, N, M] (for recording them). */
+  attendWithProbs(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, keyMask?: tf.Tensor2D): { out: tf.Tensor3D; probs: tf.Tensor4D } {
     const bias = keyMask ? keyMaskBias(keyMask) : undefined;
-    const out = scaledDotProductAttention(splitHeads(q, this.heads), splitHeads(k, this.heads), splitHeads(v, this.heads), { bias, scale: this.scale });
-    return mergeHeads(out); // [B, N, H·d]
+    const { out, probs } = attentionWithProbs(splitHeads(q, this.heads), splitHeads(k, this.heads), splitHeads(v, this.heads), { bias, scale: this.scale });
+    return { out: mergeHeads(out), probs }; // out [B, N, H·d]
   }
 
   /** Tokens [B, N, C] or an NHWC map [B, H, W, C] (flattened to tokens and back). */
