@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { setBackend, writeFileAtomic } from '@png/core';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
 import { encodePng } from '@png/png-data';
-import { tileImages } from '@png/pipeline';
+import { enlargeImage, tileImages } from '@png/pipeline';
 
 const root = path.join(path.dirname(new URL(import.meta.url).pathname), '..');
 const { values: args } = parseArgs({
@@ -42,11 +42,8 @@ for (const dir of [path.join(root, 'packages', 'pipeline', 'models', 'png-tiny-s
   images.dispose();
   backbone.dispose();
   for (let i = 0; i < b; i++) {
-    const data = new Uint8Array(h * scale * w * scale * 3);
-    for (let y = 0; y < h * scale; y++) for (let x = 0; x < w * scale; x++) for (let c = 0; c < 3; c++) {
-      data[3 * (y * w * scale + x) + c] = Math.round(255 * pixels[3 * (i * h * w + Math.floor(y / scale) * w + Math.floor(x / scale)) + c]);
-    }
-    tiles.push({ image: { width: w * scale, height: h * scale, data }, title: titles[i] });
+    const data = Uint8Array.from(pixels.subarray(i * h * w * 3, (i + 1) * h * w * 3), (x) => Math.round(255 * x));
+    tiles.push({ image: enlargeImage({ width: w, height: h, data }, scale), title: titles[i] });
   }
 }
 const grid = tileImages(tiles, { columns: titles.length });

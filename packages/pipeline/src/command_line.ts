@@ -11,7 +11,7 @@ import { DEFAULT_TRAINING_SETTINGS, trainOnBenchmark, type TrainingSettings } fr
 import { groundNarrative } from './ground_narrative';
 import { PngGrounder, type PngGrounderConfig } from './png_grounder';
 import { DEFAULT_PRETRAIN_SETTINGS, pretrainBackbone, type PretrainProgress, type PretrainSettings } from './pretrain_backbone';
-import { renderOverlay, tileImages } from './visualize';
+import { enlargeImage, renderOverlay, tileImages } from './visualize';
 
 /** Where the command line writes, and the embedded default backbone folder. */
 export interface CliEnvironment {
@@ -450,22 +450,11 @@ async function sample(args: readonly string[], env: CliEnvironment): Promise<voi
     const [b, h, w] = images.shape;
     const pixels = await images.data();
     images.dispose();
-    const tiles: RgbImage[] = Array.from({ length: b }, (_, i) => enlarge({ width: w, height: h, data: Uint8Array.from(pixels.subarray(i * h * w * 3, (i + 1) * h * w * 3), (x) => Math.round(255 * x)) }, scale));
+    const tiles: RgbImage[] = Array.from({ length: b }, (_, i) => enlargeImage({ width: w, height: h, data: Uint8Array.from(pixels.subarray(i * h * w * 3, (i + 1) * h * w * 3), (x) => Math.round(255 * x)) }, scale));
     const out = b === 1 ? tiles[0] : tileImages(tiles.map((image, i) => ({ image, title: prompts[i] })), { columns });
     await writeFileAtomic(v.out as string, encodePng(out.width, out.height, out.data));
     env.stdout.write(`wrote ${v.out} (${b} image${b > 1 ? 's' : ''}, ${w}×${h}${scale > 1 ? ` shown ×${scale}` : ''})\n`);
   } finally {
     backbone.dispose();
   }
-}
-
-/** `image` with every pixel repeated `scale` × `scale` times. */
-function enlarge(image: RgbImage, scale: number): RgbImage {
-  if (scale === 1) return image;
-  const width = image.width * scale, height = image.height * scale;
-  const data = new Uint8Array(width * height * 3);
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) data.set(image.data.subarray(3 * ((Math.floor(y / scale) * image.width) + Math.floor(x / scale)), 3 * ((Math.floor(y / scale) * image.width) + Math.floor(x / scale)) + 3), 3 * (y * width + x));
-  }
-  return { width, height, data };
 }

@@ -15,7 +15,7 @@ export {
 } from './benchmark_training';
 export { evaluateOnBenchmark, type BenchmarkEvaluationOptions, type BenchmarkEvaluationResult } from './benchmark_evaluation';
 export { findNounPhrases } from './noun_phrases';
-export { PHRASE_COLORS, phraseColor, renderAttentionMap, renderOverlay, tileImages } from './visualize';
+export { PHRASE_COLORS, enlargeImage, phraseColor, renderAttentionMap, renderOverlay, tileImages } from './visualize';
 export type { AttentionMapOptions, OverlayMask, OverlayOptions, Rgb, Tile, TileOptions } from './visualize';
 export { autoencoderKLLoss, type AutoencoderKLLossOptions } from './train_autoencoder_kl';
 export { textToImageLoss, type TextToImageBatch } from './train_text_to_image';

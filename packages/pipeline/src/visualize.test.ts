@@ -1,5 +1,5 @@
 import type { RgbImage } from '@png/png-data';
-import { PHRASE_COLORS, phraseColor, renderAttentionMap, renderOverlay, tileImages, type Rgb } from './visualize';
+import { PHRASE_COLORS, enlargeImage, phraseColor, renderAttentionMap, renderOverlay, tileImages, type Rgb } from './visualize';
 
 function solid(height: number, width: number, rgb: Rgb): RgbImage {
   const data = new Uint8Array(height * width * 3);
@@ -160,5 +160,17 @@ describe('tileImages', () => {
     expect(() => tileImages([])).toThrow('tileImages: no tiles');
     expect(() => tileImages([{ image: solid(1, 1, [0, 0, 0]) }], { columns: 0 })).toThrow('columns must be a positive integer');
     expect(() => tileImages([{ image: solid(1, 1, [0, 0, 0]) }, { image: { data: new Uint8Array(2), height: 1, width: 1 } }])).toThrow('tileImages: tile 1: data must be');
+  });
+});
+
+describe('enlargeImage', () => {
+  it('repeats every pixel scale × scale times, and refuses a bad scale', () => {
+    const image: RgbImage = { width: 2, height: 1, data: Uint8Array.from([1, 2, 3, 4, 5, 6]) };
+    expect(enlargeImage(image, 1)).toBe(image);
+    const big = enlargeImage(image, 2);
+    expect([big.width, big.height]).toEqual([4, 2]);
+    expect([...big.data]).toEqual([1, 2, 3, 1, 2, 3, 4, 5, 6, 4, 5, 6, 1, 2, 3, 1, 2, 3, 4, 5, 6, 4, 5, 6]);
+    expect(() => enlargeImage(image, 0)).toThrow('enlargeImage: scale must be a positive integer, got 0');
+    expect(() => enlargeImage({ width: 2, height: 1, data: new Uint8Array(3) }, 2)).toThrow('enlargeImage: data must be');
   });
 });

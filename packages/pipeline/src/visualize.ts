@@ -171,6 +171,23 @@ export function renderAttentionMap(attention: Float32Array, h: number, w: number
   return withLegend(panel, labels);
 }
 
+/** `image` with every pixel repeated `scale` × `scale` times (nearest-pixel enlargement for viewing). */
+export function enlargeImage(image: RgbImage, scale: number): RgbImage {
+  checkImage(image, 'enlargeImage');
+  if (!Number.isInteger(scale) || scale < 1) throw new Error(`enlargeImage: scale must be a positive integer, got ${scale}`);
+  if (scale === 1) return image;
+  const width = image.width * scale, height = image.height * scale;
+  const data = new Uint8Array(width * height * 3);
+  for (let y = 0; y < height; y++) {
+    const row = Math.floor(y / scale) * image.width;
+    for (let x = 0; x < width; x++) {
+      const from = 3 * (row + Math.floor(x / scale));
+      data.set(image.data.subarray(from, from + 3), 3 * (y * width + x));
+    }
+  }
+  return { width, height, data };
+}
+
 /**
  * A grid montage on white, row by row, each tile in a cell the size of the largest tile with its
  * title (if any tile has one) above it, truncated to the cell width.
