@@ -104,6 +104,7 @@ describe('pretrainBackbone (wasm)', () => {
     await expect(pretrainBackbone({ out, settings: { unet_stepz: 3 } as never })).rejects.toThrow(/unet_stepz.*did you mean 'unet_steps'/);
     await expect(pretrainBackbone({ out, settings: { scenes: 2, vae_batch_size: 4 } })).rejects.toThrow(/PretrainSettings\.scenes/);
     await expect(pretrainBackbone({ out, settings: { caption_dropout: 1 } })).rejects.toThrow(/caption_dropout/);
+    await expect(pretrainBackbone({ out, settings: { ...SETTINGS, image_size: 18 }, architecture: MICRO })).rejects.toThrow(/image_size 18 is not a multiple of 4 \(the VAE's and the UNet's downsampling together\)/);
     fs.mkdirSync(`${out}.work`, { recursive: true });
     fs.writeFileSync(path.join(`${out}.work`, 'pretraining.json'), '{"settings": {}}\n');
     await expect(pretrainBackbone({ out, settings: SETTINGS, architecture: MICRO })).rejects.toThrow(/other settings.*remove/);

@@ -209,12 +209,23 @@ export async function pretrainBackbone(options: PretrainOptions): Promise<Pretra
     return tf.tensor4d(x, [indices.length, size, size, 3]);
   };
 
-  const vae = AutoencoderKL.create(architecture.vae, { seed: seedOf(1), trainable: true });
-  let unet: UNet2DConditionModel | undefined;
-  let textEncoder: CLIPTextModel | undefined;
+  // All three models are built before any training, so a bad architecture fails at once.
+  const built: Array<{ dispose(): void }> = [];
+  const keep = <T extends { dispose(): void }>(m: T): T => (built.push(m), m);
   try {
-    if (size % (vae.downsampleFactor * 2 ** ((architecture.unet.block_out_channels?.length ?? 4) - 1)) !== 0) {
-      throw new Error(`pretrainBackbone: image_size ${size} is not a multiple of the VAE's and the UNet's downsampling together`);
+    const vae = keep(AutoencoderKL.create(architecture.vae, { seed: seedOf(1), trainable: true }));
+    const unet = keep(UNet2DConditionModel.create({ ...architecture.unet, in_channels: vae.config.latent_channels, out_channels: vae.config.latent_channels }, { seed: seedOf(4), trainable: true }));
+    const textEncoder = keep(
+      CLIPTextModel.fromScope(WeightScope.fresh({ seed: seedOf(5), trainable: true }), {
+        ...architecture.text_encoder,
+        vocab_size: tokenizer.vocabSize,
+        bos_token_id: tokenizer.bosTokenId,
+        eos_token_id: tokenizer.eosTokenId,
+        pad_token_id: tokenizer.padTokenId,
+      } as CLIPTextConfig),
+    );
+    if (size % (vae.downsampleFactor * unet.downsampleFactor) !== 0) {
+      throw new Error(`pretrainBackbone: image_size ${size} is not a multiple of ${vae.downsampleFactor * unet.downsampleFactor} (the VAE's and the UNet's downsampling together)`);
     }
     // The VAE.
     t0 = performance.now();
@@ -263,14 +274,6 @@ export async function pretrainBackbone(options: PretrainOptions): Promise<Pretra
 
     // The UNet and the text encoder, jointly.
     t0 = performance.now();
-    unet = UNet2DConditionModel.create({ ...architecture.unet, in_channels: vae.config.latent_channels, out_channels: vae.config.latent_channels }, { seed: seedOf(4), trainable: true });
-    textEncoder = CLIPTextModel.fromScope(WeightScope.fresh({ seed: seedOf(5), trainable: true }), {
-      ...architecture.text_encoder,
-      vocab_size: tokenizer.vocabSize,
-      bos_token_id: tokenizer.bosTokenId,
-      eos_token_id: tokenizer.eosTokenId,
-      pad_token_id: tokenizer.padTokenId,
-    } as CLIPTextConfig);
     const scheduler = new DDPMScheduler(SD_SCHEDULER_CONFIG);
     const models = { unet, textEncoder, scheduler };
     const prefixed = (prefix: string, vars: Record<string, tf.Variable>) => Object.fromEntries(Object.entries(vars).map(([k, v]) => [`${prefix}.${k}`, v]));
@@ -335,9 +338,7 @@ export async function pretrainBackbone(options: PretrainOptions): Promise<Pretra
     fs.rmSync(work, { recursive: true, force: true });
     return { out, settings, seconds, vaeLosses, unetLosses, scalingFactor, vocabularySize: tokenizer.vocabSize, parameters };
   } finally {
-    vae.dispose();
-    unet?.dispose();
-    textEncoder?.dispose();
+    for (const m of built) m.dispose();
   }
 }
 
