@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { batchMatMul, resize, seededNormal } from '@png/core';
 import { AttnProcessor, DDPMScheduler, type AttentionProcessor, type DiffusionBackbone, type UNet2DConditionModel, type UNet2DConditionOutput, type UNetForwardOptions } from '@png/diffusion-backbone';
-import { PngDataset, letterbox, unletterbox, type LetterboxTransform, type PngSample, type RgbImage, type SkippedRecord } from '@png/png-data';
+import { PngDataset, imageTensor, letterbox, unletterbox, type LetterboxTransform, type PngSample, type RgbImage, type SkippedRecord } from '@png/png-data';
 import { maskIoU } from '@png/png-metrics';
 import { DEFAULT_TRAINING_SETTINGS } from './benchmark_training';
 import { validateNarratives } from './phrase_features';
@@ -314,7 +314,7 @@ export async function crossAttentionIoU(backbone: DiffusionBackbone, dataDir: st
 /** An image as a model input [1, H, W, 3] in [-1, 1]: as stored, or letterboxed to `canvas` (with its transform). */
 function modelInput(image: RgbImage, canvas: number | undefined): { tensor: tf.Tensor4D; transform?: LetterboxTransform } {
   if (canvas !== undefined) return letterbox(image, canvas);
-  return { tensor: tf.tidy(() => tf.sub(tf.div(tf.tensor4d(Float32Array.from(image.data), [1, image.height, image.width, 3]), 127.5), 1) as tf.Tensor4D) }; // pixels / 127.5 − 1, as letterbox maps them
+  return { tensor: imageTensor(image) };
 }
 
 /** x rescaled over `axes` from its [min, max] to [0, 1] (a constant map becomes 0). Call inside tf.tidy. */

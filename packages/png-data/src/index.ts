@@ -4,6 +4,6 @@ export { streamJsonArray } from './json_stream';
 export type { StreamedElement } from './json_stream';
 export { SYNTHETIC_CATEGORIES, encodePng, generateSyntheticBenchmark, synthesizeScene } from './synthetic';
 export type { NarrativeChunkJson, SceneOptions, SyntheticBenchmark, SyntheticBenchmarkOptions, SyntheticNarrative, SyntheticScene, SyntheticSegment } from './synthetic';
-export { letterbox, letterboxTransform, masksToTarget, unletterbox } from './transforms';
+export { imageTensor, letterbox, letterboxTransform, masksToTarget, unletterbox } from './transforms';
 export type { LetterboxTransform } from './transforms';
 export { Prng } from './prng';

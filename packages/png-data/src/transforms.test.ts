@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { resize, setBackend } from '@png/core';
 import { expectNoLeak } from '@png/core/testing';
 import { maskIoU } from '@png/png-metrics';
-import { letterbox, letterboxTransform, masksToTarget, unletterbox } from './transforms';
+import { imageTensor, letterbox, letterboxTransform, masksToTarget, unletterbox } from './transforms';
 
 beforeAll(async () => {
   await setBackend('cpu');
@@ -110,5 +110,17 @@ describe('masksToTarget and unletterbox', () => {
     const wrong = tf.zeros([1, 32, 16, 2]) as tf.Tensor4D;
     await expect(unletterbox(wrong, transform)).rejects.toThrow("expected maps [1, S', S', P] (square canvas), got [1, 32, 16, 2]");
     wrong.dispose();
+  });
+});
+
+describe('imageTensor', () => {
+  it('maps pixels to [-1, 1] at the stored size, without leaking', async () => {
+    const image = { height: 1, width: 2, data: Uint8Array.from([0, 255, 51, 102, 153, 204]) };
+    const t = imageTensor(image);
+    expect(t.shape).toEqual([1, 1, 2, 3]);
+    expect([...(await t.data())]).toEqual([...Float32Array.from(image.data, (p) => Math.fround(Math.fround(p / 127.5) - 1))]);
+    t.dispose();
+    await expectNoLeak(() => imageTensor(image), 'imageTensor');
+    expect(() => imageTensor({ height: 2, width: 2, data: new Uint8Array(3) })).toThrow('imageTensor: image data has 3 bytes, expected 2×2×3 = 12 (RGB)');
   });
 });

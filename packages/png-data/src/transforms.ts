@@ -50,6 +50,13 @@ function padToCanvas(x: tf.Tensor4D, t: LetterboxTransform): tf.Tensor4D {
   ]);
 }
 
+/** An RGB image as it is, as a model input: [1, H, W, 3] float32 NHWC in [-1, 1] (pixel / 127.5 − 1). The caller owns the tensor. */
+export function imageTensor(image: RgbImage): tf.Tensor4D {
+  const { height, width, data } = image;
+  if (data.length !== height * width * 3) throw new Error(`imageTensor: image data has ${data.length} bytes, expected ${height}×${width}×3 = ${height * width * 3} (RGB)`);
+  return tf.tidy(() => tf.sub(tf.div(tf.tensor4d(Float32Array.from(data), [1, height, width, 3]), 127.5), 1) as tf.Tensor4D);
+}
+
 /**
  * The model input of an RGB image: [1, S, S, 3] float32 NHWC in [-1, 1] (pixel / 127.5 − 1),
  * bilinear-resized (torch `F.interpolate`, align_corners=False) and centred, padding 0 (mid grey).
@@ -59,10 +66,7 @@ export function letterbox(image: RgbImage, target: number): { tensor: tf.Tensor4
   const { height, width, data } = image;
   if (data.length !== height * width * 3) throw new Error(`letterbox: image data has ${data.length} bytes, expected ${height}×${width}×3 = ${height * width * 3} (RGB)`);
   const transform = letterboxTransform(height, width, target);
-  const tensor = tf.tidy(() => {
-    const x = tf.sub(tf.div(tf.tensor4d(Float32Array.from(data), [1, height, width, 3]), 127.5), 1) as tf.Tensor4D;
-    return padToCanvas(resize(x, [transform.contentHeight, transform.contentWidth], 'bilinear'), transform);
-  });
+  const tensor = tf.tidy(() => padToCanvas(resize(imageTensor(image), [transform.contentHeight, transform.contentWidth], 'bilinear'), transform));
   return { tensor, transform };
 }
 
