@@ -17,14 +17,14 @@ export {
 } from './safetensors';
 export { writeFileAtomic } from './atomic_write';
 export { saveModule, openModule, openModuleFiles, fetchFile, fetchModuleFiles, joinUrl, CONFIG_FILE, WEIGHTS_FILE, type ModuleFiles, type FetchFunction } from './checkpoint';
-export { WeightScope, Parameters, type Init, type Layout } from './weights';
+export { WeightScope, Parameters, type Init } from './weights';
 export { HostOffload } from './offload';
 export { seededNormal, tfSeed } from './random';
 export { ParameterModule } from './module';
-export { Linear, OUT_IN_TO_IN_OUT } from './nn/linear';
-export { matMul2d, batchMatMul } from './nn/matmul';
+export { Linear } from './nn/linear';
+export { matMul2d, batchMatMul, matMulTransposedWeight, streamedWeightProduct, streamsWeight } from './nn/matmul';
 export { resize, interpolationMatrix, type ResizeMode } from './nn/resize';
-export { Conv2d, OIHW_TO_HWIO, type Conv2dPadding } from './nn/conv2d';
+export { Conv2d, type Conv2dPadding } from './nn/conv2d';
 export { GroupNorm } from './nn/group_norm';
 export { LayerNorm } from './nn/layer_norm';
 export { Embedding } from './nn/embedding';

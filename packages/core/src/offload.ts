@@ -50,10 +50,22 @@ export class HostOffload {
     }
   }
 
-  /** Releases the backend storage of `tensors` (their host copies stay). */
+  /**
+   * Releases the backend storage of `tensors` (their host copies stay). A tensor whose storage is
+   * shared by more references than when it was offloaded (a reshape of it, a copy the gradient
+   * tape saved) cannot be evicted: that would free the storage under them.
+   */
   evict(tensors: Iterable<tf.Tensor>): void {
     this.assertBackend();
-    for (const t of tensors) if (this.host.has(t) && this.backend.refCount(t.dataId) > 0) this.backend.disposeData(t.dataId, true);
+    for (const t of tensors) {
+      const h = this.host.get(t);
+      const refs = this.backend.refCount(t.dataId);
+      if (!h || refs === 0) continue;
+      if (refs > h.refCount) {
+        throw new Error(`HostOffload: cannot evict a [${t.shape}] weight while ${refs - h.refCount} other tensor(s) share its storage (a reshape of it or a copy saved for a gradient); dispose them first`);
+      }
+      this.backend.disposeData(t.dataId, true);
+    }
   }
 
   /** Restores everything and forgets the host copies. */

@@ -29,6 +29,11 @@ export interface WeightSource {
   info(key: string): TensorInfo | undefined;
   /** Float tensors decode to Float32Array (F16/BF16/F64 converted), integer ones to Int32Array. */
   read(key: string): Float32Array | Int32Array;
+  /**
+   * Decodes the float tensor `key` into `dest` (exactly its element count long). F32 bytes go
+   * straight into `dest` (from a file: read into it, with no buffer in between).
+   */
+  readFloatsInto(key: string, dest: Float32Array): void;
   close(): void;
 }
 
@@ -166,6 +171,14 @@ export function isFloatDtype(dtype: SafetensorsDtype): boolean {
   return FLOAT_DTYPES.has(dtype);
 }
 
+/** `info`, after checking that it is a float tensor of exactly `dest.length` elements. */
+function checkFloatDest(source: string, key: string, info: TensorInfo, dest: Float32Array): TensorInfo {
+  if (!isFloatDtype(info.dtype)) throw new SafetensorsError(source, `tensor '${key}' has dtype ${info.dtype}, not a float dtype`);
+  const n = numElements(info.shape);
+  if (dest.length !== n) throw new SafetensorsError(source, `tensor '${key}' has ${n} elements ([${info.shape}]); the destination holds ${dest.length}`);
+  return info;
+}
+
 function readHeaderLength(source: string, prefix: Uint8Array, fileBytes: number): number {
   if (fileBytes < 8) throw new SafetensorsError(source, `only ${fileBytes} bytes; a safetensors file starts with an 8-byte header length`);
   const view = new DataView(prefix.buffer, prefix.byteOffset, 8);
@@ -202,6 +215,12 @@ export class SafetensorsBytes implements WeightSource {
     const [b, e] = info.dataOffsets;
     const copy = this.bytes.slice(this.dataStart + b, this.dataStart + e); // own, aligned buffer
     return decodeTensor(this.name, key, info, copy);
+  }
+  readFloatsInto(key: string, dest: Float32Array): void {
+    const info = checkFloatDest(this.name, key, this.mustInfo(key), dest);
+    const [b, e] = info.dataOffsets;
+    if (info.dtype === 'F32') new Uint8Array(dest.buffer, dest.byteOffset, dest.byteLength).set(this.bytes.subarray(this.dataStart + b, this.dataStart + e));
+    else dest.set(this.read(key));
   }
   close(): void {}
 
@@ -252,19 +271,35 @@ export class SafetensorsFile implements WeightSource {
     return this.tensors.get(key);
   }
   read(key: string): Float32Array | Int32Array {
+    const info = this.mustInfo(key);
+    const [b, e] = info.dataOffsets;
+    // Uninitialised memory (every byte is overwritten by readBytes): skips zero-filling multi-GB checkpoints.
+    const bytes = new Uint8Array(Buffer.allocUnsafeSlow(e - b).buffer, 0, e - b);
+    this.readBytes(key, info, bytes);
+    return decodeTensor(this.name, key, info, bytes);
+  }
+  readFloatsInto(key: string, dest: Float32Array): void {
+    const info = checkFloatDest(this.name, key, this.mustInfo(key), dest);
+    if (info.dtype === 'F32') this.readBytes(key, info, new Uint8Array(dest.buffer, dest.byteOffset, dest.byteLength));
+    else dest.set(this.read(key));
+  }
+
+  private mustInfo(key: string): TensorInfo {
     if (this.fd === undefined) throw new SafetensorsError(this.name, `read of '${key}' after close()`);
     const info = this.tensors.get(key);
     if (!info) throw new SafetensorsError(this.name, `no tensor '${key}'`);
-    const [b, e] = info.dataOffsets;
-    // Uninitialised memory (every byte is overwritten below): skips zero-filling multi-GB checkpoints.
-    const bytes = new Uint8Array(Buffer.allocUnsafeSlow(e - b).buffer, 0, e - b);
+    return info;
+  }
+
+  /** Reads the raw bytes of `key` into `bytes` (its byte length long). */
+  private readBytes(key: string, info: TensorInfo, bytes: Uint8Array): void {
+    const begin = this.dataStart + info.dataOffsets[0];
     let done = 0;
     while (done < bytes.byteLength) {
-      const n = this.fs.readSync(this.fd, bytes, done, bytes.byteLength - done, this.dataStart + b + done);
+      const n = this.fs.readSync(this.fd!, bytes, done, bytes.byteLength - done, begin + done);
       if (n === 0) throw new SafetensorsError(this.name, `tensor '${key}': file ended early; the file is truncated`);
       done += n;
     }
-    return decodeTensor(this.name, key, info, bytes);
   }
   close(): void {
     if (this.fd !== undefined) this.fs.closeSync(this.fd);

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import type { WasmBackend } from './wasm_heap';
 
 /**
  * Kernels that @tensorflow/tfjs-backend-wasm 4.22.0 lacks but training needs, composed from the
@@ -26,13 +27,6 @@ import * as tf from '@tensorflow/tfjs-core';
  * releasing an intermediate that the result aliases — e.g. a Reshape — is safe).
  */
 
-/** The part of tfjs-backend-wasm's BackendWasm used here. */
-interface WasmBackend {
-  disposeData(dataId: tf.DataId, force?: boolean): boolean;
-  readSync(dataId: tf.DataId): unknown;
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
-}
 
 type Info = tf.TensorInfo;
 

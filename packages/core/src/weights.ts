@@ -1,68 +1,50 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { tfSeed } from './random';
+import { tensorFilledBy } from './wasm_heap';
 import type { Disposable } from './types';
 import { isFloatDtype, numElements, serializeSafetensors, type TensorData, type WeightSource } from './safetensors';
-
-/** How a primitive stores a torch-layout parameter (e.g. Conv2d: OIHW → HWIO) and how it exports it back. */
-export interface Layout {
-  fromTorch(t: tf.Tensor): tf.Tensor;
-  toTorch(t: tf.Tensor): tf.Tensor;
-}
 
 /** Initial value of a fresh parameter. `uniform: b` draws from U(-b, b); `normal: s` from N(0, s²). */
 export type Init = 'zeros' | 'ones' | { readonly uniform: number } | { readonly normal: number } | { readonly constant: number };
 
-interface Entry {
-  readonly value: tf.Tensor;
-  readonly torchShape: readonly number[];
-  readonly layout?: Layout;
-}
-
 /**
- * Every parameter of a module tree, keyed by its torch/diffusers name. Frozen parameters are
- * `tf.Tensor`, trainable ones `tf.Variable`. Owns the tensors: `dispose()` frees them all.
+ * Every parameter of a module tree, keyed by its torch/diffusers name and in torch layout (as in
+ * the checkpoint). Frozen parameters are `tf.Tensor`, trainable ones `tf.Variable`. Owns the
+ * tensors: `dispose()` frees them all.
  */
 export class Parameters implements Disposable {
-  private readonly entries = new Map<string, Entry>();
+  private readonly entries = new Map<string, tf.Tensor>();
   private disposed = false;
 
   /** @internal used by WeightScope */
-  add(key: string, entry: Entry): void {
+  add(key: string, value: tf.Tensor): void {
     if (this.entries.has(key)) throw new Error(`parameter '${key}' is defined twice; two modules share one weight path`);
-    this.entries.set(key, entry);
+    this.entries.set(key, value);
   }
 
   keys(): string[] {
     return [...this.entries.keys()];
   }
 
-  /** The stored tensor of `key` (in the owning primitive's layout). */
+  /** The tensor of `key`. */
   get(key: string): tf.Tensor {
-    const e = this.entries.get(key);
-    if (!e) throw new Error(`no parameter '${key}'`);
-    return e.value;
+    const value = this.entries.get(key);
+    if (!value) throw new Error(`no parameter '${key}'`);
+    return value;
   }
 
   /** Number of scalar parameters. */
   numElements(): number {
     let n = 0;
-    for (const e of this.entries.values()) n += e.value.size;
+    for (const value of this.entries.values()) n += value.size;
     return n;
   }
 
   trainableVariables(): tf.Variable[] {
-    return [...this.entries.values()].map((e) => e.value).filter((v): v is tf.Variable => v instanceof tf.Variable && v.trainable);
+    return [...this.entries.values()].filter((v): v is tf.Variable => v instanceof tf.Variable && v.trainable);
   }
 
-  /** Torch-layout copies of every parameter. The caller owns (and disposes) the returned tensors. */
-  exportTorch(): Map<string, tf.Tensor> {
-    this.assertAlive();
-    const out = new Map<string, tf.Tensor>();
-    for (const [key, e] of this.entries) out.set(key, tf.tidy(() => (e.layout ? e.layout.toTorch(e.value) : e.value.clone())));
-    return out;
-  }
-
-  /** Serializes every parameter in torch layout as safetensors bytes (F32), for small modules and browsers. */
+  /** Serializes every parameter as safetensors bytes (F32), for small modules and browsers. */
   async toSafetensors(metadata: Record<string, string> = {}): Promise<Uint8Array> {
     const tensors: Record<string, TensorData> = {};
     for await (const [key, shape, data] of this.torchData()) tensors[key] = { dtype: 'F32', shape, data };
@@ -70,25 +52,20 @@ export class Parameters implements Disposable {
   }
 
   /**
-   * Each parameter in torch layout, one at a time (`[key, torchShape, data]`, keys sorted), so a
-   * multi-GB model is never copied whole: at most one exported tensor is alive at a time.
+   * Each parameter's data, one at a time (`[key, shape, data]`, keys sorted), so a multi-GB model
+   * is never copied whole: at most one tensor's data is read out at a time.
    */
   async *torchData(): AsyncGenerator<[string, readonly number[], Float32Array]> {
     this.assertAlive();
     for (const key of [...this.entries.keys()].sort()) {
-      const e = this.entries.get(key)!;
-      const t = tf.tidy(() => (e.layout ? e.layout.toTorch(e.value) : e.value.clone()));
-      try {
-        yield [key, e.torchShape, (await t.data()) as Float32Array];
-      } finally {
-        t.dispose();
-      }
+      const value = this.entries.get(key)!;
+      yield [key, value.shape, (await value.data()) as Float32Array];
     }
   }
 
-  /** Torch shapes by key (what a safetensors header needs before any data is read). */
+  /** Shapes by key (what a safetensors header needs before any data is read). */
   torchShapes(): Map<string, readonly number[]> {
-    return new Map([...this.entries].map(([k, e]) => [k, e.torchShape]));
+    return new Map([...this.entries].map(([k, value]) => [k, value.shape]));
   }
 
   /**
@@ -99,17 +76,17 @@ export class Parameters implements Disposable {
     this.assertAlive();
     const extra = source.keys().filter((k) => !this.entries.has(k));
     if (extra.length) throw new Error(`${source.name}: unexpected tensors ${formatKeys(extra)}; it was saved from a different configuration`);
-    for (const [key, e] of this.entries) {
-      if (!(e.value instanceof tf.Variable)) throw new Error(`parameter '${key}' is frozen and cannot be assigned`);
-      const loaded = readTorch(source, key, e.torchShape);
-      tf.tidy(() => (e.value as tf.Variable).assign(e.layout ? e.layout.fromTorch(loaded) : loaded));
+    for (const [key, value] of this.entries) {
+      if (!(value instanceof tf.Variable)) throw new Error(`parameter '${key}' is frozen and cannot be assigned`);
+      const loaded = readTorch(source, key, value.shape);
+      value.assign(loaded);
       loaded.dispose();
     }
   }
 
   dispose(): void {
     if (this.disposed) return;
-    for (const e of this.entries.values()) e.value.dispose();
+    for (const value of this.entries.values()) value.dispose();
     this.entries.clear();
     this.disposed = true;
   }
@@ -143,7 +120,7 @@ function readTorch(source: WeightSource, key: string, torchShape: readonly numbe
     throw new Error(`${source.name}: tensor '${key}' has shape [${info.shape}], expected [${torchShape}]; the checkpoint does not match the config`);
   }
   if (!isFloatDtype(info.dtype)) throw new Error(`${source.name}: tensor '${key}' has dtype ${info.dtype}, expected a float dtype`);
-  return tf.tensor(source.read(key), [...torchShape], 'float32');
+  return tensorFilledBy([...torchShape], (values) => source.readFloatsInto(key, values));
 }
 
 /** 32-bit FNV-1a of a string: per-parameter seeds that do not depend on construction order. */
@@ -172,7 +149,7 @@ interface ScopeRoot {
 
 /**
  * Hands out parameters by dotted path while a module tree is built (cf. candle's VarBuilder):
- * `scope.pp('down_blocks').pp(0).param('conv.weight', [o, i, 3, 3], {layout})`. A scope either
+ * `scope.pp('down_blocks').pp(0).param('conv.weight', [o, i, 3, 3], {init})`. A scope either
  * reads from a checkpoint (strict: a missing or mis-shaped tensor throws naming the key,
  * `finish()` throws on tensors nobody asked for) or initialises fresh parameters from a seed.
  */
@@ -211,29 +188,21 @@ export class WeightScope {
   }
 
   /**
-   * The parameter `name` of torch shape `torchShape`, stored through `layout`. Trainable scopes
-   * return a tf.Variable.
+   * The parameter `name` of torch shape `torchShape`, kept in that layout. Trainable scopes return
+   * a tf.Variable.
    */
-  param(name: string, torchShape: readonly number[], options: { init?: Init; layout?: Layout } = {}): tf.Tensor {
+  param(name: string, torchShape: readonly number[], options: { init?: Init } = {}): tf.Tensor {
     const key = this.key(name);
     const { source, trainable, seed, params, used } = this.root;
     if (!torchShape.every((d) => Number.isInteger(d) && d > 0)) throw new Error(`parameter '${key}': invalid shape [${torchShape}]`);
-    let value = tf.tidy(() => {
-      let t: tf.Tensor;
-      if (source) {
-        t = readTorch(source, key, torchShape);
-      } else {
-        t = initTensor(options.init ?? 'zeros', [...torchShape], (seed ^ hashKey(key)) >>> 0);
-      }
-      return options.layout ? options.layout.fromTorch(t) : t;
-    });
+    let value = tf.tidy(() => (source ? readTorch(source, key, torchShape) : initTensor(options.init ?? 'zeros', [...torchShape], (seed ^ hashKey(key)) >>> 0)));
     if (trainable) {
       const v = tf.variable(value, true);
       value.dispose();
       value = v;
     }
     used.add(key);
-    params.add(key, { value, torchShape, layout: options.layout });
+    params.add(key, value);
     return value;
   }
 

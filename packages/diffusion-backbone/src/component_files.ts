@@ -88,9 +88,15 @@ class ShardedSource implements WeightSource {
     return this.owner.get(key)?.info(key);
   }
   read(key: string): Float32Array | Int32Array {
+    return this.shard(key).read(key);
+  }
+  readFloatsInto(key: string, dest: Float32Array): void {
+    this.shard(key).readFloatsInto(key, dest);
+  }
+  private shard(key: string): WeightSource {
     const shard = this.owner.get(key);
     if (!shard) throw new SafetensorsError(this.name, `no tensor '${key}'`);
-    return shard.read(key);
+    return shard;
   }
   close(): void {
     for (const s of this.shards.values()) s.close();

@@ -155,7 +155,9 @@ describe('MultiLevelMutualAggregation gradients (cpu, float32 central difference
         return tf.addN(ts.map((t, i) => tf.div(tf.sum(tf.mul(t, probes[i])), Math.sqrt(t.size)))) as tf.Scalar;
       });
     const t0 = Date.now();
-    const results = await gradCheck(f, m.trainableVariables(), { entries: 16, eps: 1e-2, seed: 3, minGrad: 1e-2 });
+    // ε = 2.5e-3: with 1e-2 the central difference's O(ε²) error reaches 3 % on some entries of this f
+    // (e.g. a 1×1 conv weight whose difference goes −0.309, −0.314, −0.316, −0.322 for ε = 2e-2 … 2.5e-3, analytic −0.323)
+    const results = await gradCheck(f, m.trainableVariables(), { entries: 16, eps: 2.5e-3, seed: 3, minGrad: 1e-2 });
     const worst = Math.max(...results.map((r) => r.relError));
     const median = results.map((r) => r.relError).sort((a, b) => a - b)[results.length >> 1];
     // eslint-disable-next-line no-console

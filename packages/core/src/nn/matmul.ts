@@ -56,3 +56,60 @@ export function batchMatMul(a: tf.Tensor3D, b: tf.Tensor3D): tf.Tensor3D {
   if (a.shape[0] === 1) return tf.expandDims(matMul2d(tf.squeeze(a, [0]) as tf.Tensor2D, tf.squeeze(b, [0]) as tf.Tensor2D), 0) as tf.Tensor3D;
   return unrolledBatchMatMul(a, b);
 }
+
+/** A frozen weight: not a trainable variable, so no gradient is ever asked of it. */
+function isFrozen(w: tf.Tensor): boolean {
+  return !(w instanceof tf.Variable && w.trainable);
+}
+
+/** A torch-layout weight [O, ...] (Linear's [O, K], a conv's [O, I, kh, kw]) as the matrix [O, K]. */
+function asMatrix(w: tf.Tensor): tf.Tensor2D {
+  return (w.rank === 2 ? w : tf.reshape(w, [w.shape[0], -1])) as tf.Tensor2D; // [O, K]
+}
+
+/**
+ * Whether a product with the weight w [O, ...] (torch layout, K = its size / O) and an activation
+ * of N rows runs faster with w streamed (see `streamedWeightProduct`): only on wasm, only for a
+ * frozen w (pass the parameter itself, not a reshape of it). XNNPACK, the wasm backend's GEMM,
+ * packs the right-hand operand of every product into its own layout, a pass over it per new
+ * tensor. Multiplying as usual packs w after transposing it: about 2·K·O of memory traffic per
+ * call. Streaming packs the activation instead and transposes it in and out: about N·(K + O).
+ */
+export function streamsWeight(w: tf.Tensor, rows: number): boolean {
+  const [o, k] = [w.shape[0], w.size / w.shape[0]];
+  return tf.getBackend() === 'wasm' && isFrozen(w) && rows * (k + o) < 2 * k * o;
+}
+
+/**
+ * yᵀ [O, N] = w [O, K] · xᵀ [K, N] for a frozen weight in torch layout (w [O, ...] is read as
+ * [O, K]): w is XNNPACK's left-hand operand, read once in place and never packed or copied; only
+ * the activation xᵀ is packed. This is what makes SD's low-resolution blocks (16–64 tokens, 1,280+
+ * channels) run at the GEMM's speed without a packed copy of each weight. The gradient reaches xᵀ
+ * alone: dxᵀ = wᵀ·dyᵀ.
+ */
+export function streamedWeightProduct(w: tf.Tensor, xT: tf.Tensor2D): tf.Tensor2D {
+  if (!isFrozen(w)) throw new Error(`streamedWeightProduct: the weight '${(w as tf.Variable).name}' is a trainable variable; its gradient would be lost`);
+  if (w.size / w.shape[0] !== xT.shape[0]) throw new Error(`streamedWeightProduct: weight [${w.shape}] · activation [${xT.shape}] do not fit`);
+  // The [O, K] views of w live only inside these tidies: nothing shares w's storage once the product
+  // is made, so an offloaded w can be evicted right after its block ran.
+  const product = tf.customGrad(((x: tf.Tensor) => ({
+    value: tf.tidy(() => tf.matMul(asMatrix(w), x as tf.Tensor2D)), // [O, N]
+    // wᵀ is a transient copy, streamed in turn: multiplying by w as the right-hand operand would
+    // leave XNNPACK's packed copy of it cached for as long as w lives
+    gradFunc: (dy: tf.Tensor) => tf.tidy(() => tf.matMul(tf.transpose(asMatrix(w)) as tf.Tensor2D, dy as tf.Tensor2D)), // [K, O] · [O, N] → [K, N]
+  })) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (x: tf.Tensor2D) => tf.Tensor2D;
+  return product(xT);
+}
+
+/**
+ * x [N, K] · wᵀ → [N, O] for a weight in torch layout w [O, ...] read as [O, K] (nn.Linear's, a
+ * 1×1 conv's): streamed on wasm when that is cheaper (see `streamsWeight`), else w is transposed
+ * and multiplied (on wasm through matMul2d, gradients to both), or on other backends multiplied
+ * transposed directly.
+ */
+export function matMulTransposedWeight(x: tf.Tensor2D, w: tf.Tensor): tf.Tensor2D {
+  if (x.shape[1] * w.shape[0] !== w.size) throw new Error(`matMulTransposedWeight: [${x.shape}] · [${w.shape}]ᵀ do not fit`);
+  if (streamsWeight(w, x.shape[0])) return tf.transpose(streamedWeightProduct(w, tf.transpose(x) as tf.Tensor2D)); // [O, N] → [N, O]
+  if (tf.getBackend() === 'wasm') return matMul2d(x, tf.tidy(() => tf.transpose(asMatrix(w)) as tf.Tensor2D)); // [K, O], a copy
+  return w.rank === 2 ? tf.matMul(x, w as tf.Tensor2D, false, true) : tf.tidy(() => tf.matMul(x, asMatrix(w), false, true));
+}

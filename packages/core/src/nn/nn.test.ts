@@ -26,9 +26,7 @@ describe.each(['cpu', 'wasm'] as const)('nn primitives on %s', (backend) => {
       (s) => new Linear(s, 3, 2),
     );
     const y = tf.tidy(() => lin.forward(tf.tensor([1, 0, -1, 2, 1, 0], [1, 2, 3])));
-    const exported = params.exportTorch(); // back in torch's [out, in] layout
-    await expectClose(exported.get('weight')!, [1, 2, 3, 4, 5, 6], 0);
-    tf.dispose([...exported.values()]);
+    await expectClose(params.get('weight'), [1, 2, 3, 4, 5, 6], 0); // kept as the checkpoint's [out, in]
     expect(y.shape).toEqual([1, 2, 2]);
     await expectClose(y, [1 - 3 + 0.5, 4 - 6 - 1, 2 + 2 + 0.5, 8 + 5 - 1], 1e-6);
     y.dispose();
@@ -36,7 +34,7 @@ describe.each(['cpu', 'wasm'] as const)('nn primitives on %s', (backend) => {
     params.dispose();
   });
 
-  it('Conv2d converts OIHW to HWIO and pads explicitly like torch', async () => {
+  it('Conv2d keeps OIHW and pads explicitly like torch', async () => {
     // one output channel, two input channels, 3×3 kernel: channel 0 weights all 1, channel 1 weights the centre only
     const w = [...Array(9).fill(1), 0, 0, 0, 0, 2, 0, 0, 0, 0];
     const { module: conv, params } = scopeOf({ weight: { shape: [1, 2, 3, 3], data: w }, bias: { shape: [1], data: [0.25] } }).build(
@@ -48,9 +46,41 @@ describe.each(['cpu', 'wasm'] as const)('nn primitives on %s', (backend) => {
     // each output sees all four channel-0 ones (zero padding) + 2 × its own channel-1 value + bias
     await expectClose(y, [4.25, 6.25, 8.25, 10.25], 1e-6);
     tf.dispose([x, y]);
-    const exported = params.exportTorch();
-    await expectClose(exported.get('weight')!, w, 0);
-    tf.dispose([...exported.values()]);
+    await expectClose(params.get('weight'), w, 0);
+    params.dispose();
+  });
+
+  it('Linear and Conv2d with large frozen weights and few pixels equal the plain products, input gradients included (on wasm: the weight streamed)', async () => {
+    // few output pixels, wide layers: on wasm, streamsWeight picks the streamed product for both
+    const scope = WeightScope.fresh({ seed: 3, trainable: false });
+    const lin = new Linear(scope.pp('lin'), 128, 96);
+    const conv = new Conv2d(scope.pp('conv'), 96, 40, 3, { stride: 2, padding: [[1, 0], [2, 1]] });
+    const params = scope.finish();
+    const x = tf.randomNormal([2, 5, 6, 128], 0, 1, 'float32', 4) as tf.Tensor4D;
+    const net = (f: (t: tf.Tensor4D) => tf.Tensor4D) => (t: tf.Tensor4D) => tf.tanh(f(t)) as tf.Tensor4D;
+    const ours = net((t) => conv.forward(lin.forward(t) as tf.Tensor4D));
+    const reference = net((t) => {
+      const h = tf.add(tf.matMul(tf.reshape(t, [-1, 128]), lin.weight, false, true), lin.bias!); // [B·H·W, 96]
+      const hwio = tf.transpose(conv.weight, [2, 3, 1, 0]) as tf.Tensor4D; // [kh, kw, I, O]
+      return tf.add(tf.conv2d(tf.reshape(h, [2, 5, 6, 96]) as tf.Tensor4D, hwio, 2, [[0, 0], [1, 0], [2, 1], [0, 0]]), conv.bias!) as tf.Tensor4D;
+    });
+    const g = tf.randomNormal([2, 2, 4, 40], 0, 1, 'float32', 5); // output [2, ⌊(5+1−3)/2⌋+1, ⌊(6+3−3)/2⌋+1, 40]
+    const y = ours(x);
+    expect(y.shape).toEqual([2, 2, 4, 40]);
+    await expectClose(y, await reference(x).data(), 1e-5, 'forward');
+    const dx = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(ours(t as tf.Tensor4D), g)))(x);
+    await expectClose(dx, await tf.grad((t: tf.Tensor) => tf.sum(tf.mul(reference(t as tf.Tensor4D), g)))(x).data(), 1e-5, 'input gradient');
+    if (backend === 'wasm') {
+      // both products have the weight [O, K] on the left: XNNPACK streams it and packs only the activation
+      const profile = await tf.profile(() => ours(x));
+      expect(profile.kernels.filter((k) => k.name === 'BatchMatMul').map((k) => k.inputShapes)).toEqual([
+        [[96, 128], [128, 60]],
+        [[40, 864], [864, 16]],
+      ]);
+      tf.dispose(profile.result as tf.Tensor);
+    }
+    await expectNoLeak(() => tf.grad((t: tf.Tensor) => tf.sum(ours(t as tf.Tensor4D)))(x), 'streamed forward and gradient');
+    tf.dispose([x, g, y, dx]);
     params.dispose();
   });
 
