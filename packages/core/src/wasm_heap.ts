@@ -3,6 +3,7 @@ import * as tf from '@tensorflow/tfjs-core';
 /** The part of tfjs-backend-wasm's BackendWasm that @png/core uses. */
 export interface WasmBackend {
   disposeData(dataId: tf.DataId, force?: boolean): boolean;
+  incRef(dataId: tf.DataId): void;
   readSync(dataId: tf.DataId): unknown;
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;

@@ -102,18 +102,34 @@ describe('registerWasmTrainingKernels', () => {
     );
   });
 
-  it('replaces wasm\'s Conv2DBackpropInput, Slice and Unpack once (the overrides stay registered, idempotently)', () => {
-    expect(WASM_KERNEL_OVERRIDES).toEqual(['Conv2DBackpropInput', 'Slice', 'Unpack']);
+  it('replaces wasm\'s Conv2DBackpropInput, Slice, Unpack and Identity once (the overrides stay registered, idempotently)', () => {
+    expect(WASM_KERNEL_OVERRIDES).toEqual(['Conv2DBackpropInput', 'Slice', 'Unpack', 'Identity']);
     const k = tf.getKernel('Conv2DBackpropInput', 'wasm')!;
     expect(k.kernelFunc.name).toBe('conv2DBackpropInput');
     expect(k.setupFunc).toBeDefined(); // wasm's cwrap setup is kept for the fallback
     expect(tf.getKernel('Slice', 'wasm')!.kernelFunc.name).toBe('slice');
     expect(tf.getKernel('Unpack', 'wasm')!.kernelFunc.name).toBe('unpack');
+    expect(tf.getKernel('Identity', 'wasm')!.kernelFunc.name).toBe('identity');
     const before = WASM_KERNEL_OVERRIDES.map((name) => tf.getKernel(name, 'wasm')!.kernelFunc);
     expect(registerWasmTrainingKernels()).toEqual([]);
     expect(registerWasmTrainingKernels()).toEqual([]);
     expect(WASM_KERNEL_OVERRIDES.map((name) => tf.getKernel(name, 'wasm')!.kernelFunc)).toEqual(before);
     expect(tf.getKernel('Conv2DBackpropInput', 'wasm')!.kernelFunc).toBe(k.kernelFunc);
+  });
+
+  it('Identity shares storage: a clone is one more reference, not one more buffer, and outlives its source', async () => {
+    await setBackend('wasm');
+    const x = tf.tensor1d([1, 2, 3]);
+    const buffers = tf.backend().numDataIds();
+    const y = tf.clone(x);
+    expect(tf.backend().numDataIds()).toBe(buffers);
+    x.dispose();
+    expect([...(await y.data())]).toEqual([1, 2, 3]);
+    y.dispose();
+    expect(tf.backend().numDataIds()).toBe(buffers - 1);
+    const s = tf.clone(tf.tensor1d(['a', 'b'], 'string')); // strings: wasm's own copy
+    expect(await s.array()).toEqual(['a', 'b']);
+    s.dispose();
   });
 
   it('leaks neither tensors nor wasm buffers', async () => {

@@ -16,7 +16,9 @@ import type { WasmBackend } from './wasm_heap';
  * - `Conv2DBackpropInput`                — the input gradient of conv2d, as stride-phase forward
  *                                          convs through XNNPACK (~27 GFLOP/s instead of ~2.5);
  * - `Slice`, `Unpack`                    — contiguous slices copied from the heap, without wasm's
- *                                          copy of the whole input per slice.
+ *                                          copy of the whole input per slice;
+ * - `Identity`                           — shares its input's storage instead of copying it (the
+ *                                          gradient tape saves tensors through it).
  *
  * Not provided: FFT / IFFT / Complex / Real / Imag / ComplexAbs (the wasm backend has no complex64
  * storage at all), the Ragged* and string kernels.
@@ -394,6 +396,22 @@ function unpack(args: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; 
   return Array.from({ length: value.shape[axis] }, (_, g) => copyRange(args.backend as WasmBackend, value, g * n, outShape));
 }
 
+// ---------------------------------------------------------------------------------------------
+// Identity: wasm's copies its input. The gradient tape keeps every tensor it saves for the backward
+// through Identity (tfjs' engine clones them), so on wasm each saved activation was held twice.
+// Sharing the storage, ref-counted as the cpu backend's Identity and wasm's own Reshape do, holds
+// it once; no wasm kernel writes into its inputs.
+// ---------------------------------------------------------------------------------------------
+
+let wasmIdentityOriginal: tf.KernelFunc | undefined;
+
+function identity(args: { inputs: tf.NamedTensorInfoMap; backend: unknown }): Info {
+  const x = args.inputs.x as Info;
+  if (x.dtype === 'string') return wasmIdentityOriginal!(args as unknown as Parameters<tf.KernelFunc>[0]) as Info;
+  (args.backend as WasmBackend).incRef(x.dataId);
+  return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+}
+
 const KERNELS: Array<{ kernelName: string; kernelFunc: tf.KernelFunc }> = [
   { kernelName: tf.Conv2DBackpropFilter, kernelFunc: conv2DBackpropFilter as unknown as tf.KernelFunc },
   { kernelName: tf.DepthwiseConv2dNativeBackpropFilter, kernelFunc: depthwiseBackpropFilter as unknown as tf.KernelFunc },
@@ -417,6 +435,7 @@ const OVERRIDES: Array<{ kernelName: string; kernelFunc: tf.KernelFunc; keepOrig
   },
   { kernelName: tf.Slice, kernelFunc: slice as unknown as tf.KernelFunc, keepOriginal: (f) => { wasmSliceOriginal = f; } },
   { kernelName: tf.Unpack, kernelFunc: unpack as unknown as tf.KernelFunc, keepOriginal: (f) => { wasmUnpackOriginal = f; } },
+  { kernelName: tf.Identity, kernelFunc: identity as unknown as tf.KernelFunc, keepOriginal: (f) => { wasmIdentityOriginal = f; } },
 ];
 
 /** Names of the wasm kernels `registerWasmTrainingKernels` replaces. */
