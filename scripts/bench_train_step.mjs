@@ -8,12 +8,9 @@
 // - sequential offload: the blocks' frozen weights live in host memory and are uploaded to the
 //   wasm heap only while a block runs (forward, and recompute + backward); needs checkpointing.
 // The frozen VAE and text encoder are freed once the image and narrative are encoded.
-// Measured at 256×256: without them nothing from 30 % of SD v1.5's width up trains within wasm32's
-// 4 GiB heap; with them 70 % width trains, full width (--width-scale 1) does not yet: in the
-// backward of up_blocks.1 the heap holds the block's 0.96 GiB of weights, XNNPACK's packed copy,
-// what the tape saves while the block runs again (wasm's Identity kernel copies every saved tensor,
-// the block's weights included) and the rest of the step (~0.9 GiB, ~0.65 of it saved by MLMA, the
-// decoder and the loss).
+// With both, SD v1.5 at full width trains within wasm32's 4 GiB heap. What made it fit: the
+// low-resolution layers stream their weights (XNNPACK packs no copy of them, in the forward or
+// the backward), and wasm's Identity shares storage, so what the tape saves is held once.
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import { WeightScope, setBackend } from '@png/core';
@@ -24,7 +21,7 @@ import { kernelFlops } from './kernel_flops.mjs';
 
 const { values: args } = parseArgs({
   options: {
-    'width-scale': { type: 'string', default: '0.5' },
+    'width-scale': { type: 'string', default: '1' },
     size: { type: 'string', default: '256' },
     checkpointing: { type: 'boolean', default: true },
     offload: { type: 'boolean', default: true },
