@@ -10,7 +10,7 @@ export type Conv2dPadding = number | readonly [readonly [number, number], readon
  * (loading copies bytes, nothing is transposed). Padding is explicit, never 'same'.
  *
  * A 1×1 convolution is a Linear over pixels. Otherwise, where a frozen weight outweighs the
- * activation (see streamsWeight: SD's 8×8 and 4×4 latents at 1,280 channels), the convolution
+ * activation (see streamsWeight: SD's 16×16 to 4×4 latents, 640–1,280 channels), the convolution
  * runs as im2col and a streamed product, yᵀ = W[O, I·kh·kw] · colsᵀ, so the weight is never packed
  * or copied; else as tf.conv2d on the weight transposed to HWIO.
  */
