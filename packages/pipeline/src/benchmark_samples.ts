@@ -17,8 +17,13 @@ export async function readGroundedSamples(root: string, split: string, options: 
     samples.push(sample);
     if (options.limit !== undefined && samples.length >= options.limit) break;
   }
-  if (samples.length === 0) throw new Error(`${root}: split ${split} has no record with a grounded phrase${dataset.skipped.length ? ` (${dataset.skipped.length} bad records skipped; first: ${dataset.skipped[0].reason})` : ''}`);
+  if (samples.length === 0) throw noGroundedRecordError(root, split, dataset.skipped);
   return { samples, skipped: dataset.skipped };
+}
+
+/** The error for a split none of whose records has a grounded phrase, with the first bad record skipped. */
+export function noGroundedRecordError(root: string, split: string, skipped: PngDataset['skipped']): Error {
+  return new Error(`${root}: split ${split} has no record with a grounded phrase${skipped.length ? ` (${skipped.length} bad records skipped; first: ${skipped[0].reason})` : ''}`);
 }
 
 /** The model-side view of samples, all phrases padded to `maxPhrases`. Owns its tensors. */

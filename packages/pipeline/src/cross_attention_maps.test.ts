@@ -194,5 +194,7 @@ describe('cross-attention maps of the tiny SD backbone (wasm)', () => {
       for (const iou of Object.values(result.meanIoU)) expect(iou >= 0 && iou <= 1).toBe(true);
       expect(result.skippedRecords).toEqual([]);
     }
+    // the generated train split is empty (train: 0)
+    await expect(crossAttentionIoU(backbone, path.join(dir, '64x64'), { split: 'train2017', imageSize: 32 })).rejects.toThrow(/64x64: split train2017 has no record with a grounded phrase/);
   });
 });

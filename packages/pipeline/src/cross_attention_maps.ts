@@ -10,6 +10,7 @@ import { AttnProcessor, DDPMScheduler, type AttentionProcessor, type DiffusionBa
 import { PngDataset, imageTensor, letterbox, unletterbox, type LetterboxTransform, type PngSample, type RgbImage, type SkippedRecord } from '@png/png-data';
 import { maskIoU } from '@png/png-metrics';
 import { DEFAULT_TRAINING_SETTINGS } from './benchmark_training';
+import { noGroundedRecordError } from './benchmark_samples';
 import { validateNarratives } from './phrase_features';
 
 /** One UNet forward's output and the cross-attention probabilities it went through. */
@@ -306,7 +307,7 @@ export async function crossAttentionIoU(backbone: DiffusionBackbone, dataDir: st
     if (++grounded === options.limit) break;
   }
   if (batch.length > 0) await score(batch);
-  if (grounded === 0) throw new Error(`${dataDir}: split ${split} has no record with a grounded phrase${dataset.skipped.length ? ` (${dataset.skipped.length} bad records skipped; first: ${dataset.skipped[0].reason})` : ''}`);
+  if (grounded === 0) throw noGroundedRecordError(dataDir, split, dataset.skipped);
   const mean = (group: keyof ThingStuffValues) => sums[group] / counts[group];
   return { meanIoU: { overall: mean('overall'), things: mean('things'), stuff: mean('stuff') }, phrases: counts, skipped, skippedRecords: [...dataset.skipped] };
 }
