@@ -13,7 +13,7 @@ const SYNC_BACKENDS = ['wasm', 'cpu'];
  * Keeps frozen weights in host memory and uploads them to the backend only while they are
  * needed (cf. diffusers' `enable_sequential_cpu_offload`). The tensors stay the same objects: only
  * their backend storage is released and restored under the same data id, so a model holding them
- * needs no change. On wasm this also drops XNNPACK's packed copy of each weight, which is what
+ * needs no change. On wasm this also drops any packed copy XNNPACK made of a weight; it is what
  * lets SD v1.5's 3.4 GB UNet run within wasm32's 4 GiB heap.
  *
  * A gradient tape that still references an evicted weight cannot run: to train through offloaded

@@ -29,7 +29,6 @@ import type { WasmBackend } from './wasm_heap';
  * releasing an intermediate that the result aliases — e.g. a Reshape — is safe).
  */
 
-
 type Info = tf.TensorInfo;
 
 /** Runs wasm kernels on `backend` and releases every intermediate but the result (also on throw). */

@@ -111,5 +111,5 @@ export function matMulTransposedWeight(x: tf.Tensor2D, w: tf.Tensor): tf.Tensor2
   if (x.shape[1] * w.shape[0] !== w.size) throw new Error(`matMulTransposedWeight: [${x.shape}] · [${w.shape}]ᵀ do not fit`);
   if (streamsWeight(w, x.shape[0])) return tf.transpose(streamedWeightProduct(w, tf.transpose(x) as tf.Tensor2D)); // [O, N] → [N, O]
   if (tf.getBackend() === 'wasm') return matMul2d(x, tf.tidy(() => tf.transpose(asMatrix(w)) as tf.Tensor2D)); // [K, O], a copy
-  return w.rank === 2 ? tf.matMul(x, w as tf.Tensor2D, false, true) : tf.tidy(() => tf.matMul(x, asMatrix(w), false, true));
+  return tf.tidy(() => tf.matMul(x, asMatrix(w), false, true));
 }

@@ -425,9 +425,10 @@ export class UNet2DConditionModel extends ParameterModule {
   /**
    * Keeps the weights of every down, mid and up block in host memory and uploads each block's
    * weights only while it runs (wasm or cpu backend). Needed to run SD v1.5 on wasm32, whose 4 GiB
-   * heap cannot hold the weights plus XNNPACK's packed copies. Outputs are bit-identical. For
-   * training, enable gradient checkpointing too: then a block's weights are uploaded again while
-   * its gradient is computed. Returns the function that turns offloading off again.
+   * heap cannot hold the weights and what a forward allocates beside them. Outputs are
+   * bit-identical. For training, enable gradient checkpointing too: then a block's weights are
+   * uploaded again while its gradient is computed. Returns the function that turns offloading off
+   * again.
    */
   async enableSequentialOffload(): Promise<() => void> {
     const params = this.parameters;
