@@ -6,9 +6,8 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend } from '@png/core';
-import { DiffusionBackbone, FeatureTaps } from '@png/diffusion-backbone';
+import { DiffusionBackbone, FeatureTaps, encodePhrases } from '@png/diffusion-backbone';
 import { PhraseAdapter, attachEipa, phraseStateKey } from '@png/eipa';
-import { encodePhrases } from '@png/pipeline';
 import { PngEvaluator, summarizeMetrics } from '@png/png-metrics';
 
 const here = path.dirname(new URL(import.meta.url).pathname);

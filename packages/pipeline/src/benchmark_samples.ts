@@ -4,9 +4,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { PhraseFeatures } from '@png/core';
-import type { DiffusionBackbone } from '@png/diffusion-backbone';
+import { encodePhrases, type DiffusionBackbone, type Narrative } from '@png/diffusion-backbone';
 import { PngDataset, letterbox, masksToTarget, type LetterboxTransform, type PngSample } from '@png/png-data';
-import { encodePhrases, type Narrative } from './phrase_features';
 
 /** Records of a split that have at least one grounded phrase, in file order (at most `limit`). */
 export async function readGroundedSamples(root: string, split: string, options: { limit?: number; onBadRecord?: 'skip' | 'throw' } = {}): Promise<{ samples: PngSample[]; skipped: PngDataset['skipped'] }> {

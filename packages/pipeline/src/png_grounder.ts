@@ -1,10 +1,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { CONFIG_FILE, WEIGHTS_FILE, check, parseJsonObject, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, resize, resolveConfig, seededNormal, writeFileAtomic, type FeatureMap, type FetchFunction, type ModuleFiles, type PhraseFeatures } from '@png/core';
-import { FeatureTaps, type DiffusionBackbone } from '@png/diffusion-backbone';
+import { FeatureTaps, encodePhrases, type DiffusionBackbone, type Narrative } from '@png/diffusion-backbone';
 import { PhraseAdapter, attachEipa, attentionKey, phraseStateKey, type EipaConfig } from '@png/eipa';
 import { MultiLevelMutualAggregation, type MlmaConfig } from '@png/mlma';
 import { PngDecoder, deepSupervisionLoss, type PngDecoderConfig } from '@png/png-decoder';
-import { encodePhrases, type Narrative } from './phrase_features';
 
 /** The grounding model's config.json: the trainable parts' configs and how the backbone is read. */
 export interface PngGrounderConfig {
