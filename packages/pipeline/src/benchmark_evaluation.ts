@@ -11,10 +11,10 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { writeFileAtomic } from '@png/core';
-import { encodePng, unletterbox, type PngSample, type SkippedRecord } from '@png/png-data';
+import { encodePng, type PngSample, type SkippedRecord } from '@png/png-data';
 import { PngEvaluator, buildReport, encodeRle, renderRecallCurvesSvg, summarizeMetrics, type PngMetrics, type PngPredictionRecord, type PngSample as EvaluatedSample, type PngSummary } from '@png/png-metrics';
 import { encodeSamples, readGroundedSamples } from './benchmark_samples';
-import type { PngGrounder } from './png_grounder';
+import { masksFromLogits, type PngGrounder } from './png_grounder';
 import { renderAttentionMap, renderOverlay, tileImages } from './visualize';
 
 export interface BenchmarkEvaluationOptions {
@@ -76,10 +76,9 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
     const encoded = encodeSamples(grounder.backbone, inputs, { size: imageSize, maxPhrases });
     const out = grounder.forwardLatents(encoded.latents, encoded.phrases);
     const last = out.predictions[out.predictions.length - 1]; // [B, h, w, maxPhrases]
+    const masks = await masksFromLogits(last, encoded.transforms, batch.map((v) => v.count));
     for (const [b, view] of batch.entries()) {
-      const maps = tf.slice(last, [b, 0, 0, 0], [1, -1, -1, view.count]) as tf.Tensor4D;
-      predicted[view.sample].push(...(await unletterbox(maps, encoded.transforms[b])));
-      maps.dispose();
+      predicted[view.sample].push(...masks[b]);
       if (view.sample < attentionMaps && view.first === 0 && Object.keys(out.attention).length > 0) {
         const maps: Record<string, Float32Array> = {};
         for (const [block, a] of Object.entries(out.attention)) {
