@@ -11,10 +11,10 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { writeFileAtomic } from '@png/core';
-import { encodePng, type PngSample, type SkippedRecord } from '@png/png-data';
+import { encodePng, letterbox, type PngSample, type SkippedRecord } from '@png/png-data';
 import { PngEvaluator, buildReport, encodeRle, renderRecallCurvesSvg, summarizeMetrics, type PngMetrics, type PngPredictionRecord, type PngSample as EvaluatedSample, type PngSummary } from '@png/png-metrics';
 import { encodeSamples, readGroundedSamples } from './benchmark_samples';
-import { masksFromLogits, type PngGrounder } from './png_grounder';
+import { masksFromLogits, type EipaProbe, type PngGrounder } from './png_grounder';
 import { renderAttentionMap, renderOverlay, tileImages } from './visualize';
 
 export interface BenchmarkEvaluationOptions {
@@ -34,6 +34,12 @@ export interface BenchmarkEvaluationOptions {
   readonly limit?: number;
   /** Samples per forward (default 8). */
   readonly batchSize?: number;
+  /**
+   * A test-time check of EIPA (see EipaProbe). For `swap_phrases` the donor of each sample is the
+   * image of the next grounded record of the split (the last's is the first's), so the split needs
+   * two records or more.
+   */
+  readonly probe?: EipaProbe['kind'];
   readonly onProgress?: (done: number, total: number) => void;
 }
 
@@ -65,6 +71,7 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
   const attentionMaps = options.attentionMaps ?? 4;
   const maxPhrases = grounder.config.max_phrases;
   const { samples, skipped } = await readGroundedSamples(options.data, split, { limit: options.limit });
+  if (options.probe === 'swap_phrases' && samples.length < 2) throw new Error(`${options.data}: split ${split} has ${samples.length} grounded record; swap_phrases needs two or more (each image's phrase states come from another image)`);
 
   // A sample with more phrases than the model takes is grounded in several forwards.
   const views: View[] = samples.flatMap((s, i) => Array.from({ length: Math.ceil(s.phrases.length / maxPhrases) }, (_, k) => ({ sample: i, first: k * maxPhrases, count: Math.min(maxPhrases, s.phrases.length - k * maxPhrases) })));
@@ -74,7 +81,8 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
     const batch = views.slice(start, start + batchSize);
     const inputs = batch.map((v) => viewSample(samples[v.sample], v));
     const encoded = encodeSamples(grounder.backbone, inputs, { size: imageSize, maxPhrases });
-    const out = grounder.forwardLatents(encoded.latents, encoded.phrases);
+    const donors = options.probe === 'swap_phrases' ? encodeDonors(grounder, batch.map((v) => samples[(v.sample + 1) % samples.length]), imageSize) : undefined;
+    const out = grounder.forwardLatents(encoded.latents, encoded.phrases, donors ? { kind: 'swap_phrases', donors } : options.probe === 'zero_gates' ? { kind: 'zero_gates' } : undefined);
     const last = out.predictions[out.predictions.length - 1]; // [B, h, w, maxPhrases]
     const masks = await masksFromLogits(last, encoded.transforms, batch.map((v) => v.count));
     for (const [b, view] of batch.entries()) {
@@ -89,7 +97,7 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
         attention[view.sample] = maps;
       }
     }
-    tf.dispose([out, encoded.latents, encoded.phrases, encoded.targets]);
+    tf.dispose([out, encoded.latents, encoded.phrases, encoded.targets, donors]);
     options.onProgress?.(Math.min(samples.length, batch[batch.length - 1].sample + 1), samples.length);
   }
 
@@ -118,7 +126,7 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
   };
   if (out) {
     const report = buildReport(metrics);
-    await writeFileAtomic(path.join(out, 'report.json'), JSON.stringify({ ...report, split, samples: result.samples, baseline_full_image: result.baseline }, null, 2) + '\n');
+    await writeFileAtomic(path.join(out, 'report.json'), JSON.stringify({ ...report, split, samples: result.samples, ...(options.probe ? { probe: options.probe } : {}), baseline_full_image: result.baseline }, null, 2) + '\n');
     await writeFileAtomic(path.join(out, 'ar_curves.svg'), renderRecallCurvesSvg(report));
     await writeFileAtomic(path.join(out, 'predictions.json'), JSON.stringify(records));
     for (const [i, sample] of samples.slice(0, overlays).entries()) {
@@ -146,6 +154,11 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
     }
   }
   return result;
+}
+
+/** The VAE latents of `donors`' images, letterboxed to `size` as the samples are: [B, S/f, S/f, C]. */
+function encodeDonors(grounder: PngGrounder, donors: readonly PngSample[], size: number): tf.Tensor4D {
+  return tf.tidy(() => grounder.backbone.encodeImages(tf.concat(donors.map((d) => letterbox(d.image, size).tensor), 0) as tf.Tensor4D));
 }
 
 /** The sample with only the phrases of `view` (one forward's worth). */

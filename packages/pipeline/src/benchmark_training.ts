@@ -4,6 +4,7 @@
  *   <out>/run.json         the grounder config and training settings (a rerun must match them)
  *   <out>/checkpoint/      trainable weights + AdamW state + step, every `checkpoint_every` steps
  *   <out>/losses.json      the loss of every step so far
+ *   <out>/gates.json       EIPA's mean |tanh(gate)| per kind (extract, inject) after every step so far
  *   <out>/grounder/        the trained model (PngGrounder.save) once all steps are done
  */
 import * as fs from 'node:fs';
@@ -11,6 +12,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { check, isFiniteNumber, isNonNegativeInt, isPositiveInt, resolveConfig, writeFileAtomic } from '@png/core';
 import type { DiffusionBackbone } from '@png/diffusion-backbone';
+import type { EipaGateMagnitudes } from '@png/eipa';
 import { Prng, type SkippedRecord } from '@png/png-data';
 import { encodeSamples, gatherBatch, readGroundedSamples } from './benchmark_samples';
 import { PngGrounder, resolvePngGrounderConfig, type PngGrounderConfig } from './png_grounder';
@@ -26,6 +28,8 @@ export interface TrainingSettings {
   readonly warmup_steps: number;
   readonly weight_decay: number;
   readonly clip_grad_norm: number;
+  /** Factor on the learning rate (step and decay) of EIPA's gates, a param group of their own; 1: as every other variable. */
+  readonly gate_lr_multiplier: number;
   /** Canvas side the images are letterboxed to (a multiple of the backbone's imageMultiple). */
   readonly image_size: number;
   /** Seed of the trainable parts' initialisation and of the data order. */
@@ -42,6 +46,7 @@ export const DEFAULT_TRAINING_SETTINGS: TrainingSettings = Object.freeze({
   warmup_steps: 50,
   weight_decay: 1e-2,
   clip_grad_norm: 1,
+  gate_lr_multiplier: 1,
   image_size: 64,
   seed: 0,
   checkpoint_every: 50,
@@ -55,6 +60,7 @@ export function resolveTrainingSettings(user: Partial<TrainingSettings> | Record
     check(isNonNegativeInt(c.warmup_steps) && c.warmup_steps < c.steps, 'TrainingSettings', 'warmup_steps', `an integer in [0, steps = ${c.steps})`, c.warmup_steps);
     check(isFiniteNumber(c.weight_decay) && c.weight_decay >= 0, 'TrainingSettings', 'weight_decay', 'a number ≥ 0', c.weight_decay);
     check(isFiniteNumber(c.clip_grad_norm) && c.clip_grad_norm > 0, 'TrainingSettings', 'clip_grad_norm', 'a number > 0', c.clip_grad_norm);
+    check(isFiniteNumber(c.gate_lr_multiplier) && c.gate_lr_multiplier > 0, 'TrainingSettings', 'gate_lr_multiplier', 'a number > 0', c.gate_lr_multiplier);
     check(Number.isInteger(c.seed), 'TrainingSettings', 'seed', 'an integer', c.seed);
     check(c.limit === null || isPositiveInt(c.limit), 'TrainingSettings', 'limit', 'a positive integer or null', c.limit);
   });
@@ -69,6 +75,8 @@ export interface TrainingProgress {
   /** Mean loss of the last steps (train only). */
   readonly loss?: number;
   readonly lr?: number;
+  /** EIPA's mean |tanh(gate)| per kind after this step (train only): how far it has left static prompting. */
+  readonly gates?: EipaGateMagnitudes;
 }
 
 export interface BenchmarkTrainingOptions {
@@ -89,6 +97,8 @@ export interface BenchmarkTrainingResult {
   readonly grounderDir: string;
   /** Loss of every step of the run, resumed steps included. */
   readonly losses: number[];
+  /** EIPA's gate magnitudes after every step of the run (as losses; empty for a run started before they were logged). */
+  readonly gates: EipaGateMagnitudes[];
   /** The step the run resumed from (0: a fresh run). */
   readonly resumedFrom: number;
   /** Training samples (0 when the run was already finished). */
@@ -119,12 +129,18 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
   const config = resolvePngGrounderConfig(options.config ?? {});
   const training = resolveTrainingSettings(options.training ?? {});
   const run: RunFile = { data: path.resolve(options.data), split, config, training };
-  const files = { run: path.join(options.out, 'run.json'), checkpoint: path.join(options.out, 'checkpoint'), losses: path.join(options.out, 'losses.json'), grounder: path.join(options.out, 'grounder') };
+  const files = {
+    run: path.join(options.out, 'run.json'),
+    checkpoint: path.join(options.out, 'checkpoint'),
+    losses: path.join(options.out, 'losses.json'),
+    gates: path.join(options.out, 'gates.json'),
+    grounder: path.join(options.out, 'grounder'),
+  };
   checkSameRun(files.run, run);
   await writeFileAtomic(files.run, JSON.stringify(run, null, 2) + '\n');
   const finished = readLosses(files.losses);
   if (finished.length === training.steps && fs.existsSync(path.join(files.grounder, 'config.json'))) {
-    return { grounderDir: files.grounder, losses: finished, resumedFrom: training.steps, samples: 0, truncatedPhrases: 0, skipped: [], seconds: (performance.now() - began) / 1000 };
+    return { grounderDir: files.grounder, losses: finished, gates: readGates(files.gates), resumedFrom: training.steps, samples: 0, truncatedPhrases: 0, skipped: [], seconds: (performance.now() - began) / 1000 };
   }
 
   const { samples, skipped } = await readGroundedSamples(options.data, split, { limit: training.limit ?? undefined });
@@ -139,15 +155,22 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
       const batch = gatherBatch(encoded, indices);
       return grounder.loss(batch.latents, batch.phrases, batch.targets);
     },
-    optimizer: { lr: training.lr, weight_decay: training.weight_decay, noDecay: (key) => /(bias|norm|gate|level_weights)/.test(key) },
+    optimizer: {
+      lr: training.lr,
+      weight_decay: training.weight_decay,
+      noDecay: (key) => /(bias|norm|gate|level_weights)/.test(key),
+      lrMultiplier: (key) => (/^eipa\..*\.gate$/.test(key) ? training.gate_lr_multiplier : 1),
+    },
     schedule,
     clip_grad_norm: training.clip_grad_norm,
   });
   try {
     let losses: number[] = [];
+    let gates: EipaGateMagnitudes[] = [];
     if (fs.existsSync(path.join(files.checkpoint, TRAINER_STATE_FILE))) {
       await trainer.resume(files.checkpoint);
       losses = readLosses(files.losses).slice(0, trainer.iterations);
+      gates = readGates(files.gates).slice(0, trainer.iterations);
     }
     const resumedFrom = trainer.iterations;
     const order = new BatchOrder(samples.length, training.batch_size, training.seed);
@@ -162,16 +185,18 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
         throw e;
       }
       losses.push(result.loss);
+      gates.push(grounder.adapter.gateMagnitudes());
       const done = step + 1;
       if (done % training.checkpoint_every === 0 || done === training.steps) {
         await trainer.save(files.checkpoint);
         await writeFileAtomic(files.losses, JSON.stringify(losses));
+        await writeFileAtomic(files.gates, JSON.stringify(gates));
       }
       const recent = losses.slice(-20);
-      options.onProgress?.({ phase: 'train', done, total: training.steps, loss: recent.reduce((a, b) => a + b, 0) / recent.length, lr: result.lr });
+      options.onProgress?.({ phase: 'train', done, total: training.steps, loss: recent.reduce((a, b) => a + b, 0) / recent.length, lr: result.lr, gates: gates[gates.length - 1] });
     }
     await grounder.save(files.grounder);
-    return { grounderDir: files.grounder, losses, resumedFrom, samples: samples.length, truncatedPhrases: encoded.truncated, skipped, seconds: (performance.now() - began) / 1000 };
+    return { grounderDir: files.grounder, losses, gates, resumedFrom, samples: samples.length, truncatedPhrases: encoded.truncated, skipped, seconds: (performance.now() - began) / 1000 };
   } finally {
     grounder.dispose();
     trainer.dispose();
@@ -200,6 +225,16 @@ function readLosses(file: string): number[] {
   const losses = JSON.parse(fs.readFileSync(file, 'utf8')) as unknown;
   if (!Array.isArray(losses) || !losses.every((l) => typeof l === 'number')) throw new Error(`${file}: expected a JSON array of numbers (the loss of every step)`);
   return losses;
+}
+
+function readGates(file: string): EipaGateMagnitudes[] {
+  if (!fs.existsSync(file)) return [];
+  const gates = JSON.parse(fs.readFileSync(file, 'utf8')) as unknown;
+  const isMagnitude = (v: unknown) => v === null || typeof v === 'number';
+  if (!Array.isArray(gates) || !gates.every((g) => g !== null && typeof g === 'object' && isMagnitude(g.extract) && isMagnitude(g.inject))) {
+    throw new Error(`${file}: expected a JSON array of {extract, inject} gate magnitudes (numbers or null), one per step`);
+  }
+  return gates as EipaGateMagnitudes[];
 }
 
 /**

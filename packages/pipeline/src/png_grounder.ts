@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { CONFIG_FILE, WEIGHTS_FILE, check, parseJsonObject, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, resolveConfig, seededNormal, writeFileAtomic, type FeatureMap, type FetchFunction, type ModuleFiles, type PhraseFeatures } from '@png/core';
+import { CONFIG_FILE, WEIGHTS_FILE, check, parseJsonObject, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, resolveConfig, seededNormal, writeFileAtomic, type FeatureMap, type FetchFunction, type ForwardContext, type ModuleFiles, type PhraseFeatures } from '@png/core';
 import { DDPMScheduler, FeatureTaps, encodePhrases, type DiffusionBackbone, type Narrative } from '@png/diffusion-backbone';
 import { PhraseAdapter, attachEipa, type EipaAttachment, type EipaConfig } from '@png/eipa';
 import { MultiLevelMutualAggregation, type MlmaConfig } from '@png/mlma';
@@ -57,6 +57,18 @@ export function resolvePngGrounderConfig(user: Partial<PngGrounderConfig> | Reco
     check(isFiniteNumber(c.dice_weight) && c.dice_weight >= 0, 'PngGrounderConfig', 'dice_weight', 'a non-negative number', c.dice_weight);
   });
 }
+
+/**
+ * A test-time check that dynamic prompting is what it claims (`png evaluate --probe`):
+ * - `zero_gates`: every EIPA update is dropped (each gate taken as 0, an ungated update's too): the
+ *   UNet reads the static phrases and nothing is injected — static prompting with the same weights;
+ * - `swap_phrases`: each image's EIPA phrase states are those its own phrases get over another
+ *   image (`donors`, latents [B, h, w, C] like the forward's): the same phrases run through the
+ *   adapted UNet over the donor image, and every adapted block of the image's own forward takes the
+ *   donor forward's phrase state in place of its extract (the UNet's cross-attention, the inject
+ *   and MLMA all read it). If the phrase states carry image-specific information, AR drops.
+ */
+export type EipaProbe = { readonly kind: 'zero_gates' } | { readonly kind: 'swap_phrases'; readonly donors: tf.Tensor4D };
 
 export type PngGrounderOutput = {
   /** Mask logits after the initial queries and after every decoder layer; the last is final. [B, H/8, W/8, P] */
@@ -241,21 +253,30 @@ export class PngGrounder {
 
   /**
    * As forward, from VAE latents [B, H/f, W/f, C] (`backbone.encodeImages(images)`; frozen, so a
-   * trainer computes them once per image) and phrase features.
+   * trainer computes them once per image) and phrase features; `probe` checks EIPA at test time.
    */
-  forwardLatents(latents: tf.Tensor4D, phrases: PhraseFeatures): PngGrounderOutput {
-    const c = this.config;
-    const { unet } = this.backbone;
+  forwardLatents(latents: tf.Tensor4D, phrases: PhraseFeatures, probe?: EipaProbe): PngGrounderOutput {
     if (latents.shape[0] !== phrases.tensor.shape[0]) throw new Error(`PngGrounder: ${latents.shape[0]} latents but ${phrases.tensor.shape[0]} narratives; pass one narrative per image`);
+    if (probe?.kind === 'swap_phrases' && probe.donors.shape.join() !== latents.shape.join()) throw new Error(`PngGrounder: swap_phrases donors are [${probe.donors.shape}], the latents [${latents.shape}]; pass one donor image's latents per image`);
     return tf.tidy('PngGrounder.forward', () => {
-      // the latents as read: clean, or noised to `timestep` on the backbone's schedule
-      const z = c.noise_seed === null ? latents : this.scheduler.addNoise(latents, seededNormal(latents.shape, c.noise_seed) as tf.Tensor4D, new Array<number>(latents.shape[0]).fill(c.timestep));
-      const { outputs } = unet.forward(z, c.timestep, phrases.tensor, { encoderAttentionMask: phrases.mask, context: this.eipa.context(phrases) });
+      let context = this.eipa.context(phrases, { zeroGates: probe?.kind === 'zero_gates' });
+      if (probe?.kind === 'swap_phrases') {
+        const donor = this.unetOutputs(probe.donors, phrases, this.eipa.context(phrases, { recordStates: true })); // the same phrases over the donor images
+        context = this.eipa.context(phrases, { replayStates: this.eipa.blockStates(donor) });
+      }
+      const outputs = this.unetOutputs(latents, phrases, context);
       const images = this.taps.pyramid(outputs); // coarsest first
       const fused = this.mlma.forward({ images, phrases: this.eipa.phraseStates(outputs, phrases) }); // the phrase state at each level of `images`
       const { predictions } = this.decoder.forward({ pixels: fused.pixels, maskFeatures: fused.maskFeatures, phrases: fused.phrases, phraseMask: phrases.mask });
       return { predictions, phraseMask: tf.clone(phrases.mask), attention: this.eipa.attention(outputs), features: [...images] };
     });
+  }
+
+  /** The adapted UNet's outputs for latents read at `timestep`: clean, or noised to it on the backbone's schedule. */
+  private unetOutputs(latents: tf.Tensor4D, phrases: PhraseFeatures, context: ForwardContext): Record<string, tf.Tensor> {
+    const c = this.config;
+    const z = c.noise_seed === null ? latents : this.scheduler.addNoise(latents, seededNormal(latents.shape, c.noise_seed) as tf.Tensor4D, new Array<number>(latents.shape[0]).fill(c.timestep));
+    return this.backbone.unet.forward(z, c.timestep, phrases.tensor, { encoderAttentionMask: phrases.mask, context }).outputs;
   }
 
   /**
