@@ -76,7 +76,7 @@ describe('the png command line (embedded backbone, wasm)', () => {
     expect(report.average_recall.overall).toBe(summary.overall);
     expect(trained.stdout).toMatch(/EIPA gates e 0\.\d{4} i 0\.\d{4} \(mean \|tanh g\| per kind: extract, inject\)/);
     expect(JSON.parse(fs.readFileSync(path.join(run, 'gates.json'), 'utf8'))).toHaveLength(6);
-    const probed = await png('evaluate', '--data', data, '--run', run, '--json', '--overlays', '0', '--attention-maps', '0', '--probe', 'swap-phrases');
+    const probed = await png('evaluate', '--data', data, '--run', run, '--json', '--overlays', '0', '--attention-maps', '0', '--limit', '2', '--probe', 'swap-phrases');
     expect(probed.code).toBe(0);
     expect(JSON.parse(fs.readFileSync(path.join(run, 'eval-val2017-swap-phrases', 'report.json'), 'utf8')).probe).toBe('swap_phrases');
 
