@@ -1,7 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { LayerNorm, Linear, gelu, geluTanh, type ForwardContext, type WeightScope } from '@png/core';
+import { HookedModule, LayerNorm, Linear, gelu, geluTanh, type ForwardContext, type ModelRuntime, type WeightScope } from '@png/core';
 import { Attention } from './attention_processor';
-import { HookedModule, type ModelRuntime } from './model_runtime';
 
 /** The feed-forward activations of diffusers' `FeedForward` that SD-family UNets use. */
 export type FeedForwardActivation = 'geglu' | 'gelu' | 'gelu-approximate';
