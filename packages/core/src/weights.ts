@@ -138,6 +138,18 @@ function initTensor(init: Init, shape: number[], seed: number): tf.Tensor {
   return tf.randomNormal(shape, 0, init.normal, 'float32', tfSeed(seed));
 }
 
+/**
+ * The engine-wide name of the variable of parameter `key` (what `tf.variableGrads` keys its
+ * gradients by): the key itself, or `key#2`, `key#3`, … while a live variable of another module
+ * has that name.
+ */
+function variableName(key: string): string {
+  const taken = tf.engine().registeredVariables;
+  let name = key;
+  for (let i = 2; name in taken; i++) name = `${key}#${i}`;
+  return name;
+}
+
 interface ScopeRoot {
   readonly source?: WeightSource;
   readonly trainable: boolean;
@@ -197,7 +209,7 @@ export class WeightScope {
     if (!torchShape.every((d) => Number.isInteger(d) && d > 0)) throw new Error(`parameter '${key}': invalid shape [${torchShape}]`);
     let value = tf.tidy(() => (source ? readTorch(source, key, torchShape) : initTensor(options.init ?? 'zeros', [...torchShape], (seed ^ hashKey(key)) >>> 0)));
     if (trainable) {
-      const v = tf.variable(value, true);
+      const v = tf.variable(value, true, variableName(key));
       value.dispose();
       value = v;
     }
