@@ -21,7 +21,7 @@ export { WeightScope, Parameters, type Init } from './weights';
 export { seededNormal, tfSeed } from './random';
 export { ParameterModule } from './module';
 export { Linear } from './nn/linear';
-export { matMul2d, batchMatMul, matMulTransposedWeight, streamedWeightProduct, streamsWeight } from './nn/matmul';
+export { matMul2d, batchMatMul } from './backends/matmul';
 export { resize, interpolationMatrix, type ResizeMode } from './nn/resize';
 export { Conv2d, type Conv2dPadding } from './nn/conv2d';
 export { GroupNorm } from './nn/group_norm';
@@ -33,6 +33,7 @@ export { ForwardContext, matchesPath, type BlockHook, type PathMatch } from './h
 export { HookRegistry, HookedModule, ModelRuntime, hookedLeaf } from './hooks/hooked_module';
 export { HostOffload, applyGroupOffloading } from './hooks/group_offloading';
 export { applyGradientCheckpointing, type GradientCheckpointingOptions } from './hooks/gradient_checkpointing';
-export { setBackend, BACKENDS, type BackendName } from './backend';
-export { registerWasmTrainingKernels, WASM_TRAINING_KERNELS, wasmKernelOptions } from './wasm_kernels';
+export { setBackend, backendStrategy, BACKENDS, type BackendName } from './backends/backend';
+export { portableStrategy, type BackendStrategy, type Conv2dArgs } from './backends/backend_strategy';
+export { registerWasmTrainingKernels, WASM_TRAINING_KERNELS, wasmKernelOptions } from './backends/wasm/wasm_kernels';
 export { recompute, type RecomputeOptions } from './nn/recompute';

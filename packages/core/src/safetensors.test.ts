@@ -6,7 +6,7 @@ import { saveModule, openModule, openModuleFiles, fetchFile, fetchModuleFiles, j
 import { FOLDER_FETCH_BASE, folderFetch } from './testing';
 import { WeightScope } from './weights';
 import { Linear } from './nn/linear';
-import { setBackend } from './backend';
+import { setBackend } from './backends/backend';
 
 /** A safetensors file from a raw header object and data bytes. */
 function rawFile(header: object, data: Uint8Array): Uint8Array {

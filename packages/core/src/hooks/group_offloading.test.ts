@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { setBackend } from '../backend';
+import { setBackend } from '../backends/backend';
 import { HostOffload } from './group_offloading';
 
 describe.each(['cpu', 'wasm'] as const)('HostOffload on %s', (backend) => {

@@ -83,7 +83,8 @@ export class HostOffload {
 
 /**
  * Sequential offload of `blocks` (cf. diffusers' `apply_group_offloading` at block level): the
- * weights under each block's path (the `<path>.…` keys of `parameters`) stay in host memory
+ * weights under each block's path (the `<path>.…` keys of `parameters`, with their load-time
+ * layouts) stay in host memory
  * (`HostOffload`) and are uploaded while the block runs. Outputs are bit-identical. Under gradient
  * checkpointing (`applyGradientCheckpointing`) a block's weights are uploaded again while its
  * gradient is computed, and stay until it is. Returns the function that turns offloading off
@@ -92,7 +93,11 @@ export class HostOffload {
 export async function applyGroupOffloading(blocks: readonly HookedModule[], parameters: Parameters): Promise<() => void> {
   const { hooks } = sharedRuntime(blocks, 'applyGroupOffloading');
   const keys = parameters.keys();
-  const groups = new Map(blocks.map((block) => [block.path, keys.filter((key) => key.startsWith(`${block.path}.`)).map((key) => parameters.get(key))]));
+  const tensorsOf = (key: string): tf.Tensor[] => {
+    const layout = parameters.layoutOf(key); // a backend's load-time copy leaves with the weight
+    return layout ? [parameters.get(key), layout] : [parameters.get(key)];
+  };
+  const groups = new Map(blocks.map((block) => [block.path, keys.filter((key) => key.startsWith(`${block.path}.`)).flatMap(tensorsOf)]));
   const offload = await HostOffload.create([...groups.values()].flat());
   const pinned = new Set<string>(); // blocks whose gradient is being computed
   const remove = hooks.add((path) => groups.has(path), {
