@@ -1,4 +1,4 @@
-import { alignUtterances, countDrops } from './pre_process';
+import { alignUtterances, countDrops, describeDrops } from './pre_process';
 
 /** The caption text of every utterance's span. */
 function aligned(caption: string, utterances: string[]): string[] {
@@ -87,6 +87,14 @@ describe('alignUtterances (the official pre-processing: BERT basic word counts)'
     // cut into "İ don" and "" (not "İ do" and "t"): ["i", "don"] + ["'", "t"], 4 words as in the
     // caption. Cutting the original at its own index 4 would give 5 words and drop the narrative.
     expect(aligned("İ don't", ["İ don't"])).toEqual(["İ don't"]);
+  });
+
+  test('describeDrops says how many, by reason', () => {
+    expect(describeDrops([])).toBe('');
+    expect(describeDrops([{ reason: 'word count mismatch' }])).toBe('1 narrative dropped as the official pre-processing drops them (not evaluated): 1 word count mismatch');
+    expect(describeDrops([{ reason: 'word count mismatch' }, { reason: 'empty caption' }, { reason: 'word count mismatch' }])).toBe(
+      '3 narratives dropped as the official pre-processing drops them (not evaluated): 1 empty caption, 2 word count mismatch',
+    );
   });
 
   test('countDrops counts narratives per reason, every reason listed', () => {

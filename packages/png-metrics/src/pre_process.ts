@@ -90,3 +90,14 @@ export function countDrops(drops: readonly { readonly reason: NarrativeDropReaso
   for (const { reason } of drops) counts[reason]++;
   return counts;
 }
+
+/**
+ * One line for people, e.g. `3 narratives dropped as the official pre-processing drops them (not
+ * evaluated): 2 word count mismatch, 1 empty caption`; '' if there are none.
+ */
+export function describeDrops(drops: readonly { readonly reason: NarrativeDropReason }[]): string {
+  if (drops.length === 0) return '';
+  const counts = countDrops(drops);
+  const parts = NARRATIVE_DROP_REASONS.filter((r) => counts[r] > 0).map((r) => `${counts[r]} ${r}`);
+  return `${drops.length} narrative${drops.length > 1 ? 's' : ''} dropped as the official pre-processing drops them (not evaluated): ${parts.join(', ')}`;
+}
