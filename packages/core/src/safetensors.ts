@@ -5,6 +5,8 @@
  * UNet is never held twice in memory.
  */
 
+import { checkInputFile } from './input_file';
+
 export type SafetensorsDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
 const BYTES_PER_ELEMENT: Record<SafetensorsDtype, number> = {
@@ -301,7 +303,7 @@ export class SafetensorsFile implements WeightSource {
   /** Opens and validates `path`. Throws a SafetensorsError naming the file for any defect. */
   static async open(path: string): Promise<SafetensorsFile> {
     const fs: NodeFs = await import('node:fs');
-    if (!fs.existsSync(path)) throw new SafetensorsError(path, 'no such file');
+    await checkInputFile(path, 'a safetensors weights file');
     const fd = fs.openSync(path, 'r');
     try {
       const size = fs.fstatSync(fd).size;

@@ -86,6 +86,7 @@ describe('the png command line (embedded backbone, wasm)', () => {
     expect(fs.readFileSync(path.join(dir, 'ground', 'overlay.png')).subarray(1, 4).toString()).toBe('PNG');
 
     expect(await png('ground', '--image', path.join(dir, 'nope.png'), '--caption', 'a dog', '--run', run)).toMatchObject({ code: 1, stderr: expect.stringContaining('nope.png: no such file') });
+    expect(await png('ground', '--image', dir, '--caption', 'a dog', '--run', run)).toMatchObject({ code: 1, stderr: expect.stringContaining(`${dir}: is a folder; expected an image (JPEG or PNG)`) });
     expect(await png('ground', '--image', image, '--caption', '  ', '--run', run)).toMatchObject({ code: 2, stderr: expect.stringContaining('--caption is empty') });
     expect(await png('evaluate', '--data', data, '--run', dir)).toMatchObject({ code: 1, stderr: expect.stringContaining('not a png train run folder (no run.json)') });
 

@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { BACKENDS, parseJsonObject, setBackend, writeFileAtomic, type BackendName } from '@png/core';
+import { BACKENDS, parseJsonObject, readInputFile, setBackend, writeFileAtomic, type BackendName } from '@png/core';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
 import { decodeImage, encodePng, generateSyntheticBenchmark, type DroppedRecord, type RgbImage, type SkippedRecord } from '@png/png-data';
 import { NARRATIVE_DROP_REASONS, createProgressBar, describeDrops, encodeRle, formatDuration, formatMetricsTable, formatPercent, type ProgressBar } from '@png/png-metrics';
@@ -375,7 +375,7 @@ async function ground(args: readonly string[], env: CliEnvironment): Promise<voi
   const v = parse(args, { ...MODEL_OPTIONS, image: { type: 'string' }, caption: { type: 'string' }, run: { type: 'string' }, out: { type: 'string' } }, ['image', 'caption', 'run']);
   const imageFile = v.image as string;
   if (!fs.existsSync(imageFile)) throw new Error(`--image ${imageFile}: no such file`);
-  const image = decodeImage(new Uint8Array(fs.readFileSync(imageFile)), imageFile);
+  const image = decodeImage(new Uint8Array(await readInputFile(imageFile, 'an image (JPEG or PNG)')), imageFile);
   const caption = v.caption as string;
   if (caption.trim() === '') throw new UsageError('--caption is empty; pass the narrative to ground');
   const out = (v.out as string | undefined) ?? 'png-ground';

@@ -233,6 +233,33 @@ describe('PngDataset bad records', () => {
     await expect(load(dir, { onBadRecord: 'skip' })).rejects.toThrow(`png_coco_val2017.json: byte ${text.length - 10}: the file is truncated: it ends inside record 1`);
   });
 
+  it('a folder where an image, a panoptic PNG or an annotation file is expected is named, with what was expected', async () => {
+    const dir = path.join(tmp, 'folders');
+    writeHandBenchmark(dir, 'val2017', [JPEG_SCENE], [good]);
+    const image = path.join(dir, 'images/val2017/000000000285.jpg');
+    fs.rmSync(image);
+    fs.mkdirSync(image);
+    await expect(load(dir)).rejects.toThrow(`png_coco_val2017.json record 0: field image_id: ${image}: is a folder; expected an image (JPEG or PNG)`);
+    const skipped = await load(dir, { onBadRecord: 'skip' });
+    expect(skipped.dataset.skipped.map((s) => s.index)).toEqual([0]);
+
+    fs.rmSync(image, { recursive: true });
+    writeHandBenchmark(dir, 'val2017', [JPEG_SCENE], [good]);
+    const panopticPng = path.join(dir, 'annotations/panoptic_segmentation/val2017/000000000285.png');
+    fs.rmSync(panopticPng);
+    fs.mkdirSync(panopticPng);
+    await expect(load(dir)).rejects.toThrow(`png_coco_val2017.json record 0: field image_id: ${panopticPng}: is a folder; expected a COCO panoptic PNG`);
+
+    const records = path.join(dir, 'annotations/png_coco_val2017.json');
+    fs.rmSync(records);
+    fs.mkdirSync(records);
+    await expect(load(dir)).rejects.toThrow(`${records}: is a folder; expected a JSON file holding one array`);
+    const panoptic = path.join(dir, 'annotations/panoptic_val2017.json');
+    fs.rmSync(panoptic);
+    fs.mkdirSync(panoptic);
+    await expect(load(dir)).rejects.toThrow(`${panoptic}: is a folder; expected the COCO panoptic JSON`);
+  });
+
   it('checks the options and the folder', async () => {
     await expect(PngDataset.open(root, 'val2017', { onBadRecord: 'ignore' as 'skip' })).rejects.toThrow("onBadRecord must be 'skip' or 'throw'");
     await expect(PngDataset.open(root, 'train2017')).rejects.toThrow('png_coco_train2017.json not found');

@@ -6,8 +6,8 @@
  * §1.7), so a phrase here is exactly a phrase the evaluator scores.
  */
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
+import { readInputFile } from '@png/core';
 import { alignUtterances, decodePanopticPng, extractPhrases, parseNarrativeRecords, parsePanopticJson, type GtPhrase, type NarrativeDropReason, type NarrativeRecord, type PanopticIdMap, type PanopticIndex } from '@png/png-metrics';
 import jpeg from 'jpeg-js';
 import pngjs from 'pngjs';
@@ -136,9 +136,10 @@ export class PngDataset {
     if (mode !== 'skip' && mode !== 'throw') throw new Error(`PngDataset.open: onBadRecord must be 'skip' or 'throw', got ${JSON.stringify(mode)}`);
     const paths = splitPaths(root, split);
     if (!existsSync(paths.records)) throw new Error(`PngDataset.open: ${paths.records} not found; root must hold images/ and annotations/ (spec §1.1)`);
+    const text = (await readInputFile(paths.panoptic, 'the COCO panoptic JSON')).toString('utf8');
     let json: unknown;
     try {
-      json = JSON.parse(await readFile(paths.panoptic, 'utf8'));
+      json = JSON.parse(text);
     } catch (e) {
       throw new Error(`PngDataset.open: cannot read the COCO panoptic JSON ${paths.panoptic}: ${(e as Error).message}`);
     }
@@ -224,12 +225,13 @@ export class PngDataset {
     const jpgPath = this.paths.image(imageId, 'jpg');
     const imagePath = [jpgPath, this.paths.image(imageId, 'png')].find((p) => existsSync(p));
     if (!imagePath) throw new BadRecord('image_id', `no image file ${jpgPath.slice(0, -4)}.jpg or .png`);
-    const image = decodeImage(await readFile(imagePath), imagePath);
+    const image = decodeImage(await readRecordFile(imagePath, 'an image (JPEG or PNG)'), imagePath);
     const panopticPath = this.paths.panopticPng(imageId);
     if (!existsSync(panopticPath)) throw new BadRecord('image_id', `no panoptic PNG ${panopticPath}`);
+    const panopticBytes = await readRecordFile(panopticPath, 'a COCO panoptic PNG');
     let idMap: PanopticIdMap;
     try {
-      idMap = decodePanopticPng(await readFile(panopticPath));
+      idMap = decodePanopticPng(panopticBytes);
     } catch (e) {
       throw new BadRecord('image_id', `cannot decode the panoptic PNG ${panopticPath}: ${(e as Error).message}`);
     }
@@ -240,6 +242,15 @@ export class PngDataset {
     }
     this.cache = { imageId, image, ids: idMap.ids };
     return this.cache;
+  }
+}
+
+/** A file a record needs (its image, its panoptic PNG); a folder or unreadable file is a bad record naming the path. */
+async function readRecordFile(path: string, what: string): Promise<Uint8Array> {
+  try {
+    return await readInputFile(path, what);
+  } catch (e) {
+    throw new BadRecord('image_id', (e as Error).message);
   }
 }
 
