@@ -104,13 +104,16 @@ describe('PngEvaluator', () => {
   });
 
   test('fromJSON rejects malformed states with the field named', () => {
-    const good = { format: 'png-metrics/evaluator-state', version: 1, ious: [0.5, null], flags: [1, 2] };
+    const good = { format: 'png-metrics/evaluator-state', version: 2, ious: [0.5, null], flags: [1, 2], areas: [4, 0], tags: { phrase_type: ['unary', null] }, samples: [{ label: 's', image_id: 7, phrases: 2 }] };
     expect(PngEvaluator.fromJSON(good).phraseCount).toBe(2);
     expect(() => PngEvaluator.fromJSON({ ...good, format: 'x' })).toThrow(/field format/);
-    expect(() => PngEvaluator.fromJSON({ ...good, version: 2 })).toThrow(/field version/);
+    expect(() => PngEvaluator.fromJSON({ ...good, version: 1 })).toThrow(/field version: expected 2/);
     expect(() => PngEvaluator.fromJSON({ ...good, flags: [1] })).toThrow(/field flags: expected an array of 2 entries/);
     expect(() => PngEvaluator.fromJSON({ ...good, ious: [0.1, null] })).toThrow(/field ious\[0\]: expected a float32 value/);
     expect(() => PngEvaluator.fromJSON({ ...good, flags: [1, 4] })).toThrow(/field flags\[1\]: expected an integer 0..3/);
+    expect(() => PngEvaluator.fromJSON({ ...good, areas: [4, -1] })).toThrow(/field areas\[1\]: expected a finite number/);
+    expect(() => PngEvaluator.fromJSON({ ...good, tags: { phrase_type: ['unary', 3] } })).toThrow(/field tags.phrase_type\[1\]: expected a string or null/);
+    expect(() => PngEvaluator.fromJSON({ ...good, samples: [{ label: 's', image_id: 7, phrases: 1 }] })).toThrow(/field samples: expected phrase counts summing to 2/);
     expect(() => PngEvaluator.fromJSON([])).toThrow(/field \(root\)/);
   });
 });
