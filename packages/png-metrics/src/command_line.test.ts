@@ -187,7 +187,7 @@ describe('usage', () => {
     expect(run(['ar', 'a.json', '--bogus']).stderr).toContain('unknown option --bogus for "ar"');
     expect(run(['ar']).stderr).toContain('expected one phrase-masks file, got 0');
     expect(run(['ar', path.join(FIXTURES, 'ex1_basic.json'), '--curve-points', 'many']).code).toBe(2);
-    expect(run(['ar', path.join(FIXTURES, 'ex1_basic.json'), '--size-thresholds', '9']).stderr).toContain('--size-thresholds takes two areas in pixels');
+    expect(run(['ar', path.join(FIXTURES, 'ex1_basic.json'), '--size-thresholds', '9']).stderr).toContain('--size-thresholds: size thresholds are two areas in pixels, SMALL,MEDIUM');
     expect(run(['ar', path.join(FIXTURES, 'ex1_basic.json'), '--bootstrap', '-1']).stderr).toContain('--bootstrap must be an integer >= 0, got -1');
     expect(run(['ar', path.join(FIXTURES, 'ex1_basic.json'), '--confidence', '95']).code).toBe(2);
   });

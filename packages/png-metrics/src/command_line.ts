@@ -2,7 +2,7 @@
 import { basename } from 'node:path';
 import { writeFileAtomic } from './atomic_write';
 import { RECALL_GRID_SIZE } from './average_recall';
-import { COCO_SIZE_THRESHOLDS, DEFAULT_GROUP_BY, PngEvaluator, type PngEvaluateOptions } from './evaluator';
+import { COCO_SIZE_THRESHOLDS, DEFAULT_GROUP_BY, PngEvaluator, parseSizeThresholds, type PngEvaluateOptions } from './evaluator';
 import { PngGroundTruth } from './gt';
 import { readJsonFile } from './json_input';
 import { parseMaskPhrases } from './mask_phrases';
@@ -118,12 +118,10 @@ function evaluateOptions(args: ParsedArgs): PngEvaluateOptions {
   if (groupBy?.some((key) => key === '')) throw new UsageError(`--group-by takes comma-separated tag keys, got "${args.values.get('--group-by')}"`);
   const thresholdsText = args.values.get('--size-thresholds');
   let sizeThresholds: [number, number] | undefined;
-  if (thresholdsText !== undefined) {
-    const parts = thresholdsText.split(',').map(Number);
-    if (parts.length !== 2 || !(parts[0] > 0 && parts[0] <= parts[1] && Number.isFinite(parts[1]))) {
-      throw new UsageError(`--size-thresholds takes two areas in pixels, SMALL,MEDIUM with 0 < SMALL <= MEDIUM (e.g. 1024,9216), got "${thresholdsText}"`);
-    }
-    sizeThresholds = [parts[0], parts[1]];
+  try {
+    sizeThresholds = thresholdsText === undefined ? undefined : parseSizeThresholds(thresholdsText);
+  } catch (e) {
+    throw new UsageError(`--size-thresholds: ${(e as Error).message}`);
   }
   const integer = (name: string, fallback: number, min: number): number => {
     const text = args.values.get(name);

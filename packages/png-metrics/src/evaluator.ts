@@ -64,6 +64,22 @@ export function sizeBucket(area: number, thresholds: readonly [number, number] =
   return area < thresholds[0] ? 'small' : area < thresholds[1] ? 'medium' : 'large';
 }
 
+/**
+ * Size thresholds written as `SMALL,MEDIUM` (areas in pixels, e.g. `1024,9216`), as the command lines take them.
+ * @throws naming the text and the expected form.
+ */
+export function parseSizeThresholds(text: string): [number, number] {
+  const parts = text.split(',').map((part) => (part.trim() === '' ? NaN : Number(part)));
+  if (parts.length !== 2 || !validThresholds(parts[0], parts[1])) {
+    throw new RangeError(`size thresholds are two areas in pixels, SMALL,MEDIUM with 0 < SMALL <= MEDIUM (e.g. 1024,9216), got "${text}"`);
+  }
+  return [parts[0], parts[1]];
+}
+
+function validThresholds(small: number, medium: number): boolean {
+  return Number.isFinite(small) && Number.isFinite(medium) && small > 0 && small <= medium;
+}
+
 /** Values of every group: the five phrase groups, the size buckets and the tag groups. */
 export type GroupedValues<T> = Record<PhraseGroup, T> & {
   /** By GT mask area. */
@@ -419,7 +435,7 @@ function sameTags(x: Readonly<Record<string, string>>, y: Readonly<Record<string
 
 function checkedThresholds(thresholds: readonly [number, number] = COCO_SIZE_THRESHOLDS): readonly [number, number] {
   const [small, medium] = thresholds;
-  if (!(Number.isFinite(small) && Number.isFinite(medium) && small > 0 && small <= medium)) {
+  if (!validThresholds(small, medium)) {
     throw new RangeError(`sizeThresholds must be two areas 0 < small ≤ medium (pixels), got ${JSON.stringify(thresholds)}`);
   }
   return [small, medium];
