@@ -48,7 +48,10 @@ describe('evaluateOnBenchmark (embedded backbone, wasm)', () => {
     expect(gt.phrases[last - 1].length).toBeGreaterThan(0); // the re-spaced narrative is evaluated
     expect(result.samples).toBe(gt.phrases.filter((p) => p.length > 0).length);
     const predictions = parsePredictions(JSON.parse(fs.readFileSync(path.join(out, 'predictions.json'), 'utf8')));
-    expect(summarizeMetrics(evaluatePredictions(gt, predictions).evaluate())).toEqual(result.summary);
+    // the same groups and, resampling the same images, the same bootstrap intervals
+    expect(summarizeMetrics(evaluatePredictions(gt, predictions).evaluate({ bootstrap: {} }))).toEqual(result.summary);
+    expect(result.summary.average_recall_ci!.overall).toHaveLength(2);
+    expect(result.evaluator.phraseScores()).toHaveLength(gt.phraseCount);
     const report = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8'));
     expect(report.average_recall).toEqual(Object.fromEntries(PHRASE_GROUPS.map((g) => [g, result.summary[g]])));
     expect(report.baseline_full_image).toEqual(result.baseline);

@@ -44,6 +44,7 @@ describe('the png command line (embedded backbone, wasm)', () => {
     expect(await png('train', '--data', dir, '--out', dir, '--steps', 'many')).toMatchObject({ code: 2, stderr: expect.stringContaining("--steps must be an integer ≥ 1, got 'many'") });
     expect(await png('train', '--data', dir, '--out', dir, '--backend', 'tpu')).toMatchObject({ code: 2, stderr: expect.stringContaining('--backend must be one of wasm, cpu, webgpu') });
     expect(await png('synth', '--out', dir, '--colour', 'red')).toMatchObject({ code: 2, stderr: expect.stringContaining("Unknown option '--colour'") });
+    expect(await png('evaluate', '--data', dir, '--run', dir, '--size-thresholds', '9')).toMatchObject({ code: 2, stderr: expect.stringContaining('--size-thresholds: size thresholds are two areas in pixels') });
   });
 
   it('trains, resumes a finished run, evaluates with figures, and grounds a free-form narrative', async () => {
@@ -66,6 +67,8 @@ describe('the png command line (embedded backbone, wasm)', () => {
     const summary = JSON.parse(evaluated.stdout);
     expect(summary.overall).toBeGreaterThanOrEqual(0);
     expect(summary.baseline_full_image.overall).toBeGreaterThan(0);
+    expect(summary.average_recall_ci.overall[0]).toBeLessThanOrEqual(summary.average_recall_ci.overall[1]);
+    expect(summary.by_size.small.count + summary.by_size.medium.count + summary.by_size.large.count).toBe(summary.counts.overall);
     const out = path.join(run, 'eval-val2017');
     expect(fs.readdirSync(out).sort()).toEqual(['ar_curves.svg', 'attention', 'overlays', 'predictions.json', 'report.json']);
     expect(fs.readdirSync(path.join(out, 'overlays'))).toHaveLength(2);

@@ -43,6 +43,8 @@ export interface SamplePhrase {
   isThing: boolean;
   /** Two or more segment ids (the JSON `plural` flag is ignored). */
   isPlural: boolean;
+  /** The chunk's extra string keys, e.g. `{phrase_type: 'binding'}` (png-metrics groups by them). */
+  tags: Readonly<Record<string, string>>;
   /** Binary union of the phrase's segments, row-major, H·W of the original image. */
   mask: Uint8Array;
 }
@@ -208,6 +210,7 @@ export class PngDataset {
       segmentIds: p.segmentIds,
       isThing: p.isThing,
       isPlural: p.isPlural,
+      tags: p.tags,
       mask: new Uint8Array(ids.length),
     }));
     fillMasks(ids, phrases);

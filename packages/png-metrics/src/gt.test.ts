@@ -94,6 +94,25 @@ describe('phrase extraction (clean protocol)', () => {
   });
 });
 
+describe('chunk tags', () => {
+  test('extra string keys of a chunk become its tags and reach the evaluator; other extra keys are ignored', () => {
+    const records = clone(TINY_RECORDS) as any[];
+    Object.assign(records[0].segments[1], { phrase_type: 'plural-subset', difficulty: 3 });
+    records[0].segments[3].phrase_type = 'unary';
+    const parsed = parseNarrativeRecords(records);
+    expect(parsed[0].segments[1].tags).toEqual({ phrase_type: 'plural-subset' });
+    expect(parsed[0].segments[5].tags).toEqual({});
+    const gt = PngGroundTruth.load(dataset(records));
+    expect(gt.phrases[0].map((p) => p.tags)).toEqual([{ phrase_type: 'plural-subset' }, { phrase_type: 'unary' }, {}]);
+    const sample = gt.sample(0);
+    expect(sample.imageId).toBe(1);
+    expect(sample.phrases[1].tags).toEqual({ phrase_type: 'unary' });
+    const metrics = evaluatePredictions(gt, perfectPredictions(gt)).evaluate();
+    expect(Object.keys(metrics.byTag.phrase_type)).toEqual(['plural-subset', 'unary']);
+    expect(metrics.byTag.phrase_type.unary.count).toBe(1);
+  });
+});
+
 describe('validation errors name the record and the field', () => {
   test('malformed png_coco records', () => {
     const bad = (mutate: (records: any[]) => void) => {
