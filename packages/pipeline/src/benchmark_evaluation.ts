@@ -3,7 +3,8 @@
  * predicts. Everything is written to one folder:
  *
  *   report.json          AR / counts / acc@0.5 per group (the five groups, size buckets, phrase types) with
- *                        bootstrap intervals over images, and the recall curves (+ the trivial baseline's AR)
+ *                        bootstrap intervals over images, and the recall curves (+ the trivial baseline's AR,
+ *                        the narratives dropped by the official pre-processing, per reason)
  *   ar_curves.svg        the recall curves (the paper's Figure 4 layout)
  *   predictions.json     every predicted mask as COCO RLE (`png-metrics evaluate` reads it)
  *   overlays/<n>.png     ground truth beside prediction, phrase legend, for the first samples
@@ -12,8 +13,20 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { writeFileAtomic } from '@png/core';
-import { encodePng, unletterbox, type PngSample, type SkippedRecord } from '@png/png-data';
-import { PngEvaluator, buildReport, encodeRle, renderRecallCurvesSvg, summarizeMetrics, type PngEvaluateOptions, type PngMetrics, type PngPredictionRecord, type PngSample as EvaluatedSample, type PngSummary } from '@png/png-metrics';
+import { encodePng, unletterbox, type DroppedRecord, type PngSample, type SkippedRecord } from '@png/png-data';
+import {
+  PngEvaluator,
+  buildReport,
+  countDrops,
+  encodeRle,
+  renderRecallCurvesSvg,
+  summarizeMetrics,
+  type PngEvaluateOptions,
+  type PngMetrics,
+  type PngPredictionRecord,
+  type PngSample as EvaluatedSample,
+  type PngSummary,
+} from '@png/png-metrics';
 import { encodeSamples, readGroundedSamples } from './benchmark_samples';
 import type { PngGrounder } from './png_grounder';
 import { renderAttentionMap, renderOverlay, tileImages } from './visualize';
@@ -54,6 +67,8 @@ export interface BenchmarkEvaluationResult {
   readonly phrases: number;
   /** Bad records of the split, left out of the evaluation (each with its index and the field at fault). */
   readonly skipped: readonly SkippedRecord[];
+  /** Records the official pre-processing drops (not evaluated, as in the official code). */
+  readonly dropped: readonly DroppedRecord[];
   readonly seconds: number;
 }
 
@@ -72,7 +87,7 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
   const overlays = options.overlays ?? 8;
   const attentionMaps = options.attentionMaps ?? 4;
   const maxPhrases = grounder.config.max_phrases;
-  const { samples, skipped } = await readGroundedSamples(options.data, split, { limit: options.limit });
+  const { samples, skipped, dropped } = await readGroundedSamples(options.data, split, { limit: options.limit });
 
   // A sample with more phrases than the model takes is grounded in several forwards.
   const views: View[] = samples.flatMap((s, i) => Array.from({ length: Math.ceil(s.phrases.length / maxPhrases) }, (_, k) => ({ sample: i, first: k * maxPhrases, count: Math.min(maxPhrases, s.phrases.length - k * maxPhrases) })));
@@ -125,11 +140,12 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
     samples: samples.length,
     phrases: evaluator.phraseCount,
     skipped,
+    dropped,
     seconds: (performance.now() - began) / 1000,
   };
   if (out) {
     const report = buildReport(metrics);
-    await writeFileAtomic(path.join(out, 'report.json'), JSON.stringify({ ...report, split, samples: result.samples, baseline_full_image: result.baseline }, null, 2) + '\n');
+    await writeFileAtomic(path.join(out, 'report.json'), JSON.stringify({ ...report, split, samples: result.samples, dropped_narratives: countDrops(dropped), baseline_full_image: result.baseline }, null, 2) + '\n');
     await writeFileAtomic(path.join(out, 'ar_curves.svg'), renderRecallCurvesSvg(report));
     await writeFileAtomic(path.join(out, 'predictions.json'), JSON.stringify(records));
     for (const [i, sample] of samples.slice(0, overlays).entries()) {

@@ -2,10 +2,23 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { BACKENDS, parseJsonObject, setBackend, writeFileAtomic, type BackendName } from '@png/core';
+import { BACKENDS, parseJsonObject, readInputFile, setBackend, writeFileAtomic, type BackendName } from '@png/core';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
-import { decodeImage, encodePng, generateSyntheticBenchmark, type RgbImage, type SkippedRecord } from '@png/png-data';
-import { COCO_SIZE_THRESHOLDS, DEFAULT_GROUP_BY, createProgressBar, encodeRle, formatDuration, formatMetricsTable, formatPercent, parseSizeThresholds, type PngEvaluateOptions, type ProgressBar } from '@png/png-metrics';
+import { decodeImage, encodePng, generateSyntheticBenchmark, type DroppedRecord, type RgbImage, type SkippedRecord } from '@png/png-data';
+import {
+  COCO_SIZE_THRESHOLDS,
+  DEFAULT_GROUP_BY,
+  NARRATIVE_DROP_REASONS,
+  createProgressBar,
+  describeDrops,
+  encodeRle,
+  formatDuration,
+  formatMetricsTable,
+  formatPercent,
+  parseSizeThresholds,
+  type PngEvaluateOptions,
+  type ProgressBar,
+} from '@png/png-metrics';
 import { evaluateOnBenchmark } from './benchmark_evaluation';
 import { DEFAULT_TRAINING_SETTINGS, trainOnBenchmark, type TrainingSettings } from './benchmark_training';
 import { groundNarrative } from './ground_narrative';
@@ -205,10 +218,15 @@ async function loadBackbone(values: Record<string, unknown>, env: CliEnvironment
   return backbone;
 }
 
-/** Says which bad records a job left out (the loader skips them, naming the record and field). */
-function reportSkipped(env: CliEnvironment, skipped: readonly SkippedRecord[]): void {
-  if (skipped.length === 0) return;
-  env.stderr.write(`${skipped.length} bad record${skipped.length > 1 ? 's' : ''} skipped:\n${skipped.map((s) => `  ${s.reason}\n`).join('')}`);
+/**
+ * Says which bad records a job left out (the loader skips them, naming the record and field) and how
+ * many narratives the official pre-processing drops, per reason, with the first of each.
+ */
+function reportLeftOut(env: CliEnvironment, skipped: readonly SkippedRecord[], dropped: readonly DroppedRecord[]): void {
+  if (skipped.length > 0) env.stderr.write(`${skipped.length} bad record${skipped.length > 1 ? 's' : ''} skipped:\n${skipped.map((s) => `  ${s.reason}\n`).join('')}`);
+  if (dropped.length === 0) return;
+  const firsts = NARRATIVE_DROP_REASONS.flatMap((reason) => dropped.find((d) => d.reason === reason) ?? []);
+  env.stderr.write(`${describeDrops(dropped)}; the first:\n${firsts.map((d) => `  ${d.message}\n`).join('')}`);
 }
 
 /** A progress bar on a terminal (or with --progress); otherwise a line every 10 %. */
@@ -301,7 +319,7 @@ async function train(args: readonly string[], env: CliEnvironment): Promise<void
       },
     });
     bar?.finish();
-    reportSkipped(env, result.skipped);
+    reportLeftOut(env, result.skipped, result.dropped);
     const last = result.losses.slice(-20);
     const first = result.losses.slice(0, 20);
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
@@ -372,7 +390,7 @@ async function evaluate(args: readonly string[], env: CliEnvironment): Promise<v
         },
       });
       bar?.finish();
-      reportSkipped(env, result.skipped);
+      reportLeftOut(env, result.skipped, result.dropped);
       if (v.json) env.stdout.write(JSON.stringify({ ...result.summary, baseline_full_image: result.baseline }) + '\n');
       else {
         env.stdout.write(formatMetricsTable(result.metrics) + '\n');
@@ -406,7 +424,7 @@ async function ground(args: readonly string[], env: CliEnvironment): Promise<voi
   const v = parse(args, { ...MODEL_OPTIONS, image: { type: 'string' }, caption: { type: 'string' }, run: { type: 'string' }, out: { type: 'string' } }, ['image', 'caption', 'run']);
   const imageFile = v.image as string;
   if (!fs.existsSync(imageFile)) throw new Error(`--image ${imageFile}: no such file`);
-  const image = decodeImage(new Uint8Array(fs.readFileSync(imageFile)), imageFile);
+  const image = decodeImage(new Uint8Array(await readInputFile(imageFile, 'an image (JPEG or PNG)')), imageFile);
   const caption = v.caption as string;
   if (caption.trim() === '') throw new UsageError('--caption is empty; pass the narrative to ground');
   const out = (v.out as string | undefined) ?? 'png-ground';

@@ -157,6 +157,19 @@ describe('png-metrics evaluate', () => {
     expect(run(['evaluate', '--gt', dir, '--pred', predictions, '--json'], true).stderr).toContain('100% 8/8');
   });
 
+  test('says how many narratives the official pre-processing drops, and needs no prediction for them', () => {
+    const records = JSON.parse(readFileSync(path.join(dir, 'png_coco_val2017.json'), 'utf8'));
+    const withDropped = writeTinyDataset([...records, { ...records[2], caption: 'An object lies on the ground.' }]);
+    try {
+      const { code, stdout, stderr } = run(['evaluate', '--gt', withDropped, '--pred', predictions, '--json']);
+      expect(stderr).toBe('1 narrative dropped as the official pre-processing drops them (not evaluated): 1 word count mismatch\n');
+      expect(code).toBe(0);
+      expect(JSON.parse(stdout).counts.overall).toBe(8);
+    } finally {
+      rmSync(withDropped, { recursive: true, force: true });
+    }
+  });
+
   test('a malformed predictions file names the entry and field', () => {
     const file = path.join(dir, 'bad_predictions.json');
     writeFileSync(file, JSON.stringify([{ record_index: 0, image_id: 1, phrases: [] }]));

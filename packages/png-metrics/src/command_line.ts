@@ -7,6 +7,7 @@ import { PngGroundTruth } from './gt';
 import { readJsonFile } from './json_input';
 import { parseMaskPhrases } from './mask_phrases';
 import { evaluatePredictions, parsePredictions } from './predictions';
+import { describeDrops } from './pre_process';
 import { createProgressBar } from './progress';
 import { buildReport, formatMetricsTable, summarizeMetrics } from './report';
 import { renderRecallCurvesSvg } from './svg_plot';
@@ -159,6 +160,7 @@ function runEvaluate(argv: readonly string[], io: CliIo): void {
   const predPath = required(args, '--pred', 'evaluate');
   const options = evaluateOptions(args);
   const gt = PngGroundTruth.load(gtDir, args.values.get('--split') ?? 'val2017');
+  if (gt.dropped.length > 0) io.stderr.write(`${describeDrops(gt.dropped)}\n`);
   const predictions = parsePredictions(readJsonFile(predPath, 'predictions file'), basename(predPath));
   const bar = args.flags.has('--progress') || io.stderr.isTTY === true ? createProgressBar(io.stderr, gt.phraseCount, 'phrases') : undefined;
   const evaluator = evaluatePredictions(gt, predictions, { onProgress: bar && ((done) => bar.update(done)) });

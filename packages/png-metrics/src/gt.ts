@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import pngjs from 'pngjs';
 import type { PngSample } from './evaluator';
 import { fieldError, isRecord, readJsonFile } from './json_input';
+import { alignUtterances, type NarrativeDrop } from './pre_process';
 
 /** One chunk of a narrative caption (`segments[]` of a png_coco record). */
 export interface NarrativeChunk {
@@ -284,8 +285,14 @@ function pixelsBySegment(idMap: PanopticIdMap): Map<number, Int32Array> {
  * phrases are parsed and validated at load; panoptic PNGs are read when a sample is requested.
  */
 export class PngGroundTruth {
-  /** Evaluated phrases of every record, by record index (empty for records without any). */
+  /** Evaluated phrases of every record, by record index (empty for records without any and for dropped ones). */
   readonly phrases: readonly (readonly GtPhrase[])[];
+  /**
+   * Records the official pre-processing drops (spec §1.5: word counts that differ, an empty
+   * caption), by record index: not evaluated, so they need no prediction. Records without a
+   * caption are never dropped.
+   */
+  readonly dropped: readonly (NarrativeDrop & { readonly index: number })[];
   private cachedImage: { imageId: number; pixels: Map<number, Int32Array> } | undefined;
 
   private constructor(
@@ -294,7 +301,15 @@ export class PngGroundTruth {
     readonly records: readonly NarrativeRecord[],
     readonly panoptic: PanopticIndex,
   ) {
-    this.phrases = records.map((record, i) => extractPhrases(record, i, panoptic));
+    const dropped: (NarrativeDrop & { index: number })[] = [];
+    this.phrases = records.map((record, i) => {
+      const phrases = extractPhrases(record, i, panoptic);
+      const drop = record.caption === undefined ? undefined : alignUtterances(record.caption, record.segments.map((c) => c.utterance)).drop;
+      if (!drop) return phrases;
+      dropped.push({ index: i, ...drop });
+      return [];
+    });
+    this.dropped = dropped;
   }
 
   /**

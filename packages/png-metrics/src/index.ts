@@ -29,6 +29,10 @@ export {
   parsePanopticJson,
 } from './gt';
 export type { GtPhrase, NarrativeChunk, NarrativeRecord, PanopticIdMap, PanopticIndex, PanopticSegment } from './gt';
+export { basicTokenize } from './basic_tokenizer';
+export type { BasicToken } from './basic_tokenizer';
+export { NARRATIVE_DROP_REASONS, alignUtterances, countDrops, describeDrops } from './pre_process';
+export type { NarrativeDrop, NarrativeDropReason, UtteranceAlignment } from './pre_process';
 export { evaluatePredictions, parsePredictions, writePredictionsFile } from './predictions';
 export type { EvaluatePredictionsOptions, PngPhrasePrediction, PngPredictionRecord } from './predictions';
 export { parseMaskPhrases } from './mask_phrases';
