@@ -3,7 +3,7 @@
  * predicts. Everything is written to one folder:
  *
  *   report.json          AR / counts / acc@0.5 per group (the five groups, size buckets, phrase types) with
- *                        bootstrap intervals over images, the recall curves (+ the trivial baseline's AR,
+ *                        bootstrap intervals over images, and the recall curves (+ the trivial baseline's AR,
  *                        the narratives dropped by the official pre-processing, per reason)
  *   ar_curves.svg        the recall curves (the paper's Figure 4 layout)
  *   predictions.json     every predicted mask as COCO RLE (`png-metrics evaluate` reads it)
@@ -14,7 +14,19 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { writeFileAtomic } from '@png/core';
 import { encodePng, unletterbox, type DroppedRecord, type PngSample, type SkippedRecord } from '@png/png-data';
-import { PngEvaluator, buildReport, countDrops, encodeRle, renderRecallCurvesSvg, summarizeMetrics, type PngEvaluateOptions, type PngMetrics, type PngPredictionRecord, type PngSample as EvaluatedSample, type PngSummary } from '@png/png-metrics';
+import {
+  PngEvaluator,
+  buildReport,
+  countDrops,
+  encodeRle,
+  renderRecallCurvesSvg,
+  summarizeMetrics,
+  type PngEvaluateOptions,
+  type PngMetrics,
+  type PngPredictionRecord,
+  type PngSample as EvaluatedSample,
+  type PngSummary,
+} from '@png/png-metrics';
 import { encodeSamples, readGroundedSamples } from './benchmark_samples';
 import type { PngGrounder } from './png_grounder';
 import { renderAttentionMap, renderOverlay, tileImages } from './visualize';
