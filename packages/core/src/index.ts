@@ -31,7 +31,7 @@ export { LayerNorm } from './nn/layer_norm';
 export { Embedding } from './nn/embedding';
 export { scaledDotProductAttention, attentionWithProbs, splitHeads, mergeHeads, keyMaskBias, causalBias, MASKED_LOGIT } from './nn/attention';
 export { silu, gelu, geluTanh, quickGelu, activation, isActivationName, type ActivationName } from './nn/activations';
-export { ForwardContext, HookRegistry, matchesPath, type BlockHook, type PathMatch } from './hooks';
+export { ForwardContext, HookRegistry, contextKey, matchesPath, type BlockHook, type ContextKey, type PathMatch } from './hooks';
 export { setBackend, BACKENDS, type BackendName } from './backend';
 export { registerWasmTrainingKernels, WASM_TRAINING_KERNELS, wasmKernelOptions } from './wasm_kernels';
 export { recompute, type RecomputeOptions } from './nn/recompute';

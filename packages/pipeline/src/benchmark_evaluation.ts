@@ -13,7 +13,7 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { writeFileAtomic } from '@png/core';
-import { encodePng, unletterbox, type DroppedRecord, type PngSample, type SkippedRecord } from '@png/png-data';
+import { encodePng, type DroppedRecord, type PngSample, type SkippedRecord } from '@png/png-data';
 import {
   PngEvaluator,
   buildReport,
@@ -28,7 +28,7 @@ import {
   type PngSummary,
 } from '@png/png-metrics';
 import { encodeSamples, readGroundedSamples } from './benchmark_samples';
-import type { PngGrounder } from './png_grounder';
+import { masksFromLogits, type PngGrounder } from './png_grounder';
 import { renderAttentionMap, renderOverlay, tileImages } from './visualize';
 
 export interface BenchmarkEvaluationOptions {
@@ -99,10 +99,9 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
     const encoded = encodeSamples(grounder.backbone, inputs, { size: imageSize, maxPhrases });
     const out = grounder.forwardLatents(encoded.latents, encoded.phrases);
     const last = out.predictions[out.predictions.length - 1]; // [B, h, w, maxPhrases]
+    const masks = await masksFromLogits(last, encoded.transforms, batch.map((v) => v.count));
     for (const [b, view] of batch.entries()) {
-      const maps = tf.slice(last, [b, 0, 0, 0], [1, -1, -1, view.count]) as tf.Tensor4D;
-      predicted[view.sample].push(...(await unletterbox(maps, encoded.transforms[b])));
-      maps.dispose();
+      predicted[view.sample].push(...masks[b]);
       if (view.sample < attentionMaps && view.first === 0 && Object.keys(out.attention).length > 0) {
         const maps: Record<string, Float32Array> = {};
         for (const [block, a] of Object.entries(out.attention)) {
