@@ -16,6 +16,7 @@ export {
   type WeightSource,
 } from './safetensors';
 export { writeFileAtomic } from './atomic_write';
+export { checkInputFile, readInputFile } from './input_file';
 export { saveModule, openModule, openModuleFiles, fetchFile, fetchModuleFiles, joinUrl, CONFIG_FILE, WEIGHTS_FILE, type ModuleFiles, type FetchFunction } from './checkpoint';
 export { WeightScope, Parameters, type Init } from './weights';
 export { seededNormal, tfSeed } from './random';
@@ -29,7 +30,7 @@ export { LayerNorm } from './nn/layer_norm';
 export { Embedding } from './nn/embedding';
 export { scaledDotProductAttention, attentionWithProbs, splitHeads, mergeHeads, keyMaskBias, causalBias, MASKED_LOGIT } from './nn/attention';
 export { silu, gelu, geluTanh, quickGelu, activation, isActivationName, type ActivationName } from './nn/activations';
-export { ForwardContext, matchesPath, type BlockHook, type PathMatch } from './hooks/hooks';
+export { ForwardContext, contextKey, matchesPath, type BlockHook, type ContextKey, type PathMatch } from './hooks/hooks';
 export { HookRegistry, HookedModule, ModelRuntime, hookedLeaf } from './hooks/hooked_module';
 export { HostOffload, applyGroupOffloading } from './hooks/group_offloading';
 export { applyGradientCheckpointing, type GradientCheckpointingOptions } from './hooks/gradient_checkpointing';

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { recompute, type RecomputeOptions } from '../nn/recompute';
-import type { ForwardContext } from './hooks';
+import type { ContextKey, ForwardContext } from './hooks';
 import { sharedRuntime, type HookRegistry, type HookedModule } from './hooked_module';
 
 export interface GradientCheckpointingOptions {
@@ -58,7 +58,7 @@ function checkpointedForward(
 ): tf.Tensor[] {
   const stateKeys = context.tensorEntries().map(([key]) => key);
   // from the block's first run: its result count, the context entries it wrote, and which distinct tensor each of these is
-  let written: { results: number; state: string[]; outputs: string[]; slots: number[] } | undefined;
+  let written: { results: number; state: Array<ContextKey<tf.Tensor>>; outputs: string[]; slots: number[] } | undefined;
   const run = (...xs: tf.Tensor[]): tf.Tensor[] => {
     const restore = contextRestorer(context); // the recompute runs in the gradient, when the context holds later values
     try {
@@ -74,7 +74,7 @@ function checkpointedForward(
       }
       const entries = [...written.state.map((key) => context.get(key)), ...written.outputs.map((key) => context.outputs[key])];
       const before = [...written.state.map((key) => stateBefore.get(key)), ...written.outputs.map((key) => outputsBefore[key])];
-      const missing = [...written.state.map((key) => `state '${key}'`), ...written.outputs.map((key) => `outputs['${key}']`)].filter((_, i) => !(entries[i] instanceof tf.Tensor) || entries[i] === before[i]);
+      const missing = [...written.state.map((key) => `state '${key.name}'`), ...written.outputs.map((key) => `outputs['${key}']`)].filter((_, i) => !(entries[i] instanceof tf.Tensor) || entries[i] === before[i]);
       if (missing.length) throw new Error(`gradient checkpointing: run again for its gradient, '${path}' did not write ${missing.join(', ')} as in the forward`);
       return [...results, ...(entries as tf.Tensor[])].filter((_, i) => written!.slots[i] === i);
     } finally {

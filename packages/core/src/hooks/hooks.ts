@@ -1,38 +1,51 @@
 import * as tf from '@tensorflow/tfjs-core';
 
 /**
+ * The key of one typed entry of a {@link ForwardContext}, made by {@link contextKey}. Entries are
+ * found by key identity (two keys of one name are two entries); `name` is for messages.
+ */
+export interface ContextKey<T> {
+  readonly name: string;
+  /** Never set: makes ContextKey<T> invariant in T. */
+  readonly valueType?: (value: T) => T;
+}
+
+/** A new key for a ForwardContext entry holding a T (e.g. `contextKey<tf.Tensor3D>('eipa/phrases')`). */
+export function contextKey<T>(name: string): ContextKey<T> {
+  return Object.freeze({ name });
+}
+
+/**
  * Per-forward state shared by a model and the hooks/processors attached to it (cf. diffusers'
- * `cross_attention_kwargs` and hook StateManager). Tensors put here are freed with the forward's
- * `tidy` unless the forward returns them; models return `context.outputs` for that purpose.
+ * `cross_attention_kwargs` and hook StateManager), typed by {@link ContextKey}. Tensors put here
+ * are freed with the forward's `tidy` unless the forward returns them; models return
+ * `context.outputs` for that purpose.
  */
 export class ForwardContext {
-  private readonly state = new Map<string, unknown>();
+  private readonly state = new Map<object, unknown>();
   /** Tensors that hooks want returned from the forward (e.g. feature taps, phrase states). */
   readonly outputs: Record<string, tf.Tensor> = {};
 
-  constructor(init: Record<string, unknown> = {}) {
-    for (const [k, v] of Object.entries(init)) this.state.set(k, v);
-  }
-
-  get<T>(key: string): T | undefined {
+  get<T>(key: ContextKey<T>): T | undefined {
     return this.state.get(key) as T | undefined;
   }
-  require<T>(key: string): T {
-    if (!this.state.has(key)) throw new Error(`ForwardContext: no '${key}'; the adapter that needs it was attached without its inputs`);
+  require<T>(key: ContextKey<T>): T {
+    if (!this.state.has(key)) throw new Error(`ForwardContext: no '${key.name}'; the adapter that needs it was attached without its inputs`);
     return this.state.get(key) as T;
   }
-  set(key: string, value: unknown): void {
+  set<T>(key: ContextKey<T>, value: T): this {
     this.state.set(key, value);
+    return this;
   }
-  has(key: string): boolean {
+  has<T>(key: ContextKey<T>): boolean {
     return this.state.has(key);
   }
-  delete(key: string): void {
+  delete<T>(key: ContextKey<T>): void {
     this.state.delete(key);
   }
   /** The state entries whose value is a tensor (what gradient checkpointing saves and restores). */
-  tensorEntries(): Array<[string, tf.Tensor]> {
-    return [...this.state].filter((e): e is [string, tf.Tensor] => e[1] instanceof tf.Tensor);
+  tensorEntries(): Array<[ContextKey<tf.Tensor>, tf.Tensor]> {
+    return [...this.state].filter((e): e is [ContextKey<tf.Tensor>, tf.Tensor] => e[1] instanceof tf.Tensor);
   }
 }
 
