@@ -6,7 +6,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { setBackend, writeFileAtomic } from '@png/core';
+import { setBackend } from '@png/core';
+import { writeFileAtomic } from '@png/node-utils';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
 import { encodePng } from '@png/png-data';
 import { enlargeImage, tileImages } from '@png/pipeline';

@@ -6,7 +6,8 @@
 // --model: a diffusers pipeline folder (unet/, vae/, text_encoder/, tokenizer/). Reads the built
 // packages: build them first (npx nx run @png/pipeline:build).
 import { parseArgs } from 'node:util';
-import { setBackend, writeFileAtomic } from '@png/core';
+import { setBackend } from '@png/core';
+import { writeFileAtomic } from '@png/node-utils';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
 import { crossAttentionIoU } from '@png/pipeline';
 

@@ -12,6 +12,6 @@ export {
   type AutoencoderKLEncodeOutput,
 } from './models/autoencoder_kl';
 export * from './clip/index';
-export { readConfigJson, openWeights, weightsFromBytes, saveComponent, type ComponentOptions, type ComponentFilesOptions } from './component_files';
+export { readConfigJson, openWeights, type ComponentOptions, type ComponentFilesOptions } from './component_files';
 export { DDPMScheduler, SD_SCHEDULER_CONFIG, resolveSchedulerConfig, noiseSchedule, type SchedulerConfig } from './schedulers/scheduling_ddpm';
 export { DDIMScheduler } from './schedulers/scheduling_ddim';

@@ -10,7 +10,7 @@
  */
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { writeFileAtomic } from '@png/core';
+import { writeFileAtomic } from '@png/node-utils';
 import { encodePng, unletterbox, type PngSample, type SkippedRecord } from '@png/png-data';
 import { PngEvaluator, buildReport, encodeRle, renderRecallCurvesSvg, summarizeMetrics, type PngMetrics, type PngPredictionRecord, type PngSample as EvaluatedSample, type PngSummary } from '@png/png-metrics';
 import { encodeSamples, readGroundedSamples } from './benchmark_samples';

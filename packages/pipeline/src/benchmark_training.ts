@@ -9,9 +9,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { check, isFiniteNumber, isNonNegativeInt, isPositiveInt, resolveConfig, writeFileAtomic } from '@png/core';
+import { check, isFiniteNumber, isNonNegativeInt, isPositiveInt, resolveConfig } from '@png/core';
+import { Prng, writeFileAtomic } from '@png/node-utils';
 import type { DiffusionBackbone } from '@png/diffusion-backbone';
-import { Prng, type SkippedRecord } from '@png/png-data';
+import type { SkippedRecord } from '@png/png-data';
 import { encodeSamples, gatherBatch, readGroundedSamples } from './benchmark_samples';
 import { PngGrounder, resolvePngGrounderConfig, type PngGrounderConfig } from './png_grounder';
 import { warmupPoly } from './lr_schedule';

@@ -10,7 +10,8 @@
  * The folder is written atomically as a whole. Node only.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { SafetensorsFile, writeFileAtomic, writeSafetensorsFile } from '@png/core';
+import { SafetensorsFile, writeSafetensorsFile } from '@png/core';
+import { writeFileAtomic } from '@png/node-utils';
 import type { AdamW } from './adamw';
 
 export const TRAINABLE_FILE = 'trainable.safetensors';

@@ -2,10 +2,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { BACKENDS, parseJsonObject, setBackend, writeFileAtomic, type BackendName } from '@png/core';
+import { BACKENDS, parseJsonObject, setBackend, type BackendName } from '@png/core';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
 import { decodeImage, encodePng, generateSyntheticBenchmark, type RgbImage, type SkippedRecord } from '@png/png-data';
-import { createProgressBar, encodeRle, formatDuration, formatMetricsTable, formatPercent, type ProgressBar } from '@png/png-metrics';
+import { createProgressBar, formatDuration, writeFileAtomic, type ProgressBar } from '@png/node-utils';
+import { encodeRle, formatMetricsTable, formatPercent } from '@png/png-metrics';
 import { evaluateOnBenchmark } from './benchmark_evaluation';
 import { DEFAULT_TRAINING_SETTINGS, trainOnBenchmark, type TrainingSettings } from './benchmark_training';
 import { groundNarrative } from './ground_narrative';

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { CONFIG_FILE, WEIGHTS_FILE, check, parseJsonObject, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, resize, resolveConfig, seededNormal, writeFileAtomic, type FeatureMap, type FetchFunction, type ModuleFiles, type PhraseFeatures } from '@png/core';
+import { CONFIG_FILE, WEIGHTS_FILE, check, parseJsonObject, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, resize, resolveConfig, seededNormal, type FeatureMap, type FetchFunction, type ModuleFiles, type PhraseFeatures } from '@png/core';
+import { writeFileAtomic } from '@png/node-utils';
 import { FeatureTaps, type DiffusionBackbone } from '@png/diffusion-backbone';
 import { PhraseAdapter, attachEipa, attentionKey, phraseStateKey, type EipaConfig } from '@png/eipa';
 import { MultiLevelMutualAggregation, type MlmaConfig } from '@png/mlma';

@@ -15,7 +15,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { WeightScope, check, seededNormal, isFiniteNumber, isPositiveInt, resolveConfig, writeFileAtomic } from '@png/core';
+import { WeightScope, check, seededNormal, isFiniteNumber, isPositiveInt, resolveConfig, saveModule } from '@png/core';
+import { Prng, writeFileAtomic } from '@png/node-utils';
 import {
   AutoencoderKL,
   CLIPTextModel,
@@ -24,13 +25,12 @@ import {
   SD_SCHEDULER_CONFIG,
   UNet2DConditionModel,
   saveClipTokenizerFiles,
-  saveComponent,
   trainClipBpe,
   type AutoencoderKLConfig,
   type CLIPTextConfig,
   type UNet2DConditionConfig,
 } from '@png/diffusion-backbone';
-import { Prng, synthesizeScene } from '@png/png-data';
+import { synthesizeScene } from '@png/png-data';
 import { BatchOrder } from './benchmark_training';
 import { warmupPoly } from './lr_schedule';
 import { Trainer, trainableVariables } from './trainer';
@@ -310,7 +310,7 @@ export async function pretrainBackbone(options: PretrainOptions): Promise<Pretra
     const staging = `${out}.tmp-${process.pid}`;
     fs.rmSync(staging, { recursive: true, force: true });
     await unet.save(path.join(staging, 'unet'));
-    await saveComponent(path.join(staging, 'vae'), { _class_name: 'AutoencoderKL', ...vae.config, scaling_factor: scalingFactor }, vae.parameters, 'diffusion_pytorch_model');
+    await saveModule(path.join(staging, 'vae'), { _class_name: 'AutoencoderKL', ...vae.config, scaling_factor: scalingFactor }, vae.parameters, { format: 'pt' }, 'diffusion_pytorch_model.safetensors');
     await textEncoder.save(path.join(staging, 'text_encoder'));
     await saveClipTokenizerFiles(path.join(staging, 'tokenizer'), tokenizerFiles);
     await writeJson(path.join(staging, 'scheduler', 'scheduler_config.json'), { _class_name: 'DDIMScheduler', ...scheduler.config });

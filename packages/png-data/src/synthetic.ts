@@ -10,10 +10,9 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { writeFileAtomic } from '@png/core';
+import { Prng, deriveSeed, writeFileAtomic } from '@png/node-utils';
 import pngjs from 'pngjs';
 import { imageStem, splitPaths } from './layout';
-import { Prng, deriveSeed } from './prng';
 
 /** One chunk of a png_coco record, as in the JSON file. */
 export interface NarrativeChunkJson {

@@ -1,13 +1,12 @@
 /** The `png-metrics` command line: `evaluate` (predictions vs the benchmark GT) and `ar` (phrase-masks file). */
 import { basename } from 'node:path';
-import { writeFileAtomic } from './atomic_write';
+import { createProgressBar, writeFileAtomic } from '@png/node-utils';
 import { RECALL_GRID_SIZE } from './average_recall';
 import { PngEvaluator, type PngMetrics } from './evaluator';
 import { PngGroundTruth } from './gt';
 import { readJsonFile } from './json_input';
 import { parseMaskPhrases } from './mask_phrases';
 import { evaluatePredictions, parsePredictions } from './predictions';
-import { createProgressBar } from './progress';
 import { buildReport, formatMetricsTable, summarizeMetrics } from './report';
 import { renderRecallCurvesSvg } from './svg_plot';
 

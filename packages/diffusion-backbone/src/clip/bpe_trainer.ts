@@ -1,4 +1,3 @@
-import { writeFileAtomic } from '@png/core';
 import { CLIPTokenizer, bytesToUnicode, type CLIPTokenizerFiles } from './tokenization_clip';
 
 export interface ClipBpeTrainingOptions {
@@ -94,6 +93,7 @@ function filesOf(symbols: readonly string[], merges: ReadonlyArray<readonly [str
 /** Writes a tokenizer's files to `dir` (vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json), each atomically. */
 export async function saveClipTokenizerFiles(dir: string, files: CLIPTokenizerFiles): Promise<void> {
   const path = await import('node:path');
+  const { writeFileAtomic } = await import('@png/node-utils');
   await writeFileAtomic(path.join(dir, 'vocab.json'), files.vocab);
   await writeFileAtomic(path.join(dir, 'merges.txt'), files.merges);
   if (files.tokenizerConfig !== undefined) await writeFileAtomic(path.join(dir, 'tokenizer_config.json'), files.tokenizerConfig);

@@ -7,11 +7,12 @@ import {
   isActivationName,
   isFiniteNumber,
   isPositiveInt,
+  saveModule,
   type ActivationName,
   type BlockHook,
   type ModuleFiles,
   type PathMatch, ParameterModule } from '@png/core';
-import { openComponentFiles, openWeights, readConfigJson, saveComponent, type ComponentFilesOptions, type ComponentOptions } from '../component_files';
+import { componentWeightsFile, openComponentFiles, openWeights, readConfigJson, type ComponentFilesOptions, type ComponentOptions } from '../component_files';
 import { ModelRuntime, hookedLeaf } from './model_runtime';
 import { Decoder, DiagonalGaussianDistribution, Encoder, type DecoderUpBlockType, type EncoderDownBlockType } from './vae';
 
@@ -225,7 +226,7 @@ export class AutoencoderKL extends ParameterModule {
   async save(dir: string): Promise<void> {
     this.assertAlive();
     if (this.parts !== 'all') throw new Error(`AutoencoderKL.save: this model was built with parts '${this.parts}' (no decoder); a vae/ folder needs parts 'all'`);
-    await saveComponent(dir, { _class_name: 'AutoencoderKL', ...this.config }, this.parameters, 'diffusion_pytorch_model');
+    await saveModule(dir, { _class_name: 'AutoencoderKL', ...this.config }, this.parameters, { format: 'pt' }, componentWeightsFile('diffusion_pytorch_model'));
   }
 
   private static build(scope: WeightScope, config: AutoencoderKLConfig, parts: AutoencoderKLParts): AutoencoderKL {

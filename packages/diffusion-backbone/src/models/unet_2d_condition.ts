@@ -10,12 +10,13 @@ import {
   isActivationName,
   isPositiveInt,
   recompute,
+  saveModule,
   type ActivationName,
   type BlockHook,
   type PathMatch,
   type ModuleFiles,
   type ShapeSpec, ParameterModule } from '@png/core';
-import { openComponentFiles, openWeights, readConfigJson, saveComponent, type ComponentFilesOptions, type ComponentOptions } from '../component_files';
+import { componentWeightsFile, openComponentFiles, openWeights, readConfigJson, type ComponentFilesOptions, type ComponentOptions } from '../component_files';
 import type { AttentionProcessor } from './attention_processor';
 import { TimestepEmbedding, Timesteps } from './embeddings';
 import { ModelRuntime, hookedLeaf } from './model_runtime';
@@ -324,7 +325,7 @@ export class UNet2DConditionModel extends ParameterModule {
 
   /** Writes `dir` as a diffusers `unet/` folder (config.json + diffusion_pytorch_model.safetensors). */
   async save(dir: string): Promise<void> {
-    await saveComponent(dir, { _class_name: 'UNet2DConditionModel', ...this.config }, this.parameters, 'diffusion_pytorch_model');
+    await saveModule(dir, { _class_name: 'UNet2DConditionModel', ...this.config }, this.parameters, { format: 'pt' }, componentWeightsFile('diffusion_pytorch_model'));
   }
 
   private static build(scope: WeightScope, resolved: ResolvedUNet): UNet2DConditionModel {
