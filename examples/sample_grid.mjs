@@ -48,5 +48,5 @@ for (const dir of [path.join(root, 'packages', 'pipeline', 'models', 'png-tiny-s
   }
 }
 const grid = tileImages(tiles, { columns: titles.length });
-await writeFileAtomic(args.out, encodePng(grid.width, grid.height, grid.data));
+writeFileAtomic(args.out, encodePng(grid.width, grid.height, grid.data));
 console.log(`wrote ${args.out} (${titles.length} prompts × pretrained / random init)`);

@@ -1,5 +1,8 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+
+/** The name of writeFileAtomic's temporary for `name`: `.<name>.<pid>.<random>.tmp`. */
+const TEMPORARY_NAME = /^\..+\.\d+\.[0-9a-z]+\.tmp$/;
 
 /**
  * Writes `data` to `path` atomically: a temporary file in the same folder, fsync, then rename, so a
@@ -22,4 +25,13 @@ export function writeFileAtomic(path: string, data: string | Uint8Array): void {
     rmSync(temporary, { force: true });
     throw e;
   }
+}
+
+/**
+ * Removes from `dir` (not its subfolders) the temporaries of atomic writes that a killed process
+ * left behind. Only for a folder no other process is writing to.
+ */
+export function removeStaleTemporaries(dir: string): void {
+  if (!existsSync(dir)) return;
+  for (const name of readdirSync(dir)) if (TEMPORARY_NAME.test(name)) rmSync(join(dir, name), { force: true });
 }

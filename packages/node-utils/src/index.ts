@@ -1,3 +1,3 @@
-export { writeFileAtomic } from './atomic_write';
+export { removeStaleTemporaries, writeFileAtomic } from './atomic_write';
 export { createProgressBar, formatDuration, type ProgressBar } from './progress';
 export { Prng, deriveSeed, mulberry32 } from './prng';

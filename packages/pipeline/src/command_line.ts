@@ -381,7 +381,7 @@ async function ground(args: readonly string[], env: CliEnvironment): Promise<voi
     try {
       const phrases = await groundNarrative(grounder, image, caption, { imageSize });
       const overlay = renderOverlay(image, phrases.map((p) => ({ label: p.text, mask: p.mask })));
-      await writeFileAtomic(path.join(out, 'overlay.png'), encodePng(overlay.width, overlay.height, overlay.data));
+      writeFileAtomic(path.join(out, 'overlay.png'), encodePng(overlay.width, overlay.height, overlay.data));
       const masks = {
         image: path.resolve(imageFile),
         caption,
@@ -389,7 +389,7 @@ async function ground(args: readonly string[], env: CliEnvironment): Promise<voi
         width: image.width,
         phrases: phrases.map((p) => ({ text: p.text, span: p.span, area: p.mask.reduce((a, b) => a + b, 0), rle: encodeRle(p.mask, image.height, image.width) })),
       };
-      await writeFileAtomic(path.join(out, 'masks.json'), JSON.stringify(masks, null, 2) + '\n');
+      writeFileAtomic(path.join(out, 'masks.json'), JSON.stringify(masks, null, 2) + '\n');
       env.stdout.write(`${phrases.length} phrases: ${phrases.map((p) => JSON.stringify(p.text)).join(', ')}\nwrote ${path.join(out, 'overlay.png')} and ${path.join(out, 'masks.json')}\n`);
     } finally {
       grounder.dispose();
@@ -453,7 +453,7 @@ async function sample(args: readonly string[], env: CliEnvironment): Promise<voi
     images.dispose();
     const tiles: RgbImage[] = Array.from({ length: b }, (_, i) => enlargeImage({ width: w, height: h, data: Uint8Array.from(pixels.subarray(i * h * w * 3, (i + 1) * h * w * 3), (x) => Math.round(255 * x)) }, scale));
     const out = b === 1 ? tiles[0] : tileImages(tiles.map((image, i) => ({ image, title: prompts[i] })), { columns });
-    await writeFileAtomic(v.out as string, encodePng(out.width, out.height, out.data));
+    writeFileAtomic(v.out as string, encodePng(out.width, out.height, out.data));
     env.stdout.write(`wrote ${v.out} (${b} image${b > 1 ? 's' : ''}, ${w}×${h}${scale > 1 ? ` shown ×${scale}` : ''})\n`);
   } finally {
     backbone.dispose();

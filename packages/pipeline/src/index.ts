@@ -1,13 +1,11 @@
 export { PngGrounder, DEFAULT_PNG_GROUNDER_CONFIG, resolvePngGrounderConfig, type PngGrounderConfig, type PngGrounderFiles, type PngGrounderOutput } from './png_grounder';
 export { encodePhrases, validateNarratives, type Narrative } from './phrase_features';
-export * from './training';
 export { groundNarrative, type GroundedPhrase } from './ground_narrative';
 export { encodeSamples, gatherBatch, readGroundedSamples, type EncodedSamples } from './benchmark_samples';
 export {
   trainOnBenchmark,
   resolveTrainingSettings,
   DEFAULT_TRAINING_SETTINGS,
-  BatchOrder,
   type TrainingSettings,
   type TrainingProgress,
   type BenchmarkTrainingOptions,

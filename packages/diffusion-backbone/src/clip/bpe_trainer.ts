@@ -94,8 +94,8 @@ function filesOf(symbols: readonly string[], merges: ReadonlyArray<readonly [str
 export async function saveClipTokenizerFiles(dir: string, files: CLIPTokenizerFiles): Promise<void> {
   const path = await import('node:path');
   const { writeFileAtomic } = await import('@png/node-utils');
-  await writeFileAtomic(path.join(dir, 'vocab.json'), files.vocab);
-  await writeFileAtomic(path.join(dir, 'merges.txt'), files.merges);
-  if (files.tokenizerConfig !== undefined) await writeFileAtomic(path.join(dir, 'tokenizer_config.json'), files.tokenizerConfig);
-  if (files.specialTokensMap !== undefined) await writeFileAtomic(path.join(dir, 'special_tokens_map.json'), files.specialTokensMap);
+  writeFileAtomic(path.join(dir, 'vocab.json'), files.vocab);
+  writeFileAtomic(path.join(dir, 'merges.txt'), files.merges);
+  if (files.tokenizerConfig !== undefined) writeFileAtomic(path.join(dir, 'tokenizer_config.json'), files.tokenizerConfig);
+  if (files.specialTokensMap !== undefined) writeFileAtomic(path.join(dir, 'special_tokens_map.json'), files.specialTokensMap);
 }
