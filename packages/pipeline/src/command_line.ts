@@ -4,14 +4,14 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { BACKENDS, parseJsonObject, setBackend, type BackendName } from '@png/core';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
-import { decodeImage, encodePng, generateSyntheticBenchmark, type RgbImage, type SkippedRecord } from '@png/png-data';
 import { createProgressBar, formatDuration, writeFileAtomic, type ProgressBar } from '@png/node-utils';
+import { decodeImage, encodePng, generateSyntheticBenchmark, type RgbImage, type SkippedRecord } from '@png/png-data';
 import { encodeRle, formatMetricsTable, formatPercent } from '@png/png-metrics';
+import { DEFAULT_PRETRAIN_SETTINGS, pretrainBackbone, type PretrainProgress, type PretrainSettings } from '@png/text-to-image-pretraining';
 import { evaluateOnBenchmark } from './benchmark_evaluation';
 import { DEFAULT_TRAINING_SETTINGS, trainOnBenchmark, type TrainingSettings } from './benchmark_training';
 import { groundNarrative } from './ground_narrative';
 import { PngGrounder, type PngGrounderConfig } from './png_grounder';
-import { DEFAULT_PRETRAIN_SETTINGS, pretrainBackbone, type PretrainProgress, type PretrainSettings } from './pretrain_backbone';
 import { enlargeImage, renderOverlay, tileImages } from './visualize';
 
 /** Where the command line writes, and the embedded default backbone folder. */

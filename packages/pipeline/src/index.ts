@@ -15,17 +15,4 @@ export { evaluateOnBenchmark, type BenchmarkEvaluationOptions, type BenchmarkEva
 export { findNounPhrases } from './noun_phrases';
 export { PHRASE_COLORS, enlargeImage, phraseColor, renderAttentionMap, renderOverlay, tileImages } from './visualize';
 export type { AttentionMapOptions, OverlayMask, OverlayOptions, Rgb, Tile, TileOptions } from './visualize';
-export { autoencoderKLLoss, type AutoencoderKLLossOptions } from './train_autoencoder_kl';
-export { textToImageLoss, type TextToImageBatch } from './train_text_to_image';
-export {
-  pretrainBackbone,
-  resolvePretrainSettings,
-  DEFAULT_PRETRAIN_SETTINGS,
-  TINY_SD_ARCHITECTURE,
-  type BackboneArchitecture,
-  type PretrainSettings,
-  type PretrainProgress,
-  type PretrainOptions,
-  type PretrainResult,
-} from './pretrain_backbone';
 export { crossAttentionIoU, phraseAttentionMaps, phraseMapIoUs, recordCrossAttention, type CrossAttentionIoUOptions, type CrossAttentionIoUResult, type CrossAttentionRecording, type PhraseAttentionMapOptions, type PhraseAttentionMaps, type ThingStuffValues } from './cross_attention_maps';

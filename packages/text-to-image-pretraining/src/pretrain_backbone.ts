@@ -25,13 +25,13 @@ import {
   SD_SCHEDULER_CONFIG,
   UNet2DConditionModel,
   saveClipTokenizerFiles,
-  trainClipBpe,
   type AutoencoderKLConfig,
   type CLIPTextConfig,
   type UNet2DConditionConfig,
 } from '@png/diffusion-backbone';
 import { synthesizeScene } from '@png/png-data';
 import { BatchOrder, Trainer, guardRun, runTrainingLoop, trainableVariables, warmupPoly } from '@png/training';
+import { trainClipBpe } from './bpe_trainer';
 import { autoencoderKLLoss } from './train_autoencoder_kl';
 import { textToImageLoss } from './train_text_to_image';
 
