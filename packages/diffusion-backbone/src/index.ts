@@ -5,7 +5,7 @@ export { DiffusionBackbone, type DiffusionBackboneOptions, type DiffusionBackbon
 export {
   AutoencoderKL,
   SD15_VAE_CONFIG,
-  AUTOENCODER_KL_DEFAULTS,
+  DEFAULT_AUTOENCODER_KL_CONFIG,
   resolveAutoencoderKLConfig,
   type AutoencoderKLConfig,
   type AutoencoderKLParts,

@@ -1,5 +1,6 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { killPoint } from './kill_point';
 
 /** The name of writeFileAtomic's temporary for `name`: `.<name>.<pid>.<random>.tmp`. */
 const TEMPORARY_NAME = /^\..+\.\d+\.[0-9a-z]+\.tmp$/;
@@ -20,7 +21,9 @@ export function writeFileAtomic(path: string, data: string | Uint8Array): void {
     } finally {
       closeSync(fd);
     }
+    killPoint(`${basename(path)} written`);
     renameSync(temporary, path);
+    killPoint(`${basename(path)} renamed`);
   } catch (e) {
     rmSync(temporary, { force: true });
     throw e;

@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { check, isFiniteNumber, isNonNegativeInt, isPositiveInt, resolveConfig } from '@png/core';
 import type { DiffusionBackbone } from '@png/diffusion-backbone';
-import { removeStaleTemporaries } from '@png/node-utils';
+import { killPoint, removeStaleTemporaries } from '@png/node-utils';
 import type { SkippedRecord } from '@png/png-data';
 import { BatchOrder, Trainer, guardRun, latestCheckpoint, runTrainingLoop, warmupPoly } from '@png/training';
 import { encodeSamples, gatherBatch, readGroundedSamples } from './benchmark_samples';
@@ -122,8 +122,8 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
   const config = resolvePngGrounderConfig(options.config ?? {});
   const training = resolveTrainingSettings(options.training ?? {});
   const run: RunFile = { data: path.resolve(options.data), split, config, training };
-  const files = { run: path.join(options.out, 'run.json'), checkpoints: path.join(options.out, 'checkpoints'), grounder: path.join(options.out, 'grounder') };
-  const guard = guardRun(files.run, run);
+  const files = { checkpoints: path.join(options.out, 'checkpoints'), grounder: path.join(options.out, 'grounder') };
+  const guard = guardRun(options.out, run);
   if (guard.resumed && fs.existsSync(files.grounder)) {
     const latest = await latestCheckpoint(files.checkpoints);
     if (latest?.step === training.steps) {
@@ -179,6 +179,8 @@ function removeStale(out: string): void {
 async function saveFolderAtomically(dir: string, write: (dir: string) => Promise<void>): Promise<void> {
   const tmp = `${dir}.tmp-${process.pid}`;
   await write(tmp);
+  killPoint(`${path.basename(dir)} written`);
   fs.rmSync(dir, { recursive: true, force: true });
   fs.renameSync(tmp, dir);
+  killPoint(`${path.basename(dir)} renamed`);
 }

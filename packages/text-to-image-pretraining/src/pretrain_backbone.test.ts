@@ -107,7 +107,7 @@ describe('pretrainBackbone (wasm)', () => {
     await expect(pretrainBackbone({ out, settings: { ...SETTINGS, image_size: 18 }, architecture: MICRO })).rejects.toThrow(/image_size 18 is not a multiple of 4 \(the VAE's and the UNet's downsampling together\)/);
     expect(fs.existsSync(`${out}.work`)).toBe(false); // a failed start leaves nothing
     fs.mkdirSync(`${out}.work`, { recursive: true });
-    fs.writeFileSync(path.join(`${out}.work`, 'pretraining.json'), '{"settings": {}}\n');
-    await expect(pretrainBackbone({ out, settings: SETTINGS, architecture: MICRO })).rejects.toThrow(/pretraining\.json: this folder holds a run started with another settings .*remove .*\.work/);
+    fs.writeFileSync(path.join(`${out}.work`, 'run.json'), '{"settings": {}}\n');
+    await expect(pretrainBackbone({ out, settings: SETTINGS, architecture: MICRO })).rejects.toThrow(/run\.json: this folder holds a run started with another settings .*remove .*\.work/);
   });
 });

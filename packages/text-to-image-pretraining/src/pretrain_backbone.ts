@@ -175,7 +175,7 @@ export async function pretrainBackbone(options: PretrainOptions): Promise<Pretra
   const architecture = options.architecture ?? TINY_SD_ARCHITECTURE;
   const out = path.resolve(options.out);
   const work = `${out}.work`;
-  const guard = guardRun(path.join(work, 'pretraining.json'), { settings, architecture });
+  const guard = guardRun(work, { settings, architecture });
   const report = options.onProgress ?? (() => {});
   const seconds = { tokenizer: 0, vae: 0, latents: 0, unet: 0, total: 0 };
   const seedOf = (stream: number, step = 0) => deriveStepSeed(settings.seed, stream, step);

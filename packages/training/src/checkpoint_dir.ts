@@ -11,7 +11,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { SafetensorsFile, writeSafetensorsFile } from '@png/core';
-import { writeFileAtomic } from '@png/node-utils';
+import { killPoint, writeFileAtomic } from '@png/node-utils';
 import type { AdamW } from './adamw';
 
 export const TRAINABLE_FILE = 'trainable.safetensors';
@@ -110,6 +110,7 @@ export async function saveTrainingCheckpoint(dir: string, checkpoint: TrainingCh
     await writeSafetensorsFile(path.join(tmp, OPTIMIZER_FILE), shapesOf(moments), tensorData(moments), { iterations: String(optimizer.iterations) });
     writeFileAtomic(path.join(tmp, TRAINER_STATE_FILE), stateJson);
     syncDir(n, tmp);
+    killPoint('checkpoint written');
     replaceDir(n, tmp, target, `${target}.old-${tag}`);
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
@@ -129,6 +130,7 @@ function replaceDir(n: NodeModules, tmp: string, target: string, old: string): v
     throw e;
   }
   syncDir(n, path.dirname(target));
+  killPoint('checkpoint renamed');
   if (hadOld) fs.rmSync(old, { recursive: true, force: true });
 }
 

@@ -11,13 +11,13 @@ describe('guardRun', () => {
   it('writes nothing until record(), then resumes a rerun of the same run', () => {
     const file = path.join(dir, 'run', 'run.json');
     const run = { data: '/data', training: { steps: 3, lr: 0.1 } };
-    const guard = guardRun(file, run);
+    const guard = guardRun(path.join(dir, 'run'), run);
     expect(guard.resumed).toBe(false);
     expect(fs.existsSync(path.join(dir, 'run'))).toBe(false);
     guard.record();
     expect(JSON.parse(fs.readFileSync(file, 'utf8'))).toEqual(run);
     expect(fs.readdirSync(path.join(dir, 'run'))).toEqual(['run.json']); // no temporary left
-    const again = guardRun(file, { training: { steps: 3, lr: 0.1 }, data: '/data' }); // key order does not matter
+    const again = guardRun(path.join(dir, 'run'), { training: { steps: 3, lr: 0.1 }, data: '/data' }); // key order does not matter
     expect(again.resumed).toBe(true);
     again.record();
     expect(JSON.parse(fs.readFileSync(file, 'utf8'))).toEqual(run);
@@ -25,12 +25,12 @@ describe('guardRun', () => {
 
   it('refuses another run, naming the file and the field that differs, and a corrupt record', () => {
     const file = path.join(dir, 'run.json');
-    guardRun(file, { data: '/data', training: { steps: 3 } }).record();
-    expect(() => guardRun(file, { data: '/data', training: { steps: 4 } })).toThrow(
+    guardRun(dir, { data: '/data', training: { steps: 3 } }).record();
+    expect(() => guardRun(dir, { data: '/data', training: { steps: 4 } })).toThrow(
       `${file}: this folder holds a run started with another training ({"steps":3}, now {"steps":4}); rerun with the same settings to resume it, or remove ${dir} or choose another folder to start over`,
     );
-    expect(() => guardRun(file, { data: '/data', training: { steps: 3 }, config: {} })).toThrow(/another config \(undefined, now \{\}\)/);
+    expect(() => guardRun(dir, { data: '/data', training: { steps: 3 }, config: {} })).toThrow(/another config \(undefined, now \{\}\)/);
     fs.writeFileSync(file, '{"data": ');
-    expect(() => guardRun(file, { data: '/data' })).toThrow(new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: not valid JSON \\(.*\\); remove ${dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} or choose another folder$`));
+    expect(() => guardRun(dir, { data: '/data' })).toThrow(new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: not valid JSON \\(.*\\); remove ${dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} or choose another folder$`));
   });
 });

@@ -1,11 +1,13 @@
 /**
- * The guard of a resumable run folder: a JSON file in it (e.g. `RUN/run.json`) records what the run
- * was started with, and a rerun with anything else is refused, so that resuming never mixes two
- * runs. Node only.
+ * The guard of a resumable run folder: its `run.json` records what the run was started with, and
+ * a rerun with anything else is refused, so that resuming never mixes two runs. Node only.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileAtomic } from '@png/node-utils';
+
+/** The file in a run folder that records the run. */
+const RUN_FILE = 'run.json';
 
 /** What `guardRun` found, and how to record a new run. */
 export interface RunGuard {
@@ -19,12 +21,13 @@ export interface RunGuard {
 }
 
 /**
- * Checks the run record `file` against `run` (plain JSON data: settings, config, data paths): a
- * file recording another run is an error naming the first field that differs; nothing is written.
+ * Checks the run folder `folder` against `run` (plain JSON data: settings, config, data paths): a
+ * `run.json` recording another run is an error naming the first field that differs. Nothing is
+ * written (the folder need not exist).
  */
-export function guardRun(file: string, run: Readonly<Record<string, unknown>>): RunGuard {
+export function guardRun(folder: string, run: Readonly<Record<string, unknown>>): RunGuard {
   const text = JSON.stringify(run, null, 2) + '\n';
-  const folder = path.dirname(file);
+  const file = path.join(folder, RUN_FILE);
   const resumed = fs.existsSync(file);
   if (resumed) {
     let previous: Record<string, unknown>;

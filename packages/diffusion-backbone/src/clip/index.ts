@@ -1,4 +1,4 @@
-export { CLIP_TEXT_CONFIG_DEFAULTS, CLIP_VIT_L14_TEXT_CONFIG, clipTextConfigFromJson, type CLIPTextConfig } from './configuration_clip';
+export { DEFAULT_CLIP_TEXT_CONFIG, CLIP_VIT_L14_TEXT_CONFIG, clipTextConfigFromJson, type CLIPTextConfig } from './configuration_clip';
 export { CLIPTextModel, type CLIPTextModelForwardOptions, type CLIPTextModelOutput } from './modeling_clip';
 export {
   CLIPTokenizer,

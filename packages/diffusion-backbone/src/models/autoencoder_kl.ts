@@ -41,7 +41,7 @@ const DOWN_BLOCK_TYPES: readonly string[] = ['DownEncoderBlock2D'] satisfies Enc
 const UP_BLOCK_TYPES: readonly string[] = ['UpDecoderBlock2D'] satisfies DecoderUpBlockType[];
 
 /** diffusers' defaults (AutoencoderKL.__init__ in v0.25.1). */
-export const AUTOENCODER_KL_DEFAULTS: AutoencoderKLConfig = Object.freeze<AutoencoderKLConfig>({
+export const DEFAULT_AUTOENCODER_KL_CONFIG: AutoencoderKLConfig = Object.freeze<AutoencoderKLConfig>({
   in_channels: 3,
   out_channels: 3,
   down_block_types: ['DownEncoderBlock2D'],
@@ -58,7 +58,7 @@ export const AUTOENCODER_KL_DEFAULTS: AutoencoderKLConfig = Object.freeze<Autoen
 
 /** SD v1.5's `vae/config.json` (runwayml/stable-diffusion-v1-5) with diffusers' defaults filled in. */
 export const SD15_VAE_CONFIG: AutoencoderKLConfig = Object.freeze<AutoencoderKLConfig>({
-  ...AUTOENCODER_KL_DEFAULTS,
+  ...DEFAULT_AUTOENCODER_KL_CONFIG,
   down_block_types: ['DownEncoderBlock2D', 'DownEncoderBlock2D', 'DownEncoderBlock2D', 'DownEncoderBlock2D'],
   up_block_types: ['UpDecoderBlock2D', 'UpDecoderBlock2D', 'UpDecoderBlock2D', 'UpDecoderBlock2D'],
   block_out_channels: [128, 256, 512, 512],
@@ -86,7 +86,7 @@ const isStringList = (v: unknown): v is string[] => Array.isArray(v) && v.every(
  * exists. Throws a ConfigError (`Error in AutoencoderKLConfig.<field>: …`) naming the field.
  */
 export function resolveAutoencoderKLConfig(json: Partial<AutoencoderKLConfig> | Record<string, unknown>): AutoencoderKLConfig {
-  const c = { ...AUTOENCODER_KL_DEFAULTS, ...json } as Record<string, unknown>;
+  const c = { ...DEFAULT_AUTOENCODER_KL_CONFIG, ...json } as Record<string, unknown>;
   const name = CONFIG_NAME;
   check(c._class_name === undefined || c._class_name === 'AutoencoderKL', name, '_class_name', "'AutoencoderKL' (this folder holds another model)", c._class_name);
   for (const [field, required] of Object.entries(LATER_FIELDS_REQUIRED)) {

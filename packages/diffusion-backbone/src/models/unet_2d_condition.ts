@@ -57,7 +57,7 @@ const DOWN_BLOCK_TYPES = ['CrossAttnDownBlock2D', 'DownBlock2D'];
 const UP_BLOCK_TYPES = ['CrossAttnUpBlock2D', 'UpBlock2D'];
 
 /** diffusers' defaults for the fields this port reads. */
-const UNET_DEFAULTS: UNet2DConditionConfig = {
+const DEFAULT_UNET_2D_CONDITION_CONFIG: UNet2DConditionConfig = {
   sample_size: null,
   in_channels: 4,
   out_channels: 4,
@@ -112,7 +112,7 @@ const UNSUPPORTED_UNLESS: Record<string, unknown> = {
 
 /** SD v1.5's `unet/config.json` (runwayml/stable-diffusion-v1-5). */
 export const SD15_UNET_CONFIG: UNet2DConditionConfig = Object.freeze({
-  ...UNET_DEFAULTS,
+  ...DEFAULT_UNET_2D_CONDITION_CONFIG,
   sample_size: 64,
   cross_attention_dim: 768,
   attention_head_dim: 8,
@@ -155,7 +155,7 @@ function perBlock<T>(value: T | readonly T[], n: number, field: string, expected
 /** Fills diffusers' defaults into a parsed config.json and checks it, before any weight exists. */
 export function resolveUNetConfig(json: Record<string, unknown>): ResolvedUNet {
   const name = 'UNet2DConditionConfig';
-  const config = { ...UNET_DEFAULTS, ...json } as UNet2DConditionConfig;
+  const config = { ...DEFAULT_UNET_2D_CONDITION_CONFIG, ...json } as UNet2DConditionConfig;
   for (const [field, required] of Object.entries(UNSUPPORTED_UNLESS)) {
     const v = config[field];
     if (v !== undefined && JSON.stringify(v) !== JSON.stringify(required)) check(false, name, field, `${JSON.stringify(required)} (other values are not implemented)`, v);
