@@ -108,7 +108,6 @@ interface RunFile {
   readonly split: string;
   readonly config: PngGrounderConfig;
   readonly training: TrainingSettings;
-  readonly [key: string]: unknown;
 }
 
 /**
@@ -135,18 +134,20 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
   options.onProgress?.({ phase: 'encode', done: 0, total: samples.length });
   const encoded = encodeSamples(options.backbone, samples, { size: training.image_size, maxPhrases: config.max_phrases });
   options.onProgress?.({ phase: 'encode', done: samples.length, total: samples.length });
-  const grounder = PngGrounder.create(options.backbone, config, { seed: training.seed });
-  const trainer = new Trainer<number[]>({
-    variables: grounder.namedVariables(),
-    lossFn: (indices) => {
-      const batch = gatherBatch(encoded, indices);
-      return grounder.loss(batch.latents, batch.phrases, batch.targets);
-    },
-    optimizer: { lr: training.lr, weight_decay: training.weight_decay, noDecay: (key) => /(bias|norm|gate|level_weights)/.test(key) },
-    schedule: warmupPoly({ base_lr: training.lr, warmup_steps: training.warmup_steps, total_steps: training.steps }),
-    clip_grad_norm: training.clip_grad_norm,
-  });
+  let grounder: PngGrounder | undefined;
+  let trainer: Trainer<number[]> | undefined;
   try {
+    const model = (grounder = PngGrounder.create(options.backbone, config, { seed: training.seed }));
+    trainer = new Trainer<number[]>({
+      variables: model.namedVariables(),
+      lossFn: (indices) => {
+        const batch = gatherBatch(encoded, indices);
+        return model.loss(batch.latents, batch.phrases, batch.targets);
+      },
+      optimizer: { lr: training.lr, weight_decay: training.weight_decay, noDecay: (key) => /(bias|norm|gate|level_weights)/.test(key) },
+      schedule: warmupPoly({ base_lr: training.lr, warmup_steps: training.warmup_steps, total_steps: training.steps }),
+      clip_grad_norm: training.clip_grad_norm,
+    });
     guard.record(); // every input is valid: the run folder starts here
     removeStale(options.out);
     const order = new BatchOrder(samples.length, training.batch_size, training.seed);
@@ -158,11 +159,11 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
       batch: (step) => order.batch(step),
       onStep: (p) => options.onProgress?.({ phase: 'train', ...p }),
     });
-    await saveFolderAtomically(files.grounder, (dir) => grounder.save(dir));
+    await saveFolderAtomically(files.grounder, (dir) => model.save(dir));
     return { grounderDir: files.grounder, losses, resumedFrom, samples: samples.length, truncatedPhrases: encoded.truncated, skipped, seconds: (performance.now() - began) / 1000 };
   } finally {
-    grounder.dispose();
-    trainer.dispose();
+    grounder?.dispose();
+    trainer?.dispose();
     tf.dispose([encoded.latents, encoded.phrases, encoded.targets]);
   }
 }

@@ -25,7 +25,7 @@ export interface RunGuard {
  * `run.json` recording another run is an error naming the first field that differs. Nothing is
  * written (the folder need not exist).
  */
-export function guardRun(folder: string, run: Readonly<Record<string, unknown>>): RunGuard {
+export function guardRun(folder: string, run: object): RunGuard {
   const text = JSON.stringify(run, null, 2) + '\n';
   const file = path.join(folder, RUN_FILE);
   const resumed = fs.existsSync(file);
