@@ -15,7 +15,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { check, isFiniteNumber, isNonNegativeInt, isPositiveInt, resolveConfig } from '@png/core';
 import type { DiffusionBackbone } from '@png/diffusion-backbone';
 import { killPoint, removeStaleTemporaries } from '@png/node-utils';
-import type { SkippedRecord } from '@png/png-data';
+import type { DroppedRecord, SkippedRecord } from '@png/png-data';
 import { BatchOrder, Trainer, guardRun, latestCheckpoint, runTrainingLoop, warmupPoly } from '@png/training';
 import { encodeSamples, gatherBatch, readGroundedSamples } from './benchmark_samples';
 import { PngGrounder, resolvePngGrounderConfig, type PngGrounderConfig } from './png_grounder';
@@ -99,6 +99,8 @@ export interface BenchmarkTrainingResult {
   readonly truncatedPhrases: number;
   /** Bad records of the split, left out (each with its index and the field at fault). */
   readonly skipped: readonly SkippedRecord[];
+  /** Records the official pre-processing drops, left out as in the official code. */
+  readonly dropped: readonly DroppedRecord[];
   readonly seconds: number;
 }
 
@@ -126,11 +128,11 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
   if (guard.resumed && fs.existsSync(files.grounder)) {
     const latest = await latestCheckpoint(files.checkpoints);
     if (latest?.step === training.steps) {
-      return { grounderDir: files.grounder, losses: latest.losses, resumedFrom: training.steps, samples: 0, truncatedPhrases: 0, skipped: [], seconds: (performance.now() - began) / 1000 };
+      return { grounderDir: files.grounder, losses: latest.losses, resumedFrom: training.steps, samples: 0, truncatedPhrases: 0, skipped: [], dropped: [], seconds: (performance.now() - began) / 1000 };
     }
   }
 
-  const { samples, skipped } = await readGroundedSamples(options.data, split, { limit: training.limit ?? undefined });
+  const { samples, skipped, dropped } = await readGroundedSamples(options.data, split, { limit: training.limit ?? undefined });
   options.onProgress?.({ phase: 'encode', done: 0, total: samples.length });
   const encoded = encodeSamples(options.backbone, samples, { size: training.image_size, maxPhrases: config.max_phrases });
   options.onProgress?.({ phase: 'encode', done: samples.length, total: samples.length });
@@ -160,7 +162,7 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
       onStep: (p) => options.onProgress?.({ phase: 'train', ...p }),
     });
     await saveFolderAtomically(files.grounder, (dir) => model.save(dir));
-    return { grounderDir: files.grounder, losses, resumedFrom, samples: samples.length, truncatedPhrases: encoded.truncated, skipped, seconds: (performance.now() - began) / 1000 };
+    return { grounderDir: files.grounder, losses, resumedFrom, samples: samples.length, truncatedPhrases: encoded.truncated, skipped, dropped, seconds: (performance.now() - began) / 1000 };
   } finally {
     grounder?.dispose();
     trainer?.dispose();

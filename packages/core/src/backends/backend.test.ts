@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { mulberry32 } from '@png/node-utils';
 import { BACKENDS, setBackend } from './backend';
-import { maxAbsDiff } from './testing';
+import { maxAbsDiff } from '../testing';
 
 describe('setBackend', () => {
   it('refuses an unknown backend, naming the known ones', async () => {
