@@ -45,6 +45,8 @@ export interface SamplePhrase {
   isPlural: boolean;
   /** Binary union of the phrase's segments, row-major, H·W of the original image. */
   mask: Uint8Array;
+  /** The chunk's `phrase_type` key when the file has one (synthetic grounding scenes: a `PhraseType`); not part of the real format. */
+  type?: string;
 }
 
 /** One narrative record, ready for a model (`narrative`) and for evaluation (`phrases`). */
@@ -186,14 +188,12 @@ export class PngDataset {
       if (caption.slice(start, end).trim() === '') throw new BadRecord(`segments[${gtPhrases[k].chunkIndex}].utterance`, 'a grounded noun chunk has no text');
     });
     const { image, ids } = await this.readImage(imageId, size);
-    const phrases = gtPhrases.map((p): SamplePhrase => ({
-      text: p.utterance,
-      chunkIndex: p.chunkIndex,
-      segmentIds: p.segmentIds,
-      isThing: p.isThing,
-      isPlural: p.isPlural,
-      mask: new Uint8Array(ids.length),
-    }));
+    const phrases = gtPhrases.map((p): SamplePhrase => {
+      const phrase: SamplePhrase = { text: p.utterance, chunkIndex: p.chunkIndex, segmentIds: p.segmentIds, isThing: p.isThing, isPlural: p.isPlural, mask: new Uint8Array(ids.length) };
+      const type = phraseType(value, p.chunkIndex);
+      if (type !== undefined) phrase.type = type;
+      return phrase;
+    });
     fillMasks(ids, phrases);
     const sample: PngSample = { index, imageId, image, narrative: { caption, phrases: phraseSpans }, phrases };
     const tokenizer = this.options.tokenizer;
@@ -264,6 +264,13 @@ function locateUtterances(record: NarrativeRecord, caption: string): [number, nu
     cursor = end;
     return [start, end];
   });
+}
+
+/** The optional `phrase_type` key of chunk `chunkIndex` of a raw record (already validated as a record). */
+function phraseType(record: unknown, chunkIndex: number): string | undefined {
+  const type = (record as { segments: Record<string, unknown>[] }).segments[chunkIndex].phrase_type;
+  if (type !== undefined && typeof type !== 'string') throw new BadRecord(`segments[${chunkIndex}].phrase_type`, `expected a string such as "twin-relation", got ${JSON.stringify(type)}`);
+  return type;
 }
 
 /** Sets every phrase's mask to the union of its segments, in one pass over the id map. */
