@@ -39,10 +39,10 @@ Commands:
   synth      write a synthetic PNG benchmark (images, panoptic PNGs and JSON, narratives)
   train      train EIPA + MLMA + the decoder on a benchmark split (resumable)
   evaluate   Average Recall of a trained model on a split, with overlays and attention maps
-  baseline   Average Recall of trivial rules on a split (whole image, colour lookup, text prior, perfect mask)
   ground     ground a free-form narrative on an image: overlay PNG + masks as RLE JSON
   pretrain   pretrain a tiny text-to-image backbone (VAE, UNet, text encoder) on synthetic scenes
   sample     generate images from prompts with a backbone (DDIM, classifier-free guidance)
+  baseline   Average Recall of trivial rules on a split (whole image, colour lookup, text prior, perfect mask)
 
 Run "png <command> --help" for its options.`,
   synth: `Usage: png synth --out DIR [--kind unary|grounding] [--train N] [--val N] [--seed S] [--size H]

@@ -17,7 +17,7 @@
  *   twin (or, for a plural subset, every instance outside the subset) has ≤ 30 % there.
  * - "bigger / smaller": area ratio ≥ 2 to every other twin; superlatives for three twins.
  * - "leftmost / rightmost / topmost / lowest": the centre leads every other twin by ≥ half a radius.
- * - "behind A": 20–50 % of the shape is hidden by A; the other twins are not hidden at all.
+ * - "behind A": 20–35 % of the shape is hidden by A; the other twins are not hidden at all.
  * Things do not overlap except an occluded instance and its occluder.
  */
 import { Prng, deriveSeed } from './prng';
@@ -26,6 +26,32 @@ import type { PhraseType, SceneOptions, SyntheticNarrative, SyntheticScene, Synt
 
 type EpisodeType = Exclude<PhraseType, 'unary'>;
 const EPISODE_TYPES: readonly EpisodeType[] = ['twin-relation', 'twin-size', 'twin-order', 'binding', 'plural-subset', 'occluded'];
+/** How often each episode is drawn, so that every type gets a similar number of phrases (binding writes 2–3 per sentence). */
+const EPISODE_WEIGHTS: Record<EpisodeType, number> = { 'twin-relation': 1.2, 'twin-size': 1, 'twin-order': 0.9, binding: 1, 'plural-subset': 1.1, occluded: 1.6 };
+/** Probability of a second episode (when it fits). */
+const SECOND_EPISODE_RATE = 0.6;
+
+/**
+ * Shape radii as fractions of the image side: large enough that a perfect mask at stride 4 keeps
+ * ≥ 95 AR on every phrase type at 96×96 (README), up to half the image across. `sizeStep` is the
+ * radius ratio between twins told apart by size (area ratio ≥ 2).
+ */
+const RADIUS = {
+  twin: [0.14, 0.21],
+  anchor: [0.12, 0.18],
+  sizeSmallestOfTwo: [0.13, 0.16],
+  sizeSmallestOfThree: [0.115, 0.13],
+  sizeStep: [1.42, 1.55],
+  binding: [0.13, 0.18],
+  subset: [0.13, 0.16],
+  occluded: [0.19, 0.25],
+  extra: [0.13, 0.2],
+  tiny: [0.02, 0.05],
+} as const;
+/** Rings (two borders) and triangles (sharp corners) lose most to a coarse mask: drawn this much larger. */
+const SHAPE_SCALE: Record<ShapeKind, number> = { circle: 1, square: 1, triangle: 1.1, ring: 1.15, diamond: 1 };
+/** Probability that an extra shape is tiny (a few pixels: the small and medium size buckets). */
+const TINY_EXTRA_RATE = 0.1;
 
 /** Prepositions of a thing standing on a stuff band (after and before the noun). */
 const ON_STUFF: Record<StuffKind, string> = { sky: 'in', wall: 'in front of', grass: 'on', water: 'in', sand: 'on', tree: 'in front of' };
@@ -118,13 +144,17 @@ class Canvas {
     return thing;
   }
 
-  /** Places a shape at a random free spot that satisfies `accept`; undefined after `tries` misses. */
-  place(rng: Prng, shape: ShapeKind, colour: string, r: number, accept: (cx: number, cy: number) => boolean = () => true, tries = 120): Thing | undefined {
+  /**
+   * Places a shape of radius r · SHAPE_SCALE[shape] at a random free spot that satisfies `accept`
+   * (given the centre and that radius); undefined after `tries` misses.
+   */
+  place(rng: Prng, shape: ShapeKind, colour: string, radius: number, accept: (cx: number, cy: number, r: number) => boolean = () => true, tries = 120): Thing | undefined {
+    const r = radius * SHAPE_SCALE[shape];
     const reach = r * SHAPES[shape].reach;
     if (2 * reach > this.side) return undefined;
     for (let t = 0; t < tries; t++) {
       const [cx, cy] = this.randomCentre(rng, reach);
-      if (this.free(cx, cy, reach) && accept(cx, cy)) return this.make(shape, colour, r, cx, cy);
+      if (this.free(cx, cy, reach) && accept(cx, cy, r)) return this.make(shape, colour, r, cx, cy);
     }
     return undefined;
   }
@@ -180,7 +210,7 @@ export function synthesizeGroundingScene(seed: number, height: number, width: nu
   const combos = new Combos(rng.shuffle(Object.keys(COLOURS)));
 
   const episodes: Episode[] = [];
-  const first = rng.pick(EPISODE_TYPES);
+  const first = pickWeighted(rng, EPISODE_TYPES);
   for (const type of [first, ...EPISODE_TYPES.filter((t) => t !== first)]) {
     const episode = placeEpisode(type, canvas, combos, rng);
     if (episode) {
@@ -188,8 +218,8 @@ export function synthesizeGroundingScene(seed: number, height: number, width: nu
       break;
     }
   }
-  if (rng.chance(0.35)) {
-    const episode = placeEpisode(rng.pick(EPISODE_TYPES.filter((t) => t !== episodes[0]?.type)), canvas, combos, rng);
+  if (rng.chance(SECOND_EPISODE_RATE)) {
+    const episode = placeEpisode(pickWeighted(rng, EPISODE_TYPES.filter((t) => t !== episodes[0]?.type)), canvas, combos, rng);
     if (episode) episodes.push(episode);
   }
   const extras = placeExtras(canvas, combos, rng);
@@ -204,7 +234,7 @@ export function synthesizeGroundingScene(seed: number, height: number, width: nu
 
   const longRate = options.longCaptionRate ?? 0.25;
   const narratives = [describe(rng, episodes, extras, stuff, longRate, 'first')];
-  if (rng.chance(options.secondNarrativeRate ?? 0.35)) narratives.push(describe(rng, episodes, extras, stuff, longRate, 'second'));
+  if (rng.chance(options.secondNarrativeRate ?? 0.5)) narratives.push(describe(rng, episodes, extras, stuff, longRate, 'second'));
   let annotator = rng.int(1, 150);
   for (const narrative of narratives) narrative.annotator_id = annotator += rng.int(1, 20);
   return { height, width, image, ids, segments: all.filter((s) => s.area > 0), narratives };
@@ -254,9 +284,9 @@ function placeTwinRelation(canvas: Canvas, combos: Combos, rng: Prng): Episode |
   const anchorCombo = combos.pick(rng, rng.chance(0.5) ? [colour, ...combos.palette] : combos.palette.filter((c) => c !== colour), [shape]);
   if (!anchorCombo) return undefined;
   const side = canvas.side;
-  const anchor = canvas.place(rng, anchorCombo[1], anchorCombo[0], rng.uniform(0.1, 0.17) * side);
+  const anchor = canvas.place(rng, anchorCombo[1], anchorCombo[0], uniform(rng, RADIUS.anchor) * side);
   if (!anchor) return undefined;
-  const twins = placeTwins(canvas, rng, colour, shape, rng.pick([2, 3, 3, 4]), rng.uniform(0.12, 0.19) * side);
+  const twins = placeTwins(canvas, rng, colour, shape, rng.pick([2, 3, 3, 4]), uniform(rng, RADIUS.twin) * side);
   if (!twins) return undefined;
   const sentences: Sentence[] = [];
   for (const target of twins) {
@@ -285,8 +315,8 @@ function placeTwinSize(canvas: Canvas, combos: Combos, rng: Prng): Episode | und
   const [colour, shape] = combos.pick(rng, combos.palette)!;
   const side = canvas.side;
   const count = rng.pick([2, 3]);
-  const radii = count === 2 ? [rng.uniform(0.11, 0.15) * side] : [rng.uniform(0.1, 0.12) * side];
-  while (radii.length < count) radii.push(radii[radii.length - 1] * rng.uniform(1.45, 1.65));
+  const radii = [uniform(rng, count === 2 ? RADIUS.sizeSmallestOfTwo : RADIUS.sizeSmallestOfThree) * side];
+  while (radii.length < count) radii.push(radii[radii.length - 1] * uniform(rng, RADIUS.sizeStep));
   const twins: Thing[] = [];
   for (const r of rng.shuffle(radii)) {
     const twin = canvas.place(rng, shape, colour, r);
@@ -325,7 +355,7 @@ const ORDERS = [
 
 function placeTwinOrder(canvas: Canvas, combos: Combos, rng: Prng): Episode | undefined {
   const [colour, shape] = combos.pick(rng, combos.palette)!;
-  const twins = placeTwins(canvas, rng, colour, shape, rng.pick([2, 3, 3, 4]), rng.uniform(0.12, 0.19) * canvas.side);
+  const twins = placeTwins(canvas, rng, colour, shape, rng.pick([2, 3, 3, 4]), uniform(rng, RADIUS.twin) * canvas.side);
   if (!twins) return undefined;
   const sentences: Sentence[] = [];
   for (const order of ORDERS) {
@@ -358,31 +388,38 @@ function placeTwinOrder(canvas: Canvas, combos: Combos, rng: Prng): Episode | un
 
 function placeBinding(canvas: Canvas, combos: Combos, rng: Prng): Episode | undefined {
   const colours = rng.shuffle(combos.palette.slice(0, 4)).slice(0, 2);
-  const shapes = rng.shuffle(Object.keys(SHAPES) as ShapeKind[]).filter((s) => colours.every((c) => !combos.has(c, s))).slice(0, 2);
-  if (shapes.length < 2) return undefined;
+  const shapes = rng.shuffle(Object.keys(SHAPES) as ShapeKind[]).filter((s) => colours.every((c) => !combos.has(c, s)));
+  if (shapes.length < 3) return undefined;
   const side = canvas.side;
   const doubled = rng.chance(0.3) ? rng.int(0, 3) : -1;
   const groups: Thing[][] = [];
-  for (const [k, [colour, shape]] of colours.flatMap((c) => shapes.map((s) => [c, s] as const)).entries()) {
+  for (const [k, [colour, shape]] of colours.flatMap((c) => shapes.slice(0, 2).map((s) => [c, s] as const)).entries()) {
     const group: Thing[] = [];
     for (let n = 0; n < (k === doubled ? 2 : 1); n++) {
-      const thing = canvas.place(rng, shape, colour, rng.uniform(0.1, 0.16) * side);
+      const thing = canvas.place(rng, shape, colour, uniform(rng, RADIUS.binding) * side);
       if (!thing) return undefined;
       group.push(thing);
     }
     groups.push(group);
   }
-  for (const group of groups) combos.take(group[0].colour, group[0].shape);
+  // A third shape in one or both colours, so that colour alone fails more often than not.
+  const distractors: Thing[] = [];
+  for (const colour of rng.shuffle(colours).slice(0, rng.chance(0.5) ? 2 : 1)) {
+    const thing = canvas.place(rng, shapes[2], colour, uniform(rng, RADIUS.binding) * side);
+    if (!thing) return undefined;
+    distractors.push(thing);
+  }
+  for (const thing of [...groups.map((g) => g[0]), ...distractors]) combos.take(thing.colour, thing.shape);
   const sentence: Sentence = (b, r) => {
-    const named = r.shuffle(groups).slice(0, r.int(2, 4));
-    b.text(named.length === 4 || named[0].length > 1 ? r.pick(['There are', 'We can see']) : r.pick(['There is', 'We can see']));
+    const named = r.shuffle(groups).slice(0, r.int(2, 3));
+    b.text(named[0].length > 1 ? r.pick(['There are', 'We can see']) : r.pick(['There is', 'We can see']));
     named.forEach((group, k) => {
       if (k > 0) b.text(k === named.length - 1 ? 'and' : 'and also');
       noun(b, mention(thingText(r, group[0].colour, group[0].shape, group.length), group, 'binding'));
     });
     b.text(r.pick(TAILS));
   };
-  return { type: 'binding', overview: [], sentences: [sentence] };
+  return { type: 'binding', overview: distractors.map((d) => groupMention([d])), sentences: [sentence] };
 }
 
 function placePluralSubset(canvas: Canvas, combos: Combos, rng: Prng): Episode | undefined {
@@ -390,23 +427,27 @@ function placePluralSubset(canvas: Canvas, combos: Combos, rng: Prng): Episode |
   const [colour, shape] = combos.pick(rng, combos.palette)!;
   const [inside, outside] = rng.shuffle(canvas.stuff).slice(0, 2);
   const side = canvas.side;
-  const counts = [rng.pick([2, 2, 3]), 0];
-  counts[1] = rng.int(counts[0] - 1, counts[0] + 1);
+  const counts = rng.pick([[2, 2], [2, 3], [3, 2]]);
   const groups: Thing[][] = [[], []];
   for (const [g, region] of [inside, outside].entries()) {
     for (let n = 0; n < counts[g]; n++) {
-      const r = rng.uniform(0.1, 0.14) * side;
-      const thing = canvas.place(rng, shape, colour, r, (cx, cy) => canvas.fractionOn(shape, cx, cy, r, region) >= 0.8);
+      const r = uniform(rng, RADIUS.subset) * side;
+      const thing = canvas.place(rng, shape, colour, r, (cx, cy, radius) => canvas.fractionOn(shape, cx, cy, radius, region) >= 0.8);
       if (!thing) return undefined;
       groups[g].push(thing);
     }
   }
+  // A shape of the same colour elsewhere, so that colour alone fails more often than not.
+  const distractorShape = combos.pick(rng, [colour], [shape]);
+  const distractor = distractorShape && canvas.place(rng, distractorShape[1], colour, uniform(rng, RADIUS.subset) * side);
+  if (!distractor) return undefined;
   combos.take(colour, shape);
+  combos.take(colour, distractor.shape);
   const sentences = ([[groups[0], inside], [groups[1], outside]] as const).map(([group, region]): Sentence => {
     const type = group.length > 1 ? 'plural-subset' : 'twin-relation';
     return stuffRelationSentence(mention(thingText(rng, colour, shape, group.length), group, type), region);
   });
-  return { type: 'plural-subset', overview: [groupMention([...groups[0], ...groups[1]])], sentences };
+  return { type: 'plural-subset', overview: [groupMention([...groups[0], ...groups[1]]), groupMention([distractor])], sentences };
 }
 
 function placeOccluded(canvas: Canvas, combos: Combos, rng: Prng): Episode | undefined {
@@ -414,21 +455,22 @@ function placeOccluded(canvas: Canvas, combos: Combos, rng: Prng): Episode | und
   const coverCombo = combos.pick(rng, combos.palette.filter((c) => c !== colour), [shape]);
   if (!coverCombo) return undefined;
   const side = canvas.side;
-  const r = rng.uniform(0.15, 0.21) * side;
+  const r = uniform(rng, RADIUS.occluded) * side;
   const target = canvas.place(rng, shape, colour, r);
   if (!target) return undefined;
-  // The occluder: its centre on a circle around the target's, hiding 20–50 % of the target.
-  const coverR = r * rng.uniform(0.6, 0.85);
+  const { cx: tx, cy: ty, r: tr } = target;
+  // The occluder: its centre on a circle around the target's, hiding 20–35 % of the target.
+  const coverR = tr * rng.uniform(0.6, 0.85);
   const coverReach = coverR * SHAPES[coverCombo[1]].reach;
-  const targetPixels = new Set(canvas.footprint(shape, target.cx, target.cy, r));
+  const targetPixels = new Set(canvas.footprint(shape, tx, ty, tr));
   let cover: Thing | undefined;
   for (let t = 0; t < 60 && !cover; t++) {
     const angle = rng.uniform(0, 2 * Math.PI);
-    const distance = rng.uniform(0.6, 1.3) * r;
-    const [cx, cy] = [target.cx + distance * Math.cos(angle), target.cy + distance * Math.sin(angle)];
+    const distance = rng.uniform(0.6, 1.3) * tr;
+    const [cx, cy] = [tx + distance * Math.cos(angle), ty + distance * Math.sin(angle)];
     if (cx < coverReach || cx > canvas.width - coverReach || cy < coverReach || cy > canvas.height - coverReach || !canvas.free(cx, cy, coverReach, target)) continue;
     const hidden = canvas.footprint(coverCombo[1], cx, cy, coverR).filter((p) => targetPixels.has(p)).length / targetPixels.size;
-    if (hidden >= 0.2 && hidden <= 0.5) cover = canvas.make(coverCombo[1], coverCombo[0], coverR, cx, cy, true);
+    if (hidden >= 0.2 && hidden <= 0.35) cover = canvas.make(coverCombo[1], coverCombo[0], coverR, cx, cy, true);
   }
   if (!cover) return undefined;
   const twins = placeTwins(canvas, rng, colour, shape, rng.pick([1, 1, 2]), r);
@@ -455,14 +497,27 @@ function placeExtras(canvas: Canvas, combos: Combos, rng: Prng): Mention[] {
   for (let k = 0; k < count; k++) {
     const combo = combos.pick(rng, rng.chance(0.7) ? combos.palette.slice(0, 3) : combos.palette.slice(3));
     if (!combo) continue;
-    const tiny = rng.chance(0.35);
-    const r = (tiny ? rng.uniform(0.025, 0.06) : rng.uniform(0.1, 0.2)) * canvas.side;
+    const tiny = rng.chance(TINY_EXTRA_RATE);
+    const r = uniform(rng, tiny ? RADIUS.tiny : RADIUS.extra) * canvas.side;
     const thing = canvas.place(rng, combo[1], combo[0], r);
     if (!thing) continue;
     combos.take(combo[0], combo[1]);
     extras.push(mention(`${tiny ? 'a small' : 'a'} ${combo[0]} ${combo[1]}`, [thing], 'unary'));
   }
   return extras;
+}
+
+function uniform(rng: Prng, [lo, hi]: readonly [number, number]): number {
+  return rng.uniform(lo, hi);
+}
+
+function pickWeighted(rng: Prng, types: readonly EpisodeType[]): EpisodeType {
+  let u = rng.uniform(0, types.reduce((sum, t) => sum + EPISODE_WEIGHTS[t], 0));
+  for (const t of types) {
+    u -= EPISODE_WEIGHTS[t];
+    if (u < 0) return t;
+  }
+  return types[types.length - 1];
 }
 
 /** "a blue circle", "an orange ring", "two red squares", sometimes with "the". */

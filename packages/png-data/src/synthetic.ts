@@ -85,7 +85,7 @@ export interface SceneOptions {
   size?: readonly [number, number];
   /** Probability that a narrative gets extra sentences that take it past 77 CLIP tokens; default 0.25. */
   longCaptionRate?: number;
-  /** Probability that an image gets a second narrative by another annotator; default 0.35. */
+  /** Probability that an image gets a second narrative by another annotator; default 0.35 (0.5 for 'grounding' scenes). */
   secondNarrativeRate?: number;
 }
 
