@@ -21,7 +21,7 @@
  * Things do not overlap except an occluded instance and its occluder.
  */
 import { Prng, deriveSeed } from './prng';
-import { COLOURS, FILLERS, NUMBER_WORDS, NarrativeBuilder, SHAPES, STUFF, drawShape, drawStuffBands, measureSegments, newSegment, renderPixels, segmentIdAllocator, type Rgb, type ShapeKind, type StuffKind, type StuffRegion } from './scene_drawing';
+import { COLOURS, FILLERS, NUMBER_WORDS, NarrativeBuilder, SHAPES, STUFF, drawShape, drawStuffBands, measureSegments, newSegment, renderPixels, segmentIdAllocator, shapePixels, type Rgb, type ShapeKind, type StuffKind, type StuffRegion } from './scene_drawing';
 import type { PhraseType, SceneOptions, SyntheticNarrative, SyntheticScene, SyntheticSegment } from './synthetic';
 
 type EpisodeType = Exclude<PhraseType, 'unary'>;
@@ -38,7 +38,7 @@ const SECOND_EPISODE_RATE = 0.6;
  */
 const RADIUS = {
   twin: [0.14, 0.21],
-  anchor: [0.12, 0.18],
+  anchor: [0.13, 0.19],
   sizeSmallestOfTwo: [0.13, 0.16],
   sizeSmallestOfThree: [0.115, 0.13],
   sizeStep: [1.42, 1.55],
@@ -51,7 +51,7 @@ const RADIUS = {
 /** Rings (two borders) and triangles (sharp corners) lose most to a coarse mask: drawn this much larger. */
 const SHAPE_SCALE: Record<ShapeKind, number> = { circle: 1, square: 1, triangle: 1.1, ring: 1.15, diamond: 1 };
 /** Probability that an extra shape is tiny (a few pixels: the small and medium size buckets). */
-const TINY_EXTRA_RATE = 0.1;
+const TINY_EXTRA_RATE = 0.07;
 
 /** Prepositions of a thing standing on a stuff band (after and before the noun). */
 const ON_STUFF: Record<StuffKind, string> = { sky: 'in', wall: 'in front of', grass: 'on', water: 'in', sand: 'on', tree: 'in front of' };
@@ -112,16 +112,9 @@ class Canvas {
     return Math.min(this.height, this.width);
   }
 
-  /** The shape's pixels (row-major indices) at (cx, cy). */
+  /** The shape's pixels (row-major indices) at (cx, cy), as drawn. */
   footprint(shape: ShapeKind, cx: number, cy: number, r: number): number[] {
-    const out: number[] = [];
-    const inside = SHAPES[shape].inside;
-    for (let y = Math.max(0, Math.floor(cy - 1.4 * r)); y < Math.min(this.height, Math.ceil(cy + 1.4 * r) + 1); y++) {
-      for (let x = Math.max(0, Math.floor(cx - 1.4 * r)); x < Math.min(this.width, Math.ceil(cx + 1.4 * r) + 1); x++) {
-        if (inside(x + 0.5 - cx, y + 0.5 - cy, r)) out.push(y * this.width + x);
-      }
-    }
-    return out;
+    return shapePixels(this.width, this.height, SHAPES[shape].inside, cx, cy, r);
   }
 
   /** Whether a disc of radius `reach` at (cx, cy) is clear of every placed thing except `except`, with a 1-pixel gap. */
@@ -460,7 +453,7 @@ function placeOccluded(canvas: Canvas, combos: Combos, rng: Prng): Episode | und
   if (!target) return undefined;
   const { cx: tx, cy: ty, r: tr } = target;
   // The occluder: its centre on a circle around the target's, hiding 20–35 % of the target.
-  const coverR = tr * rng.uniform(0.6, 0.85);
+  const coverR = tr * rng.uniform(0.65, 0.85);
   const coverReach = coverR * SHAPES[coverCombo[1]].reach;
   const targetPixels = new Set(canvas.footprint(shape, tx, ty, tr));
   let cover: Thing | undefined;

@@ -11,12 +11,13 @@ export type Rgb = [number, number, number];
 
 /**
  * Per shape: its category, whether the pixel offset (dx, dy) from the centre is inside at radius r,
- * and `reach`: the radius of the smallest centred circle holding the shape, in units of r.
+ * and `reach`: the radius of the smallest centred circle holding the drawn shape (within the box
+ * cx ± r, cy ± r, which cuts the triangle's base corners), in units of r.
  */
 export const SHAPES: Record<ShapeKind, { categoryId: number; inside: (dx: number, dy: number, r: number) => boolean; reach: number }> = {
   circle: { categoryId: 1, inside: (dx, dy, r) => dx * dx + dy * dy <= r * r, reach: 1 },
   square: { categoryId: 2, inside: (dx, dy, r) => Math.max(Math.abs(dx), Math.abs(dy)) <= 0.85 * r, reach: 1.21 },
-  triangle: { categoryId: 3, inside: (dx, dy, r) => dy >= -r && dy <= 0.8 * r && Math.abs(dx) <= 0.6 * (dy + r), reach: 1.35 },
+  triangle: { categoryId: 3, inside: (dx, dy, r) => dy >= -r && dy <= 0.8 * r && Math.abs(dx) <= 0.6 * (dy + r), reach: 1.29 },
   ring: { categoryId: 4, inside: (dx, dy, r) => dx * dx + dy * dy <= r * r && dx * dx + dy * dy >= 0.25 * r * r, reach: 1 },
   diamond: { categoryId: 5, inside: (dx, dy, r) => Math.abs(dx) + Math.abs(dy) <= r, reach: 1 },
 };
@@ -104,12 +105,19 @@ export function drawStuffBands(rng: Prng, ids: Uint32Array, height: number, widt
   return stuffSegments;
 }
 
-export function drawShape(ids: Uint32Array, width: number, height: number, inside: (dx: number, dy: number, r: number) => boolean, cx: number, cy: number, r: number, id: number): void {
+/** The pixels (row-major indices) a shape covers: those of the box cx ± r, cy ± r whose centre is inside. */
+export function shapePixels(width: number, height: number, inside: (dx: number, dy: number, r: number) => boolean, cx: number, cy: number, r: number): number[] {
+  const pixels: number[] = [];
   for (let y = Math.max(0, Math.floor(cy - r)); y < Math.min(height, Math.ceil(cy + r) + 1); y++) {
     for (let x = Math.max(0, Math.floor(cx - r)); x < Math.min(width, Math.ceil(cx + r) + 1); x++) {
-      if (inside(x + 0.5 - cx, y + 0.5 - cy, r)) ids[y * width + x] = id;
+      if (inside(x + 0.5 - cx, y + 0.5 - cy, r)) pixels.push(y * width + x);
     }
   }
+  return pixels;
+}
+
+export function drawShape(ids: Uint32Array, width: number, height: number, inside: (dx: number, dy: number, r: number) => boolean, cx: number, cy: number, r: number, id: number): void {
+  for (const p of shapePixels(width, height, inside, cx, cy, r)) ids[p] = id;
 }
 
 /** Fills `area` and the COCO `bbox` [x, y, w, h] of every segment from the id map. */
