@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { setBackend } from '@png/core';
 import { PngDataset, generateSyntheticBenchmark } from '@png/png-data';
-import { evaluateBaselines, UNTYPED, type BaselineResult } from './baselines';
+import { evaluateBaselines, type BaselineResult } from './baselines';
 import { main } from './command_line';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'png-baselines-'));
@@ -26,7 +26,9 @@ describe('evaluateBaselines', () => {
     const [exact, four, eight] = result.scores;
     expect(result.scores.map((s) => s.name)).toEqual(['perfect-mask@1', 'perfect-mask@4', 'perfect-mask@8']);
     expect(exact.metrics.overall.averageRecall).toBeCloseTo(0.99999, 12);
-    for (const summary of Object.values(exact.byType)) expect(summary.averageRecall).toBeCloseTo(0.99999, 12);
+    const types = exact.metrics.byTag.phrase_type;
+    expect(Object.keys(types).length).toBeGreaterThan(3);
+    for (const summary of Object.values(types)) expect(summary.averageRecall).toBeCloseTo(0.99999, 12);
     expect(four.metrics.things.averageRecall).toBeLessThan(exact.metrics.things.averageRecall);
     expect(eight.metrics.things.averageRecall).toBeLessThan(four.metrics.things.averageRecall);
   });
@@ -39,14 +41,14 @@ describe('evaluateBaselines', () => {
     }
     expect(result.phrases).toBe(fractions.length);
     expect(result.scores[0].metrics.overall.averageRecall).toBeCloseTo(fractions.reduce((a, b) => a + b, 0) / fractions.length, 4);
-    expect(Object.keys(result.scores[0].byType)).toEqual([UNTYPED]);
+    expect(result.scores[0].metrics.byTag).toEqual({});
   });
 
   it('solves unary scenes by colour lookup but not the phrases of grounding scenes that need more than their words', async () => {
     const control = await evaluateBaselines({ data: unary, rules: ['colour-lookup'] });
     expect(control.scores[0].metrics.overall.averageRecall).toBeGreaterThan(0.85);
     const result = await evaluateBaselines({ data: grounding, rules: ['colour-lookup'] });
-    const { byType } = result.scores[0];
+    const byType = result.scores[0].metrics.byTag.phrase_type;
     expect(byType.unary.averageRecall).toBeGreaterThan(0.7);
     const hard = Object.entries(byType).filter(([type]) => type !== 'unary');
     expect(hard.length).toBeGreaterThan(3);
@@ -77,15 +79,17 @@ describe('png baseline', () => {
   }
 
   it('prints a table per rule and phrase type, or JSON', async () => {
-    const table = await png('baseline', '--data', grounding, '--rule', 'whole-image', '--rule', 'perfect-mask', '--stride', '2', '--stride', '4', '--backend', 'cpu');
+    const table = await png('baseline', '--data', grounding, '--rule', 'whole-image', '--rule', 'perfect-mask', '--stride', '2', '--stride', '4', '--size-thresholds', '31,277', '--backend', 'cpu');
     expect(table.code).toBe(0);
-    expect(table.stdout).toMatch(/^rule +overall +things +stuff +singulars +plurals +unary/m);
+    expect(table.stdout).toContain('small < 31 <= medium < 277 <= large');
+    expect(table.stdout).toMatch(/^rule +overall +things +stuff +singulars +plurals +small +medium +large .*twin-relation.* unary$/m);
     expect(table.stdout).toMatch(/^perfect-mask@2 +\d+\.\d/m);
     const json = await png('baseline', '--data', grounding, '--rule', 'colour-lookup', '--json', '--backend', 'cpu');
     expect(json.code).toBe(0);
     const parsed = JSON.parse(json.stdout);
     expect(parsed.scores.map((s: { name: string }) => s.name)).toEqual(['colour-lookup']);
-    expect(parsed.scores[0].by_type.unary.count).toBeGreaterThan(0);
+    expect(parsed.scores[0].by_tag.phrase_type.unary.count).toBeGreaterThan(0);
+    expect(parsed.scores[0].size_thresholds).toEqual([1024, 9216]);
   });
 
   it('refuses an unknown rule with exit code 2', async () => {

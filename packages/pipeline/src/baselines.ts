@@ -1,7 +1,8 @@
 /**
  * Sanity baselines of a PNG benchmark split: rules that learn nothing (or only a text prior),
- * scored with the official Average Recall, overall / things / stuff / singulars / plurals and per
- * phrase type (the `phrase_type` key of synthetic grounding scenes).
+ * scored with the official Average Recall by png-metrics' evaluator: overall / things / stuff /
+ * singulars / plurals, size buckets, and per value of the chunks' tags (`phrase_type` of synthetic
+ * grounding scenes).
  *
  * - `whole-image`: every phrase is the whole image.
  * - `colour-lookup`: the pixels within an RGB distance of the colour the phrase names: a stuff noun's
@@ -14,8 +15,8 @@
  *   as predictions are (bilinear, threshold 0.5). The resolution ceiling of a model at that stride.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { PngDataset, SYNTHETIC_PALETTE, letterboxTransform, masksToTarget, unletterbox, type PngSample, type SamplePhrase, type SkippedRecord } from '@png/png-data';
-import { PngEvaluator, maskIoU, summarizeRecall, type PngMetrics, type RecallSummary } from '@png/png-metrics';
+import { PngDataset, SYNTHETIC_PALETTE, letterboxTransform, masksToTarget, unletterbox, type DroppedRecord, type PngSample, type SamplePhrase, type SkippedRecord } from '@png/png-data';
+import { PngEvaluator, maskIoU, type PngEvaluateOptions, type PngMetrics } from '@png/png-metrics';
 
 /** The rules, in report order. */
 export const BASELINE_RULES = ['whole-image', 'colour-lookup', 'text-prior', 'perfect-mask'] as const;
@@ -39,15 +40,16 @@ export interface BaselineOptions {
   colourDistance?: number;
   /** Score the first N records only. */
   limit?: number;
+  /** Groups beyond the five (tag keys, size thresholds); default png-metrics' (`phrase_type`, COCO's bounds). */
+  metrics?: Omit<PngEvaluateOptions, 'bootstrap'>;
 }
 
 /** The scores of one rule. */
 export interface BaselineScore {
   /** The rule, with its stride for the perfect mask: 'colour-lookup', 'perfect-mask@4'. */
   name: string;
+  /** Every group's AR (`metrics.byTag.phrase_type` per phrase type). */
   metrics: PngMetrics;
-  /** AR and count per `phrase_type` (phrases without one count as 'untyped'). */
-  byType: Record<string, RecallSummary>;
 }
 
 export interface BaselineResult {
@@ -55,12 +57,10 @@ export interface BaselineResult {
   samples: number;
   phrases: number;
   scores: BaselineScore[];
-  /** Records the loader left out (bad records, in 'skip' mode). */
+  /** Records the loader left out: bad records ('skip' mode) and those the official pre-processing drops. */
   skipped: SkippedRecord[];
+  dropped: DroppedRecord[];
 }
-
-/** The phrase type under which a phrase without a `phrase_type` key is reported. */
-export const UNTYPED = 'untyped';
 const DEFAULT_COLOUR_DISTANCE = 40;
 
 /**
@@ -89,8 +89,6 @@ export async function evaluateBaselines(options: BaselineOptions): Promise<Basel
   }
 
   const evaluators = predictors.map(() => new PngEvaluator());
-  // Seam: per-type AR is grouped here from per-phrase IoUs; once png-metrics groups by a phrase tag, pass the type to the evaluator instead.
-  const typeIoUs = predictors.map(() => new Map<string, number[]>());
   const dataset = await PngDataset.open(options.data, split, { onBadRecord: 'skip' });
   let samples = 0;
   let phrases = 0;
@@ -101,27 +99,15 @@ export async function evaluateBaselines(options: BaselineOptions): Promise<Basel
     phrases += sample.phrases.length;
     const gt = {
       label: `record ${sample.index} (image ${sample.imageId})`,
+      imageId: sample.imageId,
       height: sample.image.height,
       width: sample.image.width,
-      phrases: sample.phrases.map((p) => ({ label: `record ${sample.index}, phrase ${JSON.stringify(p.text)}`, isThing: p.isThing, isPlural: p.isPlural, mask: p.mask })),
+      phrases: sample.phrases.map((p) => ({ label: `record ${sample.index}, phrase ${JSON.stringify(p.text)}`, isThing: p.isThing, isPlural: p.isPlural, tags: p.tags, mask: p.mask })),
     };
-    for (const [r, predictor] of predictors.entries()) {
-      const predicted = await predictor.predict(sample);
-      evaluators[r].process(gt, predicted);
-      sample.phrases.forEach((p, k) => {
-        const type = p.type ?? UNTYPED;
-        const list = typeIoUs[r].get(type) ?? [];
-        list.push(maskIoU(predicted[k], p.mask));
-        typeIoUs[r].set(type, list);
-      });
-    }
+    for (const [r, predictor] of predictors.entries()) evaluators[r].process(gt, await predictor.predict(sample));
   }
-  const scores = predictors.map((predictor, r) => ({
-    name: predictor.name,
-    metrics: evaluators[r].evaluate(),
-    byType: Object.fromEntries([...typeIoUs[r]].map(([type, ious]) => [type, summarizeRecall(ious)])),
-  }));
-  return { split, samples, phrases, scores, skipped: [...dataset.skipped] };
+  const scores = predictors.map((predictor, r) => ({ name: predictor.name, metrics: evaluators[r].evaluate(options.metrics) }));
+  return { split, samples, phrases, scores, skipped: [...dataset.skipped], dropped: [...dataset.dropped] };
 }
 
 function pixelCount(sample: PngSample): number {

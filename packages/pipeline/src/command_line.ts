@@ -2,10 +2,27 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { BACKENDS, parseJsonObject, setBackend, writeFileAtomic, type BackendName } from '@png/core';
+import { BACKENDS, parseJsonObject, readInputFile, setBackend, writeFileAtomic, type BackendName } from '@png/core';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
-import { GROUNDING_DEFAULT_SIZE, decodeImage, encodePng, generateSyntheticBenchmark, type RgbImage, type SceneKind, type SkippedRecord } from '@png/png-data';
-import { PHRASE_GROUPS, createProgressBar, encodeRle, formatDuration, formatMetricsTable, formatPercent, type ProgressBar } from '@png/png-metrics';
+import { GROUNDING_DEFAULT_SIZE, decodeImage, encodePng, generateSyntheticBenchmark, type DroppedRecord, type RgbImage, type SceneKind, type SkippedRecord } from '@png/png-data';
+import {
+  COCO_SIZE_THRESHOLDS,
+  DEFAULT_GROUP_BY,
+  NARRATIVE_DROP_REASONS,
+  PHRASE_GROUPS,
+  SIZE_BUCKETS,
+  createProgressBar,
+  describeDrops,
+  encodeRle,
+  formatDuration,
+  formatMetricsTable,
+  formatPercent,
+  parseSizeThresholds,
+  summarizeMetrics,
+  type PngEvaluateOptions,
+  type PngMetrics,
+  type ProgressBar,
+} from '@png/png-metrics';
 import { BASELINE_RULES, evaluateBaselines, type BaselineResult, type BaselineRule } from './baselines';
 import { evaluateOnBenchmark } from './benchmark_evaluation';
 import { DEFAULT_TRAINING_SETTINGS, trainOnBenchmark, type TrainingSettings } from './benchmark_training';
@@ -91,12 +108,18 @@ Recall; writes report.json, ar_curves.svg, predictions.json, overlays/ and atten
   --overlays N         samples drawn as overlays (default 8)
   --attention-maps N   samples whose EIPA attention is drawn (default 4)
   --limit N            evaluate the first N grounded records only
+  --group-by KEYS      comma-separated png_coco chunk keys whose values group the phrases
+                       (default ${DEFAULT_GROUP_BY.join(',')})
+  --size-thresholds S,M
+                       GT area bounds in pixels of the size groups: small < S <= medium < M
+                       (default ${COCO_SIZE_THRESHOLDS.join(',')}, COCO's)
+  --bootstrap N        image resamples for the 95% intervals of the AR (default 1000; 0: none)
   --json               print the summary as JSON
 ${COMMON}`,
   baseline: `Usage: png baseline --data DIR [--split NAME] [--rule RULE ...] [--stride S ...] [options]
 
 Scores rules that learn nothing with the PNG Average Recall, overall / things / stuff / singulars /
-plurals and per phrase_type (synthetic grounding scenes):
+plurals, per size bucket and per phrase_type (synthetic grounding scenes):
   whole-image     every phrase is the whole image
   colour-lookup   the pixels within an RGB distance of the colour the phrase names (a stuff noun's, else a colour word's)
   text-prior      the mean ground-truth mask of the phrase's words on the training split, thresholded
@@ -110,6 +133,11 @@ plurals and per phrase_type (synthetic grounding scenes):
   --image-size S       canvas side of perfect-mask (default: the image's longer side, rounded up to a multiple of 8)
   --train-split NAME   split the text prior learns from (default train2017)
   --colour-distance D  RGB distance of colour lookup (default 40)
+  --group-by KEYS      comma-separated png_coco chunk keys whose values group the phrases
+                       (default ${DEFAULT_GROUP_BY.join(',')})
+  --size-thresholds S,M
+                       GT area bounds in pixels of the size groups: small < S <= medium < M
+                       (default ${COCO_SIZE_THRESHOLDS.join(',')}, COCO's; 31,277 for 96×96 grounding scenes)
   --limit N            score the first N records only
   --json               print the scores as JSON
   --backend NAME       ${BACKENDS.join(' | ')} (default wasm)
@@ -225,10 +253,15 @@ async function loadBackbone(values: Record<string, unknown>, env: CliEnvironment
   return backbone;
 }
 
-/** Says which bad records a job left out (the loader skips them, naming the record and field). */
-function reportSkipped(env: CliEnvironment, skipped: readonly SkippedRecord[]): void {
-  if (skipped.length === 0) return;
-  env.stderr.write(`${skipped.length} bad record${skipped.length > 1 ? 's' : ''} skipped:\n${skipped.map((s) => `  ${s.reason}\n`).join('')}`);
+/**
+ * Says which bad records a job left out (the loader skips them, naming the record and field) and how
+ * many narratives the official pre-processing drops, per reason, with the first of each.
+ */
+function reportLeftOut(env: CliEnvironment, skipped: readonly SkippedRecord[], dropped: readonly DroppedRecord[]): void {
+  if (skipped.length > 0) env.stderr.write(`${skipped.length} bad record${skipped.length > 1 ? 's' : ''} skipped:\n${skipped.map((s) => `  ${s.reason}\n`).join('')}`);
+  if (dropped.length === 0) return;
+  const firsts = NARRATIVE_DROP_REASONS.flatMap((reason) => dropped.find((d) => d.reason === reason) ?? []);
+  env.stderr.write(`${describeDrops(dropped)}; the first:\n${firsts.map((d) => `  ${d.message}\n`).join('')}`);
 }
 
 /** A progress bar on a terminal (or with --progress); otherwise a line every 10 %. */
@@ -323,7 +356,7 @@ async function train(args: readonly string[], env: CliEnvironment): Promise<void
       },
     });
     bar?.finish();
-    reportSkipped(env, result.skipped);
+    reportLeftOut(env, result.skipped, result.dropped);
     const last = result.losses.slice(-20);
     const first = result.losses.slice(0, 20);
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
@@ -354,11 +387,25 @@ async function loadRun(runDir: string, backbone: DiffusionBackbone, options: { r
 async function evaluate(args: readonly string[], env: CliEnvironment): Promise<void> {
   const v = parse(
     args,
-    { ...MODEL_OPTIONS, data: { type: 'string' }, split: { type: 'string' }, run: { type: 'string' }, out: { type: 'string' }, overlays: { type: 'string' }, 'attention-maps': { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' } },
+    {
+      ...MODEL_OPTIONS,
+      data: { type: 'string' },
+      split: { type: 'string' },
+      run: { type: 'string' },
+      out: { type: 'string' },
+      overlays: { type: 'string' },
+      'attention-maps': { type: 'string' },
+      limit: { type: 'string' },
+      'group-by': { type: 'string' },
+      'size-thresholds': { type: 'string' },
+      bootstrap: { type: 'string' },
+      json: { type: 'boolean' },
+    },
     ['data', 'run'],
   );
   const split = (v.split as string | undefined) ?? 'val2017';
   const out = (v.out as string | undefined) ?? path.join(v.run as string, `eval-${split}`);
+  const metrics = metricsOptions(v);
   const backbone = await loadBackbone(v, env);
   try {
     const { grounder, imageSize } = await loadRun(v.run as string, backbone, { recordAttention: intOption(v, 'attention-maps', 4) > 0 });
@@ -373,13 +420,14 @@ async function evaluate(args: readonly string[], env: CliEnvironment): Promise<v
         overlays: intOption(v, 'overlays', 8),
         attentionMaps: intOption(v, 'attention-maps', 4),
         limit: v.limit === undefined ? undefined : intOption(v, 'limit', 1, 1),
+        metrics,
         onProgress: (done, total) => {
           bar ??= progress(env, v, total, 'evaluate');
           bar.update(done);
         },
       });
       bar?.finish();
-      reportSkipped(env, result.skipped);
+      reportLeftOut(env, result.skipped, result.dropped);
       if (v.json) env.stdout.write(JSON.stringify({ ...result.summary, baseline_full_image: result.baseline }) + '\n');
       else {
         env.stdout.write(formatMetricsTable(result.metrics) + '\n');
@@ -405,6 +453,8 @@ async function baseline(args: readonly string[], env: CliEnvironment): Promise<v
       'image-size': { type: 'string' },
       'train-split': { type: 'string' },
       'colour-distance': { type: 'string' },
+      'group-by': { type: 'string' },
+      'size-thresholds': { type: 'string' },
       limit: { type: 'string' },
       json: { type: 'boolean' },
       backend: { type: 'string' },
@@ -414,6 +464,7 @@ async function baseline(args: readonly string[], env: CliEnvironment): Promise<v
   const rules = (v.rule as string[] | undefined) ?? [...BASELINE_RULES];
   for (const rule of rules) if (!BASELINE_RULES.includes(rule as BaselineRule)) throw new UsageError(`--rule must be one of ${BASELINE_RULES.join(', ')}, got '${rule}'`);
   const strides = ((v.stride as string[] | undefined) ?? ['4']).map((raw) => intOption({ stride: raw }, 'stride', 4, 1));
+  const { groupBy, sizeThresholds } = metricsOptions(v);
   await useBackend(v);
   const result = await evaluateBaselines({
     data: v.data as string,
@@ -424,44 +475,53 @@ async function baseline(args: readonly string[], env: CliEnvironment): Promise<v
     imageSize: v['image-size'] === undefined ? undefined : intOption(v, 'image-size', 0, 8),
     colourDistance: v['colour-distance'] === undefined ? undefined : numberOption(v, 'colour-distance', 40),
     limit: v.limit === undefined ? undefined : intOption(v, 'limit', 1, 1),
+    metrics: { groupBy, sizeThresholds },
   });
-  reportSkipped(env, result.skipped);
-  env.stdout.write(v.json ? JSON.stringify(baselineJson(result)) + '\n' : formatBaselineTable(result));
+  reportLeftOut(env, result.skipped, result.dropped);
+  if (v.json) env.stdout.write(JSON.stringify({ split: result.split, samples: result.samples, phrases: result.phrases, scores: result.scores.map((s) => ({ name: s.name, ...summarizeMetrics(s.metrics) })) }) + '\n');
+  else env.stdout.write(formatBaselineTable(result));
 }
 
-/** The scores as JSON: AR per group and per phrase type (null for NaN), with counts. */
-function baselineJson(result: BaselineResult): unknown {
-  const ar = (x: number) => (Number.isNaN(x) ? null : x);
-  return {
-    split: result.split,
-    samples: result.samples,
-    phrases: result.phrases,
-    scores: result.scores.map((s) => ({
-      name: s.name,
-      average_recall: Object.fromEntries(PHRASE_GROUPS.map((g) => [g, ar(s.metrics[g].averageRecall)])),
-      counts: Object.fromEntries(PHRASE_GROUPS.map((g) => [g, s.metrics[g].count])),
-      by_type: Object.fromEntries(Object.entries(s.byType).map(([type, r]) => [type, { average_recall: ar(r.averageRecall), count: r.count }])),
-    })),
-  };
-}
-
-/** One row per rule: AR per group, then per phrase type; a header row with the phrase counts. */
+/** One row per rule: AR of the five groups, the size buckets and every tag value; a first row with the phrase counts. */
 function formatBaselineTable(result: BaselineResult): string {
-  const types = [...new Set(result.scores.flatMap((s) => Object.keys(s.byType)))];
-  const first = result.scores[0];
-  const header = ['rule', ...PHRASE_GROUPS, ...types];
-  const counts = ['(phrases)', ...PHRASE_GROUPS.map((g) => String(first?.metrics[g].count ?? 0)), ...types.map((t) => String(first?.byType[t]?.count ?? 0))];
-  const rows = result.scores.map((s) => [s.name, ...PHRASE_GROUPS.map((g) => formatPercent(s.metrics[g].averageRecall)), ...types.map((t) => formatPercent(s.byType[t]?.averageRecall ?? NaN))]);
+  const first = result.scores[0]?.metrics;
+  if (!first) return `no rule scored on ${result.split}\n`;
+  const keys = Object.keys(first.byTag);
+  const tagColumns = keys.flatMap((key) => Object.keys(first.byTag[key]).map((value) => ({ name: keys.length > 1 ? `${key}=${value}` : value, of: (m: PngMetrics) => m.byTag[key][value] })));
+  const columns = [
+    ...PHRASE_GROUPS.map((g) => ({ name: g, of: (m: PngMetrics) => m[g] })),
+    ...SIZE_BUCKETS.map((b) => ({ name: b, of: (m: PngMetrics) => m.bySize[b] })),
+    ...tagColumns,
+  ];
+  const header = ['rule', ...columns.map((c) => c.name)];
+  const counts = ['(phrases)', ...columns.map((c) => String(c.of(first).count))];
+  const rows = result.scores.map((s) => [s.name, ...columns.map((c) => formatPercent(c.of(s.metrics).averageRecall))]);
   const widths = header.map((h, c) => Math.max(h.length, ...[counts, ...rows].map((r) => r[c].length)));
   const line = (cells: string[]) => cells.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ') + '\n';
-  return `Average Recall on ${result.split} (${result.samples} narratives, ${result.phrases} phrases)\n` + [header, counts, ...rows].map(line).join('');
+  const [small, medium] = first.sizeThresholds;
+  return `Average Recall on ${result.split} (${result.samples} narratives, ${result.phrases} phrases; GT area small < ${small} <= medium < ${medium} <= large pixels)\n` + [header, counts, ...rows].map(line).join('');
+}
+
+/** `png evaluate`'s groups and bootstrap. */
+function metricsOptions(values: Record<string, unknown>): PngEvaluateOptions {
+  const groupBy = (values['group-by'] as string | undefined)?.split(',').map((key) => key.trim());
+  if (groupBy?.some((key) => key === '')) throw new UsageError(`--group-by takes comma-separated keys, got '${values['group-by']}'`);
+  const thresholds = values['size-thresholds'] as string | undefined;
+  let sizeThresholds: [number, number] | undefined;
+  try {
+    sizeThresholds = thresholds === undefined ? undefined : parseSizeThresholds(thresholds);
+  } catch (e) {
+    throw new UsageError(`--size-thresholds: ${(e as Error).message}`);
+  }
+  const resamples = intOption(values, 'bootstrap', 1000);
+  return { groupBy, sizeThresholds, ...(resamples > 0 ? { bootstrap: { resamples } } : {}) };
 }
 
 async function ground(args: readonly string[], env: CliEnvironment): Promise<void> {
   const v = parse(args, { ...MODEL_OPTIONS, image: { type: 'string' }, caption: { type: 'string' }, run: { type: 'string' }, out: { type: 'string' } }, ['image', 'caption', 'run']);
   const imageFile = v.image as string;
   if (!fs.existsSync(imageFile)) throw new Error(`--image ${imageFile}: no such file`);
-  const image = decodeImage(new Uint8Array(fs.readFileSync(imageFile)), imageFile);
+  const image = decodeImage(new Uint8Array(await readInputFile(imageFile, 'an image (JPEG or PNG)')), imageFile);
   const caption = v.caption as string;
   if (caption.trim() === '') throw new UsageError('--caption is empty; pass the narrative to ground');
   const out = (v.out as string | undefined) ?? 'png-ground';

@@ -1,5 +1,4 @@
 export { PngGrounder, DEFAULT_PNG_GROUNDER_CONFIG, resolvePngGrounderConfig, type PngGrounderConfig, type PngGrounderFiles, type PngGrounderOutput } from './png_grounder';
-export { encodePhrases, validateNarratives, type Narrative } from './phrase_features';
 export * from './training';
 export { groundNarrative, type GroundedPhrase } from './ground_narrative';
 export { encodeSamples, gatherBatch, readGroundedSamples, type EncodedSamples } from './benchmark_samples';
@@ -14,7 +13,7 @@ export {
   type BenchmarkTrainingResult,
 } from './benchmark_training';
 export { evaluateOnBenchmark, type BenchmarkEvaluationOptions, type BenchmarkEvaluationResult } from './benchmark_evaluation';
-export { BASELINE_RULES, UNTYPED, evaluateBaselines, type BaselineOptions, type BaselineResult, type BaselineRule, type BaselineScore } from './baselines';
+export { BASELINE_RULES, evaluateBaselines, type BaselineOptions, type BaselineResult, type BaselineRule, type BaselineScore } from './baselines';
 export { findNounPhrases } from './noun_phrases';
 export { PHRASE_COLORS, enlargeImage, phraseColor, renderAttentionMap, renderOverlay, tileImages } from './visualize';
 export type { AttentionMapOptions, OverlayMask, OverlayOptions, Rgb, Tile, TileOptions } from './visualize';

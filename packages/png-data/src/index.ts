@@ -1,5 +1,5 @@
 export { PngDataset, decodeImage } from './dataset';
-export type { PhraseTokenizer, PngDatasetOptions, PngSample, RgbImage, SamplePhrase, SkippedRecord, TokenPosition } from './dataset';
+export type { DroppedRecord, PhraseTokenizer, PngDatasetOptions, PngSample, RgbImage, SamplePhrase, SkippedRecord, TokenPosition } from './dataset';
 export { streamJsonArray } from './json_stream';
 export type { StreamedElement } from './json_stream';
 export { GROUNDING_DEFAULT_SIZE, PHRASE_TYPES, SYNTHETIC_CATEGORIES, SYNTHETIC_PALETTE, encodePng, generateSyntheticBenchmark, synthesizeScene } from './synthetic';
