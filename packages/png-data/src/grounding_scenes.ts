@@ -226,8 +226,8 @@ export function synthesizeGroundingScene(seed: number, height: number, width: nu
   const image = renderPixels(ids, width, colourOf, new Set(stuff.map((s) => s.segment.id)), noise);
 
   const longRate = options.longCaptionRate ?? 0.25;
-  const narratives = [describe(rng, episodes, extras, stuff, longRate, 'first')];
-  if (rng.chance(options.secondNarrativeRate ?? 0.5)) narratives.push(describe(rng, episodes, extras, stuff, longRate, 'second'));
+  const narratives = [writeNarrative(rng, episodes, extras, stuff, longRate, 'first')];
+  if (rng.chance(options.secondNarrativeRate ?? 0.5)) narratives.push(writeNarrative(rng, episodes, extras, stuff, longRate, 'second'));
   let annotator = rng.int(1, 150);
   for (const narrative of narratives) narrative.annotator_id = annotator += rng.int(1, 20);
   return { height, width, image, ids, segments: all.filter((s) => s.area > 0), narratives };
@@ -557,7 +557,7 @@ function stuffRelationSentence(target: Mention, region: StuffRegion): Sentence {
  * One narrative: (first style) an opening overview of unary phrases, then one or two target sentences
  * per episode, the extra shapes, the stuff not yet named, and sometimes long filler sentences.
  */
-function describe(rng: Prng, episodes: readonly Episode[], extras: readonly Mention[], stuff: readonly StuffRegion[], longRate: number, style: 'first' | 'second'): SyntheticNarrative {
+function writeNarrative(rng: Prng, episodes: readonly Episode[], extras: readonly Mention[], stuff: readonly StuffRegion[], longRate: number, style: 'first' | 'second'): SyntheticNarrative {
   const b = new NarrativeBuilder();
   if (style === 'first') {
     const overview = [...episodes.flatMap((e) => e.overview), ...extras].slice(0, 3);

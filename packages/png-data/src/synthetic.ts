@@ -23,7 +23,7 @@ export interface NarrativeChunkJson {
   segment_ids: string[];
   noun: boolean;
   plural: boolean;
-  /** Grounding scenes only: what it takes to resolve the phrase (an extra key the real format does not have; loaders ignore it). */
+  /** Grounding scenes only: what it takes to resolve the phrase (an extra key the real format does not have; png-metrics reads it as a tag). */
   phrase_type?: PhraseType;
 }
 
