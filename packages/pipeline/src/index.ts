@@ -11,6 +11,7 @@ export {
   type BenchmarkTrainingResult,
 } from './benchmark_training';
 export { evaluateOnBenchmark, type BenchmarkEvaluationOptions, type BenchmarkEvaluationResult } from './benchmark_evaluation';
+export { BASELINE_RULES, evaluateBaselines, type BaselineOptions, type BaselineResult, type BaselineRule, type BaselineScore } from './baselines';
 export { findNounPhrases } from './noun_phrases';
 export { PHRASE_COLORS, enlargeImage, phraseColor, renderAttentionMap, renderOverlay, tileImages } from './visualize';
 export type { AttentionMapOptions, OverlayMask, OverlayOptions, Rgb, Tile, TileOptions } from './visualize';
