@@ -10,7 +10,8 @@ import {
   type ActivationName,
   type BlockHook,
   type ModuleFiles,
-  type PathMatch, ParameterModule } from '@png/core';
+  type PathMatch,
+  type ShapeSpec, ParameterModule } from '@png/core';
 import { openComponentFiles, openWeights, readConfigJson, saveComponent, type ComponentFilesOptions, type ComponentOptions } from '../component_files';
 import { ModelRuntime, hookedLeaf } from './model_runtime';
 import { Decoder, DiagonalGaussianDistribution, Encoder, type DecoderUpBlockType, type EncoderDownBlockType } from './vae';
@@ -237,6 +238,14 @@ export class AutoencoderKL extends ParameterModule {
   /** Image pixels per latent pixel: 2^(number of levels − 1) (8 for SD). */
   get downsampleFactor(): number {
     return 2 ** (this.config.block_out_channels.length - 1);
+  }
+
+  /**
+   * Channels and image stride at which each encoder down block works (its hidden state before its
+   * downsampler; the last block's output), known before any forward: the levels EncoderFeatureTaps taps.
+   */
+  encoderBlockShapes(): Record<string, ShapeSpec> {
+    return Object.fromEntries(this.config.block_out_channels.map((c, i) => [`encoder.down_blocks.${i}`, { channels: c, stride: 2 ** i }]));
   }
 
   /**
