@@ -73,8 +73,8 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
   for (let start = 0; start < views.length; start += batchSize) {
     const batch = views.slice(start, start + batchSize);
     const inputs = batch.map((v) => viewSample(samples[v.sample], v));
-    const encoded = encodeSamples(grounder.backbone, inputs, { size: imageSize, maxPhrases });
-    const out = grounder.forwardLatents(encoded.latents, encoded.phrases);
+    const encoded = encodeSamples(grounder, inputs, { size: imageSize, maxPhrases });
+    const out = grounder.forwardLatents(encoded.latents, encoded.phrases, encoded.skips);
     const last = out.predictions[out.predictions.length - 1]; // [B, h, w, maxPhrases]
     for (const [b, view] of batch.entries()) {
       const maps = tf.slice(last, [b, 0, 0, 0], [1, -1, -1, view.count]) as tf.Tensor4D;
@@ -90,7 +90,7 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
         attention[view.sample] = maps;
       }
     }
-    tf.dispose([out, encoded.latents, encoded.phrases, encoded.targets]);
+    tf.dispose([out, encoded.latents, encoded.skips, encoded.phrases, encoded.targets]);
     options.onProgress?.(Math.min(samples.length, batch[batch.length - 1].sample + 1), samples.length);
   }
 

@@ -12,7 +12,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { check, isFiniteNumber, isNonNegativeInt, isPositiveInt, resolveConfig, writeFileAtomic } from '@png/core';
 import type { DiffusionBackbone } from '@png/diffusion-backbone';
 import { Prng, type SkippedRecord } from '@png/png-data';
-import { encodeSamples, gatherBatch, readGroundedSamples } from './benchmark_samples';
+import { encodeSamples, gatherBatch, readGroundedSamples, type EncodedSamples } from './benchmark_samples';
 import { PngGrounder, resolvePngGrounderConfig, type PngGrounderConfig } from './png_grounder';
 import { warmupPoly } from './lr_schedule';
 import { TRAINER_STATE_FILE } from './checkpoint_dir';
@@ -128,16 +128,22 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
   }
 
   const { samples, skipped } = await readGroundedSamples(options.data, split, { limit: training.limit ?? undefined });
-  options.onProgress?.({ phase: 'encode', done: 0, total: samples.length });
-  const encoded = encodeSamples(options.backbone, samples, { size: training.image_size, maxPhrases: config.max_phrases });
-  options.onProgress?.({ phase: 'encode', done: samples.length, total: samples.length });
   const grounder = PngGrounder.create(options.backbone, config, { seed: training.seed });
+  let encoded: EncodedSamples;
+  try {
+    options.onProgress?.({ phase: 'encode', done: 0, total: samples.length });
+    encoded = encodeSamples(grounder, samples, { size: training.image_size, maxPhrases: config.max_phrases });
+    options.onProgress?.({ phase: 'encode', done: samples.length, total: samples.length });
+  } catch (e) {
+    grounder.dispose();
+    throw e;
+  }
   const schedule = warmupPoly({ base_lr: training.lr, warmup_steps: training.warmup_steps, total_steps: training.steps });
   const trainer = new Trainer<number[]>({
     variables: grounder.namedVariables(),
     lossFn: (indices) => {
       const batch = gatherBatch(encoded, indices);
-      return grounder.loss(batch.latents, batch.phrases, batch.targets);
+      return grounder.loss(batch.latents, batch.phrases, batch.targets, batch.skips);
     },
     optimizer: { lr: training.lr, weight_decay: training.weight_decay, noDecay: (key) => /(bias|norm|gate|level_weights)/.test(key) },
     schedule,
@@ -175,7 +181,7 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
   } finally {
     grounder.dispose();
     trainer.dispose();
-    tf.dispose([encoded.latents, encoded.phrases, encoded.targets]);
+    tf.dispose([encoded.latents, encoded.skips, encoded.phrases, encoded.targets]);
   }
 }
 
