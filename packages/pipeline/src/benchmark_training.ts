@@ -12,7 +12,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { check, isFiniteNumber, isNonNegativeInt, isPositiveInt, resolveConfig, writeFileAtomic } from '@png/core';
 import type { DiffusionBackbone } from '@png/diffusion-backbone';
 import { Prng, type SkippedRecord } from '@png/png-data';
-import { encodeSamples, gatherBatch, readGroundedSamples, type EncodedSamples } from './benchmark_samples';
+import { encodeSamples, gatherBatch, readGroundedSamples } from './benchmark_samples';
 import { PngGrounder, resolvePngGrounderConfig, type PngGrounderConfig } from './png_grounder';
 import { warmupPoly } from './lr_schedule';
 import { TRAINER_STATE_FILE } from './checkpoint_dir';
@@ -129,7 +129,7 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
 
   const { samples, skipped } = await readGroundedSamples(options.data, split, { limit: training.limit ?? undefined });
   const grounder = PngGrounder.create(options.backbone, config, { seed: training.seed });
-  let encoded: EncodedSamples;
+  let encoded: ReturnType<typeof encodeSamples>;
   try {
     options.onProgress?.({ phase: 'encode', done: 0, total: samples.length });
     encoded = encodeSamples(grounder, samples, { size: training.image_size, maxPhrases: config.max_phrases });
