@@ -1,9 +1,9 @@
 // What a finer mask stride costs: one PngGrounder training step (forward + backward + AdamW) on the
-// embedded tiny SD with examples/configs/png_tiny.json, batch 8, 4 phrases per narrative, per
+// embedded tiny SD with examples/configs/png_tiny.json, batch 8 (--batch), 4 phrases per narrative, per
 // image size and mask_stride (default: the finest UNet level, stride 4; 2 and 1 add MLMA skip
 // levels fed by the frozen VAE encoder). Also: the frozen encode (once per image: VAE + taps), the
 // bytes of the skip maps a trainer caches per image, and the step's conv + matMul GFLOP.
-//   node scripts/bench_mask_stride.mjs [--sizes 64,96,128] [--strides default,2,1] [--runs 3] [--backend wasm] [--checkpointing]
+//   node scripts/bench_mask_stride.mjs [--sizes 64,96,128] [--strides default,2,1] [--batch 8] [--runs 3] [--backend wasm] [--checkpointing]
 // --checkpointing recomputes the UNet's blocks in the backward (PngGrounder.enableGradientCheckpointing):
 // at 128×128, batch 8, the default model's step does not fit wasm32's 4 GiB heap without it.
 import * as fs from 'node:fs';
@@ -19,6 +19,7 @@ const { values: args } = parseArgs({
   options: {
     sizes: { type: 'string', default: '64,96,128' },
     strides: { type: 'string', default: 'default,2,1' },
+    batch: { type: 'string', default: '8' },
     runs: { type: 'string', default: '3' },
     backend: { type: 'string', default: 'wasm' },
     checkpointing: { type: 'boolean', default: false },
@@ -27,7 +28,7 @@ const { values: args } = parseArgs({
 const sizes = args.sizes.split(',').map(Number);
 const strides = args.strides.split(',').map((s) => (s === 'default' ? null : Number(s)));
 const runs = Number(args.runs);
-const batch = 8;
+const batch = Number(args.batch);
 
 await setBackend(args.backend);
 const backbone = await DiffusionBackbone.fromPretrained(new URL('../packages/pipeline/models/png-tiny-sd', import.meta.url).pathname);

@@ -1,4 +1,4 @@
-import { parseJsonObject } from '@png/core';
+import { parseJsonObject, readInputFile } from '@png/core';
 import { AlignedText } from './aligned_text';
 import { fixText } from './ftfy';
 
@@ -43,6 +43,12 @@ export interface CLIPTextChunks {
    * units), in text order. A span that straddles two windows yields positions in both.
    */
   tokenOfChar(charStart: number, charEnd: number): CLIPTokenPosition[];
+  /**
+   * Per span [start, end) of `spans` (e.g. a narrative's noun phrases), its tokens as
+   * `tokenOfChar` gives them (empty for a span that covers none): the one span → token map that
+   * phrase pooling, cross-attention maps and the benchmark loader read.
+   */
+  phraseTokens(spans: ReadonlyArray<readonly [number, number]>): CLIPTokenPosition[][];
 }
 
 /** The text files of a transformers CLIP tokenizer folder. */
@@ -117,14 +123,14 @@ export class CLIPTokenizer {
     const fs = await import('node:fs');
     const path = await import('node:path');
     if (!fs.existsSync(dir)) throw new Error(`${dir}: no such folder; pass a CLIP tokenizer folder (vocab.json, merges.txt)`);
-    const read = (file: string, required: boolean): string | undefined => {
+    const read = async (file: string, required: boolean): Promise<string | undefined> => {
       const p = path.join(dir, file);
-      if (fs.existsSync(p)) return fs.readFileSync(p, 'utf8');
+      if (fs.existsSync(p)) return (await readInputFile(p, `a CLIP tokenizer file (${file})`)).toString('utf8');
       if (required) throw new Error(`${p}: missing; a CLIP tokenizer folder needs vocab.json and merges.txt`);
       return undefined;
     };
     return CLIPTokenizer.fromFiles(
-      { vocab: read('vocab.json', true)!, merges: read('merges.txt', true)!, tokenizerConfig: read('tokenizer_config.json', false), specialTokensMap: read('special_tokens_map.json', false) },
+      { vocab: (await read('vocab.json', true))!, merges: (await read('merges.txt', true))!, tokenizerConfig: await read('tokenizer_config.json', false), specialTokensMap: await read('special_tokens_map.json', false) },
       dir,
     );
   }
@@ -201,7 +207,7 @@ export class CLIPTokenizer {
    * Cuts `text` into windows of at most `windowTokens` tokens (default 75, so that a window with
    * bos and eos fills the encoder's 77 positions). Windows break between words when they can; a
    * word longer than a window is split. Encode each window, then pool a phrase's features from
-   * `tokenOfChar(start, end)`.
+   * its tokens (`phraseTokens`; `encodePhrases` does both).
    */
   chunk(text: string, options: { windowTokens?: number } = {}): CLIPTextChunks {
     const windowTokens = options.windowTokens ?? this.modelMaxLength - 2;
@@ -227,20 +233,17 @@ export class CLIPTokenizer {
       start = end;
     }
     const length = text.length;
-    return {
-      windows,
-      attentionMasks,
-      tokenOfChar(charStart: number, charEnd: number): CLIPTokenPosition[] {
-        if (!Number.isInteger(charStart) || !Number.isInteger(charEnd) || charStart < 0 || charEnd < charStart || charEnd > length) {
-          throw new Error(`tokenOfChar: expected integers 0 ≤ charStart ≤ charEnd ≤ ${length} (the text length), got (${charStart}, ${charEnd})`);
-        }
-        const out: CLIPTokenPosition[] = [];
-        spans.forEach(([s, e], k) => {
-          if (s < charEnd && e > charStart) out.push(where[k]);
-        });
-        return out;
-      },
+    const tokenOfChar = (charStart: number, charEnd: number): CLIPTokenPosition[] => {
+      if (!Number.isInteger(charStart) || !Number.isInteger(charEnd) || charStart < 0 || charEnd < charStart || charEnd > length) {
+        throw new Error(`tokenOfChar: expected integers 0 ≤ charStart ≤ charEnd ≤ ${length} (the text length), got (${charStart}, ${charEnd})`);
+      }
+      const out: CLIPTokenPosition[] = [];
+      spans.forEach(([s, e], k) => {
+        if (s < charEnd && e > charStart) out.push(where[k]);
+      });
+      return out;
     };
+    return { windows, attentionMasks, tokenOfChar, phraseTokens: (phrases) => phrases.map(([start, end]) => tokenOfChar(start, end)) };
   }
 
   /** ids (no bos/eos), their spans in `text` and the index of the pre-tokenizer word each came from. */

@@ -2,8 +2,11 @@ import * as tf from '@tensorflow/tfjs-core';
 import {
   Conv2d,
   ForwardContext,
+  ModelRuntime,
+  ParameterModule,
   WeightScope,
   check,
+  hookedLeaf,
   isActivationName,
   isFiniteNumber,
   isPositiveInt,
@@ -11,9 +14,9 @@ import {
   type BlockHook,
   type ModuleFiles,
   type PathMatch,
-  type ShapeSpec, ParameterModule } from '@png/core';
+  type ShapeSpec,
+} from '@png/core';
 import { openComponentFiles, openWeights, readConfigJson, saveComponent, type ComponentFilesOptions, type ComponentOptions } from '../component_files';
-import { ModelRuntime, hookedLeaf } from './model_runtime';
 import { Decoder, DiagonalGaussianDistribution, Encoder, type DecoderUpBlockType, type EncoderDownBlockType } from './vae';
 
 /** diffusers' `vae/config.json` for `AutoencoderKL` (v0.25.1 fields; other keys are kept as they are). */
