@@ -11,7 +11,8 @@ import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend } from '@png/core';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
-import { PngGrounder, Trainer } from '@png/pipeline';
+import { PngGrounder } from '@png/pipeline';
+import { Trainer } from '@png/training';
 import { timeIt } from './bench_util.mjs';
 import { kernelFlops } from './kernel_flops.mjs';
 

@@ -5,7 +5,7 @@ export { DiffusionBackbone, type DiffusionBackboneOptions, type DiffusionBackbon
 export {
   AutoencoderKL,
   SD15_VAE_CONFIG,
-  AUTOENCODER_KL_DEFAULTS,
+  DEFAULT_AUTOENCODER_KL_CONFIG,
   resolveAutoencoderKLConfig,
   type AutoencoderKLConfig,
   type AutoencoderKLParts,
@@ -13,6 +13,6 @@ export {
 } from './models/autoencoder_kl';
 export * from './clip/index';
 export { encodePhrases, phrasePoolingMatrix, tokenizeNarratives, validateNarratives, type Narrative, type NarrativeTokens } from './phrase_features';
-export { readConfigJson, openWeights, weightsFromBytes, saveComponent, type ComponentOptions, type ComponentFilesOptions } from './component_files';
+export { readConfigJson, openWeights, type ComponentOptions, type ComponentFilesOptions } from './component_files';
 export { DDPMScheduler, SD_SCHEDULER_CONFIG, resolveSchedulerConfig, noiseSchedule, type SchedulerConfig } from './schedulers/scheduling_ddpm';
 export { DDIMScheduler } from './schedulers/scheduling_ddim';

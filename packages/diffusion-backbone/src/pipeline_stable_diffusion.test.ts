@@ -8,7 +8,7 @@ import { DiffusionBackbone } from './pipeline_stable_diffusion';
 import { EncoderFeatureTaps, FeatureTaps } from './feature_taps';
 import { AutoencoderKL } from './models/autoencoder_kl';
 import { CLIPTextModel } from './clip/modeling_clip';
-import { saveClipTokenizerFiles } from './clip/bpe_trainer';
+import { saveClipTokenizerFiles } from './clip/tokenization_clip';
 
 const TINY = path.join(sharedFixturesDir(), 'tiny-sd');
 

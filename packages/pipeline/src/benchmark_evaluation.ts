@@ -12,7 +12,7 @@
  */
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { writeFileAtomic } from '@png/core';
+import { writeFileAtomic } from '@png/node-utils';
 import { encodePng, type DroppedRecord, type PngSample, type SkippedRecord } from '@png/png-data';
 import {
   PngEvaluator,
@@ -144,9 +144,9 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
   };
   if (out) {
     const report = buildReport(metrics);
-    await writeFileAtomic(path.join(out, 'report.json'), JSON.stringify({ ...report, split, samples: result.samples, dropped_narratives: countDrops(dropped), baseline_full_image: result.baseline }, null, 2) + '\n');
-    await writeFileAtomic(path.join(out, 'ar_curves.svg'), renderRecallCurvesSvg(report));
-    await writeFileAtomic(path.join(out, 'predictions.json'), JSON.stringify(records));
+    writeFileAtomic(path.join(out, 'report.json'), JSON.stringify({ ...report, split, samples: result.samples, dropped_narratives: countDrops(dropped), baseline_full_image: result.baseline }, null, 2) + '\n');
+    writeFileAtomic(path.join(out, 'ar_curves.svg'), renderRecallCurvesSvg(report));
+    writeFileAtomic(path.join(out, 'predictions.json'), JSON.stringify(records));
     for (const [i, sample] of samples.slice(0, overlays).entries()) {
       const labels = sample.phrases.map((p) => p.text);
       const figure = tileImages(
@@ -156,7 +156,7 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
         ],
         { columns: 2 },
       );
-      await writeFileAtomic(path.join(out, 'overlays', `${String(i).padStart(3, '0')}_image${sample.imageId}.png`), encodePng(figure.width, figure.height, figure.data));
+      writeFileAtomic(path.join(out, 'overlays', `${String(i).padStart(3, '0')}_image${sample.imageId}.png`), encodePng(figure.width, figure.height, figure.data));
     }
     for (const [i, maps] of attention.entries()) {
       if (!maps) continue;
@@ -168,7 +168,7 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
         tiles.push({ image: renderAttentionMap(data, side, side, labels), title: block.replace(/\.transformer_blocks\.0$/, '').replace('attentions.', 'attn.') });
       }
       const figure = tileImages(tiles, { columns: 4 });
-      await writeFileAtomic(path.join(out, 'attention', `${String(i).padStart(3, '0')}_image${sample.imageId}.png`), encodePng(figure.width, figure.height, figure.data));
+      writeFileAtomic(path.join(out, 'attention', `${String(i).padStart(3, '0')}_image${sample.imageId}.png`), encodePng(figure.width, figure.height, figure.data));
     }
   }
   return result;

@@ -2,28 +2,26 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { BACKENDS, parseJsonObject, readInputFile, setBackend, writeFileAtomic, type BackendName } from '@png/core';
+import { BACKENDS, parseJsonObject, readInputFile, setBackend, type BackendName } from '@png/core';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
+import { createProgressBar, formatDuration, writeFileAtomic, type ProgressBar } from '@png/node-utils';
 import { decodeImage, encodePng, generateSyntheticBenchmark, type DroppedRecord, type RgbImage, type SkippedRecord } from '@png/png-data';
 import {
   COCO_SIZE_THRESHOLDS,
   DEFAULT_GROUP_BY,
   NARRATIVE_DROP_REASONS,
-  createProgressBar,
   describeDrops,
   encodeRle,
-  formatDuration,
   formatMetricsTable,
   formatPercent,
   parseSizeThresholds,
   type PngEvaluateOptions,
-  type ProgressBar,
 } from '@png/png-metrics';
+import { DEFAULT_PRETRAIN_SETTINGS, pretrainBackbone, type PretrainProgress, type PretrainSettings } from '@png/text-to-image-pretraining';
 import { evaluateOnBenchmark } from './benchmark_evaluation';
 import { DEFAULT_TRAINING_SETTINGS, trainOnBenchmark, type TrainingSettings } from './benchmark_training';
 import { groundNarrative } from './ground_narrative';
 import { PngGrounder, type PngGrounderConfig } from './png_grounder';
-import { DEFAULT_PRETRAIN_SETTINGS, pretrainBackbone, type PretrainProgress, type PretrainSettings } from './pretrain_backbone';
 import { enlargeImage, renderOverlay, tileImages } from './visualize';
 
 /** Where the command line writes, and the embedded default backbone folder. */
@@ -434,7 +432,7 @@ async function ground(args: readonly string[], env: CliEnvironment): Promise<voi
     try {
       const phrases = await groundNarrative(grounder, image, caption, { imageSize });
       const overlay = renderOverlay(image, phrases.map((p) => ({ label: p.text, mask: p.mask })));
-      await writeFileAtomic(path.join(out, 'overlay.png'), encodePng(overlay.width, overlay.height, overlay.data));
+      writeFileAtomic(path.join(out, 'overlay.png'), encodePng(overlay.width, overlay.height, overlay.data));
       const masks = {
         image: path.resolve(imageFile),
         caption,
@@ -442,7 +440,7 @@ async function ground(args: readonly string[], env: CliEnvironment): Promise<voi
         width: image.width,
         phrases: phrases.map((p) => ({ text: p.text, span: p.span, area: p.mask.reduce((a, b) => a + b, 0), rle: encodeRle(p.mask, image.height, image.width) })),
       };
-      await writeFileAtomic(path.join(out, 'masks.json'), JSON.stringify(masks, null, 2) + '\n');
+      writeFileAtomic(path.join(out, 'masks.json'), JSON.stringify(masks, null, 2) + '\n');
       env.stdout.write(`${phrases.length} phrases: ${phrases.map((p) => JSON.stringify(p.text)).join(', ')}\nwrote ${path.join(out, 'overlay.png')} and ${path.join(out, 'masks.json')}\n`);
     } finally {
       grounder.dispose();
@@ -506,7 +504,7 @@ async function sample(args: readonly string[], env: CliEnvironment): Promise<voi
     images.dispose();
     const tiles: RgbImage[] = Array.from({ length: b }, (_, i) => enlargeImage({ width: w, height: h, data: Uint8Array.from(pixels.subarray(i * h * w * 3, (i + 1) * h * w * 3), (x) => Math.round(255 * x)) }, scale));
     const out = b === 1 ? tiles[0] : tileImages(tiles.map((image, i) => ({ image, title: prompts[i] })), { columns });
-    await writeFileAtomic(v.out as string, encodePng(out.width, out.height, out.data));
+    writeFileAtomic(v.out as string, encodePng(out.width, out.height, out.data));
     env.stdout.write(`wrote ${v.out} (${b} image${b > 1 ? 's' : ''}, ${w}×${h}${scale > 1 ? ` shown ×${scale}` : ''})\n`);
   } finally {
     backbone.dispose();

@@ -6,9 +6,9 @@ import { resize, seededNormal, setBackend, type BackendName } from '@png/core';
 import { FOLDER_FETCH_BASE, expectNoLeak, folderFetch, sharedFixturesDir } from '@png/core/testing';
 import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, DDPMScheduler, DiffusionBackbone, FeatureTaps, UNet2DConditionModel } from '@png/diffusion-backbone';
 import { letterbox, unletterbox, type RgbImage } from '@png/png-data';
+import { Trainer, TrainingDivergedError } from '@png/training';
 import { PngGrounder, type PngGrounderConfig } from './png_grounder';
 import { SMALL_GROUNDER_CONFIG, TEST_NARRATIVES } from './test_support';
-import { Trainer, TrainingDivergedError } from './trainer';
 
 const TINY = path.join(sharedFixturesDir(), 'tiny-sd');
 

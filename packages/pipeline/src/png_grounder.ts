@@ -1,8 +1,9 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { CONFIG_FILE, WEIGHTS_FILE, check, parseJsonObject, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, readInputFile, resolveConfig, seededNormal, writeFileAtomic, type FeatureMap, type FetchFunction, type ModuleFiles, type PhraseFeatures } from '@png/core';
+import { CONFIG_FILE, WEIGHTS_FILE, check, parseJsonObject, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, readInputFile, resolveConfig, seededNormal, type FeatureMap, type FetchFunction, type ModuleFiles, type PhraseFeatures } from '@png/core';
 import { DDPMScheduler, EncoderFeatureTaps, FeatureTaps, encodePhrases, type DiffusionBackbone, type Narrative } from '@png/diffusion-backbone';
 import { PhraseAdapter, attachEipa, type EipaAttachment, type EipaConfig } from '@png/eipa';
 import { MultiLevelMutualAggregation, skipStrides, type MlmaConfig } from '@png/mlma';
+import { writeFileAtomic } from '@png/node-utils';
 import { unletterbox, type LetterboxTransform } from '@png/png-data';
 import { PngDecoder, deepSupervisionLoss, type PngDecoderConfig } from '@png/png-decoder';
 
@@ -407,7 +408,7 @@ export class PngGrounder {
     await this.adapter.save(path.join(dir, 'eipa'));
     await this.mlma.save(path.join(dir, 'mlma'));
     await this.decoder.save(path.join(dir, 'decoder'));
-    await writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(this.config, null, 2) + '\n');
+    writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(this.config, null, 2) + '\n');
   }
 
   /** Detaches the adapter, turns gradient checkpointing off and frees the trainable parts (not the backbone, which the caller owns). */

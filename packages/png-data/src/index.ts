@@ -6,4 +6,3 @@ export { SYNTHETIC_CATEGORIES, encodePng, generateSyntheticBenchmark, synthesize
 export type { NarrativeChunkJson, SceneOptions, SyntheticBenchmark, SyntheticBenchmarkOptions, SyntheticNarrative, SyntheticScene, SyntheticSegment } from './synthetic';
 export { imageTensor, letterbox, letterboxTransform, masksToTarget, unletterbox } from './transforms';
 export type { LetterboxTransform } from './transforms';
-export { Prng } from './prng';

@@ -10,10 +10,9 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { writeFileAtomic } from '@png/core';
+import { Prng, deriveSeed, writeFileAtomic } from '@png/node-utils';
 import pngjs from 'pngjs';
 import { imageStem, splitPaths } from './layout';
-import { Prng, deriveSeed } from './prng';
 
 /** One chunk of a png_coco record, as in the JSON file. */
 export interface NarrativeChunkJson {
@@ -438,16 +437,16 @@ export async function generateSyntheticBenchmark(outDir: string, options: Synthe
       const sceneSeed = deriveSeed(seed, s + 1, i);
       const scene = synthesizeScene(sceneSeed, options);
       const stem = imageStem(imageId);
-      await writeFileAtomic(paths.image(imageId, 'png'), encodePng(scene.width, scene.height, scene.image));
-      await writeFileAtomic(paths.panopticPng(imageId), encodePng(scene.width, scene.height, panopticRgb(scene.ids)));
+      writeFileAtomic(paths.image(imageId, 'png'), encodePng(scene.width, scene.height, scene.image));
+      writeFileAtomic(paths.panopticPng(imageId), encodePng(scene.width, scene.height, panopticRgb(scene.ids)));
       images.push({ id: imageId, width: scene.width, height: scene.height, file_name: `${stem}.png` });
       annotations.push({ image_id: imageId, file_name: `${stem}.png`, segments_info: scene.segments });
       for (const narrative of scene.narratives) records.push({ image_id: String(imageId), ...narrative });
       result.splits[split].push({ imageId, sceneSeed });
     }
     const panoptic = { info: { description: `synthetic PNG benchmark, seed ${seed}` }, images, annotations, categories: SYNTHETIC_CATEGORIES };
-    await writeFileAtomic(paths.panoptic, JSON.stringify(panoptic));
-    await writeFileAtomic(paths.records, JSON.stringify(records));
+    writeFileAtomic(paths.panoptic, JSON.stringify(panoptic));
+    writeFileAtomic(paths.records, JSON.stringify(records));
   }
   return result;
 }

@@ -40,5 +40,3 @@ export type { MaskPhrase } from './mask_phrases';
 export { buildReport, formatMetricsTable, formatPercent, summarizeMetrics } from './report';
 export type { GroupSummary, GroupValues, PngReport, PngSummary } from './report';
 export { renderRecallCurvesSvg } from './svg_plot';
-export { createProgressBar, formatDuration } from './progress';
-export type { ProgressBar } from './progress';
