@@ -1,6 +1,6 @@
 export { UNet2DConditionModel, SD15_UNET_CONFIG, resolveUNetConfig, type UNet2DConditionConfig, type UNet2DConditionOutput, type UNetForwardOptions } from './models/unet_2d_condition';
 export { Attention, AttnProcessor, type AttentionProcessor, type AttentionProcessorArgs } from './models/attention_processor';
-export { FeatureTaps } from './feature_taps';
+export { EncoderFeatureTaps, FeatureTaps } from './feature_taps';
 export { DiffusionBackbone, type DiffusionBackboneOptions, type DiffusionBackboneFiles } from './pipeline_stable_diffusion';
 export {
   AutoencoderKL,

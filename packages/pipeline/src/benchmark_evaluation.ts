@@ -96,8 +96,8 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
   for (let start = 0; start < views.length; start += batchSize) {
     const batch = views.slice(start, start + batchSize);
     const inputs = batch.map((v) => viewSample(samples[v.sample], v));
-    const encoded = encodeSamples(grounder.backbone, inputs, { size: imageSize, maxPhrases });
-    const out = grounder.forwardLatents(encoded.latents, encoded.phrases);
+    const encoded = encodeSamples(grounder, inputs, { size: imageSize, maxPhrases });
+    const out = grounder.forwardLatents(encoded.latents, encoded.phrases, encoded.skips);
     const last = out.predictions[out.predictions.length - 1]; // [B, h, w, maxPhrases]
     const masks = await masksFromLogits(last, encoded.transforms, batch.map((v) => v.count));
     for (const [b, view] of batch.entries()) {
@@ -112,7 +112,7 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
         attention[view.sample] = maps;
       }
     }
-    tf.dispose([out, encoded.latents, encoded.phrases, encoded.targets]);
+    tf.dispose([out, encoded.latents, encoded.skips, encoded.phrases, encoded.targets]);
     options.onProgress?.(Math.min(samples.length, batch[batch.length - 1].sample + 1), samples.length);
   }
 

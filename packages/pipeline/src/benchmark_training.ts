@@ -133,18 +133,20 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
   }
 
   const { samples, skipped, dropped } = await readGroundedSamples(options.data, split, { limit: training.limit ?? undefined });
-  options.onProgress?.({ phase: 'encode', done: 0, total: samples.length });
-  const encoded = encodeSamples(options.backbone, samples, { size: training.image_size, maxPhrases: config.max_phrases });
-  options.onProgress?.({ phase: 'encode', done: samples.length, total: samples.length });
   let grounder: PngGrounder | undefined;
   let trainer: Trainer<number[]> | undefined;
+  let encoded: ReturnType<typeof encodeSamples> | undefined;
   try {
     const model = (grounder = PngGrounder.create(options.backbone, config, { seed: training.seed }));
+    // the grounder encodes: with a finer mask_stride its VAE encoder maps are cached beside the latents
+    options.onProgress?.({ phase: 'encode', done: 0, total: samples.length });
+    const data = (encoded = encodeSamples(model, samples, { size: training.image_size, maxPhrases: config.max_phrases }));
+    options.onProgress?.({ phase: 'encode', done: samples.length, total: samples.length });
     trainer = new Trainer<number[]>({
       variables: model.namedVariables(),
       lossFn: (indices) => {
-        const batch = gatherBatch(encoded, indices);
-        return model.loss(batch.latents, batch.phrases, batch.targets);
+        const batch = gatherBatch(data, indices);
+        return model.loss(batch.latents, batch.phrases, batch.targets, batch.skips);
       },
       optimizer: { lr: training.lr, weight_decay: training.weight_decay, noDecay: (key) => /(bias|norm|gate|level_weights)/.test(key) },
       schedule: warmupPoly({ base_lr: training.lr, warmup_steps: training.warmup_steps, total_steps: training.steps }),
@@ -162,11 +164,11 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
       onStep: (p) => options.onProgress?.({ phase: 'train', ...p }),
     });
     await saveFolderAtomically(files.grounder, (dir) => model.save(dir));
-    return { grounderDir: files.grounder, losses, resumedFrom, samples: samples.length, truncatedPhrases: encoded.truncated, skipped, dropped, seconds: (performance.now() - began) / 1000 };
+    return { grounderDir: files.grounder, losses, resumedFrom, samples: samples.length, truncatedPhrases: data.truncated, skipped, dropped, seconds: (performance.now() - began) / 1000 };
   } finally {
     grounder?.dispose();
     trainer?.dispose();
-    tf.dispose([encoded.latents, encoded.phrases, encoded.targets]);
+    if (encoded) tf.dispose([encoded.latents, encoded.skips, encoded.phrases, encoded.targets]);
   }
 }
 

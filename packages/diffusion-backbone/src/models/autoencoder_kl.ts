@@ -15,6 +15,7 @@ import {
   type BlockHook,
   type ModuleFiles,
   type PathMatch,
+  type ShapeSpec,
 } from '@png/core';
 import { componentWeightsFile, openComponentFiles, openWeights, readConfigJson, type ComponentFilesOptions, type ComponentOptions } from '../component_files';
 import { Decoder, DiagonalGaussianDistribution, Encoder, type DecoderUpBlockType, type EncoderDownBlockType } from './vae';
@@ -241,6 +242,14 @@ export class AutoencoderKL extends ParameterModule {
   /** Image pixels per latent pixel: 2^(number of levels − 1) (8 for SD). */
   get downsampleFactor(): number {
     return 2 ** (this.config.block_out_channels.length - 1);
+  }
+
+  /**
+   * Channels and image stride at which each encoder down block works (its hidden state before its
+   * downsampler; the last block's output), known before any forward: the levels EncoderFeatureTaps taps.
+   */
+  encoderBlockShapes(): Record<string, ShapeSpec> {
+    return Object.fromEntries(this.config.block_out_channels.map((c, i) => [`encoder.down_blocks.${i}`, { channels: c, stride: 2 ** i }]));
   }
 
   /**
