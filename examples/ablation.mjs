@@ -18,10 +18,15 @@ import stats from './ablation_stats.cjs';
 const HERE = path.dirname(new URL(import.meta.url).pathname);
 const PNG = path.join(HERE, '..', 'packages', 'pipeline', 'dist', 'cli.js');
 
-/** The two budgets: what --quick (the README's figure, ≤ 30 min) and the default (≤ 2 h) run on a 2-core machine. */
+/**
+ * The two budgets on a 2-core machine: --quick (the README's figure, ≤ 30 min) and the default (≤ 2 h).
+ * Sized from the CPU time of a training step of png_tiny at 96×96, batch 4, wasm (≈ 0.8 s on an idle
+ * core) and ≈ 1.5 min per run for loading, encoding 400 images' narratives and evaluating 200, two runs
+ * side by side: full ≈ 30 × (400 × 0.8 s + 90 s) / 2 ≈ 100 min, quick ≈ 12 × (200 × 0.8 s + 90 s) / 2 ≈ 25 min.
+ */
 const PRESETS = {
-  full: { budgetMinutes: 120, seeds: 5, variants: 'static,extract,inject,eipa,mlma,full', size: 64, train: 400, val: 200, steps: 400 },
-  quick: { budgetMinutes: 30, seeds: 3, variants: 'static,eipa,mlma,full', size: 64, train: 400, val: 200, steps: 250 },
+  full: { budgetMinutes: 120, seeds: 5, variants: 'static,extract,inject,eipa,mlma,full', size: 96, train: 400, val: 200, steps: 400 },
+  quick: { budgetMinutes: 30, seeds: 3, variants: 'static,eipa,mlma,full', size: 96, train: 400, val: 200, steps: 200 },
 };
 
 /** Test-time checks of a trained EIPA run: `png evaluate` options, run when `png evaluate --help` lists them. */
@@ -51,7 +56,7 @@ training seed s), then writes the tables and the figure. Rerun the same command 
   --lr X                 (default png train's)
   --jobs N               png processes side by side (default: available cores, at most 2)
   --backend NAME         (default wasm)
-  --size-thresholds S,M  GT areas (pixels) of the small/medium/large buckets (default size²/64, size²/16)
+  --size-thresholds S,M  GT areas (pixels) of the small/medium/large buckets (default size²/300, 0.03·size²)
   --bootstrap N          image resamples of the per-seed paired bootstrap (default 1000)
   --eval-probes LIST     test-time checks of every run with EIPA: ${Object.keys(PROBES).join(', ')} (default both; 'none'),
                          or NAME=--flag for a png evaluate flag of your own
@@ -122,7 +127,8 @@ const jobs = intArg('jobs', Math.min(2, os.availableParallelism()));
 const resamples = intArg('bootstrap', 1000);
 let sizeThresholds;
 try {
-  sizeThresholds = args['size-thresholds'] ? parseSizeThresholds(args['size-thresholds']) : [Math.round(size ** 2 / 64), Math.round(size ** 2 / 16)];
+  // COCO's bounds (32², 96² on images of about 640×480) scaled with the image area, as the grounding benchmark defines its buckets.
+  sizeThresholds = args['size-thresholds'] ? parseSizeThresholds(args['size-thresholds']) : [Math.ceil((size * size) / 300), Math.ceil(0.03 * size * size)];
 } catch (e) {
   usage(`--size-thresholds: ${e.message}`);
 }
@@ -209,11 +215,13 @@ async function checkPlan() {
   const file = path.join(out, 'plan.json');
   if (fs.existsSync(file)) {
     const previous = JSON.parse(fs.readFileSync(file, 'utf8'));
-    for (const key of Object.keys(plan)) {
-      if (JSON.stringify(previous[key]) !== JSON.stringify(plan[key])) {
-        console.error(`ablation: ${file}: this folder holds an ablation with other ${key} (${JSON.stringify(previous[key])}, now ${JSON.stringify(plan[key])}); rerun with the same options to resume, or choose another --out`);
-        process.exit(2);
-      }
+    const changed = Object.keys(plan.settings).filter((k) => previous.settings?.[k] !== plan.settings[k]).map((k) => `${k} ${previous.settings?.[k]} (now ${plan.settings[k]})`);
+    for (const key of ['base_config', 'size_thresholds']) {
+      if (JSON.stringify(previous[key]) !== JSON.stringify(plan[key])) changed.push(`${key} ${JSON.stringify(previous[key])} (now ${JSON.stringify(plan[key])})`);
+    }
+    if (changed.length) {
+      console.error(`ablation: ${file}: this folder holds an ablation with ${changed.join(', ')}; rerun with its options to resume, or choose another --out`);
+      process.exit(2);
     }
   }
   await writeFileAtomic(file, JSON.stringify(plan, null, 2) + '\n');
@@ -313,14 +321,12 @@ async function calibrate() {
   const calibrationConfig = path.join(dir, 'config.json');
   fs.writeFileSync(calibrationConfig, JSON.stringify(heaviest.config));
   console.log(`[${clock()}] measuring: ${steps} training steps of '${heaviest.name}' and an evaluation of ${limit} narratives`);
-  // Times at png's stderr lines: 'encoding N training narratives' (the backbone is loaded), then a
-  // progress line every 10 % of the steps ('train 1/12' after the first step); 'evaluate d/16' per batch.
+  // Times at png's progress lines on stderr: every 10 % of the steps ('train 1/12' after the first step); 'evaluate d/16' per batch.
   const marks = {};
   const track = (started) => (line, cpu) => {
     const wall = (Date.now() - started) / 1000;
     const progress = line.match(/^(train|evaluate) (\d+)\//);
-    if (line.startsWith('encoding ')) marks.encode = { cpu, wall };
-    else if (progress) {
+    if (progress) {
       const at = { done: Number(progress[2]), cpu, wall };
       marks[`${progress[1]}First`] ??= at;
       marks[`${progress[1]}Last`] = at;
@@ -331,13 +337,13 @@ async function calibrate() {
   if (trainCode !== 0) throw new Error(`the calibration training failed (exit ${trainCode}); see ${logFile}`);
   const evalCode = await png(['evaluate', '--data', dataDir(seeds[0]), '--split', 'train2017', '--run', path.join(dir, 'run'), '--out', path.join(dir, 'eval'), '--limit', String(limit), '--backend', settings.backend, '--overlays', '0', '--attention-maps', '0', '--bootstrap', '0'], 'calibration', track(Date.now()));
   if (evalCode !== 0) throw new Error(`the calibration evaluation failed (exit ${evalCode}); see ${logFile}`);
-  const { encode, trainFirst, trainLast, evaluateFirst, evaluateLast } = marks;
-  if (!encode || !trainFirst || !evaluateFirst || trainLast.done === trainFirst.done || evaluateLast.done === evaluateFirst.done) {
-    throw new Error(`the calibration runs did not print the progress lines it times ('encoding …', 'train d/n', 'evaluate d/n'); see ${logFile}`);
+  const { trainFirst, trainLast, evaluateFirst, evaluateLast } = marks;
+  if (!trainFirst || !evaluateFirst || trainLast.done === trainFirst.done || evaluateLast.done === evaluateFirst.done) {
+    throw new Error(`the calibration runs did not print the progress lines it times ('train d/n', 'evaluate d/n'); see ${logFile}`);
   }
-  const cpu = [encode, trainFirst, trainLast, evaluateFirst, evaluateLast].every((m) => m.cpu !== null);
+  const cpu = [trainFirst, trainLast, evaluateFirst, evaluateLast].every((m) => m.cpu !== null);
   const at = (m) => (cpu ? m.cpu : m.wall);
-  const rate = (first, last, clock = at) => (clock(last) - clock(first)) / (last.done - first.done);
+  const rate = (first, last, time = at) => (time(last) - time(first)) / (last.done - first.done);
   const secondsPerStep = rate(trainFirst, trainLast);
   const evaluatePerNarrative = rate(evaluateFirst, evaluateLast);
   const measured = {
@@ -345,20 +351,24 @@ async function calibrate() {
     clock: cpu ? 'CPU seconds of the process' : 'wall seconds',
     secondsPerStep,
     wallSecondsPerStep: rate(trainFirst, trainLast, (m) => m.wall),
-    /** Loading the backbone; then encoding the narratives (the first step's time taken off). */
-    trainLoadSeconds: at(encode),
-    encodeSecondsPerNarrative: (at(trainFirst) - at(encode) - secondsPerStep) / limit,
+    /** Loading the backbone, encoding the calibration's narratives and the first step's warm-up (one step's time taken off). */
+    trainStartSeconds: at(trainFirst) - secondsPerStep,
     evaluateLoadSeconds: Math.max(0, at(evaluateFirst) - evaluateFirst.done * evaluatePerNarrative),
     evaluateSecondsPerNarrative: evaluatePerNarrative,
+    narratives: limit,
   };
   await writeFileAtomic(file, JSON.stringify(measured, null, 2) + '\n');
   return measured;
 }
 
+/** Narratives of a split of the first seed's benchmark (an image may have several). */
+const narratives = (split) => JSON.parse(fs.readFileSync(path.join(dataDir(seeds[0]), 'annotations', `png_coco_${split}.json`), 'utf8')).length;
+
 /** Seconds of a training, an evaluation, and of all that remains on `jobs` cores, from the calibration. */
 function estimate(c) {
-  const trainSeconds = c.trainLoadSeconds + c.encodeSecondsPerNarrative * settings.train + c.secondsPerStep * settings.steps;
-  const evaluateSeconds = c.evaluateLoadSeconds + c.evaluateSecondsPerNarrative * settings.val;
+  // Encoding a training narrative costs at most what evaluating one does (evaluation encodes it the same way, then runs the model).
+  const trainSeconds = c.trainStartSeconds + c.evaluateSecondsPerNarrative * Math.max(0, narratives('train2017') - c.narratives) + c.secondsPerStep * settings.steps;
+  const evaluateSeconds = c.evaluateLoadSeconds + c.evaluateSecondsPerNarrative * narratives('val2017');
   let total = 0;
   for (const u of units) {
     if (!evaluated(u.variant.name, u.seed)) total += trainSeconds + evaluateSeconds;
@@ -393,7 +403,7 @@ async function runAll() {
     `measured ${c.secondsPerStep.toFixed(2)} s/step (${c.clock}; ${c.wallSecondsPerStep.toFixed(2)} s/step wall at load ${load.toFixed(1)}), ` +
       `a run ≈ ${formatDuration(e.trainSeconds)} training + ${formatDuration(e.evaluateSeconds)} evaluation` +
       `\n${todo.length} of ${units.length} runs to do, ${jobs} at a time: estimated ${formatDuration(e.total)} on idle cores` +
-      (args.quick || args.steps === undefined ? ` (budget ${preset.budgetMinutes} min)` : '') +
+      (e.total > preset.budgetMinutes * 60 ? `, over the ${preset.budgetMinutes}-min budget of ${args.quick ? '--quick' : 'the full analysis'}` : `, within the ${preset.budgetMinutes}-min budget`) +
       (load > os.availableParallelism() ? `; the machine is busy (load ${load.toFixed(1)} on ${os.availableParallelism()} cores), expect longer` : ''),
   );
   if (args.plan) return [];
@@ -523,7 +533,7 @@ async function writeReport() {
 // ---------------------------------------------------------------- main
 
 console.log(
-  `ablation in ${out}: ${seeds.length} seeds × ${variants.length} variants (${variantNames.join(', ')}), ` +
+  `ablation in ${out}: ${seeds.length} seed${seeds.length > 1 ? 's' : ''} × ${variants.length} variants (${variantNames.join(', ')}), ` +
     `${settings.kind ?? 'unary'} scenes ${size}×${size}, ${settings.train} train / ${settings.val} val images, ${settings.steps} steps, ${jobs} jobs` +
     (probes.length ? `; probes ${probes.map((p) => p.name).join(', ')} on the runs with EIPA` : ''),
 );
