@@ -137,7 +137,10 @@ const baseConfig = readJson(path.resolve(args['base-config'] ?? path.join(HERE, 
 const variantsFile = path.resolve(args['variants-file'] ?? path.join(HERE, 'configs', 'ablation_variants.json'));
 const allVariants = readJson(variantsFile, '--variants-file');
 const variantNames = (args.variants ?? preset.variants).split(',').map((v) => v.trim());
-for (const name of variantNames) if (!Object.hasOwn(allVariants, name)) usage(`--variants: no variant '${name}' in ${variantsFile} (it has ${Object.keys(allVariants).join(', ')})`);
+for (const name of variantNames) {
+  if (!Object.hasOwn(allVariants, name)) usage(`--variants: no variant '${name}' in ${variantsFile} (it has ${Object.keys(allVariants).join(', ')})`);
+  if (!/^[\w.-]+$/.test(name)) usage(`${variantsFile}: variant name '${name}' names a folder; use letters, digits, '_', '-' and '.' only`);
+}
 const baseline = args.baseline ?? 'static';
 if (!variantNames.includes(baseline)) usage(`--baseline '${baseline}' is not among --variants (${variantNames.join(', ')}); every difference is taken against it`);
 // The baseline first: the tables' first column.
@@ -146,7 +149,12 @@ const variants = variantNames.map((name) => {
   const { about = '', ...fields } = allVariants[name];
   const config = { ...baseConfig };
   for (const [key, value] of Object.entries(fields)) config[key] = isObject(value) && isObject(config[key]) ? { ...config[key], ...value } : value;
-  const eipa = resolveEipaConfig(config.eipa ?? {});
+  let eipa;
+  try {
+    eipa = resolveEipaConfig(config.eipa ?? {});
+  } catch (e) {
+    usage(`${variantsFile}: variant '${name}': ${e.message}`);
+  }
   return { name, about, fields, config, trainsEipa: eipa.extract || eipa.inject };
 });
 const probes = probeList(args['eval-probes']);
@@ -537,9 +545,15 @@ console.log(
     `${settings.kind ?? 'unary'} scenes ${size}×${size}, ${settings.train} train / ${settings.val} val images, ${settings.steps} steps, ${jobs} jobs` +
     (probes.length ? `; probes ${probes.map((p) => p.name).join(', ')} on the runs with EIPA` : ''),
 );
-const failures = args['report-only'] ? [] : await runAll();
-if (!args.plan) await writeReport();
-if (failures.length) {
-  console.error(`\n${failures.length} step(s) failed (the tables above leave them out; rerun to retry):\n${failures.map((f) => `  ${f}`).join('\n')}`);
+try {
+  const failures = args['report-only'] ? [] : await runAll();
+  if (!args.plan) await writeReport();
+  if (failures.length) {
+    console.error(`\n${failures.length} step(s) failed (the tables above leave them out; rerun to retry):\n${failures.map((f) => `  ${f}`).join('\n')}`);
+    process.exit(1);
+  }
+} catch (e) {
+  for (const child of children) child.kill('SIGTERM');
+  console.error(`ablation: ${e.message}`);
   process.exit(1);
 }
