@@ -19,14 +19,17 @@ const HERE = path.dirname(new URL(import.meta.url).pathname);
 const PNG = path.join(HERE, '..', 'packages', 'pipeline', 'dist', 'cli.js');
 
 /**
- * The two budgets on a 2-core machine: --quick (the README's figure, ≤ 30 min) and the default (≤ 2 h).
- * Sized from the CPU time of a training step of png_tiny at 96×96, batch 4, wasm (≈ 0.8 s on an idle
- * core) and ≈ 1.5 min per run for loading, encoding 400 images' narratives and evaluating 200, two runs
- * side by side: full ≈ 30 × (400 × 0.8 s + 90 s) / 2 ≈ 100 min, quick ≈ 12 × (200 × 0.8 s + 90 s) / 2 ≈ 25 min.
+ * The two budgets on a 2-core machine, two runs side by side: --quick (the README's figure, ≤ 30 min)
+ * and the default (≤ 2 h). Sized from this script's calibration at 96×96 (png_tiny, batch 4, wasm):
+ * 1.17 CPU-s per training step and 0.18 per narrative evaluated on the loaded shared machine, ≈ 0.85
+ * and 0.13 on an idle core (at 64×64 a step took 0.78 CPU-s loaded, 0.57 s idle); ≈ 1.5 narratives per
+ * grounding image. A run is then ≈ 4 s + encoding its training narratives + steps × 0.85 s + its
+ * evaluation: full ≈ 30 × 380 s / 2 ≈ 95 min, quick ≈ 12 × 220 s / 2 ≈ 22 min, plus the calibration
+ * and the benchmarks (≈ 2 min).
  */
 const PRESETS = {
-  full: { budgetMinutes: 120, seeds: 5, variants: 'static,extract,inject,eipa,mlma,full', size: 96, train: 400, val: 200, steps: 400 },
-  quick: { budgetMinutes: 30, seeds: 3, variants: 'static,eipa,mlma,full', size: 96, train: 400, val: 200, steps: 200 },
+  full: { budgetMinutes: 120, seeds: 5, variants: 'static,extract,inject,eipa,mlma,full', size: 96, train: 400, val: 200, steps: 300 },
+  quick: { budgetMinutes: 30, seeds: 3, variants: 'static,eipa,mlma,full', size: 96, train: 300, val: 150, steps: 150 },
 };
 
 /** Test-time checks of a trained EIPA run: `png evaluate` options, run when `png evaluate --help` lists them. */
@@ -389,7 +392,8 @@ function estimate(c) {
 
 async function runAll() {
   await checkPlan();
-  const toSynth = seeds.filter((seed) => !fs.existsSync(`${dataDir(seed)}.done`));
+  // --plan needs the first seed's benchmark only (the calibration trains on it).
+  const toSynth = (args.plan ? seeds.slice(0, 1) : seeds).filter((seed) => !fs.existsSync(`${dataDir(seed)}.done`));
   console.log(`[${clock()}] synthetic benchmarks: ${toSynth.length ? `writing seeds ${toSynth.join(', ')}` : 'all written'}`);
   const failures = [];
   await pool(toSynth, async (seed) => {
