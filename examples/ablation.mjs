@@ -190,7 +190,7 @@ function probeList(list = Object.keys(PROBES).join(',')) {
   const help = pngHelp('evaluate');
   return list.split(',').flatMap((item) => {
     const [name, custom] = item.split('=');
-    const probe = custom ? { args: custom.trim().split(/\s+/), about: `png evaluate ${custom.trim()}` } : PROBES[name.trim()];
+    const probe = custom ? { args: custom.trim().split(/\s+/), about: 'a png evaluate flag given with --eval-probes' } : PROBES[name.trim()];
     if (!probe) usage(`--eval-probes: unknown probe '${name}'; use ${Object.keys(PROBES).join(', ')}, none, or NAME=--flag`);
     if (!help.includes(probe.args[0])) {
       console.log(`probe ${name}: skipped, png evaluate has no ${probe.args[0]} yet (${probe.about})`);
