@@ -2,8 +2,8 @@ import type * as tf from '@tensorflow/tfjs-core';
 import type { FeatureMap, FeaturePyramid } from '@png/core';
 import type { UNet2DConditionModel } from './models/unet_2d_condition';
 
-/** Key under which a tapped level lands in the UNet's `outputs`. */
-export const featureKey = (level: string): string => `features/${level}`;
+/** Key under which a tapped level lands in the UNet's `outputs` (read them with `pyramid`). */
+const featureKey = (level: string): string => `features/${level}`;
 
 /**
  * Records the hidden state of chosen up blocks at the resolution they work at (before their

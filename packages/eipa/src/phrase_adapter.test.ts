@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { setBackend, type PhraseFeatures } from '@png/core';
 import { expectClose, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
 import { FeatureTaps, UNet2DConditionModel } from '@png/diffusion-backbone';
-import { PhraseAdapter, attachEipa, attentionKey, phraseStateKey } from './phrase_adapter';
+import { PhraseAdapter, attachEipa, type EipaAttachment } from './phrase_adapter';
 
 const TINY_UNET = path.join(sharedFixturesDir(), 'tiny-sd', 'unet');
 
@@ -23,15 +23,9 @@ function inputs(): { latents: tf.Tensor4D; phrases: PhraseFeatures } {
   };
 }
 
-/** Every output of a forward as flat arrays, for bit-for-bit comparisons. */
-async function snapshot(out: { sample: tf.Tensor; outputs: Record<string, tf.Tensor> }, keys: string[]): Promise<Float32Array[]> {
-  return Promise.all([out.sample, ...keys.map((k) => out.outputs[k])].map(async (t) => (await t.data()) as Float32Array));
-}
-
 describe('EIPA on the tiny SD UNet (wasm)', () => {
   let unet: UNet2DConditionModel;
   let taps: FeatureTaps;
-  const levels = ['features/up_blocks.0', 'features/up_blocks.1', 'features/up_blocks.2'];
   beforeAll(async () => {
     await setBackend('wasm');
     unet = await UNet2DConditionModel.fromPretrained(TINY_UNET);
@@ -42,17 +36,22 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     unet.dispose();
   });
 
+  /** The sample and the tapped levels of a forward as flat arrays, for bit-for-bit comparisons. */
+  async function snapshot(out: { sample: tf.Tensor; outputs: Record<string, tf.Tensor> }): Promise<Float32Array[]> {
+    return Promise.all([out.sample, ...taps.pyramid(out.outputs).map((level) => level.tensor)].map(async (t) => (await t.data()) as Float32Array));
+  }
+
   /** The static-prompting baseline: the plain UNet with the phrases as its cross-attention context. */
   async function staticForward(x: ReturnType<typeof inputs>): Promise<Float32Array[]> {
     const out = unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask });
-    const snap = await snapshot(out, levels);
+    const snap = await snapshot(out);
     tf.dispose(out);
     return snap;
   }
 
-  async function adaptedForward(adapter: PhraseAdapter, x: ReturnType<typeof inputs>): Promise<Float32Array[]> {
-    const out = unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: adapter.createContext(x.phrases) });
-    const snap = await snapshot(out, levels);
+  async function adaptedForward(eipa: EipaAttachment, x: ReturnType<typeof inputs>): Promise<Float32Array[]> {
+    const out = unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: eipa.context(x.phrases) });
+    const snap = await snapshot(out);
     tf.dispose(out);
     return snap;
   }
@@ -73,9 +72,9 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     const x = inputs();
     const expected = await staticForward(x);
     const adapter = PhraseAdapter.create(unet, config, { seed: 1 });
-    const detach = attachEipa(unet, adapter);
-    const actual = await adaptedForward(adapter, x);
-    detach();
+    const eipa = attachEipa(unet, adapter);
+    const actual = await adaptedForward(eipa, x);
+    eipa.detach();
     actual.forEach((a, i) => expect(Buffer.from(a.buffer).equals(Buffer.from(expected[i].buffer))).toBe(true));
     tf.dispose(x);
     adapter.dispose();
@@ -86,42 +85,70 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     const before = await staticForward(x);
     const processors = unet.attnProcessors();
     const adapter = PhraseAdapter.create(unet, { gate_init: 0.5 }, { seed: 2 });
-    const detach = attachEipa(unet, adapter);
+    const eipa = attachEipa(unet, adapter);
     expect(() => attachEipa(unet, adapter)).toThrow(/already has an EIPA adapter attached/);
-    const adapted = await adaptedForward(adapter, x);
+    const adapted = await adaptedForward(eipa, x);
     expect(Math.max(...adapted[0].map((v, i) => Math.abs(v - before[0][i])))).toBeGreaterThan(1e-3);
-    detach();
+    eipa.detach();
     expect(unet.attnProcessors()).toEqual(processors);
+    const again = attachEipa(unet, adapter);
+    eipa.detach(); // a second detach does nothing: the new attachment stays
+    expect(() => attachEipa(unet, adapter)).toThrow(/already has an EIPA adapter attached/);
+    again.detach();
     const after = await staticForward(x);
     after.forEach((a, i) => expect(Buffer.from(a.buffer).equals(Buffer.from(before[i].buffer))).toBe(true));
     tf.dispose(x);
     adapter.dispose();
   });
 
-  it('returns the phrase state after each up block and the inject attention maps', async () => {
+  it('hands back the phrase state after each tapped level and the inject attention maps', async () => {
     const x = inputs();
     const adapter = PhraseAdapter.create(unet, { gate_init: 0.5 }, { seed: 3 });
-    const detach = attachEipa(unet, adapter, { recordAttention: true });
-    const out = unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: adapter.createContext(x.phrases) });
-    for (const level of ['up_blocks.0', 'up_blocks.1', 'up_blocks.2']) expect(out.outputs[phraseStateKey(level)].shape).toEqual([2, 3, 32]);
-    const att = out.outputs[attentionKey('up_blocks.2.attentions.1.transformer_blocks.0')];
+    const eipa = attachEipa(unet, adapter, { levels: taps.levels, recordAttention: true });
+    expect(eipa.levels).toEqual(['up_blocks.0', 'up_blocks.1', 'up_blocks.2']);
+    const out = unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: eipa.context(x.phrases) });
+    const states = eipa.phraseStates(out.outputs, x.phrases);
+    expect(states.map((s) => s.tensor.shape)).toEqual(taps.pyramid(out.outputs).map(() => [2, 3, 32]));
+    expect(states.every((s) => s.mask === x.phrases.mask)).toBe(true);
+    // every up block extracts, so each level's state differs from the one before
+    for (let i = 1; i < states.length; i++) expect(Buffer.from((await states[i].tensor.data()).buffer).equals(Buffer.from((await states[i - 1].tensor.data()).buffer))).toBe(false);
+    const attention = eipa.attention(out.outputs);
+    expect(Object.keys(attention)).toEqual(adapter.blocks.map((b) => b.path));
+    const att = attention['up_blocks.2.attentions.1.transformer_blocks.0'];
     expect(att.shape).toEqual([2, 16 * 16, 3]);
     const padded = await tf.slice(att, [1, 0, 2], [1, -1, 1]).data(); // the second narrative's padding slot
     expect(Math.max(...padded)).toBe(0);
     tf.dispose([x, out]);
-    detach();
+    eipa.detach();
+    adapter.dispose();
+  });
+
+  it('records only the levels it is given; without extract every state is the initial phrases', async () => {
+    const x = inputs();
+    const adapter = PhraseAdapter.create(unet, { extract: false, gate_init: 0.5 }, { seed: 3 });
+    expect(() => attachEipa(unet, adapter, { levels: ['up_blocks.7'] })).toThrow("attachEipa: level 'up_blocks.7' is not an up block of this UNet (up_blocks.0, up_blocks.1, up_blocks.2)");
+    const eipa = attachEipa(unet, adapter, { levels: ['up_blocks.2', 'up_blocks.0'] });
+    const out = unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: eipa.context(x.phrases) });
+    const states = eipa.phraseStates(out.outputs, x.phrases);
+    expect(states).toHaveLength(2);
+    for (const s of states) expect(await s.tensor.data()).toEqual(await x.phrases.tensor.data());
+    expect(eipa.attention(out.outputs)).toEqual({});
+    eipa.detach();
+    const plain = unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask });
+    expect(() => eipa.phraseStates(plain.outputs, x.phrases)).toThrow("EipaAttachment: no phrase state of 'up_blocks.2' in these outputs");
+    tf.dispose([x, out, plain]);
     adapter.dispose();
   });
 
   it('gets gradients through the frozen UNet down to the first down block, leaves the UNet untouched, and does not leak', async () => {
     const x = inputs();
     const adapter = PhraseAdapter.create(unet, { gate_init: 0.5 }, { seed: 4 });
-    const detach = attachEipa(unet, adapter);
+    const eipa = attachEipa(unet, adapter);
     const frozen = await Promise.all(unet.parameters.keys().map(async (k) => [k, await unet.parameters.get(k).data()] as const));
     const target = tf.randomNormal([2, 16, 16, 4], 0, 1, 'float32', 5);
     const loss = () =>
       tf.tidy(() => {
-        const out = unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: adapter.createContext(x.phrases) });
+        const out = unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: eipa.context(x.phrases) });
         return tf.mean(tf.square(tf.sub(out.sample, target))) as tf.Scalar;
       });
     const { grads, value } = tf.variableGrads(loss, adapter.trainableVariables());
@@ -142,18 +169,18 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     for (const [k, data] of frozen) expect(Buffer.from((await unet.parameters.get(k).data()).buffer).equals(Buffer.from(data.buffer))).toBe(true);
     optimizer.dispose();
     tf.dispose([x, target]);
-    detach();
+    eipa.detach();
     adapter.dispose();
   });
 
   it('passes a finite-difference gradient check', async () => {
     const x = inputs();
     const adapter = PhraseAdapter.create(unet, { gate_init: 0.3, bottleneck_dim: 8, num_heads: 2, block_paths: ['down_blocks.1.attentions.0.transformer_blocks.0', 'up_blocks.1.attentions.0.transformer_blocks.0'] }, { seed: 6 });
-    const detach = attachEipa(unet, adapter);
+    const eipa = attachEipa(unet, adapter);
     const weights = tf.randomNormal([2, 16, 16, 4], 0, 1, 'float32', 7);
     const f = () =>
       tf.tidy(() => {
-        const out = unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: adapter.createContext(x.phrases) });
+        const out = unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: eipa.context(x.phrases) });
         return tf.mean(tf.mul(out.sample, weights)) as tf.Scalar;
       });
     const checked = [
@@ -182,7 +209,7 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
       expect(Math.abs(analytic - numeric)).toBeLessThanOrEqual(2e-2 * Math.abs(numeric) + 2e-5);
     }
     tf.dispose([value, grads, weights, x]);
-    detach();
+    eipa.detach();
     adapter.dispose();
   });
 
@@ -208,18 +235,22 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     expect(() => PhraseAdapter.create(unet, { block_paths: ['down_blocks.9.attentions.0.transformer_blocks.0'] })).toThrow(/'down_blocks\.9\.attentions\.0\.transformer_blocks\.0' is not a transformer block of this UNet/);
     expect(tf.memory().numTensors).toBe(before);
     const adapter = PhraseAdapter.create(unet);
+    const eipa = attachEipa(unet, adapter);
     const wrong = { tensor: tf.zeros([1, 2, 16]) as tf.Tensor3D, mask: tf.ones([1, 2]) as tf.Tensor2D };
-    expect(() => adapter.createContext(wrong)).toThrow(/phrase features are \[1,2,16\], expected width 32/);
-    tf.dispose(wrong);
+    expect(() => eipa.context(wrong)).toThrow(/phrase features are \[1,2,16\], expected width 32/);
+    const misaligned = { tensor: tf.zeros([1, 2, 32]) as tf.Tensor3D, mask: tf.ones([1, 3]) as tf.Tensor2D };
+    expect(() => eipa.context(misaligned)).toThrow('PhraseAdapter: phrase mask [1,3] does not match the phrases [1, 2]');
+    tf.dispose([wrong, misaligned]);
+    eipa.detach();
     adapter.dispose();
   });
 
   it('does not leak in an adapted forward', async () => {
     const x = inputs();
     const adapter = PhraseAdapter.create(unet, { gate_init: 0.5 });
-    const detach = attachEipa(unet, adapter, { recordAttention: true });
-    await expectNoLeak(() => unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: adapter.createContext(x.phrases) }), 'adapted UNet forward');
-    detach();
+    const eipa = attachEipa(unet, adapter, { recordAttention: true });
+    await expectNoLeak(() => unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: eipa.context(x.phrases) }), 'adapted UNet forward');
+    eipa.detach();
     tf.dispose(x);
     adapter.dispose();
   });

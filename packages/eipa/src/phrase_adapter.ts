@@ -1,16 +1,16 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { ForwardContext, ParameterModule, WeightScope, openModule, openModuleFiles, saveModule, type ModuleFiles, type PhraseFeatures } from '@png/core';
+import { ForwardContext, ParameterModule, WeightScope, contextKey, openModule, openModuleFiles, saveModule, type ModuleFiles, type PhraseFeatures } from '@png/core';
 import { AttnProcessor, type AttentionProcessor, type UNet2DConditionModel } from '@png/diffusion-backbone';
 import { resolveEipaConfig, type EipaConfig } from './eipa_config';
 import { GatedCrossAttention } from './gated_cross_attention';
 
-/** ForwardContext keys of the phrase state EIPA threads through one UNet forward. */
-export const EIPA_PHRASES = 'eipa/phrases';
-export const EIPA_PHRASE_MASK = 'eipa/phrase_mask';
-/** Where attachEipa records the phrase state after each up block (for MLMA), in `outputs`. */
-export const phraseStateKey = (level: string): string => `eipa/phrases/${level}`;
-/** Where attachEipa records an adapted block's inject attention [B, HW, P], in `outputs`. */
-export const attentionKey = (blockPath: string): string => `eipa/attention/${blockPath}`;
+/** The phrase state EIPA threads through one UNet forward: [B, P, D], updated by every extract. */
+const PHRASES = contextKey<tf.Tensor3D>('eipa/phrases');
+/** The phrase mask of that forward: [B, P], 1 = real phrase. */
+const PHRASE_MASK = contextKey<tf.Tensor2D>('eipa/phrase_mask');
+/** Where the phrase state after an up block and an adapted block's inject attention land in the UNet's `outputs` (read them with EipaAttachment). */
+const phraseStateKey = (level: string): string => `eipa/phrases/${level}`;
+const attentionKey = (blockPath: string): string => `eipa/attention/${blockPath}`;
 
 /** The adapter of one transformer block. */
 export interface PhraseAdapterBlock {
@@ -83,32 +83,55 @@ export class PhraseAdapter extends ParameterModule {
     return new PhraseAdapter(Object.freeze(c), phraseDim, blocks).adopt(params);
   }
 
-  /** The per-forward context that carries the initial phrase state into an adapted UNet forward. */
-  createContext(phrases: PhraseFeatures): ForwardContext {
-    const [b, p, d] = phrases.tensor.shape;
-    if (d !== this.phraseDim) throw new Error(`PhraseAdapter: phrase features are [${phrases.tensor.shape}], expected width ${this.phraseDim} (the UNet's cross_attention_dim)`);
-    if (phrases.mask.shape[0] !== b || phrases.mask.shape[1] !== p) throw new Error(`PhraseAdapter: phrase mask [${phrases.mask.shape}] does not match the phrases [${b}, ${p}]`);
-    return new ForwardContext({ [EIPA_PHRASES]: phrases.tensor, [EIPA_PHRASE_MASK]: phrases.mask });
-  }
-
-
   /** Saves config.json (with the resolved block paths) and model.safetensors, atomically. */
   async save(dir: string): Promise<void> {
     await saveModule(dir, this.config, this.parameters);
   }
-
 }
 
 const attached = new WeakMap<UNet2DConditionModel, PhraseAdapter>();
 
+/** Options of {@link attachEipa}. */
+export interface EipaAttachOptions {
+  /**
+   * The up blocks after which the phrase state is recorded, coarsest first (default: every up
+   * block, as FeatureTaps taps them); pass `taps.levels` to align the states with a FeatureTaps.
+   */
+  readonly levels?: readonly string[];
+  /** Also record each adapted block's inject attention [B, HW, P] (for visualisation). */
+  readonly recordAttention?: boolean;
+}
+
 /**
- * Attaches `adapter` to `unet` through its processors and block hooks only, and returns
- * `detach()`, which restores the UNet exactly. A forward then needs the context from
- * `adapter.createContext(phrases)`; it returns the phrase state after each up block
- * (`phraseStateKey('up_blocks.i')`) and, with `recordAttention`, each adapted block's inject
- * attention (`attentionKey(path)`, [B, HW, P]) in its `outputs`.
+ * An adapter attached to a UNet (see {@link attachEipa}): makes the context an adapted forward
+ * needs and reads what EIPA recorded in that forward's `outputs`.
  */
-export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, options: { recordAttention?: boolean } = {}): () => void {
+export interface EipaAttachment {
+  readonly adapter: PhraseAdapter;
+  /** The up blocks whose phrase state `phraseStates` returns, in this order. */
+  readonly levels: readonly string[];
+  /** The per-forward context that carries the initial phrase state into an adapted UNet forward. */
+  context(phrases: PhraseFeatures): ForwardContext;
+  /**
+   * The phrase state after each of `levels` in the forward that returned `outputs` and started
+   * from `phrases` (with its context): [B, P, D] each, with the mask of `phrases`. The tensors are
+   * those of `outputs` and `phrases.mask`: dispose those, not these.
+   */
+  phraseStates(outputs: Readonly<Record<string, tf.Tensor>>, phrases: PhraseFeatures): PhraseFeatures[];
+  /** Per adapted block path, its inject attention [B, HW, P] in the forward that returned `outputs` (with `recordAttention`; else empty). */
+  attention(outputs: Readonly<Record<string, tf.Tensor>>): Record<string, tf.Tensor3D>;
+  /** Restores the UNet exactly; a second call does nothing. */
+  detach(): void;
+}
+
+/**
+ * Attaches `adapter` to `unet` through its processors and block hooks only; the attachment's
+ * `detach()` restores the UNet exactly. A forward then needs the context from
+ * `attachment.context(phrases)`, and `attachment.phraseStates(outputs, phrases)` hands back the
+ * phrase state after each of `options.levels` (and `attachment.attention(outputs)`, with
+ * `recordAttention`, each adapted block's inject attention).
+ */
+export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, options: EipaAttachOptions = {}): EipaAttachment {
   if (attached.has(unet)) throw new Error('attachEipa: this UNet already has an EIPA adapter attached; detach it first');
   const channels = new Map(unet.transformerBlocks().map((b) => [b.path, b.channels]));
   for (const block of adapter.blocks) {
@@ -116,6 +139,9 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
       throw new Error(`attachEipa: the adapter was built for another UNet (block '${block.path}' has ${channels.get(block.path) ?? 'no'} channels here, ${block.channels} in the adapter)`);
     }
   }
+  const upBlocks = Object.keys(unet.upBlockShapes());
+  const levels = options.levels ?? upBlocks;
+  for (const level of levels) if (!upBlocks.includes(level)) throw new Error(`attachEipa: level '${level}' is not an up block of this UNet (${upBlocks.join(', ')})`);
   const removers: Array<() => void> = [];
   const previous = unet.attnProcessors();
 
@@ -123,8 +149,7 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
     const dynamic: Record<string, AttentionProcessor> = { ...previous };
     for (const key of Object.keys(previous).filter((k) => k.endsWith('.attn2.processor'))) {
       const inner = previous[key] ?? AttnProcessor;
-      dynamic[key] = (attn, hidden, args) =>
-        inner(attn, hidden, { ...args, encoderHiddenStates: args.context.require<tf.Tensor3D>(EIPA_PHRASES), encoderAttentionMask: args.context.require<tf.Tensor2D>(EIPA_PHRASE_MASK) });
+      dynamic[key] = (attn, hidden, args) => inner(attn, hidden, { ...args, encoderHiddenStates: args.context.require(PHRASES), encoderAttentionMask: args.context.require(PHRASE_MASK) });
     }
     unet.setAttnProcessor(dynamic);
     removers.push(() => unet.setAttnProcessor(previous));
@@ -135,11 +160,11 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
     removers.push(
       unet.addBlockHook(block.path, {
         postForward: (path, tokens, ctx) => {
-          let phrases = ctx.require<tf.Tensor3D>(EIPA_PHRASES);
-          const mask = ctx.require<tf.Tensor2D>(EIPA_PHRASE_MASK);
+          let phrases = ctx.require(PHRASES);
+          const mask = ctx.require(PHRASE_MASK);
           if (block.extract) {
             phrases = block.extract.forward(phrases, tokens as tf.Tensor3D).out; // phrases ← image tokens
-            ctx.set(EIPA_PHRASES, phrases);
+            ctx.set(PHRASES, phrases);
           }
           if (!block.inject) return tokens;
           const { out, attention } = block.inject.forward(tokens as tf.Tensor3D, phrases, mask); // image tokens ← phrases
@@ -151,15 +176,41 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
   }
 
   removers.push(
-    unet.addBlockHook(/^up_blocks\.\d+$/, {
+    unet.addBlockHook((path) => levels.includes(path), {
       postForward: (level, _output, ctx) => {
-        ctx.outputs[phraseStateKey(level)] = ctx.require<tf.Tensor>(EIPA_PHRASES);
+        ctx.outputs[phraseStateKey(level)] = ctx.require(PHRASES);
       },
     }),
   );
   attached.set(unet, adapter);
-  return () => {
-    for (const remove of removers.splice(0).reverse()) remove();
-    attached.delete(unet);
+  return {
+    adapter,
+    levels: [...levels],
+    context(phrases) {
+      const [b, p, d] = phrases.tensor.shape;
+      if (d !== adapter.phraseDim) throw new Error(`PhraseAdapter: phrase features are [${phrases.tensor.shape}], expected width ${adapter.phraseDim} (the UNet's cross_attention_dim)`);
+      if (phrases.mask.shape[0] !== b || phrases.mask.shape[1] !== p) throw new Error(`PhraseAdapter: phrase mask [${phrases.mask.shape}] does not match the phrases [${b}, ${p}]`);
+      return new ForwardContext().set(PHRASES, phrases.tensor).set(PHRASE_MASK, phrases.mask);
+    },
+    phraseStates(outputs, phrases) {
+      return levels.map((level) => {
+        const state = outputs[phraseStateKey(level)];
+        if (!state) throw new Error(`EipaAttachment: no phrase state of '${level}' in these outputs; were they produced by a forward of the adapted UNet with this attachment's context?`);
+        return { tensor: state as tf.Tensor3D, mask: phrases.mask };
+      });
+    },
+    attention(outputs) {
+      const attention: Record<string, tf.Tensor3D> = {};
+      for (const block of adapter.blocks) {
+        const a = outputs[attentionKey(block.path)];
+        if (a) attention[block.path] = a as tf.Tensor3D;
+      }
+      return attention;
+    },
+    detach() {
+      if (removers.length === 0) return;
+      for (const remove of removers.splice(0).reverse()) remove();
+      attached.delete(unet);
+    },
   };
 }

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { setBackend, type FeatureMap } from '@png/core';
+import { setBackend, type FeatureMap, type PhraseFeatures } from '@png/core';
 import { expectClose, expectNoLeak, maxAbsDiff } from '@png/core/testing';
 import { MultiLevelMutualAggregation, resolveMlmaConfig, type MlmaConfig } from './index';
 import { gradCheck } from '@png/core/testing';
@@ -22,12 +22,12 @@ const SIZES = [2, 4, 8];
 function inputs(b: number, p: number, seed = 0, config: Partial<MlmaConfig> = TINY) {
   const ch = config.image_channels!;
   const images: FeatureMap[] = ch.map((c, i) => ({ tensor: tf.randomNormal([b, SIZES[i], SIZES[i], c], 0, 1, 'float32', seed + i) as tf.Tensor4D, stride: 32 / 2 ** i }));
-  const phrases = ch.map((_, i) => tf.randomNormal([b, p, config.phrase_dim!], 0, 1, 'float32', seed + 10 + i) as tf.Tensor3D);
   const mask = tf.tensor2d(Array.from({ length: b * p }, (_, k) => (k % p < p - (k >= p ? 1 : 0) ? 1 : 0)), [b, p]); // sample 1 has one padding phrase
-  return { images, phrases, phraseMask: mask };
+  const phrases: PhraseFeatures[] = ch.map((_, i) => ({ tensor: tf.randomNormal([b, p, config.phrase_dim!], 0, 1, 'float32', seed + 10 + i) as tf.Tensor3D, mask }));
+  return { images, phrases, mask };
 }
 
-const disposeInputs = (x: ReturnType<typeof inputs>) => tf.dispose([...x.images.map((i) => i.tensor), ...x.phrases, x.phraseMask]);
+const disposeInputs = (x: ReturnType<typeof inputs>) => tf.dispose([...x.images.map((i) => i.tensor), ...x.phrases.map((p) => p.tensor), x.mask]);
 
 describe('MlmaConfig', () => {
   beforeAll(() => setBackend('cpu'));
@@ -110,17 +110,17 @@ describe.each(['cpu', 'wasm'] as const)('MultiLevelMutualAggregation on %s', (ba
     const x = inputs(2, 3, 7);
     const base = m.forward(x);
     // append a fourth, padding phrase with random features at every level
+    const mask = tf.concat([x.mask, tf.zeros([2, 1])], 1) as tf.Tensor2D;
     const padded = {
       images: x.images,
-      phrases: x.phrases.map((p, i) => tf.concat([p, tf.randomNormal([2, 1, 12], 0, 3, 'float32', 99 + i)], 1) as tf.Tensor3D),
-      phraseMask: tf.concat([x.phraseMask, tf.zeros([2, 1])], 1) as tf.Tensor2D,
+      phrases: x.phrases.map((p, i) => ({ tensor: tf.concat([p.tensor, tf.randomNormal([2, 1, 12], 0, 3, 'float32', 99 + i)], 1) as tf.Tensor3D, mask })),
     };
     const out = m.forward(padded);
     for (let i = 0; i < 3; i++) expect(maxAbsDiff(await out.pixels[i].tensor.data(), await base.pixels[i].tensor.data())).toBeLessThanOrEqual(1e-5);
     expect(maxAbsDiff(await out.maskFeatures.data(), await base.maskFeatures.data())).toBeLessThanOrEqual(1e-5);
     const real = tf.slice(out.phrases, [0, 0, 0], [2, 3, 16]);
     expect(maxAbsDiff(await real.data(), await base.phrases.data())).toBeLessThanOrEqual(1e-5);
-    tf.dispose([real, base as unknown as tf.TensorContainer, out as unknown as tf.TensorContainer, padded.phrases, padded.phraseMask]);
+    tf.dispose([real, base as unknown as tf.TensorContainer, out as unknown as tf.TensorContainer, padded.phrases.map((p) => p.tensor), mask]);
     disposeInputs(x);
     m.dispose();
   });
@@ -131,7 +131,12 @@ describe.each(['cpu', 'wasm'] as const)('MultiLevelMutualAggregation on %s', (ba
     expect(() => m.forward({ ...x, images: x.images.slice(1) })).toThrow('expected 3 image levels');
     expect(() => m.forward({ ...x, images: [x.images[1], x.images[1], x.images[2]] })).toThrow('images[0] has stride 16, expected 32');
     expect(() => m.forward({ ...x, images: [x.images[0], x.images[2], x.images[2]] })).toThrow('images[1] must be NHWC [1, H, W, 8], got [1,8,8,4]');
-    expect(() => m.forward({ ...x, phrases: tf.zeros([1, 2, 5]) as tf.Tensor3D })).toThrow('phrases[0] must be [1, 2, 12]');
+    const narrow = tf.zeros([1, 2, 5]) as tf.Tensor3D;
+    const otherMask = tf.ones([1, 3]) as tf.Tensor2D;
+    expect(() => m.forward({ ...x, phrases: { tensor: narrow, mask: x.mask } })).toThrow('phrases[0].tensor must be [1, 2, 12]');
+    expect(() => m.forward({ ...x, phrases: x.phrases.slice(1) })).toThrow('expected 3 phrase features (one per level) or one, got 2');
+    expect(() => m.forward({ ...x, phrases: [x.phrases[0], { ...x.phrases[1], mask: otherMask }, x.phrases[2]] })).toThrow('phrases[1].mask is [1,3]; every level has the phrases of phrases[0] (mask [1,2])');
+    tf.dispose([narrow, otherMask]);
     disposeInputs(x);
     m.dispose();
   });

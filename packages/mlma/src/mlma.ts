@@ -4,19 +4,20 @@
 // pixels go top-down as in Mask2Former's pixel-decoder FPN (out_l = ReLU(GN(conv3×3(x_l + up(out_{l−1}))))),
 // phrases are combined by learned level weights. maskFeatures = 1×1 conv of the finest level.
 import * as tf from '@tensorflow/tfjs-core';
-import { Conv2d, Linear, WeightScope, openModule, openModuleFiles, saveModule, type FeatureMap, type ModuleFiles, type ShapeSpec, ParameterModule } from '@png/core';
+import { Conv2d, Linear, ParameterModule, WeightScope, openModule, openModuleFiles, resize, saveModule, type FeatureMap, type FeaturePyramid, type ModuleFiles, type PhraseFeatures, type ShapeSpec } from '@png/core';
 import { levelStrides, resolveMlmaConfig, type MlmaConfig } from './config';
 import { MlmaLevel } from './fusion_block';
-import { resize } from '@png/core';
 
 /** Inputs of MultiLevelMutualAggregation.forward. The module never disposes them. */
 export interface MlmaInputs {
-  /** Image levels, coarsest first, NHWC [B, H_l, W_l, image_channels[l]], strides as configured. */
-  readonly images: readonly FeatureMap[];
-  /** Phrase state at each level [B, P, phrase_dim], or one tensor used at every level (static prompting). */
-  readonly phrases: tf.Tensor3D | readonly tf.Tensor3D[];
-  /** [B, P], 1 = real phrase, 0 = padding. */
-  readonly phraseMask: tf.Tensor2D;
+  /** Image levels, coarsest first, NHWC [B, H_l, W_l, image_channels[l]], strides as configured (e.g. `FeatureTaps.pyramid`). */
+  readonly images: FeaturePyramid;
+  /**
+   * The phrase state at each level, [B, P, phrase_dim] (e.g. `EipaAttachment.phraseStates`), or
+   * one PhraseFeatures used at every level (static prompting). Every level has the same phrases:
+   * the mask ([B, P], 1 = real phrase) of the first is the phrase mask.
+   */
+  readonly phrases: PhraseFeatures | readonly PhraseFeatures[];
 }
 
 /** Outputs of MultiLevelMutualAggregation.forward; the caller owns (and disposes) every tensor. */
@@ -127,12 +128,12 @@ export class MultiLevelMutualAggregation extends ParameterModule {
     const phraseList = this.checkInputs(inputs);
     return tf.tidy('MultiLevelMutualAggregation.forward', () => {
       const c = this.config;
-      const mask = tf.cast(inputs.phraseMask, 'float32') as tf.Tensor2D; // [B, P]
+      const mask = tf.cast(phraseList[0].mask, 'float32') as tf.Tensor2D; // [B, P]
       const [b, p] = mask.shape;
       const hasReal = tf.reshape(tf.max(mask, 1), [b, 1, 1]); // [B, 1, 1]
 
       // 1. per level: projections + reciprocal attention
-      const perLevel = this.levels.map((level, i) => level.mutual(inputs.images[i].tensor, phraseList[i], mask, hasReal));
+      const perLevel = this.levels.map((level, i) => level.mutual(inputs.images[i].tensor, phraseList[i].tensor, mask, hasReal));
 
       // 2. pixels: top-down (coarsest first), Mask2Former's FPN: out_l = conv(x_l + up(out_{l−1}))
       const pixels: FeatureMap[] = [];
@@ -161,20 +162,17 @@ export class MultiLevelMutualAggregation extends ParameterModule {
     });
   }
 
-
-
-
-
-
-  private checkInputs(inputs: MlmaInputs): tf.Tensor3D[] {
+  /** The phrase features of every level, checked against the config and the image levels. */
+  private checkInputs(inputs: MlmaInputs): readonly PhraseFeatures[] {
     const c = this.config;
     const n = c.image_channels.length;
     const where = 'MultiLevelMutualAggregation.forward';
-    const { images, phraseMask } = inputs;
+    const { images } = inputs;
     if (images.length !== n) throw new Error(`${where}: expected ${n} image levels (coarsest first), got ${images.length}`);
-    const phraseList = Array.isArray(inputs.phrases) ? (inputs.phrases as tf.Tensor3D[]) : Array(n).fill(inputs.phrases as tf.Tensor3D);
-    if (phraseList.length !== n) throw new Error(`${where}: expected ${n} phrase tensors (one per level) or one tensor, got ${phraseList.length}`);
-    if (phraseMask.rank !== 2) throw new Error(`${where}: phraseMask must be [B, P], got [${phraseMask.shape}]`);
+    const phraseList: readonly PhraseFeatures[] = 'tensor' in inputs.phrases ? Array<PhraseFeatures>(n).fill(inputs.phrases) : inputs.phrases;
+    if (phraseList.length !== n) throw new Error(`${where}: expected ${n} phrase features (one per level) or one, got ${phraseList.length}`);
+    const phraseMask = phraseList[0].mask;
+    if (phraseMask.rank !== 2) throw new Error(`${where}: phrases[0].mask must be [B, P], got [${phraseMask.shape}]`);
     const [b, p] = phraseMask.shape;
     images.forEach((img, i) => {
       const s = img.tensor.shape;
@@ -183,10 +181,11 @@ export class MultiLevelMutualAggregation extends ParameterModule {
       }
       if (img.stride !== this.strides[i]) throw new Error(`${where}: images[${i}] has stride ${img.stride}, expected ${this.strides[i]} (config image_strides)`);
     });
-    phraseList.forEach((t, i) => {
+    phraseList.forEach(({ tensor: t, mask }, i) => {
       if (t.rank !== 3 || t.shape[0] !== b || t.shape[1] !== p || t.shape[2] !== c.phrase_dim) {
-        throw new Error(`${where}: phrases[${i}] must be [${b}, ${p}, ${c.phrase_dim}] (batch and phrases of phraseMask [${phraseMask.shape}]), got [${t.shape}]`);
+        throw new Error(`${where}: phrases[${i}].tensor must be [${b}, ${p}, ${c.phrase_dim}] (batch and phrases of the phrase mask [${phraseMask.shape}]), got [${t.shape}]`);
       }
+      if (mask.rank !== 2 || mask.shape[0] !== b || mask.shape[1] !== p) throw new Error(`${where}: phrases[${i}].mask is [${mask.shape}]; every level has the phrases of phrases[0] (mask [${phraseMask.shape}])`);
     });
     return phraseList;
   }

@@ -3,7 +3,7 @@
  * predicts. Everything is written to one folder:
  *
  *   report.json          AR / counts / acc@0.5 per group (the five groups, size buckets, phrase types) with
- *                        bootstrap intervals over images, the recall curves (+ the trivial baseline's AR,
+ *                        bootstrap intervals over images, and the recall curves (+ the trivial baseline's AR,
  *                        the narratives dropped by the official pre-processing, per reason)
  *   ar_curves.svg        the recall curves (the paper's Figure 4 layout)
  *   predictions.json     every predicted mask as COCO RLE (`png-metrics evaluate` reads it)
@@ -13,10 +13,22 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { writeFileAtomic } from '@png/core';
-import { encodePng, unletterbox, type DroppedRecord, type PngSample, type SkippedRecord } from '@png/png-data';
-import { PngEvaluator, buildReport, countDrops, encodeRle, renderRecallCurvesSvg, summarizeMetrics, type PngEvaluateOptions, type PngMetrics, type PngPredictionRecord, type PngSample as EvaluatedSample, type PngSummary } from '@png/png-metrics';
+import { encodePng, type DroppedRecord, type PngSample, type SkippedRecord } from '@png/png-data';
+import {
+  PngEvaluator,
+  buildReport,
+  countDrops,
+  encodeRle,
+  renderRecallCurvesSvg,
+  summarizeMetrics,
+  type PngEvaluateOptions,
+  type PngMetrics,
+  type PngPredictionRecord,
+  type PngSample as EvaluatedSample,
+  type PngSummary,
+} from '@png/png-metrics';
 import { encodeSamples, readGroundedSamples } from './benchmark_samples';
-import type { PngGrounder } from './png_grounder';
+import { masksFromLogits, type PngGrounder } from './png_grounder';
 import { renderAttentionMap, renderOverlay, tileImages } from './visualize';
 
 export interface BenchmarkEvaluationOptions {
@@ -87,10 +99,9 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
     const encoded = encodeSamples(grounder.backbone, inputs, { size: imageSize, maxPhrases });
     const out = grounder.forwardLatents(encoded.latents, encoded.phrases);
     const last = out.predictions[out.predictions.length - 1]; // [B, h, w, maxPhrases]
+    const masks = await masksFromLogits(last, encoded.transforms, batch.map((v) => v.count));
     for (const [b, view] of batch.entries()) {
-      const maps = tf.slice(last, [b, 0, 0, 0], [1, -1, -1, view.count]) as tf.Tensor4D;
-      predicted[view.sample].push(...(await unletterbox(maps, encoded.transforms[b])));
-      maps.dispose();
+      predicted[view.sample].push(...masks[b]);
       if (view.sample < attentionMaps && view.first === 0 && Object.keys(out.attention).length > 0) {
         const maps: Record<string, Float32Array> = {};
         for (const [block, a] of Object.entries(out.attention)) {

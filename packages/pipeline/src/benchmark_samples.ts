@@ -4,10 +4,9 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { PhraseFeatures } from '@png/core';
-import type { DiffusionBackbone } from '@png/diffusion-backbone';
+import { encodePhrases, type DiffusionBackbone, type Narrative } from '@png/diffusion-backbone';
 import { PngDataset, letterbox, masksToTarget, type LetterboxTransform, type PngSample } from '@png/png-data';
 import { describeDrops } from '@png/png-metrics';
-import { encodePhrases, type Narrative } from './phrase_features';
 
 /**
  * Records of a split that have at least one grounded phrase, in file order (at most `limit`), with

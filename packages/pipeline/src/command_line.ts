@@ -5,7 +5,20 @@ import { parseArgs } from 'node:util';
 import { BACKENDS, parseJsonObject, readInputFile, setBackend, writeFileAtomic, type BackendName } from '@png/core';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
 import { decodeImage, encodePng, generateSyntheticBenchmark, type DroppedRecord, type RgbImage, type SkippedRecord } from '@png/png-data';
-import { COCO_SIZE_THRESHOLDS, DEFAULT_GROUP_BY, NARRATIVE_DROP_REASONS, createProgressBar, describeDrops, encodeRle, formatDuration, formatMetricsTable, formatPercent, parseSizeThresholds, type PngEvaluateOptions, type ProgressBar } from '@png/png-metrics';
+import {
+  COCO_SIZE_THRESHOLDS,
+  DEFAULT_GROUP_BY,
+  NARRATIVE_DROP_REASONS,
+  createProgressBar,
+  describeDrops,
+  encodeRle,
+  formatDuration,
+  formatMetricsTable,
+  formatPercent,
+  parseSizeThresholds,
+  type PngEvaluateOptions,
+  type ProgressBar,
+} from '@png/png-metrics';
 import { evaluateOnBenchmark } from './benchmark_evaluation';
 import { DEFAULT_TRAINING_SETTINGS, trainOnBenchmark, type TrainingSettings } from './benchmark_training';
 import { groundNarrative } from './ground_narrative';

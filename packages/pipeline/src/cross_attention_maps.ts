@@ -6,12 +6,21 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { batchMatMul, resize, seededNormal } from '@png/core';
-import { AttnProcessor, DDPMScheduler, type AttentionProcessor, type DiffusionBackbone, type UNet2DConditionModel, type UNet2DConditionOutput, type UNetForwardOptions } from '@png/diffusion-backbone';
+import {
+  AttnProcessor,
+  DDPMScheduler,
+  phrasePoolingMatrix,
+  tokenizeNarratives,
+  type AttentionProcessor,
+  type DiffusionBackbone,
+  type UNet2DConditionModel,
+  type UNet2DConditionOutput,
+  type UNetForwardOptions,
+} from '@png/diffusion-backbone';
 import { PngDataset, imageTensor, letterbox, unletterbox, type LetterboxTransform, type PngSample, type RgbImage, type SkippedRecord } from '@png/png-data';
 import { maskIoU } from '@png/png-metrics';
 import { DEFAULT_TRAINING_SETTINGS } from './benchmark_training';
 import { noGroundedRecordError } from './benchmark_samples';
-import { validateNarratives } from './phrase_features';
 
 /** One UNet forward's output and the cross-attention probabilities it went through. */
 export interface CrossAttentionRecording extends UNet2DConditionOutput {
@@ -101,27 +110,17 @@ export function phraseAttentionMaps(
   }
   const multiple = backbone.imageMultiple;
   if (height % multiple !== 0 || width % multiple !== 0) throw new Error(`phraseAttentionMaps: images are ${height}×${width} (H×W); both sides must be multiples of ${multiple} (the backbone's downsampling)`);
-  validateNarratives(captions.map((caption, i) => ({ caption, phrases: phraseSpans[i] })), Infinity);
+  const tokenized = tokenizeNarratives(backbone.tokenizer, captions.map((caption, i) => ({ caption, phrases: phraseSpans[i] })), Infinity);
   const timestep = options.timestep ?? 200;
   const seed = options.seed ?? 0;
 
-  // [B, M, P] pooling matrix over the M context positions: column j of sample i averages phrase j's
-  // tokens. The first window of the chunked caption holds the same tokens at the same positions as
-  // the truncated encoding; a phrase with a token in a later window is cut off by the truncation.
+  // Phrase j of sample i pools its tokens' positions among the M context positions. The first
+  // window of the chunked caption holds the same tokens at the same positions as the truncated
+  // encoding; a phrase with a token in a later window is cut off by the truncation (no column).
   const contextLength = backbone.tokenizer.modelMaxLength;
   const p = Math.max(...phraseSpans.map((spans) => spans.length));
-  const pooling = new Float32Array(b * contextLength * p);
-  const truncated = captions.map((caption, i) => {
-    const chunks = backbone.tokenizer.chunk(caption);
-    const left: number[] = [];
-    phraseSpans[i].forEach(([start, end], j) => {
-      const tokens = chunks.tokenOfChar(start, end);
-      if (tokens.length === 0) throw new Error(`phraseAttentionMaps: caption ${i}, phrase ${j}: span [${start}, ${end}) ("${caption.slice(start, end)}") covers no token`);
-      if (tokens.some((t) => t.window > 0)) left.push(j);
-      else for (const { position } of tokens) pooling[(i * contextLength + position) * p + j] = 1 / tokens.length;
-    });
-    return left;
-  });
+  const truncated = tokenized.map(({ phrases }) => phrases.flatMap((tokens, j) => (tokens.some((t) => t.window > 0) ? [j] : [])));
+  const columns = tokenized.map(({ phrases }, i) => phrases.map((tokens, j) => (truncated[i].includes(j) ? [] : tokens.map((t) => t.position))));
 
   const scheduler = new DDPMScheduler(backbone.schedulerConfig);
   const { noisy, hiddenStates } = tf.tidy(() => {
@@ -138,7 +137,7 @@ export function phraseAttentionMaps(
   }
   tf.dispose([recording.sample, recording.outputs]);
   const layers = Object.values(recording.crossAttention);
-  const pool = tf.tensor3d(pooling, [b, contextLength, p]);
+  const pool = tf.tidy(() => tf.transpose(tf.reshape(phrasePoolingMatrix(columns, p, contextLength), [b, p, contextLength]), [0, 2, 1]) as tf.Tensor3D); // [B·P, M] → [B, M, P]
   let sum = tf.zeros([b, height, width, p]) as tf.Tensor4D;
   try {
     for (const probs of layers) {

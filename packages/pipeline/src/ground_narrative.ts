@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { letterbox, unletterbox, type RgbImage } from '@png/png-data';
+import { letterbox, type RgbImage } from '@png/png-data';
 import { findNounPhrases } from './noun_phrases';
-import type { PngGrounder } from './png_grounder';
+import { masksFromLogits, type PngGrounder } from './png_grounder';
 
 /** One grounded phrase of a free-form narrative. */
 export interface GroundedPhrase {
@@ -38,7 +38,7 @@ export async function groundNarrative(grounder: PngGrounder, image: RgbImage, ca
         const phrases = grounder.encodePhrases([{ caption, phrases: group }]);
         const out = grounder.forwardLatents(latents, phrases);
         const last = out.predictions[out.predictions.length - 1]; // [1, h, w, P]
-        masks.push(...(await unletterbox(last, transform)));
+        masks.push(...(await masksFromLogits(last, [transform], [group.length]))[0]);
         tf.dispose([out, phrases]);
       }
     } finally {

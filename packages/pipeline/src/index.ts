@@ -1,5 +1,4 @@
 export { PngGrounder, DEFAULT_PNG_GROUNDER_CONFIG, resolvePngGrounderConfig, type PngGrounderConfig, type PngGrounderFiles, type PngGrounderOutput } from './png_grounder';
-export { encodePhrases, validateNarratives, type Narrative } from './phrase_features';
 export * from './training';
 export { groundNarrative, type GroundedPhrase } from './ground_narrative';
 export { encodeSamples, gatherBatch, readGroundedSamples, type EncodedSamples } from './benchmark_samples';

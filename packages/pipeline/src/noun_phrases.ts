@@ -1,6 +1,6 @@
 /**
  * Noun phrases of a free-form narrative (Localized-Narratives style), as character spans of the
- * caption: the `phrases` of a `Narrative` (phrase_features.ts) for a caption without annotated chunks.
+ * caption: the `phrases` of a `Narrative` (@png/diffusion-backbone) for a caption without annotated chunks.
  *
  * compromise tags the words (part of speech, exact character offsets); a small grammar over those
  * tags then builds the phrases, because compromise's own noun chunks join coordinated phrases

@@ -2,9 +2,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { setBackend, type BackendName } from '@png/core';
+import { resize, seededNormal, setBackend, type BackendName } from '@png/core';
 import { FOLDER_FETCH_BASE, expectNoLeak, folderFetch, sharedFixturesDir } from '@png/core/testing';
-import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, DiffusionBackbone, FeatureTaps, UNet2DConditionModel } from '@png/diffusion-backbone';
+import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, DDPMScheduler, DiffusionBackbone, FeatureTaps, UNet2DConditionModel } from '@png/diffusion-backbone';
+import { letterbox, unletterbox, type RgbImage } from '@png/png-data';
 import { PngGrounder, type PngGrounderConfig } from './png_grounder';
 import { SMALL_GROUNDER_CONFIG, TEST_NARRATIVES } from './test_support';
 import { Trainer, TrainingDivergedError } from './trainer';
@@ -72,11 +73,57 @@ describe('PngGrounder on the tiny SD backbone (wasm)', () => {
     expect(out.features.map((f) => f.stride)).toEqual([8, 4, 2]);
     tf.dispose(out);
     await expectNoLeak(() => grounder.forward(images, narratives), 'PngGrounder.forward');
-    const masks = await grounder.predict(images, narratives);
-    expect(masks.map((m) => m.length)).toEqual([2, 3]);
-    expect(masks[0][0]).toHaveLength(32 * 32);
     tf.dispose(images);
     grounder.dispose();
+  });
+
+  it('predicts masks at each original image size, removing the letterbox as groundNarrative does', async () => {
+    const grounder = PngGrounder.create(backbone, { ...SMALL, eipa: { ...SMALL.eipa, gate_init: 0.3 } }, { seed: 1 });
+    // square canvases without transforms: each image is its own canvas, masks = bilinear-upsampled logits > 0
+    const { images } = batch(32);
+    const masks = await grounder.predict(images, narratives);
+    expect(masks.map((m) => m.map((mask) => mask.length))).toEqual([[1024, 1024], [1024, 1024, 1024]]);
+    const out = grounder.forward(images, narratives);
+    const above = tf.tidy(() => tf.greater(resize(out.predictions[2], [32, 32], 'bilinear'), 0)); // [2, 32, 32, P]
+    const values = await above.data();
+    const at = (i: number, j: number) => Uint8Array.from({ length: 1024 }, (_, k) => values[(i * 1024 + k) * 3 + j]);
+    expect(masks[1][2]).toEqual(at(1, 2));
+    expect(masks[0][1]).toEqual(at(0, 1));
+    tf.dispose([out, above, images]);
+    // letterboxed images of other sizes come back at their own size
+    const rgb = (height: number, width: number, seed: number): RgbImage => ({ height, width, data: Uint8Array.from({ length: height * width * 3 }, (_, k) => (k * 37 + seed * 101) % 256) });
+    const boxed = [letterbox(rgb(20, 32, 1), 32), letterbox(rgb(32, 12, 2), 32)];
+    const canvases = tf.concat(boxed.map((b) => b.tensor), 0) as tf.Tensor4D;
+    const transforms = boxed.map((b) => b.transform);
+    const original = await grounder.predict(canvases, narratives, transforms);
+    expect(original.map((m) => m.map((mask) => mask.length))).toEqual([[640, 640], [384, 384, 384]]);
+    const last = tf.tidy(() => tf.slice(grounder.forward(canvases, narratives).predictions[2], [1, 0, 0, 0], [1, -1, -1, 3]) as tf.Tensor4D);
+    expect(original[1]).toEqual(await unletterbox(last, transforms[1]));
+    await expect(grounder.predict(canvases, narratives, transforms.slice(1))).rejects.toThrow('PngGrounder.predict: 2 images but 1 letterbox transforms');
+    const wide = tf.zeros([2, 32, 40, 3]) as tf.Tensor4D;
+    await expect(grounder.predict(wide, narratives)).rejects.toThrow('PngGrounder.predict: images are 32×40 (H×W) and no letterbox transforms were given');
+    tf.dispose([last, canvases, wide, boxed.map((b) => b.tensor)]);
+    grounder.dispose();
+  });
+
+  it("reads the latents noised on the backbone's own schedule with noise_seed", async () => {
+    const { images } = batch(32);
+    const schedule = { beta_schedule: 'linear' as const, beta_end: 0.02 }; // not SD's, so only the backbone's config gives these numbers
+    const linear = DiffusionBackbone.fromComponents({ unet: backbone.unet, vae: backbone.vae, textEncoder: backbone.textEncoder, tokenizer: backbone.tokenizer, schedulerConfig: schedule });
+    const seeded = PngGrounder.create(linear, { ...SMALL, noise_seed: 3, timestep: 400 }, { seed: 6 });
+    const phrases = seeded.encodePhrases(narratives);
+    const latents = linear.encodeImages(images);
+    const ours = seeded.forwardLatents(latents, phrases);
+    seeded.dispose();
+    const clean = PngGrounder.create(linear, { ...SMALL, timestep: 400 }, { seed: 6 }); // the same weights, reading the latents it is given
+    const noised = new DDPMScheduler(schedule).addNoise(latents, seededNormal(latents.shape, 3) as tf.Tensor4D, [400, 400]);
+    const expected = clean.forwardLatents(noised, phrases);
+    const unnoised = clean.forwardLatents(latents, phrases);
+    const bits = async (t: tf.Tensor) => Buffer.from((await t.data()).buffer);
+    expect((await bits(ours.predictions[2])).equals(await bits(expected.predictions[2]))).toBe(true);
+    expect((await bits(ours.predictions[2])).equals(await bits(unnoised.predictions[2]))).toBe(false);
+    clean.dispose(); // `linear` shares the backbone's modules: not disposed
+    tf.dispose([images, phrases, latents, ours, noised, expected, unnoised]);
   });
 
   it('reads the backbone exactly as the static-prompted UNet when every EIPA switch is off', async () => {

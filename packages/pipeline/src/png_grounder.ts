@@ -1,10 +1,10 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { CONFIG_FILE, WEIGHTS_FILE, check, parseJsonObject, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, readInputFile, resize, resolveConfig, seededNormal, writeFileAtomic, type FeatureMap, type FetchFunction, type ModuleFiles, type PhraseFeatures } from '@png/core';
-import { FeatureTaps, type DiffusionBackbone } from '@png/diffusion-backbone';
-import { PhraseAdapter, attachEipa, attentionKey, phraseStateKey, type EipaConfig } from '@png/eipa';
+import { CONFIG_FILE, WEIGHTS_FILE, check, parseJsonObject, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, readInputFile, resolveConfig, seededNormal, writeFileAtomic, type FeatureMap, type FetchFunction, type ModuleFiles, type PhraseFeatures } from '@png/core';
+import { DDPMScheduler, FeatureTaps, encodePhrases, type DiffusionBackbone, type Narrative } from '@png/diffusion-backbone';
+import { PhraseAdapter, attachEipa, type EipaAttachment, type EipaConfig } from '@png/eipa';
 import { MultiLevelMutualAggregation, type MlmaConfig } from '@png/mlma';
+import { unletterbox, type LetterboxTransform } from '@png/png-data';
 import { PngDecoder, deepSupervisionLoss, type PngDecoderConfig } from '@png/png-decoder';
-import { encodePhrases, type Narrative } from './phrase_features';
 
 /** The grounding model's config.json: the trainable parts' configs and how the backbone is read. */
 export interface PngGrounderConfig {
@@ -58,16 +58,6 @@ export function resolvePngGrounderConfig(user: Partial<PngGrounderConfig> | Reco
   });
 }
 
-/** SD's noise schedule ('scaled_linear', β from 0.00085 to 0.012 over 1000 steps): ᾱ_t. */
-function alphaCumprod(t: number): number {
-  let prod = 1;
-  for (let i = 0; i <= t; i++) {
-    const beta = (Math.sqrt(0.00085) + ((Math.sqrt(0.012) - Math.sqrt(0.00085)) * i) / 999) ** 2;
-    prod *= 1 - beta;
-  }
-  return prod;
-}
-
 export type PngGrounderOutput = {
   /** Mask logits after the initial queries and after every decoder layer; the last is final. [B, H/8, W/8, P] */
   readonly predictions: tf.Tensor4D[];
@@ -80,12 +70,34 @@ export type PngGrounderOutput = {
 };
 
 /**
+ * Per sample i, a binary mask (row-major, at the original image's size) for each of its first
+ * `counts[i]` phrases, from mask logits [B, h, w, P] on letterboxed canvases (the grounder's last
+ * prediction): the letterbox of `transforms[i]` is removed (`unletterbox`: crop, bilinear resize
+ * to the original size, logit > 0). The one logits → masks route of `predict`, `groundNarrative`
+ * and the benchmark evaluation. Does not dispose `logits`.
+ */
+export async function masksFromLogits(logits: tf.Tensor4D, transforms: readonly LetterboxTransform[], counts: readonly number[]): Promise<Uint8Array[][]> {
+  const masks: Uint8Array[][] = [];
+  for (const [i, transform] of transforms.entries()) {
+    const maps = tf.slice(logits, [i, 0, 0, 0], [1, -1, -1, counts[i]]) as tf.Tensor4D; // [1, h, w, counts[i]]
+    try {
+      masks.push(await unletterbox(maps, transform));
+    } finally {
+      maps.dispose();
+    }
+  }
+  return masks;
+}
+
+/**
  * The PNG model: a frozen DiffusionBackbone read through EIPA, then MLMA and the phrase-query mask
  * decoder. Built from one config; the trainable parts are the adapter, MLMA and the decoder.
  */
 export class PngGrounder {
-  private readonly detach: () => void;
+  private readonly eipa: EipaAttachment;
   private readonly taps: FeatureTaps;
+  /** The backbone's noise schedule, for `noise_seed`. */
+  private readonly scheduler: DDPMScheduler;
   private disableCheckpointing?: () => void;
 
   private constructor(
@@ -97,7 +109,8 @@ export class PngGrounder {
     options: { recordAttention?: boolean },
   ) {
     this.taps = new FeatureTaps(backbone.unet, { imageStride: backbone.vae.downsampleFactor });
-    this.detach = attachEipa(backbone.unet, adapter, { recordAttention: options.recordAttention });
+    this.eipa = attachEipa(backbone.unet, adapter, { levels: this.taps.levels, recordAttention: options.recordAttention });
+    this.scheduler = new DDPMScheduler(backbone.schedulerConfig);
   }
 
   /** Fresh trainable parts for `backbone`. */
@@ -238,21 +251,13 @@ export class PngGrounder {
     const { unet } = this.backbone;
     if (latents.shape[0] !== phrases.tensor.shape[0]) throw new Error(`PngGrounder: ${latents.shape[0]} latents but ${phrases.tensor.shape[0]} narratives; pass one narrative per image`);
     return tf.tidy('PngGrounder.forward', () => {
-      let z = latents;
-      if (c.noise_seed !== null) {
-        const a = alphaCumprod(c.timestep);
-        z = tf.add(tf.mul(z, Math.sqrt(a)), tf.mul(seededNormal(z.shape, c.noise_seed), Math.sqrt(1 - a))) as tf.Tensor4D;
-      }
-      const { outputs } = unet.forward(z, c.timestep, phrases.tensor, { encoderAttentionMask: phrases.mask, context: this.adapter.createContext(phrases) });
-      const pyramid = this.taps.pyramid(outputs);
-      const fused = this.mlma.forward({ images: pyramid, phrases: pyramid.map((l) => outputs[phraseStateKey(l.name!)] as tf.Tensor3D), phraseMask: phrases.mask });
+      // the latents as read: clean, or noised to `timestep` on the backbone's schedule
+      const z = c.noise_seed === null ? latents : this.scheduler.addNoise(latents, seededNormal(latents.shape, c.noise_seed) as tf.Tensor4D, new Array<number>(latents.shape[0]).fill(c.timestep));
+      const { outputs } = unet.forward(z, c.timestep, phrases.tensor, { encoderAttentionMask: phrases.mask, context: this.eipa.context(phrases) });
+      const images = this.taps.pyramid(outputs); // coarsest first
+      const fused = this.mlma.forward({ images, phrases: this.eipa.phraseStates(outputs, phrases) }); // the phrase state at each level of `images`
       const { predictions } = this.decoder.forward({ pixels: fused.pixels, maskFeatures: fused.maskFeatures, phrases: fused.phrases, phraseMask: phrases.mask });
-      const attention: Record<string, tf.Tensor3D> = {};
-      for (const block of this.adapter.blocks) {
-        const a = outputs[attentionKey(block.path)];
-        if (a) attention[block.path] = a as tf.Tensor3D;
-      }
-      return { predictions, phraseMask: tf.clone(phrases.mask), attention, features: [...pyramid] };
+      return { predictions, phraseMask: tf.clone(phrases.mask), attention: this.eipa.attention(outputs), features: [...images] };
     });
   }
 
@@ -270,29 +275,22 @@ export class PngGrounder {
   }
 
   /**
-   * Binary masks at each image's size (or `sizes`), one Uint8Array (row-major, H·W) per real phrase.
+   * Binary masks, one Uint8Array (row-major, at the original image's size) per real phrase of each
+   * narrative. `images` [B, S, S, 3] are letterboxed canvases (`letterbox(image, S)` of
+   * @png/png-data) and `transforms` their letterbox transforms, removed as `groundNarrative` and
+   * the benchmark evaluation remove them; without `transforms` each (square) image is its own
+   * canvas and the masks are S×S.
    */
-  async predict(images: tf.Tensor4D, narratives: readonly Narrative[], sizes?: ReadonlyArray<readonly [number, number]>): Promise<Uint8Array[][]> {
+  async predict(images: tf.Tensor4D, narratives: readonly Narrative[], transforms?: readonly LetterboxTransform[]): Promise<Uint8Array[][]> {
+    const [b, h, w] = images.shape;
+    if (transforms && transforms.length !== b) throw new Error(`PngGrounder.predict: ${b} images but ${transforms.length} letterbox transforms; pass one per image`);
+    if (!transforms && h !== w) throw new Error(`PngGrounder.predict: images are ${h}×${w} (H×W) and no letterbox transforms were given; letterbox them to a square canvas (letterbox(image, S) of @png/png-data) and pass the transforms`);
     const { predictions, phraseMask, attention, features } = this.forward(images, narratives);
-    const last = predictions[predictions.length - 1];
+    const last = predictions[predictions.length - 1]; // [B, h/f, w/f, P]
     tf.dispose([...predictions.slice(0, -1), phraseMask, attention, features]);
+    const canvas: LetterboxTransform = { target: h, scale: 1, contentHeight: h, contentWidth: w, padTop: 0, padLeft: 0, height: h, width: w };
     try {
-      const out: Uint8Array[][] = [];
-      for (let i = 0; i < narratives.length; i++) {
-        const [h, w] = sizes?.[i] ?? [images.shape[1], images.shape[2]];
-        const up = tf.tidy(() => tf.greater(resize(tf.slice(last, [i, 0, 0, 0], [1, -1, -1, -1]) as tf.Tensor4D, [h, w], 'bilinear'), 0)); // [1, h, w, P]
-        const data = await up.data();
-        up.dispose();
-        const p = last.shape[3];
-        out.push(
-          narratives[i].phrases.map((_, j) => {
-            const mask = new Uint8Array(h * w);
-            for (let k = 0; k < h * w; k++) mask[k] = data[k * p + j];
-            return mask;
-          }),
-        );
-      }
-      return out;
+      return await masksFromLogits(last, transforms ?? narratives.map(() => canvas), narratives.map((n) => n.phrases.length));
     } finally {
       last.dispose();
     }
@@ -333,7 +331,7 @@ export class PngGrounder {
   /** Detaches the adapter, turns gradient checkpointing off and frees the trainable parts (not the backbone, which the caller owns). */
   dispose(): void {
     this.disableCheckpointing?.();
-    this.detach();
+    this.eipa.detach();
     this.taps.remove();
     this.adapter.dispose();
     this.mlma.dispose();

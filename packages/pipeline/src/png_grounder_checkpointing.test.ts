@@ -2,11 +2,10 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend } from '@png/core';
 import { expectClose, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
-import { DiffusionBackbone } from '@png/diffusion-backbone';
+import { DiffusionBackbone, encodePhrases } from '@png/diffusion-backbone';
 import { PngGrounder, type PngGrounderConfig } from './png_grounder';
 import { SMALL_GROUNDER_CONFIG, TEST_NARRATIVES } from './test_support';
 import { Trainer } from './trainer';
-import { encodePhrases } from './phrase_features';
 
 const TINY = path.join(sharedFixturesDir(), 'tiny-sd');
 

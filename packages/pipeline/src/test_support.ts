@@ -1,6 +1,6 @@
 /** Shared by the PngGrounder tests: small trainable parts and two narratives over a 2-image batch. */
 import type { PngGrounderConfig } from './png_grounder';
-import type { Narrative } from './phrase_features';
+import type { Narrative } from '@png/diffusion-backbone';
 
 /** Small trainable parts, so the tests train in seconds (override fields with a spread). */
 export const SMALL_GROUNDER_CONFIG = {

@@ -27,9 +27,12 @@ export interface TokenPosition {
   readonly position: number;
 }
 
-/** What the loader needs of a tokenizer: `CLIPTokenizer` of @png/diffusion-backbone fits. */
+/**
+ * What the loader needs of a tokenizer: the tokens of each phrase span of a caption.
+ * `CLIPTokenizer` of @png/diffusion-backbone fits (its `chunk(text).phraseTokens(spans)`).
+ */
 export interface PhraseTokenizer {
-  chunk(text: string): { tokenOfChar(charStart: number, charEnd: number): readonly TokenPosition[] };
+  chunk(text: string): { phraseTokens(spans: ReadonlyArray<readonly [number, number]>): TokenPosition[][] };
 }
 
 /** One evaluated phrase of a record (a noun chunk with segment ids). */
@@ -58,7 +61,7 @@ export interface PngSample {
   image: RgbImage;
   /**
    * The caption and the character spans [start, end) of the evaluated phrases, in phrase order
-   * (the `Narrative` input of @png/pipeline).
+   * (the `Narrative` input of @png/diffusion-backbone's `encodePhrases`).
    */
   narrative: { caption: string; phrases: [number, number][] };
   phrases: SamplePhrase[];
@@ -216,10 +219,7 @@ export class PngDataset {
     fillMasks(ids, phrases);
     const sample: PngSample = { index, imageId, image, narrative: { caption, phrases: phraseSpans }, phrases };
     const tokenizer = this.options.tokenizer;
-    if (tokenizer) {
-      const chunks = tokenizer.chunk(caption);
-      sample.tokenSpans = phraseSpans.map(([start, end]) => [...chunks.tokenOfChar(start, end)]);
-    }
+    if (tokenizer) sample.tokenSpans = tokenizer.chunk(caption).phraseTokens(phraseSpans);
     return sample;
   }
 

@@ -27,7 +27,7 @@ describe.each(['wasm'] as const)('MLMA + PngDecoder stack on %s', (backend) => {
     const vars = [...mlma.trainableVariables(), ...decoder.trainableVariables()];
     const optimizer = tf.train.adam(1e-2);
     const lossFn = () => {
-      const fused = mlma.forward({ images, phrases, phraseMask });
+      const fused = mlma.forward({ images, phrases: { tensor: phrases, mask: phraseMask } });
       const { predictions } = decoder.forward(fused);
       return deepSupervisionLoss(predictions, targets, phraseMask);
     };

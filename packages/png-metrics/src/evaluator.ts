@@ -194,7 +194,8 @@ interface GroupDefinition {
  * float32 IoUs with group flags, GT areas, tags and the samples they came from, so shards evaluated
  * anywhere can be merged by concatenation ({@link PngEvaluator.merge}, {@link PngEvaluator.toJSON} /
  * {@link PngEvaluator.fromJSON}) and give the same bits as one pass: AR depends only on the multiset
- * of IoUs (bootstrap intervals depend on the order of the images, so merge shards in a fixed order).
+ * of IoUs. Bootstrap intervals resample the images in ascending id, so they do not depend on the order
+ * either when every sample has an image id (up to the last bits of the per-image sums).
  */
 export class PngEvaluator {
   private ious: number[] = [];

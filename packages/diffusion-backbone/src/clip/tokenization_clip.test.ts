@@ -134,7 +134,7 @@ describe('CLIPTokenizer.chunk', () => {
   });
 
   it('maps character spans to window positions, across the window boundary', () => {
-    const { windows, tokenOfChar } = tok.chunk(LONG_CAPTION);
+    const { windows, tokenOfChar, phraseTokens } = tok.chunk(LONG_CAPTION);
     const sentence = 'a very detailed painting of a castle on a hill ';
     const rep = (k: number) => k * sentence.length;
     // the 7th "very" moved whole to window 1
@@ -157,6 +157,8 @@ describe('CLIPTokenizer.chunk', () => {
     expect(tokenOfChar(very, very + 1)).toEqual([{ window: 1, position: 1 }]);
     expect(tokenOfChar(very - 1, very)).toEqual([]);
     expect(tokenOfChar(0, 0)).toEqual([]);
+    // phrase spans map span by span, in order
+    expect(phraseTokens([[start, very + 4], [very - 1, very], [very, very + 1]])).toEqual([hits, [], [{ window: 1, position: 1 }]]);
   });
 
   it('splits a word only when it alone overflows a window', () => {

@@ -43,6 +43,12 @@ export interface CLIPTextChunks {
    * units), in text order. A span that straddles two windows yields positions in both.
    */
   tokenOfChar(charStart: number, charEnd: number): CLIPTokenPosition[];
+  /**
+   * Per span [start, end) of `spans` (e.g. a narrative's noun phrases), its tokens as
+   * `tokenOfChar` gives them (empty for a span that covers none): the one span → token map that
+   * phrase pooling, cross-attention maps and the benchmark loader read.
+   */
+  phraseTokens(spans: ReadonlyArray<readonly [number, number]>): CLIPTokenPosition[][];
 }
 
 /** The text files of a transformers CLIP tokenizer folder. */
@@ -201,7 +207,7 @@ export class CLIPTokenizer {
    * Cuts `text` into windows of at most `windowTokens` tokens (default 75, so that a window with
    * bos and eos fills the encoder's 77 positions). Windows break between words when they can; a
    * word longer than a window is split. Encode each window, then pool a phrase's features from
-   * `tokenOfChar(start, end)`.
+   * its tokens (`phraseTokens`; `encodePhrases` does both).
    */
   chunk(text: string, options: { windowTokens?: number } = {}): CLIPTextChunks {
     const windowTokens = options.windowTokens ?? this.modelMaxLength - 2;
@@ -227,20 +233,17 @@ export class CLIPTokenizer {
       start = end;
     }
     const length = text.length;
-    return {
-      windows,
-      attentionMasks,
-      tokenOfChar(charStart: number, charEnd: number): CLIPTokenPosition[] {
-        if (!Number.isInteger(charStart) || !Number.isInteger(charEnd) || charStart < 0 || charEnd < charStart || charEnd > length) {
-          throw new Error(`tokenOfChar: expected integers 0 ≤ charStart ≤ charEnd ≤ ${length} (the text length), got (${charStart}, ${charEnd})`);
-        }
-        const out: CLIPTokenPosition[] = [];
-        spans.forEach(([s, e], k) => {
-          if (s < charEnd && e > charStart) out.push(where[k]);
-        });
-        return out;
-      },
+    const tokenOfChar = (charStart: number, charEnd: number): CLIPTokenPosition[] => {
+      if (!Number.isInteger(charStart) || !Number.isInteger(charEnd) || charStart < 0 || charEnd < charStart || charEnd > length) {
+        throw new Error(`tokenOfChar: expected integers 0 ≤ charStart ≤ charEnd ≤ ${length} (the text length), got (${charStart}, ${charEnd})`);
+      }
+      const out: CLIPTokenPosition[] = [];
+      spans.forEach(([s, e], k) => {
+        if (s < charEnd && e > charStart) out.push(where[k]);
+      });
+      return out;
     };
+    return { windows, attentionMasks, tokenOfChar, phraseTokens: (phrases) => phrases.map(([start, end]) => tokenOfChar(start, end)) };
   }
 
   /** ids (no bos/eos), their spans in `text` and the index of the pre-tokenizer word each came from. */

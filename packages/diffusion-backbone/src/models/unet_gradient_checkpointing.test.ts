@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { ForwardContext, setBackend } from '@png/core';
+import { ForwardContext, contextKey, setBackend } from '@png/core';
 import { expectClose, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
 import { UNet2DConditionModel } from './unet_2d_condition';
 
@@ -71,7 +71,7 @@ describe.each(['cpu', 'wasm'] as const)('UNet2DConditionModel gradient checkpoin
     let unet: UNet2DConditionModel;
     let gate: tf.Variable;
     let removeHooks: Array<() => void>;
-    const STATE = 'test/state';
+    const STATE = contextKey<tf.Tensor>('test/state');
     beforeAll(async () => {
       unet = await UNet2DConditionModel.fromPretrained(path.join(TINY, 'unet'));
       gate = tf.variable(tf.fill([4], 0.5), true, `gate_${backend}`);
@@ -80,7 +80,7 @@ describe.each(['cpu', 'wasm'] as const)('UNet2DConditionModel gradient checkpoin
         ...unet.transformerBlocks().map(({ path: p }) =>
           unet.addBlockHook(p, {
             postForward: (_, tokens, ctx) => {
-              const state = tf.tanh(tf.add(ctx.require<tf.Tensor>(STATE), tf.mul(tf.reshape(tf.mean(tokens, [1, 2]), [-1, 1]), gate))); // [B, 4]
+              const state = tf.tanh(tf.add(ctx.require(STATE), tf.mul(tf.reshape(tf.mean(tokens, [1, 2]), [-1, 1]), gate))); // [B, 4]
               ctx.set(STATE, state);
               return tf.add(tokens, tf.mul(tf.reshape(tf.mean(state, 1), [-1, 1, 1]), 0.1)); // [B, N, C] + [B, 1, 1]
             },
@@ -90,7 +90,7 @@ describe.each(['cpu', 'wasm'] as const)('UNet2DConditionModel gradient checkpoin
         unet.addBlockHook(/^up_blocks\.\d+$/, {
           postForward: (level, out, ctx) => {
             ctx.outputs[`features/${level}`] = out;
-            ctx.outputs[`state/${level}`] = ctx.require<tf.Tensor>(STATE);
+            ctx.outputs[`state/${level}`] = ctx.require(STATE);
           },
         }),
       ];
@@ -102,7 +102,7 @@ describe.each(['cpu', 'wasm'] as const)('UNet2DConditionModel gradient checkpoin
     });
 
     /** Loss over the sample and every recorded output; `initial` is the state the forward starts from. */
-    const loss = (initial: tf.Tensor, context = new ForwardContext({ [STATE]: initial })): tf.Scalar => {
+    const loss = (initial: tf.Tensor, context = new ForwardContext().set(STATE, initial)): tf.Scalar => {
       const { sample: out, outputs } = unet.forward(sample, 1, ehs, { encoderAttentionMask: mask, context });
       return tf.addN([weighted(out), ...Object.keys(outputs).sort().map((k) => weighted(outputs[k]))]) as tf.Scalar;
     };
@@ -114,7 +114,7 @@ describe.each(['cpu', 'wasm'] as const)('UNet2DConditionModel gradient checkpoin
 
     it('gives bit-identical outputs and equal gradients through the state and the outputs, with and without sequential offload', async () => {
       const initial = tf.randomNormal([2, 4], 0, 1, 'float32', 5);
-      const plainContext = new ForwardContext({ [STATE]: initial });
+      const plainContext = new ForwardContext().set(STATE, initial);
       const plainOut = unet.forward(sample, 1, ehs, { encoderAttentionMask: mask, context: plainContext });
       expect(Object.keys(plainOut.outputs).sort()).toEqual(['features/up_blocks.0', 'features/up_blocks.1', 'features/up_blocks.2', 'state/up_blocks.0', 'state/up_blocks.1', 'state/up_blocks.2']);
       const plain = gradients(initial);
@@ -122,7 +122,7 @@ describe.each(['cpu', 'wasm'] as const)('UNet2DConditionModel gradient checkpoin
       const disable = unet.enableGradientCheckpointing({ variables: [gate] });
       for (const offload of [false, true]) {
         const disableOffload = offload ? await unet.enableSequentialOffload() : undefined;
-        const context = new ForwardContext({ [STATE]: initial });
+        const context = new ForwardContext().set(STATE, initial);
         const ours = unet.forward(sample, 1, ehs, { encoderAttentionMask: mask, context });
         expect(await ours.sample.data()).toEqual(await plainOut.sample.data());
         for (const k of Object.keys(plainOut.outputs)) expect(await ours.outputs[k].data()).toEqual(await plainOut.outputs[k].data());
@@ -142,7 +142,7 @@ describe.each(['cpu', 'wasm'] as const)('UNet2DConditionModel gradient checkpoin
     it('leaves the context of a forward as the forward left it, after the gradient ran the blocks again', () => {
       const disable = unet.enableGradientCheckpointing({ variables: [gate] });
       const initial = tf.randomNormal([2, 4], 0, 1, 'float32', 6);
-      const context = new ForwardContext({ [STATE]: initial });
+      const context = new ForwardContext().set(STATE, initial);
       let after: { state: unknown; outputs: Record<string, tf.Tensor> } | undefined;
       const { value, grads } = tf.variableGrads(() => {
         const y = loss(initial, context);
@@ -164,7 +164,7 @@ describe.each(['cpu', 'wasm'] as const)('UNet2DConditionModel gradient checkpoin
         },
       });
       const initial = tf.zeros([2, 4]);
-      expect(() => tf.variableGrads(() => loss(initial), [gate])).toThrow("UNet2DConditionModel gradient checkpointing: run again for its gradient, 'mid_block' did not write outputs['once'] as in the forward");
+      expect(() => tf.variableGrads(() => loss(initial), [gate])).toThrow("gradient checkpointing: run again for its gradient, 'mid_block' did not write outputs['once'] as in the forward");
       remove();
       disable();
       initial.dispose();

@@ -2,8 +2,9 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend } from '@png/core';
 import { FixtureIndex, expectClose, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
-import { CLIPTextModel, CLIPTokenizer } from '@png/diffusion-backbone';
-import { encodePhrases } from './phrase_features';
+import { CLIPTextModel } from './clip/modeling_clip';
+import { CLIPTokenizer } from './clip/tokenization_clip';
+import { encodePhrases, phrasePoolingMatrix, tokenizeNarratives } from './phrase_features';
 
 const TINY = path.join(sharedFixturesDir(), 'tiny-sd');
 
@@ -51,5 +52,24 @@ describe('encodePhrases (wasm)', () => {
     expect(enc([{ caption: 'a dog', phrases: [[0, 1], [2, 5], [0, 5]] }])).toThrow('narrative 0: 3 phrases, above the configured maximum of 2 (max_phrases)');
     expect(enc([{ caption: 'a dog', phrases: [[0, 1]] }, { caption: 'a cat', phrases: [[3, 9]] }])).toThrow('narrative 1, phrase 0: span [3, 9) is not a non-empty range inside the 5-character caption');
     expect(enc([{ caption: 'a  dog', phrases: [[1, 2]] }])).toThrow('narrative 0, phrase 0: span [1, 2) holds only white space');
+    expect(enc([{ caption: 'a dog', phrases: [[0, 1]] }, { caption: 'a \u0001 dog', phrases: [[4, 7], [2, 3]] }])).toThrow('narrative 1, phrase 1: span [2, 3) ("\u0001") covers no token'); // ftfy drops control characters
+  });
+
+  it('maps each phrase to the tokens its span covers, in every window', () => {
+    const caption = Array(12).fill('a very detailed painting of a castle on a hill').join(' and ') + ' with a red dragon';
+    const [narrative] = tokenizeNarratives(tokenizer, [{ caption, phrases: [[2, 6], [caption.length - 6, caption.length]] }], 2);
+    const last = narrative.chunks.windows.length - 1;
+    expect(last).toBeGreaterThan(0);
+    expect(narrative.phrases).toEqual(narrative.chunks.phraseTokens([[2, 6], [caption.length - 6, caption.length]]));
+    expect(narrative.phrases[0].map((t) => [t.window, t.position])).toEqual(tokenizer.encodeWithSpans('very').ids.map((_, k) => [0, 2 + k])); // after bos and "a"
+    expect(narrative.phrases[1].every((t) => t.window === last)).toBe(true);
+  });
+
+  it('builds the mean-pooling matrix row by phrase, zero rows for absent phrases', async () => {
+    const pool = phrasePoolingMatrix([[[0, 2], [3]], [[1, 2, 3]]], 2, 4); // 2 narratives × 2 phrases over 4 columns
+    expect(pool.shape).toEqual([4, 4]);
+    const third = Math.fround(1 / 3);
+    expect([...(await pool.data())]).toEqual([0.5, 0, 0.5, 0, 0, 0, 0, 1, 0, third, third, third, 0, 0, 0, 0]);
+    pool.dispose();
   });
 });

@@ -1,0 +1,99 @@
+/**
+ * Phrase features, the method's first step: a narrative's noun phrases (character spans of its
+ * caption) → the CLIP tokens each span covers → the mean of those tokens' hidden states, the
+ * `PhraseFeatures` that EIPA, MLMA and the decoder read.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { PhraseFeatures } from '@png/core';
+import type { CLIPTextModel } from './clip/modeling_clip';
+import type { CLIPTextChunks, CLIPTokenPosition, CLIPTokenizer } from './clip/tokenization_clip';
+
+/** A narrative and the character spans [start, end) of its noun phrases in the caption. */
+export interface Narrative {
+  readonly caption: string;
+  readonly phrases: ReadonlyArray<readonly [number, number]>;
+}
+
+/** Checks a batch of narratives; errors name the narrative and phrase at fault. */
+export function validateNarratives(narratives: readonly Narrative[], maxPhrases: number): void {
+  if (narratives.length === 0) throw new Error('no narratives: pass at least one {caption, phrases}');
+  narratives.forEach((n, i) => {
+    if (typeof n.caption !== 'string' || n.caption.trim() === '') throw new Error(`narrative ${i}: the caption is empty; a narrative needs text to ground`);
+    if (!Array.isArray(n.phrases) || n.phrases.length === 0) throw new Error(`narrative ${i}: 0 phrases; give at least one noun-phrase span`);
+    if (n.phrases.length > maxPhrases) throw new Error(`narrative ${i}: ${n.phrases.length} phrases, above the configured maximum of ${maxPhrases} (max_phrases)`);
+    n.phrases.forEach(([start, end], j) => {
+      if (!(Number.isInteger(start) && Number.isInteger(end) && start >= 0 && end > start && end <= n.caption.length)) {
+        throw new Error(`narrative ${i}, phrase ${j}: span [${start}, ${end}) is not a non-empty range inside the ${n.caption.length}-character caption`);
+      }
+      if (n.caption.slice(start, end).trim() === '') throw new Error(`narrative ${i}, phrase ${j}: span [${start}, ${end}) holds only white space`);
+    });
+  });
+}
+
+/** A narrative's caption cut into the text encoder's windows, and per phrase the tokens its span covers. */
+export interface NarrativeTokens {
+  readonly chunks: CLIPTextChunks;
+  /** Per phrase, its tokens in text order (never empty). */
+  readonly phrases: CLIPTokenPosition[][];
+}
+
+/**
+ * Validates `narratives` (at most `maxPhrases` phrases each) and maps every phrase span to its
+ * tokens (`CLIPTextChunks.phraseTokens`); a span that covers no token is an error naming it.
+ */
+export function tokenizeNarratives(tokenizer: CLIPTokenizer, narratives: readonly Narrative[], maxPhrases: number): NarrativeTokens[] {
+  validateNarratives(narratives, maxPhrases);
+  return narratives.map((n, i) => {
+    const chunks = tokenizer.chunk(n.caption);
+    const phrases = chunks.phraseTokens(n.phrases);
+    phrases.forEach((tokens, j) => {
+      const [start, end] = n.phrases[j];
+      if (tokens.length === 0) throw new Error(`narrative ${i}, phrase ${j}: span [${start}, ${end}) ("${n.caption.slice(start, end)}") covers no token`);
+    });
+    return { chunks, phrases };
+  });
+}
+
+/**
+ * The matrix that mean-pools phrases from token columns: [B·P, width] with P = `phrasesPerRow`,
+ * where row i·P + j averages the columns `columns[i][j]` (phrase j of narrative i) and the rows
+ * of absent phrases (and of phrases given no column) are 0. Caller owns the tensor.
+ */
+export function phrasePoolingMatrix(columns: ReadonlyArray<ReadonlyArray<readonly number[]>>, phrasesPerRow: number, width: number): tf.Tensor2D {
+  const rows = columns.length * phrasesPerRow;
+  const pool = new Float32Array(rows * width);
+  columns.forEach((phrases, i) =>
+    phrases.forEach((ids, j) => {
+      for (const t of ids) pool[(i * phrasesPerRow + j) * width + t] = 1 / ids.length;
+    }),
+  );
+  return tf.tensor2d(pool, [rows, width]);
+}
+
+/**
+ * Phrase features: each phrase is the mean of the CLIP hidden states of the tokens its character
+ * span covers. Captions longer than 75 tokens are encoded in windows (CLIPTokenizer.chunk), so a
+ * phrase anywhere in a long narrative gets its contextual features. Returns [B, P, D] with
+ * P = the largest phrase count of the batch (or `padTo`) and the [B, P] mask; caller owns them.
+ */
+export function encodePhrases(tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, narratives: readonly Narrative[], options: { maxPhrases: number; padTo?: number }): PhraseFeatures {
+  const tokenized = tokenizeNarratives(tokenizer, narratives, options.maxPhrases);
+  const p = options.padTo ?? Math.max(...narratives.map((n) => n.phrases.length));
+  const windows = tokenized.flatMap((t) => t.chunks.windows);
+  const length = tokenizer.modelMaxLength;
+  // each phrase's tokens as rows of the batch's flattened windows [W·L]
+  let firstWindow = 0;
+  const columns = tokenized.map(({ chunks, phrases }) => {
+    const first = firstWindow;
+    firstWindow += chunks.windows.length;
+    return phrases.map((tokens) => tokens.map(({ window, position }) => (first + window) * length + position));
+  });
+  return tf.tidy(() => {
+    const { lastHiddenState } = textEncoder.forward(tf.tensor2d(windows, undefined, 'int32')); // [W, L, D]
+    const d = lastHiddenState.shape[2];
+    const flat = tf.reshape(lastHiddenState, [-1, d]); // [W·L, D]
+    const pooled = tf.matMul(phrasePoolingMatrix(columns, p, flat.shape[0]), flat); // [B·P, W·L] × [W·L, D] → [B·P, D]
+    const mask = narratives.map((n) => Array.from({ length: p }, (_, j) => (j < n.phrases.length ? 1 : 0)));
+    return { tensor: tf.reshape(pooled, [narratives.length, p, d]) as tf.Tensor3D, mask: tf.tensor2d(mask, [narratives.length, p], 'float32') }; // [B, P, D], [B, P]
+  });
+}
