@@ -536,7 +536,7 @@ async function writeReport() {
   lines.push('![AR curves](ablation_curves.svg)', '');
   const markdown = lines.join('\n');
   await writeFileAtomic(path.join(out, 'ablation.md'), markdown);
-  const { curves, ...numbers } = summary;
+  const { curves, thresholds, ...numbers } = summary; // the curves are in the figure
   await writeFileAtomic(path.join(out, 'ablation.json'), JSON.stringify({ settings, size_thresholds: sizeThresholds, variants: variants.map(({ name, fields }) => ({ name, fields })), ...numbers }, null, 1) + '\n');
   await writeFileAtomic(path.join(out, 'ablation_curves.svg'), renderRecallCurvePanelsSvg(stats.curvePanels(summary, shown), { columns: 4 }));
   console.log(`\n${markdown}\nwritten: ${['ablation.md', 'ablation.json', 'ablation_curves.svg'].map((f) => path.join(out, f)).join(', ')}`);
