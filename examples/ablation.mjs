@@ -319,7 +319,8 @@ const clock = () => new Date().toTimeString().slice(0, 8);
 async function calibrate() {
   const file = path.join(out, 'calibration.json');
   const heaviest = variants.find((v) => v.name === 'full') ?? variants[variants.length - 1];
-  const key = { settings, config: heaviest.config };
+  // What the speed depends on (not the steps or split sizes: the estimate scales with those).
+  const key = { kind: settings.kind, size, batchSize: settings.batchSize, backend: settings.backend, config: heaviest.config };
   if (fs.existsSync(file)) {
     const saved = JSON.parse(fs.readFileSync(file, 'utf8'));
     if (JSON.stringify(saved.key) === JSON.stringify(key)) return saved;
@@ -367,6 +368,7 @@ async function calibrate() {
     evaluateLoadSeconds: Math.max(0, at(evaluateFirst) - evaluateFirst.done * evaluatePerNarrative),
     evaluateSecondsPerNarrative: evaluatePerNarrative,
     narratives: limit,
+    load: os.loadavg()[0],
   };
   await writeFileAtomic(file, JSON.stringify(measured, null, 2) + '\n');
   return measured;
@@ -411,12 +413,13 @@ async function runAll() {
   const c = await calibrate();
   const e = estimate(c);
   const load = os.loadavg()[0];
+  const cores = os.availableParallelism();
   console.log(
-    `measured ${c.secondsPerStep.toFixed(2)} s/step (${c.clock}; ${c.wallSecondsPerStep.toFixed(2)} s/step wall at load ${load.toFixed(1)}), ` +
-      `a run ≈ ${formatDuration(e.trainSeconds)} training + ${formatDuration(e.evaluateSeconds)} evaluation` +
-      `\n${todo.length} of ${units.length} runs to do, ${jobs} at a time: estimated ${formatDuration(e.total)} on idle cores` +
+    `measured ${c.secondsPerStep.toFixed(2)} s/step (${c.clock}, at load ${c.load.toFixed(1)}; ${c.wallSecondsPerStep.toFixed(2)} s/step wall), ` +
+      `a run ≈ ${formatDuration(e.trainSeconds)} training (its encoding at the evaluation's cost per narrative, an upper bound) + ${formatDuration(e.evaluateSeconds)} evaluation` +
+      `\n${todo.length} of ${units.length} runs to do, ${jobs} at a time: estimated ${formatDuration(e.total)}` +
       (e.total > preset.budgetMinutes * 60 ? `, over the ${preset.budgetMinutes}-min budget of ${args.quick ? '--quick' : 'the full analysis'}` : `, within the ${preset.budgetMinutes}-min budget`) +
-      (load > os.availableParallelism() ? `; the machine is busy (load ${load.toFixed(1)} on ${os.availableParallelism()} cores), expect longer` : ''),
+      (Math.max(load, c.load) > cores ? `; the machine is busy (load ${load.toFixed(1)} on ${cores} cores): wall time will be longer, and CPU time measured on a busy machine is high too (0.78 against 0.57 s per step idle at 64×64)` : ''),
   );
   if (args.plan) return [];
 
