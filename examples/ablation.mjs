@@ -10,9 +10,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { writeFileAtomic } from '@png/core';
 import { resolveEipaConfig } from '@png/eipa';
-import { PngGroundTruth, evaluatePredictions, formatDuration as formatMs, parsePredictions, parseSizeThresholds, renderRecallCurvePanelsSvg } from '@png/png-metrics';
+import { formatDuration as formatMs, writeFileAtomic } from '@png/node-utils';
+import { PngGroundTruth, evaluatePredictions, parsePredictions, parseSizeThresholds, renderRecallCurvePanelsSvg } from '@png/png-metrics';
 import stats from './ablation_stats.cjs';
 
 const HERE = path.dirname(new URL(import.meta.url).pathname);

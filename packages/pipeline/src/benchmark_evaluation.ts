@@ -12,7 +12,7 @@
  */
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { writeFileAtomic } from '@png/core';
+import { writeFileAtomic } from '@png/node-utils';
 import { encodePng, type DroppedRecord, type PngSample, type SkippedRecord } from '@png/png-data';
 import {
   PngEvaluator,
@@ -96,8 +96,8 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
   for (let start = 0; start < views.length; start += batchSize) {
     const batch = views.slice(start, start + batchSize);
     const inputs = batch.map((v) => viewSample(samples[v.sample], v));
-    const encoded = encodeSamples(grounder.backbone, inputs, { size: imageSize, maxPhrases });
-    const out = grounder.forwardLatents(encoded.latents, encoded.phrases);
+    const encoded = encodeSamples(grounder, inputs, { size: imageSize, maxPhrases });
+    const out = grounder.forwardLatents(encoded.latents, encoded.phrases, encoded.skips);
     const last = out.predictions[out.predictions.length - 1]; // [B, h, w, maxPhrases]
     const masks = await masksFromLogits(last, encoded.transforms, batch.map((v) => v.count));
     for (const [b, view] of batch.entries()) {
@@ -112,7 +112,7 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
         attention[view.sample] = maps;
       }
     }
-    tf.dispose([out, encoded.latents, encoded.phrases, encoded.targets]);
+    tf.dispose([out, encoded.latents, encoded.skips, encoded.phrases, encoded.targets]);
     options.onProgress?.(Math.min(samples.length, batch[batch.length - 1].sample + 1), samples.length);
   }
 
@@ -144,9 +144,9 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
   };
   if (out) {
     const report = buildReport(metrics);
-    await writeFileAtomic(path.join(out, 'report.json'), JSON.stringify({ ...report, split, samples: result.samples, dropped_narratives: countDrops(dropped), baseline_full_image: result.baseline }, null, 2) + '\n');
-    await writeFileAtomic(path.join(out, 'ar_curves.svg'), renderRecallCurvesSvg(report));
-    await writeFileAtomic(path.join(out, 'predictions.json'), JSON.stringify(records));
+    writeFileAtomic(path.join(out, 'report.json'), JSON.stringify({ ...report, split, samples: result.samples, dropped_narratives: countDrops(dropped), baseline_full_image: result.baseline }, null, 2) + '\n');
+    writeFileAtomic(path.join(out, 'ar_curves.svg'), renderRecallCurvesSvg(report));
+    writeFileAtomic(path.join(out, 'predictions.json'), JSON.stringify(records));
     for (const [i, sample] of samples.slice(0, overlays).entries()) {
       const labels = sample.phrases.map((p) => p.text);
       const figure = tileImages(
@@ -156,7 +156,7 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
         ],
         { columns: 2 },
       );
-      await writeFileAtomic(path.join(out, 'overlays', `${String(i).padStart(3, '0')}_image${sample.imageId}.png`), encodePng(figure.width, figure.height, figure.data));
+      writeFileAtomic(path.join(out, 'overlays', `${String(i).padStart(3, '0')}_image${sample.imageId}.png`), encodePng(figure.width, figure.height, figure.data));
     }
     for (const [i, maps] of attention.entries()) {
       if (!maps) continue;
@@ -168,7 +168,7 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
         tiles.push({ image: renderAttentionMap(data, side, side, labels), title: block.replace(/\.transformer_blocks\.0$/, '').replace('attentions.', 'attn.') });
       }
       const figure = tileImages(tiles, { columns: 4 });
-      await writeFileAtomic(path.join(out, 'attention', `${String(i).padStart(3, '0')}_image${sample.imageId}.png`), encodePng(figure.width, figure.height, figure.data));
+      writeFileAtomic(path.join(out, 'attention', `${String(i).padStart(3, '0')}_image${sample.imageId}.png`), encodePng(figure.width, figure.height, figure.data));
     }
   }
   return result;

@@ -55,12 +55,13 @@ describe('the png command line (embedded backbone, wasm)', () => {
     expect(trained.stderr).toContain('encoding 8 training narratives');
     expect(trained.code).toBe(0);
     expect(trained.stdout).toContain('trained 6 steps');
-    expect(JSON.parse(fs.readFileSync(path.join(run, 'losses.json'), 'utf8'))).toHaveLength(6);
+    expect(fs.readdirSync(path.join(run, 'checkpoints'))).toEqual(['checkpoint-6']); // the newest only
+    expect(JSON.parse(fs.readFileSync(path.join(run, 'checkpoints', 'checkpoint-6', 'trainer_state.json'), 'utf8')).extra.losses).toHaveLength(6);
     expect(fs.readdirSync(path.join(run, 'grounder')).sort()).toEqual(['config.json', 'decoder', 'eipa', 'mlma']);
     expect((await png(...train)).stdout).toContain('had already finished its 6 steps');
     const other = await png(...train.slice(0, -4), '--steps', '7');
     expect(other.code).toBe(1);
-    expect(other.stderr).toMatch(/run\.json: this run folder was started with another training .*choose another --out/);
+    expect(other.stderr).toMatch(/run\.json: this folder holds a run started with another training .*rerun with the same settings to resume it, or remove .*run or choose another folder/);
 
     const evaluated = await png('evaluate', '--data', data, '--run', run, '--json', '--overlays', '2', '--attention-maps', '1');
     expect(evaluated.code).toBe(0);

@@ -40,6 +40,4 @@ export type { MaskPhrase } from './mask_phrases';
 export { buildReport, formatMetricsTable, formatPercent, summarizeMetrics } from './report';
 export type { GroupSummary, GroupValues, PngReport, PngSummary } from './report';
 export { renderRecallCurvePanelsSvg, renderRecallCurvesSvg } from './svg_plot';
-export { createProgressBar, formatDuration } from './progress';
-export type { ProgressBar } from './progress';
 export type { RecallCurvePanel, RecallCurveSeries } from './svg_plot';
