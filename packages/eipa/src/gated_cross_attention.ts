@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { LayerNorm, Linear, attentionWithProbs, keyMaskBias, mergeHeads, splitHeads, type WeightScope } from '@png/core';
-import type { EipaGate } from './eipa_config';
+import type { EipaGate } from './config';
 
 /** A gate's kind and initial value. */
 export interface GateSpec {

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { ForwardContext, ParameterModule, WeightScope, contextKey, openModule, openModuleFiles, saveModule, type ModuleFiles, type PhraseFeatures } from '@png/core';
 import { AttnProcessor, type AttentionProcessor, type UNet2DConditionModel } from '@png/diffusion-backbone';
-import { resolveEipaConfig, type EipaConfig } from './eipa_config';
+import { resolveEipaConfig, type EipaConfig } from './config';
 import { GatedCrossAttention } from './gated_cross_attention';
 import { GatedSelfAttention } from './gated_self_attention';
 import { PhraseExtractor } from './phrase_extractor';

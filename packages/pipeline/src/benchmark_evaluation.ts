@@ -12,7 +12,7 @@
  */
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { writeFileAtomic } from '@png/core';
+import { writeFileAtomic } from '@png/node-utils';
 import { encodePng, letterbox, type DroppedRecord, type PngSample, type SkippedRecord } from '@png/png-data';
 import {
   PngEvaluator,
@@ -103,9 +103,9 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
   for (let start = 0; start < views.length; start += batchSize) {
     const batch = views.slice(start, start + batchSize);
     const inputs = batch.map((v) => viewSample(samples[v.sample], v));
-    const encoded = encodeSamples(grounder.backbone, inputs, { size: imageSize, maxPhrases });
+    const encoded = encodeSamples(grounder, inputs, { size: imageSize, maxPhrases });
     const donors = options.probe === 'swap_phrases' ? encodeDonors(grounder, batch.map((v) => samples[(v.sample + 1) % samples.length]), imageSize) : undefined;
-    const out = grounder.forwardLatents(encoded.latents, encoded.phrases, donors ? { kind: 'swap_phrases', donors } : options.probe === 'zero_gates' ? { kind: 'zero_gates' } : undefined);
+    const out = grounder.forwardLatents(encoded.latents, encoded.phrases, encoded.skips, donors ? { kind: 'swap_phrases', donors } : options.probe === 'zero_gates' ? { kind: 'zero_gates' } : undefined);
     const last = out.predictions[out.predictions.length - 1]; // [B, h, w, maxPhrases]
     const masks = await masksFromLogits(last, encoded.transforms, batch.map((v) => v.count));
     for (const [b, view] of batch.entries()) {
@@ -120,7 +120,7 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
         attention[view.sample] = maps;
       }
     }
-    tf.dispose([out, encoded.latents, encoded.phrases, encoded.targets, donors]);
+    tf.dispose([out, encoded.latents, encoded.skips, encoded.phrases, encoded.targets, donors]);
     options.onProgress?.(Math.min(samples.length, batch[batch.length - 1].sample + 1), samples.length);
   }
 
@@ -152,9 +152,9 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
   };
   if (out) {
     const report = buildReport(metrics);
-    await writeFileAtomic(path.join(out, 'report.json'), JSON.stringify({ ...report, split, samples: result.samples, ...(options.probe ? { probe: options.probe } : {}), dropped_narratives: countDrops(dropped), baseline_full_image: result.baseline }, null, 2) + '\n');
-    await writeFileAtomic(path.join(out, 'ar_curves.svg'), renderRecallCurvesSvg(report));
-    await writeFileAtomic(path.join(out, 'predictions.json'), JSON.stringify(records));
+    writeFileAtomic(path.join(out, 'report.json'), JSON.stringify({ ...report, split, samples: result.samples, ...(options.probe ? { probe: options.probe } : {}), dropped_narratives: countDrops(dropped), baseline_full_image: result.baseline }, null, 2) + '\n');
+    writeFileAtomic(path.join(out, 'ar_curves.svg'), renderRecallCurvesSvg(report));
+    writeFileAtomic(path.join(out, 'predictions.json'), JSON.stringify(records));
     for (const [i, sample] of samples.slice(0, overlays).entries()) {
       const labels = sample.phrases.map((p) => p.text);
       const figure = tileImages(
@@ -164,7 +164,7 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
         ],
         { columns: 2 },
       );
-      await writeFileAtomic(path.join(out, 'overlays', `${String(i).padStart(3, '0')}_image${sample.imageId}.png`), encodePng(figure.width, figure.height, figure.data));
+      writeFileAtomic(path.join(out, 'overlays', `${String(i).padStart(3, '0')}_image${sample.imageId}.png`), encodePng(figure.width, figure.height, figure.data));
     }
     for (const [i, maps] of attention.entries()) {
       if (!maps) continue;
@@ -176,7 +176,7 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
         tiles.push({ image: renderAttentionMap(data, side, side, labels), title: block.replace(/\.transformer_blocks\.0$/, '').replace('attentions.', 'attn.') });
       }
       const figure = tileImages(tiles, { columns: 4 });
-      await writeFileAtomic(path.join(out, 'attention', `${String(i).padStart(3, '0')}_image${sample.imageId}.png`), encodePng(figure.width, figure.height, figure.data));
+      writeFileAtomic(path.join(out, 'attention', `${String(i).padStart(3, '0')}_image${sample.imageId}.png`), encodePng(figure.width, figure.height, figure.data));
     }
   }
   return result;

@@ -57,12 +57,13 @@ describe('the png command line (embedded backbone, wasm)', () => {
     expect(trained.stderr).toContain('encoding 8 training narratives');
     expect(trained.code).toBe(0);
     expect(trained.stdout).toContain('trained 6 steps');
-    expect(JSON.parse(fs.readFileSync(path.join(run, 'losses.json'), 'utf8'))).toHaveLength(6);
+    expect(fs.readdirSync(path.join(run, 'checkpoints'))).toEqual(['checkpoint-6']); // the newest only
+    expect(JSON.parse(fs.readFileSync(path.join(run, 'checkpoints', 'checkpoint-6', 'trainer_state.json'), 'utf8')).extra.losses).toHaveLength(6);
     expect(fs.readdirSync(path.join(run, 'grounder')).sort()).toEqual(['config.json', 'decoder', 'eipa', 'mlma']);
     expect((await png(...train)).stdout).toContain('had already finished its 6 steps');
     const other = await png(...train.slice(0, -4), '--steps', '7');
     expect(other.code).toBe(1);
-    expect(other.stderr).toMatch(/run\.json: this run folder was started with another training .*choose another --out/);
+    expect(other.stderr).toMatch(/run\.json: this folder holds a run started with another training .*rerun with the same settings to resume it, or remove .*run or choose another folder/);
 
     const evaluated = await png('evaluate', '--data', data, '--run', run, '--json', '--overlays', '2', '--attention-maps', '1');
     expect(evaluated.code).toBe(0);
@@ -79,7 +80,9 @@ describe('the png command line (embedded backbone, wasm)', () => {
     expect(report.average_recall.overall).toBe(summary.overall);
     expect(report.dropped_narratives).toEqual({ 'empty caption': 0, 'word count mismatch': 0 });
     expect(trained.stdout).toMatch(/EIPA gates e 0\.\d{4} i 0\.\d{4} \(mean \|tanh g\| per kind: extract, inject\)/);
-    expect(JSON.parse(fs.readFileSync(path.join(run, 'gates.json'), 'utf8'))).toHaveLength(6);
+    const logs = JSON.parse(fs.readFileSync(path.join(run, 'checkpoints', 'checkpoint-6', 'trainer_state.json'), 'utf8')).extra.logs;
+    expect(logs).toHaveLength(6);
+    expect(Object.keys(logs[5]).sort()).toEqual(['extract', 'inject']);
     const probed = await png('evaluate', '--data', data, '--run', run, '--json', '--overlays', '0', '--attention-maps', '0', '--limit', '2', '--bootstrap', '0', '--probe', 'swap-phrases');
     expect(probed.code).toBe(0);
     expect(JSON.parse(fs.readFileSync(path.join(run, 'eval-val2017-swap-phrases', 'report.json'), 'utf8')).probe).toBe('swap_phrases');

@@ -11,7 +11,7 @@ export interface AdamWConfig {
   readonly weight_decay: number;
 }
 
-export const ADAMW_DEFAULTS: AdamWConfig = Object.freeze({ lr: 1e-4, betas: [0.9, 0.999] as const, eps: 1e-8, weight_decay: 1e-2 });
+export const DEFAULT_ADAMW_CONFIG: AdamWConfig = Object.freeze({ lr: 1e-4, betas: [0.9, 0.999] as const, eps: 1e-8, weight_decay: 1e-2 });
 
 /** AdamW options: the config plus which variables skip weight decay or take another learning rate. */
 export interface AdamWOptions extends Partial<AdamWConfig> {
@@ -75,7 +75,7 @@ export class AdamW {
     options: AdamWOptions = {},
   ) {
     const { noDecay, lrMultiplier, ...config } = options;
-    this.config = resolveConfig('AdamWConfig', ADAMW_DEFAULTS, config, validate);
+    this.config = resolveConfig('AdamWConfig', DEFAULT_ADAMW_CONFIG, config, validate);
     this.keys = Object.keys(variables).sort();
     if (this.keys.length === 0) throw new Error('AdamW: no variables to optimize; pass the trainable variables by checkpoint key');
     this.decay = new Set(this.keys.filter((k) => !(noDecay?.(k) ?? false)));
