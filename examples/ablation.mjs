@@ -34,8 +34,8 @@ const PRESETS = {
 
 /** Test-time checks of a trained EIPA run: `png evaluate` options, run when `png evaluate --help` lists them. */
 const PROBES = {
-  'zero-gates': { args: ['--zero-gates'], about: 'EIPA gates set to 0 at test time' },
-  'swap-states': { args: ['--swap-phrase-states'], about: "each narrative's EIPA phrase states taken from another image's narrative" },
+  'zero-gates': { args: ['--probe', 'zero-gates'], about: 'every EIPA update dropped at test time (its gates taken as 0): static prompting with the same weights' },
+  'swap-states': { args: ['--probe', 'swap-phrases'], about: "each image's EIPA phrase states are those its own phrases get over the next record's image" },
 };
 
 const HELP = `Usage: npm run ablation -- [options]

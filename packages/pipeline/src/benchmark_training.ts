@@ -2,8 +2,9 @@
  * Trains a PngGrounder on a PNG benchmark split: one resumable run folder.
  *
  *   <out>/run.json         the grounder config and training settings (a rerun must match them)
- *   <out>/checkpoints/     the newest checkpoint-<step>/: trainable weights, AdamW state and the
- *                          loss of every step so far, every `checkpoint_every` steps (@png/training)
+ *   <out>/checkpoints/     the newest checkpoint-<step>/: trainable weights, AdamW state, the loss
+ *                          and EIPA's gate magnitudes (mean |tanh g| per kind) of every step so far,
+ *                          every `checkpoint_every` steps (@png/training)
  *   <out>/grounder/        the trained model (PngGrounder.save) once all steps are done
  *
  * Every input is read and checked before run.json is written, so a start that fails leaves
@@ -14,6 +15,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { check, isFiniteNumber, isNonNegativeInt, isPositiveInt, resolveConfig } from '@png/core';
 import type { DiffusionBackbone } from '@png/diffusion-backbone';
+import type { EipaGateMagnitudes } from '@png/eipa';
 import { killPoint, removeStaleTemporaries } from '@png/node-utils';
 import type { DroppedRecord, SkippedRecord } from '@png/png-data';
 import { BatchOrder, Trainer, guardRun, latestCheckpoint, runTrainingLoop, warmupPoly } from '@png/training';
@@ -28,6 +30,8 @@ export interface TrainingSettings {
   readonly warmup_steps: number;
   readonly weight_decay: number;
   readonly clip_grad_norm: number;
+  /** Factor on the learning rate (step and decay) of EIPA's gates, a param group of their own; 1: as every other variable. */
+  readonly gate_lr_multiplier: number;
   /** Canvas side the images are letterboxed to (a multiple of the backbone's imageMultiple). */
   readonly image_size: number;
   /** Seed of the trainable parts' initialisation and of the data order. */
@@ -44,6 +48,7 @@ export const DEFAULT_TRAINING_SETTINGS: TrainingSettings = Object.freeze({
   warmup_steps: 50,
   weight_decay: 1e-2,
   clip_grad_norm: 1,
+  gate_lr_multiplier: 1,
   image_size: 64,
   seed: 0,
   checkpoint_every: 50,
@@ -57,6 +62,7 @@ export function resolveTrainingSettings(user: Partial<TrainingSettings> | Record
     check(isNonNegativeInt(c.warmup_steps) && c.warmup_steps < c.steps, 'TrainingSettings', 'warmup_steps', `an integer in [0, steps = ${c.steps})`, c.warmup_steps);
     check(isFiniteNumber(c.weight_decay) && c.weight_decay >= 0, 'TrainingSettings', 'weight_decay', 'a number ≥ 0', c.weight_decay);
     check(isFiniteNumber(c.clip_grad_norm) && c.clip_grad_norm > 0, 'TrainingSettings', 'clip_grad_norm', 'a number > 0', c.clip_grad_norm);
+    check(isFiniteNumber(c.gate_lr_multiplier) && c.gate_lr_multiplier > 0, 'TrainingSettings', 'gate_lr_multiplier', 'a number > 0', c.gate_lr_multiplier);
     check(Number.isInteger(c.seed), 'TrainingSettings', 'seed', 'an integer', c.seed);
     check(c.limit === null || isPositiveInt(c.limit), 'TrainingSettings', 'limit', 'a positive integer or null', c.limit);
   });
@@ -71,6 +77,8 @@ export interface TrainingProgress {
   /** Mean loss of the last steps (train only). */
   readonly loss?: number;
   readonly lr?: number;
+  /** EIPA's mean |tanh(gate)| per kind after this step (train only): how far it has left static prompting. */
+  readonly gates?: EipaGateMagnitudes;
 }
 
 export interface BenchmarkTrainingOptions {
@@ -91,6 +99,8 @@ export interface BenchmarkTrainingResult {
   readonly grounderDir: string;
   /** Loss of every step of the run, resumed steps included. */
   readonly losses: number[];
+  /** EIPA's gate magnitudes after every step of the run, as `losses`. */
+  readonly gates: EipaGateMagnitudes[];
   /** The step the run resumed from (0: a fresh run). */
   readonly resumedFrom: number;
   /** Training samples (0 when the run was already finished). */
@@ -128,7 +138,7 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
   if (guard.resumed && fs.existsSync(files.grounder)) {
     const latest = await latestCheckpoint(files.checkpoints);
     if (latest?.step === training.steps) {
-      return { grounderDir: files.grounder, losses: latest.losses, resumedFrom: training.steps, samples: 0, truncatedPhrases: 0, skipped: [], dropped: [], seconds: (performance.now() - began) / 1000 };
+      return { grounderDir: files.grounder, losses: latest.losses, gates: (latest.logs ?? []) as EipaGateMagnitudes[], resumedFrom: training.steps, samples: 0, truncatedPhrases: 0, skipped: [], dropped: [], seconds: (performance.now() - began) / 1000 };
     }
   }
 
@@ -148,23 +158,29 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
         const batch = gatherBatch(data, indices);
         return model.loss(batch.latents, batch.phrases, batch.targets, batch.skips);
       },
-      optimizer: { lr: training.lr, weight_decay: training.weight_decay, noDecay: (key) => /(bias|norm|gate|level_weights)/.test(key) },
+      optimizer: {
+        lr: training.lr,
+        weight_decay: training.weight_decay,
+        noDecay: (key) => /(bias|norm|gate|level_weights)/.test(key),
+        lrMultiplier: (key) => (/^eipa\..*\.gate$/.test(key) ? training.gate_lr_multiplier : 1),
+      },
       schedule: warmupPoly({ base_lr: training.lr, warmup_steps: training.warmup_steps, total_steps: training.steps }),
       clip_grad_norm: training.clip_grad_norm,
     });
     guard.record(); // every input is valid: the run folder starts here
     removeStale(options.out);
     const order = new BatchOrder(samples.length, training.batch_size, training.seed);
-    const { losses, resumedFrom } = await runTrainingLoop({
+    const { losses, logs: gates, resumedFrom } = await runTrainingLoop({
       dir: files.checkpoints,
       trainer,
       steps: training.steps,
       checkpointEvery: training.checkpoint_every,
       batch: (step) => order.batch(step),
-      onStep: (p) => options.onProgress?.({ phase: 'train', ...p }),
+      log: () => model.adapter.gateMagnitudes(),
+      onStep: (p) => options.onProgress?.({ phase: 'train', ...p, gates: model.adapter.gateMagnitudes() }),
     });
     await saveFolderAtomically(files.grounder, (dir) => model.save(dir));
-    return { grounderDir: files.grounder, losses, resumedFrom, samples: samples.length, truncatedPhrases: data.truncated, skipped, dropped, seconds: (performance.now() - began) / 1000 };
+    return { grounderDir: files.grounder, losses, gates, resumedFrom, samples: samples.length, truncatedPhrases: data.truncated, skipped, dropped, seconds: (performance.now() - began) / 1000 };
   } finally {
     grounder?.dispose();
     trainer?.dispose();

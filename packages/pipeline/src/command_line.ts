@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { BACKENDS, parseJsonObject, readInputFile, setBackend, type BackendName } from '@png/core';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
+import type { EipaGateMagnitudes } from '@png/eipa';
 import { createProgressBar, formatDuration, writeFileAtomic, type ProgressBar } from '@png/node-utils';
 import { GROUNDING_DEFAULT_SIZE, decodeImage, encodePng, generateSyntheticBenchmark, type DroppedRecord, type RgbImage, type SceneKind, type SkippedRecord } from '@png/png-data';
 import {
@@ -26,7 +27,7 @@ import { BASELINE_RULES, evaluateBaselines, type BaselineResult, type BaselineRu
 import { evaluateOnBenchmark } from './benchmark_evaluation';
 import { DEFAULT_TRAINING_SETTINGS, trainOnBenchmark, type TrainingSettings } from './benchmark_training';
 import { groundNarrative } from './ground_narrative';
-import { PngGrounder, type PngGrounderConfig } from './png_grounder';
+import { PngGrounder, type EipaProbe, type PngGrounderConfig } from './png_grounder';
 import { enlargeImage, renderOverlay, tileImages } from './visualize';
 
 /** Where the command line writes, and the embedded default backbone folder. */
@@ -89,6 +90,9 @@ rerunning the same command continues from its last checkpoint; RUN/grounder/ hol
   --batch-size N       (default ${DEFAULT_TRAINING_SETTINGS.batch_size})
   --lr X               peak learning rate (default ${DEFAULT_TRAINING_SETTINGS.lr})
   --warmup-steps N     (default ${DEFAULT_TRAINING_SETTINGS.warmup_steps})
+  --gate-lr-multiplier X
+                       factor on the learning rate of EIPA's gates (default ${DEFAULT_TRAINING_SETTINGS.gate_lr_multiplier});
+                       the progress lines show the gates' mean |tanh g| per kind (kept per step in the checkpoints)
   --image-size S       canvas side images are letterboxed to (default ${DEFAULT_TRAINING_SETTINGS.image_size})
   --seed S             initialisation and data order (default ${DEFAULT_TRAINING_SETTINGS.seed})
   --checkpoint-every N (default ${DEFAULT_TRAINING_SETTINGS.checkpoint_every})
@@ -112,6 +116,10 @@ Recall; writes report.json, ar_curves.svg, predictions.json, overlays/ and atten
                        GT area bounds in pixels of the size groups: small < S <= medium < M
                        (default ${COCO_SIZE_THRESHOLDS.join(',')}, COCO's)
   --bootstrap N        image resamples for the 95% intervals of the AR (default 1000; 0: none)
+  --probe NAME         check EIPA at test time (output default RUN/eval-<split>-<probe>):
+                       zero-gates    every EIPA update dropped: static prompting, same weights
+                       swap-phrases  each image's EIPA phrase states are those its phrases get
+                                     over the next record's image
   --json               print the summary as JSON
 ${COMMON}`,
   baseline: `Usage: png baseline --data DIR [--split NAME] [--rule RULE ...] [--stride S ...] [options]
@@ -312,6 +320,7 @@ async function train(args: readonly string[], env: CliEnvironment): Promise<void
       'batch-size': { type: 'string' },
       lr: { type: 'string' },
       'warmup-steps': { type: 'string' },
+      'gate-lr-multiplier': { type: 'string' },
       'image-size': { type: 'string' },
       seed: { type: 'string' },
       'checkpoint-every': { type: 'string' },
@@ -328,6 +337,7 @@ async function train(args: readonly string[], env: CliEnvironment): Promise<void
     warmup_steps: intOption(v, 'warmup-steps', Math.min(d.warmup_steps, Math.floor(steps / 10))),
     weight_decay: d.weight_decay,
     clip_grad_norm: d.clip_grad_norm,
+    gate_lr_multiplier: numberOption(v, 'gate-lr-multiplier', d.gate_lr_multiplier),
     image_size: intOption(v, 'image-size', d.image_size, 8),
     seed: intOption(v, 'seed', d.seed),
     checkpoint_every: intOption(v, 'checkpoint-every', d.checkpoint_every, 1),
@@ -350,7 +360,7 @@ async function train(args: readonly string[], env: CliEnvironment): Promise<void
           return;
         }
         bar ??= progress(env, v, p.total, 'train', p.done - 1);
-        bar.update(p.done, `loss ${p.loss!.toFixed(4)} lr ${p.lr!.toExponential(1)}`);
+        bar.update(p.done, `loss ${p.loss!.toFixed(4)} lr ${p.lr!.toExponential(1)}${formatGates(p.gates)}`);
       },
     });
     bar?.finish();
@@ -358,16 +368,25 @@ async function train(args: readonly string[], env: CliEnvironment): Promise<void
     const last = result.losses.slice(-20);
     const first = result.losses.slice(0, 20);
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    const gates = formatGates(result.gates[result.gates.length - 1]);
     env.stdout.write(
       (result.resumedFrom === training.steps ? `the run in ${v.out} had already finished its ${training.steps} steps\n` : '') +
         `trained ${training.steps} steps${result.resumedFrom > 0 && result.resumedFrom < training.steps ? ` (resumed at step ${result.resumedFrom})` : ''} on ${result.samples || 'the'} narratives in ${result.seconds.toFixed(0)} s; ` +
         `loss ${mean(first).toFixed(4)} (first 20 steps) → ${mean(last).toFixed(4)} (last 20)` +
         (result.truncatedPhrases ? `; ${result.truncatedPhrases} phrases beyond max_phrases were left out` : '') +
-        `\nmodel: ${result.grounderDir}\n`,
+        `\nmodel: ${result.grounderDir}\n` +
+        (gates ? `EIPA${gates} (mean |tanh g| per kind: extract, inject)\n` : ''),
     );
   } finally {
     backbone.dispose();
   }
+}
+
+/** ' gates e 0.0123 i 0.0456' (the kinds that have gates), or '' without any. */
+function formatGates(gates: EipaGateMagnitudes | undefined): string {
+  if (!gates) return '';
+  const kinds = (['extract', 'inject'] as const).filter((kind) => gates[kind] !== null);
+  return kinds.length ? ` gates ${kinds.map((kind) => `${kind[0]} ${gates[kind]!.toFixed(4)}`).join(' ')}` : '';
 }
 
 /** The trained model of a run folder and the image size it was trained at. */
@@ -397,12 +416,14 @@ async function evaluate(args: readonly string[], env: CliEnvironment): Promise<v
       'group-by': { type: 'string' },
       'size-thresholds': { type: 'string' },
       bootstrap: { type: 'string' },
+      probe: { type: 'string' },
       json: { type: 'boolean' },
     },
     ['data', 'run'],
   );
   const split = (v.split as string | undefined) ?? 'val2017';
-  const out = (v.out as string | undefined) ?? path.join(v.run as string, `eval-${split}`);
+  const probe = probeOption(v.probe as string | undefined);
+  const out = (v.out as string | undefined) ?? path.join(v.run as string, `eval-${split}${probe ? `-${v.probe}` : ''}`);
   const metrics = metricsOptions(v);
   const backbone = await loadBackbone(v, env);
   try {
@@ -419,6 +440,7 @@ async function evaluate(args: readonly string[], env: CliEnvironment): Promise<v
         attentionMaps: intOption(v, 'attention-maps', 4),
         limit: v.limit === undefined ? undefined : intOption(v, 'limit', 1, 1),
         metrics,
+        probe,
         onProgress: (done, total) => {
           bar ??= progress(env, v, total, 'evaluate');
           bar.update(done);
@@ -438,6 +460,14 @@ async function evaluate(args: readonly string[], env: CliEnvironment): Promise<v
   } finally {
     backbone.dispose();
   }
+}
+
+/** `--probe`'s value as the evaluation's probe. */
+function probeOption(name: string | undefined): EipaProbe['kind'] | undefined {
+  if (name === undefined) return undefined;
+  const probes: Record<string, EipaProbe['kind']> = { 'zero-gates': 'zero_gates', 'swap-phrases': 'swap_phrases' };
+  if (!Object.hasOwn(probes, name)) throw new UsageError(`--probe must be zero-gates or swap-phrases, got '${name}'`);
+  return probes[name];
 }
 
 async function baseline(args: readonly string[], env: CliEnvironment): Promise<void> {

@@ -1,4 +1,4 @@
-export { PngGrounder, DEFAULT_PNG_GROUNDER_CONFIG, resolvePngGrounderConfig, type EncodedImages, type PngGrounderConfig, type PngGrounderFiles, type PngGrounderOutput } from './png_grounder';
+export { PngGrounder, DEFAULT_PNG_GROUNDER_CONFIG, resolvePngGrounderConfig, type EipaProbe, type EncodedImages, type PngGrounderConfig, type PngGrounderFiles, type PngGrounderOutput } from './png_grounder';
 export { groundNarrative, type GroundedPhrase } from './ground_narrative';
 export { encodeSamples, gatherBatch, readGroundedSamples, type EncodedSamples } from './benchmark_samples';
 export {

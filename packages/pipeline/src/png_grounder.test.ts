@@ -143,6 +143,36 @@ describe('PngGrounder on the tiny SD backbone (wasm)', () => {
     tf.dispose([images, phrases, latents, plain]);
   });
 
+  it('probes EIPA: zero_gates reads the backbone as static prompting with the same weights; swap_phrases replays the phrase states of the donor images', async () => {
+    const { images } = batch(32);
+    const grounder = PngGrounder.create(backbone, { ...SMALL, eipa: { ...SMALL.eipa, gate_init: 0.5, extract_gate: 'none', extract_ffn_dim: 16 } }, { seed: 7 });
+    const phrases = grounder.encodePhrases(narratives);
+    const latents = backbone.encodeImages(images);
+    const bits = async (t: tf.Tensor) => Buffer.from((await t.data()).buffer);
+    const own = grounder.forwardLatents(latents, phrases);
+    const zeroed = grounder.forwardLatents(latents, phrases, [], { kind: 'zero_gates' });
+    expect(Object.keys(zeroed.attention)).toEqual([]); // nothing injected
+    const zeroedLevels = await Promise.all(zeroed.features.map((f) => bits(f.tensor)));
+    expect((await bits(zeroed.predictions[2])).equals(await bits(own.predictions[2]))).toBe(false);
+    // swapping in the phrase states the same phrases get over the same images changes nothing; over the other image, the output
+    const same = grounder.forwardLatents(latents, phrases, [], { kind: 'swap_phrases', donors: latents });
+    expect((await bits(same.predictions[2])).equals(await bits(own.predictions[2]))).toBe(true);
+    const donors = tf.reverse(latents, 0) as tf.Tensor4D;
+    const swapped = grounder.forwardLatents(latents, phrases, [], { kind: 'swap_phrases', donors });
+    expect((await bits(swapped.predictions[2])).equals(await bits(own.predictions[2]))).toBe(false);
+    const half = tf.slice(latents, [0, 0, 0, 0], [1, -1, -1, -1]) as tf.Tensor4D;
+    expect(() => grounder.forwardLatents(latents, phrases, [], { kind: 'swap_phrases', donors: half })).toThrow('PngGrounder: swap_phrases donors are [1,16,16,4], the latents [2,16,16,4]');
+    await expectNoLeak(() => grounder.forwardLatents(latents, phrases, [], { kind: 'swap_phrases', donors }), 'PngGrounder.forwardLatents with swap_phrases');
+    grounder.dispose(); // detaches
+    // zero_gates read the levels of the static-prompted UNet, bit for bit
+    const taps = new FeatureTaps(backbone.unet, { imageStride: 2 });
+    const plain = backbone.unet.forward(latents, 1, phrases.tensor, { encoderAttentionMask: phrases.mask });
+    const reference = await Promise.all(taps.pyramid(plain.outputs).map((f) => bits(f.tensor)));
+    taps.remove();
+    reference.forEach((r, i) => expect(r.equals(zeroedLevels[i])).toBe(true));
+    tf.dispose([images, phrases, latents, own, zeroed, same, donors, swapped, half, plain]);
+  });
+
   it('overfits one batch (loss −90%) through the frozen UNet, which stays bit-identical, with no leak over 50 steps', async () => {
     const grounder = PngGrounder.create(backbone, { ...SMALL, eipa: { ...SMALL.eipa, gate_init: 0.1 } }, { seed: 3 });
     const frozen = await Promise.all(backbone.unet.parameters.keys().map(async (k) => [k, await backbone.unet.parameters.get(k).data()] as const));

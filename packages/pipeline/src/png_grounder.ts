@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { CONFIG_FILE, WEIGHTS_FILE, check, parseJsonObject, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, readInputFile, resolveConfig, seededNormal, type FeatureMap, type FetchFunction, type ModuleFiles, type PhraseFeatures } from '@png/core';
+import { CONFIG_FILE, WEIGHTS_FILE, check, parseJsonObject, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, readInputFile, resolveConfig, seededNormal, type FeatureMap, type FetchFunction, type ForwardContext, type ModuleFiles, type PhraseFeatures } from '@png/core';
 import { DDPMScheduler, EncoderFeatureTaps, FeatureTaps, encodePhrases, type DiffusionBackbone, type Narrative } from '@png/diffusion-backbone';
 import { PhraseAdapter, attachEipa, type EipaAttachment, type EipaConfig } from '@png/eipa';
 import { MultiLevelMutualAggregation, skipStrides, type MlmaConfig } from '@png/mlma';
@@ -66,6 +66,18 @@ export function resolvePngGrounderConfig(user: Partial<PngGrounderConfig> | Reco
     check(c.mask_stride === null || (isPositiveInt(c.mask_stride) && (c.mask_stride & (c.mask_stride - 1)) === 0), 'PngGrounderConfig', 'mask_stride', 'null or a power of two (1, 2, 4, …)', c.mask_stride);
   });
 }
+
+/**
+ * A test-time check that dynamic prompting is what it claims (`png evaluate --probe`):
+ * - `zero_gates`: every EIPA update is dropped (each gate taken as 0, an ungated update's too): the
+ *   UNet reads the static phrases and nothing is injected — static prompting with the same weights;
+ * - `swap_phrases`: each image's EIPA phrase states are those its own phrases get over another
+ *   image (`donors`, latents [B, h, w, C] like the forward's): the same phrases run through the
+ *   adapted UNet over the donor image, and every adapted block of the image's own forward takes the
+ *   donor forward's phrase state in place of its extract (the UNet's cross-attention, the inject
+ *   and MLMA all read it). If the phrase states carry image-specific information, AR drops.
+ */
+export type EipaProbe = { readonly kind: 'zero_gates' } | { readonly kind: 'swap_phrases'; readonly donors: tf.Tensor4D };
 
 /** A VAE encoder block that feeds an MLMA skip level. */
 interface SkipLevel {
@@ -323,25 +335,36 @@ export class PngGrounder {
 
   /**
    * As forward, from VAE latents [B, H/f, W/f, C] and the skip levels' maps (`encodeImages(images)`;
-   * frozen, so a trainer computes them once per image) and phrase features.
+   * frozen, so a trainer computes them once per image) and phrase features; `probe` checks EIPA at
+   * test time.
    */
-  forwardLatents(latents: tf.Tensor4D, phrases: PhraseFeatures, skips: readonly FeatureMap[] = []): PngGrounderOutput {
+  forwardLatents(latents: tf.Tensor4D, phrases: PhraseFeatures, skips: readonly FeatureMap[] = [], probe?: EipaProbe): PngGrounderOutput {
     const c = this.config;
-    const { unet } = this.backbone;
     if (latents.shape[0] !== phrases.tensor.shape[0]) throw new Error(`PngGrounder: ${latents.shape[0]} latents but ${phrases.tensor.shape[0]} narratives; pass one narrative per image`);
+    if (probe?.kind === 'swap_phrases' && probe.donors.shape.join() !== latents.shape.join()) throw new Error(`PngGrounder: swap_phrases donors are [${probe.donors.shape}], the latents [${latents.shape}]; pass one donor image's latents per image`);
     const expected = this.mlma.config.skip_channels.length;
     if (skips.length !== expected) {
       throw new Error(`PngGrounder: mask_stride ${c.mask_stride} reads ${expected} VAE encoder maps (skip levels), got ${skips.length}; pass the skips of grounder.encodeImages(images) with its latents`);
     }
     return tf.tidy('PngGrounder.forward', () => {
-      // the latents as read: clean, or noised to `timestep` on the backbone's schedule
-      const z = c.noise_seed === null ? latents : this.scheduler.addNoise(latents, seededNormal(latents.shape, c.noise_seed) as tf.Tensor4D, new Array<number>(latents.shape[0]).fill(c.timestep));
-      const { outputs } = unet.forward(z, c.timestep, phrases.tensor, { encoderAttentionMask: phrases.mask, context: this.eipa.context(phrases) });
+      let context = this.eipa.context(phrases, { zeroGates: probe?.kind === 'zero_gates' });
+      if (probe?.kind === 'swap_phrases') {
+        const donor = this.unetOutputs(probe.donors, phrases, this.eipa.context(phrases, { recordStates: true })); // the same phrases over the donor images
+        context = this.eipa.context(phrases, { replayStates: this.eipa.blockStates(donor) });
+      }
+      const outputs = this.unetOutputs(latents, phrases, context);
       const images = this.taps.pyramid(outputs); // coarsest first
       const fused = this.mlma.forward({ images, phrases: this.eipa.phraseStates(outputs, phrases), skips }); // the phrase state at each level of `images`
       const { predictions } = this.decoder.forward({ pixels: fused.pixels, maskFeatures: fused.maskFeatures, phrases: fused.phrases, phraseMask: phrases.mask });
       return { predictions, phraseMask: tf.clone(phrases.mask), attention: this.eipa.attention(outputs), features: [...images] };
     });
+  }
+
+  /** The adapted UNet's outputs for latents read at `timestep`: clean, or noised to it on the backbone's schedule. */
+  private unetOutputs(latents: tf.Tensor4D, phrases: PhraseFeatures, context: ForwardContext): Record<string, tf.Tensor> {
+    const c = this.config;
+    const z = c.noise_seed === null ? latents : this.scheduler.addNoise(latents, seededNormal(latents.shape, c.noise_seed) as tf.Tensor4D, new Array<number>(latents.shape[0]).fill(c.timestep));
+    return this.backbone.unet.forward(z, c.timestep, phrases.tensor, { encoderAttentionMask: phrases.mask, context }).outputs;
   }
 
   /**

@@ -81,7 +81,29 @@ describe('runTrainingLoop (cpu)', () => {
     model = job();
     const again = await runTrainingLoop({ ...options, dir, trainer: model.trainer, onStep: () => { throw new Error('no step expected'); } });
     model.dispose();
-    expect(again).toEqual({ losses: resumed.losses, resumedFrom: 7 });
+    expect(again).toEqual({ losses: resumed.losses, logs: [], resumedFrom: 7 });
+  });
+
+  it('keeps a per-step log beside the losses in every checkpoint and resumes it; a checkpoint without one is refused', async () => {
+    const dir = path.join(root, 'logged');
+    const log = (model: ReturnType<typeof job>) => () => ({ weight: Number(model.params.get('fc.weight').dataSync()[0].toFixed(6)), step: model.trainer.iterations });
+    let model = job();
+    const crash = new Error('power cut');
+    await expect(runTrainingLoop({ ...options, dir, trainer: model.trainer, log: log(model), onStep: (p) => { if (p.done === 5) throw crash; } })).rejects.toBe(crash);
+    model.dispose();
+    model = job();
+    const resumed = await runTrainingLoop({ ...options, dir, trainer: model.trainer, log: log(model) });
+    model.dispose();
+    expect(resumed.logs.map((l) => l.step)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    model = job();
+    const whole = await runTrainingLoop({ ...options, dir: path.join(root, 'logged-whole'), trainer: model.trainer, log: log(model) });
+    model.dispose();
+    expect(resumed.logs).toEqual(whole.logs);
+    expect(resumed.losses).toEqual(whole.losses);
+    expect((await latestCheckpoint(dir))!.logs).toEqual(whole.logs);
+    model = job();
+    await expect(runTrainingLoop({ ...options, steps: 8, dir: path.join(root, 'whole'), trainer: model.trainer, log: log(model) })).rejects.toThrow(`${path.join(root, 'whole', 'checkpoint-7')}: a checkpoint without the per-step log (extra.logs) this loop keeps`);
+    model.dispose();
   });
 
   it('refuses a corrupt loss history and a folder of a longer run, naming the file', async () => {

@@ -3,7 +3,8 @@
  * checkpoint:
  *
  *     <dir>/checkpoint-<step>/   trainable.safetensors, optimizer.safetensors and trainer_state.json,
- *                                whose `extra.losses` is the loss of every step up to <step>
+ *                                whose `extra.losses` is the loss of every step up to <step> (and,
+ *                                with a `log`, `extra.logs` its value after every step)
  *
  * A checkpoint is written into a temporary folder and renamed into place, so the rename commits
  * the weights, the optimizer state and the loss history together; only then is the previous one
@@ -28,7 +29,7 @@ export interface TrainingLoopProgress {
   readonly lr: number;
 }
 
-export interface TrainingLoopOptions<B> {
+export interface TrainingLoopOptions<B, L = never> {
   /** The loop's checkpoint folder (created on the first checkpoint). */
   readonly dir: string;
   /** The trainer (accumulation_steps 1: one `step` per training step); the loop restores it from the newest checkpoint. */
@@ -39,12 +40,19 @@ export interface TrainingLoopOptions<B> {
   readonly checkpointEvery: number;
   /** The batch of step `step` (0-based): a function of the step alone, so a resumed run sees the batches an uninterrupted one would. */
   readonly batch: (step: number) => B;
+  /**
+   * What to keep beside the loss after every step (plain JSON data, e.g. EIPA's gate magnitudes):
+   * saved with the losses in each checkpoint, so it resumes with them.
+   */
+  readonly log?: () => L;
   readonly onStep?: (progress: TrainingLoopProgress) => void;
 }
 
-export interface TrainingLoopResult {
+export interface TrainingLoopResult<L = never> {
   /** The loss of every step of the run, resumed steps included. */
   readonly losses: number[];
+  /** The `log` of every step of the run, resumed steps included ([] without a `log`). */
+  readonly logs: L[];
   /** The step the run resumed from (0: from the start). */
   readonly resumedFrom: number;
 }
@@ -55,6 +63,8 @@ export interface LoopCheckpoint {
   readonly dir: string;
   /** The loss of every step up to `step`. */
   readonly losses: number[];
+  /** The `log` of every step up to `step` (undefined for a loop without one). */
+  readonly logs?: unknown[];
 }
 
 const CHECKPOINT_NAME = /^checkpoint-(\d+)$/;
@@ -84,7 +94,9 @@ export async function latestCheckpoint(dir: string): Promise<LoopCheckpoint | un
   if (!Array.isArray(losses) || losses.length !== step || !losses.every((l) => typeof l === 'number')) {
     throw new Error(`${file}: extra.losses is not the loss of each of the ${step} steps; the checkpoint is corrupt, remove ${folder}`);
   }
-  return { step, dir: folder, losses };
+  const logs = state.extra.logs;
+  if (logs !== undefined && (!Array.isArray(logs) || logs.length !== step)) throw new Error(`${file}: extra.logs is not the log of each of the ${step} steps; the checkpoint is corrupt, remove ${folder}`);
+  return { step, dir: folder, losses, ...(logs !== undefined ? { logs } : {}) };
 }
 
 /** Removes what a killed run left in `dir`: checkpoint temporaries and every checkpoint but the newest. */
@@ -102,7 +114,7 @@ function removeStale(dir: string): void {
  * loss (TrainingDivergedError) stops the run with the last good checkpoint kept, and its message
  * says where that is.
  */
-export async function runTrainingLoop<B>(options: TrainingLoopOptions<B>): Promise<TrainingLoopResult> {
+export async function runTrainingLoop<B, L = never>(options: TrainingLoopOptions<B, L>): Promise<TrainingLoopResult<L>> {
   const { dir, trainer, steps, checkpointEvery } = options;
   if (!isPositiveInt(steps)) throw new Error(`runTrainingLoop: steps must be a positive integer, got ${steps}`);
   if (!isPositiveInt(checkpointEvery)) throw new Error(`runTrainingLoop: checkpointEvery must be a positive integer, got ${checkpointEvery}`);
@@ -110,6 +122,8 @@ export async function runTrainingLoop<B>(options: TrainingLoopOptions<B>): Promi
   removeStale(dir);
   const latest = await latestCheckpoint(dir);
   const losses = latest ? [...latest.losses] : [];
+  if (latest && options.log && !latest.logs) throw new Error(`${latest.dir}: a checkpoint without the per-step log (extra.logs) this loop keeps; it was written by a run without one, so resume it without a log or start another folder`);
+  const logs = latest && options.log ? [...(latest.logs as L[])] : [];
   if (latest) await trainer.resume(latest.dir);
   const resumedFrom = trainer.iterations;
   if (resumedFrom !== (latest?.step ?? 0)) throw new Error(`runTrainingLoop: the trainer has done ${resumedFrom} steps, its checkpoint folder ${dir} ${latest ? `is at step ${latest.step}` : 'is empty'}; pass a fresh trainer`);
@@ -126,14 +140,15 @@ export async function runTrainingLoop<B>(options: TrainingLoopOptions<B>): Promi
       throw e;
     }
     losses.push(result.loss);
+    if (options.log) logs.push(options.log());
     const done = step + 1;
     if (done % checkpointEvery === 0 || done === steps) {
-      await trainer.save(path.join(dir, `checkpoint-${done}`), { losses });
+      await trainer.save(path.join(dir, `checkpoint-${done}`), options.log ? { losses, logs } : { losses });
       if (saved > 0) fs.rmSync(path.join(dir, `checkpoint-${saved}`), { recursive: true, force: true });
       saved = done;
     }
     const recent = losses.slice(-RECENT_STEPS);
     options.onStep?.({ done, total: steps, loss: recent.reduce((a, b) => a + b, 0) / recent.length, lr: result.lr });
   }
-  return { losses, resumedFrom };
+  return { losses, logs, resumedFrom };
 }
