@@ -389,7 +389,7 @@ function meanOfLast(values: readonly number[], n: number): number {
 }
 
 function writeJson(file: string, value: unknown): void {
-  writeFileAtomic(file, JSON.stringify(value, null, 2) + '\n');
+  writeFileAtomic(file, `${JSON.stringify(value, null, 2)}\n`);
 }
 
 /** Puts `staging` at `target`, replacing what was there (the old folder is removed only after the swap). */

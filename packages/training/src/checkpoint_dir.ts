@@ -84,7 +84,7 @@ export async function saveTrainingCheckpoint(dir: string, checkpoint: TrainingCh
   if (!Number.isInteger(step) || step < 0) throw new Error(`saveTrainingCheckpoint: step must be an integer ≥ 0, got ${step}`);
   let stateJson: string;
   try {
-    stateJson = JSON.stringify({ format_version: CHECKPOINT_FORMAT_VERSION, step, extra }, null, 2) + '\n';
+    stateJson = `${JSON.stringify({ format_version: CHECKPOINT_FORMAT_VERSION, step, extra }, null, 2)}\n`;
   } catch (e) {
     throw new Error(`saveTrainingCheckpoint: extra is not JSON-serialisable (${(e as Error).message}); keep it to plain data`);
   }

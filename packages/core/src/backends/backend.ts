@@ -33,7 +33,7 @@ export async function setBackend(name: BackendName = 'wasm'): Promise<BackendNam
   if (tf.getBackend() !== name) {
     if (!tf.findBackendFactory(name)) await registerBackend(name);
     const ok = await tf.setBackend(name);
-    if (!ok) throw new Error(`the '${name}' backend failed to initialise` + (name === 'webgpu' ? ': ' + webgpuHelp() : ''));
+    if (!ok) throw new Error(`the '${name}' backend failed to initialise${name === 'webgpu' ? `: ${webgpuHelp()}` : ''}`);
     await tf.ready();
   }
   // idempotent, and also when tfjs had already picked this backend by itself
@@ -167,7 +167,7 @@ function nativeEnv(): NodeJS.ProcessEnv {
 
 function webgpuHelp(notes: string[] = []): string {
   return isNode
-    ? `${notes.length ? notes.join('; ') + '. ' : ''}Dawn (the 'webgpu' package) needs a Vulkan driver. Without a GPU, install Debian's chromium for its SwiftShader CPU driver (${CHROMIUM_SWIFTSHADER_ICD}, found automatically): apt-get install chromium; or install your GPU's Vulkan driver and the loader (apt-get install libvulkan1 mesa-vulkan-drivers)`
+    ? `${notes.length ? `${notes.join('; ')}. ` : ''}Dawn (the 'webgpu' package) needs a Vulkan driver. Without a GPU, install Debian's chromium for its SwiftShader CPU driver (${CHROMIUM_SWIFTSHADER_ICD}, found automatically): apt-get install chromium; or install your GPU's Vulkan driver and the loader (apt-get install libvulkan1 mesa-vulkan-drivers)`
     : 'this browser exposes no WebGPU adapter (try --enable-unsafe-webgpu, or use the wasm backend)';
 }
 

@@ -65,7 +65,7 @@ describe('CLIPTokenizer matches transformers (with ftfy)', () => {
     const ranks = new Map(merges.map((m, i) => [m, i]));
     // transformers' CLIPTokenizer.bpe, transcribed literally
     const referenceBpe = (token: string): string[] => {
-      let word = [...token.slice(0, -1), token.slice(-1) + '</w>'];
+      let word = [...token.slice(0, -1), `${token.slice(-1)}</w>`];
       while (word.length > 1) {
         let best: string | undefined;
         for (let i = 0; i < word.length - 1; i++) {
