@@ -75,7 +75,8 @@ async function registerWebgpu(): Promise<void> {
     const dawn = await importDawn();
     Object.assign(globalThis, dawn.globals);
     notes = prepareVulkan();
-    const nav = (g.navigator ??= {}) as { gpu?: Gpu };
+    g.navigator ??= {};
+    const nav = g.navigator;
     Object.defineProperty(nav, 'gpu', { value: dawn.create([]), configurable: true, writable: true });
   }
   const gpu = g.navigator?.gpu;
@@ -122,8 +123,9 @@ function prepareVulkan(): string[] {
   const missing: string[] = [];
   const env = nativeEnv();
   const chosenBy = env.VK_ICD_FILENAMES !== undefined ? 'VK_ICD_FILENAMES' : env.VK_DRIVER_FILES !== undefined ? 'VK_DRIVER_FILES' : null;
-  if (chosenBy) {
-    const absent = env[chosenBy]!.split(':').filter((f) => f && !fs.existsSync(f));
+  const chosen = chosenBy ? env[chosenBy] : undefined;
+  if (chosenBy && chosen !== undefined) {
+    const absent = chosen.split(':').filter((f) => f && !fs.existsSync(f));
     if (absent.length) missing.push(`the Vulkan driver manifest ${absent.join(', ')} named by ${chosenBy} does not exist`);
   } else {
     const xdg = [env.XDG_CONFIG_HOME, env.XDG_DATA_HOME, ...(env.XDG_CONFIG_DIRS ?? '').split(':'), ...(env.XDG_DATA_DIRS ?? '').split(':')];

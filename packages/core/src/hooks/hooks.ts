@@ -54,8 +54,8 @@ export class ForwardContext {
  * replace the module's input tensor, `postForward` its output. Both run inside the model's tidy.
  */
 export interface BlockHook {
-  preForward?(path: string, input: tf.Tensor, context: ForwardContext): tf.Tensor | void;
-  postForward?(path: string, output: tf.Tensor, context: ForwardContext): tf.Tensor | void;
+  preForward?(path: string, input: tf.Tensor, context: ForwardContext): tf.Tensor | undefined;
+  postForward?(path: string, output: tf.Tensor, context: ForwardContext): tf.Tensor | undefined;
   /**
    * Runs the module in place of its forward (cf. diffusers' `ModelHook.new_forward`): `forward`
    * runs the pre-hooks, the module and the post-hooks on `inputs`, and may be called again (gradient
