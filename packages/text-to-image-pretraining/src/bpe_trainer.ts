@@ -68,8 +68,10 @@ export function trainClipBpe(texts: Iterable<string>, options: ClipBpeTrainingOp
       const s = w.symbols;
       const merged: string[] = [];
       for (let i = 0; i < s.length; i++) {
-        if (i + 1 < s.length && s[i] === a && s[i + 1] === b) merged.push(a + b), i++;
-        else merged.push(s[i]);
+        if (i + 1 < s.length && s[i] === a && s[i + 1] === b) {
+          merged.push(a + b);
+          i++;
+        } else merged.push(s[i]);
       }
       w.symbols = merged;
     }

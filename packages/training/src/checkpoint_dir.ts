@@ -43,8 +43,7 @@ async function node(): Promise<NodeModules> {
 
 /** Each tensor's data in sorted key order, one read at a time (what writeSafetensorsFile streams). */
 async function* tensorData(tensors: ReadonlyMap<string, tf.Tensor>): AsyncGenerator<[string, readonly number[], Float32Array]> {
-  for (const key of [...tensors.keys()].sort()) {
-    const t = tensors.get(key)!;
+  for (const [key, t] of [...tensors].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     yield [key, t.shape, (await t.data()) as Float32Array];
   }
 }
@@ -228,7 +227,9 @@ export async function loadTrainingCheckpoint(
     loaded.push(...Object.values(moments));
     const pick = (prefix: string) => Object.fromEntries(keys.map((k) => [k, moments[`${prefix}.${k}`]]));
     target.optimizer.loadState({ iterations, m: pick('m'), v: pick('v') });
-    tf.tidy(() => keys.forEach((k) => target.variables[k].assign(weights[k])));
+    tf.tidy(() => {
+    for (const k of keys) target.variables[k].assign(weights[k]);
+  });
   } finally {
     tf.dispose(loaded);
     weightsFile.close();
