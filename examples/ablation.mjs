@@ -35,7 +35,7 @@ for (const [i, v] of variants.entries()) {
   const dir = path.join(out, `variant${i}`);
   const config = { ...base, eipa: { ...base.eipa, ...v.eipa }, mlma: { ...base.mlma, ...v.mlma } };
   fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+  fs.writeFileSync(path.join(dir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
   run('train', '--data', data, '--out', path.join(dir, 'run'), '--config', path.join(dir, 'config.json'), '--steps', args.steps, '--backend', args.backend);
   run('evaluate', '--data', data, '--run', path.join(dir, 'run'), '--out', path.join(dir, 'eval'), '--backend', args.backend, '--overlays', '0', '--attention-maps', '0');
   const report = JSON.parse(fs.readFileSync(path.join(dir, 'eval', 'report.json'), 'utf8'));
@@ -54,4 +54,4 @@ const table = [
   '',
 ];
 fs.writeFileSync(path.join(out, 'ablation.md'), table.join('\n'));
-console.log('\n' + table.join('\n') + `\nwritten to ${path.join(out, 'ablation.md')}`);
+console.log(`\n${table.join('\n')}\nwritten to ${path.join(out, 'ablation.md')}`);
