@@ -25,7 +25,7 @@ export class FeatureTaps {
     for (const level of this.levels) {
       const block = unet.up_blocks[Number(/^up_blocks\.(\d+)$/.exec(level)?.[1] ?? NaN)];
       if (!block) throw new Error(`FeatureTaps: '${level}' is not an up block of this UNet (${Object.keys(shapes).join(', ')})`);
-      const record = (_: string, x: tf.Tensor, ctx: { outputs: Record<string, tf.Tensor> }): undefined => {
+      const record = (_: string, x: tf.Tensor, ctx: { outputs: Record<string, tf.Tensor> }) => {
         ctx.outputs[featureKey(level)] = x;
       };
       this.removers.push(
@@ -73,7 +73,7 @@ export class EncoderFeatureTaps {
     for (const level of this.levels) {
       const block = vae.encoder.down_blocks[Number(/^encoder\.down_blocks\.(\d+)$/.exec(level)?.[1] ?? NaN)];
       if (!block) throw new Error(`EncoderFeatureTaps: '${level}' is not a down block of this VAE encoder (${Object.keys(shapes).join(', ')})`);
-      const record = (_: string, x: tf.Tensor, ctx: { outputs: Record<string, tf.Tensor> }): undefined => {
+      const record = (_: string, x: tf.Tensor, ctx: { outputs: Record<string, tf.Tensor> }) => {
         ctx.outputs[featureKey(level)] = x;
       };
       this.removers.push(
