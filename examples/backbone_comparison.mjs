@@ -73,10 +73,10 @@ const lines = [
   }),
   `| whole-image baseline | ${groups.map((g) => pct(reports.pretrained.baseline_full_image[g])).join(' | ')} | |`,
 ];
-const markdown = lines.join('\n') + '\n';
+const markdown = `${lines.join('\n')}\n`;
 fs.writeFileSync(path.join(out, 'comparison.md.tmp'), markdown);
 fs.renameSync(path.join(out, 'comparison.md.tmp'), path.join(out, 'comparison.md'));
 const summary = { steps: Number(args.steps), average_recall: Object.fromEntries(Object.entries(reports).map(([k, r]) => [k, r.average_recall])), attention_iou: iou };
-fs.writeFileSync(path.join(out, 'comparison.json.tmp'), JSON.stringify(summary, null, 2) + '\n');
+fs.writeFileSync(path.join(out, 'comparison.json.tmp'), `${JSON.stringify(summary, null, 2)}\n`);
 fs.renameSync(path.join(out, 'comparison.json.tmp'), path.join(out, 'comparison.json'));
 console.log(`\n${markdown}\nwrote ${path.join(out, 'comparison.md')} (${((performance.now() - started) / 60000).toFixed(1)} min)`);

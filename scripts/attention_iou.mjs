@@ -68,6 +68,6 @@ for (const { model, meanIoU, phrases, skipped } of rows) {
 }
 console.log(`split ${args.split} of ${args.data}, timestep ${options.timestep}, seed ${options.seed}, threshold ${options.threshold} of each map's [min, max] range, backend ${args.backend}; skipped = phrases past the 77-token truncation`);
 if (args.json) {
-  writeFileAtomic(args.json, JSON.stringify({ data: args.data, backend: args.backend, ...options, models: rows }, null, 2) + '\n');
+  writeFileAtomic(args.json, `${JSON.stringify({ data: args.data, backend: args.backend, ...options, models: rows }, null, 2)}\n`);
   console.log(`wrote ${args.json}`);
 }

@@ -105,8 +105,8 @@ const fmt = (m, ref) => [m.seconds.toFixed(3), (m.flops / 1e9).toFixed(2), (m.fl
 const header = ['backend', 'device', 'UNet s', 'GFLOP', 'GFLOP/s', 'vs wasm', 'PngGrounder s', 'GFLOP', 'GFLOP/s', 'vs wasm'];
 const table = rows.map((r) => (r.error ? [r.backend, `unavailable: ${r.error}`] : [r.backend, r.device, ...fmt(r.unet, wasm?.unet), ...fmt(r.grounder, wasm?.grounder)]));
 const widths = header.map((h, i) => Math.max(h.length, ...table.filter((t) => t.length > 2).map((t) => String(t[i]).length)));
-const line = (cells) => '| ' + cells.map((c, i) => String(c).padEnd(widths[i] ?? 0)).join(' | ') + ' |';
-console.log('\n' + line(header) + '\n' + line(widths.map((w) => '-'.repeat(w))));
+const line = (cells) => `| ${cells.map((c, i) => String(c).padEnd(widths[i] ?? 0)).join(' | ')} |`;
+console.log(`\n${line(header)}\n${line(widths.map((w) => '-'.repeat(w)))}`);
 for (const t of table) console.log(t.length > 2 ? line(t) : `| ${t[0]} | ${t[1]}`);
 
 tf.dispose([latents, context, images]);

@@ -55,7 +55,7 @@ const narratives = [{ caption: 'two dogs on the grass and a person near the wate
 const images = tf.randomUniform([1, size, size, 3], -1, 1, 'float32', 4);
 const targets = tf.cast(tf.greater(tf.randomUniform([1, size, size, 4], 0, 1, 'float32', 5), 0.5), 'float32');
 const phrases = grounder.encodePhrases(narratives);
-let t0 = performance.now();
+const t0 = performance.now();
 const latents = backbone.encodeImages(images);
 await latents.data();
 console.log(`VAE encode (once per image, frozen): ${((performance.now() - t0) / 1000).toFixed(2)} s`);

@@ -46,4 +46,4 @@ export async function withPeakRss(fn) {
   }
 }
 
-export const gb = (bytes) => (bytes / 2 ** 30).toFixed(2) + ' GiB';
+export const gb = (bytes) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;

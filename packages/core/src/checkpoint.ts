@@ -18,7 +18,7 @@ export async function saveModule(dir: string, config: object, params: Parameters
   const { join } = await import('node:path');
   const { writeFileAtomic } = await import('@png/node-utils');
   await writeSafetensorsFile(join(dir, weightsFile), params.torchShapes(), params.torchData(), metadata);
-  writeFileAtomic(join(dir, CONFIG_FILE), JSON.stringify(config, null, 2) + '\n');
+  writeFileAtomic(join(dir, CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
 }
 
 /** Opens a folder written by saveModule: its parsed config and its weights. Close the source after building. */

@@ -349,10 +349,12 @@ export class SafetensorsFile implements WeightSource {
 
   /** Reads the raw bytes of `key` into `bytes` (its byte length long). */
   private readBytes(key: string, info: TensorInfo, bytes: Uint8Array): void {
+    const { fd } = this;
+    if (fd === undefined) throw new SafetensorsError(this.name, `read of '${key}' after close()`);
     const begin = this.dataStart + info.dataOffsets[0];
     let done = 0;
     while (done < bytes.byteLength) {
-      const n = this.fs.readSync(this.fd!, bytes, done, bytes.byteLength - done, begin + done);
+      const n = this.fs.readSync(fd, bytes, done, bytes.byteLength - done, begin + done);
       if (n === 0) throw new SafetensorsError(this.name, `tensor '${key}': file ended early; the file is truncated`);
       done += n;
     }
@@ -426,7 +428,12 @@ export async function writeSafetensorsFile(
   const { dirname, basename, join } = await import('node:path');
   const { killPoint } = await import('@png/node-utils');
   const keys = [...shapes.keys()].sort();
-  const { bytes: header } = encodeHeader(keys, (k) => ({ dtype: 'F32', shape: shapes.get(k)! }), metadata);
+  const f32 = (key: string): { dtype: 'F32'; shape: readonly number[] } => {
+    const shape = shapes.get(key);
+    if (!shape) throw new SafetensorsError(path, `no shape for tensor '${key}'`);
+    return { dtype: 'F32', shape };
+  };
+  const { bytes: header } = encodeHeader(keys, f32, metadata);
   fs.mkdirSync(dirname(path), { recursive: true });
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`);
   const fd = fs.openSync(tmp, 'w');

@@ -72,8 +72,7 @@ export class Parameters implements Disposable {
    */
   async *torchData(): AsyncGenerator<[string, readonly number[], Float32Array]> {
     this.assertAlive();
-    for (const key of [...this.entries.keys()].sort()) {
-      const value = this.entries.get(key)!;
+    for (const [key, value] of [...this.entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
       yield [key, value.shape, (await value.data()) as Float32Array];
     }
   }

@@ -70,8 +70,11 @@ class ShardedSource implements WeightSource {
     const owner = new Map<string, WeightSource>();
     try {
       for (const [key, file] of Object.entries(weightMap)) {
-        if (!shards.has(file)) shards.set(file, await SafetensorsFile.open(path.join(path.dirname(indexFile), file)));
-        const shard = shards.get(file)!;
+        let shard = shards.get(file);
+        if (!shard) {
+          shard = await SafetensorsFile.open(path.join(path.dirname(indexFile), file));
+          shards.set(file, shard);
+        }
         if (!shard.info(key)) throw new SafetensorsError(shard.name, `index ${indexFile} places '${key}' here, but the shard lacks it`);
         owner.set(key, shard);
       }

@@ -38,7 +38,7 @@ describe('encodePhrases (wasm)', () => {
   });
 
   it('pools phrases past the 75-token window of a long narrative, without leaking', async () => {
-    const caption = Array(12).fill('a very detailed painting of a castle on a hill').join(' and ') + ' with a red dragon';
+    const caption = `${Array(12).fill('a very detailed painting of a castle on a hill').join(' and ')} with a red dragon`;
     const start = caption.indexOf('a red dragon');
     expect(tokenizer.encode(caption).length).toBeGreaterThan(77);
     await expectNoLeak(() => encodePhrases(tokenizer, textEncoder, [{ caption, phrases: [[0, 1], [start, caption.length]] }], { maxPhrases: 2 }), 'encodePhrases');
@@ -56,7 +56,7 @@ describe('encodePhrases (wasm)', () => {
   });
 
   it('maps each phrase to the tokens its span covers, in every window', () => {
-    const caption = Array(12).fill('a very detailed painting of a castle on a hill').join(' and ') + ' with a red dragon';
+    const caption = `${Array(12).fill('a very detailed painting of a castle on a hill').join(' and ')} with a red dragon`;
     const [narrative] = tokenizeNarratives(tokenizer, [{ caption, phrases: [[2, 6], [caption.length - 6, caption.length]] }], 2);
     const last = narrative.chunks.windows.length - 1;
     expect(last).toBeGreaterThan(0);

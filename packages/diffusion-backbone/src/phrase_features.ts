@@ -62,11 +62,11 @@ export function tokenizeNarratives(tokenizer: CLIPTokenizer, narratives: readonl
 export function phrasePoolingMatrix(columns: ReadonlyArray<ReadonlyArray<readonly number[]>>, phrasesPerRow: number, width: number): tf.Tensor2D {
   const rows = columns.length * phrasesPerRow;
   const pool = new Float32Array(rows * width);
-  columns.forEach((phrases, i) =>
-    phrases.forEach((ids, j) => {
+  for (const [i, phrases] of columns.entries()) {
+    for (const [j, ids] of phrases.entries()) {
       for (const t of ids) pool[(i * phrasesPerRow + j) * width + t] = 1 / ids.length;
-    }),
-  );
+    }
+  }
   return tf.tensor2d(pool, [rows, width]);
 }
 

@@ -81,7 +81,10 @@ export class DiffusionBackbone {
       throw new Error(`${dir}: not a diffusers pipeline folder; missing ${missing.map((m) => `${m}/`).join(', ')} (expected unet/, vae/, text_encoder/, tokenizer/)`);
     }
     const loaded: Array<{ dispose(): void }> = [];
-    const keep = <T extends { dispose(): void }>(m: T): T => (loaded.push(m), m);
+    const keep = <T extends { dispose(): void }>(m: T): T => {
+      loaded.push(m);
+      return m;
+    };
     try {
       const unet = keep(await UNet2DConditionModel.fromPretrained(path.join(dir, 'unet'), options));
       const vae = keep(await AutoencoderKL.fromPretrained(path.join(dir, 'vae'), { variant: options.variant, parts: options.vaeParts ?? 'encoder' }));
@@ -103,7 +106,10 @@ export class DiffusionBackbone {
   static fromFiles(files: DiffusionBackboneFiles, options: DiffusionBackboneOptions & { name?: string } = {}): DiffusionBackbone {
     const at = (component: string) => (options.name ? joinUrl(options.name, component) : component);
     const loaded: Array<{ dispose(): void }> = [];
-    const keep = <T extends { dispose(): void }>(m: T): T => (loaded.push(m), m);
+    const keep = <T extends { dispose(): void }>(m: T): T => {
+      loaded.push(m);
+      return m;
+    };
     try {
       const unet = keep(UNet2DConditionModel.fromFiles(files.unet, { variant: options.variant, name: at('unet') }));
       const vae = keep(AutoencoderKL.fromFiles(files.vae, { variant: options.variant, name: at('vae'), parts: options.vaeParts ?? 'encoder' }));
@@ -124,8 +130,9 @@ export class DiffusionBackbone {
    */
   static async fromUrl(url: string, options: DiffusionBackboneOptions & { fetch?: FetchFunction } = {}): Promise<DiffusionBackbone> {
     const get = { fetch: options.fetch };
-    const tokenizer = async (file: string, optional = false): Promise<string | undefined> => {
-      const bytes = await fetchFile(joinUrl(url, 'tokenizer', file), { ...get, optional });
+    const tokenizer = async (file: string): Promise<string> => new TextDecoder().decode(await fetchFile(joinUrl(url, 'tokenizer', file), get));
+    const optionalTokenizer = async (file: string): Promise<string | undefined> => {
+      const bytes = await fetchFile(joinUrl(url, 'tokenizer', file), { ...get, optional: true });
       return bytes && new TextDecoder().decode(bytes);
     };
     const [unet, vae, textEncoder, vocab, merges, tokenizerConfig, specialTokensMap, schedulerConfig] = await Promise.all([
@@ -134,11 +141,11 @@ export class DiffusionBackbone {
       fetchModuleFiles(joinUrl(url, 'text_encoder'), { ...get, weightsFile: componentWeightsFile('model', options) }),
       tokenizer('vocab.json'),
       tokenizer('merges.txt'),
-      tokenizer('tokenizer_config.json', true),
-      tokenizer('special_tokens_map.json', true),
+      optionalTokenizer('tokenizer_config.json'),
+      optionalTokenizer('special_tokens_map.json'),
       fetchFile(joinUrl(url, 'scheduler', 'scheduler_config.json'), { ...get, optional: true }).then((b) => b && new TextDecoder().decode(b)),
     ]);
-    return DiffusionBackbone.fromFiles({ unet, vae, textEncoder, tokenizer: { vocab: vocab!, merges: merges!, tokenizerConfig, specialTokensMap }, schedulerConfig }, { ...options, name: url });
+    return DiffusionBackbone.fromFiles({ unet, vae, textEncoder, tokenizer: { vocab, merges, tokenizerConfig, specialTokensMap }, schedulerConfig }, { ...options, name: url });
   }
 
   /** Image sides must be multiples of this: the VAE's and the UNet's downsampling together. */

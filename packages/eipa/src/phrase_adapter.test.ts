@@ -79,7 +79,7 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     const eipa = attachEipa(unet, adapter);
     const actual = await adaptedForward(eipa, x);
     eipa.detach();
-    actual.forEach((a, i) => expect(Buffer.from(a.buffer).equals(Buffer.from(expected[i].buffer))).toBe(true));
+    for (const [i, a] of actual.entries()) expect(Buffer.from(a.buffer).equals(Buffer.from(expected[i].buffer))).toBe(true);
     tf.dispose(x);
     adapter.dispose();
   });
@@ -100,7 +100,7 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     expect(() => attachEipa(unet, adapter)).toThrow(/already has an EIPA adapter attached/);
     again.detach();
     const after = await staticForward(x);
-    after.forEach((a, i) => expect(Buffer.from(a.buffer).equals(Buffer.from(before[i].buffer))).toBe(true));
+    for (const [i, a] of after.entries()) expect(Buffer.from(a.buffer).equals(Buffer.from(before[i].buffer))).toBe(true);
     tf.dispose(x);
     adapter.dispose();
   });

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs-core';
+import type * as tf from '@tensorflow/tfjs-core';
 import { ForwardContext, ParameterModule, WeightScope, contextKey, openModule, openModuleFiles, saveModule, type ModuleFiles, type PhraseFeatures } from '@png/core';
 import { AttnProcessor, type AttentionProcessor, type UNet2DConditionModel } from '@png/diffusion-backbone';
 import { resolveEipaConfig, type EipaConfig } from './config';

@@ -86,7 +86,8 @@ export function resolveMlmaConfig(user: Partial<MlmaConfig> | Record<string, unk
     check(Array.isArray(sk) && sk.every(isPositiveInt), NAME, 'skip_channels', '[] or an array of positive integers (one per skip level, coarsest first)', sk);
     const ss = c.skip_strides;
     check(Array.isArray(ss) && (ss.length === 0 || ss.length === sk.length), NAME, 'skip_strides', `[] or one stride per skip level (${sk.length})`, ss);
-    const finest = levelStrides(c).at(-1)!;
+    const strides = levelStrides(c);
+    const finest = strides[strides.length - 1];
     check(ss.every(isPositiveInt) && ss.every((s, i) => s < (i === 0 ? finest : ss[i - 1])), NAME, 'skip_strides', `strictly decreasing positive integers below the finest image stride (${finest})`, ss);
     check(skipStrides(c).every(isPositiveInt), NAME, 'skip_channels', `as many levels as halvings of the finest image stride (${finest}) give integer strides, or skip_strides given`, sk);
     check(isPositiveInt(c.phrase_dim), NAME, 'phrase_dim', 'a positive integer', c.phrase_dim);
@@ -107,6 +108,7 @@ export function levelStrides(c: Readonly<MlmaConfig>): number[] {
 
 /** The stride of each skip level (coarsest first) of a resolved config. */
 export function skipStrides(c: Readonly<MlmaConfig>): number[] {
-  const finest = levelStrides(c).at(-1)!;
+  const strides = levelStrides(c);
+  const finest = strides[strides.length - 1];
   return c.skip_strides.length ? [...c.skip_strides] : c.skip_channels.map((_, i) => finest / 2 ** (i + 1));
 }

@@ -80,15 +80,16 @@ export class MlmaLevel {
   mutual(image: tf.Tensor4D, phrases: tf.Tensor3D, mask: tf.Tensor2D, hasReal: tf.Tensor): { image: tf.Tensor4D; phrases: tf.Tensor3D } {
     const x = this.image_proj_norm.forward(this.image_proj.forward(image)); // [B, H, W, D]
     const p = this.phrase_proj_norm.forward(this.phrase_proj.forward(phrases)) as tf.Tensor3D; // [B, P, D]
-    if (!this.image_from_phrase) return { image: x, phrases: p };
+    const { image_from_phrase, image_from_phrase_norm, phrase_from_image, phrase_from_image_norm } = this; // built together, or none
+    if (!image_from_phrase || !image_from_phrase_norm || !phrase_from_image || !phrase_from_image_norm) return { image: x, phrases: p };
     const [b, h, w, d] = x.shape;
     const tokens = tf.reshape(x, [b, h * w, d]) as tf.Tensor3D; // [B, HW, D]
     // Both directions read the projected states (symmetric, no order between the two updates).
     // A sample with no real phrase gets no image update (its softmax would only see padding).
-    const imageUpdate = tf.mul(this.image_from_phrase.forward(tokens, p, mask), hasReal); // [B, HW, D]
-    const phraseUpdate = this.phrase_from_image!.forward(p, tokens); // [B, P, D]
-    const t = this.image_from_phrase_norm!.forward(tf.add(tokens, imageUpdate)); // [B, HW, D]
-    const q = this.phrase_from_image_norm!.forward(tf.add(p, phraseUpdate)) as tf.Tensor3D; // [B, P, D]
+    const imageUpdate = tf.mul(image_from_phrase.forward(tokens, p, mask), hasReal); // [B, HW, D]
+    const phraseUpdate = phrase_from_image.forward(p, tokens); // [B, P, D]
+    const t = image_from_phrase_norm.forward(tf.add(tokens, imageUpdate)); // [B, HW, D]
+    const q = phrase_from_image_norm.forward(tf.add(p, phraseUpdate)) as tf.Tensor3D; // [B, P, D]
     return { image: tf.reshape(t, [b, h, w, d]) as tf.Tensor4D, phrases: q }; // [B, H, W, D]
   }
 

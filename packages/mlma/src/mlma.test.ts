@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend, type FeatureMap, type PhraseFeatures } from '@png/core';
-import { expectClose, expectNoLeak, maxAbsDiff } from '@png/core/testing';
+import { expectClose, expectDefined, expectNoLeak, maxAbsDiff } from '@png/core/testing';
 import { MultiLevelMutualAggregation, resolveMlmaConfig, type MlmaConfig } from './index';
 import { gradCheck } from '@png/core/testing';
 import { resize } from '@png/core';
@@ -20,10 +20,10 @@ const TINY: Partial<MlmaConfig> = {
 const SIZES = [2, 4, 8];
 
 function inputs(b: number, p: number, seed = 0, config: Partial<MlmaConfig> = TINY) {
-  const ch = config.image_channels!;
+  const ch = expectDefined(config.image_channels, 'config.image_channels');
   const images: FeatureMap[] = ch.map((c, i) => ({ tensor: tf.randomNormal([b, SIZES[i], SIZES[i], c], 0, 1, 'float32', seed + i) as tf.Tensor4D, stride: 32 / 2 ** i }));
   const mask = tf.tensor2d(Array.from({ length: b * p }, (_, k) => (k % p < p - (k >= p ? 1 : 0) ? 1 : 0)), [b, p]); // sample 1 has one padding phrase
-  const phrases: PhraseFeatures[] = ch.map((_, i) => ({ tensor: tf.randomNormal([b, p, config.phrase_dim!], 0, 1, 'float32', seed + 10 + i) as tf.Tensor3D, mask }));
+  const phrases: PhraseFeatures[] = ch.map((_, i) => ({ tensor: tf.randomNormal([b, p, expectDefined(config.phrase_dim, 'config.phrase_dim')], 0, 1, 'float32', seed + 10 + i) as tf.Tensor3D, mask }));
   return { images, phrases, mask };
 }
 

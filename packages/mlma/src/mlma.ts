@@ -80,7 +80,7 @@ export class MultiLevelMutualAggregation extends ParameterModule {
     } else {
       this.phrase_gate = new Linear(scope.pp('phrase_gate'), c.hidden_dim, 1);
     }
-    c.skip_channels.forEach((ch, i) => this.skip_levels.push(new MlmaSkipLevel(scope.pp('skip_levels').pp(i), { channels: ch, hiddenDim: c.hidden_dim, groups: c.norm_groups })));
+    for (const [i, ch] of c.skip_channels.entries()) this.skip_levels.push(new MlmaSkipLevel(scope.pp('skip_levels').pp(i), { channels: ch, hiddenDim: c.hidden_dim, groups: c.norm_groups }));
     this.mask_features = new Conv2d(scope.pp('mask_features'), c.hidden_dim, c.mask_dim, 1);
   }
 
@@ -125,7 +125,8 @@ export class MultiLevelMutualAggregation extends ParameterModule {
 
   /** Channels and stride of `maskFeatures`: the finest skip level's stride, or the finest image level's. */
   maskFeaturesShape(): ShapeSpec {
-    return { channels: this.config.mask_dim, stride: [...this.strides, ...this.skipStrides].at(-1)! };
+    const strides = [...this.strides, ...this.skipStrides];
+    return { channels: this.config.mask_dim, stride: strides[strides.length - 1] };
   }
 
   /**
@@ -148,18 +149,20 @@ export class MultiLevelMutualAggregation extends ParameterModule {
       // 2. pixels: top-down (coarsest first), Mask2Former's FPN: out_l = conv(x_l + up(out_{l−1}))
       const pixels: FeatureMap[] = [];
       let prev: tf.Tensor4D | undefined;
-      perLevel.forEach(({ image }, i) => {
+      for (const [i, { image }] of perLevel.entries()) {
         const [, h, w] = image.shape;
         const x = prev ? tf.add(image, resize(prev, [h, w], c.upsample_mode)) as tf.Tensor4D : image;
         prev = this.levels[i].output(x);
         pixels.push({ tensor: prev, stride: this.strides[i] });
-      });
+      }
+      if (!prev) throw new Error('MultiLevelMutualAggregation: no image level; config image_channels needs at least one');
       // skip levels continue the top-down path (no phrase attention): they only refine maskFeatures
-      this.skip_levels.forEach((level, i) => {
-        const skip = inputs.skips![i].tensor; // [B, H_s, W_s, skip_channels[i]]
-        prev = level.forward(skip, resize(prev!, [skip.shape[1], skip.shape[2]], c.upsample_mode)); // [B, H_s, W_s, D]
-      });
-      const maskFeatures = this.mask_features.forward(prev!); // [B, H_finest, W_finest, mask_dim]
+      const skips = inputs.skips ?? []; // as many as skip_levels (checked above)
+      for (const [i, level] of this.skip_levels.entries()) {
+        const skip = skips[i].tensor; // [B, H_s, W_s, skip_channels[i]]
+        prev = level.forward(skip, resize(prev, [skip.shape[1], skip.shape[2]], c.upsample_mode)); // [B, H_s, W_s, D]
+      }
+      const maskFeatures = this.mask_features.forward(prev); // [B, H_finest, W_finest, mask_dim]
 
       // 3. phrases: weighted sum over levels
       const stacked = tf.stack(perLevel.map((l) => l.phrases), 2); // [B, P, L, D]
@@ -167,7 +170,8 @@ export class MultiLevelMutualAggregation extends ParameterModule {
       if (this.phrase_level_weights) {
         weights = tf.reshape(tf.softmax(this.phrase_level_weights), [1, 1, this.levels.length, 1]); // [1, 1, L, 1]
       } else {
-        const scores = tf.reshape(this.phrase_gate!.forward(stacked), [b, p, this.levels.length]); // [B, P, L]
+        if (!this.phrase_gate) throw new Error('MultiLevelMutualAggregation: built with neither phrase_level_weights nor phrase_gate');
+        const scores = tf.reshape(this.phrase_gate.forward(stacked), [b, p, this.levels.length]); // [B, P, L]
         weights = tf.expandDims(tf.softmax(scores, -1), 3); // [B, P, L, 1]
       }
       const fused = tf.sum(tf.mul(stacked, weights), 2); // [B, P, D]

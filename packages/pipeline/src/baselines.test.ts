@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { setBackend } from '@png/core';
+import { expectDefined } from '@png/core/testing';
 import { PngDataset, generateSyntheticBenchmark } from '@png/png-data';
 import { evaluateBaselines, type BaselineResult } from './baselines';
 import { main } from './command_line';
@@ -18,7 +19,7 @@ beforeAll(async () => {
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-const score = (result: BaselineResult, name: string) => result.scores.find((s) => s.name === name)!;
+const score = (result: BaselineResult, name: string) => expectDefined(result.scores.find((s) => s.name === name), `the '${name}' score`);
 
 describe('evaluateBaselines', () => {
   it('scores the perfect mask at stride 1 as every IoU = 1 (AR 0.99999), and coarser strides lower', async () => {

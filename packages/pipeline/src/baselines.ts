@@ -189,7 +189,7 @@ class TextPrior {
     for (const { keys, grid } of grids) {
       for (const key of keys) {
         const entry = sums.get(key) ?? { sum: new Float32Array(PRIOR_GRID * PRIOR_GRID), count: 0 };
-        grid.forEach((v, k) => (entry.sum[k] += v));
+        for (const [k, v] of grid.entries()) entry.sum[k] += v;
         entry.count++;
         sums.set(key, entry);
       }
@@ -210,7 +210,9 @@ class TextPrior {
   }
 
   private gridMask(keys: readonly string[]): Uint8Array {
-    const mean = this.means.get(keys.find((k) => this.means.has(k))!)!;
+    const key = keys.find((k) => this.means.has(k));
+    const mean = key === undefined ? undefined : this.means.get(key);
+    if (!mean) throw new Error(`TextPrior: no mean grid for any of ${keys.join(', ')}`);
     return Uint8Array.from(mean, (v) => (v > this.threshold ? 1 : 0));
   }
 

@@ -152,7 +152,8 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
   };
   if (out) {
     const report = buildReport(metrics);
-    writeFileAtomic(path.join(out, 'report.json'), JSON.stringify({ ...report, split, samples: result.samples, ...(options.probe ? { probe: options.probe } : {}), dropped_narratives: countDrops(dropped), baseline_full_image: result.baseline }, null, 2) + '\n');
+    writeFileAtomic(path.join(out, 'report.json'), `${JSON.stringify({ ...report, split, samples: result.samples, ...(options.probe ? { probe: options.probe } : {}), dropped_narratives: countDrops(dropped), baseline_full_image: result.baseline }, null, 2)}
+`);
     writeFileAtomic(path.join(out, 'ar_curves.svg'), renderRecallCurvesSvg(report));
     writeFileAtomic(path.join(out, 'predictions.json'), JSON.stringify(records));
     for (const [i, sample] of samples.slice(0, overlays).entries()) {

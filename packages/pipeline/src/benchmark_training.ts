@@ -147,10 +147,12 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
   let trainer: Trainer<number[]> | undefined;
   let encoded: ReturnType<typeof encodeSamples> | undefined;
   try {
-    const model = (grounder = PngGrounder.create(options.backbone, config, { seed: training.seed }));
+    grounder = PngGrounder.create(options.backbone, config, { seed: training.seed });
+    const model = grounder;
     // the grounder encodes: with a finer mask_stride its VAE encoder maps are cached beside the latents
     options.onProgress?.({ phase: 'encode', done: 0, total: samples.length });
-    const data = (encoded = encodeSamples(model, samples, { size: training.image_size, maxPhrases: config.max_phrases }));
+    encoded = encodeSamples(model, samples, { size: training.image_size, maxPhrases: config.max_phrases });
+    const data = encoded;
     options.onProgress?.({ phase: 'encode', done: samples.length, total: samples.length });
     trainer = new Trainer<number[]>({
       variables: model.namedVariables(),

@@ -196,13 +196,13 @@ export async function main(argv: readonly string[], env: CliEnvironment): Promis
   const [command, ...rest] = argv;
   try {
     if (command === undefined || command === '-h' || command === '--help') {
-      env.stdout.write(HELP.main + '\n');
+      env.stdout.write(`${HELP.main}\n`);
       return command === undefined ? 2 : 0;
     }
     const run = { synth, train, evaluate, baseline, ground, pretrain, sample }[command];
     if (!run || !Object.hasOwn(HELP, command)) throw new UsageError(`unknown command '${command}'; expected synth, train, evaluate, baseline, ground, pretrain or sample`);
     if (rest.includes('-h') || rest.includes('--help')) {
-      env.stdout.write(HELP[command] + '\n');
+      env.stdout.write(`${HELP[command]}\n`);
       return 0;
     }
     await run(rest, env);
@@ -360,7 +360,7 @@ async function train(args: readonly string[], env: CliEnvironment): Promise<void
           return;
         }
         bar ??= progress(env, v, p.total, 'train', p.done - 1);
-        bar.update(p.done, `loss ${p.loss!.toFixed(4)} lr ${p.lr!.toExponential(1)}${formatGates(p.gates)}`);
+        bar.update(p.done, `loss ${p.loss?.toFixed(4)} lr ${p.lr?.toExponential(1)}${formatGates(p.gates)}`);
       },
     });
     bar?.finish();
@@ -397,8 +397,8 @@ async function loadRun(runDir: string, backbone: DiffusionBackbone, options: { r
   if (!fs.existsSync(path.join(grounderDir, 'config.json'))) throw new Error(`${runDir}: the run has not finished (no grounder/); rerun its png train command to complete it`);
   const run = JSON.parse(fs.readFileSync(runFile, 'utf8')) as { training?: { image_size?: number } };
   const imageSize = run.training?.image_size;
-  if (!Number.isInteger(imageSize)) throw new Error(`${runFile}: training.image_size is missing`);
-  return { grounder: await PngGrounder.fromPretrained(grounderDir, backbone, options), imageSize: imageSize! };
+  if (imageSize === undefined || !Number.isInteger(imageSize)) throw new Error(`${runFile}: training.image_size is missing`);
+  return { grounder: await PngGrounder.fromPretrained(grounderDir, backbone, options), imageSize };
 }
 
 async function evaluate(args: readonly string[], env: CliEnvironment): Promise<void> {
@@ -448,9 +448,9 @@ async function evaluate(args: readonly string[], env: CliEnvironment): Promise<v
       });
       bar?.finish();
       reportLeftOut(env, result.skipped, result.dropped);
-      if (v.json) env.stdout.write(JSON.stringify({ ...result.summary, baseline_full_image: result.baseline }) + '\n');
+      if (v.json) env.stdout.write(`${JSON.stringify({ ...result.summary, baseline_full_image: result.baseline })}\n`);
       else {
-        env.stdout.write(formatMetricsTable(result.metrics) + '\n');
+        env.stdout.write(`${formatMetricsTable(result.metrics)}\n`);
         env.stdout.write(`trivial baseline (every phrase = the whole image): AR ${formatPercent(result.baseline.overall ?? NaN)}\n`);
         env.stdout.write(`${result.phrases} phrases of ${result.samples} narratives in ${result.seconds.toFixed(0)} s; outputs in ${out}\n`);
       }
@@ -506,7 +506,7 @@ async function baseline(args: readonly string[], env: CliEnvironment): Promise<v
     metrics: { groupBy, sizeThresholds },
   });
   reportLeftOut(env, result.skipped, result.dropped);
-  if (v.json) env.stdout.write(JSON.stringify({ split: result.split, samples: result.samples, phrases: result.phrases, scores: result.scores.map((s) => ({ name: s.name, ...summarizeMetrics(s.metrics) })) }) + '\n');
+  if (v.json) env.stdout.write(`${JSON.stringify({ split: result.split, samples: result.samples, phrases: result.phrases, scores: result.scores.map((s) => ({ name: s.name, ...summarizeMetrics(s.metrics) })) })}\n`);
   else env.stdout.write(formatBaselineTable(result));
 }
 
@@ -525,9 +525,9 @@ function formatBaselineTable(result: BaselineResult): string {
   const counts = ['(phrases)', ...columns.map((c) => String(c.of(first).count))];
   const rows = result.scores.map((s) => [s.name, ...columns.map((c) => formatPercent(c.of(s.metrics).averageRecall))]);
   const widths = header.map((h, c) => Math.max(h.length, ...[counts, ...rows].map((r) => r[c].length)));
-  const line = (cells: string[]) => cells.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ') + '\n';
+  const line = (cells: string[]) => `${cells.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ')}\n`;
   const [small, medium] = first.sizeThresholds;
-  return `Average Recall on ${result.split} (${result.samples} narratives, ${result.phrases} phrases; GT area small < ${small} <= medium < ${medium} <= large pixels)\n` + [header, counts, ...rows].map(line).join('');
+  return `Average Recall on ${result.split} (${result.samples} narratives, ${result.phrases} phrases; GT area small < ${small} <= medium < ${medium} <= large pixels)\n${[header, counts, ...rows].map(line).join('')}`;
 }
 
 /** `png evaluate`'s groups and bootstrap. */
@@ -567,7 +567,7 @@ async function ground(args: readonly string[], env: CliEnvironment): Promise<voi
         width: image.width,
         phrases: phrases.map((p) => ({ text: p.text, span: p.span, area: p.mask.reduce((a, b) => a + b, 0), rle: encodeRle(p.mask, image.height, image.width) })),
       };
-      writeFileAtomic(path.join(out, 'masks.json'), JSON.stringify(masks, null, 2) + '\n');
+      writeFileAtomic(path.join(out, 'masks.json'), `${JSON.stringify(masks, null, 2)}\n`);
       env.stdout.write(`${phrases.length} phrases: ${phrases.map((p) => JSON.stringify(p.text)).join(', ')}\nwrote ${path.join(out, 'overlay.png')} and ${path.join(out, 'masks.json')}\n`);
     } finally {
       grounder.dispose();
@@ -596,7 +596,10 @@ async function pretrain(args: readonly string[], env: CliEnvironment): Promise<v
     settings: settings as Partial<PretrainSettings>,
     onProgress: ({ stage, done, total, loss }) => {
       let bar = bars.get(stage);
-      if (!bar) bars.set(stage, (bar = progress(env, v, total, labels[stage], stage === 'vae' || stage === 'unet' ? done - 1 : 0)));
+      if (!bar) {
+        bar = progress(env, v, total, labels[stage], stage === 'vae' || stage === 'unet' ? done - 1 : 0);
+        bars.set(stage, bar);
+      }
       bar.update(done, loss === undefined ? undefined : `loss ${loss.toFixed(4)}`);
       if (done === total) bar.finish();
     },

@@ -70,7 +70,8 @@ describe('cross-attention maps of the tiny SD backbone (wasm)', () => {
       const latents = tf.randomNormal([1, 16, 16, 4], 0, 1, 'float32', 1) as tf.Tensor4D;
       const context = tf.randomNormal([1, 77, 32], 0, 1, 'float32', 2) as tf.Tensor3D;
       // the last cross-attention to run: the ones before it have been recorded when it throws
-      const key = Object.keys(unet.attnProcessors()).filter((k) => k.startsWith('up_blocks') && k.endsWith('.attn2.processor')).pop()!;
+      const key = Object.keys(unet.attnProcessors()).filter((k) => k.startsWith('up_blocks') && k.endsWith('.attn2.processor')).pop();
+      if (key === undefined) throw new Error('the UNet has no up-block cross-attention processor');
       const adapter: AttentionProcessor = (attn, hidden, args) => AttnProcessor(attn, hidden, args);
       unet.setAttnProcessor({ ...unet.attnProcessors(), [key]: adapter });
       try {

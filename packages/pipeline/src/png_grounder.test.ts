@@ -23,13 +23,13 @@ function batch(size: number): { images: tf.Tensor4D; targets: tf.Tensor4D } {
     [[0, 0, size / 2, size / 2], [size / 2, 0, size, size], null],
     [[0, size / 2, size / 2, size], [size / 2, size / 2, size, size], [0, 0, size, size / 2]],
   ] as const;
-  boxes.forEach((phrases, b) =>
-    phrases.forEach((box, p) => {
-      if (!box) return;
+  for (const [b, phrases] of boxes.entries()) {
+    for (const [p, box] of phrases.entries()) {
+      if (!box) continue;
       const [y0, x0, y1, x1] = box;
       for (let y = y0; y < y1; y++) for (let x = x0; x < x1; x++) t[((b * size + y) * size + x) * 3 + p] = 1;
-    }),
-  );
+    }
+  }
   return tf.tidy(() => {
     const targets = tf.tensor4d(t, [2, size, size, 3]);
     // the image shows the targets as colours, plus a little texture
@@ -139,7 +139,7 @@ describe('PngGrounder on the tiny SD backbone (wasm)', () => {
     const plain = backbone.unet.forward(latents, 1, phrases.tensor, { encoderAttentionMask: phrases.mask });
     const reference = await Promise.all(taps.pyramid(plain.outputs).map((f) => f.tensor.data()));
     taps.remove();
-    reference.forEach((r, i) => expect(Buffer.from(r.buffer).equals(Buffer.from(ours[i].buffer))).toBe(true));
+    for (const [i, r] of reference.entries()) expect(Buffer.from(r.buffer).equals(Buffer.from(ours[i].buffer))).toBe(true);
     tf.dispose([images, phrases, latents, plain]);
   });
 
@@ -176,7 +176,8 @@ describe('PngGrounder on the tiny SD backbone (wasm)', () => {
   it('overfits one batch (loss −90%) through the frozen UNet, which stays bit-identical, with no leak over 50 steps', async () => {
     const grounder = PngGrounder.create(backbone, { ...SMALL, eipa: { ...SMALL.eipa, gate_init: 0.1 } }, { seed: 3 });
     const frozen = await Promise.all(backbone.unet.parameters.keys().map(async (k) => [k, await backbone.unet.parameters.get(k).data()] as const));
-    const adapterKey = grounder.adapter.parameters.keys().find((k) => k.startsWith('down_blocks.0.') && k.endsWith('inject.to_q.weight'))!;
+    const adapterKey = grounder.adapter.parameters.keys().find((k) => k.startsWith('down_blocks.0.') && k.endsWith('inject.to_q.weight'));
+    if (adapterKey === undefined) throw new Error('the adapter has no down_blocks.0 inject.to_q.weight');
     const adapterBefore = await grounder.adapter.parameters.get(adapterKey).data();
     const { first, last, leaked } = await overfit(grounder, 32, 60, 3e-3);
     expect(last).toBeLessThan(0.1 * first);

@@ -431,7 +431,7 @@ export class PngGrounder {
     await this.adapter.save(path.join(dir, 'eipa'));
     await this.mlma.save(path.join(dir, 'mlma'));
     await this.decoder.save(path.join(dir, 'decoder'));
-    writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(this.config, null, 2) + '\n');
+    writeFileAtomic(path.join(dir, 'config.json'), `${JSON.stringify(this.config, null, 2)}\n`);
   }
 
   /** Detaches the adapter, turns gradient checkpointing off and frees the trainable parts (not the backbone, which the caller owns). */

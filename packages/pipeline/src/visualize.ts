@@ -195,7 +195,7 @@ export function enlargeImage(image: RgbImage, scale: number): RgbImage {
  */
 export function tileImages(tiles: readonly Tile[], options: TileOptions = {}): RgbImage {
   if (tiles.length === 0) throw new Error('tileImages: no tiles; pass at least one {image, title?}');
-  tiles.forEach((t, i) => checkImage(t.image, `tileImages: tile ${i}`));
+  for (const [i, t] of tiles.entries()) checkImage(t.image, `tileImages: tile ${i}`);
   const columns = options.columns ?? Math.ceil(Math.sqrt(tiles.length));
   if (!Number.isInteger(columns) || columns < 1) throw new Error(`tileImages: columns must be a positive integer, got ${columns}`);
   const gap = options.gap ?? 8;

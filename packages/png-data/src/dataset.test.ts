@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { sharedFixturesDir } from '@png/core/testing';
+import { expectDefined, sharedFixturesDir } from '@png/core/testing';
 import { CLIPTokenizer } from '@png/diffusion-backbone';
 import { PHRASE_GROUPS, PngEvaluator, PngGroundTruth, encodeRle, evaluatePredictions } from '@png/png-metrics';
 import { PngDataset, type PngDatasetOptions, type PngSample } from './dataset';
@@ -120,10 +120,10 @@ describe('PngDataset on hand-made records (spec §1.7)', () => {
     for (const sample of samples) {
       const chunks = tokenizer.chunk(sample.narrative.caption);
       expect(sample.tokenSpans).toEqual(sample.narrative.phrases.map(([a, b]) => chunks.tokenOfChar(a, b)));
-      for (const positions of sample.tokenSpans!) expect(positions.length).toBeGreaterThan(0);
+      for (const positions of expectDefined(sample.tokenSpans, 'tokenSpans')) expect(positions.length).toBeGreaterThan(0);
     }
-    expect(samples[0].tokenSpans![0][0]).toEqual({ window: 0, position: 1 });
-    expect(samples[1].tokenSpans![1].every((t) => t.window > 0)).toBe(true); // "a wall" is past the first window
+    expect(expectDefined(samples[0].tokenSpans, 'tokenSpans')[0][0]).toEqual({ window: 0, position: 1 });
+    expect(expectDefined(samples[1].tokenSpans, 'tokenSpans')[1].every((t) => t.window > 0)).toBe(true); // "a wall" is past the first window
   });
 });
 
@@ -151,9 +151,9 @@ describe('PngDataset on utterances that are not verbatim in the caption (officia
   const records = [...kept.map(([, r]) => ({ image_id: '139', ...r })), ...dropped.map(([, r]) => ({ image_id: '139', ...r }))];
   writeHandBenchmark(root, 'val2017', [SCENE], records);
 
-  it.each(kept.map(([name, , spans], i) => [name, i, spans] as const))('keeps %s, with the caption spans of the phrases', async (name, index, spans) => {
+  it.each(kept.map(([name, , spans], i) => [name, i, spans] as const))('keeps %s, with the caption spans of the phrases', async (_name, index, spans) => {
     const { samples } = await load(root);
-    const sample = samples.find((s) => s.index === index)!;
+    const sample = expectDefined(samples.find((s) => s.index === index), `sample ${index}`);
     expect(sample.narrative.phrases.map(([a, b]) => sample.narrative.caption.slice(a, b))).toEqual(spans);
   });
 
@@ -167,7 +167,7 @@ describe('PngDataset on utterances that are not verbatim in the caption (officia
         [6, 'word count mismatch'],
         [7, 'empty caption'],
       ]);
-      dataset.dropped.forEach((d, k) => expect(d.message).toContain(`png_coco_val2017.json record ${d.index}: ${dropped[k][2]}`));
+      for (const [k, d] of dataset.dropped.entries()) expect(d.message).toContain(`png_coco_val2017.json record ${d.index}: ${dropped[k][2]}`);
     }
   });
 
@@ -219,7 +219,7 @@ describe('PngDataset bad records', () => {
     const { dataset, samples } = await load(root, { onBadRecord: 'skip' });
     expect(samples.map((s) => s.index)).toEqual([0, bad.length + 1]);
     expect(dataset.skipped.map((s) => s.index)).toEqual(bad.map((_, i) => i + 1));
-    dataset.skipped.forEach((s, i) => expect(s.reason).toContain(`png_coco_val2017.json record ${i + 1}: ${bad[i][2]}`));
+    for (const [i, s] of dataset.skipped.entries()) expect(s.reason).toContain(`png_coco_val2017.json record ${i + 1}: ${bad[i][2]}`);
     // a second pass starts a new list
     for await (const sample of dataset.records()) expect(sample.index === 0 || sample.index === bad.length + 1).toBe(true);
     expect(dataset.skipped).toHaveLength(bad.length);
@@ -286,7 +286,7 @@ describe('round trip through a synthetic benchmark', () => {
       const nouns = narrative.segments.filter((c) => c.noun && c.segment_ids.length > 0);
       expect(sample.phrases.map((p) => [p.text, p.segmentIds.map(String)])).toEqual(nouns.map((c) => [c.utterance, c.segment_ids]));
       expect(sample.narrative.phrases.map(([a, b]) => sample.narrative.caption.slice(a, b))).toEqual(nouns.map((c) => c.utterance));
-      sample.phrases.forEach((p) => expect(p.mask).toEqual(Uint8Array.from(scene.ids, (id) => (p.segmentIds.includes(id) ? 1 : 0))));
+      for (const p of sample.phrases) expect(p.mask).toEqual(Uint8Array.from(scene.ids, (id) => (p.segmentIds.includes(id) ? 1 : 0)));
       evaluator.process(gt.sample(sample.index), sample.phrases.map((p) => p.mask));
     });
     const metrics = evaluator.evaluate();

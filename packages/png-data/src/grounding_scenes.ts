@@ -273,7 +273,9 @@ const DIRECTIONS = [
 ] as const;
 
 function placeTwinRelation(canvas: Canvas, combos: Combos, rng: Prng): Episode | undefined {
-  const [colour, shape] = combos.pick(rng, combos.palette)!;
+  const free = combos.pick(rng, combos.palette);
+  if (!free) return undefined; // every colour and shape is taken
+  const [colour, shape] = free;
   const anchorCombo = combos.pick(rng, rng.chance(0.5) ? [colour, ...combos.palette] : combos.palette.filter((c) => c !== colour), [shape]);
   if (!anchorCombo) return undefined;
   const side = canvas.side;
@@ -305,7 +307,9 @@ function placeTwinRelation(canvas: Canvas, combos: Combos, rng: Prng): Episode |
 }
 
 function placeTwinSize(canvas: Canvas, combos: Combos, rng: Prng): Episode | undefined {
-  const [colour, shape] = combos.pick(rng, combos.palette)!;
+  const free = combos.pick(rng, combos.palette);
+  if (!free) return undefined; // every colour and shape is taken
+  const [colour, shape] = free;
   const side = canvas.side;
   const count = rng.pick([2, 3]);
   const radii = [uniform(rng, count === 2 ? RADIUS.sizeSmallestOfTwo : RADIUS.sizeSmallestOfThree) * side];
@@ -347,7 +351,9 @@ const ORDERS = [
 ] as const;
 
 function placeTwinOrder(canvas: Canvas, combos: Combos, rng: Prng): Episode | undefined {
-  const [colour, shape] = combos.pick(rng, combos.palette)!;
+  const free = combos.pick(rng, combos.palette);
+  if (!free) return undefined; // every colour and shape is taken
+  const [colour, shape] = free;
   const twins = placeTwins(canvas, rng, colour, shape, rng.pick([2, 3, 3, 4]), uniform(rng, RADIUS.twin) * canvas.side);
   if (!twins) return undefined;
   const sentences: Sentence[] = [];
@@ -417,7 +423,9 @@ function placeBinding(canvas: Canvas, combos: Combos, rng: Prng): Episode | unde
 
 function placePluralSubset(canvas: Canvas, combos: Combos, rng: Prng): Episode | undefined {
   if (canvas.stuff.length < 2) return undefined;
-  const [colour, shape] = combos.pick(rng, combos.palette)!;
+  const free = combos.pick(rng, combos.palette);
+  if (!free) return undefined; // every colour and shape is taken
+  const [colour, shape] = free;
   const [inside, outside] = rng.shuffle(canvas.stuff).slice(0, 2);
   const side = canvas.side;
   const counts = rng.pick([[2, 2], [2, 3], [3, 2]]);
@@ -444,7 +452,9 @@ function placePluralSubset(canvas: Canvas, combos: Combos, rng: Prng): Episode |
 }
 
 function placeOccluded(canvas: Canvas, combos: Combos, rng: Prng): Episode | undefined {
-  const [colour, shape] = combos.pick(rng, combos.palette)!;
+  const free = combos.pick(rng, combos.palette);
+  if (!free) return undefined; // every colour and shape is taken
+  const [colour, shape] = free;
   const coverCombo = combos.pick(rng, combos.palette.filter((c) => c !== colour), [shape]);
   if (!coverCombo) return undefined;
   const side = canvas.side;

@@ -124,7 +124,8 @@ export function drawShape(ids: Uint32Array, width: number, height: number, insid
 export function measureSegments(ids: Uint32Array, width: number, segments: SyntheticSegment[]): void {
   const byId = new Map(segments.map((s) => [s.id, { segment: s, x0: Infinity, y0: Infinity, x1: -1, y1: -1 }]));
   ids.forEach((id, k) => {
-    const box = byId.get(id)!;
+    const box = byId.get(id);
+    if (!box) throw new Error(`measureSegments: pixel ${k} has id ${id}, which no segment has`);
     const x = k % width;
     const y = (k - x) / width;
     box.segment.area++;
@@ -142,7 +143,8 @@ export function measureSegments(ids: Uint32Array, width: number, segments: Synth
 export function renderPixels(ids: Uint32Array, width: number, colourOf: ReadonlyMap<number, Rgb>, stuffIds: ReadonlySet<number>, noise: Prng): Uint8Array {
   const image = new Uint8Array(ids.length * 3);
   ids.forEach((id, k) => {
-    const base = colourOf.get(id)!;
+    const base = colourOf.get(id);
+    if (!base) throw new Error(`renderPixels: pixel ${k} has id ${id}, which colourOf does not colour`);
     const x = k % width;
     const y = (k - x) / width;
     const texture = stuffIds.has(id) ? 8 * Math.sin(0.9 * x + 0.4 * y) : 0;

@@ -95,7 +95,7 @@ export interface SceneOptions {
  */
 export const SYNTHETIC_PALETTE: { readonly colours: Readonly<Record<string, Rgb>>; readonly stuff: Readonly<Record<string, Rgb>> } = {
   colours: COLOURS,
-  stuff: Object.fromEntries(Object.values(STUFF).flatMap((spec) => spec.phrases.map((p) => [p.split(' ').pop()!, spec.rgb]))),
+  stuff: Object.fromEntries(Object.values(STUFF).flatMap((spec) => spec.phrases.map((p) => [p.slice(p.lastIndexOf(' ') + 1), spec.rgb]))),
 };
 
 /** Options of {@link generateSyntheticBenchmark}. */

@@ -87,7 +87,7 @@ describe('masksToTarget and unletterbox', () => {
     const canvas = masksToTarget(masks, transform);
     const back = await unletterbox(canvas, transform, { threshold: 0.5 });
     canvas.dispose();
-    back.forEach((mask, j) => expect(maskIoU(mask, masks[j])).toBeGreaterThan(minIoU));
+    for (const [j, mask] of back.entries()) expect(maskIoU(mask, masks[j])).toBeGreaterThan(minIoU);
   });
 
   it('bring logits at a lower resolution back to the original size (threshold 0)', async () => {
@@ -96,7 +96,7 @@ describe('masksToTarget and unletterbox', () => {
     const logits = tf.tidy(() => resize(tf.sub(tf.mul(masksToTarget(masks, transform), 8), 4) as tf.Tensor4D, [32, 32], 'bilinear'));
     const back = await unletterbox(logits, transform);
     logits.dispose();
-    back.forEach((mask, j) => expect(maskIoU(mask, masks[j])).toBeGreaterThan(0.9));
+    for (const [j, mask] of back.entries()) expect(maskIoU(mask, masks[j])).toBeGreaterThan(0.9);
     await expectNoLeak(async () => {
       const t = masksToTarget(masks, transform);
       await unletterbox(t, transform);

@@ -141,7 +141,7 @@ describe('PngDecoder gradients (cpu, float32 central differences)', () => {
       tf.tidy(() => {
         const out = dec.forward(x);
         let s: tf.Tensor = tf.div(tf.sum(tf.mul(out.phrases, probe)), Math.sqrt(probe.size));
-        out.predictions.forEach((p, i) => (s = tf.add(s, tf.div(tf.sum(tf.mul(p, probes[i])), Math.sqrt(p.size)))));
+        for (const [i, p] of out.predictions.entries()) s = tf.add(s, tf.div(tf.sum(tf.mul(p, probes[i])), Math.sqrt(p.size)));
         return s as tf.Scalar;
       });
     const t0 = Date.now();

@@ -1,6 +1,7 @@
 // MLMA → PngDecoder → deep-supervision loss, trained end to end on one fixed synthetic batch.
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend, type FeatureMap } from '@png/core';
+import { expectDefined } from '@png/core/testing';
 import { MultiLevelMutualAggregation } from '@png/mlma';
 import { PngDecoder, deepSupervisionLoss } from './index';
 
@@ -37,7 +38,7 @@ describe.each(['wasm'] as const)('MLMA + PngDecoder stack on %s', (backend) => {
     const t0 = Date.now();
     let steps = 0;
     for (; steps < 100; steps++) {
-      const loss = optimizer.minimize(lossFn, true, vars)!;
+      const loss = expectDefined(optimizer.minimize(lossFn, true, vars), 'the returned loss');
       losses.push((await loss.data())[0]);
       loss.dispose();
       live.push(tf.memory().numTensors);

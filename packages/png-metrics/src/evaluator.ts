@@ -331,7 +331,10 @@ export class PngEvaluator {
     evaluator.samples = entries;
     ious.forEach((x, k) => {
       const phraseTags: Record<string, string> = {};
-      for (const [key, values] of tagColumns) if (values[k] !== null) phraseTags[key] = values[k]!;
+      for (const [key, values] of tagColumns) {
+        const value = values[k];
+        if (value !== null) phraseTags[key] = value;
+      }
       evaluator.appendPhrase({ iou: x === null ? NaN : (x as number), flags: flags[k] as number, area: areas[k] as number, tags: tagColumns.length ? phraseTags : NO_TAGS });
     });
     return evaluator;
@@ -354,7 +357,7 @@ export class PngEvaluator {
         groups.map((g) => imageTotals(g.members, this.ious, imageOf, images)),
         bootstrap,
       );
-      summaries.forEach((s, i) => (s.interval = intervals[i]));
+      for (const [i, s] of summaries.entries()) s.interval = intervals[i];
     }
     return { ...groupedValues(groups, summaries), sizeThresholds, ...(bootstrap ? { bootstrap } : {}) };
   }
@@ -373,7 +376,7 @@ export class PngEvaluator {
         if (members) members.push(k);
         else byValue.set(value, [k]);
       });
-      for (const value of [...byValue.keys()].sort()) groups.push({ place: { kind: 'tag', key, value }, members: byValue.get(value)! });
+      for (const [value, members] of [...byValue].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) groups.push({ place: { kind: 'tag', key, value }, members });
     }
     return groups;
   }
@@ -390,7 +393,9 @@ export class PngEvaluator {
     let k = 0;
     for (const sample of this.samples) {
       if (sample.phrases === 0) continue;
-      imageOf.fill(sample.imageId === undefined ? images++ : byId.get(sample.imageId)!, k, k + sample.phrases);
+      const image = sample.imageId === undefined ? images++ : byId.get(sample.imageId);
+      if (image === undefined) throw new Error(`PngEvaluator: image id ${sample.imageId} was not indexed`); // every id with phrases is in byId
+      imageOf.fill(image, k, k + sample.phrases);
       k += sample.phrases;
     }
     return { imageOf, images };
@@ -448,7 +453,11 @@ function groupedValues<T>(groups: readonly GroupDefinition[], values: readonly T
   groups.forEach(({ place }, i) => {
     if (place.kind === 'phrase') grouped[place.group] = values[i];
     else if (place.kind === 'size') grouped.bySize[place.bucket] = values[i];
-    else (grouped.byTag[place.key] ??= {})[place.value] = values[i];
+    else {
+      const byValue = grouped.byTag[place.key] ?? {};
+      byValue[place.value] = values[i];
+      grouped.byTag[place.key] = byValue;
+    }
   });
   return grouped;
 }

@@ -199,12 +199,14 @@ export function extractPhrases(record: NarrativeRecord, recordIndex: number, pan
   const phrases: GtPhrase[] = [];
   record.segments.forEach((chunk, chunkIndex) => {
     if (!chunk.noun || chunk.segmentIds.length === 0) return;
-    for (const id of chunk.segmentIds) {
-      if (!byId.has(id)) {
+    const chunkSegments = chunk.segmentIds.map((id) => {
+      const segment = byId.get(id);
+      if (!segment) {
         throw new Error(`${where}, utterance ${JSON.stringify(chunk.utterance)}: segment id ${id} is not in segments_info of image ${record.imageId}; check that the png_coco and panoptic files belong together`);
       }
-    }
-    const last = byId.get(chunk.segmentIds[chunk.segmentIds.length - 1])!;
+      return segment;
+    });
+    const last = chunkSegments[chunkSegments.length - 1];
     const isThing = panoptic.isThingByCategory.get(last.categoryId);
     if (isThing === undefined) {
       throw new Error(`${where}, utterance ${JSON.stringify(chunk.utterance)}: category ${last.categoryId} of segment ${last.id} is not in the panoptic JSON categories`);
@@ -336,7 +338,9 @@ export class PngGroundTruth {
   sample(recordIndex: number): PngSample {
     const record = this.records[recordIndex];
     if (!record) throw new RangeError(`record index ${recordIndex} is out of range: the ground truth has ${this.records.length} records`);
-    const { width, height } = this.panoptic.images.get(record.imageId)!;
+    const image = this.panoptic.images.get(record.imageId);
+    if (!image) throw new Error(`record ${recordIndex}: image ${record.imageId} is not in the panoptic JSON images`);
+    const { width, height } = image;
     const phrases = this.phrases[recordIndex];
     const pixels = phrases.length > 0 ? this.segmentPixels(record.imageId, width, height) : new Map<number, Int32Array>();
     return {

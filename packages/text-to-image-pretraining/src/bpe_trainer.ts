@@ -68,8 +68,10 @@ export function trainClipBpe(texts: Iterable<string>, options: ClipBpeTrainingOp
       const s = w.symbols;
       const merged: string[] = [];
       for (let i = 0; i < s.length; i++) {
-        if (i + 1 < s.length && s[i] === a && s[i + 1] === b) merged.push(a + b), i++;
-        else merged.push(s[i]);
+        if (i + 1 < s.length && s[i] === a && s[i + 1] === b) {
+          merged.push(a + b);
+          i++;
+        } else merged.push(s[i]);
       }
       w.symbols = merged;
     }
@@ -84,7 +86,7 @@ function filesOf(symbols: readonly string[], merges: ReadonlyArray<readonly [str
   for (const token of [...symbols, ...merges.map(([a, b]) => a + b), '<|startoftext|>', '<|endoftext|>']) vocab[token] ??= size++;
   return {
     vocab: JSON.stringify(vocab),
-    merges: ['#version: 0.2', ...merges.map(([a, b]) => `${a} ${b}`)].join('\n') + '\n',
+    merges: `${['#version: 0.2', ...merges.map(([a, b]) => `${a} ${b}`)].join('\n')}\n`,
     tokenizerConfig: JSON.stringify({ model_max_length: modelMaxLength, bos_token: '<|startoftext|>', eos_token: '<|endoftext|>', pad_token: '<|endoftext|>', unk_token: '<|endoftext|>' }, null, 2),
     specialTokensMap: JSON.stringify({ bos_token: '<|startoftext|>', eos_token: '<|endoftext|>', pad_token: '<|endoftext|>', unk_token: '<|endoftext|>' }, null, 2),
   };

@@ -209,7 +209,10 @@ export async function pretrainBackbone(options: PretrainOptions): Promise<Pretra
 
   // All three models are built before any training, so a bad architecture fails at once.
   const built: Array<{ dispose(): void }> = [];
-  const keep = <T extends { dispose(): void }>(m: T): T => (built.push(m), m);
+  const keep = <T extends { dispose(): void }>(m: T): T => {
+    built.push(m);
+    return m;
+  };
   try {
     const vae = keep(AutoencoderKL.create(architecture.vae, { seed: seedOf(1), trainable: true }));
     const unet = keep(UNet2DConditionModel.create({ ...architecture.unet, in_channels: vae.config.latent_channels, out_channels: vae.config.latent_channels }, { seed: seedOf(4), trainable: true }));
@@ -389,7 +392,7 @@ function meanOfLast(values: readonly number[], n: number): number {
 }
 
 function writeJson(file: string, value: unknown): void {
-  writeFileAtomic(file, JSON.stringify(value, null, 2) + '\n');
+  writeFileAtomic(file, `${JSON.stringify(value, null, 2)}\n`);
 }
 
 /** Puts `staging` at `target`, replacing what was there (the old folder is removed only after the swap). */

@@ -43,8 +43,7 @@ async function node(): Promise<NodeModules> {
 
 /** Each tensor's data in sorted key order, one read at a time (what writeSafetensorsFile streams). */
 async function* tensorData(tensors: ReadonlyMap<string, tf.Tensor>): AsyncGenerator<[string, readonly number[], Float32Array]> {
-  for (const key of [...tensors.keys()].sort()) {
-    const t = tensors.get(key)!;
+  for (const [key, t] of [...tensors].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     yield [key, t.shape, (await t.data()) as Float32Array];
   }
 }
@@ -84,7 +83,7 @@ export async function saveTrainingCheckpoint(dir: string, checkpoint: TrainingCh
   if (!Number.isInteger(step) || step < 0) throw new Error(`saveTrainingCheckpoint: step must be an integer ≥ 0, got ${step}`);
   let stateJson: string;
   try {
-    stateJson = JSON.stringify({ format_version: CHECKPOINT_FORMAT_VERSION, step, extra }, null, 2) + '\n';
+    stateJson = `${JSON.stringify({ format_version: CHECKPOINT_FORMAT_VERSION, step, extra }, null, 2)}\n`;
   } catch (e) {
     throw new Error(`saveTrainingCheckpoint: extra is not JSON-serialisable (${(e as Error).message}); keep it to plain data`);
   }
@@ -228,7 +227,9 @@ export async function loadTrainingCheckpoint(
     loaded.push(...Object.values(moments));
     const pick = (prefix: string) => Object.fromEntries(keys.map((k) => [k, moments[`${prefix}.${k}`]]));
     target.optimizer.loadState({ iterations, m: pick('m'), v: pick('v') });
-    tf.tidy(() => keys.forEach((k) => target.variables[k].assign(weights[k])));
+    tf.tidy(() => {
+    for (const k of keys) target.variables[k].assign(weights[k]);
+  });
   } finally {
     tf.dispose(loaded);
     weightsFile.close();

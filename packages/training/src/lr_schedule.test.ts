@@ -20,7 +20,7 @@ describe('warmupPoly', () => {
 
   it('without warm-up is detectron2 WarmupPolyLR with its own power', () => {
     const noWarmup = warmupPoly({ base_lr: 2, warmup_steps: 0, total_steps: 10, power: 2 });
-    [2, 0.5, 0.02, 0].forEach((want, i) => expect(noWarmup([0, 5, 9, 10][i])).toBeCloseTo(want, 14));
+    for (const [i, want] of [2, 0.5, 0.02, 0].entries()) expect(noWarmup([0, 5, 9, 10][i])).toBeCloseTo(want, 14);
   });
 
   it('rejects bad configs and bad steps with clear errors', () => {

@@ -26,7 +26,7 @@ export interface RunGuard {
  * written (the folder need not exist).
  */
 export function guardRun(folder: string, run: object): RunGuard {
-  const text = JSON.stringify(run, null, 2) + '\n';
+  const text = `${JSON.stringify(run, null, 2)}\n`;
   const file = path.join(folder, RUN_FILE);
   const resumed = fs.existsSync(file);
   if (resumed) {

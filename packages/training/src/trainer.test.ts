@@ -82,7 +82,7 @@ describe('Trainer (wasm)', () => {
     expect(result.gradNorm).toBeCloseTo(5, 5);
     const m = await trainer.optimizer.state().m.w.data();
     if (clip > 5) expect(Array.from(m)).toEqual(applied);
-    else applied.forEach((g, i) => expect(m[i]).toBeCloseTo(g, 6));
+    else for (const [i, g] of applied.entries()) expect(m[i]).toBeCloseTo(g, 6);
     expect(Math.hypot(...m)).toBeCloseTo(Math.min(clip, 5), 5);
     trainer.dispose();
     w.dispose();
@@ -147,10 +147,10 @@ describe('Trainer (wasm)', () => {
     expect(resumed.iterations).toBe(4);
     const losses: number[] = [];
     for (let s = extra.cursor as number; s < 7; s++) losses.push((await resumed.step(batches[s % 4])).loss);
-    losses.forEach((l, i) => expect(Object.is(l, continued[i])).toBe(true));
+    for (const [i, l] of losses.entries()) expect(Object.is(l, continued[i])).toBe(true);
     expect(bitEqual(await snapshot(fresh.variables), await snapshot(run.variables))).toBe(true);
-    [trainer, resumed].forEach((t) => t.dispose());
-    [run, fresh].forEach((m) => m.params.dispose());
+    for (const t of [trainer, resumed]) t.dispose();
+    for (const m of [run, fresh]) m.params.dispose();
     tf.dispose(batches);
     fs.rmSync(dir, { recursive: true });
   });
@@ -182,8 +182,8 @@ describe('Trainer (wasm)', () => {
     await restored.resume(path.join(dir, 'ckpt'));
     expect(bitEqual(await snapshot(other.variables), afterStep2)).toBe(true);
     expect((await trainer.step(data)).applied).toBe(true); // the trainer goes on after the bad batch
-    [trainer, restored].forEach((t) => t.dispose());
-    [model, other].forEach((m) => m.params.dispose());
+    for (const t of [trainer, restored]) t.dispose();
+    for (const m of [model, other]) m.params.dispose();
     tf.dispose(data);
     fs.rmSync(dir, { recursive: true });
   });
@@ -215,7 +215,7 @@ describe('Trainer (wasm)', () => {
     await expect(ok.save(path.join(os.tmpdir(), 'never-written'))).rejects.toThrow('1 of 2 micro-steps of step 1 are accumulated');
     expect(() => new Trainer({ variables: { used }, lossFn: () => tf.sum(used) as tf.Scalar, accumulation_steps: 0 })).toThrow('Error in TrainerConfig.accumulation_steps');
     expect(() => new Trainer({ variables: { used }, lossFn: () => tf.sum(used) as tf.Scalar, clip_grad_nrom: 1 } as never)).toThrow("did you mean 'clip_grad_norm'?");
-    [trainer, ok].forEach((t) => t.dispose());
+    for (const t of [trainer, ok]) t.dispose();
     tf.dispose([used, unused]);
   });
 });

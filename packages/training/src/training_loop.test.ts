@@ -22,7 +22,15 @@ function job(): { trainer: Trainer<number[]>; params: Parameters; dispose(): voi
     optimizer: { lr: 0.1 },
     schedule: warmupPoly({ base_lr: 0.1, warmup_steps: 1, total_steps: 7 }),
   });
-  return { trainer, params, dispose: () => (trainer.dispose(), params.dispose(), tf.dispose([x, y])) };
+  return {
+    trainer,
+    params,
+    dispose: () => {
+      trainer.dispose();
+      params.dispose();
+      tf.dispose([x, y]);
+    },
+  };
 }
 
 const order = new BatchOrder(10, 3, 5);

@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { isPositiveInt } from '@png/core';
 import { readTrainingCheckpointState } from './checkpoint_dir';
-import { TrainingDivergedError, type Trainer } from './trainer';
+import { type StepResult, TrainingDivergedError, type Trainer } from './trainer';
 
 /** What the loop reports after every step. */
 export interface TrainingLoopProgress {
@@ -127,10 +127,10 @@ export async function runTrainingLoop<B, L = never>(options: TrainingLoopOptions
   if (latest) await trainer.resume(latest.dir);
   const resumedFrom = trainer.iterations;
   if (resumedFrom !== (latest?.step ?? 0)) throw new Error(`runTrainingLoop: the trainer has done ${resumedFrom} steps, its checkpoint folder ${dir} ${latest ? `is at step ${latest.step}` : 'is empty'}; pass a fresh trainer`);
-  if (resumedFrom > steps) throw new Error(`${latest!.dir}: a checkpoint after step ${resumedFrom}, past the run's ${steps} steps; this folder belongs to a longer run`);
+  if (latest && resumedFrom > steps) throw new Error(`${latest.dir}: a checkpoint after step ${resumedFrom}, past the run's ${steps} steps; this folder belongs to a longer run`);
   let saved = resumedFrom;
   for (let step = resumedFrom; step < steps; step++) {
-    let result;
+    let result: StepResult;
     try {
       result = await trainer.step(options.batch(step));
     } catch (e) {

@@ -33,7 +33,7 @@ export async function setBackend(name: BackendName = 'wasm'): Promise<BackendNam
   if (tf.getBackend() !== name) {
     if (!tf.findBackendFactory(name)) await registerBackend(name);
     const ok = await tf.setBackend(name);
-    if (!ok) throw new Error(`the '${name}' backend failed to initialise` + (name === 'webgpu' ? ': ' + webgpuHelp() : ''));
+    if (!ok) throw new Error(`the '${name}' backend failed to initialise${name === 'webgpu' ? `: ${webgpuHelp()}` : ''}`);
     await tf.ready();
   }
   // idempotent, and also when tfjs had already picked this backend by itself
@@ -75,7 +75,8 @@ async function registerWebgpu(): Promise<void> {
     const dawn = await importDawn();
     Object.assign(globalThis, dawn.globals);
     notes = prepareVulkan();
-    const nav = (g.navigator ??= {}) as { gpu?: Gpu };
+    g.navigator ??= {};
+    const nav = g.navigator;
     Object.defineProperty(nav, 'gpu', { value: dawn.create([]), configurable: true, writable: true });
   }
   const gpu = g.navigator?.gpu;
@@ -122,8 +123,9 @@ function prepareVulkan(): string[] {
   const missing: string[] = [];
   const env = nativeEnv();
   const chosenBy = env.VK_ICD_FILENAMES !== undefined ? 'VK_ICD_FILENAMES' : env.VK_DRIVER_FILES !== undefined ? 'VK_DRIVER_FILES' : null;
-  if (chosenBy) {
-    const absent = env[chosenBy]!.split(':').filter((f) => f && !fs.existsSync(f));
+  const chosen = chosenBy ? env[chosenBy] : undefined;
+  if (chosenBy && chosen !== undefined) {
+    const absent = chosen.split(':').filter((f) => f && !fs.existsSync(f));
     if (absent.length) missing.push(`the Vulkan driver manifest ${absent.join(', ')} named by ${chosenBy} does not exist`);
   } else {
     const xdg = [env.XDG_CONFIG_HOME, env.XDG_DATA_HOME, ...(env.XDG_CONFIG_DIRS ?? '').split(':'), ...(env.XDG_DATA_DIRS ?? '').split(':')];
@@ -167,7 +169,7 @@ function nativeEnv(): NodeJS.ProcessEnv {
 
 function webgpuHelp(notes: string[] = []): string {
   return isNode
-    ? `${notes.length ? notes.join('; ') + '. ' : ''}Dawn (the 'webgpu' package) needs a Vulkan driver. Without a GPU, install Debian's chromium for its SwiftShader CPU driver (${CHROMIUM_SWIFTSHADER_ICD}, found automatically): apt-get install chromium; or install your GPU's Vulkan driver and the loader (apt-get install libvulkan1 mesa-vulkan-drivers)`
+    ? `${notes.length ? `${notes.join('; ')}. ` : ''}Dawn (the 'webgpu' package) needs a Vulkan driver. Without a GPU, install Debian's chromium for its SwiftShader CPU driver (${CHROMIUM_SWIFTSHADER_ICD}, found automatically): apt-get install chromium; or install your GPU's Vulkan driver and the loader (apt-get install libvulkan1 mesa-vulkan-drivers)`
     : 'this browser exposes no WebGPU adapter (try --enable-unsafe-webgpu, or use the wasm backend)';
 }
 

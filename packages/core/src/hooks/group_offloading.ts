@@ -98,12 +98,17 @@ export async function applyGroupOffloading(blocks: readonly HookedModule[], para
     return layout ? [parameters.get(key), layout] : [parameters.get(key)];
   };
   const groups = new Map(blocks.map((block) => [block.path, keys.filter((key) => key.startsWith(`${block.path}.`)).flatMap(tensorsOf)]));
+  const groupOf = (path: string): tf.Tensor[] => {
+    const group = groups.get(path);
+    if (!group) throw new Error(`group offloading: '${path}' is not an offloaded block (${[...groups.keys()].join(', ')})`);
+    return group;
+  };
   const offload = await HostOffload.create([...groups.values()].flat());
   const pinned = new Set<string>(); // blocks whose gradient is being computed
   const remove = hooks.add((path) => groups.has(path), {
-    preForward: (path) => offload.restore(groups.get(path)!),
+    preForward: (path) => offload.restore(groupOf(path)),
     postForward: (path) => {
-      if (!pinned.has(path)) offload.evict(groups.get(path)!);
+      if (!pinned.has(path)) offload.evict(groupOf(path));
     },
     aroundBackward: (path, backward) => {
       pinned.add(path);
@@ -111,7 +116,7 @@ export async function applyGroupOffloading(blocks: readonly HookedModule[], para
         backward();
       } finally {
         pinned.delete(path);
-        offload.evict(groups.get(path)!);
+        offload.evict(groupOf(path));
       }
     },
   });

@@ -39,9 +39,10 @@ export class HookRegistry {
       return [this.post(path, first, context), ...rest];
     };
     for (const hook of this.matching(path).reverse()) {
-      if (!hook.newForward) continue;
+      const { newForward } = hook;
+      if (!newForward) continue;
       const inner = forward;
-      forward = (xs) => hook.newForward!(path, xs, context, inner);
+      forward = (xs) => newForward.call(hook, path, xs, context, inner);
     }
     return forward(inputs);
   }
@@ -50,9 +51,10 @@ export class HookRegistry {
   aroundBackward(path: string, backward: () => void): void {
     let run = backward;
     for (const hook of this.matching(path).reverse()) {
-      if (!hook.aroundBackward) continue;
+      const { aroundBackward } = hook;
+      if (!aroundBackward) continue;
       const inner = run;
-      run = () => hook.aroundBackward!(path, inner);
+      run = () => aroundBackward.call(hook, path, inner);
     }
     run();
   }

@@ -99,7 +99,7 @@ describe.each(['cpu', 'wasm'] as const)('gradient checkpointing and group offloa
     const weights = tf.backend().numDataIds();
     applyGradientCheckpointing(blocks, { variables: [gate] });
     const offCheckpointing = applyGradientCheckpointing(blocks, { variables: [gate] }); // replaces the first
-    blocks.forEach((b) => (b.runs = 0));
+    for (const b of blocks) b.runs = 0;
     const ours = gradients();
     expect(blocks.map((b) => b.runs)).toEqual([4, 4]); // two gradients: each a forward and a recompute
     expect(tf.backend().numDataIds() - weights).toBe(3); // value, dGate and dx: no block weight left uploaded
@@ -110,7 +110,7 @@ describe.each(['cpu', 'wasm'] as const)('gradient checkpointing and group offloa
 
     offCheckpointing();
     offOffload();
-    blocks.forEach((b) => (b.runs = 0));
+    for (const b of blocks) b.runs = 0;
     tf.dispose(gradients());
     expect(blocks.map((b) => b.runs)).toEqual([2, 2]);
     tf.dispose([plain, ours, gate, x, y]);

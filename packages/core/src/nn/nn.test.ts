@@ -7,7 +7,7 @@ import { GroupNorm } from './group_norm';
 import { LayerNorm } from './layer_norm';
 import { Linear } from './linear';
 import { scaledDotProductAttention } from './attention';
-import { expectClose, expectNoLeak } from '../testing';
+import { expectClose, expectDefined, expectNoLeak } from '../testing';
 
 /** A WeightScope over in-memory torch-layout tensors. */
 function scopeOf(tensors: Record<string, { shape: number[]; data: number[] }>) {
@@ -59,9 +59,9 @@ describe.each(['cpu', 'wasm'] as const)('nn primitives on %s', (backend) => {
     const net = (f: (t: tf.Tensor4D) => tf.Tensor4D) => (t: tf.Tensor4D) => tf.tanh(f(t)) as tf.Tensor4D;
     const ours = net((t) => conv.forward(lin.forward(t) as tf.Tensor4D));
     const reference = net((t) => {
-      const h = tf.add(tf.matMul(tf.reshape(t, [-1, 128]), lin.weight, false, true), lin.bias!); // [B·H·W, 96]
+      const h = tf.add(tf.matMul(tf.reshape(t, [-1, 128]), lin.weight, false, true), expectDefined(lin.bias, 'lin.bias')); // [B·H·W, 96]
       const hwio = tf.transpose(conv.weight, [2, 3, 1, 0]) as tf.Tensor4D; // [kh, kw, I, O]
-      return tf.add(tf.conv2d(tf.reshape(h, [2, 5, 6, 96]) as tf.Tensor4D, hwio, 2, [[0, 0], [1, 0], [2, 1], [0, 0]]), conv.bias!) as tf.Tensor4D;
+      return tf.add(tf.conv2d(tf.reshape(h, [2, 5, 6, 96]) as tf.Tensor4D, hwio, 2, [[0, 0], [1, 0], [2, 1], [0, 0]]), expectDefined(conv.bias, 'conv.bias')) as tf.Tensor4D;
     });
     const g = tf.randomNormal([2, 2, 4, 40], 0, 1, 'float32', 5); // output [2, ⌊(5+1−3)/2⌋+1, ⌊(6+3−3)/2⌋+1, 40]
     const y = ours(x);
@@ -92,7 +92,7 @@ describe.each(['cpu', 'wasm'] as const)('nn primitives on %s', (backend) => {
     if (backend === 'wasm') {
       expect(layout).toBeUndefined(); // no second copy in wasm32's heap
     } else {
-      await expectClose(layout!, await tf.transpose(conv.weight, [2, 3, 1, 0]).data(), 0, 'HWIO layout');
+      await expectClose(expectDefined(layout, 'conv.weight layout'), await tf.transpose(conv.weight, [2, 3, 1, 0]).data(), 0, 'HWIO layout');
       const profile = await tf.profile(() => conv.forward(x));
       expect(profile.kernelNames).not.toContain('Transpose');
       tf.dispose(profile.result as tf.Tensor);

@@ -60,9 +60,11 @@ export function recompute(fn: (...inputs: tf.Tensor[]) => tf.Tensor[], inputs: r
   }) as Parameters<typeof tf.customGrad>[0]);
   return tf.tidy(() => {
     const joined = checkpointed(...inputs, ...variables); // [Σ output sizes]
+    const outShapes = shapes;
+    if (!outShapes) throw new Error('recompute: fn was not run by the forward');
     // a split saves nothing for the gradient (slices would keep `joined`); tfjs' split into one piece has a broken gradient
-    const pieces = shapes!.length === 1 ? [joined] : tf.split(joined, shapes!.map((s) => tf.util.sizeFromShape(s))); // [size of output i] each
-    return pieces.map((p, i) => tf.reshape(p, shapes![i]));
+    const pieces = outShapes.length === 1 ? [joined] : tf.split(joined, outShapes.map((s) => tf.util.sizeFromShape(s))); // [size of output i] each
+    return pieces.map((p, i) => tf.reshape(p, outShapes[i]));
   });
 }
 

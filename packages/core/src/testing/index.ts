@@ -18,6 +18,12 @@ export async function expectNoLeak(fn: () => unknown | Promise<unknown>, label =
   if (after !== before) throw new Error(`${label} leaked ${after - before} tensors (${before} live before, ${after} after)`);
 }
 
+/** `value`, checked to be neither undefined nor null (a failed check names `label`); narrows its type for the test. */
+export function expectDefined<T>(value: T | null | undefined, label = 'value'): T {
+  if (value === undefined || value === null) throw new Error(`expected ${label} to be defined, got ${value}`);
+  return value;
+}
+
 /** Largest |a[i] − b[i]|; NaN in either side makes the result NaN. Lengths must match. */
 export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) throw new Error(`maxAbsDiff: lengths differ (${a.length} vs ${b.length})`);

@@ -12,15 +12,15 @@ import { HTML_ENTITIES } from './html_entities';
  */
 export function fixText(text: AlignedText): AlignedText {
   const out: AlignedText[] = [];
-  let unescape = true;
+  let unescapeEntities = true;
   for (let pos = 0; pos < text.length; ) {
     const nl = text.text.indexOf('\n', pos);
     const end = nl < 0 ? text.length : nl + 1;
     let segment = text.slice(pos, end);
-    if (segment.text.includes('<')) unescape = false;
+    if (segment.text.includes('<')) unescapeEntities = false;
     for (;;) {
       const before = segment.text;
-      segment = fixSegment(segment, unescape);
+      segment = fixSegment(segment, unescapeEntities);
       if (segment.text === before) break;
     }
     out.push(segment);
@@ -30,8 +30,8 @@ export function fixText(text: AlignedText): AlignedText {
 }
 
 /** One pass of ftfy's `fix_and_explain` loop body. */
-function fixSegment(t: AlignedText, unescape: boolean): AlignedText {
-  if (unescape) t = t.replace(/&#?[0-9A-Za-z]{1,24};/g, unescapeEntity);
+function fixSegment(t: AlignedText, unescapeEntities: boolean): AlignedText {
+  if (unescapeEntities) t = t.replace(/&#?[0-9A-Za-z]{1,24};/g, unescapeEntity);
   return t
     .replace(/[\x80-\x9f]/g, (c) => CP1252_C1[c.charCodeAt(0) - 0x80]) // fix_c1_controls
     .replace(LIGATURE_RE, (c) => LIGATURES[c]) // fix_latin_ligatures
@@ -40,7 +40,9 @@ function fixSegment(t: AlignedText, unescape: boolean): AlignedText {
     .replace(/[\u02bc\u2018-\u201b]/g, () => "'")
     .replace(/\r\n|[\r\u2028\u2029\u0085]/g, () => '\n') // fix_line_breaks
     .replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, () => '\ufffd') // fix_surrogates
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: ftfy's remove_terminal_escapes matches the ESC control character on purpose
     .replace(/\x1b\[[\p{Nd};]*[a-zA-Z]/gu, () => '') // remove_terminal_escapes
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: ftfy's remove_control_chars strips these control characters on purpose
     .replace(/[\x00-\x08\x0b\x0e-\x1f\x7f\u206a-\u206f\ufeff\ufff9-\ufffc]/g, () => '') // remove_control_chars
     .nfc();
 }

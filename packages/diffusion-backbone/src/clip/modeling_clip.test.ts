@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { SafetensorsFile, WeightScope, serializeSafetensors, setBackend, type TensorData } from '@png/core';
-import { FixtureIndex, expectClose, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
+import { FixtureIndex, expectClose, expectDefined, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
 import { CLIP_VIT_L14_TEXT_CONFIG, type CLIPTextConfig } from './configuration_clip';
 import { CLIPTextModel } from './modeling_clip';
 
@@ -18,7 +18,9 @@ const tempDir = () => {
   tempDirs.push(fs.mkdtempSync(path.join(os.tmpdir(), 'clip-text-')));
   return tempDirs[tempDirs.length - 1];
 };
-afterAll(() => tempDirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+afterAll(() => {
+  for (const d of tempDirs) fs.rmSync(d, { recursive: true, force: true });
+});
 
 function ids(name: string): tf.Tensor2D {
   const ref = fx.read(`text/${name}.input_ids`);
@@ -52,7 +54,7 @@ describe.each(['cpu', 'wasm'] as const)('CLIPTextModel on %s', (backend) => {
     const input = ids('caption0');
     const out = model.forward(input, { outputHiddenStates: true });
     expect(out.hiddenStates).toHaveLength(3);
-    for (let i = 0; i < 3; i++) await expectClose(out.hiddenStates![i], fx.read(`text/caption0.hidden_states.${i}`).data, ATOL, `hidden_states.${i}`);
+    for (let i = 0; i < 3; i++) await expectClose(expectDefined(out.hiddenStates, 'hiddenStates')[i], fx.read(`text/caption0.hidden_states.${i}`).data, ATOL, `hidden_states.${i}`);
     tf.dispose([input, out]);
   });
 
@@ -191,7 +193,7 @@ describe('CLIPTextModel with random weights', () => {
     const out = model.forward(input, { outputHiddenStates: true });
     expect(out.lastHiddenState.shape).toEqual([2, 16, 64]);
     expect(out.poolerOutput.shape).toEqual([2, 64]);
-    expect(out.hiddenStates!.map((h) => h.shape)).toEqual(new Array(4).fill([2, 16, 64]));
+    expect(expectDefined(out.hiddenStates, 'hiddenStates').map((h) => h.shape)).toEqual(new Array(4).fill([2, 16, 64]));
     const last = (await out.lastHiddenState.array()) as number[][][];
     const pooled = (await out.poolerOutput.array()) as number[][];
     expect(pooled[0]).toEqual(last[0][2]); // first 99
@@ -216,7 +218,7 @@ async function rewritten(edit: (tensors: Record<string, TensorData>) => void): P
   fs.copyFileSync(path.join(TEXT_ENCODER, 'config.json'), path.join(dir, 'config.json'));
   const source = await SafetensorsFile.open(path.join(TEXT_ENCODER, 'model.safetensors'));
   const tensors: Record<string, TensorData> = {};
-  for (const key of source.keys()) tensors[key] = { dtype: 'F32', shape: source.info(key)!.shape, data: source.read(key) as Float32Array };
+  for (const key of source.keys()) tensors[key] = { dtype: 'F32', shape: expectDefined(source.info(key), key).shape, data: source.read(key) as Float32Array };
   source.close();
   edit(tensors);
   fs.writeFileSync(path.join(dir, 'model.safetensors'), serializeSafetensors(tensors));

@@ -65,12 +65,17 @@ describe('CLIPTokenizer matches transformers (with ftfy)', () => {
     const ranks = new Map(merges.map((m, i) => [m, i]));
     // transformers' CLIPTokenizer.bpe, transcribed literally
     const referenceBpe = (token: string): string[] => {
-      let word = [...token.slice(0, -1), token.slice(-1) + '</w>'];
+      let word = [...token.slice(0, -1), `${token.slice(-1)}</w>`];
       while (word.length > 1) {
         let best: string | undefined;
+        let bestRank = Number.POSITIVE_INFINITY;
         for (let i = 0; i < word.length - 1; i++) {
           const pair = `${word[i]} ${word[i + 1]}`;
-          if (ranks.has(pair) && (best === undefined || ranks.get(pair)! < ranks.get(best)!)) best = pair;
+          const rank = ranks.get(pair);
+          if (rank !== undefined && rank < bestRank) {
+            best = pair;
+            bestRank = rank;
+          }
         }
         if (best === undefined) break;
         const [first, second] = best.split(' ');
@@ -86,7 +91,10 @@ describe('CLIPTokenizer matches transformers (with ftfy)', () => {
       return word;
     };
     let seed = 7;
-    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
     const letters = 'aeinorstlhcdgmpuy';
     for (let n = 0; n < 500; n++) {
       const word = Array.from({ length: 1 + Math.floor(random() * 24) }, () => letters[Math.floor(random() * letters.length)]).join('');
@@ -204,8 +212,12 @@ describe('CLIPTokenizer files', () => {
     tempDirs.push(fs.mkdtempSync(path.join(os.tmpdir(), 'clip-tok-')));
     return tempDirs[tempDirs.length - 1];
   };
-  afterAll(() => tempDirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
-  const copy = (dir: string, files: string[]) => files.forEach((f) => fs.copyFileSync(path.join(TOKENIZER_DIR, f), path.join(dir, f)));
+  afterAll(() => {
+    for (const d of tempDirs) fs.rmSync(d, { recursive: true, force: true });
+  });
+  const copy = (dir: string, files: string[]) => {
+    for (const f of files) fs.copyFileSync(path.join(TOKENIZER_DIR, f), path.join(dir, f));
+  };
 
   it('needs vocab.json and merges.txt only; special tokens may be plain strings', async () => {
     const dir = tmp();

@@ -123,14 +123,17 @@ export class CLIPTokenizer {
     const fs = await import('node:fs');
     const path = await import('node:path');
     if (!fs.existsSync(dir)) throw new Error(`${dir}: no such folder; pass a CLIP tokenizer folder (vocab.json, merges.txt)`);
-    const read = async (file: string, required: boolean): Promise<string | undefined> => {
+    const read = async (file: string): Promise<string | undefined> => {
       const p = path.join(dir, file);
-      if (fs.existsSync(p)) return (await readInputFile(p, `a CLIP tokenizer file (${file})`)).toString('utf8');
-      if (required) throw new Error(`${p}: missing; a CLIP tokenizer folder needs vocab.json and merges.txt`);
-      return undefined;
+      return fs.existsSync(p) ? (await readInputFile(p, `a CLIP tokenizer file (${file})`)).toString('utf8') : undefined;
+    };
+    const readRequired = async (file: string): Promise<string> => {
+      const text = await read(file);
+      if (text === undefined) throw new Error(`${path.join(dir, file)}: missing; a CLIP tokenizer folder needs vocab.json and merges.txt`);
+      return text;
     };
     return CLIPTokenizer.fromFiles(
-      { vocab: (await read('vocab.json', true))!, merges: (await read('merges.txt', true))!, tokenizerConfig: await read('tokenizer_config.json', false), specialTokensMap: await read('special_tokens_map.json', false) },
+      { vocab: await readRequired('vocab.json'), merges: await readRequired('merges.txt'), tokenizerConfig: await read('tokenizer_config.json'), specialTokensMap: await read('special_tokens_map.json') },
       dir,
     );
   }
@@ -286,6 +289,7 @@ export class CLIPTokenizer {
       let symbols = '';
       const unitOfByte: Array<[number, number]> = [];
       for (let i = m.index; i < m.index + m[0].length; ) {
+        // biome-ignore lint/style/noNonNullAssertion: i < t.text.length, so codePointAt(i) is a number
         const cp = t.text.codePointAt(i)!;
         const n = cp > 0xffff ? 2 : 1;
         for (const byte of utf8(cp)) {
@@ -434,8 +438,9 @@ class PairHeap {
 
   pop(): number {
     const top = this.items[0];
-    const rank = this.ranks.pop()!;
-    const item = this.items.pop()!;
+    const rank = this.ranks.pop();
+    const item = this.items.pop();
+    if (rank === undefined || item === undefined) throw new Error('PairHeap.pop: the heap is empty; check size first');
     const n = this.items.length;
     if (n > 0) {
       let i = 0;

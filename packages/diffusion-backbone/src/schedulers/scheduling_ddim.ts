@@ -67,7 +67,8 @@ export class DDIMScheduler {
   step(modelOutput: tf.Tensor4D, timestep: number, sample: tf.Tensor4D, options: { eta?: number; noise?: tf.Tensor4D } = {}): tf.Tensor4D {
     if (this.numInferenceSteps === 0) throw new Error('DDIMScheduler.step: call setTimesteps(numInferenceSteps) first');
     const eta = options.eta ?? 0;
-    if (eta > 0 && !options.noise) throw new Error('DDIMScheduler.step: eta > 0 needs `noise` (a standard normal tensor of the sample\'s shape)');
+    const noise = eta > 0 ? options.noise : undefined;
+    if (eta > 0 && !noise) throw new Error('DDIMScheduler.step: eta > 0 needs `noise` (a standard normal tensor of the sample\'s shape)');
     const T = this.config.num_train_timesteps;
     if (!(Number.isInteger(timestep) && timestep >= 0 && timestep < T)) throw new Error(`DDIMScheduler.step: timestep ${timestep} is not an integer in [0, ${T})`);
     const prev = timestep - Math.floor(T / this.numInferenceSteps);
@@ -89,7 +90,7 @@ export class DDIMScheduler {
       if (this.config.clip_sample) x0 = tf.clipByValue(x0, -this.config.clip_sample_range, this.config.clip_sample_range);
       const direction = tf.mul(f32(Math.sqrt(f32(f32(1 - aPrev) - f32(std * std)))), eps);
       let prevSample = tf.add(tf.mul(f32(Math.sqrt(aPrev)), x0), direction);
-      if (eta > 0) prevSample = tf.add(prevSample, tf.mul(std, options.noise!));
+      if (noise) prevSample = tf.add(prevSample, tf.mul(std, noise));
       return prevSample as tf.Tensor4D;
     });
   }

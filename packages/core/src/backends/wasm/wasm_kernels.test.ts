@@ -1,10 +1,12 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend } from '../backend';
-import { randn } from '../../testing';
+import { expectDefined, randn } from '../../testing';
 import { registerWasmTrainingKernels, WASM_KERNEL_OVERRIDES, WASM_TRAINING_KERNELS, wasmKernelOptions } from './wasm_kernels';
 
 
 type Backend = 'cpu' | 'wasm';
+
+const kernelOf = (kernelName: string): tf.KernelConfig => expectDefined(tf.getKernel(kernelName, 'wasm'), `wasm kernel ${kernelName}`);
 
 interface GradCase {
   name: string;
@@ -94,9 +96,9 @@ afterAll(() => {
 describe('registerWasmTrainingKernels', () => {
   it('registers exactly the kernels the wasm backend lacks, idempotently', () => {
     for (const k of WASM_TRAINING_KERNELS) expect(tf.getKernel(k, 'wasm')).toBeDefined();
-    const before = WASM_TRAINING_KERNELS.map((k) => tf.getKernel(k, 'wasm')!.kernelFunc);
+    const before = WASM_TRAINING_KERNELS.map((k) => kernelOf(k).kernelFunc);
     expect(registerWasmTrainingKernels()).toEqual([]);
-    expect(WASM_TRAINING_KERNELS.map((k) => tf.getKernel(k, 'wasm')!.kernelFunc)).toEqual(before);
+    expect(WASM_TRAINING_KERNELS.map((k) => kernelOf(k).kernelFunc)).toEqual(before);
     expect([...WASM_TRAINING_KERNELS].sort()).toEqual(
       ['Conv2DBackpropFilter', 'DepthwiseConv2dNativeBackpropFilter', 'DepthwiseConv2dNativeBackpropInput', 'Einsum', 'UnsortedSegmentSum'],
     );
@@ -104,17 +106,17 @@ describe('registerWasmTrainingKernels', () => {
 
   it('replaces wasm\'s Conv2DBackpropInput, Slice, Unpack and Identity once (the overrides stay registered, idempotently)', () => {
     expect(WASM_KERNEL_OVERRIDES).toEqual(['Conv2DBackpropInput', 'Slice', 'Unpack', 'Identity']);
-    const k = tf.getKernel('Conv2DBackpropInput', 'wasm')!;
+    const k = kernelOf('Conv2DBackpropInput');
     expect(k.kernelFunc.name).toBe('conv2DBackpropInput');
     expect(k.setupFunc).toBeDefined(); // wasm's cwrap setup is kept for the fallback
-    expect(tf.getKernel('Slice', 'wasm')!.kernelFunc.name).toBe('slice');
-    expect(tf.getKernel('Unpack', 'wasm')!.kernelFunc.name).toBe('unpack');
-    expect(tf.getKernel('Identity', 'wasm')!.kernelFunc.name).toBe('identity');
-    const before = WASM_KERNEL_OVERRIDES.map((name) => tf.getKernel(name, 'wasm')!.kernelFunc);
+    expect(kernelOf('Slice').kernelFunc.name).toBe('slice');
+    expect(kernelOf('Unpack').kernelFunc.name).toBe('unpack');
+    expect(kernelOf('Identity').kernelFunc.name).toBe('identity');
+    const before = WASM_KERNEL_OVERRIDES.map((name) => kernelOf(name).kernelFunc);
     expect(registerWasmTrainingKernels()).toEqual([]);
     expect(registerWasmTrainingKernels()).toEqual([]);
-    expect(WASM_KERNEL_OVERRIDES.map((name) => tf.getKernel(name, 'wasm')!.kernelFunc)).toEqual(before);
-    expect(tf.getKernel('Conv2DBackpropInput', 'wasm')!.kernelFunc).toBe(k.kernelFunc);
+    expect(WASM_KERNEL_OVERRIDES.map((name) => kernelOf(name).kernelFunc)).toEqual(before);
+    expect(kernelOf('Conv2DBackpropInput').kernelFunc).toBe(k.kernelFunc);
   });
 
   it('Identity shares storage: a clone is one more reference, not one more buffer, and outlives its source', async () => {

@@ -117,12 +117,14 @@ function conv2DBackpropFilter({ inputs, attrs, backend }: { inputs: tf.NamedTens
     const phases = new Map<number, Info>();
     const phase = (ph: number, pw: number): Info => {
       const key = ph * sW + pw;
-      if (!phases.has(key)) {
+      let phaseT = phases.get(key);
+      if (!phaseT) {
         const p = sH === 1 && sW === 1 ? xP : run('Slice', { x: xR }, { begin: [0, ph, 0, pw * Ci], size: [B * Hq, 1, Wq, Ci] });
         const p4 = run('Reshape', { x: p }, { shape: [B, Hq, Wq, Ci] });
-        phases.set(key, run('Transpose', { x: p4 }, { perm: [3, 0, 1, 2] })); // [Ci, B, Hq, Wq]
+        phaseT = run('Transpose', { x: p4 }, { perm: [3, 0, 1, 2] }); // [Ci, B, Hq, Wq]
+        phases.set(key, phaseT);
       }
-      return phases.get(key)!;
+      return phaseT;
     };
     const dy2 = run('Reshape', { x: dy }, { shape: [N, Co] }); // [N, Co]
     const tap = (kh: number, kw: number): Info => {
@@ -226,6 +228,12 @@ function depthwiseBackpropInput({ inputs, attrs, backend }: { inputs: tf.NamedTe
 // no interleave or crop.
 // ---------------------------------------------------------------------------------------------
 
+/** The wasm backend's own kernel kept by registerWasmTrainingKernels, for the cases an override leaves to it. */
+function fallBack(original: tf.KernelFunc | undefined, kernelName: string): tf.KernelFunc {
+  if (!original) throw new Error(`wasm_kernels: no original wasm ${kernelName} to fall back on; call registerWasmTrainingKernels after importing @tensorflow/tfjs-backend-wasm`);
+  return original;
+}
+
 let wasmConv2DBackpropInputOriginal: tf.KernelFunc | undefined;
 
 function conv2DBackpropInput(args: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; backend: unknown }): Info {
@@ -236,8 +244,7 @@ function conv2DBackpropInput(args: { inputs: tf.NamedTensorInfoMap; attrs?: tf.N
   const dilations = (attrs as { dilations?: number | [number, number] }).dilations ?? 1;
   const dilated = typeof dilations === 'number' ? dilations !== 1 : dilations.some((d) => d !== 1);
   if (dataFormat === 'NCHW' || dilated || dy0.dtype !== 'float32' || filter.dtype !== 'float32' || dy0.shape.length !== 4) {
-    if (!wasmConv2DBackpropInputOriginal) throw new Error('wasm_kernels: no original wasm Conv2DBackpropInput to fall back on');
-    return wasmConv2DBackpropInputOriginal(args as unknown as Parameters<tf.KernelFunc>[0]) as Info;
+    return fallBack(wasmConv2DBackpropInputOriginal, 'Conv2DBackpropInput')(args as unknown as Parameters<tf.KernelFunc>[0]) as Info;
   }
   return compose(backend as WasmBackend, (run, own) => {
     const [B, H, W, Ci] = inputShape;
@@ -349,12 +356,13 @@ function einsum({ inputs, attrs, backend }: { inputs: tf.NamedTensorInfoMap; att
         out = out === null ? x : run('Multiply', { a: x, b: out });
       }
       if (i < steps.length - 1) {
-        if (path[i] >= 0) out = run('Sum', { x: out! }, { axis: path[i] - (allDims.length - remaining), keepDims: false });
+        if (path[i] >= 0 && out !== null) out = run('Sum', { x: out }, { axis: path[i] - (allDims.length - remaining), keepDims: false });
         remaining--;
       }
     }
+    if (out === null) throw new Error(`einsum '${equation}': the compute path multiplied no operand; pass at least one tensor`);
     // The result must own its data: an input passed through unchanged gets its own reference.
-    return tensors.includes(out!) ? run('Identity', { x: out! }) : out!;
+    return tensors.includes(out) ? run('Identity', { x: out }) : out;
   });
 }
 
@@ -381,7 +389,7 @@ function slice(args: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; b
   const { begin, size } = args.attrs as unknown as tf.SliceAttrs;
   const [begin_, size_] = tf.slice_util.parseSliceParams(x as tf.Tensor, begin, size);
   tf.slice_util.assertParamsValid(x as tf.Tensor, begin_, size_); // as the cpu kernel does; wasm's reads out of bounds
-  if (x.dtype === 'string' || !tf.slice_util.isSliceContinous(x.shape, begin_, size_)) return wasmSliceOriginal!(args as unknown as Parameters<tf.KernelFunc>[0]) as Info;
+  if (x.dtype === 'string' || !tf.slice_util.isSliceContinous(x.shape, begin_, size_)) return fallBack(wasmSliceOriginal, 'Slice')(args as unknown as Parameters<tf.KernelFunc>[0]) as Info;
   return copyRange(args.backend as WasmBackend, x, tf.slice_util.computeFlatOffset(begin_, tf.util.computeStrides(x.shape)), size_);
 }
 
@@ -389,7 +397,7 @@ function unpack(args: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; 
   const value = args.inputs.value as Info; // [..., G, ...inner]
   const rank = value.shape.length;
   const axis = ((args.attrs as unknown as tf.UnpackAttrs).axis + rank) % rank;
-  if (value.dtype === 'string' || value.shape.slice(0, axis).some((d) => d !== 1)) return wasmUnpackOriginal!(args as unknown as Parameters<tf.KernelFunc>[0]) as Info[];
+  if (value.dtype === 'string' || value.shape.slice(0, axis).some((d) => d !== 1)) return fallBack(wasmUnpackOriginal, 'Unpack')(args as unknown as Parameters<tf.KernelFunc>[0]) as Info[];
   const outShape = value.shape.filter((_, i) => i !== axis);
   const n = tf.util.sizeFromShape(outShape);
   return Array.from({ length: value.shape[axis] }, (_, g) => copyRange(args.backend as WasmBackend, value, g * n, outShape));
@@ -406,7 +414,7 @@ let wasmIdentityOriginal: tf.KernelFunc | undefined;
 
 function identity(args: { inputs: tf.NamedTensorInfoMap; backend: unknown }): Info {
   const x = args.inputs.x as Info;
-  if (x.dtype === 'string') return wasmIdentityOriginal!(args as unknown as Parameters<tf.KernelFunc>[0]) as Info;
+  if (x.dtype === 'string') return fallBack(wasmIdentityOriginal, 'Identity')(args as unknown as Parameters<tf.KernelFunc>[0]) as Info;
   (args.backend as WasmBackend).incRef(x.dataId);
   return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
 }
