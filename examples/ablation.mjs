@@ -233,13 +233,13 @@ async function checkPlan() {
       process.exit(2);
     }
   }
-  await writeFileAtomic(file, JSON.stringify(plan, null, 2) + '\n');
+  await writeFileAtomic(file, `${JSON.stringify(plan, null, 2)}\n`);
   for (const v of variants) {
-    if (fs.existsSync(configFile(v.name)) && fs.readFileSync(configFile(v.name), 'utf8') !== JSON.stringify(v.config, null, 2) + '\n') {
+    if (fs.existsSync(configFile(v.name)) && fs.readFileSync(configFile(v.name), 'utf8') !== `${JSON.stringify(v.config, null, 2)}\n`) {
       console.error(`ablation: ${configFile(v.name)}: variant '${v.name}' was run with another config; rerun with the same variants file, or choose another --out`);
       process.exit(2);
     }
-    await writeFileAtomic(configFile(v.name), JSON.stringify(v.config, null, 2) + '\n');
+    await writeFileAtomic(configFile(v.name), `${JSON.stringify(v.config, null, 2)}\n`);
   }
 }
 
@@ -368,7 +368,7 @@ async function calibrate() {
     narratives: limit,
     load: os.loadavg()[0],
   };
-  await writeFileAtomic(file, JSON.stringify(measured, null, 2) + '\n');
+  await writeFileAtomic(file, `${JSON.stringify(measured, null, 2)}\n`);
   return measured;
 }
 
@@ -398,7 +398,7 @@ async function runAll() {
   const failures = [];
   await pool(toSynth, async (seed) => {
     const code = await png(synthArgs(seed), `synth-seed${seed}`);
-    if (code === 0) await writeFileAtomic(`${dataDir(seed)}.done`, JSON.stringify(synthArgs(seed)) + '\n');
+    if (code === 0) await writeFileAtomic(`${dataDir(seed)}.done`, `${JSON.stringify(synthArgs(seed))}\n`);
     else failures.push(`png synth seed ${seed} (exit ${code}; log ${path.join(out, 'logs', `synth-seed${seed}.log`)})`);
   });
   if (failures.length) throw new Error(`could not write the benchmarks: ${failures.join('; ')}`);
@@ -538,7 +538,7 @@ async function writeReport() {
   const markdown = lines.join('\n');
   await writeFileAtomic(path.join(out, 'ablation.md'), markdown);
   const { curves, thresholds, ...numbers } = summary; // the curves are in the figure
-  await writeFileAtomic(path.join(out, 'ablation.json'), JSON.stringify({ settings, size_thresholds: sizeThresholds, variants: variants.map(({ name, fields }) => ({ name, fields })), ...numbers }, null, 1) + '\n');
+  await writeFileAtomic(path.join(out, 'ablation.json'), `${JSON.stringify({ settings, size_thresholds: sizeThresholds, variants: variants.map(({ name, fields }) => ({ name, fields })), ...numbers }, null, 1)}\n`);
   await writeFileAtomic(path.join(out, 'ablation_curves.svg'), renderRecallCurvePanelsSvg(stats.curvePanels(summary, shown), { columns: 4 }));
   console.log(`\n${markdown}\nwritten: ${['ablation.md', 'ablation.json', 'ablation_curves.svg'].map((f) => path.join(out, f)).join(', ')}`);
 }

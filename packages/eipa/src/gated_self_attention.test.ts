@@ -10,7 +10,7 @@ beforeAll(async () => {
 
 /** Random parameters (the default zero/one inits would hide a wrong wiring). */
 function randomize(params: { keys(): string[]; get(key: string): tf.Tensor }, seed: number): void {
-  params.keys().forEach((key, i) => (params.get(key) as tf.Variable).assign(tf.randomNormal(params.get(key).shape, 0, 0.5, 'float32', seed + i)));
+  for (const [i, key] of params.keys().entries()) (params.get(key) as tf.Variable).assign(tf.randomNormal(params.get(key).shape, 0, 0.5, 'float32', seed + i));
 }
 
 function build<T>(make: (scope: WeightScope) => T, seed = 1): { module: T; params: ReturnType<WeightScope['finish']> } {

@@ -271,7 +271,7 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
       const probed = attachEipa(unet, open);
       const out = unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: probed.context(x.phrases, { zeroGates: true }) });
       const actual = await snapshot(out);
-      actual.forEach((a, i) => expect(Buffer.from(a.buffer).equals(Buffer.from(expected[i].buffer))).toBe(true));
+      for (const [i, a] of actual.entries()) expect(Buffer.from(a.buffer).equals(Buffer.from(expected[i].buffer))).toBe(true);
       for (const state of probed.phraseStates(out.outputs, x.phrases)) expect(state.tensor).toBe(x.phrases.tensor);
       tf.dispose([out.sample, ...Object.values(out.outputs).filter((t) => t !== x.phrases.tensor)]); // the states are the phrases themselves
       probed.detach();
@@ -317,7 +317,7 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     expect(states['mid_block.attentions.0.transformer_blocks.0'].shape).toEqual([2, 3, 32]);
     const replayed = run(x.latents, { replayStates: states });
     const [a, b] = [await snapshot(own), await snapshot(replayed)];
-    a.forEach((v, i) => expect(Buffer.from(v.buffer).equals(Buffer.from(b[i].buffer))).toBe(true));
+    for (const [i, v] of a.entries()) expect(Buffer.from(v.buffer).equals(Buffer.from(b[i].buffer))).toBe(true);
     const swapped = tf.reverse(x.latents, 0) as tf.Tensor4D; // the other image
     const donor = run(swapped, { recordStates: true });
     const probed = run(x.latents, { replayStates: eipa.blockStates(donor.outputs) });

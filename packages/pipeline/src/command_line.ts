@@ -385,8 +385,11 @@ async function train(args: readonly string[], env: CliEnvironment): Promise<void
 /** ' gates e 0.0123 i 0.0456' (the kinds that have gates), or '' without any. */
 function formatGates(gates: EipaGateMagnitudes | undefined): string {
   if (!gates) return '';
-  const kinds = (['extract', 'inject'] as const).filter((kind) => gates[kind] !== null);
-  return kinds.length ? ` gates ${kinds.map((kind) => `${kind[0]} ${gates[kind]!.toFixed(4)}`).join(' ')}` : '';
+  const parts = (['extract', 'inject'] as const).flatMap((kind) => {
+    const gate = gates[kind];
+    return gate === null ? [] : [`${kind[0]} ${gate.toFixed(4)}`];
+  });
+  return parts.length ? ` gates ${parts.join(' ')}` : '';
 }
 
 /** The trained model of a run folder and the image size it was trained at. */

@@ -169,7 +169,7 @@ describe('PngGrounder on the tiny SD backbone (wasm)', () => {
     const plain = backbone.unet.forward(latents, 1, phrases.tensor, { encoderAttentionMask: phrases.mask });
     const reference = await Promise.all(taps.pyramid(plain.outputs).map((f) => bits(f.tensor)));
     taps.remove();
-    reference.forEach((r, i) => expect(r.equals(zeroedLevels[i])).toBe(true));
+    for (const [i, r] of reference.entries()) expect(r.equals(zeroedLevels[i])).toBe(true);
     tf.dispose([images, phrases, latents, own, zeroed, same, donors, swapped, half, plain]);
   });
 
