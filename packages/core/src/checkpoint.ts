@@ -1,5 +1,6 @@
 import { writeFileAtomic } from './atomic_write';
 import { parseJsonObject } from './config';
+import { readInputFile } from './input_file';
 import { SafetensorsBytes, SafetensorsFile, writeSafetensorsFile } from './safetensors';
 import type { Parameters } from './weights';
 
@@ -24,7 +25,7 @@ export async function openModule(dir: string): Promise<{ config: Record<string, 
   const { join } = await import('node:path');
   const configFile = join(dir, CONFIG_FILE);
   if (!fs.existsSync(configFile)) throw new Error(`${configFile}: missing; not a module checkpoint folder`);
-  const config = parseJsonObject(fs.readFileSync(configFile, 'utf8'), configFile);
+  const config = parseJsonObject((await readInputFile(configFile, 'a module config (JSON)')).toString('utf8'), configFile);
   return { config, source: await SafetensorsFile.open(join(dir, WEIGHTS_FILE)) };
 }
 

@@ -8,9 +8,9 @@ import { WeightScope } from './weights';
 import { Linear } from './nn/linear';
 import { setBackend } from './backend';
 
-/** A safetensors file from a raw header object and data bytes. */
-function rawFile(header: object, data: Uint8Array): Uint8Array {
-  const json = new TextEncoder().encode(JSON.stringify(header));
+/** A safetensors file from a raw header (an object, or JSON text as is) and data bytes. */
+function rawFile(header: object | string, data: Uint8Array): Uint8Array {
+  const json = new TextEncoder().encode(typeof header === 'string' ? header : JSON.stringify(header));
   const out = new Uint8Array(8 + json.length + data.length);
   new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
   out.set(json, 8);
@@ -74,6 +74,37 @@ describe('safetensors', () => {
     fs.writeFileSync(file, bytes);
     await expect(SafetensorsFile.open(file)).rejects.toThrow(message);
     await expect(SafetensorsFile.open(file)).rejects.toThrow(file);
+  });
+
+  it('refuses a header with a key twice (JSON.parse would keep the last silently), naming the key', async () => {
+    const entry = (begin: number) => `{"dtype":"F32","shape":[1],"data_offsets":[${begin},${begin + 4}]}`;
+    const ambiguous = '; JSON readers keep only one of them, so the file is ambiguous; write it again with unique names';
+    const cases: [string, string][] = [
+      [`{"x":${entry(0)},"y":${entry(4)},"x":${entry(8)}}`, "tensor 'x' appears twice in the header"],
+      [`{"w\\u0078":${entry(0)},"w\\\\x":${entry(4)},"wx":${entry(8)}}`, "tensor 'wx' appears twice in the header"], // in JSON, "w\u0078" is "wx" and "w\\x" is not
+      [`{"x":{"dtype":"F32","shape":[1],"dtype":"F16","data_offsets":[0,4]}}`, "tensor 'x': key 'dtype' appears twice"],
+      [`{"__metadata__":{"format":"pt"},"x":${entry(0)},"__metadata__":{}}`, 'the header has two __metadata__ entries'],
+      [`{"__metadata__":{"format":"pt","note":"a \\"{x\\" [","format":"np"},"x":${entry(0)}}`, "__metadata__: key 'format' appears twice"],
+    ];
+    const file = path.join(tmp, 'duplicate.safetensors');
+    for (const [header, message] of cases) {
+      fs.writeFileSync(file, rawFile(header, new Uint8Array(12)));
+      await expect(SafetensorsFile.open(file)).rejects.toThrow(`${file}: ${message}${ambiguous}`);
+      expect(() => new SafetensorsBytes(rawFile(header, new Uint8Array(12)), 'bytes')).toThrow(`bytes: ${message}`);
+    }
+    // Look-alikes are fine: keys inside strings and in other objects, the same key in two entries.
+    const fine = `{"__metadata__":{"x":"{\\"x\\":1, \\"x\\":2}","dtype":"y"},"x":${entry(0)},"x2":${entry(4)}}`;
+    const st = new SafetensorsBytes(rawFile(fine, new Uint8Array(8)));
+    expect(st.keys()).toEqual(['x', 'x2']);
+    expect(st.metadata).toEqual({ x: '{"x":1, "x":2}', dtype: 'y' });
+  });
+
+  it('refuses a __metadata__ that is not a map of strings to strings (null is none)', () => {
+    const x = { dtype: 'F32', shape: [1], data_offsets: [0, 4] };
+    expect(() => new SafetensorsBytes(rawFile({ __metadata__: 'pt', x }, new Uint8Array(4)), 'm')).toThrow('m: __metadata__ is "pt"; it must be a map of strings to strings');
+    expect(() => new SafetensorsBytes(rawFile({ __metadata__: ['pt'], x }, new Uint8Array(4)), 'm')).toThrow('m: __metadata__ is ["pt"]; it must be a map of strings to strings');
+    expect(() => new SafetensorsBytes(rawFile({ __metadata__: { format: 'pt', step: 3 }, x }, new Uint8Array(4)), 'm')).toThrow("m: __metadata__ key 'step' is 3; metadata values must be strings");
+    expect(new SafetensorsBytes(rawFile({ __metadata__: null, x }, new Uint8Array(4))).metadata).toEqual({});
   });
 
   it('streams a file atomically: a failed write leaves nothing under the final name', async () => {

@@ -5,6 +5,8 @@
  * UNet is never held twice in memory.
  */
 
+import { checkInputFile } from './input_file';
+
 export type SafetensorsDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
 const BYTES_PER_ELEMENT: Record<SafetensorsDtype, number> = {
@@ -55,20 +57,28 @@ export function parseHeader(
   dataBytes: number,
 ): { tensors: Map<string, TensorInfo>; metadata: Record<string, string> } {
   let raw: unknown;
+  let text: string;
   try {
-    raw = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(json));
+    text = new TextDecoder('utf-8', { fatal: true }).decode(json);
+    raw = JSON.parse(text);
   } catch (e) {
     throw new SafetensorsError(source, `the header is not valid UTF-8 JSON (${(e as Error).message}); the file is corrupt or not a safetensors file`);
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     throw new SafetensorsError(source, 'the header is not a JSON object; the file is corrupt or not a safetensors file');
   }
+  const duplicate = firstDuplicateKey(text);
+  if (duplicate) {
+    const [outer, key] = duplicate;
+    const where = outer === undefined ? (key === '__metadata__' ? 'the header has two __metadata__ entries' : `tensor '${key}' appears twice in the header`) : `${outer === '__metadata__' ? '__metadata__' : `tensor '${outer}'`}: key '${key}' appears twice`;
+    throw new SafetensorsError(source, `${where}; JSON readers keep only one of them, so the file is ambiguous; write it again with unique names`);
+  }
   const tensors = new Map<string, TensorInfo>();
   let metadata: Record<string, string> = {};
   const ranges: Array<[number, number, string]> = [];
   for (const [key, value] of Object.entries(raw as Record<string, unknown>)) {
     if (key === '__metadata__') {
-      metadata = (value ?? {}) as Record<string, string>;
+      metadata = parseMetadata(source, value);
       continue;
     }
     const entry = value as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
@@ -104,6 +114,52 @@ export function parseHeader(
     }
   }
   return { tensors, metadata };
+}
+
+/** `__metadata__`: a string→string map (or null, as none); anything else is refused, as the reference reader does. */
+function parseMetadata(source: string, value: unknown): Record<string, string> {
+  if (value === null) return {};
+  if (typeof value !== 'object' || Array.isArray(value)) throw new SafetensorsError(source, `__metadata__ is ${JSON.stringify(value)}; it must be a map of strings to strings`);
+  for (const [key, entry] of Object.entries(value)) {
+    if (typeof entry !== 'string') throw new SafetensorsError(source, `__metadata__ key '${key}' is ${JSON.stringify(entry)}; metadata values must be strings`);
+  }
+  return value as Record<string, string>;
+}
+
+/**
+ * The first key that appears twice in one object of a valid JSON text, as [the key of the
+ * top-level entry it is inside (undefined at the top level), the key]. JSON.parse keeps the last
+ * copy silently, so duplicates are looked for in the text itself.
+ */
+function firstDuplicateKey(text: string): [string | undefined, string] | undefined {
+  // One frame per open object or array; `keys` is undefined for arrays.
+  const stack: Array<{ keys: Set<string> | undefined; expectKey: boolean }> = [];
+  let topKey: string | undefined;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    const frame = stack[stack.length - 1];
+    if (c === '"') {
+      let end = i + 1;
+      while (text[end] !== '"') end += text[end] === '\\' ? 2 : 1;
+      if (frame?.keys && frame.expectKey) {
+        const key = JSON.parse(text.slice(i, end + 1)) as string; // escapes decoded: "a" and "\u0061" are one key
+        if (frame.keys.has(key)) return [stack.length === 1 ? undefined : topKey, key];
+        frame.keys.add(key);
+        frame.expectKey = false;
+        if (stack.length === 1) topKey = key;
+      }
+      i = end;
+    } else if (c === '{') {
+      stack.push({ keys: new Set(), expectKey: true });
+    } else if (c === '[') {
+      stack.push({ keys: undefined, expectKey: false });
+    } else if (c === '}' || c === ']') {
+      stack.pop();
+    } else if (c === ',' && frame?.keys) {
+      frame.expectKey = true;
+    }
+  }
+  return undefined;
 }
 
 let f16Table: Float32Array | undefined;
@@ -247,7 +303,7 @@ export class SafetensorsFile implements WeightSource {
   /** Opens and validates `path`. Throws a SafetensorsError naming the file for any defect. */
   static async open(path: string): Promise<SafetensorsFile> {
     const fs: NodeFs = await import('node:fs');
-    if (!fs.existsSync(path)) throw new SafetensorsError(path, 'no such file');
+    await checkInputFile(path, 'a safetensors weights file');
     const fd = fs.openSync(path, 'r');
     try {
       const size = fs.fstatSync(fd).size;

@@ -1,4 +1,4 @@
-import { SafetensorsBytes, SafetensorsError, SafetensorsFile, openModuleFiles, parseJsonObject, writeFileAtomic, writeSafetensorsFile, type ModuleFiles, type Parameters, type TensorInfo, type WeightSource } from '@png/core';
+import { SafetensorsBytes, SafetensorsError, SafetensorsFile, openModuleFiles, parseJsonObject, readInputFile, writeFileAtomic, writeSafetensorsFile, type ModuleFiles, type Parameters, type TensorInfo, type WeightSource } from '@png/core';
 
 /**
  * Reading one component folder of a diffusers pipeline (`unet/`, `vae/`, `text_encoder/`):
@@ -29,7 +29,7 @@ export async function readConfigJson(dir: string): Promise<Record<string, unknow
   const file = path.join(dir, 'config.json');
   if (!fs.existsSync(dir)) throw new Error(`${dir}: no such folder; pass a component folder of a diffusers pipeline (with config.json and *.safetensors)`);
   if (!fs.existsSync(file)) throw new Error(`${file}: missing; a component folder needs its config.json`);
-  return parseJsonObject(fs.readFileSync(file, 'utf8'), file);
+  return parseJsonObject((await readInputFile(file, 'a component config (JSON)')).toString('utf8'), file);
 }
 
 /** Opens the checkpoint `<dir>/<weightsName>[.<variant>].safetensors`, or its sharded index. */
@@ -57,10 +57,11 @@ class ShardedSource implements WeightSource {
   ) {}
 
   static async open(indexFile: string): Promise<ShardedSource> {
-    const { fs, path } = await node();
+    const { path } = await node();
+    const text = (await readInputFile(indexFile, 'a safetensors shard index (JSON)')).toString('utf8');
     let weightMap: Record<string, string>;
     try {
-      weightMap = JSON.parse(fs.readFileSync(indexFile, 'utf8')).weight_map;
+      weightMap = JSON.parse(text).weight_map;
     } catch (e) {
       throw new SafetensorsError(indexFile, `not a valid index (${(e as Error).message})`);
     }

@@ -94,6 +94,19 @@ describe('DiffusionBackbone (wasm)', () => {
     fs.rmSync(dir, { recursive: true });
   });
 
+  it('names the path and what was expected where a component file is a folder', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipe-folders-'));
+    for (const part of ['vae', 'text_encoder', 'tokenizer']) fs.mkdirSync(path.join(dir, part));
+    const unet = path.join(dir, 'unet');
+    fs.mkdirSync(path.join(unet, 'config.json'), { recursive: true });
+    await expect(DiffusionBackbone.fromPretrained(dir)).rejects.toThrow(`${path.join(unet, 'config.json')}: is a folder; expected a component config (JSON)`);
+    fs.rmSync(path.join(unet, 'config.json'), { recursive: true });
+    fs.copyFileSync(path.join(TINY, 'unet', 'config.json'), path.join(unet, 'config.json'));
+    fs.mkdirSync(path.join(unet, 'diffusion_pytorch_model.safetensors'));
+    await expect(DiffusionBackbone.fromPretrained(dir)).rejects.toThrow(`${path.join(unet, 'diffusion_pytorch_model.safetensors')}: is a folder; expected a safetensors weights file`);
+    fs.rmSync(dir, { recursive: true });
+  });
+
   it('writes a pipeline folder from its components (save) that loads back bit for bit', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pipe-save-'));
     const vae = await AutoencoderKL.fromPretrained(path.join(TINY, 'vae'));

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { fetchFile, fetchModuleFiles, joinUrl, parseJsonObject, seededNormal, type FetchFunction, type ModuleFiles, type TextEncoding } from '@png/core';
+import { fetchFile, fetchModuleFiles, joinUrl, parseJsonObject, readInputFile, seededNormal, type FetchFunction, type ModuleFiles, type TextEncoding } from '@png/core';
 import { CLIPTextModel } from './clip/modeling_clip';
 import { CLIPTokenizer, type CLIPTokenizerFiles } from './clip/tokenization_clip';
 import { componentWeightsFile, type ComponentOptions } from './component_files';
@@ -88,7 +88,7 @@ export class DiffusionBackbone {
       const textEncoder = keep(await CLIPTextModel.fromPretrained(path.join(dir, 'text_encoder'), options));
       const tokenizer = await CLIPTokenizer.fromPretrained(path.join(dir, 'tokenizer'));
       const schedulerFile = path.join(dir, 'scheduler', 'scheduler_config.json');
-      const scheduler = fs.existsSync(schedulerFile) ? readSchedulerConfig(fs.readFileSync(schedulerFile, 'utf8'), schedulerFile) : resolveSchedulerConfig();
+      const scheduler = fs.existsSync(schedulerFile) ? readSchedulerConfig((await readInputFile(schedulerFile, 'a scheduler config (JSON)')).toString('utf8'), schedulerFile) : resolveSchedulerConfig();
       return new DiffusionBackbone(unet, vae, textEncoder, tokenizer, scheduler);
     } catch (e) {
       for (const m of loaded) m.dispose();

@@ -2,7 +2,9 @@
  * Evaluates a PngGrounder on a PNG benchmark split with the PNG Average Recall, and draws what it
  * predicts. Everything is written to one folder:
  *
- *   report.json          AR / counts / acc@0.5 per group and the recall curves (+ the trivial baseline's AR)
+ *   report.json          AR / counts / acc@0.5 per group (the five groups, size buckets, phrase types) with
+ *                        bootstrap intervals over images, and the recall curves (+ the trivial baseline's AR,
+ *                        the narratives dropped by the official pre-processing, per reason)
  *   ar_curves.svg        the recall curves (the paper's Figure 4 layout)
  *   predictions.json     every predicted mask as COCO RLE (`png-metrics evaluate` reads it)
  *   overlays/<n>.png     ground truth beside prediction, phrase legend, for the first samples
@@ -11,8 +13,20 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { writeFileAtomic } from '@png/core';
-import { encodePng, type PngSample, type SkippedRecord } from '@png/png-data';
-import { PngEvaluator, buildReport, encodeRle, renderRecallCurvesSvg, summarizeMetrics, type PngMetrics, type PngPredictionRecord, type PngSample as EvaluatedSample, type PngSummary } from '@png/png-metrics';
+import { encodePng, type DroppedRecord, type PngSample, type SkippedRecord } from '@png/png-data';
+import {
+  PngEvaluator,
+  buildReport,
+  countDrops,
+  encodeRle,
+  renderRecallCurvesSvg,
+  summarizeMetrics,
+  type PngEvaluateOptions,
+  type PngMetrics,
+  type PngPredictionRecord,
+  type PngSample as EvaluatedSample,
+  type PngSummary,
+} from '@png/png-metrics';
 import { encodeSamples, readGroundedSamples } from './benchmark_samples';
 import { masksFromLogits, type PngGrounder } from './png_grounder';
 import { renderAttentionMap, renderOverlay, tileImages } from './visualize';
@@ -34,11 +48,18 @@ export interface BenchmarkEvaluationOptions {
   readonly limit?: number;
   /** Samples per forward (default 8). */
   readonly batchSize?: number;
+  /**
+   * Groups and intervals of the metrics (png-metrics' `evaluate` options); default: tag groups by
+   * `phrase_type`, COCO's size thresholds, 1000 bootstrap resamples of the images (seed 0, 95 %).
+   */
+  readonly metrics?: PngEvaluateOptions;
   readonly onProgress?: (done: number, total: number) => void;
 }
 
 export interface BenchmarkEvaluationResult {
   readonly metrics: PngMetrics;
+  /** Every phrase's IoU, groups and tags (`phraseScores()`), e.g. for `PngEvaluator.pairedBootstrap` against another run. */
+  readonly evaluator: PngEvaluator;
   readonly summary: PngSummary;
   /** A trivial baseline on the same phrases: every phrase predicted as the whole image. */
   readonly baseline: PngSummary;
@@ -46,6 +67,8 @@ export interface BenchmarkEvaluationResult {
   readonly phrases: number;
   /** Bad records of the split, left out of the evaluation (each with its index and the field at fault). */
   readonly skipped: readonly SkippedRecord[];
+  /** Records the official pre-processing drops (not evaluated, as in the official code). */
+  readonly dropped: readonly DroppedRecord[];
   readonly seconds: number;
 }
 
@@ -64,7 +87,7 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
   const overlays = options.overlays ?? 8;
   const attentionMaps = options.attentionMaps ?? 4;
   const maxPhrases = grounder.config.max_phrases;
-  const { samples, skipped } = await readGroundedSamples(options.data, split, { limit: options.limit });
+  const { samples, skipped, dropped } = await readGroundedSamples(options.data, split, { limit: options.limit });
 
   // A sample with more phrases than the model takes is grounded in several forwards.
   const views: View[] = samples.flatMap((s, i) => Array.from({ length: Math.ceil(s.phrases.length / maxPhrases) }, (_, k) => ({ sample: i, first: k * maxPhrases, count: Math.min(maxPhrases, s.phrases.length - k * maxPhrases) })));
@@ -106,19 +129,22 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
       phrases: sample.phrases.map((p, j) => ({ segment_ids: p.segmentIds.map(String), rle: encodeRle(predicted[i][j], sample.image.height, sample.image.width) })),
     });
   }
-  const metrics = evaluator.evaluate();
+  const metricsOptions = options.metrics ?? { bootstrap: {} };
+  const metrics = evaluator.evaluate(metricsOptions);
   const result: BenchmarkEvaluationResult = {
     metrics,
+    evaluator,
     summary: summarizeMetrics(metrics),
-    baseline: summarizeMetrics(baseline.evaluate()),
+    baseline: summarizeMetrics(baseline.evaluate(metricsOptions)),
     samples: samples.length,
     phrases: evaluator.phraseCount,
     skipped,
+    dropped,
     seconds: (performance.now() - began) / 1000,
   };
   if (out) {
     const report = buildReport(metrics);
-    await writeFileAtomic(path.join(out, 'report.json'), JSON.stringify({ ...report, split, samples: result.samples, baseline_full_image: result.baseline }, null, 2) + '\n');
+    await writeFileAtomic(path.join(out, 'report.json'), JSON.stringify({ ...report, split, samples: result.samples, dropped_narratives: countDrops(dropped), baseline_full_image: result.baseline }, null, 2) + '\n');
     await writeFileAtomic(path.join(out, 'ar_curves.svg'), renderRecallCurvesSvg(report));
     await writeFileAtomic(path.join(out, 'predictions.json'), JSON.stringify(records));
     for (const [i, sample] of samples.slice(0, overlays).entries()) {
@@ -158,8 +184,9 @@ function viewSample(sample: PngSample, view: View): PngSample {
 function evaluatedSample(sample: PngSample, split: string): EvaluatedSample {
   return {
     label: `${split} record ${sample.index} (image ${sample.imageId})`,
+    imageId: sample.imageId,
     height: sample.image.height,
     width: sample.image.width,
-    phrases: sample.phrases.map((p, j) => ({ label: `phrase ${j} "${p.text}"`, isThing: p.isThing, isPlural: p.isPlural, mask: p.mask })),
+    phrases: sample.phrases.map((p, j) => ({ label: `phrase ${j} "${p.text}"`, isThing: p.isThing, isPlural: p.isPlural, tags: p.tags, mask: p.mask })),
   };
 }

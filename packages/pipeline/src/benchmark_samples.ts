@@ -6,9 +6,13 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { PhraseFeatures } from '@png/core';
 import { encodePhrases, type DiffusionBackbone, type Narrative } from '@png/diffusion-backbone';
 import { PngDataset, letterbox, masksToTarget, type LetterboxTransform, type PngSample } from '@png/png-data';
+import { describeDrops } from '@png/png-metrics';
 
-/** Records of a split that have at least one grounded phrase, in file order (at most `limit`). */
-export async function readGroundedSamples(root: string, split: string, options: { limit?: number; onBadRecord?: 'skip' | 'throw' } = {}): Promise<{ samples: PngSample[]; skipped: PngDataset['skipped'] }> {
+/**
+ * Records of a split that have at least one grounded phrase, in file order (at most `limit`), with
+ * the bad records skipped and the records the official pre-processing drops.
+ */
+export async function readGroundedSamples(root: string, split: string, options: { limit?: number; onBadRecord?: 'skip' | 'throw' } = {}): Promise<{ samples: PngSample[]; skipped: PngDataset['skipped']; dropped: PngDataset['dropped'] }> {
   const dataset = await PngDataset.open(root, split, { onBadRecord: options.onBadRecord ?? 'skip' });
   const samples: PngSample[] = [];
   for await (const sample of dataset.records()) {
@@ -16,13 +20,17 @@ export async function readGroundedSamples(root: string, split: string, options: 
     samples.push(sample);
     if (options.limit !== undefined && samples.length >= options.limit) break;
   }
-  if (samples.length === 0) throw noGroundedRecordError(root, split, dataset.skipped);
-  return { samples, skipped: dataset.skipped };
+  if (samples.length === 0) throw noGroundedRecordError(root, split, dataset.skipped, dataset.dropped);
+  return { samples, skipped: dataset.skipped, dropped: dataset.dropped };
 }
 
-/** The error for a split none of whose records has a grounded phrase, with the first bad record skipped. */
-export function noGroundedRecordError(root: string, split: string, skipped: PngDataset['skipped']): Error {
-  return new Error(`${root}: split ${split} has no record with a grounded phrase${skipped.length ? ` (${skipped.length} bad records skipped; first: ${skipped[0].reason})` : ''}`);
+/** The error for a split none of whose records has a grounded phrase, with the first bad record skipped and the first dropped. */
+export function noGroundedRecordError(root: string, split: string, skipped: PngDataset['skipped'], dropped: PngDataset['dropped'] = []): Error {
+  const notes = [
+    ...(skipped.length ? [`${skipped.length} bad records skipped; first: ${skipped[0].reason}`] : []),
+    ...(dropped.length ? [`${describeDrops(dropped)}; first: ${dropped[0].message}`] : []),
+  ];
+  return new Error(`${root}: split ${split} has no record with a grounded phrase${notes.length ? ` (${notes.join('; ')})` : ''}`);
 }
 
 /** The model-side view of samples, all phrases padded to `maxPhrases`. Owns its tensors. */

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { check, isFiniteNumber, isNonNegativeInt, isPositiveInt, resolveConfig, writeFileAtomic } from '@png/core';
 import type { DiffusionBackbone } from '@png/diffusion-backbone';
-import { Prng, type SkippedRecord } from '@png/png-data';
+import { Prng, type DroppedRecord, type SkippedRecord } from '@png/png-data';
 import { encodeSamples, gatherBatch, readGroundedSamples } from './benchmark_samples';
 import { PngGrounder, resolvePngGrounderConfig, type PngGrounderConfig } from './png_grounder';
 import { warmupPoly } from './lr_schedule';
@@ -97,6 +97,8 @@ export interface BenchmarkTrainingResult {
   readonly truncatedPhrases: number;
   /** Bad records of the split, left out (each with its index and the field at fault). */
   readonly skipped: readonly SkippedRecord[];
+  /** Records the official pre-processing drops, left out as in the official code. */
+  readonly dropped: readonly DroppedRecord[];
   readonly seconds: number;
 }
 
@@ -124,10 +126,10 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
   await writeFileAtomic(files.run, JSON.stringify(run, null, 2) + '\n');
   const finished = readLosses(files.losses);
   if (finished.length === training.steps && fs.existsSync(path.join(files.grounder, 'config.json'))) {
-    return { grounderDir: files.grounder, losses: finished, resumedFrom: training.steps, samples: 0, truncatedPhrases: 0, skipped: [], seconds: (performance.now() - began) / 1000 };
+    return { grounderDir: files.grounder, losses: finished, resumedFrom: training.steps, samples: 0, truncatedPhrases: 0, skipped: [], dropped: [], seconds: (performance.now() - began) / 1000 };
   }
 
-  const { samples, skipped } = await readGroundedSamples(options.data, split, { limit: training.limit ?? undefined });
+  const { samples, skipped, dropped } = await readGroundedSamples(options.data, split, { limit: training.limit ?? undefined });
   options.onProgress?.({ phase: 'encode', done: 0, total: samples.length });
   const encoded = encodeSamples(options.backbone, samples, { size: training.image_size, maxPhrases: config.max_phrases });
   options.onProgress?.({ phase: 'encode', done: samples.length, total: samples.length });
@@ -171,7 +173,7 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
       options.onProgress?.({ phase: 'train', done, total: training.steps, loss: recent.reduce((a, b) => a + b, 0) / recent.length, lr: result.lr });
     }
     await grounder.save(files.grounder);
-    return { grounderDir: files.grounder, losses, resumedFrom, samples: samples.length, truncatedPhrases: encoded.truncated, skipped, seconds: (performance.now() - began) / 1000 };
+    return { grounderDir: files.grounder, losses, resumedFrom, samples: samples.length, truncatedPhrases: encoded.truncated, skipped, dropped, seconds: (performance.now() - began) / 1000 };
   } finally {
     grounder.dispose();
     trainer.dispose();

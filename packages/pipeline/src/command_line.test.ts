@@ -44,6 +44,7 @@ describe('the png command line (embedded backbone, wasm)', () => {
     expect(await png('train', '--data', dir, '--out', dir, '--steps', 'many')).toMatchObject({ code: 2, stderr: expect.stringContaining("--steps must be an integer ≥ 1, got 'many'") });
     expect(await png('train', '--data', dir, '--out', dir, '--backend', 'tpu')).toMatchObject({ code: 2, stderr: expect.stringContaining('--backend must be one of wasm, cpu, webgpu') });
     expect(await png('synth', '--out', dir, '--colour', 'red')).toMatchObject({ code: 2, stderr: expect.stringContaining("Unknown option '--colour'") });
+    expect(await png('evaluate', '--data', dir, '--run', dir, '--size-thresholds', '9')).toMatchObject({ code: 2, stderr: expect.stringContaining('--size-thresholds: size thresholds are two areas in pixels') });
   });
 
   it('trains, resumes a finished run, evaluates with figures, and grounds a free-form narrative', async () => {
@@ -66,12 +67,15 @@ describe('the png command line (embedded backbone, wasm)', () => {
     const summary = JSON.parse(evaluated.stdout);
     expect(summary.overall).toBeGreaterThanOrEqual(0);
     expect(summary.baseline_full_image.overall).toBeGreaterThan(0);
+    expect(summary.average_recall_ci.overall[0]).toBeLessThanOrEqual(summary.average_recall_ci.overall[1]);
+    expect(summary.by_size.small.count + summary.by_size.medium.count + summary.by_size.large.count).toBe(summary.counts.overall);
     const out = path.join(run, 'eval-val2017');
     expect(fs.readdirSync(out).sort()).toEqual(['ar_curves.svg', 'attention', 'overlays', 'predictions.json', 'report.json']);
     expect(fs.readdirSync(path.join(out, 'overlays'))).toHaveLength(2);
     expect(fs.readdirSync(path.join(out, 'attention'))).toHaveLength(1);
     const report = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8'));
     expect(report.average_recall.overall).toBe(summary.overall);
+    expect(report.dropped_narratives).toEqual({ 'empty caption': 0, 'word count mismatch': 0 });
 
     const scene = synthesizeScene(77);
     const image = path.join(dir, 'scene.png');
@@ -85,18 +89,24 @@ describe('the png command line (embedded backbone, wasm)', () => {
     expect(fs.readFileSync(path.join(dir, 'ground', 'overlay.png')).subarray(1, 4).toString()).toBe('PNG');
 
     expect(await png('ground', '--image', path.join(dir, 'nope.png'), '--caption', 'a dog', '--run', run)).toMatchObject({ code: 1, stderr: expect.stringContaining('nope.png: no such file') });
+    expect(await png('ground', '--image', dir, '--caption', 'a dog', '--run', run)).toMatchObject({ code: 1, stderr: expect.stringContaining(`${dir}: is a folder; expected an image (JPEG or PNG)`) });
     expect(await png('ground', '--image', image, '--caption', '  ', '--run', run)).toMatchObject({ code: 2, stderr: expect.stringContaining('--caption is empty') });
     expect(await png('evaluate', '--data', data, '--run', dir)).toMatchObject({ code: 1, stderr: expect.stringContaining('not a png train run folder (no run.json)') });
 
-    // a bad record is left out and reported by its index and field, not dropped silently
+    // a bad record is left out and reported by its index and field, not dropped silently; a record the
+    // official pre-processing drops (its utterances lack the caption's last words) is counted by reason
     const broken = path.join(dir, 'broken');
     fs.cpSync(data, broken, { recursive: true });
     const records = path.join(broken, 'annotations', 'png_coco_val2017.json');
     const json = JSON.parse(fs.readFileSync(records, 'utf8'));
-    fs.writeFileSync(records, JSON.stringify([...json, { ...json[0], image_id: '999999999' }]));
+    fs.writeFileSync(records, JSON.stringify([...json, { ...json[0], image_id: '999999999' }, { ...json[0], caption: `${json[0].caption} And more.` }]));
     const partial = await png('evaluate', '--data', broken, '--run', run, '--json', '--overlays', '0', '--attention-maps', '0');
     expect(partial.code).toBe(0);
     expect(partial.stderr).toContain(`1 bad record skipped:\n  png_coco_val2017.json record ${json.length}: field image_id: image 999999999 has no entry in images in panoptic_val2017.json`);
+    expect(partial.stderr).toContain(
+      `1 narrative dropped as the official pre-processing drops them (not evaluated): 1 word count mismatch; the first:\n  png_coco_val2017.json record ${json.length + 1}: word count mismatch: the caption has `,
+    );
+    expect(JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8')).dropped_narratives).toEqual({ 'empty caption': 0, 'word count mismatch': 1 });
     expect(JSON.parse(partial.stdout).overall).toBe(summary.overall);
   });
 });

@@ -2,10 +2,23 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { BACKENDS, parseJsonObject, setBackend, writeFileAtomic, type BackendName } from '@png/core';
+import { BACKENDS, parseJsonObject, readInputFile, setBackend, writeFileAtomic, type BackendName } from '@png/core';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
-import { decodeImage, encodePng, generateSyntheticBenchmark, type RgbImage, type SkippedRecord } from '@png/png-data';
-import { createProgressBar, encodeRle, formatDuration, formatMetricsTable, formatPercent, type ProgressBar } from '@png/png-metrics';
+import { decodeImage, encodePng, generateSyntheticBenchmark, type DroppedRecord, type RgbImage, type SkippedRecord } from '@png/png-data';
+import {
+  COCO_SIZE_THRESHOLDS,
+  DEFAULT_GROUP_BY,
+  NARRATIVE_DROP_REASONS,
+  createProgressBar,
+  describeDrops,
+  encodeRle,
+  formatDuration,
+  formatMetricsTable,
+  formatPercent,
+  parseSizeThresholds,
+  type PngEvaluateOptions,
+  type ProgressBar,
+} from '@png/png-metrics';
 import { evaluateOnBenchmark } from './benchmark_evaluation';
 import { DEFAULT_TRAINING_SETTINGS, trainOnBenchmark, type TrainingSettings } from './benchmark_training';
 import { groundNarrative } from './ground_narrative';
@@ -86,6 +99,12 @@ Recall; writes report.json, ar_curves.svg, predictions.json, overlays/ and atten
   --overlays N         samples drawn as overlays (default 8)
   --attention-maps N   samples whose EIPA attention is drawn (default 4)
   --limit N            evaluate the first N grounded records only
+  --group-by KEYS      comma-separated png_coco chunk keys whose values group the phrases
+                       (default ${DEFAULT_GROUP_BY.join(',')})
+  --size-thresholds S,M
+                       GT area bounds in pixels of the size groups: small < S <= medium < M
+                       (default ${COCO_SIZE_THRESHOLDS.join(',')}, COCO's)
+  --bootstrap N        image resamples for the 95% intervals of the AR (default 1000; 0: none)
   --json               print the summary as JSON
 ${COMMON}`,
   ground: `Usage: png ground --image FILE --caption TEXT --run RUN [--out DIR] [options]
@@ -199,10 +218,15 @@ async function loadBackbone(values: Record<string, unknown>, env: CliEnvironment
   return backbone;
 }
 
-/** Says which bad records a job left out (the loader skips them, naming the record and field). */
-function reportSkipped(env: CliEnvironment, skipped: readonly SkippedRecord[]): void {
-  if (skipped.length === 0) return;
-  env.stderr.write(`${skipped.length} bad record${skipped.length > 1 ? 's' : ''} skipped:\n${skipped.map((s) => `  ${s.reason}\n`).join('')}`);
+/**
+ * Says which bad records a job left out (the loader skips them, naming the record and field) and how
+ * many narratives the official pre-processing drops, per reason, with the first of each.
+ */
+function reportLeftOut(env: CliEnvironment, skipped: readonly SkippedRecord[], dropped: readonly DroppedRecord[]): void {
+  if (skipped.length > 0) env.stderr.write(`${skipped.length} bad record${skipped.length > 1 ? 's' : ''} skipped:\n${skipped.map((s) => `  ${s.reason}\n`).join('')}`);
+  if (dropped.length === 0) return;
+  const firsts = NARRATIVE_DROP_REASONS.flatMap((reason) => dropped.find((d) => d.reason === reason) ?? []);
+  env.stderr.write(`${describeDrops(dropped)}; the first:\n${firsts.map((d) => `  ${d.message}\n`).join('')}`);
 }
 
 /** A progress bar on a terminal (or with --progress); otherwise a line every 10 %. */
@@ -295,7 +319,7 @@ async function train(args: readonly string[], env: CliEnvironment): Promise<void
       },
     });
     bar?.finish();
-    reportSkipped(env, result.skipped);
+    reportLeftOut(env, result.skipped, result.dropped);
     const last = result.losses.slice(-20);
     const first = result.losses.slice(0, 20);
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
@@ -326,11 +350,25 @@ async function loadRun(runDir: string, backbone: DiffusionBackbone, options: { r
 async function evaluate(args: readonly string[], env: CliEnvironment): Promise<void> {
   const v = parse(
     args,
-    { ...MODEL_OPTIONS, data: { type: 'string' }, split: { type: 'string' }, run: { type: 'string' }, out: { type: 'string' }, overlays: { type: 'string' }, 'attention-maps': { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' } },
+    {
+      ...MODEL_OPTIONS,
+      data: { type: 'string' },
+      split: { type: 'string' },
+      run: { type: 'string' },
+      out: { type: 'string' },
+      overlays: { type: 'string' },
+      'attention-maps': { type: 'string' },
+      limit: { type: 'string' },
+      'group-by': { type: 'string' },
+      'size-thresholds': { type: 'string' },
+      bootstrap: { type: 'string' },
+      json: { type: 'boolean' },
+    },
     ['data', 'run'],
   );
   const split = (v.split as string | undefined) ?? 'val2017';
   const out = (v.out as string | undefined) ?? path.join(v.run as string, `eval-${split}`);
+  const metrics = metricsOptions(v);
   const backbone = await loadBackbone(v, env);
   try {
     const { grounder, imageSize } = await loadRun(v.run as string, backbone, { recordAttention: intOption(v, 'attention-maps', 4) > 0 });
@@ -345,13 +383,14 @@ async function evaluate(args: readonly string[], env: CliEnvironment): Promise<v
         overlays: intOption(v, 'overlays', 8),
         attentionMaps: intOption(v, 'attention-maps', 4),
         limit: v.limit === undefined ? undefined : intOption(v, 'limit', 1, 1),
+        metrics,
         onProgress: (done, total) => {
           bar ??= progress(env, v, total, 'evaluate');
           bar.update(done);
         },
       });
       bar?.finish();
-      reportSkipped(env, result.skipped);
+      reportLeftOut(env, result.skipped, result.dropped);
       if (v.json) env.stdout.write(JSON.stringify({ ...result.summary, baseline_full_image: result.baseline }) + '\n');
       else {
         env.stdout.write(formatMetricsTable(result.metrics) + '\n');
@@ -366,11 +405,26 @@ async function evaluate(args: readonly string[], env: CliEnvironment): Promise<v
   }
 }
 
+/** `png evaluate`'s groups and bootstrap. */
+function metricsOptions(values: Record<string, unknown>): PngEvaluateOptions {
+  const groupBy = (values['group-by'] as string | undefined)?.split(',').map((key) => key.trim());
+  if (groupBy?.some((key) => key === '')) throw new UsageError(`--group-by takes comma-separated keys, got '${values['group-by']}'`);
+  const thresholds = values['size-thresholds'] as string | undefined;
+  let sizeThresholds: [number, number] | undefined;
+  try {
+    sizeThresholds = thresholds === undefined ? undefined : parseSizeThresholds(thresholds);
+  } catch (e) {
+    throw new UsageError(`--size-thresholds: ${(e as Error).message}`);
+  }
+  const resamples = intOption(values, 'bootstrap', 1000);
+  return { groupBy, sizeThresholds, ...(resamples > 0 ? { bootstrap: { resamples } } : {}) };
+}
+
 async function ground(args: readonly string[], env: CliEnvironment): Promise<void> {
   const v = parse(args, { ...MODEL_OPTIONS, image: { type: 'string' }, caption: { type: 'string' }, run: { type: 'string' }, out: { type: 'string' } }, ['image', 'caption', 'run']);
   const imageFile = v.image as string;
   if (!fs.existsSync(imageFile)) throw new Error(`--image ${imageFile}: no such file`);
-  const image = decodeImage(new Uint8Array(fs.readFileSync(imageFile)), imageFile);
+  const image = decodeImage(new Uint8Array(await readInputFile(imageFile, 'an image (JPEG or PNG)')), imageFile);
   const caption = v.caption as string;
   if (caption.trim() === '') throw new UsageError('--caption is empty; pass the narrative to ground');
   const out = (v.out as string | undefined) ?? 'png-ground';

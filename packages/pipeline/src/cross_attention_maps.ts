@@ -306,7 +306,7 @@ export async function crossAttentionIoU(backbone: DiffusionBackbone, dataDir: st
     if (++grounded === options.limit) break;
   }
   if (batch.length > 0) await score(batch);
-  if (grounded === 0) throw noGroundedRecordError(dataDir, split, dataset.skipped);
+  if (grounded === 0) throw noGroundedRecordError(dataDir, split, dataset.skipped, dataset.dropped);
   const mean = (group: keyof ThingStuffValues) => sums[group] / counts[group];
   return { meanIoU: { overall: mean('overall'), things: mean('things'), stuff: mean('stuff') }, phrases: counts, skipped, skippedRecords: [...dataset.skipped] };
 }

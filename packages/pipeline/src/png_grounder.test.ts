@@ -180,6 +180,10 @@ describe('PngGrounder on the tiny SD backbone (wasm)', () => {
     const module = { config: '{}', weights: new Uint8Array(0) };
     expect(() => PngGrounder.fromFiles({ config: '{"max_phrases": 4', eipa: module, mlma: module, decoder: module }, backbone, { name: 'https://x/g' })).toThrow(/^https:\/\/x\/g\/config\.json: not valid JSON/);
     await expect(PngGrounder.fromUrl(FOLDER_FETCH_BASE, backbone, { fetch })).rejects.toThrow(/^http:\/\/files\/mlma\/model\.safetensors: tensor '.*' has shape \[.*\], expected \[.*\]/);
+    const weights = path.join(dir, 'decoder', 'model.safetensors');
+    fs.rmSync(weights);
+    fs.mkdirSync(weights);
+    await expect(PngGrounder.fromPretrained(dir, backbone)).rejects.toThrow(`${weights}: is a folder; expected the decoder weights (safetensors)`);
     tf.dispose(images);
     fs.rmSync(dir, { recursive: true });
   });

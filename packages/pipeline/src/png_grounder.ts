@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { CONFIG_FILE, WEIGHTS_FILE, check, parseJsonObject, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, resolveConfig, seededNormal, writeFileAtomic, type FeatureMap, type FetchFunction, type ModuleFiles, type PhraseFeatures } from '@png/core';
+import { CONFIG_FILE, WEIGHTS_FILE, check, parseJsonObject, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, readInputFile, resolveConfig, seededNormal, writeFileAtomic, type FeatureMap, type FetchFunction, type ModuleFiles, type PhraseFeatures } from '@png/core';
 import { DDPMScheduler, FeatureTaps, encodePhrases, type DiffusionBackbone, type Narrative } from '@png/diffusion-backbone';
 import { PhraseAdapter, attachEipa, type EipaAttachment, type EipaConfig } from '@png/eipa';
 import { MultiLevelMutualAggregation, type MlmaConfig } from '@png/mlma';
@@ -144,14 +144,17 @@ export class PngGrounder {
   static async fromPretrained(dir: string, backbone: DiffusionBackbone, options: { recordAttention?: boolean } = {}): Promise<PngGrounder> {
     const fs = await import('node:fs');
     const path = await import('node:path');
-    const read = (file: string): Buffer => {
+    const read = async (file: string, what: string): Promise<Buffer> => {
       const at = path.join(dir, file);
       if (!fs.existsSync(at)) throw new Error(`${at}: missing; not a PngGrounder folder (expected config.json, eipa/, mlma/, decoder/)`);
-      return fs.readFileSync(at);
+      return readInputFile(at, what);
     };
-    const module = (part: string): ModuleFiles => ({ config: read(path.join(part, CONFIG_FILE)).toString('utf8'), weights: new Uint8Array(read(path.join(part, WEIGHTS_FILE))) });
-    const config = read('config.json').toString('utf8');
-    return PngGrounder.fromFiles({ config, eipa: module('eipa'), mlma: module('mlma'), decoder: module('decoder') }, backbone, { recordAttention: options.recordAttention, name: dir });
+    const module = async (part: string): Promise<ModuleFiles> => ({
+      config: (await read(path.join(part, CONFIG_FILE), `the ${part} config (JSON)`)).toString('utf8'),
+      weights: new Uint8Array(await read(path.join(part, WEIGHTS_FILE), `the ${part} weights (safetensors)`)),
+    });
+    const config = (await read('config.json', 'the grounder config (JSON)')).toString('utf8');
+    return PngGrounder.fromFiles({ config, eipa: await module('eipa'), mlma: await module('mlma'), decoder: await module('decoder') }, backbone, { recordAttention: options.recordAttention, name: dir });
   }
 
   /**

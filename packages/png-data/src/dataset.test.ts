@@ -127,6 +127,62 @@ describe('PngDataset on hand-made records (spec §1.7)', () => {
   });
 });
 
+describe('PngDataset on utterances that are not verbatim in the caption (official pre-processing, spec §1.5)', () => {
+  /** The real record quoted in PPMN's utils/pre_process.py, on the hand-made scene (a circle for the bear). */
+  const PPMN_RECORD = {
+    image_id: '139',
+    annotator_id: 36,
+    caption: 'In this picture we can able to see a black bear on this tree.',
+    segments: [chunk('in this'), chunk('picture', [], true), chunk('we can able to see a'), chunk('black bear', [21]), chunk('on this'), chunk('tree', [24]), chunk('.')],
+  };
+  const kept: [string, { caption: string; segments: ReturnType<typeof chunk>[] }, string[]][] = [
+    ['lower-cased utterances (the PPMN record)', PPMN_RECORD, ['black bear', 'tree']],
+    ['"n\'t" split off as in Localized Narratives', { caption: "We can't see the grass, but we don't miss the circles.", segments: [chunk('We ca n\'t see'), chunk('the grass', [12]), chunk(', but we do'), chunk("n't miss"), chunk('the circles', [21, 22]), chunk('.')] }, ['the grass', 'the circles']],
+    ['re-spaced punctuation', { caption: 'A circle, a crowd of squares; and grass.', segments: [chunk('A circle ,', [21]), chunk('a crowd of squares ;', [1648163]), chunk('and'), chunk('grass .', [12])] }, ['A circle,', 'a crowd of squares;', 'grass.']],
+    ['accents and case', { caption: 'The Café sky over the naïve GRASS.', segments: [chunk('the cafe sky', [11]), chunk('over'), chunk('the naive grass', [12]), chunk('.')] }, ['The Café sky', 'the naïve GRASS']],
+    ['double spaces and new lines', { caption: 'two  circles\non the   grass', segments: [chunk('two circles', [21, 22]), chunk('on'), chunk('the grass', [12])] }, ['two  circles', 'the   grass']],
+  ];
+  const dropped: [string, { caption: string; segments: ReturnType<typeof chunk>[] }, string][] = [
+    ['a word the caption lacks', { caption: 'A circle on the grass.', segments: [chunk('A red circle', [21]), chunk('on'), chunk('the grass', [12]), chunk('.')] }, 'word count mismatch: the caption has 6 words (BERT basic tokenisation) and its utterances 7; they part at utterance 0 "A red circle": words ["a","red","circle"], the caption has ["a","circle","on"] there'],
+    ['utterances out of order', { caption: 'A circle on the grass.', segments: [chunk('the grass', [12]), chunk('A circle', [21])] }, 'word count mismatch: the caption has 6 words (BERT basic tokenisation) and its utterances 4; they part at utterance 0 "the grass"'],
+    ['an empty caption', { caption: '', segments: [chunk('the grass', [12])] }, 'empty caption: the caption "" has no word'],
+  ];
+  const root = path.join(tmp, 'respaced');
+  const records = [...kept.map(([, r]) => ({ image_id: '139', ...r })), ...dropped.map(([, r]) => ({ image_id: '139', ...r }))];
+  writeHandBenchmark(root, 'val2017', [SCENE], records);
+
+  it.each(kept.map(([name, , spans], i) => [name, i, spans] as const))('keeps %s, with the caption spans of the phrases', async (name, index, spans) => {
+    const { samples } = await load(root);
+    const sample = samples.find((s) => s.index === index)!;
+    expect(sample.narrative.phrases.map(([a, b]) => sample.narrative.caption.slice(a, b))).toEqual(spans);
+  });
+
+  it("drops, in both modes, only the records the official pre-processing drops, naming the reason and the words", async () => {
+    for (const onBadRecord of ['throw', 'skip'] as const) {
+      const { dataset, samples } = await load(root, { onBadRecord });
+      expect(samples.map((s) => s.index)).toEqual(kept.map((_, i) => i));
+      expect(dataset.skipped).toEqual([]);
+      expect(dataset.dropped.map((d) => [d.index, d.reason])).toEqual([
+        [5, 'word count mismatch'],
+        [6, 'word count mismatch'],
+        [7, 'empty caption'],
+      ]);
+      dataset.dropped.forEach((d, k) => expect(d.message).toContain(`png_coco_val2017.json record ${d.index}: ${dropped[k][2]}`));
+    }
+  });
+
+  it('png-metrics PngGroundTruth evaluates the same records and phrases', async () => {
+    const { samples } = await load(root);
+    const gt = PngGroundTruth.load(path.join(root, 'annotations'));
+    expect(gt.phrases.map((p, i) => (p.length > 0 ? i : -1)).filter((i) => i >= 0)).toEqual(samples.map((s) => s.index));
+    expect(gt.dropped.map((d) => [d.index, d.reason])).toEqual([
+      [5, 'word count mismatch'],
+      [6, 'word count mismatch'],
+      [7, 'empty caption'],
+    ]);
+  });
+});
+
 describe('PngDataset bad records', () => {
   const good = RECORD_2;
   const bad: [string, unknown, string][] = [
@@ -134,8 +190,6 @@ describe('PngDataset bad records', () => {
     ['wrong id type', { ...good, image_id: 285.5 }, 'field image_id: expected a non-negative integer id'],
     ['segment id not a string of digits', { ...good, segments: [chunk('A diamond'), { ...chunk('on'), segment_ids: ['x'] }] }, 'field segments[1].segment_ids[0]: expected a non-negative integer id'],
     ['segment id not in the image', { ...good, segments: [good.segments[0], good.segments[1], chunk('a wall', [5, 77])] }, 'field segments[2].segment_ids[1]: segment 77 is not in segments_info of image 285 in panoptic_val2017.json'],
-    ['utterance not in the caption', { ...good, segments: [good.segments[0], chunk('under'), good.segments[2]] }, 'field segments[1].utterance: "under" is not in the caption after character 9'],
-    ['utterances out of order', { ...good, segments: [good.segments[2], good.segments[0]] }, 'field segments[1].utterance: "A diamond" is not in the caption after character 19'],
     ['missing caption', { image_id: '285', segments: [] }, 'field caption: missing'],
     ['image not in the panoptic JSON', { ...good, image_id: '4' }, 'field image_id: image 4 has no entry in images in panoptic_val2017.json'],
     ['missing image file', { image_id: '777', caption: 'a wall', segments: [chunk('a wall', [5])] }, 'field image_id: no image file'],
@@ -169,6 +223,7 @@ describe('PngDataset bad records', () => {
     // a second pass starts a new list
     for await (const sample of dataset.records()) expect(sample.index === 0 || sample.index === bad.length + 1).toBe(true);
     expect(dataset.skipped).toHaveLength(bad.length);
+    expect(dataset.dropped).toEqual([]);
   });
 
   it('a file that is not a JSON array fails in both modes, naming the byte offset', async () => {
@@ -176,6 +231,33 @@ describe('PngDataset bad records', () => {
     const text = JSON.stringify([good, good]);
     writeHandBenchmark(dir, 'val2017', [JPEG_SCENE], text.slice(0, text.length - 10));
     await expect(load(dir, { onBadRecord: 'skip' })).rejects.toThrow(`png_coco_val2017.json: byte ${text.length - 10}: the file is truncated: it ends inside record 1`);
+  });
+
+  it('a folder where an image, a panoptic PNG or an annotation file is expected is named, with what was expected', async () => {
+    const dir = path.join(tmp, 'folders');
+    writeHandBenchmark(dir, 'val2017', [JPEG_SCENE], [good]);
+    const image = path.join(dir, 'images/val2017/000000000285.jpg');
+    fs.rmSync(image);
+    fs.mkdirSync(image);
+    await expect(load(dir)).rejects.toThrow(`png_coco_val2017.json record 0: field image_id: ${image}: is a folder; expected an image (JPEG or PNG)`);
+    const skipped = await load(dir, { onBadRecord: 'skip' });
+    expect(skipped.dataset.skipped.map((s) => s.index)).toEqual([0]);
+
+    fs.rmSync(image, { recursive: true });
+    writeHandBenchmark(dir, 'val2017', [JPEG_SCENE], [good]);
+    const panopticPng = path.join(dir, 'annotations/panoptic_segmentation/val2017/000000000285.png');
+    fs.rmSync(panopticPng);
+    fs.mkdirSync(panopticPng);
+    await expect(load(dir)).rejects.toThrow(`png_coco_val2017.json record 0: field image_id: ${panopticPng}: is a folder; expected a COCO panoptic PNG`);
+
+    const records = path.join(dir, 'annotations/png_coco_val2017.json');
+    fs.rmSync(records);
+    fs.mkdirSync(records);
+    await expect(load(dir)).rejects.toThrow(`${records}: is a folder; expected a JSON file holding one array`);
+    const panoptic = path.join(dir, 'annotations/panoptic_val2017.json');
+    fs.rmSync(panoptic);
+    fs.mkdirSync(panoptic);
+    await expect(load(dir)).rejects.toThrow(`${panoptic}: is a folder; expected the COCO panoptic JSON`);
   });
 
   it('checks the options and the folder', async () => {

@@ -6,9 +6,9 @@
  * §1.7), so a phrase here is exactly a phrase the evaluator scores.
  */
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { decodePanopticPng, extractPhrases, parseNarrativeRecords, parsePanopticJson, type GtPhrase, type NarrativeRecord, type PanopticIdMap, type PanopticIndex } from '@png/png-metrics';
+import { readInputFile } from '@png/core';
+import { alignUtterances, decodePanopticPng, extractPhrases, parseNarrativeRecords, parsePanopticJson, type GtPhrase, type NarrativeDropReason, type NarrativeRecord, type PanopticIdMap, type PanopticIndex } from '@png/png-metrics';
 import jpeg from 'jpeg-js';
 import pngjs from 'pngjs';
 import { streamJsonArray } from './json_stream';
@@ -46,6 +46,8 @@ export interface SamplePhrase {
   isThing: boolean;
   /** Two or more segment ids (the JSON `plural` flag is ignored). */
   isPlural: boolean;
+  /** The chunk's extra string keys, e.g. `{phrase_type: 'binding'}` (png-metrics groups by them). */
+  tags: Readonly<Record<string, string>>;
   /** Binary union of the phrase's segments, row-major, H·W of the original image. */
   mask: Uint8Array;
 }
@@ -71,6 +73,14 @@ export interface PngSample {
 export interface SkippedRecord {
   index: number;
   reason: string;
+}
+
+/** A record the official pre-processing drops (spec §1.5), left out in both modes. */
+export interface DroppedRecord {
+  index: number;
+  reason: NarrativeDropReason;
+  /** `png_coco_val2017.json record 3: word count mismatch: the caption has 12 words …`. */
+  message: string;
 }
 
 /** Options of {@link PngDataset.open}. */
@@ -107,6 +117,8 @@ interface ImageCache {
 export class PngDataset {
   /** Records left out by the last pass of {@link PngDataset.records} in 'skip' mode. */
   readonly skipped: SkippedRecord[] = [];
+  /** Records the official pre-processing drops, left out by the last pass of {@link PngDataset.records}. */
+  readonly dropped: DroppedRecord[] = [];
   private cache: ImageCache | undefined;
   private readonly paths: ReturnType<typeof splitPaths>;
 
@@ -129,9 +141,10 @@ export class PngDataset {
     if (mode !== 'skip' && mode !== 'throw') throw new Error(`PngDataset.open: onBadRecord must be 'skip' or 'throw', got ${JSON.stringify(mode)}`);
     const paths = splitPaths(root, split);
     if (!existsSync(paths.records)) throw new Error(`PngDataset.open: ${paths.records} not found; root must hold images/ and annotations/ (spec §1.1)`);
+    const text = (await readInputFile(paths.panoptic, 'the COCO panoptic JSON')).toString('utf8');
     let json: unknown;
     try {
-      json = JSON.parse(await readFile(paths.panoptic, 'utf8'));
+      json = JSON.parse(text);
     } catch (e) {
       throw new Error(`PngDataset.open: cannot read the COCO panoptic JSON ${paths.panoptic}: ${(e as Error).message}`);
     }
@@ -140,15 +153,17 @@ export class PngDataset {
 
   /**
    * Streams the samples in file order. Records without evaluated phrases are yielded with
-   * `phrases: []` (the official loaders drop them). Each call is a new pass and clears `skipped`.
+   * `phrases: []` (the official loaders drop them); records the official pre-processing drops are
+   * not yielded and are listed in `dropped`. Each call is a new pass and clears `skipped` and `dropped`.
    * @throws in 'throw' mode at the first bad record: `png_coco_val2017.json record 17: field
    *   segments[2].segment_ids[0]: …`; in either mode if the file is not a JSON array.
    */
   async *records(): AsyncGenerator<PngSample> {
     this.skipped.length = 0;
+    this.dropped.length = 0;
     const file = basename(this.paths.records);
     for await (const { index, value } of streamJsonArray(this.paths.records, { chunkSize: this.options.chunkSize })) {
-      let sample: PngSample;
+      let sample: PngSample | DroppedRecord;
       try {
         sample = await this.sample(index, value, file);
       } catch (e) {
@@ -158,11 +173,12 @@ export class PngDataset {
         this.skipped.push({ index, reason });
         continue;
       }
-      yield sample;
+      if ('reason' in sample) this.dropped.push(sample);
+      else yield sample;
     }
   }
 
-  private async sample(index: number, value: unknown, file: string): Promise<PngSample> {
+  private async sample(index: number, value: unknown, file: string): Promise<PngSample | DroppedRecord> {
     const record = parseRecord(value, file);
     const { imageId } = record;
     const caption = record.caption;
@@ -177,7 +193,9 @@ export class PngDataset {
         if (!known.has(id)) throw new BadRecord(`segments[${c}].segment_ids[${k}]`, `segment ${id} is not in segments_info of image ${imageId} in panoptic_${this.split}.json`);
       });
     });
-    const spans = locateUtterances(record, caption);
+    const alignment = alignUtterances(caption, record.segments.map((chunk) => chunk.utterance));
+    if (alignment.drop) return { index, reason: alignment.drop.reason, message: `${file} record ${index}: ${alignment.drop.reason}: ${alignment.drop.detail}` };
+    const { spans } = alignment;
     let gtPhrases: GtPhrase[];
     try {
       gtPhrases = extractPhrases(record, index, this.panoptic);
@@ -186,7 +204,7 @@ export class PngDataset {
     }
     const phraseSpans = gtPhrases.map((p) => spans[p.chunkIndex]);
     phraseSpans.forEach(([start, end], k) => {
-      if (caption.slice(start, end).trim() === '') throw new BadRecord(`segments[${gtPhrases[k].chunkIndex}].utterance`, 'a grounded noun chunk has no text');
+      if (start === end) throw new BadRecord(`segments[${gtPhrases[k].chunkIndex}].utterance`, 'a grounded noun chunk has no text');
     });
     const { image, ids } = await this.readImage(imageId, size);
     const phrases = gtPhrases.map((p): SamplePhrase => ({
@@ -195,6 +213,7 @@ export class PngDataset {
       segmentIds: p.segmentIds,
       isThing: p.isThing,
       isPlural: p.isPlural,
+      tags: p.tags,
       mask: new Uint8Array(ids.length),
     }));
     fillMasks(ids, phrases);
@@ -209,12 +228,13 @@ export class PngDataset {
     const jpgPath = this.paths.image(imageId, 'jpg');
     const imagePath = [jpgPath, this.paths.image(imageId, 'png')].find((p) => existsSync(p));
     if (!imagePath) throw new BadRecord('image_id', `no image file ${jpgPath.slice(0, -4)}.jpg or .png`);
-    const image = decodeImage(await readFile(imagePath), imagePath);
+    const image = decodeImage(await readRecordFile(imagePath, 'an image (JPEG or PNG)'), imagePath);
     const panopticPath = this.paths.panopticPng(imageId);
     if (!existsSync(panopticPath)) throw new BadRecord('image_id', `no panoptic PNG ${panopticPath}`);
+    const panopticBytes = await readRecordFile(panopticPath, 'a COCO panoptic PNG');
     let idMap: PanopticIdMap;
     try {
-      idMap = decodePanopticPng(await readFile(panopticPath));
+      idMap = decodePanopticPng(panopticBytes);
     } catch (e) {
       throw new BadRecord('image_id', `cannot decode the panoptic PNG ${panopticPath}: ${(e as Error).message}`);
     }
@@ -225,6 +245,15 @@ export class PngDataset {
     }
     this.cache = { imageId, image, ids: idMap.ids };
     return this.cache;
+  }
+}
+
+/** A file a record needs (its image, its panoptic PNG); a folder or unreadable file is a bad record naming the path. */
+async function readRecordFile(path: string, what: string): Promise<Uint8Array> {
+  try {
+    return await readInputFile(path, what);
+  } catch (e) {
+    throw new BadRecord('image_id', (e as Error).message);
   }
 }
 
@@ -240,30 +269,6 @@ function parseRecord(value: unknown, file: string): NarrativeRecord {
     const match = /^.*?: record 0, field (\S+): (.*)$/s.exec(message);
     throw match ? new BadRecord(match[1], match[2]) : new BadRecord('(record)', message);
   }
-}
-
-/**
- * The span [start, end) of every chunk in the caption, found by walking the utterances through the
- * caption in order: each is searched from the end of the previous one, first verbatim, then with
- * any run of white space matching any other.
- */
-function locateUtterances(record: NarrativeRecord, caption: string): [number, number][] {
-  let cursor = 0;
-  return record.segments.map((chunk, c) => {
-    let start = caption.indexOf(chunk.utterance, cursor);
-    let end = start + chunk.utterance.length;
-    if (start < 0) {
-      const words = chunk.utterance.trim().split(/\s+/).map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
-      const pattern = new RegExp(words.join('\\s+'), 'g');
-      pattern.lastIndex = cursor;
-      const match = pattern.exec(caption);
-      if (!match) throw new BadRecord(`segments[${c}].utterance`, `${JSON.stringify(chunk.utterance)} is not in the caption after character ${cursor}; the utterances must be the caption's chunks in order`);
-      start = match.index;
-      end = start + match[0].length;
-    }
-    cursor = end;
-    return [start, end];
-  });
 }
 
 /** Sets every phrase's mask to the union of its segments, in one pass over the id map. */

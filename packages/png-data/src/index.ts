@@ -1,5 +1,5 @@
 export { PngDataset, decodeImage } from './dataset';
-export type { PhraseTokenizer, PngDatasetOptions, PngSample, RgbImage, SamplePhrase, SkippedRecord, TokenPosition } from './dataset';
+export type { DroppedRecord, PhraseTokenizer, PngDatasetOptions, PngSample, RgbImage, SamplePhrase, SkippedRecord, TokenPosition } from './dataset';
 export { streamJsonArray } from './json_stream';
 export type { StreamedElement } from './json_stream';
 export { SYNTHETIC_CATEGORIES, encodePng, generateSyntheticBenchmark, synthesizeScene } from './synthetic';

@@ -7,6 +7,7 @@
  */
 import { open } from 'node:fs/promises';
 import { basename } from 'node:path';
+import { checkInputFile } from '@png/core';
 
 /** One element of the array and where it is in the file. */
 export interface StreamedElement {
@@ -176,6 +177,7 @@ export async function* streamJsonArray(path: string, options: { chunkSize?: numb
   const chunkSize = options.chunkSize ?? 1 << 20;
   if (!Number.isInteger(chunkSize) || chunkSize < 1) throw new Error(`streamJsonArray: chunkSize must be a positive integer, got ${chunkSize}`);
   const scanner = new JsonArrayScanner(basename(path));
+  await checkInputFile(path, 'a JSON file holding one array');
   const file = await open(path, 'r');
   try {
     for (;;) {

@@ -1,6 +1,7 @@
 // Benchmark of @png/png-metrics (run `npx tsup` first, then `npm run bench`).
 // 1. AR of 1,000,000 phrases (target: < 1 s on one core), and a full evaluate() of 1,000,000 phrases.
-// 2. PngEvaluator throughput on 512×512 masks, for binary, soft and COCO-RLE predictions.
+// 2. Bootstrap intervals: 300 and 10,000 images × 5 phrases × 1000 resamples.
+// 3. PngEvaluator throughput on 512×512 masks, for binary, soft and COCO-RLE predictions.
 import { PngEvaluator, averageRecall, encodeRle } from '../dist/index.js';
 
 /** mulberry32: small seeded PRNG in [0, 1). */
@@ -32,15 +33,34 @@ averageRecall(ious.subarray(0, 1000)); // warm-up
 const ar = time(() => averageRecall(ious));
 console.log(`averageRecall, ${PHRASES.toLocaleString('en-US')} phrases: ${ar.ms.toFixed(0)} ms (AR = ${ar.result})`);
 
-const state = {
-  format: 'png-metrics/evaluator-state',
-  version: 1,
-  ious: Array.from(ious, (x) => (Number.isNaN(x) ? null : x)),
-  flags: Array.from({ length: PHRASES }, () => Math.floor(random() * 4)),
-};
-const evaluator = PngEvaluator.fromJSON(state);
+const TYPES = ['unary', 'twin-relation', 'twin-size', 'twin-order', 'binding', 'plural-subset', 'occluded'];
+/** An evaluator state of `images` images with `perImage` phrases each, IoUs from `ious`. */
+function stateOf(images, perImage) {
+  const n = images * perImage;
+  return {
+    format: 'png-metrics/evaluator-state',
+    version: 2,
+    ious: Array.from(ious.subarray(0, n), (x) => (Number.isNaN(x) ? null : x)),
+    flags: Array.from({ length: n }, () => Math.floor(random() * 4)),
+    areas: Array.from({ length: n }, () => Math.floor(random() * 128 * 128)),
+    tags: { phrase_type: Array.from({ length: n }, () => TYPES[Math.floor(random() * TYPES.length)]) },
+    samples: Array.from({ length: images }, (_, i) => ({ label: `image ${i}`, image_id: i, phrases: perImage })),
+  };
+}
+const evaluator = PngEvaluator.fromJSON(stateOf(PHRASES / 5, 5));
 const full = time(() => evaluator.evaluate());
-console.log(`PngEvaluator.evaluate(), ${PHRASES.toLocaleString('en-US')} phrases, 5 groups with recall curves: ${full.ms.toFixed(0)} ms`);
+console.log(`PngEvaluator.evaluate(), ${PHRASES.toLocaleString('en-US')} phrases, 5 groups + 3 sizes + 7 phrase types with recall curves: ${full.ms.toFixed(0)} ms`);
+
+const small = PngEvaluator.fromJSON(stateOf(300, 5));
+const plain = time(() => small.evaluate());
+const boot = time(() => small.evaluate({ bootstrap: { resamples: 1000 } }));
+console.log(`bootstrap, 300 images × 5 phrases, 15 groups, 1000 resamples: ${(boot.ms - plain.ms).toFixed(0)} ms (evaluate() alone ${plain.ms.toFixed(0)} ms)`);
+const paired = time(() => PngEvaluator.pairedBootstrap(small, small));
+console.log(`pairedBootstrap, same: ${paired.ms.toFixed(0)} ms`);
+const large = PngEvaluator.fromJSON(stateOf(10_000, 5));
+const largePlain = time(() => large.evaluate());
+const largeBoot = time(() => large.evaluate({ bootstrap: { resamples: 1000 } }));
+console.log(`bootstrap, 10,000 images × 5 phrases, 15 groups, 1000 resamples: ${(largeBoot.ms - largePlain.ms).toFixed(0)} ms (O(resamples × groups × images))`);
 
 const SIZE = 512;
 const PIXELS = SIZE * SIZE;

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { RECALL_GRID_SIZE, averageRecall, averageRecallReference, recallThreshold, summarizeRecall } from './average_recall';
+import { RECALL_GRID_SIZE, averageRecall, averageRecallReference, recallContribution, recallThreshold, summarizeRecall } from './average_recall';
 import { PngEvaluator, type PngMetrics } from './evaluator';
 import { parseMaskPhrases } from './mask_phrases';
 import { seededRandom } from './test_support';
@@ -169,5 +169,31 @@ describe('properties', () => {
   test('typed-array input gives the same bits as an array', () => {
     const ious = [0.25, 0.75, 1, 0];
     expect(averageRecall(Float32Array.from(ious))).toBe(averageRecall(ious));
+  });
+});
+
+describe('recallContribution (the sum form the bootstrap uses)', () => {
+  const sumForm = (ious: readonly number[]) => ious.reduce((total, x) => total + recallContribution(x), 0) / ious.length;
+
+  test('t_m with m = min(#{t_i ≤ IoU}, 99 999); 0 for NaN', () => {
+    expect(recallContribution(0)).toBe(recallThreshold(1));
+    expect(recallContribution(1)).toBe(recallThreshold(RECALL_GRID_SIZE - 1));
+    expect(recallContribution(NaN)).toBe(0);
+    expect(recallContribution(0.5)).toBe(recallThreshold(50001)); // c = 50 001 (example 1, phrase B)
+    expect(recallContribution(Math.fround(0.3))).toBe(recallThreshold(30001)); // float32 3/10 passes t_30000
+  });
+
+  test('Σ contributions / n is the official AR within 1e-12 on random lists and the worked examples', () => {
+    const random = seededRandom(11);
+    let worst = 0;
+    for (let trial = 0; trial < 300; trial++) {
+      const ious = randomList(random, 300);
+      if (ious.length === 0) continue;
+      worst = Math.max(worst, Math.abs(sumForm(ious) - averageRecall(ious)));
+    }
+    expect(worst).toBeLessThan(1e-12); // measured 6.3e-13: the rounding of the official 99 999-term sum
+    // example 1: the sum form gives 1.5667 / 4 = 0.391675; the official sum carries 2.1e-13 of rounding
+    expect(sumForm([0.6666666865348816, 0.5, 0.4000000059604645, 0])).toBe((recallThreshold(66667) + recallThreshold(50001) + recallThreshold(40001) + recallThreshold(1)) / 4);
+    expect(Math.abs(sumForm([0.6666666865348816, 0.5, 0.4000000059604645, 0]) - 0.39167500000021316)).toBeLessThan(1e-12);
   });
 });

@@ -89,6 +89,27 @@ export function averageRecall(ious: ArrayLike<number>): number {
 }
 
 /**
+ * One IoU's share of n · AR: t_m with m = min(#{i : t_i ≤ iou}, N − 1), and 0 for NaN. Every step
+ * t_{i+1} − t_i is exact in float64 (Sterbenz: t_i ≤ t_{i+1} ≤ 2 t_i for i ≥ 1, and t_1 − 0 = t_1), so the
+ * steps below t_m sum to exactly t_m and AR = Σ_k recallContribution(iou_k) / n in exact arithmetic. In
+ * float64 the official 99 999-term sum carries its own rounding, so the two differ below 1e-12 (6e-13
+ * at most on the tests' random lists), not bit for bit: {@link averageRecall} stays the official number;
+ * this form lets the bootstrap recompute AR on a resample in O(phrases).
+ */
+export function recallContribution(iou: number): number {
+  if (Number.isNaN(iou)) return 0;
+  // first index with t_i > iou, i.e. the number of thresholds ≤ iou
+  let low = 0;
+  let high = RECALL_GRID_SIZE;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if (THRESHOLDS[middle] <= iou) low = middle + 1;
+    else high = middle;
+  }
+  return THRESHOLDS[Math.min(low, RECALL_GRID_SIZE - 1)];
+}
+
+/**
  * The literal definition of the official AR, kept as the reference for {@link averageRecall}:
  * builds the grid, counts `iou >= t` for every threshold and every IoU (O(n · grid)), and sums.
  * Use it to cross-check; it is slow for long lists.

@@ -1,3 +1,4 @@
+import { averageRecall } from './average_recall';
 import { PHRASE_GROUPS, PngEvaluator, type PngMetrics, type PngSample, type PredictedMask } from './evaluator';
 import { encodeRle } from './rle';
 import { seededRandom } from './test_support';
@@ -104,13 +105,80 @@ describe('PngEvaluator', () => {
   });
 
   test('fromJSON rejects malformed states with the field named', () => {
-    const good = { format: 'png-metrics/evaluator-state', version: 1, ious: [0.5, null], flags: [1, 2] };
+    const good = { format: 'png-metrics/evaluator-state', version: 2, ious: [0.5, null], flags: [1, 2], areas: [4, 0], tags: { phrase_type: ['unary', null] }, samples: [{ label: 's', image_id: 7, phrases: 2 }] };
     expect(PngEvaluator.fromJSON(good).phraseCount).toBe(2);
     expect(() => PngEvaluator.fromJSON({ ...good, format: 'x' })).toThrow(/field format/);
-    expect(() => PngEvaluator.fromJSON({ ...good, version: 2 })).toThrow(/field version/);
+    expect(() => PngEvaluator.fromJSON({ ...good, version: 1 })).toThrow(/field version: expected 2/);
     expect(() => PngEvaluator.fromJSON({ ...good, flags: [1] })).toThrow(/field flags: expected an array of 2 entries/);
     expect(() => PngEvaluator.fromJSON({ ...good, ious: [0.1, null] })).toThrow(/field ious\[0\]: expected a float32 value/);
     expect(() => PngEvaluator.fromJSON({ ...good, flags: [1, 4] })).toThrow(/field flags\[1\]: expected an integer 0..3/);
+    expect(() => PngEvaluator.fromJSON({ ...good, areas: [4, -1] })).toThrow(/field areas\[1\]: expected a finite number/);
+    expect(() => PngEvaluator.fromJSON({ ...good, tags: { phrase_type: ['unary', 3] } })).toThrow(/field tags.phrase_type\[1\]: expected a string or null/);
+    expect(() => PngEvaluator.fromJSON({ ...good, samples: [{ label: 's', image_id: 7, phrases: 1 }] })).toThrow(/field samples: expected phrase counts summing to 2/);
     expect(() => PngEvaluator.fromJSON([])).toThrow(/field \(root\)/);
+  });
+});
+
+describe('size and tag groups', () => {
+  // 4×4 masks, row-major; `rows(n)` = the first n pixels set
+  const first = (n: number) => Uint8Array.from({ length: 16 }, (_, k) => (k < n ? 1 : 0));
+  const phrase = (label: string, area: number, tags?: Record<string, string>) => ({ label, isThing: true, isPlural: false, mask: first(area), ...(tags ? { tags } : {}) });
+  const samples: { sample: PngSample; prediction: Uint8Array[] }[] = [
+    {
+      sample: { label: 'a', imageId: 1, height: 4, width: 4, phrases: [phrase('a0', 2, { phrase_type: 'unary' }), phrase('a1', 6, { phrase_type: 'binding', twins: '2' }), phrase('a2', 12)] },
+      prediction: [first(2), first(3), first(0)], // IoU 1, 1/2, 0
+    },
+    {
+      sample: { label: 'b', imageId: 2, height: 4, width: 4, phrases: [phrase('b0', 4, { phrase_type: 'binding' }), phrase('b1', 9, { phrase_type: 'twin-size', twins: '2' })] },
+      prediction: [first(4), first(3)], // IoU 1, 1/3
+    },
+  ];
+  const evaluator = new PngEvaluator();
+  for (const { sample, prediction } of samples) evaluator.process(sample, prediction);
+  const third = Math.fround(1 / 3);
+
+  test('size buckets from the GT area: small < t0 ≤ medium < t1 ≤ large', () => {
+    const m = evaluator.evaluate({ sizeThresholds: [4, 9] });
+    expect(m.sizeThresholds).toEqual([4, 9]);
+    expect(m.bySize.small.count).toBe(1); // area 2
+    expect(m.bySize.medium.averageRecall).toBe(averageRecall([0.5, 1])); // areas 6 and 4
+    expect(m.bySize.large.averageRecall).toBe(averageRecall([0, third])); // areas 12 and 9
+    expect(m.overall.averageRecall).toBe(averageRecall([1, 0.5, 0, 1, third]));
+    const coco = evaluator.evaluate();
+    expect(coco.sizeThresholds).toEqual([1024, 9216]);
+    expect([coco.bySize.small.count, coco.bySize.medium.count, coco.bySize.large.count]).toEqual([5, 0, 0]);
+    expect(coco.bySize.medium.averageRecall).toBeNaN();
+    expect(() => evaluator.evaluate({ sizeThresholds: [9, 4] })).toThrow(/sizeThresholds must be two areas 0 < small ≤ medium/);
+  });
+
+  test('tag groups: phrase_type by default, values sorted, untagged phrases in none', () => {
+    const m = evaluator.evaluate();
+    expect(Object.keys(m.byTag)).toEqual(['phrase_type']);
+    expect(Object.keys(m.byTag.phrase_type)).toEqual(['binding', 'twin-size', 'unary']);
+    expect(m.byTag.phrase_type.binding.averageRecall).toBe(averageRecall([0.5, 1]));
+    expect(m.byTag.phrase_type['twin-size'].averageRecall).toBe(averageRecall([third]));
+    expect(m.byTag.phrase_type.unary.count).toBe(1);
+    const byTwins = evaluator.evaluate({ groupBy: ['twins', 'missing'] });
+    expect(Object.keys(byTwins.byTag)).toEqual(['twins']);
+    expect(byTwins.byTag.twins['2'].averageRecall).toBe(averageRecall([0.5, third]));
+  });
+
+  test('without tags there are no tag groups; the five groups are unchanged by the extra ones', () => {
+    const plain = new PngEvaluator();
+    const cases = randomCases(50, 4);
+    for (const { sample, prediction } of cases) plain.process(sample, prediction);
+    expect(plain.evaluate().byTag).toEqual({});
+    const reference = new PngEvaluator();
+    for (const { sample, prediction } of cases) reference.process({ ...sample, phrases: sample.phrases.map((p, k) => ({ ...p, tags: { phrase_type: `t${k}` } })) }, prediction);
+    expectSameBits(reference.evaluate({ bootstrap: { resamples: 10 } }), plain.evaluate());
+  });
+
+  test('tags, areas and samples survive toJSON / fromJSON and merging', () => {
+    const copy = PngEvaluator.fromJSON(JSON.parse(JSON.stringify(evaluator)));
+    expect(copy.phraseScores()).toEqual(evaluator.phraseScores());
+    expect(copy.toJSON().tags).toEqual({ phrase_type: ['unary', 'binding', null, 'binding', 'twin-size'], twins: [null, '2', null, null, '2'] });
+    const merged = new PngEvaluator().merge(copy).merge(copy);
+    expect(merged.phraseScores().map((s) => s.sample)).toEqual([0, 0, 0, 1, 1, 2, 2, 2, 3, 3]);
+    expect(merged.evaluate().byTag.phrase_type.binding.count).toBe(4);
   });
 });

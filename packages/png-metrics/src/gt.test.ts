@@ -94,6 +94,25 @@ describe('phrase extraction (clean protocol)', () => {
   });
 });
 
+describe('chunk tags', () => {
+  test('extra string keys of a chunk become its tags and reach the evaluator; other extra keys are ignored', () => {
+    const records = clone(TINY_RECORDS) as any[];
+    Object.assign(records[0].segments[1], { phrase_type: 'plural-subset', difficulty: 3 });
+    records[0].segments[3].phrase_type = 'unary';
+    const parsed = parseNarrativeRecords(records);
+    expect(parsed[0].segments[1].tags).toEqual({ phrase_type: 'plural-subset' });
+    expect(parsed[0].segments[5].tags).toEqual({});
+    const gt = PngGroundTruth.load(dataset(records));
+    expect(gt.phrases[0].map((p) => p.tags)).toEqual([{ phrase_type: 'plural-subset' }, { phrase_type: 'unary' }, {}]);
+    const sample = gt.sample(0);
+    expect(sample.imageId).toBe(1);
+    expect(sample.phrases[1].tags).toEqual({ phrase_type: 'unary' });
+    const metrics = evaluatePredictions(gt, perfectPredictions(gt)).evaluate();
+    expect(Object.keys(metrics.byTag.phrase_type)).toEqual(['plural-subset', 'unary']);
+    expect(metrics.byTag.phrase_type.unary.count).toBe(1);
+  });
+});
+
 describe('validation errors name the record and the field', () => {
   test('malformed png_coco records', () => {
     const bad = (mutate: (records: any[]) => void) => {
@@ -188,5 +207,30 @@ describe('predictions file', () => {
 
     expect(() => evaluatePredictions(gt, [...predictions, predictions[0]])).toThrow('predictions entry 4: record_index 0 appears twice');
     expect(() => evaluatePredictions(gt, [{ ...predictions[0], record_index: 9 }])).toThrow('record_index 9 is out of range');
+  });
+});
+
+describe('records the official pre-processing drops (spec §1.5)', () => {
+  const respaced = { ...clone(TINY_RECORDS[2]), caption: 'An Object  on the ground .' }; // case and spacing differ: kept
+  const mismatch = { ...clone(TINY_RECORDS[2]), caption: 'An object lies on the ground.' }; // one word more than the utterances
+  const empty = { ...clone(TINY_RECORDS[2]), caption: '' };
+  const noCaption = clone(TINY_RECORDS[2]) as Record<string, unknown>;
+  delete noCaption.caption;
+  const gt = PngGroundTruth.load(dataset([...TINY_RECORDS, respaced, mismatch, empty, noCaption]));
+
+  test('have no evaluated phrase and are listed with the reason', () => {
+    expect(gt.phrases.map((p) => p.length)).toEqual([3, 3, 2, 0, 2, 0, 0, 2]);
+    expect(gt.dropped.map((d) => [d.index, d.reason])).toEqual([
+      [5, 'word count mismatch'],
+      [6, 'empty caption'],
+    ]);
+    expect(gt.dropped[0].detail).toBe('the caption has 7 words (BERT basic tokenisation) and its utterances 6; they part at utterance 1 "on": words ["on"], the caption has ["lies"] there');
+  });
+
+  test('need no prediction', () => {
+    const predictions = perfectPredictions(gt);
+    expect(predictions.filter((p) => p.phrases.length > 0).map((p) => p.record_index)).toEqual([0, 1, 2, 4, 7]);
+    const metrics = evaluatePredictions(gt, predictions.filter((p) => p.phrases.length > 0)).evaluate();
+    expect(metrics.overall.count).toBe(12);
   });
 });

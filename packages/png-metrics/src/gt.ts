@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import pngjs from 'pngjs';
 import type { PngSample } from './evaluator';
 import { fieldError, isRecord, readJsonFile } from './json_input';
+import { alignUtterances, type NarrativeDrop } from './pre_process';
 
 /** One chunk of a narrative caption (`segments[]` of a png_coco record). */
 export interface NarrativeChunk {
@@ -20,6 +21,11 @@ export interface NarrativeChunk {
   noun: boolean;
   /** The annotated plural flag; kept for reference, never used by the metric. */
   plural: boolean | undefined;
+  /**
+   * The chunk's other string-valued keys (e.g. `{"phrase_type": "twin-relation"}` of the synthetic
+   * benchmark): tags that can define extra evaluation groups. Empty for the real benchmark's chunks.
+   */
+  tags: Readonly<Record<string, string>>;
 }
 
 /** One narrative record of `png_coco_{split}.json`. */
@@ -57,6 +63,8 @@ export interface GtPhrase {
   segmentIds: number[];
   isThing: boolean;
   isPlural: boolean;
+  /** The chunk's tags ({@link NarrativeChunk.tags}). */
+  tags: Readonly<Record<string, string>>;
 }
 
 /** A decoded panoptic PNG: segment id of every pixel, row-major (0 = void). */
@@ -70,7 +78,8 @@ export interface PanopticIdMap {
  * Parses and validates the records of a `png_coco_{split}.json` file (a JSON array).
  * Required: `image_id` (decimal string, or integer), `segments[]` with `utterance` (string),
  * `segment_ids` (decimal strings, or integers) and `noun` (bool). `annotator_id` (int), `caption`
- * (string) and `plural` (bool) are checked when present; other keys are ignored.
+ * (string) and `plural` (bool) are checked when present; other string-valued keys of a chunk become
+ * its `tags`, and any other key is ignored.
  * @param source file name used in error messages.
  * @throws naming the record index and the field.
  */
@@ -99,8 +108,15 @@ function parseChunk(chunk: unknown, where: string, field: string): NarrativeChun
   if (!Array.isArray(segment_ids)) throw fieldError(where, `${field}.segment_ids`, 'an array of segment id strings', segment_ids);
   if (typeof noun !== 'boolean') throw fieldError(where, `${field}.noun`, 'true or false', noun);
   if (plural !== undefined && typeof plural !== 'boolean') throw fieldError(where, `${field}.plural`, 'true or false', plural);
-  return { utterance, segmentIds: segment_ids.map((id, k) => parseId(id, where, `${field}.segment_ids[${k}]`)), noun, plural };
+  const tags: Record<string, string> = {};
+  for (const [key, value] of Object.entries(chunk)) {
+    if (typeof value === 'string' && !CHUNK_KEYS.has(key)) tags[key] = value;
+  }
+  return { utterance, segmentIds: segment_ids.map((id, k) => parseId(id, where, `${field}.segment_ids[${k}]`)), noun, plural, tags };
 }
+
+/** The keys of a png_coco chunk that are not tags. */
+const CHUNK_KEYS = new Set(['utterance', 'segment_ids', 'noun', 'plural']);
 
 /** A COCO id given as a decimal string (png_coco) or a non-negative integer (COCO JSON). */
 function parseId(value: unknown, where: string, field: string): number {
@@ -201,6 +217,7 @@ export function extractPhrases(record: NarrativeRecord, recordIndex: number, pan
       segmentIds: chunk.segmentIds,
       isThing,
       isPlural: chunk.segmentIds.length >= 2,
+      tags: chunk.tags,
     });
   });
   return phrases;
@@ -268,8 +285,14 @@ function pixelsBySegment(idMap: PanopticIdMap): Map<number, Int32Array> {
  * phrases are parsed and validated at load; panoptic PNGs are read when a sample is requested.
  */
 export class PngGroundTruth {
-  /** Evaluated phrases of every record, by record index (empty for records without any). */
+  /** Evaluated phrases of every record, by record index (empty for records without any and for dropped ones). */
   readonly phrases: readonly (readonly GtPhrase[])[];
+  /**
+   * Records the official pre-processing drops (spec §1.5: word counts that differ, an empty
+   * caption), by record index: not evaluated, so they need no prediction. Records without a
+   * caption are never dropped.
+   */
+  readonly dropped: readonly (NarrativeDrop & { readonly index: number })[];
   private cachedImage: { imageId: number; pixels: Map<number, Int32Array> } | undefined;
 
   private constructor(
@@ -278,7 +301,15 @@ export class PngGroundTruth {
     readonly records: readonly NarrativeRecord[],
     readonly panoptic: PanopticIndex,
   ) {
-    this.phrases = records.map((record, i) => extractPhrases(record, i, panoptic));
+    const dropped: (NarrativeDrop & { index: number })[] = [];
+    this.phrases = records.map((record, i) => {
+      const phrases = extractPhrases(record, i, panoptic);
+      const drop = record.caption === undefined ? undefined : alignUtterances(record.caption, record.segments.map((c) => c.utterance)).drop;
+      if (!drop) return phrases;
+      dropped.push({ index: i, ...drop });
+      return [];
+    });
+    this.dropped = dropped;
   }
 
   /**
@@ -310,12 +341,13 @@ export class PngGroundTruth {
     const pixels = phrases.length > 0 ? this.segmentPixels(record.imageId, width, height) : new Map<number, Int32Array>();
     return {
       label: recordLabel(recordIndex, record.imageId),
+      imageId: record.imageId,
       width,
       height,
       phrases: phrases.map((phrase, k) => {
         const mask = new Uint8Array(width * height);
         for (const id of phrase.segmentIds) for (const p of pixels.get(id) ?? []) mask[p] = 1;
-        return { label: phraseLabel(phrase, k), isThing: phrase.isThing, isPlural: phrase.isPlural, mask };
+        return { label: phraseLabel(phrase, k), isThing: phrase.isThing, isPlural: phrase.isPlural, tags: phrase.tags, mask };
       }),
     };
   }

@@ -4,8 +4,23 @@ export { maskIoU } from './iou';
 export type { Mask } from './iou';
 export { decodeRle, encodeRle } from './rle';
 export type { CocoRle, EncodeRleOptions } from './rle';
-export { PHRASE_GROUPS, PngEvaluator } from './evaluator';
-export type { PhraseGroup, PngEvaluatorState, PngMetrics, PngPhrase, PngSample, PredictedMask } from './evaluator';
+export { COCO_SIZE_THRESHOLDS, DEFAULT_GROUP_BY, PHRASE_GROUPS, PngEvaluator, SIZE_BUCKETS, parseSizeThresholds, sizeBucket } from './evaluator';
+export type {
+  GroupMetrics,
+  GroupedValues,
+  PairedDifference,
+  PhraseGroup,
+  PngEvaluateOptions,
+  PngEvaluatorState,
+  PngMetrics,
+  PngPairedDifferences,
+  PngPhrase,
+  PngPhraseScore,
+  PngSample,
+  PredictedMask,
+  SizeBucket,
+} from './evaluator';
+export type { BootstrapOptions, BootstrapSettings, ConfidenceInterval } from './bootstrap';
 export {
   PngGroundTruth,
   decodePanopticPng,
@@ -14,12 +29,16 @@ export {
   parsePanopticJson,
 } from './gt';
 export type { GtPhrase, NarrativeChunk, NarrativeRecord, PanopticIdMap, PanopticIndex, PanopticSegment } from './gt';
+export { basicTokenize } from './basic_tokenizer';
+export type { BasicToken } from './basic_tokenizer';
+export { NARRATIVE_DROP_REASONS, alignUtterances, countDrops, describeDrops } from './pre_process';
+export type { NarrativeDrop, NarrativeDropReason, UtteranceAlignment } from './pre_process';
 export { evaluatePredictions, parsePredictions, writePredictionsFile } from './predictions';
 export type { EvaluatePredictionsOptions, PngPhrasePrediction, PngPredictionRecord } from './predictions';
 export { parseMaskPhrases } from './mask_phrases';
 export type { MaskPhrase } from './mask_phrases';
 export { buildReport, formatMetricsTable, formatPercent, summarizeMetrics } from './report';
-export type { GroupValues, PngReport, PngSummary } from './report';
+export type { GroupSummary, GroupValues, PngReport, PngSummary } from './report';
 export { renderRecallCurvesSvg } from './svg_plot';
 export { createProgressBar, formatDuration } from './progress';
 export type { ProgressBar } from './progress';

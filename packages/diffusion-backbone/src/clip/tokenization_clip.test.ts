@@ -228,5 +228,8 @@ describe('CLIPTokenizer files', () => {
     await expect(CLIPTokenizer.fromPretrained(dir)).rejects.toThrow('bos_token "<|bos|>" is not in vocab.json');
     fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), '{"model_max_length": 77,');
     await expect(CLIPTokenizer.fromPretrained(dir)).rejects.toThrow('tokenizer_config.json: not valid JSON');
+    fs.rmSync(path.join(dir, 'tokenizer_config.json'));
+    fs.mkdirSync(path.join(dir, 'special_tokens_map.json'));
+    await expect(CLIPTokenizer.fromPretrained(dir)).rejects.toThrow(`${path.join(dir, 'special_tokens_map.json')}: is a folder; expected a CLIP tokenizer file (special_tokens_map.json)`);
   });
 });

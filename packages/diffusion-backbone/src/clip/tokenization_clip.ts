@@ -1,4 +1,4 @@
-import { parseJsonObject } from '@png/core';
+import { parseJsonObject, readInputFile } from '@png/core';
 import { AlignedText } from './aligned_text';
 import { fixText } from './ftfy';
 
@@ -123,14 +123,14 @@ export class CLIPTokenizer {
     const fs = await import('node:fs');
     const path = await import('node:path');
     if (!fs.existsSync(dir)) throw new Error(`${dir}: no such folder; pass a CLIP tokenizer folder (vocab.json, merges.txt)`);
-    const read = (file: string, required: boolean): string | undefined => {
+    const read = async (file: string, required: boolean): Promise<string | undefined> => {
       const p = path.join(dir, file);
-      if (fs.existsSync(p)) return fs.readFileSync(p, 'utf8');
+      if (fs.existsSync(p)) return (await readInputFile(p, `a CLIP tokenizer file (${file})`)).toString('utf8');
       if (required) throw new Error(`${p}: missing; a CLIP tokenizer folder needs vocab.json and merges.txt`);
       return undefined;
     };
     return CLIPTokenizer.fromFiles(
-      { vocab: read('vocab.json', true)!, merges: read('merges.txt', true)!, tokenizerConfig: read('tokenizer_config.json', false), specialTokensMap: read('special_tokens_map.json', false) },
+      { vocab: (await read('vocab.json', true))!, merges: (await read('merges.txt', true))!, tokenizerConfig: await read('tokenizer_config.json', false), specialTokensMap: await read('special_tokens_map.json', false) },
       dir,
     );
   }
