@@ -2,6 +2,7 @@ export { CLIP_TEXT_CONFIG_DEFAULTS, CLIP_VIT_L14_TEXT_CONFIG, clipTextConfigFrom
 export { CLIPTextModel, type CLIPTextModelForwardOptions, type CLIPTextModelOutput } from './modeling_clip';
 export {
   CLIPTokenizer,
+  type CLIPChunkOptions,
   type CLIPTokenizerCallOptions,
   type CLIPTokenizerFiles,
   type CLIPTokenizerOutput,
