@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { ForwardContext, ParameterModule, WeightScope, contextKey, openModule, openModuleFiles, saveModule, type ModuleFiles, type PhraseFeatures } from '@png/core';
+import { ForwardContext, ParameterModule, WeightScope, contextKey, openModule, openModuleFiles, saveModule, type CaptionTokens, type ModuleFiles, type PhraseFeatures } from '@png/core';
 import { AttnProcessor, type AttentionProcessor, type UNet2DConditionModel } from '@png/diffusion-backbone';
 import { resolveEipaConfig, type EipaConfig } from './eipa_config';
 import { GatedCrossAttention } from './gated_cross_attention';
@@ -8,6 +8,9 @@ import { GatedCrossAttention } from './gated_cross_attention';
 const PHRASES = contextKey<tf.Tensor3D>('eipa/phrases');
 /** The phrase mask of that forward: [B, P], 1 = real phrase. */
 const PHRASE_MASK = contextKey<tf.Tensor2D>('eipa/phrase_mask');
+/** Caption tokens the cross-attention reads before the phrase slots, [B, T, D], and their mask [B, T] (absent: the prompt is the phrases alone). */
+const CAPTION = contextKey<tf.Tensor3D>('eipa/caption');
+const CAPTION_MASK = contextKey<tf.Tensor2D>('eipa/caption_mask');
 /** Where the phrase state after an up block and an adapted block's inject attention land in the UNet's `outputs` (read them with EipaAttachment). */
 const phraseStateKey = (level: string): string => `eipa/phrases/${level}`;
 const attentionKey = (blockPath: string): string => `eipa/attention/${blockPath}`;
@@ -25,7 +28,8 @@ export interface PhraseAdapterBlock {
  * adapted transformer block it extracts (phrases attend to the block's image tokens, updating the
  * phrase state) and injects (image tokens attend to the updated phrases, added to the UNet stream
  * through a zero-initialised tanh gate). With `dynamic_prompt` the cross-attention of every
- * transformer block reads the current phrase state. Weights are named `<block path>.extract.*` and
+ * transformer block reads the current phrase state in the prompt's phrase slots (the whole prompt,
+ * or the slots after the caption tokens given to `context`). Weights are named `<block path>.extract.*` and
  * `<block path>.inject.*`. Attach it with `attachEipa(unet, adapter)`.
  */
 export class PhraseAdapter extends ParameterModule {
@@ -91,6 +95,18 @@ export class PhraseAdapter extends ParameterModule {
 
 const attached = new WeakMap<UNet2DConditionModel, PhraseAdapter>();
 
+/** The prompt of a dynamic cross-attention: the current phrase state in the phrase slots, after the caption tokens if the context has them. */
+function dynamicPrompt(context: ForwardContext): { encoderHiddenStates: tf.Tensor3D; encoderAttentionMask: tf.Tensor2D } {
+  const phrases = context.require(PHRASES);
+  const mask = context.require(PHRASE_MASK);
+  const caption = context.get(CAPTION);
+  if (!caption) return { encoderHiddenStates: phrases, encoderAttentionMask: mask };
+  return {
+    encoderHiddenStates: tf.concat([caption, phrases], 1) as tf.Tensor3D, // [B, T + P, D]
+    encoderAttentionMask: tf.concat([context.require(CAPTION_MASK), mask], 1) as tf.Tensor2D, // [B, T + P]
+  };
+}
+
 /** Options of {@link attachEipa}. */
 export interface EipaAttachOptions {
   /**
@@ -110,8 +126,13 @@ export interface EipaAttachment {
   readonly adapter: PhraseAdapter;
   /** The up blocks whose phrase state `phraseStates` returns, in this order. */
   readonly levels: readonly string[];
-  /** The per-forward context that carries the initial phrase state into an adapted UNet forward. */
-  context(phrases: PhraseFeatures): ForwardContext;
+  /**
+   * The per-forward context that carries the initial phrase state into an adapted UNet forward.
+   * `caption`: tokens the UNet's prompt holds before the phrase slots (the UNet is then called
+   * with [caption; phrases]); with `dynamic_prompt` they stay and the phrase slots read the
+   * current phrase state.
+   */
+  context(phrases: PhraseFeatures, options?: { caption?: CaptionTokens }): ForwardContext;
   /**
    * The phrase state after each of `levels` in the forward that returned `outputs` and started
    * from `phrases` (with its context): [B, P, D] each, with the mask of `phrases`. The tensors are
@@ -149,7 +170,7 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
     const dynamic: Record<string, AttentionProcessor> = { ...previous };
     for (const key of Object.keys(previous).filter((k) => k.endsWith('.attn2.processor'))) {
       const inner = previous[key] ?? AttnProcessor;
-      dynamic[key] = (attn, hidden, args) => inner(attn, hidden, { ...args, encoderHiddenStates: args.context.require(PHRASES), encoderAttentionMask: args.context.require(PHRASE_MASK) });
+      dynamic[key] = (attn, hidden, args) => inner(attn, hidden, { ...args, ...dynamicPrompt(args.context) });
     }
     unet.setAttnProcessor(dynamic);
     removers.push(() => unet.setAttnProcessor(previous));
@@ -186,11 +207,17 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
   return {
     adapter,
     levels: [...levels],
-    context(phrases) {
+    context(phrases, { caption } = {}) {
       const [b, p, d] = phrases.tensor.shape;
       if (d !== adapter.phraseDim) throw new Error(`PhraseAdapter: phrase features are [${phrases.tensor.shape}], expected width ${adapter.phraseDim} (the UNet's cross_attention_dim)`);
       if (phrases.mask.shape[0] !== b || phrases.mask.shape[1] !== p) throw new Error(`PhraseAdapter: phrase mask [${phrases.mask.shape}] does not match the phrases [${b}, ${p}]`);
-      return new ForwardContext().set(PHRASES, phrases.tensor).set(PHRASE_MASK, phrases.mask);
+      const context = new ForwardContext().set(PHRASES, phrases.tensor).set(PHRASE_MASK, phrases.mask);
+      if (!caption) return context;
+      const [cb, t, cd] = caption.tensor.shape;
+      if (cb !== b || cd !== d || caption.mask.shape[0] !== b || caption.mask.shape[1] !== t) {
+        throw new Error(`PhraseAdapter: caption tokens [${caption.tensor.shape}] with mask [${caption.mask.shape}] do not match the phrases [${phrases.tensor.shape}]; expected [${b}, T, ${d}] and [${b}, T]`);
+      }
+      return context.set(CAPTION, caption.tensor).set(CAPTION_MASK, caption.mask);
     },
     phraseStates(outputs, phrases) {
       return levels.map((level) => {
