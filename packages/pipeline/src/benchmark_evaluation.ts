@@ -28,7 +28,7 @@ import {
   type PngSummary,
 } from '@png/png-metrics';
 import { encodeSamples, readGroundedSamples } from './benchmark_samples';
-import { masksFromLogits, type PngGrounder } from './png_grounder';
+import { masksFromLogits, phraseEncoding, type PngGrounder } from './png_grounder';
 import { renderAttentionMap, renderOverlay, tileImages } from './visualize';
 
 export interface BenchmarkEvaluationOptions {
@@ -96,7 +96,7 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
   for (let start = 0; start < views.length; start += batchSize) {
     const batch = views.slice(start, start + batchSize);
     const inputs = batch.map((v) => viewSample(samples[v.sample], v));
-    const encoded = encodeSamples(grounder.backbone, inputs, { size: imageSize, maxPhrases });
+    const encoded = encodeSamples(grounder.backbone, inputs, { size: imageSize, ...phraseEncoding(grounder.config) });
     const out = grounder.forwardLatents(encoded.latents, encoded.phrases);
     const last = out.predictions[out.predictions.length - 1]; // [B, h, w, maxPhrases]
     const masks = await masksFromLogits(last, encoded.transforms, batch.map((v) => v.count));

@@ -4,7 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { PhraseFeatures } from '@png/core';
-import { encodePhrases, type DiffusionBackbone, type Narrative } from '@png/diffusion-backbone';
+import { encodePhrases, type DiffusionBackbone, type EncodePhrasesOptions, type Narrative } from '@png/diffusion-backbone';
 import { PngDataset, letterbox, masksToTarget, type LetterboxTransform, type PngSample } from '@png/png-data';
 import { describeDrops } from '@png/png-metrics';
 
@@ -37,7 +37,7 @@ export function noGroundedRecordError(root: string, split: string, skipped: PngD
 export interface EncodedSamples {
   /** [N, S/f, S/f, C] frozen VAE latents of the letterboxed images. */
   readonly latents: tf.Tensor4D;
-  /** [N, maxPhrases, D] frozen phrase features and the [N, maxPhrases] mask. */
+  /** [N, maxPhrases, D] frozen phrase features and the [N, maxPhrases] mask (with `caption`, the caption tokens [N, K·L, D], K the most windows of a caption). */
   readonly phrases: PhraseFeatures;
   /** [N, S, S, maxPhrases] binary phrase masks on the canvas (zero for padding). */
   readonly targets: tf.Tensor4D;
@@ -48,14 +48,28 @@ export interface EncodedSamples {
 
 /**
  * Encodes `samples` (images letterboxed to `size`) through the frozen backbone, `chunk` at a
- * time. A sample with more than `maxPhrases` phrases keeps its first `maxPhrases`; `truncated`
- * counts the phrases left out.
+ * time, their narratives as the phrase-encoding options say (`phraseEncoding(config)` of a
+ * grounder: max_phrases, windows, caption tokens). A sample with more than `maxPhrases` phrases
+ * keeps its first `maxPhrases`; `truncated` counts the phrases left out.
  */
-export function encodeSamples(backbone: DiffusionBackbone, samples: readonly PngSample[], options: { size: number; maxPhrases: number; chunk?: number }): EncodedSamples & { truncated: number } {
+export function encodeSamples(
+  backbone: DiffusionBackbone,
+  samples: readonly PngSample[],
+  options: { size: number; chunk?: number } & Omit<EncodePhrasesOptions, 'padTo' | 'captionWindows'>,
+): EncodedSamples & { truncated: number } {
   const { size, maxPhrases } = options;
   const chunk = options.chunk ?? 16;
   if (size % backbone.imageMultiple !== 0) throw new Error(`image size ${size} is not a multiple of ${backbone.imageMultiple} (the backbone's downsampling); choose a multiple of it`);
-  const parts: { latents: tf.Tensor4D[]; phrases: tf.Tensor3D[]; masks: tf.Tensor2D[]; targets: tf.Tensor4D[] } = { latents: [], phrases: [], masks: [], targets: [] };
+  // every chunk's caption tokens padded to the most windows of any caption, so that they concatenate
+  const captionWindows = options.caption ? Math.max(...samples.map((s) => backbone.tokenizer.chunk(s.narrative.caption, options.windows).windows.length)) : undefined;
+  const parts: { latents: tf.Tensor4D[]; phrases: tf.Tensor3D[]; masks: tf.Tensor2D[]; targets: tf.Tensor4D[]; captions: tf.Tensor3D[]; captionMasks: tf.Tensor2D[] } = {
+    latents: [],
+    phrases: [],
+    masks: [],
+    targets: [],
+    captions: [],
+    captionMasks: [],
+  };
   const transforms: LetterboxTransform[] = [];
   const phraseCounts: number[] = [];
   let truncated = 0;
@@ -73,9 +87,13 @@ export function encodeSamples(backbone: DiffusionBackbone, samples: readonly Png
           return tensor;
         });
         parts.latents.push(tf.keep(backbone.encodeImages(tf.concat(images, 0) as tf.Tensor4D)));
-        const features = encodePhrases(backbone.tokenizer, backbone.textEncoder, narratives, { maxPhrases, padTo: maxPhrases });
+        const features = encodePhrases(backbone.tokenizer, backbone.textEncoder, narratives, { maxPhrases, padTo: maxPhrases, windows: options.windows, caption: options.caption, captionWindows });
         parts.phrases.push(tf.keep(features.tensor));
         parts.masks.push(tf.keep(features.mask));
+        if (features.caption) {
+          parts.captions.push(tf.keep(features.caption.tensor));
+          parts.captionMasks.push(tf.keep(features.caption.mask));
+        }
         const targets = group.map((s, i) => {
           const masks = s.phrases.slice(0, maxPhrases).map((p) => p.mask);
           phraseCounts.push(masks.length);
@@ -87,12 +105,16 @@ export function encodeSamples(backbone: DiffusionBackbone, samples: readonly Png
     }
     const out = tf.tidy(() => ({
       latents: tf.concat(parts.latents, 0) as tf.Tensor4D,
-      phrases: { tensor: tf.concat(parts.phrases, 0) as tf.Tensor3D, mask: tf.concat(parts.masks, 0) as tf.Tensor2D },
+      phrases: {
+        tensor: tf.concat(parts.phrases, 0) as tf.Tensor3D,
+        mask: tf.concat(parts.masks, 0) as tf.Tensor2D,
+        ...(parts.captions.length ? { caption: { tensor: tf.concat(parts.captions, 0) as tf.Tensor3D, mask: tf.concat(parts.captionMasks, 0) as tf.Tensor2D } } : {}),
+      },
       targets: tf.concat(parts.targets, 0) as tf.Tensor4D,
     }));
     return { ...out, phraseCounts, transforms, truncated };
   } finally {
-    tf.dispose([parts.latents, parts.phrases, parts.masks, parts.targets]);
+    tf.dispose([parts.latents, parts.phrases, parts.masks, parts.targets, parts.captions, parts.captionMasks]);
   }
 }
 
@@ -104,9 +126,14 @@ export function gatherBatch(encoded: EncodedSamples, indices: readonly number[])
     const phrases = tf.gather(encoded.phrases.tensor, at); // [B, maxPhrases, D]
     const mask = tf.gather(encoded.phrases.mask, at); // [B, maxPhrases]
     const targets = tf.gather(encoded.targets, at); // [B, S, S, maxPhrases]
+    const caption = encoded.phrases.caption;
     return {
       latents: tf.gather(encoded.latents, at) as tf.Tensor4D,
-      phrases: { tensor: tf.slice(phrases, [0, 0, 0], [-1, p, -1]) as tf.Tensor3D, mask: tf.slice(mask, [0, 0], [-1, p]) as tf.Tensor2D },
+      phrases: {
+        tensor: tf.slice(phrases, [0, 0, 0], [-1, p, -1]) as tf.Tensor3D,
+        mask: tf.slice(mask, [0, 0], [-1, p]) as tf.Tensor2D,
+        ...(caption ? { caption: { tensor: tf.gather(caption.tensor, at) as tf.Tensor3D, mask: tf.gather(caption.mask, at) as tf.Tensor2D } } : {}), // [B, K·L, D], [B, K·L]
+      },
       targets: tf.slice(targets, [0, 0, 0, 0], [-1, -1, -1, p]) as tf.Tensor4D,
     };
   });

@@ -13,7 +13,7 @@ import { check, isFiniteNumber, isNonNegativeInt, isPositiveInt, resolveConfig, 
 import type { DiffusionBackbone } from '@png/diffusion-backbone';
 import { Prng, type DroppedRecord, type SkippedRecord } from '@png/png-data';
 import { encodeSamples, gatherBatch, readGroundedSamples } from './benchmark_samples';
-import { PngGrounder, resolvePngGrounderConfig, type PngGrounderConfig } from './png_grounder';
+import { PngGrounder, phraseEncoding, resolvePngGrounderConfig, type PngGrounderConfig } from './png_grounder';
 import { warmupPoly } from './lr_schedule';
 import { TRAINER_STATE_FILE } from './checkpoint_dir';
 import { Trainer, TrainingDivergedError } from './trainer';
@@ -131,7 +131,7 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
 
   const { samples, skipped, dropped } = await readGroundedSamples(options.data, split, { limit: training.limit ?? undefined });
   options.onProgress?.({ phase: 'encode', done: 0, total: samples.length });
-  const encoded = encodeSamples(options.backbone, samples, { size: training.image_size, maxPhrases: config.max_phrases });
+  const encoded = encodeSamples(options.backbone, samples, { size: training.image_size, ...phraseEncoding(config) });
   options.onProgress?.({ phase: 'encode', done: samples.length, total: samples.length });
   const grounder = PngGrounder.create(options.backbone, config, { seed: training.seed });
   const schedule = warmupPoly({ base_lr: training.lr, warmup_steps: training.warmup_steps, total_steps: training.steps });
@@ -141,7 +141,7 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
       const batch = gatherBatch(encoded, indices);
       return grounder.loss(batch.latents, batch.phrases, batch.targets);
     },
-    optimizer: { lr: training.lr, weight_decay: training.weight_decay, noDecay: (key) => /(bias|norm|gate|level_weights)/.test(key) },
+    optimizer: { lr: training.lr, weight_decay: training.weight_decay, noDecay: (key) => /(bias|norm|gate|gamma|level_weights)/.test(key) },
     schedule,
     clip_grad_norm: training.clip_grad_norm,
   });
