@@ -159,17 +159,19 @@ export class TextSide extends ParameterModule {
     await saveModule(dir, this.config, this.parameters, { format: 'pt', module: 'TextSide' });
   }
 
-  /** The phrases [B, P, D] (mask [B, P]) after reading `caption` (with `caption_attention`; else as given). */
+  /** The phrases [B, P, D] (mask [B, P]) after reading `caption` (with `caption_attention`; else as given). Caller owns the result. */
   readCaption(phrases: tf.Tensor3D, mask: tf.Tensor2D, caption: CaptionTokens | undefined): tf.Tensor3D {
     this.assertAlive();
     if (!this.captionAttention) return phrases;
     if (!caption) throw new Error('TextSide: caption_attention reads the caption token states, and these phrase features have none; encode them with encodePhrases(…, {caption: true}) (PngGrounder.encodePhrases does)');
-    return this.captionAttention.forward(phrases, mask, caption);
+    const layer = this.captionAttention;
+    return tf.tidy(() => layer.forward(phrases, mask, caption));
   }
 
-  /** Tokens of the UNet's prompt [B, N, D] through the text adapter (with `text_adapter`; else as given). */
+  /** Tokens of the UNet's prompt [B, N, D] through the text adapter (with `text_adapter`; else as given). Caller owns the result. */
   adaptPrompt(tokens: tf.Tensor3D): tf.Tensor3D {
     this.assertAlive();
-    return this.textAdapter ? this.textAdapter.forward(tokens) : tokens;
+    const adapter = this.textAdapter;
+    return adapter ? tf.tidy(() => adapter.forward(tokens)) : tokens;
   }
 }
