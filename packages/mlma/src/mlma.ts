@@ -1,12 +1,13 @@
 // MultiLevelMutualAggregation: DESIGN.md §1 part 4 (Li et al., ACM MM 2024, "MLMA"), reconstructed.
 // Per level: image (1×1 conv + GroupNorm) and phrases (Linear + LayerNorm) are projected to
-// hidden_dim, then fused reciprocally (image←phrase, phrase←image cross-attention). Across levels:
+// hidden_dim, then fused reciprocally (image←phrase, phrase←image cross-attention; `rounds` times,
+// optionally with the phrase states of all levels attending to each other after each round). Across levels:
 // pixels go top-down as in Mask2Former's pixel-decoder FPN (out_l = ReLU(GN(conv3×3(x_l + up(out_{l−1}))))),
 // phrases are combined by learned level weights. maskFeatures = 1×1 conv of the finest level.
 import * as tf from '@tensorflow/tfjs-core';
 import { Conv2d, Linear, ParameterModule, WeightScope, openModule, openModuleFiles, resize, saveModule, type FeatureMap, type FeaturePyramid, type ModuleFiles, type PhraseFeatures, type ShapeSpec } from '@png/core';
 import { levelStrides, resolveMlmaConfig, type MlmaConfig } from './config';
-import { MlmaLevel } from './fusion_block';
+import { CrossLevelPhraseAttention, MlmaLevel } from './fusion_block';
 
 /** Inputs of MultiLevelMutualAggregation.forward. The module never disposes them. */
 export interface MlmaInputs {
@@ -37,7 +38,8 @@ export type MlmaOutput = {
  * all weights are trainable tf.Variables. Checkpoint keys: `levels.<i>.{image_proj, image_proj_norm,
  * phrase_proj, phrase_proj_norm, image_from_phrase.{to_q,to_k,to_v,to_out}, image_from_phrase_norm,
  * phrase_from_image.*, phrase_from_image_norm, output_conv, output_norm}`, `phrase_level_weights`
- * or `phrase_gate`, `mask_features`.
+ * or `phrase_gate`, `mask_features`; with `rounds` > 1 `levels.<i>.rounds.<r>.*` (the reciprocal
+ * attention and norms of round r), with `cross_level` `cross_level.<r>.{attention, norm}`.
  */
 export class MultiLevelMutualAggregation extends ParameterModule {
   readonly config: Readonly<MlmaConfig>;
@@ -47,6 +49,8 @@ export class MultiLevelMutualAggregation extends ParameterModule {
   /** Per-phrase level score (`phrase_fusion: 'gate'`). */
   readonly phrase_gate?: Linear;
   readonly mask_features: Conv2d;
+  /** Per round, the attention of the phrase states of all levels to each other (`cross_level`; else empty). */
+  readonly cross_level: CrossLevelPhraseAttention[] = [];
   private readonly strides: number[];
 
   private constructor(scope: WeightScope, config: Readonly<MlmaConfig>) {
@@ -63,6 +67,7 @@ export class MultiLevelMutualAggregation extends ParameterModule {
           heads: c.num_heads,
           groups: c.norm_groups,
           mutual: c.mutual,
+          rounds: c.rounds,
         }),
       );
     });
@@ -72,6 +77,7 @@ export class MultiLevelMutualAggregation extends ParameterModule {
       this.phrase_gate = new Linear(scope.pp('phrase_gate'), c.hidden_dim, 1);
     }
     this.mask_features = new Conv2d(scope.pp('mask_features'), c.hidden_dim, c.mask_dim, 1);
+    if (c.cross_level) for (let r = 0; r < c.rounds; r++) this.cross_level.push(new CrossLevelPhraseAttention(scope.pp('cross_level').pp(r), c.hidden_dim, c.num_heads));
   }
 
   /** A fresh module (seeded torch-default init; trainable). The config is validated before any weight exists. */
@@ -132,8 +138,13 @@ export class MultiLevelMutualAggregation extends ParameterModule {
       const [b, p] = mask.shape;
       const hasReal = tf.reshape(tf.max(mask, 1), [b, 1, 1]); // [B, 1, 1]
 
-      // 1. per level: projections + reciprocal attention
-      const perLevel = this.levels.map((level, i) => level.mutual(inputs.images[i].tensor, phraseList[i].tensor, mask, hasReal));
+      // 1. per level: projections, then rounds of reciprocal attention (each followed by the cross-level phrase attention, if any)
+      let perLevel = this.levels.map((level, i) => level.project(inputs.images[i].tensor, phraseList[i].tensor));
+      for (let r = 0; r < c.rounds; r++) {
+        perLevel = perLevel.map((s, i) => this.levels[i].rounds[r]?.forward(s.image, s.phrases, mask, hasReal) ?? s);
+        const across = this.cross_level[r]?.forward(perLevel.map((s) => s.phrases), mask);
+        if (across) perLevel = perLevel.map((s, i) => ({ image: s.image, phrases: across[i] }));
+      }
 
       // 2. pixels: top-down (coarsest first), Mask2Former's FPN: out_l = conv(x_l + up(out_{l−1}))
       const pixels: FeatureMap[] = [];
