@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { setBackend } from './backend';
+import { setBackend } from './backends/backend';
 import { seededNormal, tfSeed } from './random';
 
 describe('seededNormal', () => {

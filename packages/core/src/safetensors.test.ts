@@ -6,7 +6,7 @@ import { saveModule, openModule, openModuleFiles, fetchFile, fetchModuleFiles, j
 import { FOLDER_FETCH_BASE, folderFetch } from './testing';
 import { WeightScope } from './weights';
 import { Linear } from './nn/linear';
-import { setBackend } from './backend';
+import { setBackend } from './backends/backend';
 
 /** A safetensors file from a raw header (an object, or JSON text as is) and data bytes. */
 function rawFile(header: object | string, data: Uint8Array): Uint8Array {

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { tfSeed } from './random';
-import { tensorFilledBy } from './wasm_heap';
+import { backendStrategy } from './backends/backend';
 import type { Disposable } from './types';
 import { isFloatDtype, numElements, serializeSafetensors, type TensorData, type WeightSource } from './safetensors';
 
@@ -14,12 +14,19 @@ export type Init = 'zeros' | 'ones' | { readonly uniform: number } | { readonly 
  */
 export class Parameters implements Disposable {
   private readonly entries = new Map<string, tf.Tensor>();
+  private readonly layouts = new Map<string, tf.Tensor>();
   private disposed = false;
 
   /** @internal used by WeightScope */
   add(key: string, value: tf.Tensor): void {
     if (this.entries.has(key)) throw new Error(`parameter '${key}' is defined twice; two modules share one weight path`);
     this.entries.set(key, value);
+  }
+
+  /** @internal used by WeightScope */
+  addLayout(key: string, value: tf.Tensor): void {
+    if (this.layouts.has(key)) throw new Error(`parameter '${key}' has two load-time layouts`);
+    this.layouts.set(key, value);
   }
 
   keys(): string[] {
@@ -31,6 +38,14 @@ export class Parameters implements Disposable {
     const value = this.entries.get(key);
     if (!value) throw new Error(`no parameter '${key}'`);
     return value;
+  }
+
+  /**
+   * The copy of `key`'s frozen tensor that a backend computes with, made at load time (e.g. a conv
+   * weight as HWIO; see WeightScope.layout), if any. Not saved, not counted.
+   */
+  layoutOf(key: string): tf.Tensor | undefined {
+    return this.layouts.get(key);
   }
 
   /** Number of scalar parameters. */
@@ -86,8 +101,9 @@ export class Parameters implements Disposable {
 
   dispose(): void {
     if (this.disposed) return;
-    for (const value of this.entries.values()) value.dispose();
+    for (const value of [...this.entries.values(), ...this.layouts.values()]) value.dispose();
     this.entries.clear();
+    this.layouts.clear();
     this.disposed = true;
   }
 
@@ -120,7 +136,7 @@ function readTorch(source: WeightSource, key: string, torchShape: readonly numbe
     throw new Error(`${source.name}: tensor '${key}' has shape [${info.shape}], expected [${torchShape}]; the checkpoint does not match the config`);
   }
   if (!isFloatDtype(info.dtype)) throw new Error(`${source.name}: tensor '${key}' has dtype ${info.dtype}, expected a float dtype`);
-  return tensorFilledBy([...torchShape], (values) => source.readFloatsInto(key, values));
+  return backendStrategy().tensorFilledBy([...torchShape], (values) => source.readFloatsInto(key, values));
 }
 
 /** 32-bit FNV-1a of a string: per-parameter seeds that do not depend on construction order. */
@@ -136,6 +152,18 @@ function initTensor(init: Init, shape: number[], seed: number): tf.Tensor {
   if ('constant' in init) return tf.fill(shape, init.constant);
   if ('uniform' in init) return tf.randomUniform(shape, -init.uniform, init.uniform, 'float32', tfSeed(seed));
   return tf.randomNormal(shape, 0, init.normal, 'float32', tfSeed(seed));
+}
+
+/**
+ * The engine-wide name of the variable of parameter `key` (what `tf.variableGrads` keys its
+ * gradients by): the key itself, or `key#2`, `key#3`, … while a live variable of another module
+ * has that name.
+ */
+function variableName(key: string): string {
+  const taken = tf.engine().registeredVariables;
+  let name = key;
+  for (let i = 2; name in taken; i++) name = `${key}#${i}`;
+  return name;
 }
 
 interface ScopeRoot {
@@ -197,12 +225,27 @@ export class WeightScope {
     if (!torchShape.every((d) => Number.isInteger(d) && d > 0)) throw new Error(`parameter '${key}': invalid shape [${torchShape}]`);
     let value = tf.tidy(() => (source ? readTorch(source, key, torchShape) : initTensor(options.init ?? 'zeros', [...torchShape], (seed ^ hashKey(key)) >>> 0)));
     if (trainable) {
-      const v = tf.variable(value, true);
+      const v = tf.variable(value, true, variableName(key));
       value.dispose();
       value = v;
     }
     used.add(key);
     params.add(key, value);
+    return value;
+  }
+
+  /**
+   * A copy of the parameter `name` (made by `param` before) in the layout a backend computes with,
+   * made once, now, by `make` (which returns undefined for none). It is owned with the parameters
+   * and freed with them, but neither saved nor counted. Only frozen parameters can have one: a
+   * trainable variable changes as it trains.
+   */
+  layout(name: string, make: (param: tf.Tensor) => tf.Tensor | undefined): tf.Tensor | undefined {
+    const key = this.key(name);
+    const param = this.root.params.get(key);
+    if (param instanceof tf.Variable) return undefined;
+    const value = tf.tidy(() => make(param));
+    if (value) this.root.params.addLayout(key, value);
     return value;
   }
 

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { batchMatMul } from './matmul';
+import { batchMatMul } from '../backends/matmul';
 
 /** A large negative additive bias for masked logits: exp() underflows to exactly 0, without -Inf NaNs. */
 export const MASKED_LOGIT = -1e9;

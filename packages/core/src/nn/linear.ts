@@ -1,11 +1,11 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { backendStrategy } from '../backends/backend';
 import type { WeightScope } from '../weights';
-import { matMulTransposedWeight } from './matmul';
 
 /**
  * Torch `nn.Linear`: y = x·Wᵀ + b. The weight stays in the checkpoint's [out, in] layout (loading
- * copies bytes, nothing is transposed); see matMulTransposedWeight for how the product runs. Works
- * on any leading shape.
+ * copies bytes, nothing is transposed); the current backend's strategy computes the product.
+ * Works on any leading shape.
  */
 export class Linear {
   readonly weight: tf.Tensor2D; // [out, in]
@@ -26,9 +26,10 @@ export class Linear {
 
   /** [..., in] → [..., out] */
   forward(x: tf.Tensor): tf.Tensor {
+    if (x.shape[x.rank - 1] !== this.inFeatures) throw new Error(`Linear: input [${x.shape}] has ${x.shape[x.rank - 1]} features, expected ${this.inFeatures}`);
     const lead = x.shape.slice(0, -1);
     const x2 = tf.reshape(x, [-1, this.inFeatures]); // [N, in]
-    let y: tf.Tensor = matMulTransposedWeight(x2 as tf.Tensor2D, this.weight); // [N, out]
+    let y: tf.Tensor = backendStrategy().linear(x2 as tf.Tensor2D, this.weight); // [N, out]
     if (this.bias) y = tf.add(y, this.bias);
     return tf.reshape(y, [...lead, this.outFeatures]); // [..., out]
   }

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { setBackend } from '../backend';
+import { setBackend } from '../backends/backend';
 import { expectClose, expectNoLeak } from '../testing';
 import { recompute } from './recompute';
 

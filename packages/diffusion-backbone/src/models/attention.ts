@@ -1,42 +1,30 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { LayerNorm, Linear, gelu, geluTanh, type ForwardContext, type WeightScope } from '@png/core';
+import { HookedModule, LayerNorm, Linear, type ForwardContext, type ModelRuntime, type WeightScope } from '@png/core';
+import { GEGLU, GELU } from './activations';
 import { Attention } from './attention_processor';
-import { HookedModule, type ModelRuntime } from './model_runtime';
 
 /** The feed-forward activations of diffusers' `FeedForward` that SD-family UNets use. */
 export type FeedForwardActivation = 'geglu' | 'gelu' | 'gelu-approximate';
 
 /**
- * diffusers `FeedForward`: net.0 (GEGLU: proj → value·gelu(gate); or GELU: proj → gelu), net.2 the
- * output projection. Dropout (net.1) is identity at inference.
+ * diffusers `FeedForward`: net.0 the activation with its input projection (GEGLU or GELU, weights
+ * `net.0.proj`), net.1 dropout (identity at inference, no weights), net.2 the output projection.
  */
 export class FeedForward extends HookedModule {
-  readonly proj: Linear; // net.0.proj
-  readonly out: Linear; // net.2
-  private readonly kind: FeedForwardActivation;
-  private readonly inner: number;
+  readonly net: { readonly 0: GEGLU | GELU; readonly 2: Linear };
 
   constructor(scope: WeightScope, runtime: ModelRuntime, dim: number, kind: FeedForwardActivation, mult = 4) {
     super(scope, runtime);
-    this.inner = dim * mult;
-    this.kind = kind;
-    this.proj = new Linear(scope.pp('net.0.proj'), dim, kind === 'geglu' ? 2 * this.inner : this.inner);
-    this.out = new Linear(scope.pp('net.2'), this.inner, dim);
+    const inner = dim * mult;
+    this.net = {
+      0: kind === 'geglu' ? new GEGLU(scope.pp('net.0'), dim, inner) : new GELU(scope.pp('net.0'), dim, inner, kind === 'gelu' ? 'none' : 'tanh'),
+      2: new Linear(scope.pp('net.2'), inner, dim),
+    };
   }
 
   /** [B, N, C] → [B, N, C] */
   forward(x: tf.Tensor3D, context: ForwardContext): tf.Tensor3D {
-    return this.hooked(x, context, (input) => {
-      const h = this.proj.forward(input);
-      let a: tf.Tensor;
-      if (this.kind === 'geglu') {
-        const [value, gate] = tf.split(h, 2, -1); // 2 × [B, N, inner]
-        a = tf.mul(value, gelu(gate));
-      } else {
-        a = this.kind === 'gelu' ? gelu(h) : geluTanh(h);
-      }
-      return this.out.forward(a) as tf.Tensor3D;
-    });
+    return this.hooked(x, context, (input) => this.net[2].forward(this.net[0].forward(input)) as tf.Tensor3D);
   }
 }
 

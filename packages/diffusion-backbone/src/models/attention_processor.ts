@@ -1,15 +1,16 @@
 import * as tf from '@tensorflow/tfjs-core';
 import {
   GroupNorm,
+  HookedModule,
   Linear,
+  attentionWithProbs,
   keyMaskBias,
   mergeHeads,
-  attentionWithProbs,
   splitHeads,
   type ForwardContext,
+  type ModelRuntime,
   type WeightScope,
 } from '@png/core';
-import { HookedModule, type ModelRuntime } from './model_runtime';
 
 export interface AttentionOptions {
   readonly queryDim: number;
@@ -97,7 +98,6 @@ export class Attention extends HookedModule {
     this.residualConnection = o.residualConnection ?? false;
     this.rescaleOutputFactor = o.rescaleOutputFactor ?? 1;
     this.isCrossAttention = o.crossAttentionDim !== undefined;
-    runtime.attentions.set(this.path, this);
   }
 
   /**

@@ -2,17 +2,20 @@ import * as tf from '@tensorflow/tfjs-core';
 import {
   Conv2d,
   ForwardContext,
+  ModelRuntime,
+  ParameterModule,
   WeightScope,
   check,
+  hookedLeaf,
   isActivationName,
   isFiniteNumber,
   isPositiveInt,
   type ActivationName,
   type BlockHook,
   type ModuleFiles,
-  type PathMatch, ParameterModule } from '@png/core';
+  type PathMatch,
+} from '@png/core';
 import { openComponentFiles, openWeights, readConfigJson, saveComponent, type ComponentFilesOptions, type ComponentOptions } from '../component_files';
-import { ModelRuntime, hookedLeaf } from './model_runtime';
 import { Decoder, DiagonalGaussianDistribution, Encoder, type DecoderUpBlockType, type EncoderDownBlockType } from './vae';
 
 /** diffusers' `vae/config.json` for `AutoencoderKL` (v0.25.1 fields; other keys are kept as they are). */

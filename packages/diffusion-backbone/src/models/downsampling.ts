@@ -1,6 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { Conv2d, type ForwardContext, type WeightScope } from '@png/core';
-import { HookedModule, type ModelRuntime } from './model_runtime';
+import { Conv2d, HookedModule, type ForwardContext, type ModelRuntime, type WeightScope } from '@png/core';
 
 /**
  * diffusers `Downsample2D` with `use_conv=True`: a stride-2 3×3 conv named `conv`. With

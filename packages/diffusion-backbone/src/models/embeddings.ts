@@ -1,6 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { Linear, activation, type ActivationName, type ForwardContext, type WeightScope } from '@png/core';
-import { HookedModule, type ModelRuntime } from './model_runtime';
+import { HookedModule, Linear, activation, type ActivationName, type ForwardContext, type ModelRuntime, type WeightScope } from '@png/core';
 
 /**
  * diffusers `get_timestep_embedding`: sinusoids of the timesteps [B] → [B, dim], computed in

@@ -1,6 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { Conv2d, GroupNorm, Linear, activation, type ActivationName, type ForwardContext, type WeightScope } from '@png/core';
-import { HookedModule, type ModelRuntime } from './model_runtime';
+import { Conv2d, GroupNorm, HookedModule, Linear, activation, type ActivationName, type ForwardContext, type ModelRuntime, type WeightScope } from '@png/core';
 
 export interface ResnetBlock2DOptions {
   readonly inChannels: number;

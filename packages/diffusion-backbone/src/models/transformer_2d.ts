@@ -1,7 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { Conv2d, GroupNorm, Linear, type ForwardContext, type WeightScope } from '@png/core';
+import { Conv2d, GroupNorm, HookedModule, Linear, hookedLeaf, type ForwardContext, type ModelRuntime, type WeightScope } from '@png/core';
 import { BasicTransformerBlock, type FeedForwardActivation } from './attention';
-import { HookedModule, hookedLeaf, type ModelRuntime } from './model_runtime';
 
 export interface Transformer2DModelOptions {
   readonly heads: number;

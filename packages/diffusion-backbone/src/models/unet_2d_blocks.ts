@@ -1,9 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
-import type { ActivationName, ForwardContext, WeightScope } from '@png/core';
+import { HookedModule, type ActivationName, type ForwardContext, type ModelRuntime, type WeightScope } from '@png/core';
 import { Attention } from './attention_processor';
 import type { FeedForwardActivation } from './attention';
 import { Downsample2D } from './downsampling';
-import { HookedModule, type ModelRuntime } from './model_runtime';
 import { ResnetBlock2D } from './resnet';
 import { Transformer2DModel } from './transformer_2d';
 import { Upsample2D } from './upsampling';
@@ -35,6 +34,33 @@ export interface CrossAttnArgs {
   readonly encoderHiddenStates: tf.Tensor3D;
   readonly encoderAttentionMask?: tf.Tensor2D;
   readonly context: ForwardContext;
+}
+
+/**
+ * A UNet down, mid or up block. Its forward runs through `hookedBlock` with every tensor it reads
+ * as an input, [x, ...skips, temb, encoderHiddenStates, encoderAttentionMask?], so that gradient
+ * checkpointing can run it again.
+ */
+abstract class UNetBlock extends HookedModule {
+  protected hookedUNetBlock(
+    x: tf.Tensor4D,
+    skips: readonly tf.Tensor4D[],
+    temb: tf.Tensor2D,
+    args: CrossAttnArgs,
+    compute: (x: tf.Tensor4D, skips: tf.Tensor4D[], temb: tf.Tensor2D, args: CrossAttnArgs) => tf.Tensor4D[],
+  ): tf.Tensor4D[] {
+    const n = skips.length;
+    const mask = args.encoderAttentionMask ? [args.encoderAttentionMask] : [];
+    return this.hookedBlock([x, ...skips, temb, args.encoderHiddenStates, ...mask], args.context, (inputs) => {
+      const [h, ...rest] = inputs as tf.Tensor4D[];
+      const [t, encoderHiddenStates, encoderAttentionMask] = rest.slice(n) as tf.Tensor[];
+      return compute(h, rest.slice(0, n), t as tf.Tensor2D, {
+        encoderHiddenStates: encoderHiddenStates as tf.Tensor3D,
+        encoderAttentionMask: encoderAttentionMask as tf.Tensor2D | undefined,
+        context: args.context,
+      });
+    }) as tf.Tensor4D[];
+  }
 }
 
 function transformer(scope: WeightScope, runtime: ModelRuntime, channels: number, o: BlockCommon & CrossAttnCommon): Transformer2DModel {
@@ -80,7 +106,7 @@ export interface DownBlockOutput {
  * diffusers `DownBlock2D` and `CrossAttnDownBlock2D` (the latter when `crossAttn` is given):
  * (resnet → transformer?) × layers, each output a skip tensor, then an optional stride-2 conv.
  */
-export class DownBlock2D extends HookedModule {
+export class DownBlock2D extends UNetBlock {
   readonly resnets: ResnetBlock2D[];
   readonly attentions: Transformer2DModel[] = [];
   readonly downsamplers: Downsample2D[] = [];
@@ -103,8 +129,8 @@ export class DownBlock2D extends HookedModule {
   }
 
   forward(x: tf.Tensor4D, temb: tf.Tensor2D, args: CrossAttnArgs): DownBlockOutput {
-    const resSamples: tf.Tensor4D[] = [];
-    const hidden = this.hooked(x, args.context, (h) => {
+    const [hidden, ...resSamples] = this.hookedUNetBlock(x, [], temb, args, (h, _, temb, args) => {
+      const resSamples: tf.Tensor4D[] = [];
       this.resnets.forEach((resnet, i) => {
         h = resnet.forward(h, temb, args.context);
         if (this.attentions[i]) h = this.attentions[i].forward(h, args);
@@ -114,14 +140,14 @@ export class DownBlock2D extends HookedModule {
         h = down.forward(h, args.context);
         resSamples.push(h);
       }
-      return h;
+      return [h, ...resSamples];
     });
     return { hidden, resSamples };
   }
 }
 
 /** diffusers `UNetMidBlock2DCrossAttn`: resnet, then (transformer → resnet) × layers. */
-export class UNetMidBlock2DCrossAttn extends HookedModule {
+export class UNetMidBlock2DCrossAttn extends UNetBlock {
   readonly resnets: ResnetBlock2D[];
   readonly attentions: Transformer2DModel[] = [];
 
@@ -132,14 +158,15 @@ export class UNetMidBlock2DCrossAttn extends HookedModule {
   }
 
   forward(x: tf.Tensor4D, temb: tf.Tensor2D, args: CrossAttnArgs): tf.Tensor4D {
-    return this.hooked(x, args.context, (input) => {
+    const [out] = this.hookedUNetBlock(x, [], temb, args, (input, _, temb, args) => {
       let h = this.resnets[0].forward(input, temb, args.context);
       this.attentions.forEach((attn, i) => {
         h = attn.forward(h, args);
         h = this.resnets[i + 1].forward(h, temb, args.context);
       });
-      return h;
+      return [h];
     });
+    return out;
   }
 }
 
@@ -147,7 +174,7 @@ export class UNetMidBlock2DCrossAttn extends HookedModule {
  * diffusers `UpBlock2D` and `CrossAttnUpBlock2D` (with `crossAttn`): (concat the next skip tensor
  * → resnet → transformer?) × layers, then an optional nearest ×2 + conv.
  */
-export class UpBlock2D extends HookedModule {
+export class UpBlock2D extends UNetBlock {
   readonly resnets: ResnetBlock2D[];
   readonly attentions: Transformer2DModel[] = [];
   readonly upsamplers: Upsample2D[] = [];
@@ -170,17 +197,18 @@ export class UpBlock2D extends HookedModule {
     return this.attentions.length > 0;
   }
 
-  /** `skips` are consumed from the end, one per resnet. */
-  forward(x: tf.Tensor4D, skips: tf.Tensor4D[], temb: tf.Tensor2D, args: CrossAttnArgs): tf.Tensor4D {
-    return this.hooked(x, args.context, (h) => {
+  /** `skips` (one per resnet) are consumed from the end. */
+  forward(x: tf.Tensor4D, skips: readonly tf.Tensor4D[], temb: tf.Tensor2D, args: CrossAttnArgs): tf.Tensor4D {
+    const [out] = this.hookedUNetBlock(x, skips, temb, args, (h, skips, temb, args) => {
       this.resnets.forEach((resnet, i) => {
         const skip = skips[skips.length - 1 - i];
         h = resnet.forward(tf.concat([h, skip], 3) as tf.Tensor4D, temb, args.context); // [B, H, W, C + Cskip]
         if (this.attentions[i]) h = this.attentions[i].forward(h, args);
       });
       for (const up of this.upsamplers) h = up.forward(h, args.context);
-      return h;
+      return [h];
     });
+    return out;
   }
 }
 

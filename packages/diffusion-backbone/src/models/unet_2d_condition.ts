@@ -3,23 +3,27 @@ import {
   Conv2d,
   ForwardContext,
   GroupNorm,
-  HostOffload,
+  ModelRuntime,
+  ParameterModule,
   WeightScope,
   activation,
+  applyGradientCheckpointing,
+  applyGroupOffloading,
   check,
+  hookedLeaf,
   isActivationName,
   isPositiveInt,
-  recompute,
   type ActivationName,
   type BlockHook,
-  type ContextKey,
-  type PathMatch,
+  type GradientCheckpointingOptions,
+  type HookedModule,
   type ModuleFiles,
-  type ShapeSpec, ParameterModule } from '@png/core';
+  type PathMatch,
+  type ShapeSpec,
+} from '@png/core';
 import { openComponentFiles, openWeights, readConfigJson, saveComponent, type ComponentFilesOptions, type ComponentOptions } from '../component_files';
-import type { AttentionProcessor } from './attention_processor';
+import { Attention, type AttentionProcessor } from './attention_processor';
 import { TimestepEmbedding, Timesteps } from './embeddings';
-import { ModelRuntime, hookedLeaf } from './model_runtime';
 import { DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D, type CrossAttnCommon } from './unet_2d_blocks';
 
 /** diffusers' `unet/config.json` (the keys this port reads; others are accepted when at their defaults). */
@@ -119,21 +123,6 @@ export const SD15_UNET_CONFIG: UNet2DConditionConfig = Object.freeze({
   block_out_channels: [320, 640, 1280, 1280],
 });
 
-/**
- * The context's state tensors and outputs as they are now; calling the result puts them back
- * (entries added since are removed).
- */
-function contextRestorer(context: ForwardContext): () => void {
-  const state = new Map(context.tensorEntries());
-  const outputs = { ...context.outputs };
-  return () => {
-    for (const [key] of context.tensorEntries()) if (!state.has(key)) context.delete(key);
-    for (const [key, t] of state) context.set(key, t);
-    for (const key of Object.keys(context.outputs)) if (!(key in outputs)) delete context.outputs[key];
-    Object.assign(context.outputs, outputs);
-  };
-}
-
 /** Per-block values after broadcasting scalars, as diffusers' constructor does. */
 interface ResolvedUNet {
   readonly config: UNet2DConditionConfig;
@@ -144,7 +133,7 @@ interface ResolvedUNet {
   readonly act: ActivationName;
 }
 
-function perBlock<T>(value: T | readonly T[], n: number, field: string, expected: string): T[] {
+function perBlock<T>(value: T | readonly T[], n: number, field: string): T[] {
   if (Array.isArray(value)) {
     check(value.length === n, 'UNet2DConditionConfig', field, `one value per down block (${n})`, value);
     return [...value];
@@ -176,16 +165,16 @@ export function resolveUNetConfig(json: Record<string, unknown>): ResolvedUNet {
   for (const c of config.block_out_channels) {
     check(c % config.norm_num_groups === 0, name, 'norm_num_groups', `a divisor of every block_out_channels entry (${c})`, config.norm_num_groups);
   }
-  const heads = perBlock(config.num_attention_heads ?? config.attention_head_dim, n, config.num_attention_heads === null ? 'attention_head_dim' : 'num_attention_heads', 'heads');
+  const headsField = config.num_attention_heads === null ? 'attention_head_dim' : 'num_attention_heads';
+  const heads = perBlock(config.num_attention_heads ?? config.attention_head_dim, n, headsField);
   heads.forEach((h, i) => {
-    const field = config.num_attention_heads === null ? 'attention_head_dim' : 'num_attention_heads';
-    check(isPositiveInt(h) && config.block_out_channels[i] % h === 0, name, field, `a head count dividing block_out_channels[${i}] (${config.block_out_channels[i]})`, h);
+    check(isPositiveInt(h) && config.block_out_channels[i] % h === 0, name, headsField, `a head count dividing block_out_channels[${i}] (${config.block_out_channels[i]})`, h);
   });
-  const layers = perBlock(config.layers_per_block, n, 'layers_per_block', 'layers');
+  const layers = perBlock(config.layers_per_block, n, 'layers_per_block');
   layers.forEach((l) => check(isPositiveInt(l), name, 'layers_per_block', 'positive integers', l));
-  const transformerLayers = perBlock(config.transformer_layers_per_block, n, 'transformer_layers_per_block', 'layers');
+  const transformerLayers = perBlock(config.transformer_layers_per_block, n, 'transformer_layers_per_block');
   transformerLayers.forEach((l) => check(isPositiveInt(l), name, 'transformer_layers_per_block', 'positive integers', l));
-  const onlyCrossAttention = perBlock(config.only_cross_attention, n, 'only_cross_attention', 'booleans');
+  const onlyCrossAttention = perBlock(config.only_cross_attention, n, 'only_cross_attention');
   return { config, heads, layers, transformerLayers, onlyCrossAttention, act: config.act_fn as ActivationName };
 }
 
@@ -195,15 +184,6 @@ export type UNet2DConditionOutput = {
   /** Tensors that hooks put into `context.outputs` (feature taps, adapter states). */
   readonly outputs: Record<string, tf.Tensor>;
 };
-
-export interface GradientCheckpointingOptions {
-  /**
-   * The trainable variables that the blocks, their hooks and processors read (default: every
-   * trainable variable registered with the engine at each forward). A variable left out gets no
-   * gradient from inside a block.
-   */
-  readonly variables?: readonly tf.Variable[];
-}
 
 export interface UNetForwardOptions {
   /** Per-forward state for processors and hooks. */
@@ -228,9 +208,6 @@ export class UNet2DConditionModel extends ParameterModule {
   readonly config: UNet2DConditionConfig;
   private readonly runtime = new ModelRuntime();
   private readonly act: (x: tf.Tensor) => tf.Tensor;
-  private checkpointing?: GradientCheckpointingOptions;
-  /** Set by enableSequentialOffload: keeps a block's weights uploaded until the returned function evicts them. */
-  private pinOffloadedBlock?: (path: string) => () => void;
 
   /** Builds the module tree from a resolved config; use fromPretrained or create. */
   private constructor(scope: WeightScope, r: ResolvedUNet) {
@@ -349,42 +326,31 @@ export class UNet2DConditionModel extends ParameterModule {
     this.checkInputs(sample, timestep, encoderHiddenStates, options.encoderAttentionMask);
     const context = options.context ?? new ForwardContext();
     return tf.tidy('UNet2DConditionModel.forward', () => {
+      // 1. time
       const b = sample.shape[0];
-      const t = timestep instanceof tf.Tensor ? timestep : typeof timestep === 'number' ? new Array<number>(b).fill(timestep) : timestep;
+      const timesteps = timestep instanceof tf.Tensor ? timestep : typeof timestep === 'number' ? new Array<number>(b).fill(timestep) : timestep;
+      const emb = this.time_embedding.forward(this.time_proj.forward(timesteps, context), context); // [B, 4·C0]
 
-      const emb = this.time_embedding.forward(this.time_proj.forward(t, context), context); // [B, 4·C0]
+      // 2. pre-process
       let h = this.config.center_input_sample ? (tf.sub(tf.mul(sample, 2), 1) as tf.Tensor4D) : sample;
       h = hookedLeaf(this.runtime, 'conv_in', h, context, (t) => this.conv_in.forward(t));
 
-      // what every block reads besides its hidden state: emb, encoderHiddenStates [B, M, D], the mask [B, M] if any
-      const conditioning: tf.Tensor[] = [emb, encoderHiddenStates, ...(options.encoderAttentionMask ? [options.encoderAttentionMask] : [])];
-      const unpack = ([temb, ehs, mask]: tf.Tensor[]) => ({ temb: temb as tf.Tensor2D, args: { encoderHiddenStates: ehs as tf.Tensor3D, encoderAttentionMask: mask as tf.Tensor2D | undefined, context } });
-
+      // 3. down
+      const args = { encoderHiddenStates, encoderAttentionMask: options.encoderAttentionMask, context };
       const skips: tf.Tensor4D[] = [h];
       for (const block of this.down_blocks) {
-        const [hidden, ...resSamples] = this.runBlock(block.path, context, [h, ...conditioning], ([x, ...c]) => {
-          const { temb, args } = unpack(c);
-          const out = block.forward(x as tf.Tensor4D, temb, args);
-          return [out.hidden, ...out.resSamples];
-        }) as tf.Tensor4D[];
+        const { hidden, resSamples } = block.forward(h, emb, args);
         h = hidden;
         skips.push(...resSamples);
       }
-      const mid = this.mid_block;
-      if (mid) {
-        [h] = this.runBlock(mid.path, context, [h, ...conditioning], ([x, ...c]) => {
-          const { temb, args } = unpack(c);
-          return [mid.forward(x as tf.Tensor4D, temb, args)];
-        }) as tf.Tensor4D[];
-      }
-      for (const block of this.up_blocks) {
-        const n = block.resnets.length;
-        const blockSkips = skips.splice(skips.length - n, n);
-        [h] = this.runBlock(block.path, context, [h, ...blockSkips, ...conditioning], (xs) => {
-          const { temb, args } = unpack(xs.slice(n + 1));
-          return [block.forward(xs[0] as tf.Tensor4D, xs.slice(1, n + 1) as tf.Tensor4D[], temb, args)];
-        }) as tf.Tensor4D[];
-      }
+
+      // 4. mid
+      if (this.mid_block) h = this.mid_block.forward(h, emb, args);
+
+      // 5. up
+      for (const block of this.up_blocks) h = block.forward(h, skips.splice(-block.resnets.length), emb, args);
+
+      // 6. post-process
       h = hookedLeaf(this.runtime, 'conv_norm_out', h, context, (t) => this.conv_norm_out.forward(t));
       const out = hookedLeaf(this.runtime, 'conv_out', this.act(h) as tf.Tensor4D, context, (t) => this.conv_out.forward(t));
       return { sample: out, outputs: { ...context.outputs } };
@@ -393,7 +359,7 @@ export class UNet2DConditionModel extends ParameterModule {
 
   /** Attention processors keyed `<attention path>.processor`, as diffusers' `attn_processors`. */
   attnProcessors(): Record<string, AttentionProcessor> {
-    return Object.fromEntries([...this.runtime.attentions].map(([path, attn]) => [`${path}.processor`, attn.processor]));
+    return Object.fromEntries(this.attentions().map((attn) => [`${attn.path}.processor`, attn.processor]));
   }
 
   /**
@@ -402,7 +368,7 @@ export class UNet2DConditionModel extends ParameterModule {
    */
   setAttnProcessor(processor: AttentionProcessor | Record<string, AttentionProcessor>): void {
     if (typeof processor === 'function') {
-      for (const attn of this.runtime.attentions.values()) attn.processor = processor;
+      for (const attn of this.attentions()) attn.processor = processor;
       return;
     }
     const expected = Object.keys(this.attnProcessors());
@@ -415,7 +381,11 @@ export class UNet2DConditionModel extends ParameterModule {
           (unknown.length ? `; unknown ${unknown.slice(0, 3).join(', ')}` : ''),
       );
     }
-    for (const [path, attn] of this.runtime.attentions) attn.processor = processor[`${path}.processor`];
+    for (const attn of this.attentions()) attn.processor = processor[`${attn.path}.processor`];
+  }
+
+  private attentions(): Attention[] {
+    return [...this.runtime.modules.values()].filter((m): m is Attention => m instanceof Attention);
   }
 
   /** Runs `hook` around every module whose dotted path matches; returns the function that removes it. */
@@ -425,109 +395,30 @@ export class UNet2DConditionModel extends ParameterModule {
 
   /**
    * Keeps the weights of every down, mid and up block in host memory and uploads each block's
-   * weights only while it runs (wasm or cpu backend). Needed to run SD v1.5 on wasm32, whose 4 GiB
-   * heap cannot hold the weights and what a forward allocates beside them. Outputs are
-   * bit-identical. For training, enable gradient checkpointing too: then a block's weights are
-   * uploaded again while its gradient is computed. Returns the function that turns offloading off
-   * again.
+   * weights only while it runs (wasm or cpu backend; see `applyGroupOffloading`). Needed to run SD
+   * v1.5 on wasm32, whose 4 GiB heap cannot hold the weights and what a forward allocates beside
+   * them. Outputs are bit-identical. For training, enable gradient checkpointing too: then a block's
+   * weights are uploaded again while its gradient is computed. Returns the function that turns
+   * offloading off again.
    */
-  async enableSequentialOffload(): Promise<() => void> {
-    const params = this.parameters;
-    const groups = new Map<string, tf.Tensor[]>();
-    for (const key of params.keys()) {
-      const block = /^(down_blocks\.\d+|mid_block|up_blocks\.\d+)\./.exec(key)?.[1];
-      if (block) groups.set(block, [...(groups.get(block) ?? []), params.get(key)]);
-    }
-    const offload = await HostOffload.create([...groups.values()].flat());
-    const pinned = new Set<string>(); // blocks whose gradient is being computed
-    const remove = this.addBlockHook((path) => groups.has(path), {
-      preForward: (path) => offload.restore(groups.get(path)!),
-      postForward: (path) => {
-        if (!pinned.has(path)) offload.evict(groups.get(path)!);
-      },
-    });
-    this.pinOffloadedBlock = (path) => {
-      pinned.add(path);
-      return () => {
-        pinned.delete(path);
-        offload.evict(groups.get(path)!);
-      };
-    };
-    return () => {
-      remove();
-      this.pinOffloadedBlock = undefined;
-      offload.release();
-    };
+  enableSequentialOffload(): Promise<() => void> {
+    return applyGroupOffloading(this.blocks(), this.parameters);
   }
 
   /**
-   * Gradient checkpointing (diffusers' `enable_gradient_checkpointing`): each down, mid and up
-   * block keeps only its inputs for the gradient, which runs the block again (see `recompute`).
-   * Trades one more forward of the blocks for the memory of their activations. Outputs are
-   * bit-identical; gradients equal up to float rounding. The block's inputs include every tensor
-   * in the forward's context state; what its hooks write into the context state or `outputs`
-   * becomes its output, so gradients flow through adapter state and taps. Returns the function
-   * that turns it off.
+   * Gradient checkpointing of the down, mid and up blocks (diffusers'
+   * `enable_gradient_checkpointing`; see `applyGradientCheckpointing`): each block keeps only its
+   * inputs for the gradient and runs again in the backward. Outputs are bit-identical; gradients
+   * equal up to float rounding, also through what hooks write into the forward's context. Enabling
+   * it again replaces the options. Returns the function that turns it off.
    */
   enableGradientCheckpointing(options: GradientCheckpointingOptions = {}): () => void {
-    const current = { ...options };
-    this.checkpointing = current;
-    return () => {
-      if (this.checkpointing === current) this.checkpointing = undefined;
-    };
+    return applyGradientCheckpointing(this.blocks(), options);
   }
 
-  /**
-   * Runs one down, mid or up block, `compute(inputs)` → its outputs: directly, or with gradient
-   * checkpointing under `recompute`, whose inputs are `inputs` plus the context's state tensors
-   * and whose outputs are the block's outputs plus the context entries (state and `outputs`) the
-   * block wrote, which are then set in the context. A tensor that is several of these (a block
-   * output a hook also records) stays one tensor.
-   */
-  private runBlock(path: string, context: ForwardContext, inputs: tf.Tensor[], compute: (inputs: tf.Tensor[]) => tf.Tensor[]): tf.Tensor[] {
-    if (!this.checkpointing) return compute(inputs);
-    const stateKeys = context.tensorEntries().map(([key]) => key);
-    // from the block's first run: its result count, the context entries it wrote, and which distinct tensor each of these is
-    let written: { results: number; state: Array<ContextKey<tf.Tensor>>; outputs: string[]; slots: number[] } | undefined;
-    const run = (...xs: tf.Tensor[]): tf.Tensor[] => {
-      const restore = contextRestorer(context); // the recompute runs in the gradient, when the context holds later values
-      try {
-        stateKeys.forEach((key, i) => context.set(key, xs[inputs.length + i]));
-        const stateBefore = new Map(context.tensorEntries());
-        const outputsBefore = { ...context.outputs };
-        const results = compute(xs.slice(0, inputs.length));
-        if (!written) {
-          const state = context.tensorEntries().filter(([key, t]) => stateBefore.get(key) !== t).map(([key]) => key);
-          const outputs = Object.keys(context.outputs).filter((key) => context.outputs[key] !== outputsBefore[key]);
-          const all = [...results, ...state.map((key) => context.get(key)), ...outputs.map((key) => context.outputs[key])];
-          written = { results: results.length, state, outputs, slots: all.map((t) => all.indexOf(t)) };
-        }
-        const entries = [...written.state.map((key) => context.get(key)), ...written.outputs.map((key) => context.outputs[key])];
-        const before = [...written.state.map((key) => stateBefore.get(key)), ...written.outputs.map((key) => outputsBefore[key])];
-        const missing = [...written.state.map((key) => `state '${key.name}'`), ...written.outputs.map((key) => `outputs['${key}']`)].filter((_, i) => !(entries[i] instanceof tf.Tensor) || entries[i] === before[i]);
-        if (missing.length) throw new Error(`UNet2DConditionModel gradient checkpointing: run again for its gradient, '${path}' did not write ${missing.join(', ')} as in the forward`);
-        return [...results, ...(entries as tf.Tensor[])].filter((_, i) => written!.slots[i] === i);
-      } finally {
-        restore();
-      }
-    };
-    const distinct = recompute(run, [...inputs, ...stateKeys.map((key) => context.require<tf.Tensor>(key))], {
-      variables: this.checkpointing.variables,
-      aroundBackward: (backward) => {
-        const unpin = this.pinOffloadedBlock?.(path); // offloaded weights stay uploaded until the block's gradient is computed
-        try {
-          backward();
-        } finally {
-          unpin?.();
-        }
-      },
-    });
-    const { results, state, outputs, slots } = written!;
-    const firsts = slots.filter((slot, i) => slot === i); // the position of each distinct tensor
-    const outs = slots.map((slot) => distinct[firsts.indexOf(slot)]);
-    state.forEach((key, i) => context.set(key, outs[results + i]));
-    outputs.forEach((key, i) => (context.outputs[key] = outs[results + state.length + i]));
-    return outs.slice(0, results);
+  /** The down, mid and up blocks, in the order they run. */
+  private blocks(): HookedModule[] {
+    return [...this.down_blocks, ...(this.mid_block ? [this.mid_block] : []), ...this.up_blocks];
   }
 
   /** Paths of the transformer blocks with their width and latent stride (where adapters attach). */
@@ -551,11 +442,6 @@ export class UNet2DConditionModel extends ParameterModule {
     return Object.fromEntries(rev.map((c, i) => [`up_blocks.${i}`, { channels: c, stride: this.downsampleFactor / 2 ** i }]));
   }
 
-
-
-
-
-
   private checkInputs(sample: tf.Tensor, timestep: number | readonly number[] | tf.Tensor, ehs: tf.Tensor, mask?: tf.Tensor): void {
     const c = this.config;
     const f = this.downsampleFactor;
@@ -564,7 +450,7 @@ export class UNet2DConditionModel extends ParameterModule {
     }
     const [b, h, w] = sample.shape;
     if (h % f !== 0 || w % f !== 0) {
-      throw new Error(`UNet2DConditionModel.forward: latent size ${h}×${w} is not a multiple of the UNet's downsampling factor ${f}; resize or pad the image to a multiple of ${8 * f} pixels`);
+      throw new Error(`UNet2DConditionModel.forward: latent size ${h}×${w} is not a multiple of the UNet's downsampling factor ${f}; resize or pad the image to a multiple of vae_scale_factor × ${f} pixels (the VAE's downsampling times the UNet's; DiffusionBackbone.imageMultiple)`);
     }
     if (ehs.rank !== 3 || ehs.shape[0] !== b || ehs.shape[2] !== c.cross_attention_dim) {
       throw new Error(`UNet2DConditionModel.forward: encoderHiddenStates must be [${b}, M, ${c.cross_attention_dim}], got [${ehs.shape}]`);

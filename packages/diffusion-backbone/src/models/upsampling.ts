@@ -1,6 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { Conv2d, type ForwardContext, type WeightScope } from '@png/core';
-import { HookedModule, type ModelRuntime } from './model_runtime';
+import { Conv2d, HookedModule, type ForwardContext, type ModelRuntime, type WeightScope } from '@png/core';
 
 /** diffusers `Upsample2D` with `use_conv=True`: nearest ×2 (torch 'nearest'), then a 3×3 conv. */
 export class Upsample2D extends HookedModule {

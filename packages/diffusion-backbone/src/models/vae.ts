@@ -1,6 +1,16 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { Conv2d, GroupNorm, seededNormal, silu, type ActivationName, type ForwardContext, type WeightScope } from '@png/core';
-import { HookedModule, hookedLeaf, type ModelRuntime } from './model_runtime';
+import {
+  Conv2d,
+  GroupNorm,
+  HookedModule,
+  hookedLeaf,
+  seededNormal,
+  silu,
+  type ActivationName,
+  type ForwardContext,
+  type ModelRuntime,
+  type WeightScope,
+} from '@png/core';
 import { DownEncoderBlock2D, UNetMidBlock2D, UpDecoderBlock2D } from './unet_2d_blocks';
 
 /** The GroupNorm epsilon of every VAE norm (resnets, mid-block attention, conv_norm_out). */

@@ -10,17 +10,11 @@ export interface WasmBackend {
 }
 
 /**
- * A float32 tensor of `shape` whose values `fill` writes into the array it is given. On wasm that
- * array is the tensor's own storage in the wasm heap, so e.g. a checkpoint's bytes are read
- * straight into it; `fill` must not run tfjs ops (a growing heap would move the array). Elsewhere
- * it is a new Float32Array handed to tf.tensor.
+ * A float32 tensor of `shape` whose values `fill` writes straight into its own storage in the wasm
+ * heap (so a checkpoint's bytes are read in place, never held twice); `fill` must not run tfjs ops
+ * (a growing heap would move the array). The wasm strategy's `tensorFilledBy`.
  */
-export function tensorFilledBy(shape: number[], fill: (values: Float32Array) => void): tf.Tensor {
-  if (tf.getBackend() !== 'wasm') {
-    const values = new Float32Array(tf.util.sizeFromShape(shape));
-    fill(values);
-    return tf.tensor(values, shape, 'float32');
-  }
+export function heapTensorFilledBy(shape: number[], fill: (values: Float32Array) => void): tf.Tensor {
   const backend = tf.backend() as unknown as WasmBackend;
   const info = backend.makeOutput(shape, 'float32');
   try {

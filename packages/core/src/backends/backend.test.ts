@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { BACKENDS, setBackend } from './backend';
-import { maxAbsDiff, rng } from './testing';
+import { maxAbsDiff, rng } from '../testing';
 
 describe('setBackend', () => {
   it('refuses an unknown backend, naming the known ones', async () => {

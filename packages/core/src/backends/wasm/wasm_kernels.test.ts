@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { setBackend } from './backend';
-import { randn } from './testing';
+import { setBackend } from '../backend';
+import { randn } from '../../testing';
 import { registerWasmTrainingKernels, WASM_KERNEL_OVERRIDES, WASM_TRAINING_KERNELS, wasmKernelOptions } from './wasm_kernels';
 
 

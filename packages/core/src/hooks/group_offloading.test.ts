@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { setBackend } from './backend';
-import { HostOffload } from './offload';
+import { setBackend } from '../backends/backend';
+import { HostOffload } from './group_offloading';
 
 describe.each(['cpu', 'wasm'] as const)('HostOffload on %s', (backend) => {
   beforeAll(() => setBackend(backend));

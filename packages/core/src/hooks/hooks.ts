@@ -53,9 +53,21 @@ export class ForwardContext {
  * Runs around a module identified by its dotted path (cf. diffusers' ModelHook). `preForward` may
  * replace the module's input tensor, `postForward` its output. Both run inside the model's tidy.
  */
-export interface BlockHook<T = tf.Tensor> {
-  preForward?(path: string, input: T, context: ForwardContext): T | void;
-  postForward?(path: string, output: T, context: ForwardContext): T | void;
+export interface BlockHook {
+  preForward?(path: string, input: tf.Tensor, context: ForwardContext): tf.Tensor | void;
+  postForward?(path: string, output: tf.Tensor, context: ForwardContext): tf.Tensor | void;
+  /**
+   * Runs the module in place of its forward (cf. diffusers' `ModelHook.new_forward`): `forward`
+   * runs the pre-hooks, the module and the post-hooks on `inputs`, and may be called again (gradient
+   * checkpointing does so in the gradient). Only a block that passes every tensor it reads as
+   * `inputs` (`HookedModule.hookedBlock`) can be run so.
+   */
+  newForward?(path: string, inputs: readonly tf.Tensor[], context: ForwardContext, forward: (inputs: readonly tf.Tensor[]) => tf.Tensor[]): tf.Tensor[];
+  /**
+   * Runs around the backward of a block that a `newForward` hook recomputes in the gradient (its
+   * forward runs again, then backpropagates): e.g. to keep offloaded weights uploaded until then.
+   */
+  aroundBackward?(path: string, backward: () => void): void;
 }
 
 /** A path matcher: an exact path, a RegExp, or a predicate. */
@@ -65,38 +77,4 @@ export function matchesPath(match: PathMatch, path: string): boolean {
   if (typeof match === 'string') return match === path;
   if (match instanceof RegExp) return match.test(path);
   return match(path);
-}
-
-/** Block hooks keyed by path match; `add` returns the function that removes the hook. */
-export class HookRegistry<T = tf.Tensor> {
-  private readonly hooks: Array<{ match: PathMatch; hook: BlockHook<T> }> = [];
-
-  add(match: PathMatch, hook: BlockHook<T>): () => void {
-    const entry = { match, hook };
-    this.hooks.push(entry);
-    return () => {
-      const i = this.hooks.indexOf(entry);
-      if (i >= 0) this.hooks.splice(i, 1);
-    };
-  }
-
-  get size(): number {
-    return this.hooks.length;
-  }
-
-  /** Applies every matching pre-hook in order of registration. */
-  pre(path: string, input: T, context: ForwardContext): T {
-    for (const { match, hook } of this.hooks) {
-      if (hook.preForward && matchesPath(match, path)) input = hook.preForward(path, input, context) ?? input;
-    }
-    return input;
-  }
-
-  /** Applies every matching post-hook in order of registration. */
-  post(path: string, output: T, context: ForwardContext): T {
-    for (const { match, hook } of this.hooks) {
-      if (hook.postForward && matchesPath(match, path)) output = hook.postForward(path, output, context) ?? output;
-    }
-    return output;
-  }
 }

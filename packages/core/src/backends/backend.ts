@@ -1,9 +1,19 @@
 import * as tf from '@tensorflow/tfjs-core';
-import './gradients';
-import { registerWasmTrainingKernels } from './wasm_kernels';
+import '../gradients';
+import { portableStrategy, type BackendStrategy } from './backend_strategy';
+import { registerWasmTrainingKernels } from './wasm/wasm_kernels';
+import { wasmStrategy } from './wasm/wasm_strategy';
 
 export type BackendName = 'wasm' | 'cpu' | 'webgpu';
 export const BACKENDS: readonly BackendName[] = ['wasm', 'cpu', 'webgpu'];
+
+/** The backends with a strategy of their own; every other runs `portableStrategy`. */
+const STRATEGIES: Readonly<Record<string, BackendStrategy>> = { wasm: wasmStrategy };
+
+/** How the nn primitives compute on the current tfjs backend (see BackendStrategy). */
+export function backendStrategy(): BackendStrategy {
+  return STRATEGIES[tf.getBackend()] ?? portableStrategy;
+}
 
 const isNode = typeof process !== 'undefined' && !!process.versions?.node;
 

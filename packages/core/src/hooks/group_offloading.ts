@@ -1,4 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
+import type { Parameters } from '../weights';
+import { sharedRuntime, type HookedModule } from './hooked_module';
 
 interface BackendStorage {
   disposeData(dataId: object, force?: boolean): boolean;
@@ -17,8 +19,8 @@ const SYNC_BACKENDS = ['wasm', 'cpu'];
  * lets SD v1.5's 3.4 GB UNet run within wasm32's 4 GiB heap.
  *
  * A gradient tape that still references an evicted weight cannot run: to train through offloaded
- * weights, recompute each block in the backward with its weights restored (UNet2DConditionModel's
- * enableGradientCheckpointing does so).
+ * weights, recompute each block in the backward with its weights restored (applyGroupOffloading
+ * with applyGradientCheckpointing does so).
  */
 export class HostOffload {
   private readonly host = new Map<tf.Tensor, { values: tf.backend_util.BackendValues; refCount: number }>();
@@ -77,4 +79,44 @@ export class HostOffload {
   private assertBackend(): void {
     if (tf.getBackend() !== this.backendName) throw new Error(`HostOffload: created on '${this.backendName}', but the backend is now '${tf.getBackend()}'`);
   }
+}
+
+/**
+ * Sequential offload of `blocks` (cf. diffusers' `apply_group_offloading` at block level): the
+ * weights under each block's path (the `<path>.…` keys of `parameters`, with their load-time
+ * layouts) stay in host memory
+ * (`HostOffload`) and are uploaded while the block runs. Outputs are bit-identical. Under gradient
+ * checkpointing (`applyGradientCheckpointing`) a block's weights are uploaded again while its
+ * gradient is computed, and stay until it is. Returns the function that turns offloading off
+ * again (every weight uploaded).
+ */
+export async function applyGroupOffloading(blocks: readonly HookedModule[], parameters: Parameters): Promise<() => void> {
+  const { hooks } = sharedRuntime(blocks, 'applyGroupOffloading');
+  const keys = parameters.keys();
+  const tensorsOf = (key: string): tf.Tensor[] => {
+    const layout = parameters.layoutOf(key); // a backend's load-time copy leaves with the weight
+    return layout ? [parameters.get(key), layout] : [parameters.get(key)];
+  };
+  const groups = new Map(blocks.map((block) => [block.path, keys.filter((key) => key.startsWith(`${block.path}.`)).flatMap(tensorsOf)]));
+  const offload = await HostOffload.create([...groups.values()].flat());
+  const pinned = new Set<string>(); // blocks whose gradient is being computed
+  const remove = hooks.add((path) => groups.has(path), {
+    preForward: (path) => offload.restore(groups.get(path)!),
+    postForward: (path) => {
+      if (!pinned.has(path)) offload.evict(groups.get(path)!);
+    },
+    aroundBackward: (path, backward) => {
+      pinned.add(path);
+      try {
+        backward();
+      } finally {
+        pinned.delete(path);
+        offload.evict(groups.get(path)!);
+      }
+    },
+  });
+  return () => {
+    remove();
+    offload.release();
+  };
 }
