@@ -233,7 +233,7 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
         key,
         key.endsWith('.attn2.processor')
           ? ((attn, hidden, args) => {
-              const ehs = args.encoderHiddenStates;
+              const ehs = args.encoderHiddenStates!; // attn2: the prompt
               const diff = (a: tf.Tensor, b: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]);
               reads.push({ caption: diff(tf.slice(ehs, [0, 0, 0], [-1, 5, -1]), caption.tensor), phrases: diff(tf.slice(ehs, [0, 5, 0], [-1, 3, -1]), x.phrases.tensor), mask: diff(args.encoderAttentionMask!, prompt.mask) });
               return inner(attn, hidden, args);
