@@ -30,6 +30,11 @@ describe('PngGrounder text options on the tiny SD backbone (wasm)', () => {
     const config = resolvePngGrounderConfig(SMALL);
     expect([config.context, config.window_overlap, config.sentence_windows, config.text]).toEqual(['phrases', 0, false, {}]);
     expect(phraseEncoding(config)).toEqual({ maxPhrases: 4, windows: { overlap: 0, sentences: false }, caption: false });
+    expect(phraseEncoding(resolvePngGrounderConfig({ ...SMALL, window_overlap: 20, sentence_windows: true, text: { caption_attention: true } }))).toEqual({
+      maxPhrases: 4,
+      windows: { overlap: 20, sentences: true },
+      caption: true,
+    });
     const grounder = PngGrounder.create(backbone, SMALL, { seed: 1 });
     expect(grounder.text).toBeUndefined();
     expect(Object.keys(grounder.namedVariables()).some((k) => k.startsWith('text.'))).toBe(false);
