@@ -190,7 +190,7 @@ export class PngGrounder {
     const path = await import('node:path');
     const read = async (file: string, what: string): Promise<Buffer> => {
       const at = path.join(dir, file);
-      if (!fs.existsSync(at)) throw new Error(`${at}: missing; not a PngGrounder folder (expected config.json, eipa/, mlma/, decoder/)`);
+      if (!fs.existsSync(at)) throw new Error(`${at}: missing; not a PngGrounder folder (expected config.json, eipa/, mlma/, decoder/, and text/ when its config has a text side)`);
       return readInputFile(at, what);
     };
     const module = async (part: string): Promise<ModuleFiles> => ({
@@ -256,7 +256,7 @@ export class PngGrounder {
     }
   }
 
-  /** Fetches the folder a grounder was saved to (config.json, eipa/, mlma/, decoder/) at `url` and loads it onto `backbone`, as fromFiles. */
+  /** Fetches the folder a grounder was saved to (config.json, eipa/, mlma/, decoder/, text/ with a text side) at `url` and loads it onto `backbone`, as fromFiles. */
   static async fromUrl(url: string, backbone: DiffusionBackbone, options: { recordAttention?: boolean; fetch?: FetchFunction } = {}): Promise<PngGrounder> {
     const get = { fetch: options.fetch };
     const config = new TextDecoder().decode(await fetchFile(joinUrl(url, 'config.json'), get));
