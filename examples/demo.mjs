@@ -1,7 +1,9 @@
-// The main job: a synthetic PNG benchmark → EIPA + MLMA + decoder trained on the embedded frozen
-// backbone (wasm) → Average Recall on the held-out split, with figures. Each stage is the `png`
+// The main job: a synthetic PNG benchmark of grounding scenes (96×96; twins, binding, plural subsets,
+// occlusion: phrases their own colour and shape words cannot resolve) → EIPA + MLMA + decoder
+// trained on the embedded frozen backbone (wasm) → Average Recall on the held-out split per phrase
+// type, beside the colour-lookup rule that learns nothing, with figures. Each stage is the `png`
 // command a user would type; rerunning resumes the training where it stopped.
-//   npm run demo   [-- --out <dir> --steps <n> --backend <name>]
+//   npm run demo   [-- --out <dir> --steps <n> --train <n> --val <n> --kind grounding|unary --backend <name>]
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -13,7 +15,8 @@ const { values: args } = parseArgs({
     out: { type: 'string', default: 'demo-output' },
     steps: { type: 'string', default: '600' },
     train: { type: 'string', default: '400' },
-    val: { type: 'string', default: '60' },
+    val: { type: 'string', default: '300' },
+    kind: { type: 'string', default: 'grounding' },
     backend: { type: 'string', default: 'wasm' },
   },
 });
@@ -33,18 +36,40 @@ function run(...argv) {
 const data = path.join(out, 'data');
 const runDir = path.join(out, 'run');
 const evalDir = path.join(out, 'eval');
-run('synth', '--out', data, '--train', args.train, '--val', args.val, '--seed', '0');
+// Size buckets of the grounding scenes: the terciles of the val segments' areas (seed 0) at 96×96.
+const sizeThresholds = args.kind === 'grounding' ? ['--size-thresholds', '600,1600'] : [];
+run('synth', '--kind', args.kind, '--out', data, '--train', args.train, '--val', args.val, '--seed', '0');
 run('train', '--data', data, '--out', runDir, '--config', path.join(here, 'configs', 'png_tiny.json'), '--steps', args.steps, '--backend', args.backend, '--progress');
-run('evaluate', '--data', data, '--run', runDir, '--out', evalDir, '--backend', args.backend, '--progress');
+run('evaluate', '--data', data, '--run', runDir, '--out', evalDir, '--backend', args.backend, '--progress', ...sizeThresholds);
+const baselineFile = path.join(out, 'baselines.json');
+const baseline = spawnSync(process.execPath, [png, 'baseline', '--data', data, '--rule', 'colour-lookup', '--rule', 'perfect-mask', '--stride', '4', '--json', ...sizeThresholds], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+if (baseline.status !== 0) {
+  console.error(`demo: 'png baseline' failed (exit ${baseline.status})`);
+  process.exit(baseline.status ?? 1);
+}
+fs.writeFileSync(baselineFile, baseline.stdout);
 
 const report = JSON.parse(fs.readFileSync(path.join(evalDir, 'report.json'), 'utf8'));
-const pct = (x) => (x === null ? 'nan' : (100 * x).toFixed(1));
+const rules = Object.fromEntries(JSON.parse(fs.readFileSync(baselineFile, 'utf8')).scores.map((r) => [r.name, r]));
+const pct = (x) => (x === null || x === undefined ? 'nan' : (100 * x).toFixed(1));
 const groups = ['overall', 'things', 'stuff', 'singulars', 'plurals'];
-console.log(`\nAverage Recall on the synthetic val split (${report.samples} narratives, ${report.counts.overall} phrases):`);
-console.log(`  model                  ${groups.map((g) => `${g} ${pct(report.average_recall[g])}`).join('  ')}`);
-console.log(`  whole-image baseline   ${groups.map((g) => `${g} ${pct(report.baseline_full_image[g])}`).join('  ')}`);
+const types = Object.keys(report.by_tag?.phrase_type ?? {});
+const row = (name, ar, byType) => `| ${name} | ${groups.map((g) => pct(ar[g])).join(' | ')} | ${types.map((t) => pct(byType?.[t]?.average_recall)).join(' | ')} |`;
+const table = [
+  `Average Recall (%) on the synthetic val split (${report.samples} narratives, ${report.counts.overall} phrases):`,
+  '',
+  `| | ${[...groups, ...types].join(' | ')} |`,
+  `|---|${[...groups, ...types].map(() => '---:').join('|')}|`,
+  row('demo model', report.average_recall, report.by_tag?.phrase_type),
+  ...Object.entries(rules).map(([name, r]) => row(name.startsWith('perfect-mask') ? 'perfect mask, stride 4 (ceiling)' : name, r, r.by_tag?.phrase_type)),
+  row('whole-image baseline', report.baseline_full_image, undefined),
+  '',
+];
+fs.writeFileSync(path.join(out, 'summary.md'), table.join('\n'));
+console.log(`\n${table.join('\n')}`);
 console.log(`\nOutputs (${((performance.now() - started) / 60000).toFixed(1)} min):
-  ${path.join(evalDir, 'report.json')}      AR per group, recall curves
+  ${path.join(out, 'summary.md')}           the table above
+  ${path.join(evalDir, 'report.json')}      AR per group, phrase type and size, bootstrap intervals, recall curves
   ${path.join(evalDir, 'ar_curves.svg')}    the recall curves (Figure 4 layout)
   ${path.join(evalDir, 'overlays')}/        ground truth vs predicted masks with the phrase legend
   ${path.join(evalDir, 'attention')}/       per-layer EIPA attention: each pixel in its most-attended phrase's colour (Figure 5)

@@ -6,7 +6,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { setBackend, writeFileAtomic } from '@png/core';
+import { setBackend } from '@png/core';
+import { writeFileAtomic } from '@png/node-utils';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
 import { encodePng } from '@png/png-data';
 import { enlargeImage, tileImages } from '@png/pipeline';
@@ -47,5 +48,5 @@ for (const dir of [path.join(root, 'packages', 'pipeline', 'models', 'png-tiny-s
   }
 }
 const grid = tileImages(tiles, { columns: titles.length });
-await writeFileAtomic(args.out, encodePng(grid.width, grid.height, grid.data));
+writeFileAtomic(args.out, encodePng(grid.width, grid.height, grid.data));
 console.log(`wrote ${args.out} (${titles.length} prompts × pretrained / random init)`);

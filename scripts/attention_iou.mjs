@@ -6,7 +6,8 @@
 // --model: a diffusers pipeline folder (unet/, vae/, text_encoder/, tokenizer/). Reads the built
 // packages: build them first (npx nx run @png/pipeline:build).
 import { parseArgs } from 'node:util';
-import { setBackend, writeFileAtomic } from '@png/core';
+import { setBackend } from '@png/core';
+import { writeFileAtomic } from '@png/node-utils';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
 import { crossAttentionIoU } from '@png/pipeline';
 
@@ -67,6 +68,6 @@ for (const { model, meanIoU, phrases, skipped } of rows) {
 }
 console.log(`split ${args.split} of ${args.data}, timestep ${options.timestep}, seed ${options.seed}, threshold ${options.threshold} of each map's [min, max] range, backend ${args.backend}; skipped = phrases past the 77-token truncation`);
 if (args.json) {
-  await writeFileAtomic(args.json, JSON.stringify({ data: args.data, backend: args.backend, ...options, models: rows }, null, 2) + '\n');
+  writeFileAtomic(args.json, JSON.stringify({ data: args.data, backend: args.backend, ...options, models: rows }, null, 2) + '\n');
   console.log(`wrote ${args.json}`);
 }

@@ -15,7 +15,8 @@ import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import { WeightScope, setBackend } from '@png/core';
 import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, CLIP_VIT_L14_TEXT_CONFIG, DiffusionBackbone, SD15_UNET_CONFIG, SD15_VAE_CONFIG, UNet2DConditionModel } from '@png/diffusion-backbone';
-import { PngGrounder, Trainer } from '@png/pipeline';
+import { PngGrounder } from '@png/pipeline';
+import { Trainer } from '@png/training';
 import { convPeakGflops, gb, withPeakRss } from './bench_util.mjs';
 import { kernelFlops } from './kernel_flops.mjs';
 

@@ -1,4 +1,3 @@
-import { writeFileAtomic } from './atomic_write';
 import { parseJsonObject } from './config';
 import { readInputFile } from './input_file';
 import { SafetensorsBytes, SafetensorsFile, writeSafetensorsFile } from './safetensors';
@@ -9,14 +8,17 @@ export const CONFIG_FILE = 'config.json';
 export const WEIGHTS_FILE = 'model.safetensors';
 
 /**
- * Saves a module as `<dir>/config.json` + `<dir>/model.safetensors` (torch layout, F32), streamed
- * one tensor at a time. Each file is written atomically (temporary file, then rename), so an interrupted save never leaves a
- * half-written checkpoint under the final names.
+ * Saves a module as `<dir>/config.json` + `<dir>/<weightsFile>` (default model.safetensors; torch
+ * layout, F32), streamed one tensor at a time: the layout of a transformers model or a diffusers
+ * component folder (`weightsFile` 'diffusion_pytorch_model.safetensors'). Each file is written
+ * atomically (temporary file, then rename), so an interrupted save never leaves a half-written
+ * checkpoint under the final names.
  */
-export async function saveModule(dir: string, config: object, params: Parameters, metadata: Record<string, string> = {}): Promise<void> {
+export async function saveModule(dir: string, config: object, params: Parameters, metadata: Record<string, string> = {}, weightsFile = WEIGHTS_FILE): Promise<void> {
   const { join } = await import('node:path');
-  await writeSafetensorsFile(join(dir, WEIGHTS_FILE), params.torchShapes(), params.torchData(), metadata);
-  await writeFileAtomic(join(dir, CONFIG_FILE), JSON.stringify(config, null, 2) + '\n');
+  const { writeFileAtomic } = await import('@png/node-utils');
+  await writeSafetensorsFile(join(dir, weightsFile), params.torchShapes(), params.torchData(), metadata);
+  writeFileAtomic(join(dir, CONFIG_FILE), JSON.stringify(config, null, 2) + '\n');
 }
 
 /** Opens a folder written by saveModule: its parsed config and its weights. Close the source after building. */

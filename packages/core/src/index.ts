@@ -15,7 +15,6 @@ export {
   type TensorData,
   type WeightSource,
 } from './safetensors';
-export { writeFileAtomic } from './atomic_write';
 export { checkInputFile, readInputFile } from './input_file';
 export { saveModule, openModule, openModuleFiles, fetchFile, fetchModuleFiles, joinUrl, CONFIG_FILE, WEIGHTS_FILE, type ModuleFiles, type FetchFunction } from './checkpoint';
 export { WeightScope, Parameters, type Init } from './weights';

@@ -424,6 +424,7 @@ export async function writeSafetensorsFile(
 ): Promise<void> {
   const fs = await import('node:fs');
   const { dirname, basename, join } = await import('node:path');
+  const { killPoint } = await import('@png/node-utils');
   const keys = [...shapes.keys()].sort();
   const { bytes: header } = encodeHeader(keys, (k) => ({ dtype: 'F32', shape: shapes.get(k)! }), metadata);
   fs.mkdirSync(dirname(path), { recursive: true });
@@ -440,7 +441,9 @@ export async function writeSafetensorsFile(
     if (i !== keys.length) throw new SafetensorsError(path, `only ${i} of ${keys.length} tensors were written`);
     fs.fsyncSync(fd);
     fs.closeSync(fd);
+    killPoint(`${basename(path)} written`);
     fs.renameSync(tmp, path);
+    killPoint(`${basename(path)} renamed`);
   } catch (e) {
     try {
       fs.closeSync(fd);

@@ -1,4 +1,4 @@
-import { SafetensorsBytes, SafetensorsError, SafetensorsFile, openModuleFiles, parseJsonObject, readInputFile, writeFileAtomic, writeSafetensorsFile, type ModuleFiles, type Parameters, type TensorInfo, type WeightSource } from '@png/core';
+import { SafetensorsError, SafetensorsFile, openModuleFiles, parseJsonObject, readInputFile, type ModuleFiles, type TensorInfo, type WeightSource } from '@png/core';
 
 /**
  * Reading one component folder of a diffusers pipeline (`unet/`, `vae/`, `text_encoder/`):
@@ -115,19 +115,4 @@ export function openComponentFiles(files: ModuleFiles, weightsName: string, defa
 /** The file name of a component's single-file checkpoint: `<weightsName>[.<variant>].safetensors`. */
 export function componentWeightsFile(weightsName: string, options: ComponentOptions = {}): string {
   return `${options.variant ? `${weightsName}.${options.variant}` : weightsName}.safetensors`;
-}
-
-/** An in-memory checkpoint (browser or tests), same interface as a file. */
-export function weightsFromBytes(bytes: Uint8Array, name: string): WeightSource {
-  return new SafetensorsBytes(bytes, name);
-}
-
-/**
- * Writes a component folder that `fromPretrained` reads back: `config.json` and
- * `<weightsName>.safetensors` (F32, torch layout, streamed tensor by tensor, each file atomic).
- */
-export async function saveComponent(dir: string, config: object, params: Parameters, weightsName: string): Promise<void> {
-  const { path } = await node();
-  await writeSafetensorsFile(path.join(dir, `${weightsName}.safetensors`), params.torchShapes(), params.torchData(), { format: 'pt' });
-  await writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
 }

@@ -1,11 +1,11 @@
 export { UNet2DConditionModel, SD15_UNET_CONFIG, resolveUNetConfig, type UNet2DConditionConfig, type UNet2DConditionOutput, type UNetForwardOptions } from './models/unet_2d_condition';
 export { Attention, AttnProcessor, type AttentionProcessor, type AttentionProcessorArgs } from './models/attention_processor';
-export { FeatureTaps } from './feature_taps';
+export { EncoderFeatureTaps, FeatureTaps } from './feature_taps';
 export { DiffusionBackbone, type DiffusionBackboneOptions, type DiffusionBackboneFiles } from './pipeline_stable_diffusion';
 export {
   AutoencoderKL,
   SD15_VAE_CONFIG,
-  AUTOENCODER_KL_DEFAULTS,
+  DEFAULT_AUTOENCODER_KL_CONFIG,
   resolveAutoencoderKLConfig,
   type AutoencoderKLConfig,
   type AutoencoderKLParts,
@@ -13,6 +13,6 @@ export {
 } from './models/autoencoder_kl';
 export * from './clip/index';
 export { encodePhrases, phrasePoolingMatrix, tokenizeNarratives, validateNarratives, type EncodePhrasesOptions, type Narrative, type NarrativeTokens } from './phrase_features';
-export { readConfigJson, openWeights, weightsFromBytes, saveComponent, type ComponentOptions, type ComponentFilesOptions } from './component_files';
+export { readConfigJson, openWeights, type ComponentOptions, type ComponentFilesOptions } from './component_files';
 export { DDPMScheduler, SD_SCHEDULER_CONFIG, resolveSchedulerConfig, noiseSchedule, type SchedulerConfig } from './schedulers/scheduling_ddpm';
 export { DDIMScheduler } from './schedulers/scheduling_ddim';

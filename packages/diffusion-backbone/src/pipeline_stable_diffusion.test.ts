@@ -5,10 +5,10 @@ import * as tf from '@tensorflow/tfjs-core';
 import { setBackend } from '@png/core';
 import { FOLDER_FETCH_BASE, FixtureIndex, expectClose, expectNoLeak, folderFetch, sharedFixturesDir } from '@png/core/testing';
 import { DiffusionBackbone } from './pipeline_stable_diffusion';
-import { FeatureTaps } from './feature_taps';
+import { EncoderFeatureTaps, FeatureTaps } from './feature_taps';
 import { AutoencoderKL } from './models/autoencoder_kl';
 import { CLIPTextModel } from './clip/modeling_clip';
-import { saveClipTokenizerFiles } from './clip/bpe_trainer';
+import { saveClipTokenizerFiles } from './clip/tokenization_clip';
 
 const TINY = path.join(sharedFixturesDir(), 'tiny-sd');
 
@@ -56,6 +56,39 @@ describe('DiffusionBackbone (wasm)', () => {
     }, 'backbone forward with taps');
     small.dispose();
     taps.remove();
+  });
+
+  it('taps the VAE encoder blocks before their downsampler, with image strides, leaving the latents as they were', async () => {
+    const { vae } = backbone;
+    expect(vae.encoderBlockShapes()).toEqual({ 'encoder.down_blocks.0': { channels: 32, stride: 1 }, 'encoder.down_blocks.1': { channels: 64, stride: 2 } });
+    const image = tf.randomUniform([2, 16, 12, 3], -1, 1, 'float32', 4) as tf.Tensor4D;
+    const plain = vae.encode(image);
+    const taps = new EncoderFeatureTaps(vae);
+    // what the taps must see: block 0's last resnet (its downsampler's input), block 1's output
+    const removeCapture = vae.addBlockHook((p) => p === 'encoder.down_blocks.0.resnets.0' || p === 'encoder.down_blocks.1', {
+      postForward: (p, out, ctx) => {
+        ctx.outputs[`${p}.out`] = out;
+      },
+    });
+    const tapped = vae.encode(image);
+    removeCapture();
+    const pyramid = taps.pyramid(tapped.outputs);
+    expect(pyramid.map((f) => [f.name, f.stride, f.tensor.shape])).toEqual([
+      ['encoder.down_blocks.1', 2, [2, 8, 6, 64]],
+      ['encoder.down_blocks.0', 1, [2, 16, 12, 32]],
+    ]);
+    expect(await pyramid[1].tensor.data()).toEqual(await tapped.outputs['encoder.down_blocks.0.resnets.0.out'].data());
+    expect(await pyramid[0].tensor.data()).toEqual(await tapped.outputs['encoder.down_blocks.1.out'].data());
+    expect(await tapped.mean.data()).toEqual(await plain.mean.data());
+    tf.dispose([plain, tapped]);
+    await expectNoLeak(() => vae.encode(image), 'vae.encode with encoder taps');
+    expect(() => new EncoderFeatureTaps(vae, { levels: ['encoder.down_blocks.2'] })).toThrow(
+      "EncoderFeatureTaps: 'encoder.down_blocks.2' is not a down block of this VAE encoder (encoder.down_blocks.0, encoder.down_blocks.1)",
+    );
+    taps.remove();
+    const after = vae.encode(image);
+    expect(() => taps.pyramid(after.outputs)).toThrow("EncoderFeatureTaps: no 'encoder.down_blocks.1' in these outputs");
+    tf.dispose([after, image]);
   });
 
   it('loads by URL (fromUrl, as browsers do) the same weights and tokenizer as fromPretrained, with errors naming the URL', async () => {

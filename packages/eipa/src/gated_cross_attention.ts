@@ -1,11 +1,30 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { LayerNorm, Linear, attentionWithProbs, keyMaskBias, mergeHeads, splitHeads, type WeightScope } from '@png/core';
+import type { EipaGate } from './config';
+
+/** A gate's kind and initial value. */
+export interface GateSpec {
+  readonly kind: EipaGate;
+  readonly init: number;
+}
+
+/** The gate parameter `gate` of `scope`: [1] (scalar), [channels] (per channel), or none. */
+export function createGate(scope: WeightScope, spec: GateSpec, channels: number): tf.Tensor | undefined {
+  if (spec.kind === 'none') return undefined;
+  return scope.param('gate', [spec.kind === 'scalar' ? 1 : channels], { init: { constant: spec.init } });
+}
+
+/** x + tanh(gate)·update, or x + update without a gate. x, update [..., C]; gate [1] or [C]. */
+export function gatedResidual<T extends tf.Tensor>(x: T, update: T, gate: tf.Tensor | undefined): T {
+  return (gate ? tf.add(x, tf.mul(tf.tanh(gate), update)) : tf.add(x, update)) as T;
+}
 
 /**
  * queries + tanh(gate) · to_out(MHA(to_q(LN(queries)), to_k/to_v(LN(memory)))): a bottlenecked,
- * gated cross-attention (cf. ViT-Adapter's injector/extractor and GLIGEN's gated attention). With
- * the gate at 0 it is exactly the identity. EIPA uses it both ways: phrases ← image tokens
- * (extract) and image tokens ← phrases (inject).
+ * gated cross-attention (cf. ViT-Adapter's injector/extractor and GLIGEN's gated attention). The
+ * gate is one scalar, one per query channel, or none; with a gate at 0 it is exactly the
+ * identity. EIPA uses it both ways: phrases ← image tokens (extract) and image tokens ← phrases
+ * (inject).
  */
 export class GatedCrossAttention {
   readonly norm_q: LayerNorm;
@@ -14,7 +33,8 @@ export class GatedCrossAttention {
   readonly to_k: Linear;
   readonly to_v: Linear;
   readonly to_out: Linear;
-  readonly gate: tf.Tensor; // [1]
+  /** [1] or [Dq]; absent when ungated. */
+  readonly gate?: tf.Tensor;
 
   constructor(
     scope: WeightScope,
@@ -22,7 +42,7 @@ export class GatedCrossAttention {
     memoryDim: number,
     bottleneck: number,
     private readonly heads: number,
-    gateInit: number,
+    gate: GateSpec,
     eps: number,
   ) {
     this.norm_q = new LayerNorm(scope.pp('norm_q'), queryDim, eps);
@@ -31,7 +51,7 @@ export class GatedCrossAttention {
     this.to_k = new Linear(scope.pp('to_k'), memoryDim, bottleneck);
     this.to_v = new Linear(scope.pp('to_v'), memoryDim, bottleneck);
     this.to_out = new Linear(scope.pp('to_out'), bottleneck, queryDim);
-    this.gate = scope.param('gate', [1], { init: { constant: gateInit } });
+    this.gate = createGate(scope, gate, queryDim);
   }
 
   /**
@@ -44,9 +64,9 @@ export class GatedCrossAttention {
     const k = splitHeads(this.to_k.forward(m), this.heads); // [B, H, M, r/H]
     const v = splitHeads(this.to_v.forward(m), this.heads);
     const { out, probs } = attentionWithProbs(q, k, v, { bias: memoryMask ? keyMaskBias(memoryMask) : undefined });
-    const update = this.to_out.forward(mergeHeads(out)); // [B, N, Dq]
+    const update = this.to_out.forward(mergeHeads(out)) as tf.Tensor3D; // [B, N, Dq]
     return {
-      out: tf.add(queries, tf.mul(tf.tanh(this.gate), update)) as tf.Tensor3D,
+      out: gatedResidual(queries, update, this.gate),
       attention: tf.mean(probs, 1) as tf.Tensor3D, // [B, N, M]
     };
   }

@@ -68,7 +68,11 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     ['every switch off', { extract: false, inject: false, dynamic_prompt: false }],
     ['inject on, gate at its initial 0', { extract: false, inject: true, dynamic_prompt: false }],
     ['extract + inject + dynamic prompt, gates at 0', {}],
-  ])('%s: the UNet stream equals the static-prompted UNet bit for bit', async (_name, config) => {
+    [
+      'per-channel gates at 0, extract with self-attention + FFN, GLIGEN inject after self-attention',
+      { extract_gate: 'per_channel', inject_gate: 'per_channel', extract_self_attention: true, extract_ffn_dim: 16, inject_position: 'after_self_attention' },
+    ],
+  ] as const)('%s: the UNet stream equals the static-prompted UNet bit for bit', async (_name, config) => {
     const x = inputs();
     const expected = await staticForward(x);
     const adapter = PhraseAdapter.create(unet, config, { seed: 1 });
@@ -281,6 +285,10 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     expect(() => PhraseAdapter.create(unet, { num_heads: 7 })).toThrow('Error in EipaConfig.num_heads: expected a divisor of bottleneck_dim (64), got 7');
     expect(() => PhraseAdapter.create(unet, { num_head: 8 } as never)).toThrow(/EipaConfig\.num_head: expected a known field \(did you mean 'num_heads'\?\)/);
     expect(() => PhraseAdapter.create(unet, { block_paths: ['down_blocks.9.attentions.0.transformer_blocks.0'] })).toThrow(/'down_blocks\.9\.attentions\.0\.transformer_blocks\.0' is not a transformer block of this UNet/);
+    expect(() => PhraseAdapter.create(unet, { extract_gate: 'vector' } as never)).toThrow(`Error in EipaConfig.extract_gate: expected one of 'scalar', 'per_channel', 'none', got "vector"`);
+    expect(() => PhraseAdapter.create(unet, { inject_gate: true } as never)).toThrow('Error in EipaConfig.inject_gate: expected a string, got true');
+    expect(() => PhraseAdapter.create(unet, { extract_ffn_dim: 2.5 })).toThrow('Error in EipaConfig.extract_ffn_dim: expected an integer ≥ 0 (0: no FFN), got 2.5');
+    expect(() => PhraseAdapter.create(unet, { inject_position: 'before_block' } as never)).toThrow(`Error in EipaConfig.inject_position: expected one of 'after_block', 'after_self_attention', got "before_block"`);
     expect(tf.memory().numTensors).toBe(before);
     const adapter = PhraseAdapter.create(unet);
     const eipa = attachEipa(unet, adapter);
@@ -291,6 +299,128 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     tf.dispose([wrong, misaligned]);
     eipa.detach();
     adapter.dispose();
+  });
+
+  /** Every new option open: ungated extract with self-attention + FFN, per-channel GLIGEN inject after self-attention. */
+  const OPEN = { extract_gate: 'none', extract_self_attention: true, extract_ffn_dim: 16, inject_gate: 'per_channel', inject_position: 'after_self_attention', gate_init: 0.5 } as const;
+
+  it('an ungated extract moves the phrase state and the stream from the start; the zero-gates probe makes it static prompting bit for bit', async () => {
+    const x = inputs();
+    const expected = await staticForward(x);
+    const adapter = PhraseAdapter.create(unet, { ...OPEN, inject: false, gate_init: 0 }, { seed: 9 });
+    expect(adapter.gateMagnitudes()).toEqual({ extract: null, inject: null });
+    const eipa = attachEipa(unet, adapter);
+    const moved = await adaptedForward(eipa, x);
+    expect(Math.max(...moved[0].map((v, i) => Math.abs(v - expected[0][i])))).toBeGreaterThan(1e-4);
+    eipa.detach();
+    adapter.dispose();
+    for (const config of [OPEN, { gate_init: 0.5 }]) {
+      const open = PhraseAdapter.create(unet, config, { seed: 10 });
+      const probed = attachEipa(unet, open);
+      const out = unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: probed.context(x.phrases, { zeroGates: true }) });
+      const actual = await snapshot(out);
+      actual.forEach((a, i) => expect(Buffer.from(a.buffer).equals(Buffer.from(expected[i].buffer))).toBe(true));
+      for (const state of probed.phraseStates(out.outputs, x.phrases)) expect(state.tensor).toBe(x.phrases.tensor);
+      tf.dispose([out.sample, ...Object.values(out.outputs).filter((t) => t !== x.phrases.tensor)]); // the states are the phrases themselves
+      probed.detach();
+      open.dispose();
+    }
+    tf.dispose(x);
+  });
+
+  it('injects after self-attention through the block fuser point, with attention maps; gate magnitudes per kind', async () => {
+    const x = inputs();
+    const adapter = PhraseAdapter.create(unet, { ...OPEN, extract_gate: 'scalar', gate_init: 0.5 }, { seed: 11 });
+    const magnitudes = adapter.gateMagnitudes();
+    expect(magnitudes.extract).toBeCloseTo(Math.tanh(0.5), 6);
+    expect(magnitudes.inject).toBeCloseTo(Math.tanh(0.5), 6);
+    const key = 'up_blocks.2.attentions.1.transformer_blocks.0.inject';
+    expect(adapter.parameters.get(`${key}.gate`).shape).toEqual([unet.transformerBlocks().find((b) => `${b.path}.inject` === key)!.channels]);
+    expect(adapter.parameters.get(`${key}.linear.weight`).shape).toEqual([16, 32]); // phrases (32) → the block's 16 channels
+    (adapter.parameters.get(`${key}.gate`) as tf.Variable).assign(tf.tensor1d(Array.from({ length: 16 }, (_, i) => (i % 2 ? 0.2 : -0.6))));
+    expect(adapter.gateMagnitudes().inject).toBeCloseTo((6 * Math.tanh(0.5) + (8 * Math.tanh(0.2) + 8 * Math.tanh(0.6)) / 16) / 7, 6);
+    const fuser: string[] = [];
+    const removeSpy = unet.addBlockHook(/\.fuser$/, { postForward: (path, t) => void fuser.push(`${path} [${t.shape}]`) });
+    const eipa = attachEipa(unet, adapter, { recordAttention: true });
+    const out = unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: eipa.context(x.phrases) });
+    removeSpy();
+    expect(fuser).toContain('up_blocks.2.attentions.1.transformer_blocks.0.fuser [2,256,16]');
+    expect(fuser).toHaveLength(7);
+    const att = eipa.attention(out.outputs)['up_blocks.2.attentions.1.transformer_blocks.0'];
+    expect(att.shape).toEqual([2, 16 * 16, 3]); // to the phrase tokens only
+    expect(Math.max(...(await tf.slice(att, [1, 0, 2], [1, -1, 1]).data()))).toBe(0);
+    tf.dispose([x, out]);
+    eipa.detach();
+    adapter.dispose();
+  });
+
+  it('replays recorded phrase states: its own reproduce the forward bit for bit; another image’s change it and reach the levels', async () => {
+    const x = inputs();
+    const adapter = PhraseAdapter.create(unet, OPEN, { seed: 12 });
+    const eipa = attachEipa(unet, adapter, { levels: taps.levels });
+    const run = (latents: tf.Tensor4D, options: Parameters<EipaAttachment['context']>[1]) => unet.forward(latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: eipa.context(x.phrases, options) });
+    const own = run(x.latents, { recordStates: true });
+    const states = eipa.blockStates(own.outputs);
+    expect(Object.keys(states)).toEqual(adapter.blocks.map((b) => b.path));
+    expect(states['mid_block.attentions.0.transformer_blocks.0'].shape).toEqual([2, 3, 32]);
+    const replayed = run(x.latents, { replayStates: states });
+    const [a, b] = [await snapshot(own), await snapshot(replayed)];
+    a.forEach((v, i) => expect(Buffer.from(v.buffer).equals(Buffer.from(b[i].buffer))).toBe(true));
+    const swapped = tf.reverse(x.latents, 0) as tf.Tensor4D; // the other image
+    const donor = run(swapped, { recordStates: true });
+    const probed = run(x.latents, { replayStates: eipa.blockStates(donor.outputs) });
+    const c = await snapshot(probed);
+    expect(Math.max(...c[0].map((v, i) => Math.abs(v - a[0][i])))).toBeGreaterThan(1e-4);
+    const last = eipa.phraseStates(probed.outputs, x.phrases).at(-1)!.tensor;
+    expect(Buffer.from((await last.data()).buffer).equals(Buffer.from((await eipa.phraseStates(donor.outputs, x.phrases).at(-1)!.tensor.data()).buffer))).toBe(true);
+    expect(() => eipa.blockStates(replayed.outputs)).toThrow("EipaAttachment.blockStates: no phrase state of block 'down_blocks.0.attentions.0.transformer_blocks.0' in these outputs; make the forward's context with {recordStates: true}");
+    const { 'down_blocks.0.attentions.0.transformer_blocks.0': _dropped, ...partial } = states;
+    expect(() => eipa.context(x.phrases, { replayStates: partial })).toThrow("EipaAttachment.context: replayStates has no phrase state of block 'down_blocks.0.attentions.0.transformer_blocks.0'");
+    tf.dispose([x, own, replayed, swapped, donor, probed]);
+    eipa.detach();
+    adapter.dispose();
+  });
+
+  it('gets a gradient to every parameter of the new options through the frozen UNet', async () => {
+    const x = inputs();
+    const adapter = PhraseAdapter.create(unet, { ...OPEN, extract_gate: 'per_channel', bottleneck_dim: 16, num_heads: 2 }, { seed: 13 });
+    const eipa = attachEipa(unet, adapter, { levels: taps.levels });
+    const target = tf.randomNormal([2, 16, 16, 4], 0, 1, 'float32', 5);
+    const loss = () =>
+      tf.tidy(() => {
+        const out = unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: eipa.context(x.phrases) });
+        const stateTerm = tf.addN(eipa.phraseStates(out.outputs, x.phrases).map((s) => tf.mean(tf.square(s.tensor))));
+        return tf.add(tf.mean(tf.square(tf.sub(out.sample, target))), stateTerm) as tf.Scalar;
+      });
+    const { grads, value } = tf.variableGrads(loss, adapter.trainableVariables());
+    const silent: string[] = [];
+    for (const key of adapter.parameters.keys()) {
+      const g = grads[(adapter.parameters.get(key) as tf.Variable).name];
+      if (!g || (await tf.max(tf.abs(g)).data())[0] === 0) silent.push(key);
+    }
+    expect(silent).toEqual([]);
+    expect(adapter.parameters.keys().filter((k) => /self_attn|ffn|inject\.linear/.test(k)).length).toBe(7 * (10 + 6 + 2)); // per block: self_attn (norm + 4 linears), ffn_norm + fc1 + fc2, the inject projection
+    tf.dispose([value, grads, x, target]);
+    eipa.detach();
+    adapter.dispose();
+  });
+
+  it('saves and loads the new options bit for bit; their weights under another config are a clear error', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eipa-'));
+    const adapter = PhraseAdapter.create(unet, OPEN, { seed: 14 });
+    await adapter.save(dir);
+    const loaded = await PhraseAdapter.fromPretrained(dir, unet);
+    expect(loaded.config).toEqual(adapter.config);
+    expect(loaded.parameters.keys().sort()).toEqual(adapter.parameters.keys().sort());
+    for (const k of adapter.parameters.keys()) await expectClose(loaded.parameters.get(k), await adapter.parameters.get(k).data(), 0, k);
+    const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...config, extract_ffn_dim: 0 }));
+    await expect(PhraseAdapter.fromPretrained(dir, unet)).rejects.toThrow(/unexpected tensors .*'down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.extract\.ffn\.fc1\.bias'/);
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...config, inject_gate: 'scalar' }));
+    await expect(PhraseAdapter.fromPretrained(dir, unet)).rejects.toThrow(/'down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.inject\.gate' has shape \[16\], expected \[1\]/);
+    adapter.dispose();
+    loaded.dispose();
+    fs.rmSync(dir, { recursive: true });
   });
 
   it('does not leak in an adapted forward', async () => {

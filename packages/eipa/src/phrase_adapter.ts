@@ -1,36 +1,52 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { ForwardContext, ParameterModule, WeightScope, contextKey, openModule, openModuleFiles, saveModule, type CaptionTokens, type ModuleFiles, type PhraseFeatures } from '@png/core';
 import { AttnProcessor, type AttentionProcessor, type UNet2DConditionModel } from '@png/diffusion-backbone';
-import { resolveEipaConfig, type EipaConfig } from './eipa_config';
+import { resolveEipaConfig, type EipaConfig } from './config';
 import { GatedCrossAttention } from './gated_cross_attention';
+import { GatedSelfAttention } from './gated_self_attention';
+import { PhraseExtractor } from './phrase_extractor';
 
 /** The phrase state EIPA threads through one UNet forward: [B, P, D], updated by every extract. */
 const PHRASES = contextKey<tf.Tensor3D>('eipa/phrases');
 /** The phrase mask of that forward: [B, P], 1 = real phrase. */
 const PHRASE_MASK = contextKey<tf.Tensor2D>('eipa/phrase_mask');
+/** Probes of one forward (see EipaContextOptions). */
+const ZERO_GATES = contextKey<true>('eipa/zero_gates');
+const RECORD_STATES = contextKey<true>('eipa/record_states');
+const REPLAY_STATES = contextKey<Readonly<Record<string, tf.Tensor3D>>>('eipa/replay_states');
 /** Caption tokens the cross-attention reads before the phrase slots, [B, T, D], and their mask [B, T] (absent: the prompt is the phrases alone). */
 const CAPTION = contextKey<tf.Tensor3D>('eipa/caption');
 const CAPTION_MASK = contextKey<tf.Tensor2D>('eipa/caption_mask');
-/** Where the phrase state after an up block and an adapted block's inject attention land in the UNet's `outputs` (read them with EipaAttachment). */
+/** Where the phrase state after an up block or an adapted block and an adapted block's inject attention land in the UNet's `outputs` (read them with EipaAttachment). */
 const phraseStateKey = (level: string): string => `eipa/phrases/${level}`;
+const blockStateKey = (blockPath: string): string => `eipa/block_phrases/${blockPath}`;
 const attentionKey = (blockPath: string): string => `eipa/attention/${blockPath}`;
 
 /** The adapter of one transformer block. */
 export interface PhraseAdapterBlock {
   readonly path: string;
   readonly channels: number;
-  readonly extract?: GatedCrossAttention;
-  readonly inject?: GatedCrossAttention;
+  readonly extract?: PhraseExtractor;
+  /** A cross-attention after the block, or a GLIGEN self-attention after its self-attention (`inject_position`). */
+  readonly inject?: GatedCrossAttention | GatedSelfAttention;
+}
+
+/** Mean |tanh(gate)| over the adapted blocks (each block's gate averaged over its channels first), per kind; null where that kind has no gate. */
+export interface EipaGateMagnitudes {
+  readonly extract: number | null;
+  readonly inject: number | null;
 }
 
 /**
  * EIPA, the Extractive-Injective Phrase Adapter: a trainable bypass beside a frozen UNet. At each
  * adapted transformer block it extracts (phrases attend to the block's image tokens, updating the
- * phrase state) and injects (image tokens attend to the updated phrases, added to the UNet stream
- * through a zero-initialised tanh gate). With `dynamic_prompt` the cross-attention of every
- * transformer block reads the current phrase state in the prompt's phrase slots (the whole prompt,
- * or the slots after the caption tokens given to `context`). Weights are named `<block path>.extract.*` and
- * `<block path>.inject.*`. Attach it with `attachEipa(unet, adapter)`.
+ * phrase state; optionally also phrase self-attention and an FFN) and injects (image tokens attend
+ * to the updated phrases, added to the UNet stream through a zero-initialised tanh gate; after
+ * the block, or after its self-attention as GLIGEN does). With `dynamic_prompt` the
+ * cross-attention of every transformer block reads the current phrase state in the prompt's
+ * phrase slots (the whole prompt, or the slots after the caption tokens given to `context`).
+ * Weights are named `<block path>.extract.*` and `<block path>.inject.*`. Attach it with
+ * `attachEipa(unet, adapter)`.
  */
 export class PhraseAdapter extends ParameterModule {
   private constructor(
@@ -75,16 +91,32 @@ export class PhraseAdapter extends ParameterModule {
     const { module: blocks, params } = scope.build((s) =>
       specs.map(({ path, channels }): PhraseAdapterBlock => {
         const block = s.pp(path);
-        const make = (name: string, q: number, m: number) => new GatedCrossAttention(block.pp(name), q, m, c.bottleneck_dim, c.num_heads, c.gate_init, c.norm_eps);
-        return {
-          path,
-          channels,
-          extract: c.extract ? make('extract', phraseDim, channels) : undefined,
-          inject: c.inject ? make('inject', channels, phraseDim) : undefined,
-        };
+        const [r, heads, eps] = [c.bottleneck_dim, c.num_heads, c.norm_eps];
+        const extractGate = { kind: c.extract_gate, init: c.gate_init };
+        const injectGate = { kind: c.inject_gate, init: c.gate_init };
+        const extract = c.extract
+          ? new PhraseExtractor(block.pp('extract'), phraseDim, channels, { bottleneck: r, heads, gate: extractGate, selfAttention: c.extract_self_attention, ffnDim: c.extract_ffn_dim, eps })
+          : undefined;
+        let inject: GatedCrossAttention | GatedSelfAttention | undefined;
+        if (c.inject && c.inject_position === 'after_block') inject = new GatedCrossAttention(block.pp('inject'), channels, phraseDim, r, heads, injectGate, eps);
+        if (c.inject && c.inject_position === 'after_self_attention') inject = new GatedSelfAttention(block.pp('inject'), channels, r, heads, injectGate, eps, phraseDim);
+        return { path, channels, extract, inject };
       }),
     );
     return new PhraseAdapter(Object.freeze(c), phraseDim, blocks).adopt(params);
+  }
+
+  /**
+   * How far the adapter has left static prompting: the mean |tanh(gate)| of its extract and
+   * inject gates (0 at the default init). Reads the gates back from the backend.
+   */
+  gateMagnitudes(): EipaGateMagnitudes {
+    const mean = (gates: Array<tf.Tensor | undefined>): number | null => {
+      const present = gates.filter((g): g is tf.Tensor => g !== undefined);
+      if (present.length === 0) return null;
+      return tf.tidy(() => tf.mean(tf.stack(present.map((g) => tf.mean(tf.abs(tf.tanh(g)))))).dataSync()[0]);
+    };
+    return { extract: mean(this.blocks.map((b) => b.extract?.gate)), inject: mean(this.blocks.map((b) => b.inject?.gate)) };
   }
 
   /** Saves config.json (with the resolved block paths) and model.safetensors, atomically. */
@@ -119,6 +151,34 @@ export interface EipaAttachOptions {
 }
 
 /**
+ * Options of one adapted forward's context: test-time probes (checks that dynamic prompting is
+ * what it claims; without any, a forward is the adapter's own) and the prompt's caption tokens.
+ */
+export interface EipaContextOptions {
+  /**
+   * Every EIPA update is dropped, as if each gate (and the implicit gate 1 of an ungated update)
+   * were 0: the phrase state stays the initial phrases and nothing is injected, so the UNet reads
+   * the phrases as static prompting does, with the same weights everywhere else.
+   */
+  readonly zeroGates?: boolean;
+  /** Record the phrase state after each adapted block's extract (read them with `blockStates`). */
+  readonly recordStates?: boolean;
+  /**
+   * Phrase states by adapted block path (`blockStates` of another forward over the same phrases,
+   * e.g. of another image): each block takes its state from here instead of extracting it from
+   * this forward's image tokens; everything downstream (cross-attention, inject, the recorded
+   * levels) reads the replayed state.
+   */
+  readonly replayStates?: Readonly<Record<string, tf.Tensor3D>>;
+  /**
+   * Not a probe: tokens the UNet's prompt holds before the phrase slots (the UNet is then called
+   * with [caption; phrases], e.g. PngGrounder's `context: 'both'`); with `dynamic_prompt` they
+   * stay and the phrase slots read the current phrase state.
+   */
+  readonly caption?: CaptionTokens;
+}
+
+/**
  * An adapter attached to a UNet (see {@link attachEipa}): makes the context an adapted forward
  * needs and reads what EIPA recorded in that forward's `outputs`.
  */
@@ -127,18 +187,18 @@ export interface EipaAttachment {
   /** The up blocks whose phrase state `phraseStates` returns, in this order. */
   readonly levels: readonly string[];
   /**
-   * The per-forward context that carries the initial phrase state into an adapted UNet forward.
-   * `caption`: tokens the UNet's prompt holds before the phrase slots (the UNet is then called
-   * with [caption; phrases]); with `dynamic_prompt` they stay and the phrase slots read the
-   * current phrase state.
+   * The per-forward context that carries the initial phrase state (and any probe) into an adapted
+   * UNet forward; `options.caption` for a prompt with caption tokens before the phrase slots.
    */
-  context(phrases: PhraseFeatures, options?: { caption?: CaptionTokens }): ForwardContext;
+  context(phrases: PhraseFeatures, options?: EipaContextOptions): ForwardContext;
   /**
    * The phrase state after each of `levels` in the forward that returned `outputs` and started
    * from `phrases` (with its context): [B, P, D] each, with the mask of `phrases`. The tensors are
    * those of `outputs` and `phrases.mask`: dispose those, not these.
    */
   phraseStates(outputs: Readonly<Record<string, tf.Tensor>>, phrases: PhraseFeatures): PhraseFeatures[];
+  /** Per extracting block path, its phrase state [B, P, D] in a forward with `recordStates` (the tensors of `outputs`). */
+  blockStates(outputs: Readonly<Record<string, tf.Tensor>>): Record<string, tf.Tensor3D>;
   /** Per adapted block path, its inject attention [B, HW, P] in the forward that returned `outputs` (with `recordAttention`; else empty). */
   attention(outputs: Readonly<Record<string, tf.Tensor>>): Record<string, tf.Tensor3D>;
   /** Restores the UNet exactly; a second call does nothing. */
@@ -150,7 +210,8 @@ export interface EipaAttachment {
  * `detach()` restores the UNet exactly. A forward then needs the context from
  * `attachment.context(phrases)`, and `attachment.phraseStates(outputs, phrases)` hands back the
  * phrase state after each of `options.levels` (and `attachment.attention(outputs)`, with
- * `recordAttention`, each adapted block's inject attention).
+ * `recordAttention`, each adapted block's inject attention). An inject after self-attention hooks
+ * the block's `fuser` point (between its self- and cross-attention).
  */
 export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, options: EipaAttachOptions = {}): EipaAttachment {
   if (attached.has(unet)) throw new Error('attachEipa: this UNet already has an EIPA adapter attached; detach it first');
@@ -176,24 +237,33 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
     removers.push(() => unet.setAttnProcessor(previous));
   }
 
+  const afterSelfAttention = adapter.config.inject_position === 'after_self_attention';
+  /** image tokens ← the current phrase state, through the block's inject. */
+  const inject = (block: PhraseAdapterBlock, tokens: tf.Tensor3D, ctx: ForwardContext): tf.Tensor3D => {
+    const { out, attention } = block.inject!.forward(tokens, ctx.require(PHRASES), ctx.require(PHRASE_MASK));
+    if (options.recordAttention) ctx.outputs[attentionKey(block.path)] = attention;
+    return out;
+  };
   for (const block of adapter.blocks) {
-    if (!block.extract && !block.inject) continue;
-    removers.push(
-      unet.addBlockHook(block.path, {
-        postForward: (path, tokens, ctx) => {
-          let phrases = ctx.require(PHRASES);
-          const mask = ctx.require(PHRASE_MASK);
-          if (block.extract) {
-            phrases = block.extract.forward(phrases, tokens as tf.Tensor3D).out; // phrases ← image tokens
-            ctx.set(PHRASES, phrases);
-          }
-          if (!block.inject) return tokens;
-          const { out, attention } = block.inject.forward(tokens as tf.Tensor3D, phrases, mask); // image tokens ← phrases
-          if (options.recordAttention) ctx.outputs[attentionKey(path)] = attention;
-          return out;
-        },
-      }),
-    );
+    if (block.extract || (block.inject && !afterSelfAttention)) {
+      removers.push(
+        unet.addBlockHook(block.path, {
+          postForward: (path, tokens, ctx) => {
+            if (ctx.has(ZERO_GATES)) return tokens;
+            if (block.extract) {
+              const replay = ctx.get(REPLAY_STATES); // checked by context(): a state for every extracting block
+              const state = replay ? replay[path] : block.extract.forward(ctx.require(PHRASES), tokens as tf.Tensor3D, ctx.require(PHRASE_MASK)); // phrases ← image tokens
+              ctx.set(PHRASES, state);
+              if (ctx.has(RECORD_STATES)) ctx.outputs[blockStateKey(path)] = state;
+            }
+            return block.inject && !afterSelfAttention ? inject(block, tokens as tf.Tensor3D, ctx) : tokens;
+          },
+        }),
+      );
+    }
+    if (block.inject && afterSelfAttention) {
+      removers.push(unet.addBlockHook(`${block.path}.fuser`, { postForward: (_path, tokens, ctx) => (ctx.has(ZERO_GATES) ? tokens : inject(block, tokens as tf.Tensor3D, ctx)) }));
+    }
   }
 
   removers.push(
@@ -207,11 +277,22 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
   return {
     adapter,
     levels: [...levels],
-    context(phrases, { caption } = {}) {
+    context(phrases, probes = {}) {
       const [b, p, d] = phrases.tensor.shape;
       if (d !== adapter.phraseDim) throw new Error(`PhraseAdapter: phrase features are [${phrases.tensor.shape}], expected width ${adapter.phraseDim} (the UNet's cross_attention_dim)`);
       if (phrases.mask.shape[0] !== b || phrases.mask.shape[1] !== p) throw new Error(`PhraseAdapter: phrase mask [${phrases.mask.shape}] does not match the phrases [${b}, ${p}]`);
       const context = new ForwardContext().set(PHRASES, phrases.tensor).set(PHRASE_MASK, phrases.mask);
+      if (probes.zeroGates) context.set(ZERO_GATES, true);
+      if (probes.recordStates) context.set(RECORD_STATES, true);
+      if (probes.replayStates) {
+        for (const block of adapter.blocks.filter((bl) => bl.extract)) {
+          const state = probes.replayStates[block.path];
+          if (!state) throw new Error(`EipaAttachment.context: replayStates has no phrase state of block '${block.path}'; pass blockStates(outputs) of a forward made with recordStates`);
+          if (state.shape.join() !== phrases.tensor.shape.join()) throw new Error(`EipaAttachment.context: the replayed phrase state of '${block.path}' is [${state.shape}], the phrases [${phrases.tensor.shape}]; replay states of the same phrases`);
+        }
+        context.set(REPLAY_STATES, probes.replayStates);
+      }
+      const caption = probes.caption;
       if (!caption) return context;
       const [cb, t, cd] = caption.tensor.shape;
       if (cb !== b || cd !== d || caption.mask.shape[0] !== b || caption.mask.shape[1] !== t) {
@@ -225,6 +306,15 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
         if (!state) throw new Error(`EipaAttachment: no phrase state of '${level}' in these outputs; were they produced by a forward of the adapted UNet with this attachment's context?`);
         return { tensor: state as tf.Tensor3D, mask: phrases.mask };
       });
+    },
+    blockStates(outputs) {
+      const states: Record<string, tf.Tensor3D> = {};
+      for (const block of adapter.blocks.filter((b) => b.extract)) {
+        const state = outputs[blockStateKey(block.path)];
+        if (!state) throw new Error(`EipaAttachment.blockStates: no phrase state of block '${block.path}' in these outputs; make the forward's context with {recordStates: true}`);
+        states[block.path] = state as tf.Tensor3D;
+      }
+      return states;
     },
     attention(outputs) {
       const attention: Record<string, tf.Tensor3D> = {};

@@ -35,7 +35,19 @@ export interface MlmaConfig {
   phrase_fusion: PhraseFusion;
   /** Upsampling of the coarser fused map in the top-down path (FPN / Mask2Former use 'nearest'). */
   upsample_mode: 'nearest' | 'bilinear';
-  /** Width of `maskFeatures` (1×1 conv of the finest fused level). */
+  /**
+   * Channels of each skip level, coarsest first: feature maps finer than the finest image level
+   * (SD's frozen VAE encoder blocks) joined into the top-down path below it by a lateral 1×1 conv
+   * only, as Mask2Former's pixel decoder joins its stride-4 map: no phrase attention, they only
+   * make `maskFeatures` finer. `[]` (default): none, `maskFeatures` at the finest image level.
+   */
+  skip_channels: number[];
+  /**
+   * Stride of each skip level, coarsest first, strictly decreasing and finer than the finest image
+   * level. `[]` (default) means halving from it: finest/2, finest/4, …
+   */
+  skip_strides: number[];
+  /** Width of `maskFeatures` (1×1 conv of the finest fused level: the last skip level if any). */
   mask_dim: number;
   /** GroupNorm groups of the projections and output convs; must divide hidden_dim. */
   norm_groups: number;
@@ -63,6 +75,8 @@ export const DEFAULT_MLMA_CONFIG: Readonly<MlmaConfig> = Object.freeze({
   mutual: true,
   phrase_fusion: 'softmax',
   upsample_mode: 'nearest',
+  skip_channels: [],
+  skip_strides: [],
   mask_dim: 256,
   norm_groups: 32,
   rounds: 1,
@@ -82,6 +96,13 @@ export function resolveMlmaConfig(user: Partial<MlmaConfig> | Record<string, unk
     const st = c.image_strides;
     check(Array.isArray(st) && (st.length === 0 || st.length === ch.length), NAME, 'image_strides', `[] or one stride per level (${ch.length})`, st);
     check(st.every(isPositiveInt) && st.every((s, i) => i === 0 || s < st[i - 1]), NAME, 'image_strides', 'strictly decreasing positive integers (coarsest first)', st);
+    const sk = c.skip_channels;
+    check(Array.isArray(sk) && sk.every(isPositiveInt), NAME, 'skip_channels', '[] or an array of positive integers (one per skip level, coarsest first)', sk);
+    const ss = c.skip_strides;
+    check(Array.isArray(ss) && (ss.length === 0 || ss.length === sk.length), NAME, 'skip_strides', `[] or one stride per skip level (${sk.length})`, ss);
+    const finest = levelStrides(c).at(-1)!;
+    check(ss.every(isPositiveInt) && ss.every((s, i) => s < (i === 0 ? finest : ss[i - 1])), NAME, 'skip_strides', `strictly decreasing positive integers below the finest image stride (${finest})`, ss);
+    check(skipStrides(c).every(isPositiveInt), NAME, 'skip_channels', `as many levels as halvings of the finest image stride (${finest}) give integer strides, or skip_strides given`, sk);
     check(isPositiveInt(c.phrase_dim), NAME, 'phrase_dim', 'a positive integer', c.phrase_dim);
     check(isPositiveInt(c.hidden_dim), NAME, 'hidden_dim', 'a positive integer', c.hidden_dim);
     check(isPositiveInt(c.num_heads) && c.hidden_dim % c.num_heads === 0, NAME, 'num_heads', `a divisor of hidden_dim (${c.hidden_dim})`, c.num_heads);
@@ -98,4 +119,10 @@ export function resolveMlmaConfig(user: Partial<MlmaConfig> | Record<string, unk
 export function levelStrides(c: Readonly<MlmaConfig>): number[] {
   const n = c.image_channels.length;
   return c.image_strides.length ? [...c.image_strides] : c.image_channels.map((_, i) => 8 * 2 ** (n - 1 - i));
+}
+
+/** The stride of each skip level (coarsest first) of a resolved config. */
+export function skipStrides(c: Readonly<MlmaConfig>): number[] {
+  const finest = levelStrides(c).at(-1)!;
+  return c.skip_strides.length ? [...c.skip_strides] : c.skip_channels.map((_, i) => finest / 2 ** (i + 1));
 }

@@ -115,6 +115,33 @@ export class MlmaLevel {
 }
 
 /**
+ * One skip level: `skip_levels.<i>.*` in the checkpoint. A feature map finer than every image
+ * level joins the top-down path through a lateral projection only (no phrase attention), as
+ * Mask2Former's pixel decoder joins its stride-4 backbone map (`adapter_1` + `layer_1`):
+ * out = ReLU(GN(conv3×3(GN(conv1×1(skip)) + up(coarser out)))).
+ */
+export class MlmaSkipLevel {
+  readonly lateral_conv: Conv2d;
+  readonly lateral_norm: GroupNorm;
+  readonly output_conv: Conv2d;
+  readonly output_norm: GroupNorm;
+
+  constructor(scope: WeightScope, o: { channels: number; hiddenDim: number; groups: number }) {
+    // Both convs without bias (a norm follows each).
+    this.lateral_conv = new Conv2d(scope.pp('lateral_conv'), o.channels, o.hiddenDim, 1, { bias: false });
+    this.lateral_norm = new GroupNorm(scope.pp('lateral_norm'), o.groups, o.hiddenDim, NORM_EPS);
+    this.output_conv = new Conv2d(scope.pp('output_conv'), o.hiddenDim, o.hiddenDim, 3, { padding: 1, bias: false });
+    this.output_norm = new GroupNorm(scope.pp('output_norm'), o.groups, o.hiddenDim, NORM_EPS);
+  }
+
+  /** skip [B, H, W, C] and the coarser level's output upsampled to it [B, H, W, D] → [B, H, W, D]. */
+  forward(skip: tf.Tensor4D, coarser: tf.Tensor4D): tf.Tensor4D {
+    const lateral = this.lateral_norm.forward(this.lateral_conv.forward(skip)); // [B, H, W, D]
+    return tf.relu(this.output_norm.forward(this.output_conv.forward(tf.add(lateral, coarser) as tf.Tensor4D)));
+  }
+}
+
+/**
  * The phrase states of all levels attend to each other: one self-attention over the L·P states of
  * a sample (padding phrases masked as keys at every level), residual + LayerNorm as the per-level
  * attention. `cross_level.<r>.{attention, norm}` in the checkpoint.

@@ -3,11 +3,13 @@
 // hidden_dim, then fused reciprocally (image←phrase, phrase←image cross-attention; `rounds` times,
 // optionally with the phrase states of all levels attending to each other after each round). Across levels:
 // pixels go top-down as in Mask2Former's pixel-decoder FPN (out_l = ReLU(GN(conv3×3(x_l + up(out_{l−1}))))),
-// phrases are combined by learned level weights. maskFeatures = 1×1 conv of the finest level.
+// phrases are combined by learned level weights. Optional skip levels (finer maps, e.g. the frozen
+// VAE encoder's) continue the top-down path with a lateral conv only, as Mask2Former's pixel decoder
+// joins its stride-4 map. maskFeatures = 1×1 conv of the finest level (the last skip level if any).
 import * as tf from '@tensorflow/tfjs-core';
 import { Conv2d, Linear, ParameterModule, WeightScope, openModule, openModuleFiles, resize, saveModule, type FeatureMap, type FeaturePyramid, type ModuleFiles, type PhraseFeatures, type ShapeSpec } from '@png/core';
-import { levelStrides, resolveMlmaConfig, type MlmaConfig } from './config';
-import { CrossLevelPhraseAttention, MlmaLevel } from './fusion_block';
+import { levelStrides, resolveMlmaConfig, skipStrides, type MlmaConfig } from './config';
+import { CrossLevelPhraseAttention, MlmaLevel, MlmaSkipLevel } from './fusion_block';
 
 /** Inputs of MultiLevelMutualAggregation.forward. The module never disposes them. */
 export interface MlmaInputs {
@@ -19,13 +21,15 @@ export interface MlmaInputs {
    * the mask ([B, P], 1 = real phrase) of the first is the phrase mask.
    */
   readonly phrases: PhraseFeatures | readonly PhraseFeatures[];
+  /** Skip levels, coarsest first, NHWC [B, H_s, W_s, skip_channels[s]] at skip_strides; required when the config has any. */
+  readonly skips?: readonly FeatureMap[];
 }
 
 /** Outputs of MultiLevelMutualAggregation.forward; the caller owns (and disposes) every tensor. */
 export type MlmaOutput = {
   /** Fused image levels [B, H_l, W_l, hidden_dim], same strides as the input, coarsest first. */
   readonly pixels: FeatureMap[];
-  /** The finest fused level through a 1×1 conv: [B, H_finest, W_finest, mask_dim]. */
+  /** The finest fused level (the last skip level if any) through a 1×1 conv: [B, H_finest, W_finest, mask_dim]. */
   readonly maskFeatures: tf.Tensor4D;
   /** Fused phrases [B, P, hidden_dim]; padding rows are exactly 0. */
   readonly phrases: tf.Tensor3D;
@@ -38,7 +42,8 @@ export type MlmaOutput = {
  * all weights are trainable tf.Variables. Checkpoint keys: `levels.<i>.{image_proj, image_proj_norm,
  * phrase_proj, phrase_proj_norm, image_from_phrase.{to_q,to_k,to_v,to_out}, image_from_phrase_norm,
  * phrase_from_image.*, phrase_from_image_norm, output_conv, output_norm}`, `phrase_level_weights`
- * or `phrase_gate`, `mask_features`; with `rounds` > 1 `levels.<i>.rounds.<r>.*` (the reciprocal
+ * or `phrase_gate`, `skip_levels.<i>.{lateral_conv, lateral_norm, output_conv, output_norm}` (with
+ * skip_channels), `mask_features`; with `rounds` > 1 `levels.<i>.rounds.<r>.*` (the reciprocal
  * attention and norms of round r), with `cross_level` `cross_level.<r>.{attention, norm}`.
  */
 export class MultiLevelMutualAggregation extends ParameterModule {
@@ -48,16 +53,20 @@ export class MultiLevelMutualAggregation extends ParameterModule {
   readonly phrase_level_weights?: tf.Tensor1D;
   /** Per-phrase level score (`phrase_fusion: 'gate'`). */
   readonly phrase_gate?: Linear;
+  /** One per skip_channels entry, coarsest first. */
+  readonly skip_levels: MlmaSkipLevel[] = [];
   readonly mask_features: Conv2d;
   /** Per round, the attention of the phrase states of all levels to each other (`cross_level`; else empty). */
   readonly cross_level: CrossLevelPhraseAttention[] = [];
   private readonly strides: number[];
+  private readonly skipStrides: number[];
 
   private constructor(scope: WeightScope, config: Readonly<MlmaConfig>) {
     super();
     const c = config;
     this.config = c;
     this.strides = levelStrides(c);
+    this.skipStrides = skipStrides(c);
     c.image_channels.forEach((ch, i) => {
       this.levels.push(
         new MlmaLevel(scope.pp('levels').pp(i), {
@@ -76,6 +85,7 @@ export class MultiLevelMutualAggregation extends ParameterModule {
     } else {
       this.phrase_gate = new Linear(scope.pp('phrase_gate'), c.hidden_dim, 1);
     }
+    c.skip_channels.forEach((ch, i) => this.skip_levels.push(new MlmaSkipLevel(scope.pp('skip_levels').pp(i), { channels: ch, hiddenDim: c.hidden_dim, groups: c.norm_groups })));
     this.mask_features = new Conv2d(scope.pp('mask_features'), c.hidden_dim, c.mask_dim, 1);
     if (c.cross_level) for (let r = 0; r < c.rounds; r++) this.cross_level.push(new CrossLevelPhraseAttention(scope.pp('cross_level').pp(r), c.hidden_dim, c.num_heads));
   }
@@ -119,9 +129,9 @@ export class MultiLevelMutualAggregation extends ParameterModule {
     return this.strides.map((stride) => ({ channels: this.config.hidden_dim, stride }));
   }
 
-  /** Channels and stride of `maskFeatures`. */
+  /** Channels and stride of `maskFeatures`: the finest skip level's stride, or the finest image level's. */
   maskFeaturesShape(): ShapeSpec {
-    return { channels: this.config.mask_dim, stride: this.strides[this.strides.length - 1] };
+    return { channels: this.config.mask_dim, stride: [...this.strides, ...this.skipStrides].at(-1)! };
   }
 
   /**
@@ -154,6 +164,11 @@ export class MultiLevelMutualAggregation extends ParameterModule {
         const x = prev ? tf.add(image, resize(prev, [h, w], c.upsample_mode)) as tf.Tensor4D : image;
         prev = this.levels[i].output(x);
         pixels.push({ tensor: prev, stride: this.strides[i] });
+      });
+      // skip levels continue the top-down path (no phrase attention): they only refine maskFeatures
+      this.skip_levels.forEach((level, i) => {
+        const skip = inputs.skips![i].tensor; // [B, H_s, W_s, skip_channels[i]]
+        prev = level.forward(skip, resize(prev!, [skip.shape[1], skip.shape[2]], c.upsample_mode)); // [B, H_s, W_s, D]
       });
       const maskFeatures = this.mask_features.forward(prev!); // [B, H_finest, W_finest, mask_dim]
 
@@ -191,6 +206,17 @@ export class MultiLevelMutualAggregation extends ParameterModule {
         throw new Error(`${where}: images[${i}] must be NHWC [${b}, H, W, ${c.image_channels[i]}], got [${s}]`);
       }
       if (img.stride !== this.strides[i]) throw new Error(`${where}: images[${i}] has stride ${img.stride}, expected ${this.strides[i]} (config image_strides)`);
+    });
+    const skips = inputs.skips ?? [];
+    if (skips.length !== c.skip_channels.length) {
+      throw new Error(`${where}: expected ${c.skip_channels.length} skip levels (config skip_channels [${c.skip_channels}], coarsest first), got ${skips.length}`);
+    }
+    skips.forEach((skip, i) => {
+      const s = skip.tensor.shape;
+      if (skip.tensor.rank !== 4 || s[0] !== b || s[3] !== c.skip_channels[i]) {
+        throw new Error(`${where}: skips[${i}] must be NHWC [${b}, H, W, ${c.skip_channels[i]}], got [${s}]`);
+      }
+      if (skip.stride !== this.skipStrides[i]) throw new Error(`${where}: skips[${i}] has stride ${skip.stride}, expected ${this.skipStrides[i]} (config skip_strides)`);
     });
     phraseList.forEach(({ tensor: t, mask }, i) => {
       if (t.rank !== 3 || t.shape[0] !== b || t.shape[1] !== p || t.shape[2] !== c.phrase_dim) {

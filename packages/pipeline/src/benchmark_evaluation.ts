@@ -12,8 +12,8 @@
  */
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { writeFileAtomic } from '@png/core';
-import { encodePng, type DroppedRecord, type PngSample, type SkippedRecord } from '@png/png-data';
+import { writeFileAtomic } from '@png/node-utils';
+import { encodePng, letterbox, type DroppedRecord, type PngSample, type SkippedRecord } from '@png/png-data';
 import {
   PngEvaluator,
   buildReport,
@@ -28,7 +28,7 @@ import {
   type PngSummary,
 } from '@png/png-metrics';
 import { encodeSamples, readGroundedSamples } from './benchmark_samples';
-import { masksFromLogits, phraseEncoding, type PngGrounder } from './png_grounder';
+import { masksFromLogits, type EipaProbe, type PngGrounder } from './png_grounder';
 import { renderAttentionMap, renderOverlay, tileImages } from './visualize';
 
 export interface BenchmarkEvaluationOptions {
@@ -53,6 +53,12 @@ export interface BenchmarkEvaluationOptions {
    * `phrase_type`, COCO's size thresholds, 1000 bootstrap resamples of the images (seed 0, 95 %).
    */
   readonly metrics?: PngEvaluateOptions;
+  /**
+   * A test-time check of EIPA (see EipaProbe). For `swap_phrases` the donor of each sample is the
+   * image of the next grounded record of the split (the last's is the first's), so the split needs
+   * two records or more.
+   */
+  readonly probe?: EipaProbe['kind'];
   readonly onProgress?: (done: number, total: number) => void;
 }
 
@@ -88,6 +94,7 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
   const attentionMaps = options.attentionMaps ?? 4;
   const maxPhrases = grounder.config.max_phrases;
   const { samples, skipped, dropped } = await readGroundedSamples(options.data, split, { limit: options.limit });
+  if (options.probe === 'swap_phrases' && samples.length < 2) throw new Error(`${options.data}: split ${split} has ${samples.length} grounded record; swap_phrases needs two or more (each image's phrase states come from another image)`);
 
   // A sample with more phrases than the model takes is grounded in several forwards.
   const views: View[] = samples.flatMap((s, i) => Array.from({ length: Math.ceil(s.phrases.length / maxPhrases) }, (_, k) => ({ sample: i, first: k * maxPhrases, count: Math.min(maxPhrases, s.phrases.length - k * maxPhrases) })));
@@ -96,8 +103,9 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
   for (let start = 0; start < views.length; start += batchSize) {
     const batch = views.slice(start, start + batchSize);
     const inputs = batch.map((v) => viewSample(samples[v.sample], v));
-    const encoded = encodeSamples(grounder.backbone, inputs, { size: imageSize, ...phraseEncoding(grounder.config) });
-    const out = grounder.forwardLatents(encoded.latents, encoded.phrases);
+    const encoded = encodeSamples(grounder, inputs, { size: imageSize, maxPhrases });
+    const donors = options.probe === 'swap_phrases' ? encodeDonors(grounder, batch.map((v) => samples[(v.sample + 1) % samples.length]), imageSize) : undefined;
+    const out = grounder.forwardLatents(encoded.latents, encoded.phrases, encoded.skips, donors ? { kind: 'swap_phrases', donors } : options.probe === 'zero_gates' ? { kind: 'zero_gates' } : undefined);
     const last = out.predictions[out.predictions.length - 1]; // [B, h, w, maxPhrases]
     const masks = await masksFromLogits(last, encoded.transforms, batch.map((v) => v.count));
     for (const [b, view] of batch.entries()) {
@@ -112,7 +120,7 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
         attention[view.sample] = maps;
       }
     }
-    tf.dispose([out, encoded.latents, encoded.phrases, encoded.targets]);
+    tf.dispose([out, encoded.latents, encoded.skips, encoded.phrases, encoded.targets, donors]);
     options.onProgress?.(Math.min(samples.length, batch[batch.length - 1].sample + 1), samples.length);
   }
 
@@ -144,9 +152,9 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
   };
   if (out) {
     const report = buildReport(metrics);
-    await writeFileAtomic(path.join(out, 'report.json'), JSON.stringify({ ...report, split, samples: result.samples, dropped_narratives: countDrops(dropped), baseline_full_image: result.baseline }, null, 2) + '\n');
-    await writeFileAtomic(path.join(out, 'ar_curves.svg'), renderRecallCurvesSvg(report));
-    await writeFileAtomic(path.join(out, 'predictions.json'), JSON.stringify(records));
+    writeFileAtomic(path.join(out, 'report.json'), JSON.stringify({ ...report, split, samples: result.samples, ...(options.probe ? { probe: options.probe } : {}), dropped_narratives: countDrops(dropped), baseline_full_image: result.baseline }, null, 2) + '\n');
+    writeFileAtomic(path.join(out, 'ar_curves.svg'), renderRecallCurvesSvg(report));
+    writeFileAtomic(path.join(out, 'predictions.json'), JSON.stringify(records));
     for (const [i, sample] of samples.slice(0, overlays).entries()) {
       const labels = sample.phrases.map((p) => p.text);
       const figure = tileImages(
@@ -156,7 +164,7 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
         ],
         { columns: 2 },
       );
-      await writeFileAtomic(path.join(out, 'overlays', `${String(i).padStart(3, '0')}_image${sample.imageId}.png`), encodePng(figure.width, figure.height, figure.data));
+      writeFileAtomic(path.join(out, 'overlays', `${String(i).padStart(3, '0')}_image${sample.imageId}.png`), encodePng(figure.width, figure.height, figure.data));
     }
     for (const [i, maps] of attention.entries()) {
       if (!maps) continue;
@@ -168,10 +176,15 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
         tiles.push({ image: renderAttentionMap(data, side, side, labels), title: block.replace(/\.transformer_blocks\.0$/, '').replace('attentions.', 'attn.') });
       }
       const figure = tileImages(tiles, { columns: 4 });
-      await writeFileAtomic(path.join(out, 'attention', `${String(i).padStart(3, '0')}_image${sample.imageId}.png`), encodePng(figure.width, figure.height, figure.data));
+      writeFileAtomic(path.join(out, 'attention', `${String(i).padStart(3, '0')}_image${sample.imageId}.png`), encodePng(figure.width, figure.height, figure.data));
     }
   }
   return result;
+}
+
+/** The VAE latents of `donors`' images, letterboxed to `size` as the samples are: [B, S/f, S/f, C]. */
+function encodeDonors(grounder: PngGrounder, donors: readonly PngSample[], size: number): tf.Tensor4D {
+  return tf.tidy(() => grounder.backbone.encodeImages(tf.concat(donors.map((d) => letterbox(d.image, size).tensor), 0) as tf.Tensor4D));
 }
 
 /** The sample with only the phrases of `view` (one forward's worth). */

@@ -3,10 +3,11 @@
  * phrase features (computed once: the backbone never changes) and the phrase masks on the canvas.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { PhraseFeatures } from '@png/core';
-import { encodePhrases, type DiffusionBackbone, type EncodePhrasesOptions, type Narrative } from '@png/diffusion-backbone';
+import type { FeatureMap, PhraseFeatures } from '@png/core';
+import { encodePhrases, type Narrative } from '@png/diffusion-backbone';
 import { PngDataset, letterbox, masksToTarget, type LetterboxTransform, type PngSample } from '@png/png-data';
 import { describeDrops } from '@png/png-metrics';
+import { phraseEncoding, type PngGrounder } from './png_grounder';
 
 /**
  * Records of a split that have at least one grounded phrase, in file order (at most `limit`), with
@@ -37,7 +38,9 @@ export function noGroundedRecordError(root: string, split: string, skipped: PngD
 export interface EncodedSamples {
   /** [N, S/f, S/f, C] frozen VAE latents of the letterboxed images. */
   readonly latents: tf.Tensor4D;
-  /** [N, maxPhrases, D] frozen phrase features and the [N, maxPhrases] mask (with `caption`, the caption tokens [N, K·L, D], K the most windows of a caption). */
+  /** [N, S/s, S/s, C_s] frozen VAE encoder maps of the grounder's skip levels (finer mask_stride), coarsest first; [] by default. */
+  readonly skips: FeatureMap[];
+  /** [N, maxPhrases, D] frozen phrase features and the [N, maxPhrases] mask (when the grounder reads them, the caption tokens [N, K·L, D], K the most windows of a caption). */
   readonly phrases: PhraseFeatures;
   /** [N, S, S, maxPhrases] binary phrase masks on the canvas (zero for padding). */
   readonly targets: tf.Tensor4D;
@@ -47,23 +50,22 @@ export interface EncodedSamples {
 }
 
 /**
- * Encodes `samples` (images letterboxed to `size`) through the frozen backbone, `chunk` at a
- * time, their narratives as the phrase-encoding options say (`phraseEncoding(config)` of a
- * grounder: max_phrases, windows, caption tokens). A sample with more than `maxPhrases` phrases
- * keeps its first `maxPhrases`; `truncated` counts the phrases left out.
+ * Encodes `samples` (images letterboxed to `size`) through the grounder's frozen backbone
+ * (`grounder.encodeImages`, `grounder.encodePhrases`'s encoder with its windows, and the caption
+ * tokens when it reads them: `phraseEncoding(grounder.config)`), `chunk` at a time. A sample with
+ * more than `maxPhrases` phrases keeps its first `maxPhrases`; `truncated` counts the phrases left out.
  */
-export function encodeSamples(
-  backbone: DiffusionBackbone,
-  samples: readonly PngSample[],
-  options: { size: number; chunk?: number } & Omit<EncodePhrasesOptions, 'padTo' | 'captionWindows'>,
-): EncodedSamples & { truncated: number } {
+export function encodeSamples(grounder: PngGrounder, samples: readonly PngSample[], options: { size: number; maxPhrases: number; chunk?: number }): EncodedSamples & { truncated: number } {
   const { size, maxPhrases } = options;
+  const { backbone } = grounder;
   const chunk = options.chunk ?? 16;
   if (size % backbone.imageMultiple !== 0) throw new Error(`image size ${size} is not a multiple of ${backbone.imageMultiple} (the backbone's downsampling); choose a multiple of it`);
+  const { windows, caption } = phraseEncoding(grounder.config);
   // every chunk's caption tokens padded to the most windows of any caption, so that they concatenate
-  const captionWindows = options.caption ? Math.max(...samples.map((s) => backbone.tokenizer.chunk(s.narrative.caption, options.windows).windows.length)) : undefined;
-  const parts: { latents: tf.Tensor4D[]; phrases: tf.Tensor3D[]; masks: tf.Tensor2D[]; targets: tf.Tensor4D[]; captions: tf.Tensor3D[]; captionMasks: tf.Tensor2D[] } = {
+  const captionWindows = caption ? Math.max(...samples.map((s) => backbone.tokenizer.chunk(s.narrative.caption, windows).windows.length)) : undefined;
+  const parts: { latents: tf.Tensor4D[]; skips: FeatureMap[][]; phrases: tf.Tensor3D[]; masks: tf.Tensor2D[]; targets: tf.Tensor4D[]; captions: tf.Tensor3D[]; captionMasks: tf.Tensor2D[] } = {
     latents: [],
+    skips: [],
     phrases: [],
     masks: [],
     targets: [],
@@ -86,8 +88,10 @@ export function encodeSamples(
           transforms.push(transform);
           return tensor;
         });
-        parts.latents.push(tf.keep(backbone.encodeImages(tf.concat(images, 0) as tf.Tensor4D)));
-        const features = encodePhrases(backbone.tokenizer, backbone.textEncoder, narratives, { maxPhrases, padTo: maxPhrases, windows: options.windows, caption: options.caption, captionWindows });
+        const { latents, skips } = grounder.encodeImages(tf.concat(images, 0) as tf.Tensor4D);
+        parts.latents.push(tf.keep(latents));
+        parts.skips.push(skips.map((s) => ({ ...s, tensor: tf.keep(s.tensor) })));
+        const features = encodePhrases(backbone.tokenizer, backbone.textEncoder, narratives, { maxPhrases, padTo: maxPhrases, windows, caption, captionWindows });
         parts.phrases.push(tf.keep(features.tensor));
         parts.masks.push(tf.keep(features.mask));
         if (features.caption) {
@@ -105,6 +109,7 @@ export function encodeSamples(
     }
     const out = tf.tidy(() => ({
       latents: tf.concat(parts.latents, 0) as tf.Tensor4D,
+      skips: (parts.skips[0] ?? []).map((level, i) => ({ ...level, tensor: tf.concat(parts.skips.map((chunkSkips) => chunkSkips[i].tensor), 0) as tf.Tensor4D })),
       phrases: {
         tensor: tf.concat(parts.phrases, 0) as tf.Tensor3D,
         mask: tf.concat(parts.masks, 0) as tf.Tensor2D,
@@ -114,12 +119,12 @@ export function encodeSamples(
     }));
     return { ...out, phraseCounts, transforms, truncated };
   } finally {
-    tf.dispose([parts.latents, parts.phrases, parts.masks, parts.targets, parts.captions, parts.captionMasks]);
+    tf.dispose([parts.latents, parts.skips, parts.phrases, parts.masks, parts.targets, parts.captions, parts.captionMasks]);
   }
 }
 
 /** The samples at `indices`, their phrases cut to the batch's largest real count. Caller owns. */
-export function gatherBatch(encoded: EncodedSamples, indices: readonly number[]): { latents: tf.Tensor4D; phrases: PhraseFeatures; targets: tf.Tensor4D } {
+export function gatherBatch(encoded: EncodedSamples, indices: readonly number[]): { latents: tf.Tensor4D; skips: FeatureMap[]; phrases: PhraseFeatures; targets: tf.Tensor4D } {
   const p = Math.max(...indices.map((i) => encoded.phraseCounts[i]));
   return tf.tidy(() => {
     const at = tf.tensor1d([...indices], 'int32');
@@ -129,6 +134,7 @@ export function gatherBatch(encoded: EncodedSamples, indices: readonly number[])
     const caption = encoded.phrases.caption;
     return {
       latents: tf.gather(encoded.latents, at) as tf.Tensor4D,
+      skips: encoded.skips.map((s) => ({ ...s, tensor: tf.gather(s.tensor, at) as tf.Tensor4D })),
       phrases: {
         tensor: tf.slice(phrases, [0, 0, 0], [-1, p, -1]) as tf.Tensor3D,
         mask: tf.slice(mask, [0, 0], [-1, p]) as tf.Tensor2D,

@@ -2,21 +2,25 @@
  * Trains a PngGrounder on a PNG benchmark split: one resumable run folder.
  *
  *   <out>/run.json         the grounder config and training settings (a rerun must match them)
- *   <out>/checkpoint/      trainable weights + AdamW state + step, every `checkpoint_every` steps
- *   <out>/losses.json      the loss of every step so far
+ *   <out>/checkpoints/     the newest checkpoint-<step>/: trainable weights, AdamW state, the loss
+ *                          and EIPA's gate magnitudes (mean |tanh g| per kind) of every step so far,
+ *                          every `checkpoint_every` steps (@png/training)
  *   <out>/grounder/        the trained model (PngGrounder.save) once all steps are done
+ *
+ * Every input is read and checked before run.json is written, so a start that fails leaves
+ * nothing; a run killed at any moment resumes to the files an uninterrupted run writes.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { check, isFiniteNumber, isNonNegativeInt, isPositiveInt, resolveConfig, writeFileAtomic } from '@png/core';
+import { check, isFiniteNumber, isNonNegativeInt, isPositiveInt, resolveConfig } from '@png/core';
 import type { DiffusionBackbone } from '@png/diffusion-backbone';
-import { Prng, type DroppedRecord, type SkippedRecord } from '@png/png-data';
+import type { EipaGateMagnitudes } from '@png/eipa';
+import { killPoint, removeStaleTemporaries } from '@png/node-utils';
+import type { DroppedRecord, SkippedRecord } from '@png/png-data';
+import { BatchOrder, Trainer, guardRun, latestCheckpoint, runTrainingLoop, warmupPoly } from '@png/training';
 import { encodeSamples, gatherBatch, readGroundedSamples } from './benchmark_samples';
-import { PngGrounder, phraseEncoding, resolvePngGrounderConfig, type PngGrounderConfig } from './png_grounder';
-import { warmupPoly } from './lr_schedule';
-import { TRAINER_STATE_FILE } from './checkpoint_dir';
-import { Trainer, TrainingDivergedError } from './trainer';
+import { PngGrounder, resolvePngGrounderConfig, type PngGrounderConfig } from './png_grounder';
 
 /** Training settings of a run (snake_case, as saved in run.json). */
 export interface TrainingSettings {
@@ -26,6 +30,8 @@ export interface TrainingSettings {
   readonly warmup_steps: number;
   readonly weight_decay: number;
   readonly clip_grad_norm: number;
+  /** Factor on the learning rate (step and decay) of EIPA's gates, a param group of their own; 1: as every other variable. */
+  readonly gate_lr_multiplier: number;
   /** Canvas side the images are letterboxed to (a multiple of the backbone's imageMultiple). */
   readonly image_size: number;
   /** Seed of the trainable parts' initialisation and of the data order. */
@@ -42,6 +48,7 @@ export const DEFAULT_TRAINING_SETTINGS: TrainingSettings = Object.freeze({
   warmup_steps: 50,
   weight_decay: 1e-2,
   clip_grad_norm: 1,
+  gate_lr_multiplier: 1,
   image_size: 64,
   seed: 0,
   checkpoint_every: 50,
@@ -55,6 +62,7 @@ export function resolveTrainingSettings(user: Partial<TrainingSettings> | Record
     check(isNonNegativeInt(c.warmup_steps) && c.warmup_steps < c.steps, 'TrainingSettings', 'warmup_steps', `an integer in [0, steps = ${c.steps})`, c.warmup_steps);
     check(isFiniteNumber(c.weight_decay) && c.weight_decay >= 0, 'TrainingSettings', 'weight_decay', 'a number ≥ 0', c.weight_decay);
     check(isFiniteNumber(c.clip_grad_norm) && c.clip_grad_norm > 0, 'TrainingSettings', 'clip_grad_norm', 'a number > 0', c.clip_grad_norm);
+    check(isFiniteNumber(c.gate_lr_multiplier) && c.gate_lr_multiplier > 0, 'TrainingSettings', 'gate_lr_multiplier', 'a number > 0', c.gate_lr_multiplier);
     check(Number.isInteger(c.seed), 'TrainingSettings', 'seed', 'an integer', c.seed);
     check(c.limit === null || isPositiveInt(c.limit), 'TrainingSettings', 'limit', 'a positive integer or null', c.limit);
   });
@@ -69,6 +77,8 @@ export interface TrainingProgress {
   /** Mean loss of the last steps (train only). */
   readonly loss?: number;
   readonly lr?: number;
+  /** EIPA's mean |tanh(gate)| per kind after this step (train only): how far it has left static prompting. */
+  readonly gates?: EipaGateMagnitudes;
 }
 
 export interface BenchmarkTrainingOptions {
@@ -89,6 +99,8 @@ export interface BenchmarkTrainingResult {
   readonly grounderDir: string;
   /** Loss of every step of the run, resumed steps included. */
   readonly losses: number[];
+  /** EIPA's gate magnitudes after every step of the run, as `losses`. */
+  readonly gates: EipaGateMagnitudes[];
   /** The step the run resumed from (0: a fresh run). */
   readonly resumedFrom: number;
   /** Training samples (0 when the run was already finished). */
@@ -121,115 +133,75 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
   const config = resolvePngGrounderConfig(options.config ?? {});
   const training = resolveTrainingSettings(options.training ?? {});
   const run: RunFile = { data: path.resolve(options.data), split, config, training };
-  const files = { run: path.join(options.out, 'run.json'), checkpoint: path.join(options.out, 'checkpoint'), losses: path.join(options.out, 'losses.json'), grounder: path.join(options.out, 'grounder') };
-  checkSameRun(files.run, run);
-  await writeFileAtomic(files.run, JSON.stringify(run, null, 2) + '\n');
-  const finished = readLosses(files.losses);
-  if (finished.length === training.steps && fs.existsSync(path.join(files.grounder, 'config.json'))) {
-    return { grounderDir: files.grounder, losses: finished, resumedFrom: training.steps, samples: 0, truncatedPhrases: 0, skipped: [], dropped: [], seconds: (performance.now() - began) / 1000 };
+  const files = { checkpoints: path.join(options.out, 'checkpoints'), grounder: path.join(options.out, 'grounder') };
+  const guard = guardRun(options.out, run);
+  if (guard.resumed && fs.existsSync(files.grounder)) {
+    const latest = await latestCheckpoint(files.checkpoints);
+    if (latest?.step === training.steps) {
+      return { grounderDir: files.grounder, losses: latest.losses, gates: (latest.logs ?? []) as EipaGateMagnitudes[], resumedFrom: training.steps, samples: 0, truncatedPhrases: 0, skipped: [], dropped: [], seconds: (performance.now() - began) / 1000 };
+    }
   }
 
   const { samples, skipped, dropped } = await readGroundedSamples(options.data, split, { limit: training.limit ?? undefined });
-  options.onProgress?.({ phase: 'encode', done: 0, total: samples.length });
-  const encoded = encodeSamples(options.backbone, samples, { size: training.image_size, ...phraseEncoding(config) });
-  options.onProgress?.({ phase: 'encode', done: samples.length, total: samples.length });
-  const grounder = PngGrounder.create(options.backbone, config, { seed: training.seed });
-  const schedule = warmupPoly({ base_lr: training.lr, warmup_steps: training.warmup_steps, total_steps: training.steps });
-  const trainer = new Trainer<number[]>({
-    variables: grounder.namedVariables(),
-    lossFn: (indices) => {
-      const batch = gatherBatch(encoded, indices);
-      return grounder.loss(batch.latents, batch.phrases, batch.targets);
-    },
-    optimizer: { lr: training.lr, weight_decay: training.weight_decay, noDecay: (key) => /(bias|norm|gate|gamma|level_weights)/.test(key) },
-    schedule,
-    clip_grad_norm: training.clip_grad_norm,
-  });
+  let grounder: PngGrounder | undefined;
+  let trainer: Trainer<number[]> | undefined;
+  let encoded: ReturnType<typeof encodeSamples> | undefined;
   try {
-    let losses: number[] = [];
-    if (fs.existsSync(path.join(files.checkpoint, TRAINER_STATE_FILE))) {
-      await trainer.resume(files.checkpoint);
-      losses = readLosses(files.losses).slice(0, trainer.iterations);
-    }
-    const resumedFrom = trainer.iterations;
+    const model = (grounder = PngGrounder.create(options.backbone, config, { seed: training.seed }));
+    // the grounder encodes: with a finer mask_stride its VAE encoder maps are cached beside the latents
+    options.onProgress?.({ phase: 'encode', done: 0, total: samples.length });
+    const data = (encoded = encodeSamples(model, samples, { size: training.image_size, maxPhrases: config.max_phrases }));
+    options.onProgress?.({ phase: 'encode', done: samples.length, total: samples.length });
+    trainer = new Trainer<number[]>({
+      variables: model.namedVariables(),
+      lossFn: (indices) => {
+        const batch = gatherBatch(data, indices);
+        return model.loss(batch.latents, batch.phrases, batch.targets, batch.skips);
+      },
+      optimizer: {
+        lr: training.lr,
+        weight_decay: training.weight_decay,
+        noDecay: (key) => /(bias|norm|gate|gamma|level_weights)/.test(key),
+        lrMultiplier: (key) => (/^eipa\..*\.gate$/.test(key) ? training.gate_lr_multiplier : 1),
+      },
+      schedule: warmupPoly({ base_lr: training.lr, warmup_steps: training.warmup_steps, total_steps: training.steps }),
+      clip_grad_norm: training.clip_grad_norm,
+    });
+    guard.record(); // every input is valid: the run folder starts here
+    removeStale(options.out);
     const order = new BatchOrder(samples.length, training.batch_size, training.seed);
-    for (let step = resumedFrom; step < training.steps; step++) {
-      let result;
-      try {
-        result = await trainer.step(order.batch(step));
-      } catch (e) {
-        if (e instanceof TrainingDivergedError) {
-          e.message += ` The last good checkpoint (step ${Math.floor(step / training.checkpoint_every) * training.checkpoint_every}) is in ${files.checkpoint}; rerun to resume from it.`;
-        }
-        throw e;
-      }
-      losses.push(result.loss);
-      const done = step + 1;
-      if (done % training.checkpoint_every === 0 || done === training.steps) {
-        await trainer.save(files.checkpoint);
-        await writeFileAtomic(files.losses, JSON.stringify(losses));
-      }
-      const recent = losses.slice(-20);
-      options.onProgress?.({ phase: 'train', done, total: training.steps, loss: recent.reduce((a, b) => a + b, 0) / recent.length, lr: result.lr });
-    }
-    await grounder.save(files.grounder);
-    return { grounderDir: files.grounder, losses, resumedFrom, samples: samples.length, truncatedPhrases: encoded.truncated, skipped, dropped, seconds: (performance.now() - began) / 1000 };
+    const { losses, logs: gates, resumedFrom } = await runTrainingLoop({
+      dir: files.checkpoints,
+      trainer,
+      steps: training.steps,
+      checkpointEvery: training.checkpoint_every,
+      batch: (step) => order.batch(step),
+      log: () => model.adapter.gateMagnitudes(),
+      onStep: (p) => options.onProgress?.({ phase: 'train', ...p, gates: model.adapter.gateMagnitudes() }),
+    });
+    await saveFolderAtomically(files.grounder, (dir) => model.save(dir));
+    return { grounderDir: files.grounder, losses, gates, resumedFrom, samples: samples.length, truncatedPhrases: data.truncated, skipped, dropped, seconds: (performance.now() - began) / 1000 };
   } finally {
-    grounder.dispose();
-    trainer.dispose();
-    tf.dispose([encoded.latents, encoded.phrases, encoded.targets]);
+    grounder?.dispose();
+    trainer?.dispose();
+    if (encoded) tf.dispose([encoded.latents, encoded.skips, encoded.phrases, encoded.targets]);
   }
 }
 
-/** A run folder holds one run: refuse to mix settings into an existing one. */
-function checkSameRun(file: string, run: RunFile): void {
-  if (!fs.existsSync(file)) return;
-  let previous: RunFile;
-  try {
-    previous = JSON.parse(fs.readFileSync(file, 'utf8')) as RunFile;
-  } catch (e) {
-    throw new Error(`${file}: not valid JSON (${(e as Error).message}); remove the run folder or choose another --out`);
-  }
-  for (const key of ['data', 'split', 'config', 'training'] as const) {
-    if (JSON.stringify(previous[key]) !== JSON.stringify(run[key])) {
-      throw new Error(`${file}: this run folder was started with another ${key} (${JSON.stringify(previous[key])}, now ${JSON.stringify(run[key])}); rerun with the same settings to resume, or choose another --out`);
-    }
-  }
+const GROUNDER_TEMPORARY = /^grounder\.tmp-/;
+
+/** Removes what a killed run left in its folder: a half-written run.json or grounder/ (the checkpoint loop cleans its own). */
+function removeStale(out: string): void {
+  removeStaleTemporaries(out);
+  for (const name of fs.readdirSync(out)) if (GROUNDER_TEMPORARY.test(name)) fs.rmSync(path.join(out, name), { recursive: true, force: true });
 }
 
-function readLosses(file: string): number[] {
-  if (!fs.existsSync(file)) return [];
-  const losses = JSON.parse(fs.readFileSync(file, 'utf8')) as unknown;
-  if (!Array.isArray(losses) || !losses.every((l) => typeof l === 'number')) throw new Error(`${file}: expected a JSON array of numbers (the loss of every step)`);
-  return losses;
-}
-
-/**
- * The data order: epoch e visits the samples in a shuffle seeded by (seed, e); step s takes the
- * next `batchSize` of that endless stream. A function of the step alone, so a resumed run sees
- * the batches an uninterrupted one would.
- */
-export class BatchOrder {
-  private readonly epochs = new Map<number, number[]>();
-
-  constructor(
-    readonly size: number,
-    readonly batchSize: number,
-    readonly seed: number,
-  ) {}
-
-  batch(step: number): number[] {
-    const out: number[] = [];
-    for (let k = step * this.batchSize; k < (step + 1) * this.batchSize; k++) {
-      const epoch = Math.floor(k / this.size);
-      let order = this.epochs.get(epoch);
-      if (!order) {
-        order = new Prng(this.seed * 100_003 + epoch).shuffle(Array.from({ length: this.size }, (_, i) => i));
-        this.epochs.clear(); // a batch spans at most two epochs, and steps only go forward
-        this.epochs.set(epoch, order);
-      }
-      out.push(order[k % this.size]);
-    }
-    return out;
-  }
+/** Writes the folder `dir` whole: into `<dir>.tmp-<pid>`, then renamed into place (replacing an older one). */
+async function saveFolderAtomically(dir: string, write: (dir: string) => Promise<void>): Promise<void> {
+  const tmp = `${dir}.tmp-${process.pid}`;
+  await write(tmp);
+  killPoint(`${path.basename(dir)} written`);
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.renameSync(tmp, dir);
+  killPoint(`${path.basename(dir)} renamed`);
 }

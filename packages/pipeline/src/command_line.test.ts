@@ -43,6 +43,8 @@ describe('the png command line (embedded backbone, wasm)', () => {
     expect(await png('train', '--data', dir)).toMatchObject({ code: 2, stderr: expect.stringContaining('--out is required') });
     expect(await png('train', '--data', dir, '--out', dir, '--steps', 'many')).toMatchObject({ code: 2, stderr: expect.stringContaining("--steps must be an integer ≥ 1, got 'many'") });
     expect(await png('train', '--data', dir, '--out', dir, '--backend', 'tpu')).toMatchObject({ code: 2, stderr: expect.stringContaining('--backend must be one of wasm, cpu, webgpu') });
+    expect(await png('evaluate', '--data', dir, '--run', dir, '--probe', 'zero')).toMatchObject({ code: 2, stderr: expect.stringContaining("--probe must be zero-gates or swap-phrases, got 'zero'") });
+    expect(await png('train', '--data', dir, '--out', dir, '--gate-lr-multiplier', '0')).toMatchObject({ code: 2, stderr: expect.stringContaining("--gate-lr-multiplier must be a number > 0, got '0'") });
     expect(await png('synth', '--out', dir, '--colour', 'red')).toMatchObject({ code: 2, stderr: expect.stringContaining("Unknown option '--colour'") });
     expect(await png('evaluate', '--data', dir, '--run', dir, '--size-thresholds', '9')).toMatchObject({ code: 2, stderr: expect.stringContaining('--size-thresholds: size thresholds are two areas in pixels') });
   });
@@ -55,12 +57,13 @@ describe('the png command line (embedded backbone, wasm)', () => {
     expect(trained.stderr).toContain('encoding 8 training narratives');
     expect(trained.code).toBe(0);
     expect(trained.stdout).toContain('trained 6 steps');
-    expect(JSON.parse(fs.readFileSync(path.join(run, 'losses.json'), 'utf8'))).toHaveLength(6);
+    expect(fs.readdirSync(path.join(run, 'checkpoints'))).toEqual(['checkpoint-6']); // the newest only
+    expect(JSON.parse(fs.readFileSync(path.join(run, 'checkpoints', 'checkpoint-6', 'trainer_state.json'), 'utf8')).extra.losses).toHaveLength(6);
     expect(fs.readdirSync(path.join(run, 'grounder')).sort()).toEqual(['config.json', 'decoder', 'eipa', 'mlma']);
     expect((await png(...train)).stdout).toContain('had already finished its 6 steps');
     const other = await png(...train.slice(0, -4), '--steps', '7');
     expect(other.code).toBe(1);
-    expect(other.stderr).toMatch(/run\.json: this run folder was started with another training .*choose another --out/);
+    expect(other.stderr).toMatch(/run\.json: this folder holds a run started with another training .*rerun with the same settings to resume it, or remove .*run or choose another folder/);
 
     const evaluated = await png('evaluate', '--data', data, '--run', run, '--json', '--overlays', '2', '--attention-maps', '1');
     expect(evaluated.code).toBe(0);
@@ -76,6 +79,13 @@ describe('the png command line (embedded backbone, wasm)', () => {
     const report = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8'));
     expect(report.average_recall.overall).toBe(summary.overall);
     expect(report.dropped_narratives).toEqual({ 'empty caption': 0, 'word count mismatch': 0 });
+    expect(trained.stdout).toMatch(/EIPA gates e 0\.\d{4} i 0\.\d{4} \(mean \|tanh g\| per kind: extract, inject\)/);
+    const logs = JSON.parse(fs.readFileSync(path.join(run, 'checkpoints', 'checkpoint-6', 'trainer_state.json'), 'utf8')).extra.logs;
+    expect(logs).toHaveLength(6);
+    expect(Object.keys(logs[5]).sort()).toEqual(['extract', 'inject']);
+    const probed = await png('evaluate', '--data', data, '--run', run, '--json', '--overlays', '0', '--attention-maps', '0', '--limit', '2', '--bootstrap', '0', '--probe', 'swap-phrases');
+    expect(probed.code).toBe(0);
+    expect(JSON.parse(fs.readFileSync(path.join(run, 'eval-val2017-swap-phrases', 'report.json'), 'utf8')).probe).toBe('swap_phrases');
 
     const scene = synthesizeScene(77);
     const image = path.join(dir, 'scene.png');
@@ -142,6 +152,15 @@ describe('trainOnBenchmark', () => {
     expect(resumed.resumedFrom).toBe(2);
     expect(resumed.losses).toEqual(whole.losses);
     expect(whole.losses[4]).toBeLessThan(whole.losses[0]);
+    // the gates leave 0 step by step, are logged per step and resume with the run
+    expect(whole.gates).toHaveLength(5);
+    expect(resumed.gates).toEqual(whole.gates);
+    expect(whole.gates[4].extract!).toBeGreaterThan(whole.gates[0].extract!);
+    expect(whole.gates[4].inject!).toBeGreaterThan(0);
+    // a gate learning rate ten times the others' moves the gates further
+    const faster = await trainOnBenchmark({ ...options, training: { ...options.training, gate_lr_multiplier: 10 }, out: path.join(dir, 'faster') });
+    expect(faster.gates[4].extract!).toBeGreaterThan(3 * whole.gates[4].extract!);
+    expect(faster.gates[4].inject!).toBeGreaterThan(3 * whole.gates[4].inject!);
   });
 
   it('refuses a benchmark split without grounded records, naming the folder', async () => {

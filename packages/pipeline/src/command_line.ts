@@ -1,29 +1,33 @@
-/** The `png` command line: synth, train, evaluate, ground, pretrain, sample. */
+/** The `png` command line: synth, train, evaluate, baseline, ground, pretrain, sample. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { BACKENDS, parseJsonObject, readInputFile, setBackend, writeFileAtomic, type BackendName } from '@png/core';
+import { BACKENDS, parseJsonObject, readInputFile, setBackend, type BackendName } from '@png/core';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
-import { decodeImage, encodePng, generateSyntheticBenchmark, type DroppedRecord, type RgbImage, type SkippedRecord } from '@png/png-data';
+import type { EipaGateMagnitudes } from '@png/eipa';
+import { createProgressBar, formatDuration, writeFileAtomic, type ProgressBar } from '@png/node-utils';
+import { GROUNDING_DEFAULT_SIZE, decodeImage, encodePng, generateSyntheticBenchmark, type DroppedRecord, type RgbImage, type SceneKind, type SkippedRecord } from '@png/png-data';
 import {
   COCO_SIZE_THRESHOLDS,
   DEFAULT_GROUP_BY,
   NARRATIVE_DROP_REASONS,
-  createProgressBar,
+  PHRASE_GROUPS,
+  SIZE_BUCKETS,
   describeDrops,
   encodeRle,
-  formatDuration,
   formatMetricsTable,
   formatPercent,
   parseSizeThresholds,
+  summarizeMetrics,
   type PngEvaluateOptions,
-  type ProgressBar,
+  type PngMetrics,
 } from '@png/png-metrics';
+import { DEFAULT_PRETRAIN_SETTINGS, pretrainBackbone, type PretrainProgress, type PretrainSettings } from '@png/text-to-image-pretraining';
+import { BASELINE_RULES, evaluateBaselines, type BaselineResult, type BaselineRule } from './baselines';
 import { evaluateOnBenchmark } from './benchmark_evaluation';
 import { DEFAULT_TRAINING_SETTINGS, trainOnBenchmark, type TrainingSettings } from './benchmark_training';
 import { groundNarrative } from './ground_narrative';
-import { PngGrounder, type PngGrounderConfig } from './png_grounder';
-import { DEFAULT_PRETRAIN_SETTINGS, pretrainBackbone, type PretrainProgress, type PretrainSettings } from './pretrain_backbone';
+import { PngGrounder, type EipaProbe, type PngGrounderConfig } from './png_grounder';
 import { enlargeImage, renderOverlay, tileImages } from './visualize';
 
 /** Where the command line writes, and the embedded default backbone folder. */
@@ -54,18 +58,22 @@ Commands:
   ground     ground a free-form narrative on an image: overlay PNG + masks as RLE JSON
   pretrain   pretrain a tiny text-to-image backbone (VAE, UNet, text encoder) on synthetic scenes
   sample     generate images from prompts with a backbone (DDIM, classifier-free guidance)
+  baseline   Average Recall of trivial rules on a split (whole image, colour lookup, text prior, perfect mask)
 
 Run "png <command> --help" for its options.`,
-  synth: `Usage: png synth --out DIR [--train N] [--val N] [--seed S] [--size H]
+  synth: `Usage: png synth --out DIR [--kind unary|grounding] [--train N] [--val N] [--seed S] [--size H]
 
 Writes a synthetic benchmark in the layout of the real one (images/, annotations/): scenes of
 shapes on stuff regions with Localized-Narratives-like captions. Deterministic from --seed.
 
   --out DIR            benchmark folder to write
+  --kind KIND          unary: every thing phrase is solved by its own colour and shape (the control;
+                       the default); grounding: twins told apart by relation, size or order, colour ×
+                       shape binding, plural subsets, occlusion; each phrase carries its phrase_type
   --train N            images of train2017 (default 400)
   --val N              images of val2017 (default 60)
   --seed S             (default 0)
-  --size H             image side in pixels (default 64)
+  --size H             image side in pixels (default 64 for unary, ${GROUNDING_DEFAULT_SIZE[0]} for grounding)
   -h, --help           show this help`,
   train: `Usage: png train --data DIR --out RUN [options]
 
@@ -82,6 +90,9 @@ rerunning the same command continues from its last checkpoint; RUN/grounder/ hol
   --batch-size N       (default ${DEFAULT_TRAINING_SETTINGS.batch_size})
   --lr X               peak learning rate (default ${DEFAULT_TRAINING_SETTINGS.lr})
   --warmup-steps N     (default ${DEFAULT_TRAINING_SETTINGS.warmup_steps})
+  --gate-lr-multiplier X
+                       factor on the learning rate of EIPA's gates (default ${DEFAULT_TRAINING_SETTINGS.gate_lr_multiplier});
+                       the progress lines show the gates' mean |tanh g| per kind (kept per step in the checkpoints)
   --image-size S       canvas side images are letterboxed to (default ${DEFAULT_TRAINING_SETTINGS.image_size})
   --seed S             initialisation and data order (default ${DEFAULT_TRAINING_SETTINGS.seed})
   --checkpoint-every N (default ${DEFAULT_TRAINING_SETTINGS.checkpoint_every})
@@ -105,8 +116,38 @@ Recall; writes report.json, ar_curves.svg, predictions.json, overlays/ and atten
                        GT area bounds in pixels of the size groups: small < S <= medium < M
                        (default ${COCO_SIZE_THRESHOLDS.join(',')}, COCO's)
   --bootstrap N        image resamples for the 95% intervals of the AR (default 1000; 0: none)
+  --probe NAME         check EIPA at test time (output default RUN/eval-<split>-<probe>):
+                       zero-gates    every EIPA update dropped: static prompting, same weights
+                       swap-phrases  each image's EIPA phrase states are those its phrases get
+                                     over the next record's image
   --json               print the summary as JSON
 ${COMMON}`,
+  baseline: `Usage: png baseline --data DIR [--split NAME] [--rule RULE ...] [--stride S ...] [options]
+
+Scores rules that learn nothing with the PNG Average Recall, overall / things / stuff / singulars /
+plurals, per size bucket and per phrase_type (synthetic grounding scenes):
+  whole-image     every phrase is the whole image
+  colour-lookup   the pixels within an RGB distance of the colour the phrase names (a stuff noun's, else a colour word's)
+  text-prior      the mean ground-truth mask of the phrase's words on the training split, thresholded
+  perfect-mask    the ground truth area-averaged over stride×stride cells of the model's canvas and
+                  brought back as predictions are: the resolution ceiling of a model at that stride
+
+  --data DIR           benchmark folder
+  --split NAME         (default val2017)
+  --rule RULE          one of ${BASELINE_RULES.join(', ')}; repeat for several (default: all)
+  --stride S           mask stride of perfect-mask in canvas pixels; repeat for several (default 4)
+  --image-size S       canvas side of perfect-mask (default: the image's longer side, rounded up to a multiple of 8)
+  --train-split NAME   split the text prior learns from (default train2017)
+  --colour-distance D  RGB distance of colour lookup (default 40)
+  --group-by KEYS      comma-separated png_coco chunk keys whose values group the phrases
+                       (default ${DEFAULT_GROUP_BY.join(',')})
+  --size-thresholds S,M
+                       GT area bounds in pixels of the size groups: small < S <= medium < M
+                       (default ${COCO_SIZE_THRESHOLDS.join(',')}, COCO's; 31,277 for 96×96 grounding scenes)
+  --limit N            score the first N records only
+  --json               print the scores as JSON
+  --backend NAME       ${BACKENDS.join(' | ')} (default wasm)
+  -h, --help           show this help`,
   ground: `Usage: png ground --image FILE --caption TEXT --run RUN [--out DIR] [options]
 
 Grounds a free-form narrative: its noun phrases (found automatically) each get a mask. Writes
@@ -158,8 +199,8 @@ export async function main(argv: readonly string[], env: CliEnvironment): Promis
       env.stdout.write(HELP.main + '\n');
       return command === undefined ? 2 : 0;
     }
-    const run = { synth, train, evaluate, ground, pretrain, sample }[command];
-    if (!run || !Object.hasOwn(HELP, command)) throw new UsageError(`unknown command '${command}'; expected synth, train, evaluate, ground, pretrain or sample`);
+    const run = { synth, train, evaluate, baseline, ground, pretrain, sample }[command];
+    if (!run || !Object.hasOwn(HELP, command)) throw new UsageError(`unknown command '${command}'; expected synth, train, evaluate, baseline, ground, pretrain or sample`);
     if (rest.includes('-h') || rest.includes('--help')) {
       env.stdout.write(HELP[command] + '\n');
       return 0;
@@ -252,10 +293,12 @@ function progress(env: CliEnvironment, values: Record<string, unknown>, total: n
 }
 
 async function synth(args: readonly string[], env: CliEnvironment): Promise<void> {
-  const v = parse(args, { out: { type: 'string' }, train: { type: 'string' }, val: { type: 'string' }, seed: { type: 'string' }, size: { type: 'string' } }, ['out']);
-  const size = intOption(v, 'size', 64, 8);
-  const result = await generateSyntheticBenchmark(v.out as string, { seed: intOption(v, 'seed', 0), train: intOption(v, 'train', 400), val: intOption(v, 'val', 60), size: [size, size] });
-  env.stdout.write(`wrote a synthetic PNG benchmark to ${result.root}: ${result.splits.train2017.length} train and ${result.splits.val2017.length} val images (${size}×${size})\n`);
+  const v = parse(args, { out: { type: 'string' }, kind: { type: 'string' }, train: { type: 'string' }, val: { type: 'string' }, seed: { type: 'string' }, size: { type: 'string' } }, ['out']);
+  const kind = (v.kind as string | undefined) ?? 'unary';
+  if (kind !== 'unary' && kind !== 'grounding') throw new UsageError(`--kind must be unary or grounding, got '${kind}'`);
+  const size = intOption(v, 'size', kind === 'unary' ? 64 : GROUNDING_DEFAULT_SIZE[0], 8);
+  const result = await generateSyntheticBenchmark(v.out as string, { kind: kind as SceneKind, seed: intOption(v, 'seed', 0), train: intOption(v, 'train', 400), val: intOption(v, 'val', 60), size: [size, size] });
+  env.stdout.write(`wrote a synthetic PNG benchmark (${kind} scenes) to ${result.root}: ${result.splits.train2017.length} train and ${result.splits.val2017.length} val images (${size}×${size})\n`);
 }
 
 /** The JSON object in `file` (a command-line option's value); errors name the option and file. */
@@ -277,6 +320,7 @@ async function train(args: readonly string[], env: CliEnvironment): Promise<void
       'batch-size': { type: 'string' },
       lr: { type: 'string' },
       'warmup-steps': { type: 'string' },
+      'gate-lr-multiplier': { type: 'string' },
       'image-size': { type: 'string' },
       seed: { type: 'string' },
       'checkpoint-every': { type: 'string' },
@@ -293,6 +337,7 @@ async function train(args: readonly string[], env: CliEnvironment): Promise<void
     warmup_steps: intOption(v, 'warmup-steps', Math.min(d.warmup_steps, Math.floor(steps / 10))),
     weight_decay: d.weight_decay,
     clip_grad_norm: d.clip_grad_norm,
+    gate_lr_multiplier: numberOption(v, 'gate-lr-multiplier', d.gate_lr_multiplier),
     image_size: intOption(v, 'image-size', d.image_size, 8),
     seed: intOption(v, 'seed', d.seed),
     checkpoint_every: intOption(v, 'checkpoint-every', d.checkpoint_every, 1),
@@ -315,7 +360,7 @@ async function train(args: readonly string[], env: CliEnvironment): Promise<void
           return;
         }
         bar ??= progress(env, v, p.total, 'train', p.done - 1);
-        bar.update(p.done, `loss ${p.loss!.toFixed(4)} lr ${p.lr!.toExponential(1)}`);
+        bar.update(p.done, `loss ${p.loss!.toFixed(4)} lr ${p.lr!.toExponential(1)}${formatGates(p.gates)}`);
       },
     });
     bar?.finish();
@@ -323,16 +368,25 @@ async function train(args: readonly string[], env: CliEnvironment): Promise<void
     const last = result.losses.slice(-20);
     const first = result.losses.slice(0, 20);
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    const gates = formatGates(result.gates[result.gates.length - 1]);
     env.stdout.write(
       (result.resumedFrom === training.steps ? `the run in ${v.out} had already finished its ${training.steps} steps\n` : '') +
         `trained ${training.steps} steps${result.resumedFrom > 0 && result.resumedFrom < training.steps ? ` (resumed at step ${result.resumedFrom})` : ''} on ${result.samples || 'the'} narratives in ${result.seconds.toFixed(0)} s; ` +
         `loss ${mean(first).toFixed(4)} (first 20 steps) → ${mean(last).toFixed(4)} (last 20)` +
         (result.truncatedPhrases ? `; ${result.truncatedPhrases} phrases beyond max_phrases were left out` : '') +
-        `\nmodel: ${result.grounderDir}\n`,
+        `\nmodel: ${result.grounderDir}\n` +
+        (gates ? `EIPA${gates} (mean |tanh g| per kind: extract, inject)\n` : ''),
     );
   } finally {
     backbone.dispose();
   }
+}
+
+/** ' gates e 0.0123 i 0.0456' (the kinds that have gates), or '' without any. */
+function formatGates(gates: EipaGateMagnitudes | undefined): string {
+  if (!gates) return '';
+  const kinds = (['extract', 'inject'] as const).filter((kind) => gates[kind] !== null);
+  return kinds.length ? ` gates ${kinds.map((kind) => `${kind[0]} ${gates[kind]!.toFixed(4)}`).join(' ')}` : '';
 }
 
 /** The trained model of a run folder and the image size it was trained at. */
@@ -362,12 +416,14 @@ async function evaluate(args: readonly string[], env: CliEnvironment): Promise<v
       'group-by': { type: 'string' },
       'size-thresholds': { type: 'string' },
       bootstrap: { type: 'string' },
+      probe: { type: 'string' },
       json: { type: 'boolean' },
     },
     ['data', 'run'],
   );
   const split = (v.split as string | undefined) ?? 'val2017';
-  const out = (v.out as string | undefined) ?? path.join(v.run as string, `eval-${split}`);
+  const probe = probeOption(v.probe as string | undefined);
+  const out = (v.out as string | undefined) ?? path.join(v.run as string, `eval-${split}${probe ? `-${v.probe}` : ''}`);
   const metrics = metricsOptions(v);
   const backbone = await loadBackbone(v, env);
   try {
@@ -384,6 +440,7 @@ async function evaluate(args: readonly string[], env: CliEnvironment): Promise<v
         attentionMaps: intOption(v, 'attention-maps', 4),
         limit: v.limit === undefined ? undefined : intOption(v, 'limit', 1, 1),
         metrics,
+        probe,
         onProgress: (done, total) => {
           bar ??= progress(env, v, total, 'evaluate');
           bar.update(done);
@@ -403,6 +460,74 @@ async function evaluate(args: readonly string[], env: CliEnvironment): Promise<v
   } finally {
     backbone.dispose();
   }
+}
+
+/** `--probe`'s value as the evaluation's probe. */
+function probeOption(name: string | undefined): EipaProbe['kind'] | undefined {
+  if (name === undefined) return undefined;
+  const probes: Record<string, EipaProbe['kind']> = { 'zero-gates': 'zero_gates', 'swap-phrases': 'swap_phrases' };
+  if (!Object.hasOwn(probes, name)) throw new UsageError(`--probe must be zero-gates or swap-phrases, got '${name}'`);
+  return probes[name];
+}
+
+async function baseline(args: readonly string[], env: CliEnvironment): Promise<void> {
+  const v = parse(
+    args,
+    {
+      data: { type: 'string' },
+      split: { type: 'string' },
+      rule: { type: 'string', multiple: true },
+      stride: { type: 'string', multiple: true },
+      'image-size': { type: 'string' },
+      'train-split': { type: 'string' },
+      'colour-distance': { type: 'string' },
+      'group-by': { type: 'string' },
+      'size-thresholds': { type: 'string' },
+      limit: { type: 'string' },
+      json: { type: 'boolean' },
+      backend: { type: 'string' },
+    },
+    ['data'],
+  );
+  const rules = (v.rule as string[] | undefined) ?? [...BASELINE_RULES];
+  for (const rule of rules) if (!BASELINE_RULES.includes(rule as BaselineRule)) throw new UsageError(`--rule must be one of ${BASELINE_RULES.join(', ')}, got '${rule}'`);
+  const strides = ((v.stride as string[] | undefined) ?? ['4']).map((raw) => intOption({ stride: raw }, 'stride', 4, 1));
+  const { groupBy, sizeThresholds } = metricsOptions(v);
+  await useBackend(v);
+  const result = await evaluateBaselines({
+    data: v.data as string,
+    split: v.split as string | undefined,
+    trainSplit: v['train-split'] as string | undefined,
+    rules: rules as BaselineRule[],
+    strides,
+    imageSize: v['image-size'] === undefined ? undefined : intOption(v, 'image-size', 0, 8),
+    colourDistance: v['colour-distance'] === undefined ? undefined : numberOption(v, 'colour-distance', 40),
+    limit: v.limit === undefined ? undefined : intOption(v, 'limit', 1, 1),
+    metrics: { groupBy, sizeThresholds },
+  });
+  reportLeftOut(env, result.skipped, result.dropped);
+  if (v.json) env.stdout.write(JSON.stringify({ split: result.split, samples: result.samples, phrases: result.phrases, scores: result.scores.map((s) => ({ name: s.name, ...summarizeMetrics(s.metrics) })) }) + '\n');
+  else env.stdout.write(formatBaselineTable(result));
+}
+
+/** One row per rule: AR of the five groups, the size buckets and every tag value; a first row with the phrase counts. */
+function formatBaselineTable(result: BaselineResult): string {
+  const first = result.scores[0]?.metrics;
+  if (!first) return `no rule scored on ${result.split}\n`;
+  const keys = Object.keys(first.byTag);
+  const tagColumns = keys.flatMap((key) => Object.keys(first.byTag[key]).map((value) => ({ name: keys.length > 1 ? `${key}=${value}` : value, of: (m: PngMetrics) => m.byTag[key][value] })));
+  const columns = [
+    ...PHRASE_GROUPS.map((g) => ({ name: g, of: (m: PngMetrics) => m[g] })),
+    ...SIZE_BUCKETS.map((b) => ({ name: b, of: (m: PngMetrics) => m.bySize[b] })),
+    ...tagColumns,
+  ];
+  const header = ['rule', ...columns.map((c) => c.name)];
+  const counts = ['(phrases)', ...columns.map((c) => String(c.of(first).count))];
+  const rows = result.scores.map((s) => [s.name, ...columns.map((c) => formatPercent(c.of(s.metrics).averageRecall))]);
+  const widths = header.map((h, c) => Math.max(h.length, ...[counts, ...rows].map((r) => r[c].length)));
+  const line = (cells: string[]) => cells.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ') + '\n';
+  const [small, medium] = first.sizeThresholds;
+  return `Average Recall on ${result.split} (${result.samples} narratives, ${result.phrases} phrases; GT area small < ${small} <= medium < ${medium} <= large pixels)\n` + [header, counts, ...rows].map(line).join('');
 }
 
 /** `png evaluate`'s groups and bootstrap. */
@@ -434,7 +559,7 @@ async function ground(args: readonly string[], env: CliEnvironment): Promise<voi
     try {
       const phrases = await groundNarrative(grounder, image, caption, { imageSize });
       const overlay = renderOverlay(image, phrases.map((p) => ({ label: p.text, mask: p.mask })));
-      await writeFileAtomic(path.join(out, 'overlay.png'), encodePng(overlay.width, overlay.height, overlay.data));
+      writeFileAtomic(path.join(out, 'overlay.png'), encodePng(overlay.width, overlay.height, overlay.data));
       const masks = {
         image: path.resolve(imageFile),
         caption,
@@ -442,7 +567,7 @@ async function ground(args: readonly string[], env: CliEnvironment): Promise<voi
         width: image.width,
         phrases: phrases.map((p) => ({ text: p.text, span: p.span, area: p.mask.reduce((a, b) => a + b, 0), rle: encodeRle(p.mask, image.height, image.width) })),
       };
-      await writeFileAtomic(path.join(out, 'masks.json'), JSON.stringify(masks, null, 2) + '\n');
+      writeFileAtomic(path.join(out, 'masks.json'), JSON.stringify(masks, null, 2) + '\n');
       env.stdout.write(`${phrases.length} phrases: ${phrases.map((p) => JSON.stringify(p.text)).join(', ')}\nwrote ${path.join(out, 'overlay.png')} and ${path.join(out, 'masks.json')}\n`);
     } finally {
       grounder.dispose();
@@ -506,7 +631,7 @@ async function sample(args: readonly string[], env: CliEnvironment): Promise<voi
     images.dispose();
     const tiles: RgbImage[] = Array.from({ length: b }, (_, i) => enlargeImage({ width: w, height: h, data: Uint8Array.from(pixels.subarray(i * h * w * 3, (i + 1) * h * w * 3), (x) => Math.round(255 * x)) }, scale));
     const out = b === 1 ? tiles[0] : tileImages(tiles.map((image, i) => ({ image, title: prompts[i] })), { columns });
-    await writeFileAtomic(v.out as string, encodePng(out.width, out.height, out.data));
+    writeFileAtomic(v.out as string, encodePng(out.width, out.height, out.data));
     env.stdout.write(`wrote ${v.out} (${b} image${b > 1 ? 's' : ''}, ${w}×${h}${scale > 1 ? ` shown ×${scale}` : ''})\n`);
   } finally {
     backbone.dispose();

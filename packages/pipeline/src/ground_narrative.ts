@@ -30,19 +30,19 @@ export async function groundNarrative(grounder: PngGrounder, image: RgbImage, ca
   const { tensor, transform } = letterbox(image, options.imageSize);
   const masks: Uint8Array[] = [];
   try {
-    const latents = grounder.backbone.encodeImages(tensor);
+    const { latents, skips } = grounder.encodeImages(tensor);
     try {
       const max = grounder.config.max_phrases;
       for (let first = 0; first < spans.length; first += max) {
         const group = spans.slice(first, first + max).map(([s, e]): [number, number] => [s, e]);
         const phrases = grounder.encodePhrases([{ caption, phrases: group }]);
-        const out = grounder.forwardLatents(latents, phrases);
+        const out = grounder.forwardLatents(latents, phrases, skips);
         const last = out.predictions[out.predictions.length - 1]; // [1, h, w, P]
         masks.push(...(await masksFromLogits(last, [transform], [group.length]))[0]);
         tf.dispose([out, phrases]);
       }
     } finally {
-      latents.dispose();
+      tf.dispose([latents, skips]);
     }
   } finally {
     tensor.dispose();

@@ -1,8 +1,9 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { CONFIG_FILE, WEIGHTS_FILE, check, parseJsonObject, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, readInputFile, resolveConfig, seededNormal, writeFileAtomic, type CaptionTokens, type FeatureMap, type FetchFunction, type ModuleFiles, type PhraseFeatures } from '@png/core';
-import { DDPMScheduler, FeatureTaps, encodePhrases, type DiffusionBackbone, type EncodePhrasesOptions, type Narrative } from '@png/diffusion-backbone';
+import { CONFIG_FILE, WEIGHTS_FILE, check, parseJsonObject, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, readInputFile, resolveConfig, seededNormal, type CaptionTokens, type FeatureMap, type FetchFunction, type ForwardContext, type ModuleFiles, type PhraseFeatures } from '@png/core';
+import { DDPMScheduler, EncoderFeatureTaps, FeatureTaps, encodePhrases, type DiffusionBackbone, type EncodePhrasesOptions, type Narrative } from '@png/diffusion-backbone';
 import { PhraseAdapter, attachEipa, type EipaAttachment, type EipaConfig } from '@png/eipa';
-import { MultiLevelMutualAggregation, type MlmaConfig } from '@png/mlma';
+import { MultiLevelMutualAggregation, skipStrides, type MlmaConfig } from '@png/mlma';
+import { writeFileAtomic } from '@png/node-utils';
 import { unletterbox, type LetterboxTransform } from '@png/png-data';
 import { PngDecoder, deepSupervisionLoss, type PngDecoderConfig } from '@png/png-decoder';
 import { TextSide, type TextSideConfig } from './text_side';
@@ -26,6 +27,12 @@ export interface PngGrounderConfig {
   readonly dice_weight: number;
   /** Supervise every decoder layer's prediction (true) or only the last. */
   readonly deep_supervision: boolean;
+  /**
+   * Input pixels per mask pixel. null (default): the finest UNet level's stride (4 for the
+   * embedded tiny SD, 8 for SD 1.5). A finer one (half of it, a quarter, …, down to 1) refines the
+   * mask features with the frozen VAE encoder's blocks at each stride in between (MLMA skip levels).
+   */
+  readonly mask_stride: number | null;
   /**
    * What the frozen UNet's cross-attention reads. 'phrases' (default): the pooled phrase vectors
    * alone. 'caption': the caption's CLIP token states as SD reads a prompt (each window bos…eos
@@ -66,6 +73,7 @@ export const DEFAULT_PNG_GROUNDER_CONFIG: PngGrounderConfig = Object.freeze({
   bce_weight: 1,
   dice_weight: 1,
   deep_supervision: true,
+  mask_stride: null,
   context: 'phrases',
   window_overlap: 0,
   sentence_windows: false,
@@ -79,6 +87,7 @@ export function resolvePngGrounderConfig(user: Partial<PngGrounderConfig> | Reco
     check(isPositiveInt(c.max_phrases), 'PngGrounderConfig', 'max_phrases', 'a positive integer', c.max_phrases);
     check(isFiniteNumber(c.bce_weight) && c.bce_weight >= 0, 'PngGrounderConfig', 'bce_weight', 'a non-negative number', c.bce_weight);
     check(isFiniteNumber(c.dice_weight) && c.dice_weight >= 0, 'PngGrounderConfig', 'dice_weight', 'a non-negative number', c.dice_weight);
+    check(c.mask_stride === null || (isPositiveInt(c.mask_stride) && (c.mask_stride & (c.mask_stride - 1)) === 0), 'PngGrounderConfig', 'mask_stride', 'null or a power of two (1, 2, 4, …)', c.mask_stride);
     check(['phrases', 'caption', 'both'].includes(c.context), 'PngGrounderConfig', 'context', "'phrases', 'caption' or 'both'", c.context);
     check(isNonNegativeInt(c.window_overlap), 'PngGrounderConfig', 'window_overlap', 'a non-negative integer (below the 75 tokens of a window)', c.window_overlap);
     check(c.text !== null && !Array.isArray(c.text), 'PngGrounderConfig', 'text', 'an object of TextSideConfig fields', c.text);
@@ -99,8 +108,51 @@ export function phraseEncoding(config: PngGrounderConfig): EncodePhrasesOptions 
   return { maxPhrases: config.max_phrases, windows: { overlap: config.window_overlap, sentences: config.sentence_windows }, caption: readsCaption(config) };
 }
 
+/**
+ * A test-time check that dynamic prompting is what it claims (`png evaluate --probe`):
+ * - `zero_gates`: every EIPA update is dropped (each gate taken as 0, an ungated update's too): the
+ *   UNet reads the static phrases and nothing is injected — static prompting with the same weights;
+ * - `swap_phrases`: each image's EIPA phrase states are those its own phrases get over another
+ *   image (`donors`, latents [B, h, w, C] like the forward's): the same phrases run through the
+ *   adapted UNet over the donor image, and every adapted block of the image's own forward takes the
+ *   donor forward's phrase state in place of its extract (the UNet's cross-attention, the inject
+ *   and MLMA all read it). If the phrase states carry image-specific information, AR drops.
+ */
+export type EipaProbe = { readonly kind: 'zero_gates' } | { readonly kind: 'swap_phrases'; readonly donors: tf.Tensor4D };
+
+/** A VAE encoder block that feeds an MLMA skip level. */
+interface SkipLevel {
+  readonly name: string;
+  readonly channels: number;
+  readonly stride: number;
+}
+
+/**
+ * The VAE encoder blocks whose strides lie in [mask_stride, finest UNet stride), coarsest first:
+ * the skip levels a grounder with `maskStride` reads (none for null or the finest UNet stride).
+ */
+function skipLevels(backbone: DiffusionBackbone, maskStride: number | null): SkipLevel[] {
+  const f = backbone.vae.downsampleFactor;
+  const finest = Math.min(...Object.values(backbone.unet.upBlockShapes()).map((l) => l.stride * f));
+  const below = Object.entries(backbone.vae.encoderBlockShapes())
+    .map(([name, s]) => ({ name, ...s }))
+    .filter((l) => l.stride < finest)
+    .sort((a, b) => b.stride - a.stride);
+  const allowed = [finest, ...below.map((l) => l.stride)];
+  check(maskStride === null || allowed.includes(maskStride), 'PngGrounderConfig', 'mask_stride', `null or one of ${allowed.join(', ')} for this backbone (its finest UNet level, or a VAE encoder block below it)`, maskStride);
+  return maskStride === null ? [] : below.filter((l) => l.stride >= maskStride);
+}
+
+/** What the frozen VAE encoder gives the grounder for a batch of images (see PngGrounder.encodeImages). Caller owns. */
+export type EncodedImages = {
+  /** [B, H/f, W/f, C]: VAE mean × scaling_factor, as `backbone.encodeImages`. */
+  readonly latents: tf.Tensor4D;
+  /** The VAE encoder maps of the skip levels (mask_stride finer than the UNet's), coarsest first; [] by default. */
+  readonly skips: FeatureMap[];
+};
+
 export type PngGrounderOutput = {
-  /** Mask logits after the initial queries and after every decoder layer; the last is final. [B, H/8, W/8, P] */
+  /** Mask logits after the initial queries and after every decoder layer; the last is final. [B, H/s, W/s, P], s = `maskStride`. */
   readonly predictions: tf.Tensor4D[];
   /** [B, P], 1 = real phrase. */
   readonly phraseMask: tf.Tensor2D;
@@ -137,6 +189,8 @@ export async function masksFromLogits(logits: tf.Tensor4D, transforms: readonly 
 export class PngGrounder {
   private readonly eipa: EipaAttachment;
   private readonly taps: FeatureTaps;
+  /** The VAE encoder blocks of the skip levels (mask_stride finer than the UNet's finest level). */
+  private readonly encoderTaps?: EncoderFeatureTaps;
   /** The backbone's noise schedule, for `noise_seed`. */
   private readonly scheduler: DDPMScheduler;
   private disableCheckpointing?: () => void;
@@ -151,6 +205,14 @@ export class PngGrounder {
     readonly text: TextSide | undefined,
     options: { recordAttention?: boolean },
   ) {
+    const skips = skipLevels(backbone, config.mask_stride);
+    const [channels, strides] = [mlma.config.skip_channels, skipStrides(mlma.config)];
+    if (JSON.stringify([channels, strides]) !== JSON.stringify([skips.map((l) => l.channels), skips.map((l) => l.stride)])) {
+      throw new Error(
+        `PngGrounder: MLMA has skip levels of channels [${channels}] at strides [${strides}], but mask_stride ${config.mask_stride} on this backbone reads VAE encoder blocks of channels [${skips.map((l) => l.channels)}] at strides [${skips.map((l) => l.stride)}]; load the grounder with the config.json it was saved with, onto the backbone it was trained on`,
+      );
+    }
+    if (skips.length) this.encoderTaps = new EncoderFeatureTaps(backbone.vae, { levels: skips.map((l) => l.name) });
     this.taps = new FeatureTaps(backbone.unet, { imageStride: backbone.vae.downsampleFactor });
     this.eipa = attachEipa(backbone.unet, adapter, { levels: this.taps.levels, recordAttention: options.recordAttention });
     this.scheduler = new DDPMScheduler(backbone.schedulerConfig);
@@ -161,12 +223,19 @@ export class PngGrounder {
     const c = resolvePngGrounderConfig(config);
     const seed = options.seed ?? 0;
     const levels = Object.values(backbone.unet.upBlockShapes());
+    const skips = skipLevels(backbone, c.mask_stride);
     return PngGrounder.assemble(c, backbone, options, {
       adapter: () => PhraseAdapter.create(backbone.unet, c.eipa, { seed }),
       text: () => (TextSide.isEnabled(c.text) ? TextSide.create({ ...c.text, text_dim: backbone.unet.config.cross_attention_dim }, { seed: seed + 3 }) : undefined),
       mlma: () =>
         MultiLevelMutualAggregation.create(
-          { ...c.mlma, image_channels: levels.map((l) => l.channels), image_strides: levels.map((l) => l.stride * backbone.vae.downsampleFactor), phrase_dim: backbone.unet.config.cross_attention_dim },
+          {
+            ...c.mlma,
+            image_channels: levels.map((l) => l.channels),
+            image_strides: levels.map((l) => l.stride * backbone.vae.downsampleFactor),
+            phrase_dim: backbone.unet.config.cross_attention_dim,
+            ...(skips.length ? { skip_channels: skips.map((l) => l.channels), skip_strides: skips.map((l) => l.stride) } : {}),
+          },
           { seed: seed + 1 },
         ),
       decoder: (mlma) =>
@@ -305,27 +374,65 @@ export class PngGrounder {
   /** As forward, from phrase features computed beforehand (they are frozen, so a trainer can cache them). */
   forwardFeatures(images: tf.Tensor4D, phrases: PhraseFeatures): PngGrounderOutput {
     this.checkImages(images, phrases.tensor.shape[0]);
-    return tf.tidy(() => this.forwardLatents(this.backbone.encodeImages(images), phrases));
+    return tf.tidy(() => {
+      const { latents, skips } = this.encodeImages(images);
+      return this.forwardLatents(latents, phrases, skips);
+    });
+  }
+
+  /** Input pixels per pixel of the predicted masks (config mask_stride, or the finest UNet level's). */
+  get maskStride(): number {
+    return this.mlma.maskFeaturesShape().stride;
   }
 
   /**
-   * As forward, from VAE latents [B, H/f, W/f, C] (`backbone.encodeImages(images)`; frozen, so a
-   * trainer computes them once per image) and phrase features.
+   * The frozen VAE encoder's part of the forward (a trainer computes it once per image): the
+   * latents and, with a mask_stride finer than the UNet's, the encoder maps of the skip levels,
+   * tapped from the same encoder run. images NHWC [B, H, W, 3] in [-1, 1]. Caller owns.
    */
-  forwardLatents(latents: tf.Tensor4D, phrases: PhraseFeatures): PngGrounderOutput {
+  encodeImages(images: tf.Tensor4D): EncodedImages {
+    const taps = this.encoderTaps;
+    if (!taps) return { latents: this.backbone.encodeImages(images), skips: [] };
+    return tf.tidy(() => {
+      const { mean, outputs } = this.backbone.vae.encode(images);
+      return { latents: tf.mul(mean, this.backbone.vae.config.scaling_factor) as tf.Tensor4D, skips: [...taps.pyramid(outputs)] };
+    });
+  }
+
+  /**
+   * As forward, from VAE latents [B, H/f, W/f, C] and the skip levels' maps (`encodeImages(images)`;
+   * frozen, so a trainer computes them once per image) and phrase features; `probe` checks EIPA at
+   * test time.
+   */
+  forwardLatents(latents: tf.Tensor4D, phrases: PhraseFeatures, skips: readonly FeatureMap[] = [], probe?: EipaProbe): PngGrounderOutput {
     const c = this.config;
-    const { unet } = this.backbone;
     if (latents.shape[0] !== phrases.tensor.shape[0]) throw new Error(`PngGrounder: ${latents.shape[0]} latents but ${phrases.tensor.shape[0]} narratives; pass one narrative per image`);
+    if (probe?.kind === 'swap_phrases' && probe.donors.shape.join() !== latents.shape.join()) throw new Error(`PngGrounder: swap_phrases donors are [${probe.donors.shape}], the latents [${latents.shape}]; pass one donor image's latents per image`);
+    const expected = this.mlma.config.skip_channels.length;
+    if (skips.length !== expected) {
+      throw new Error(`PngGrounder: mask_stride ${c.mask_stride} reads ${expected} VAE encoder maps (skip levels), got ${skips.length}; pass the skips of grounder.encodeImages(images) with its latents`);
+    }
     return tf.tidy('PngGrounder.forward', () => {
-      // the latents as read: clean, or noised to `timestep` on the backbone's schedule
-      const z = c.noise_seed === null ? latents : this.scheduler.addNoise(latents, seededNormal(latents.shape, c.noise_seed) as tf.Tensor4D, new Array<number>(latents.shape[0]).fill(c.timestep));
       const text = this.readText(phrases);
-      const { outputs } = unet.forward(z, c.timestep, text.prompt.tensor, { encoderAttentionMask: text.prompt.mask, context: this.eipa.context(text.phrases, text.caption && { caption: text.caption }) });
+      const probes = { caption: text.caption };
+      let context = this.eipa.context(text.phrases, { ...probes, zeroGates: probe?.kind === 'zero_gates' });
+      if (probe?.kind === 'swap_phrases') {
+        const donor = this.unetOutputs(probe.donors, text.prompt, this.eipa.context(text.phrases, { ...probes, recordStates: true })); // the same phrases over the donor images
+        context = this.eipa.context(text.phrases, { ...probes, replayStates: this.eipa.blockStates(donor) });
+      }
+      const outputs = this.unetOutputs(latents, text.prompt, context);
       const images = this.taps.pyramid(outputs); // coarsest first
-      const fused = this.mlma.forward({ images, phrases: this.eipa.phraseStates(outputs, text.phrases) }); // the phrase state at each level of `images`
+      const fused = this.mlma.forward({ images, phrases: this.eipa.phraseStates(outputs, text.phrases), skips }); // the phrase state at each level of `images`
       const { predictions } = this.decoder.forward({ pixels: fused.pixels, maskFeatures: fused.maskFeatures, phrases: fused.phrases, phraseMask: phrases.mask });
       return { predictions, phraseMask: tf.clone(phrases.mask), attention: this.eipa.attention(outputs), features: [...images] };
     });
+  }
+
+  /** The adapted UNet's outputs for latents read at `timestep` (clean, or noised to it on the backbone's schedule) with `prompt` [B, M, D] (mask [B, M]) as its cross-attention context. */
+  private unetOutputs(latents: tf.Tensor4D, prompt: { tensor: tf.Tensor3D; mask: tf.Tensor2D }, context: ForwardContext): Record<string, tf.Tensor> {
+    const c = this.config;
+    const z = c.noise_seed === null ? latents : this.scheduler.addNoise(latents, seededNormal(latents.shape, c.noise_seed) as tf.Tensor4D, new Array<number>(latents.shape[0]).fill(c.timestep));
+    return this.backbone.unet.forward(z, c.timestep, prompt.tensor, { encoderAttentionMask: prompt.mask, context }).outputs;
   }
 
   /**
@@ -352,13 +459,13 @@ export class PngGrounder {
   }
 
   /**
-   * The training loss from latents (see forwardLatents): sigmoid BCE + Dice per real phrase against
-   * `targets` [B, H, W, P] (binary, at image or mask resolution), summed over decoder layers with
-   * deep supervision.
+   * The training loss from latents and skips (see forwardLatents): sigmoid BCE + Dice per real
+   * phrase against `targets` [B, H, W, P] (binary, at image or mask resolution), summed over
+   * decoder layers with deep supervision.
    */
-  loss(latents: tf.Tensor4D, phrases: PhraseFeatures, targets: tf.Tensor4D): tf.Scalar {
+  loss(latents: tf.Tensor4D, phrases: PhraseFeatures, targets: tf.Tensor4D, skips: readonly FeatureMap[] = []): tf.Scalar {
     return tf.tidy(() => {
-      const { predictions, phraseMask } = this.forwardLatents(latents, phrases);
+      const { predictions, phraseMask } = this.forwardLatents(latents, phrases, skips);
       const used = this.config.deep_supervision ? predictions : predictions.slice(-1);
       return deepSupervisionLoss(used, targets, phraseMask, { bce_weight: this.config.bce_weight, dice_weight: this.config.dice_weight });
     });
@@ -416,7 +523,7 @@ export class PngGrounder {
     await this.mlma.save(path.join(dir, 'mlma'));
     await this.decoder.save(path.join(dir, 'decoder'));
     if (this.text) await this.text.save(path.join(dir, 'text'));
-    await writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(this.config, null, 2) + '\n');
+    writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(this.config, null, 2) + '\n');
   }
 
   /** Detaches the adapter, turns gradient checkpointing off and frees the trainable parts (not the backbone, which the caller owns). */
@@ -424,6 +531,7 @@ export class PngGrounder {
     this.disableCheckpointing?.();
     this.eipa.detach();
     this.taps.remove();
+    this.encoderTaps?.remove();
     this.adapter.dispose();
     this.mlma.dispose();
     this.decoder.dispose();

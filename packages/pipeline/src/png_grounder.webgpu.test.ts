@@ -5,7 +5,8 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend, type BackendName } from '@png/core';
-import { expectNoLeak, maxAbsDiff, rng, sharedFixturesDir } from '@png/core/testing';
+import { expectNoLeak, maxAbsDiff, sharedFixturesDir } from '@png/core/testing';
+import { mulberry32 } from '@png/node-utils';
 import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, DiffusionBackbone, UNet2DConditionModel } from '@png/diffusion-backbone';
 import { PngGrounder, type PngGrounderConfig } from './png_grounder';
 import { SMALL_GROUNDER_CONFIG, TEST_NARRATIVES } from './test_support';
@@ -47,7 +48,7 @@ describe('PngGrounder on webgpu', () => {
     grounder = PngGrounder.create(backbone, SMALL, { seed: 8 });
     // From host arrays: a tensor made by tf.cast(bool → float32) on cpu shares the bool's data, and
     // tfjs moves it to webgpu typed bool, which breaks webgpu's shaders (tfjs 4.22).
-    const random = rng(1);
+    const random = mulberry32(1);
     images = tf.tensor4d(Float32Array.from({ length: 2 * SIZE * SIZE * 3 }, () => 2 * random() - 1), [2, SIZE, SIZE, 3]);
     targets = tf.tensor4d(Float32Array.from({ length: 2 * SIZE * SIZE * 3 }, () => (random() < 0.5 ? 1 : 0)), [2, SIZE, SIZE, 3]);
   });

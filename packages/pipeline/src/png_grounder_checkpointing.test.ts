@@ -3,9 +3,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import { setBackend } from '@png/core';
 import { expectClose, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
 import { DiffusionBackbone, encodePhrases } from '@png/diffusion-backbone';
+import { Trainer } from '@png/training';
 import { PngGrounder, type PngGrounderConfig } from './png_grounder';
 import { SMALL_GROUNDER_CONFIG, TEST_NARRATIVES } from './test_support';
-import { Trainer } from './trainer';
 
 const TINY = path.join(sharedFixturesDir(), 'tiny-sd');
 

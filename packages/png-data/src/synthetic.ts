@@ -10,10 +10,11 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { writeFileAtomic } from '@png/core';
+import { Prng, deriveSeed, writeFileAtomic } from '@png/node-utils';
 import pngjs from 'pngjs';
+import { synthesizeGroundingScene } from './grounding_scenes';
 import { imageStem, splitPaths } from './layout';
-import { Prng, deriveSeed } from './prng';
+import { COLOURS, FILLERS, NUMBER_WORDS, NarrativeBuilder, SHAPES, STUFF, TAILS, drawShape, drawStuffBands, measureSegments, newSegment, renderPixels, segmentIdAllocator, type Rgb, type ShapeKind, type StuffRegion } from './scene_drawing';
 
 /** One chunk of a png_coco record, as in the JSON file. */
 export interface NarrativeChunkJson {
@@ -21,7 +22,28 @@ export interface NarrativeChunkJson {
   segment_ids: string[];
   noun: boolean;
   plural: boolean;
+  /** Grounding scenes only: what it takes to resolve the phrase (an extra key the real format does not have; png-metrics reads it as a tag). */
+  phrase_type?: PhraseType;
 }
+
+/**
+ * What a phrase of a grounding scene needs to be resolved: `unary` (its own colour and shape, or a
+ * stuff name), `twin-relation` / `twin-size` / `twin-order` (one of 2–4 instances of the same colour
+ * and shape, told apart by a relation to an anchor or to stuff, by relative size, or by order),
+ * `binding` (every combination of two colours and two shapes is present), `plural-subset` (some of
+ * the instances of a colour and shape, by the stuff they are on) and `occluded` (the instance partly
+ * hidden behind another shape).
+ */
+export type PhraseType = 'unary' | 'twin-relation' | 'twin-size' | 'twin-order' | 'binding' | 'plural-subset' | 'occluded';
+/** Every {@link PhraseType}, in report order. */
+export const PHRASE_TYPES: readonly PhraseType[] = ['unary', 'twin-relation', 'twin-size', 'twin-order', 'binding', 'plural-subset', 'occluded'];
+
+/**
+ * `unary`: the original scenes (every thing phrase is solved by its own colour and shape; the
+ * control). `grounding`: scenes whose thing phrases mostly need relations, size, order, binding or
+ * occlusion; every grounded chunk carries its `phrase_type`.
+ */
+export type SceneKind = 'unary' | 'grounding';
 
 /** One narrative of a synthetic scene (a png_coco record without its image id). */
 export interface SyntheticNarrative {
@@ -56,13 +78,25 @@ export interface SyntheticScene {
 
 /** Options of {@link synthesizeScene}. */
 export interface SceneOptions {
-  /** [height, width]; default [64, 64]. */
+  /** Default 'unary'. */
+  kind?: SceneKind;
+  /** [height, width]; default [64, 64] for 'unary' scenes, {@link GROUNDING_DEFAULT_SIZE} for 'grounding' scenes. */
   size?: readonly [number, number];
   /** Probability that a narrative gets extra sentences that take it past 77 CLIP tokens; default 0.25. */
   longCaptionRate?: number;
-  /** Probability that an image gets a second narrative by another annotator; default 0.35. */
+  /** Probability that an image gets a second narrative by another annotator; default 0.35 (0.5 for 'grounding' scenes). */
   secondNarrativeRate?: number;
 }
+
+/**
+ * The base RGB colour each word of the synthetic narratives stands for: thing colours ("red") and
+ * stuff nouns ("grass", "lake", "trees"). Rendered pixels differ from it by at most ±10 per channel
+ * (±18 on stuff, which has a texture).
+ */
+export const SYNTHETIC_PALETTE: { readonly colours: Readonly<Record<string, Rgb>>; readonly stuff: Readonly<Record<string, Rgb>> } = {
+  colours: COLOURS,
+  stuff: Object.fromEntries(Object.values(STUFF).flatMap((spec) => spec.phrases.map((p) => [p.split(' ').pop()!, spec.rgb]))),
+};
 
 /** Options of {@link generateSyntheticBenchmark}. */
 export interface SyntheticBenchmarkOptions extends SceneOptions {
@@ -79,9 +113,6 @@ export interface SyntheticBenchmark {
   splits: Record<'train2017' | 'val2017', { imageId: number; sceneSeed: number }[]>;
 }
 
-type ShapeKind = 'circle' | 'square' | 'triangle' | 'ring' | 'diamond';
-type StuffKind = 'sky' | 'wall' | 'grass' | 'water' | 'sand' | 'tree';
-
 /** The categories of the synthetic benchmark, in the COCO panoptic `categories[]` format. */
 export const SYNTHETIC_CATEGORIES: readonly { id: number; name: string; supercategory: string; isthing: 0 | 1; color: [number, number, number] }[] = [
   { id: 1, name: 'circle', supercategory: 'shape', isthing: 1, color: [220, 20, 60] },
@@ -97,43 +128,6 @@ export const SYNTHETIC_CATEGORIES: readonly { id: number; name: string; supercat
   { id: 106, name: 'tree-merged', supercategory: 'plant', isthing: 0, color: [107, 142, 35] },
 ];
 
-const SHAPES: Record<ShapeKind, { categoryId: number; inside: (dx: number, dy: number, r: number) => boolean }> = {
-  circle: { categoryId: 1, inside: (dx, dy, r) => dx * dx + dy * dy <= r * r },
-  square: { categoryId: 2, inside: (dx, dy, r) => Math.max(Math.abs(dx), Math.abs(dy)) <= 0.85 * r },
-  triangle: { categoryId: 3, inside: (dx, dy, r) => dy >= -r && dy <= 0.8 * r && Math.abs(dx) <= 0.6 * (dy + r) },
-  ring: { categoryId: 4, inside: (dx, dy, r) => dx * dx + dy * dy <= r * r && dx * dx + dy * dy >= 0.25 * r * r },
-  diamond: { categoryId: 5, inside: (dx, dy, r) => Math.abs(dx) + Math.abs(dy) <= r },
-};
-
-const STUFF: Record<StuffKind, { categoryId: number; rgb: [number, number, number]; phrases: string[]; plural: boolean; preposition: string }> = {
-  sky: { categoryId: 101, rgb: [120, 175, 235], phrases: ['the sky', 'a blue sky'], plural: false, preposition: 'in' },
-  wall: { categoryId: 102, rgb: [185, 175, 155], phrases: ['a wall', 'the wall'], plural: false, preposition: 'in front of' },
-  grass: { categoryId: 103, rgb: [75, 155, 60], phrases: ['the grass', 'some grass'], plural: false, preposition: 'on' },
-  water: { categoryId: 104, rgb: [40, 90, 170], phrases: ['the water', 'a lake'], plural: false, preposition: 'in' },
-  sand: { categoryId: 105, rgb: [222, 200, 140], phrases: ['the sand', 'the beach'], plural: false, preposition: 'on' },
-  // One tree-merged stuff segment named by a plural noun: flagged plural, scored singular (§1.7).
-  tree: { categoryId: 106, rgb: [35, 100, 45], phrases: ['trees', 'some trees'], plural: true, preposition: 'near' },
-};
-
-const COLOURS: Record<string, [number, number, number]> = {
-  red: [220, 40, 40],
-  green: [60, 200, 70],
-  blue: [40, 70, 225],
-  yellow: [240, 215, 40],
-  orange: [245, 140, 30],
-  purple: [145, 60, 195],
-  white: [242, 242, 242],
-  black: [25, 25, 25],
-};
-
-const COUNT_WORDS: Record<number, string> = { 2: 'two', 3: 'three' };
-const TAILS = ['in the front.', 'on the left side.', 'in the middle.', 'here.', 'around.', 'on the right side.'];
-const FILLERS = [
-  'The picture looks very simple and clean, and every shape has a flat colour with a thin edge so that it is easy to tell them apart from each other.',
-  'It seems like a drawing made on a computer with bright colours, and the light is the same everywhere so there are no shadows on the ground or on the shapes.',
-  'Nothing else is visible in the scene, there are no people or animals, and the whole view is calm and quiet from one side to the other side.',
-];
-
 /** A group of things described by one phrase: same kind and colour (a crowd is one segment). */
 interface ThingGroup {
   kind: ShapeKind;
@@ -142,56 +136,41 @@ interface ThingGroup {
   crowd: boolean;
   segments: SyntheticSegment[];
   /** Stuff segment under the first instance's centre, if it survived occlusion. */
-  ground: { kind: StuffKind; segment: SyntheticSegment } | undefined;
+  ground: StuffRegion | undefined;
+}
+
+/** The default image size of 'grounding' scenes (why: the README of @png/png-data, "Grounding scenes"). */
+export const GROUNDING_DEFAULT_SIZE: readonly [number, number] = [96, 96];
+
+/**
+ * Builds one synthetic scene of `options.kind` from `seed`, deterministically.
+ * @throws if the kind is unknown or the size is not two integers ≥ 16 (≥ 48 for 'grounding').
+ */
+export function synthesizeScene(seed: number, options: SceneOptions = {}): SyntheticScene {
+  const kind = options.kind ?? 'unary';
+  if (kind !== 'unary' && kind !== 'grounding') throw new Error(`synthesizeScene: kind must be 'unary' or 'grounding', got ${JSON.stringify(kind)}`);
+  const [height, width] = options.size ?? (kind === 'unary' ? [64, 64] : GROUNDING_DEFAULT_SIZE);
+  const min = kind === 'unary' ? 16 : 48;
+  if (!Number.isInteger(height) || !Number.isInteger(width) || height < min || width < min) {
+    throw new Error(`synthesizeScene: size must be [height, width] with integers ≥ ${min} for ${kind} scenes, got ${JSON.stringify(options.size)}`);
+  }
+  return kind === 'unary' ? synthesizeUnaryScene(seed, height, width, options) : synthesizeGroundingScene(seed, height, width, options);
 }
 
 /**
- * Builds one synthetic scene from `seed`: 2–3 stuff bands with wavy borders, 2–3 groups of
- * shapes drawn over them (later shapes occlude earlier ones; segments stay disjoint; fully hidden
- * instances are dropped), pixel colours with deterministic texture and noise, and 1–2 narratives.
+ * A unary scene: 2–3 stuff bands with wavy borders, 2–3 groups of shapes drawn over them (later
+ * shapes occlude earlier ones; segments stay disjoint; fully hidden instances are dropped), pixel
+ * colours with deterministic texture and noise, and 1–2 narratives.
  */
-export function synthesizeScene(seed: number, options: SceneOptions = {}): SyntheticScene {
-  const [height, width] = options.size ?? [64, 64];
-  if (!Number.isInteger(height) || !Number.isInteger(width) || height < 16 || width < 16) {
-    throw new Error(`synthesizeScene: size must be [height, width] with integers ≥ 16, got ${JSON.stringify(options.size)}`);
-  }
+function synthesizeUnaryScene(seed: number, height: number, width: number, options: SceneOptions): SyntheticScene {
   const rng = new Prng(seed);
   const noise = new Prng(deriveSeed(seed, 1));
-  const usedIds = new Set<number>();
-  const newId = (): number => {
-    let id: number;
-    do id = rng.int(1, 0xffffff);
-    while (usedIds.has(id));
-    usedIds.add(id);
-    return id;
-  };
+  const newId = segmentIdAllocator(rng);
   const ids = new Uint32Array(height * width);
-  const colourOf = new Map<number, [number, number, number]>();
+  const colourOf = new Map<number, Rgb>();
 
   // Stuff bands, top to bottom.
-  const bands: StuffKind[] = [rng.pick(['sky', 'wall'] as const), ...rng.shuffle(['grass', 'water', 'sand', 'tree'] as const).slice(0, rng.int(1, 2))];
-  const borders = bands.slice(1).map((_, b) => ({
-    y: height * (bands.length === 2 ? rng.uniform(0.3, 0.6) : b === 0 ? rng.uniform(0.25, 0.45) : rng.uniform(0.6, 0.8)),
-    amplitude: rng.uniform(0, 0.06 * height),
-    frequency: rng.uniform(0.05, 0.3),
-    phase: rng.uniform(0, 2 * Math.PI),
-  }));
-  const stuffSegments = bands.map((kind) => {
-    const id = newId();
-    colourOf.set(id, STUFF[kind].rgb);
-    return { kind, segment: newSegment(id, STUFF[kind].categoryId, 0) };
-  });
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      let band = 0;
-      while (band < borders.length) {
-        const border = borders[band];
-        if (y + 0.5 < border.y + border.amplitude * Math.sin(border.frequency * x + border.phase)) break;
-        band++;
-      }
-      ids[y * width + x] = stuffSegments[band].segment.id;
-    }
-  }
+  const stuffSegments = drawStuffBands(rng, ids, height, width, newId, colourOf);
   const stuffIds = ids.slice();
 
   // Things, drawn in order over the stuff.
@@ -234,16 +213,7 @@ export function synthesizeScene(seed: number, options: SceneOptions = {}): Synth
   }
   const stuff = stuffSegments.filter((s) => visible(s.segment));
 
-  // Pixels: segment colour, a soft texture on stuff, ±10 noise everywhere.
-  const image = new Uint8Array(height * width * 3);
-  const stuffIdSet = new Set(stuffSegments.map((s) => s.segment.id));
-  ids.forEach((id, k) => {
-    const base = colourOf.get(id)!;
-    const x = k % width;
-    const y = (k - x) / width;
-    const texture = stuffIdSet.has(id) ? 8 * Math.sin(0.9 * x + 0.4 * y) : 0;
-    for (let c = 0; c < 3; c++) image[3 * k + c] = clampByte(base[c] + texture + noise.int(-10, 10));
-  });
+  const image = renderPixels(ids, width, colourOf, new Set(stuffSegments.map((s) => s.segment.id)), noise);
 
   const liveGroups = groups.filter((g) => g.segments.length > 0);
   const narratives = [describeScene(rng, liveGroups, stuff, options.longCaptionRate ?? 0.25, 'first')];
@@ -251,59 +221,6 @@ export function synthesizeScene(seed: number, options: SceneOptions = {}): Synth
   let annotator = rng.int(1, 150);
   for (const narrative of narratives) narrative.annotator_id = annotator += rng.int(1, 20);
   return { height, width, image, ids, segments: all.filter(visible), narratives };
-}
-
-function newSegment(id: number, categoryId: number, iscrowd: 0 | 1): SyntheticSegment {
-  return { id, category_id: categoryId, bbox: [0, 0, 0, 0], area: 0, iscrowd };
-}
-
-function drawShape(ids: Uint32Array, width: number, height: number, inside: (dx: number, dy: number, r: number) => boolean, cx: number, cy: number, r: number, id: number): void {
-  for (let y = Math.max(0, Math.floor(cy - r)); y < Math.min(height, Math.ceil(cy + r) + 1); y++) {
-    for (let x = Math.max(0, Math.floor(cx - r)); x < Math.min(width, Math.ceil(cx + r) + 1); x++) {
-      if (inside(x + 0.5 - cx, y + 0.5 - cy, r)) ids[y * width + x] = id;
-    }
-  }
-}
-
-/** Fills `area` and the COCO `bbox` [x, y, w, h] of every segment from the id map. */
-function measureSegments(ids: Uint32Array, width: number, segments: SyntheticSegment[]): void {
-  const byId = new Map(segments.map((s) => [s.id, { segment: s, x0: Infinity, y0: Infinity, x1: -1, y1: -1 }]));
-  ids.forEach((id, k) => {
-    const box = byId.get(id)!;
-    const x = k % width;
-    const y = (k - x) / width;
-    box.segment.area++;
-    box.x0 = Math.min(box.x0, x);
-    box.y0 = Math.min(box.y0, y);
-    box.x1 = Math.max(box.x1, x);
-    box.y1 = Math.max(box.y1, y);
-  });
-  for (const { segment, x0, y0, x1, y1 } of byId.values()) {
-    if (segment.area > 0) segment.bbox = [x0, y0, x1 - x0 + 1, y1 - y0 + 1];
-  }
-}
-
-function clampByte(v: number): number {
-  return Math.min(255, Math.max(0, Math.round(v)));
-}
-
-/** Collects chunks; the caption is their utterances joined by single spaces. */
-class NarrativeBuilder {
-  readonly chunks: NarrativeChunkJson[] = [];
-
-  text(utterance: string): this {
-    this.chunks.push({ utterance, segment_ids: [], noun: false, plural: false });
-    return this;
-  }
-
-  noun(utterance: string, segments: readonly SyntheticSegment[], plural: boolean): this {
-    this.chunks.push({ utterance, segment_ids: segments.map((s) => String(s.id)), noun: true, plural });
-    return this;
-  }
-
-  build(): SyntheticNarrative {
-    return { annotator_id: 0, caption: this.chunks.map((c) => c.utterance).join(' '), segments: this.chunks };
-  }
 }
 
 /** "two small red circles", "an orange ring", "a group of blue squares"; `definite` uses "the". */
@@ -315,15 +232,15 @@ function thingPhrase(rng: Prng, group: ThingGroup, definite: boolean): { text: s
   if (definite) return { text: `the ${words}`, plural: n > 1 };
   if (n === 1) return { text: `${/^[aeiou]/.test(words) ? 'an' : 'a'} ${words}`, plural: false };
   // Annotators sometimes leave the plural flag off; the metric counts segments, not the flag.
-  return { text: `${rng.chance(0.2) ? 'some' : COUNT_WORDS[n]} ${words}`, plural: !rng.chance(0.1) };
+  return { text: `${rng.chance(0.2) ? 'some' : NUMBER_WORDS[n]} ${words}`, plural: !rng.chance(0.1) };
 }
 
-function stuffChunk(builder: NarrativeBuilder, rng: Prng, stuff: { kind: StuffKind; segment: SyntheticSegment }): void {
+function stuffChunk(builder: NarrativeBuilder, rng: Prng, stuff: StuffRegion): void {
   const spec = STUFF[stuff.kind];
   builder.noun(rng.pick(spec.phrases), [stuff.segment], spec.plural);
 }
 
-function describeScene(rng: Prng, groups: readonly ThingGroup[], stuff: readonly { kind: StuffKind; segment: SyntheticSegment }[], longRate: number, style: 'first' | 'second'): SyntheticNarrative {
+function describeScene(rng: Prng, groups: readonly ThingGroup[], stuff: readonly StuffRegion[], longRate: number, style: 'first' | 'second'): SyntheticNarrative {
   const b = new NarrativeBuilder();
   const ungrounded = (utterance: string) => b.noun(utterance, [], false);
   const mentioned = new Set<number>();
@@ -438,16 +355,17 @@ export async function generateSyntheticBenchmark(outDir: string, options: Synthe
       const sceneSeed = deriveSeed(seed, s + 1, i);
       const scene = synthesizeScene(sceneSeed, options);
       const stem = imageStem(imageId);
-      await writeFileAtomic(paths.image(imageId, 'png'), encodePng(scene.width, scene.height, scene.image));
-      await writeFileAtomic(paths.panopticPng(imageId), encodePng(scene.width, scene.height, panopticRgb(scene.ids)));
+      writeFileAtomic(paths.image(imageId, 'png'), encodePng(scene.width, scene.height, scene.image));
+      writeFileAtomic(paths.panopticPng(imageId), encodePng(scene.width, scene.height, panopticRgb(scene.ids)));
       images.push({ id: imageId, width: scene.width, height: scene.height, file_name: `${stem}.png` });
       annotations.push({ image_id: imageId, file_name: `${stem}.png`, segments_info: scene.segments });
       for (const narrative of scene.narratives) records.push({ image_id: String(imageId), ...narrative });
       result.splits[split].push({ imageId, sceneSeed });
     }
-    const panoptic = { info: { description: `synthetic PNG benchmark, seed ${seed}` }, images, annotations, categories: SYNTHETIC_CATEGORIES };
-    await writeFileAtomic(paths.panoptic, JSON.stringify(panoptic));
-    await writeFileAtomic(paths.records, JSON.stringify(records));
+    const description = `synthetic PNG benchmark${options.kind === 'grounding' ? ' (grounding scenes)' : ''}, seed ${seed}`;
+    const panoptic = { info: { description }, images, annotations, categories: SYNTHETIC_CATEGORIES };
+    writeFileAtomic(paths.panoptic, JSON.stringify(panoptic));
+    writeFileAtomic(paths.records, JSON.stringify(records));
   }
   return result;
 }

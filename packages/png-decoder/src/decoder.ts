@@ -16,7 +16,7 @@ import { resize } from '@png/core';
 export interface PngDecoderInputs {
   /** Pixel levels, coarsest first, [B, H_l, W_l, in_channels]; the first num_feature_levels are used. */
   readonly pixels: readonly FeatureMap[];
-  /** [B, H, W, mask_dim], the map mask logits are predicted on (MLMA: stride 8). */
+  /** [B, H, W, mask_dim], the map mask logits are predicted on (MLMA: its finest level's or skip level's stride), any resolution. */
   readonly maskFeatures: tf.Tensor4D;
   /** Phrase queries [B, P, hidden_dim]. */
   readonly phrases: tf.Tensor3D;

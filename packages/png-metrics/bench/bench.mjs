@@ -2,19 +2,8 @@
 // 1. AR of 1,000,000 phrases (target: < 1 s on one core), and a full evaluate() of 1,000,000 phrases.
 // 2. Bootstrap intervals: 300 and 10,000 images × 5 phrases × 1000 resamples.
 // 3. PngEvaluator throughput on 512×512 masks, for binary, soft and COCO-RLE predictions.
+import { mulberry32 } from '@png/node-utils';
 import { PngEvaluator, averageRecall, encodeRle } from '../dist/index.js';
-
-/** mulberry32: small seeded PRNG in [0, 1). */
-function seededRandom(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function time(fn) {
   const start = performance.now();
@@ -22,7 +11,7 @@ function time(fn) {
   return { ms: performance.now() - start, result };
 }
 
-const random = seededRandom(2021);
+const random = mulberry32(2021);
 const PHRASES = 1_000_000;
 const ious = new Float64Array(PHRASES);
 for (let k = 0; k < PHRASES; k++) {

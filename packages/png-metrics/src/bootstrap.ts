@@ -5,6 +5,7 @@
  * Σ_images m_u · S_u / Σ_images m_u · N_u, where m_u is how often image u was drawn, S_u the sum of
  * its phrases' contributions and N_u their count, so a resample costs O(images) per group.
  */
+import { mulberry32 } from '@png/node-utils';
 import { recallContribution } from './average_recall';
 
 /** How to bootstrap. */
@@ -28,18 +29,6 @@ export interface BootstrapSettings {
 
 /** A percentile interval [low, high]. */
 export type ConfidenceInterval = readonly [low: number, high: number];
-
-/** mulberry32: a small seeded PRNG returning floats in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The options with their defaults, validated. */
 export function bootstrapSettings(options: BootstrapOptions, images: number): BootstrapSettings {
@@ -78,7 +67,7 @@ export function imageTotals(members: readonly number[], ious: readonly number[],
  * m_u of each (an Int32Array reused between calls). Deterministic under the seed.
  */
 function forEachResample(settings: BootstrapSettings, visit: (draws: Int32Array) => void): void {
-  const random = seededRandom(settings.seed);
+  const random = mulberry32(settings.seed);
   const draws = new Int32Array(settings.images);
   for (let r = 0; r < settings.resamples; r++) {
     draws.fill(0);

@@ -1,6 +1,6 @@
 /** The `png-metrics` command line: `evaluate` (predictions vs the benchmark GT) and `ar` (phrase-masks file). */
 import { basename } from 'node:path';
-import { writeFileAtomic } from './atomic_write';
+import { createProgressBar, writeFileAtomic } from '@png/node-utils';
 import { RECALL_GRID_SIZE } from './average_recall';
 import { COCO_SIZE_THRESHOLDS, DEFAULT_GROUP_BY, PngEvaluator, parseSizeThresholds, type PngEvaluateOptions } from './evaluator';
 import { PngGroundTruth } from './gt';
@@ -8,7 +8,6 @@ import { readJsonFile } from './json_input';
 import { parseMaskPhrases } from './mask_phrases';
 import { evaluatePredictions, parsePredictions } from './predictions';
 import { describeDrops } from './pre_process';
-import { createProgressBar } from './progress';
 import { buildReport, formatMetricsTable, summarizeMetrics } from './report';
 import { renderRecallCurvesSvg } from './svg_plot';
 

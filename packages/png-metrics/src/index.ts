@@ -39,6 +39,5 @@ export { parseMaskPhrases } from './mask_phrases';
 export type { MaskPhrase } from './mask_phrases';
 export { buildReport, formatMetricsTable, formatPercent, summarizeMetrics } from './report';
 export type { GroupSummary, GroupValues, PngReport, PngSummary } from './report';
-export { renderRecallCurvesSvg } from './svg_plot';
-export { createProgressBar, formatDuration } from './progress';
-export type { ProgressBar } from './progress';
+export { renderRecallCurvePanelsSvg, renderRecallCurvesSvg } from './svg_plot';
+export type { RecallCurvePanel, RecallCurveSeries } from './svg_plot';

@@ -9,7 +9,7 @@
  * repeating the chunk's `segment_ids` so that the match to the ground truth is checked, with a COCO
  * RLE at the original image size (compressed string or counts array).
  */
-import { writeFileAtomic } from './atomic_write';
+import { writeFileAtomic } from '@png/node-utils';
 import { PngEvaluator } from './evaluator';
 import { phraseLabel, recordLabel, type PngGroundTruth } from './gt';
 import { fieldError, isRecord } from './json_input';

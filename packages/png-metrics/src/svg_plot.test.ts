@@ -1,6 +1,6 @@
 import { PngEvaluator, type PngSample } from './evaluator';
 import { buildReport } from './report';
-import { SvgMarkup, escapeXml, renderRecallCurvesSvg, svgDocument, svgElement } from './svg_plot';
+import { SvgMarkup, escapeXml, renderRecallCurvePanelsSvg, renderRecallCurvesSvg, svgDocument, svgElement } from './svg_plot';
 
 /** Checks that every tag is closed in order (a tiny well-formedness test; no XML parser is available). */
 function expectWellFormed(xml: string): void {
@@ -57,5 +57,39 @@ describe('recall-curve figure', () => {
     expect(svg).toMatch(/things: AR \d+\.\d \(n = 2\)/);
     const points = svg.match(/<polyline points="([^"]*)"/)![1].split(' ');
     expect(points).toHaveLength(1001);
+  });
+});
+
+describe('recall-curve panels', () => {
+  const thresholds = [0, 0.5, 1];
+  const panel = (title: string) => ({
+    title,
+    thresholds,
+    series: [
+      { legend: 'static: AR 40.0', recall: [1, 0.5, 0] },
+      { legend: 'full: AR 50.0', recall: [1, 0.6, 0.1], color: '#123456' },
+      { legend: 'mlma: not run', recall: null },
+    ],
+  });
+
+  test('panels in rows of `columns`, one polyline per series with recall, legends for all', () => {
+    const svg = renderRecallCurvePanelsSvg(['A', 'B', 'C', 'D', 'E'].map(panel), { columns: 3 });
+    expectWellFormed(svg);
+    expect(svg).toContain('width="1080" height="680"'); // 3 columns × 2 rows of 360 × 340
+    expect(svg).toContain('<g transform="translate(720 0)">');
+    expect(svg).toContain('<g transform="translate(360 340)">');
+    expect(svg).not.toContain('translate(720 340)'); // five panels: the second row has two
+    expect(svg.match(/<polyline /g)).toHaveLength(10);
+    expect(svg.match(/>mlma: not run<\/text>/g)).toHaveLength(5);
+    expect(svg).toContain('stroke="#123456"');
+    expect(svg).toContain('stroke="#222222"'); // the first default colour
+    // recall 0.5 at threshold 0.5: x = 56 + 0.5·260, y = 36 + 0.5·260
+    expect(svg).toContain('points="56,36 186,166 316,296"');
+  });
+
+  test('a series whose recall does not match the thresholds is refused, naming it', () => {
+    const bad = { title: 'Overall', thresholds, series: [{ legend: 'full', recall: [1, 0.5] }] };
+    expect(() => renderRecallCurvePanelsSvg([bad])).toThrow("panel 'Overall', series 'full': 2 recall values for 3 thresholds");
+    expect(() => renderRecallCurvePanelsSvg([bad], { columns: 0 })).toThrow(/columns/);
   });
 });

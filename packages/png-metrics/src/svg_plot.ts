@@ -58,7 +58,27 @@ const COLORS: Record<PhraseGroup, string> = {
   singulars: '#2ca02c',
   plurals: '#d62728',
 };
+/** Colours of series given none, by position in their panel. */
+const SERIES_COLORS = ['#222222', '#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#17becf'];
 const PANEL = { width: 360, height: 340, left: 56, top: 36, plot: 260 };
+
+/** One curve of a {@link RecallCurvePanel}. */
+export interface RecallCurveSeries {
+  /** Legend text. */
+  legend: string;
+  /** Recall at each of the panel's thresholds; null: listed in the legend, not drawn (an empty group). */
+  recall: readonly (number | null)[] | null;
+  /** Stroke colour (default: a categorical colour by position in the panel). */
+  color?: string;
+}
+
+/** One panel of recall-vs-IoU-threshold curves sharing the thresholds. */
+export interface RecallCurvePanel {
+  title: string;
+  /** IoU thresholds in [0, 1], ascending. */
+  thresholds: readonly number[];
+  series: readonly RecallCurveSeries[];
+}
 
 /**
  * Recall vs IoU threshold curves of a report as an SVG figure with three panels (overall; things vs
@@ -66,7 +86,31 @@ const PANEL = { width: 360, height: 340, left: 56, top: 36, plot: 260 };
  */
 export function renderRecallCurvesSvg(report: PngReport): string {
   const { thresholds, recall } = report.recall_curves;
-  const panels = PANELS.map(({ title, groups }, p) => {
+  return renderRecallCurvePanelsSvg(
+    PANELS.map(({ title, groups }) => ({
+      title,
+      thresholds,
+      series: groups.map((group) => {
+        const ar = report.average_recall[group];
+        return {
+          legend: ar === null ? `${group}: no phrases (AR nan)` : `${group}: AR ${formatPercent(ar)} (n = ${report.counts[group]})`,
+          recall: ar === null ? null : recall[group],
+          color: COLORS[group],
+        };
+      }),
+    })),
+  );
+}
+
+/**
+ * Panels of recall-vs-IoU curves (e.g. one curve per model of a comparison), `columns` panels per
+ * row (default: all in one row). Each panel has its legend in the lower left corner, on a light box
+ * drawn over the curves; a series without recall is listed, not drawn.
+ */
+export function renderRecallCurvePanelsSvg(panels: readonly RecallCurvePanel[], options: { columns?: number } = {}): string {
+  const columns = options.columns ?? panels.length;
+  if (!Number.isInteger(columns) || columns < 1) throw new RangeError(`columns must be a positive integer, got ${columns}`);
+  const rendered = panels.map(({ title, thresholds, series }, p) => {
     const x = (t: number) => PANEL.left + t * PANEL.plot;
     const y = (r: number) => PANEL.top + (1 - r) * PANEL.plot;
     const parts: SvgMarkup[] = [
@@ -88,27 +132,29 @@ export function renderRecallCurvesSvg(report: PngReport): string {
       svgElement('text', { x: 14, y: PANEL.top + PANEL.plot / 2, 'text-anchor': 'middle', transform: `rotate(-90 14 ${PANEL.top + PANEL.plot / 2})` }, 'Recall'),
     );
     const legend: SvgMarkup[] = [];
-    groups.forEach((group, g) => {
-      const curve = recall[group];
-      const n = report.counts[group];
-      const ar = report.average_recall[group];
-      if (ar !== null) {
-        const points = thresholds.map((t, i) => `${attributeValue(x(t))},${attributeValue(y(curve[i] ?? 0))}`).join(' ');
-        parts.push(svgElement('polyline', { points, fill: 'none', stroke: COLORS[group], 'stroke-width': 1.5 }));
+    series.forEach(({ legend: text, recall, color: given }, s) => {
+      const color = given ?? SERIES_COLORS[s % SERIES_COLORS.length];
+      if (recall !== null) {
+        if (recall.length !== thresholds.length) throw new Error(`panel '${title}', series '${text}': ${recall.length} recall values for ${thresholds.length} thresholds`);
+        const points = thresholds.map((t, i) => `${attributeValue(x(t))},${attributeValue(y(recall[i] ?? 0))}`).join(' ');
+        parts.push(svgElement('polyline', { points, fill: 'none', stroke: color, 'stroke-width': 1.5 }));
       }
-      const entryY = PANEL.top + PANEL.plot - 12 - 16 * (groups.length - 1 - g);
+      const entryY = PANEL.top + PANEL.plot - 12 - 16 * (series.length - 1 - s);
       legend.push(
-        svgElement('line', { x1: PANEL.left + 10, y1: entryY - 4, x2: PANEL.left + 28, y2: entryY - 4, stroke: COLORS[group], 'stroke-width': 2 }),
-        svgElement('text', { x: PANEL.left + 32, y: entryY }, ar === null ? `${group}: no phrases (AR nan)` : `${group}: AR ${formatPercent(ar)} (n = ${n})`),
+        svgElement('line', { x1: PANEL.left + 10, y1: entryY - 4, x2: PANEL.left + 28, y2: entryY - 4, stroke: color, 'stroke-width': 2 }),
+        svgElement('text', { x: PANEL.left + 32, y: entryY }, text),
       );
     });
-    // The legend sits in the lower left corner, on a light box drawn over the curves.
-    const boxHeight = 16 * groups.length + 6;
+    // About 6 px per character of the 12 px sans-serif legend text.
+    const boxWidth = Math.min(PANEL.plot - 8, Math.max(215, 32 + 6 * Math.max(0, ...series.map((s) => s.legend.length))));
+    const boxHeight = 16 * series.length + 6;
     parts.push(
-      svgElement('rect', { x: PANEL.left + 4, y: PANEL.top + PANEL.plot - boxHeight - 4, width: 215, height: boxHeight, fill: '#ffffff', 'fill-opacity': 0.85, stroke: '#cccccc' }),
+      svgElement('rect', { x: PANEL.left + 4, y: PANEL.top + PANEL.plot - boxHeight - 4, width: boxWidth, height: boxHeight, fill: '#ffffff', 'fill-opacity': 0.85, stroke: '#cccccc' }),
       ...legend,
     );
-    return svgElement('g', { transform: `translate(${p * PANEL.width} 0)` }, ...parts);
+    const [column, row] = [p % columns, Math.floor(p / columns)];
+    return svgElement('g', { transform: row === 0 ? `translate(${column * PANEL.width} 0)` : `translate(${column * PANEL.width} ${row * PANEL.height})` }, ...parts);
   });
-  return svgDocument(PANELS.length * PANEL.width, PANEL.height, svgElement('style', {}, 'text { font-family: sans-serif; font-size: 12px; }'), ...panels);
+  const rows = Math.max(1, Math.ceil(panels.length / columns));
+  return svgDocument(Math.min(columns, Math.max(1, panels.length)) * PANEL.width, rows * PANEL.height, svgElement('style', {}, 'text { font-family: sans-serif; font-size: 12px; }'), ...rendered);
 }

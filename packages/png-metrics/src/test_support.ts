@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pngjs from 'pngjs';
 
-export { seededRandom } from './bootstrap';
+/** The tests' seeded PRNG (floats in [0, 1)). */
+export { mulberry32 as seededRandom } from '@png/node-utils';
 
 /** A panoptic PNG (8-bit RGB) of a row-major id map, id = R + 256·G + 65536·B. */
 export function panopticPng(ids: readonly number[], width: number, height: number): Buffer {

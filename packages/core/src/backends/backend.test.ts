@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { mulberry32 } from '@png/node-utils';
 import { BACKENDS, setBackend } from './backend';
-import { maxAbsDiff, rng } from '../testing';
+import { maxAbsDiff } from '../testing';
 
 describe('setBackend', () => {
   it('refuses an unknown backend, naming the known ones', async () => {
@@ -19,7 +20,7 @@ describe('the cpu backend’s ResizeNearestNeighborGrad (replaced by setBackend)
     [false, true],
   ])('batch 2, 3×4 → 7×5 and 8×8 → 3×4, alignCorners=%s, halfPixelCenters=%s: the adjoint of the forward', async (alignCorners, halfPixelCenters) => {
     await setBackend('cpu');
-    const random = rng(5);
+    const random = mulberry32(5);
     for (const [[h, w], size] of [[[3, 4], [7, 5]], [[8, 8], [3, 4]]] as Array<[[number, number], [number, number]]>) {
       const [B, C] = [2, 2];
       const resize = (x: tf.Tensor4D) => tf.image.resizeNearestNeighbor(x, size, alignCorners, halfPixelCenters);

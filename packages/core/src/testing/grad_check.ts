@@ -1,5 +1,6 @@
 // Test helper: central finite differences against tf.variableGrads, in float32.
 import * as tf from '@tensorflow/tfjs-core';
+import { mulberry32 } from '@png/node-utils';
 
 export interface GradCheckEntry {
   readonly name: string;
@@ -18,21 +19,9 @@ export interface GradCheckEntry {
 
 const rel = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(a), Math.abs(b), 1e-12);
 
-/** Deterministic PRNG (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** `n` standard normal floats from `seed` (Box–Muller over `rng`; 1 − u keeps the log finite). */
+/** `n` standard normal floats from `seed` (Box–Muller over mulberry32; 1 − u keeps the log finite). */
 export function randn(n: number, seed: number): Float32Array {
-  const u = rng(seed);
+  const u = mulberry32(seed);
   return Float32Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u()));
 }
 
@@ -54,7 +43,7 @@ export async function gradCheck(
   options: { entries?: number; eps?: number; seed?: number; minGrad?: number } = {},
 ): Promise<GradCheckEntry[]> {
   const { entries = 12, eps = 1e-2, seed = 1, minGrad = 1e-2 } = options;
-  const random = rng(seed);
+  const random = mulberry32(seed);
   const { value, grads } = tf.variableGrads(f, vars);
   value.dispose();
   const candidates: Array<{ v: tf.Variable; g: Float32Array; idx: number[] }> = [];

@@ -119,4 +119,4 @@ export function nchwToNhwc(data: Float32Array, shape: readonly number[]): { data
   return { data: out, shape: [n, h, w, c] };
 }
 
-export { gradCheck, randn, rng, type GradCheckEntry } from './grad_check';
+export { gradCheck, randn, type GradCheckEntry } from './grad_check';

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ConfigError } from '@png/core';
 import { sharedFixturesDir } from '@png/core/testing';
-import { CLIP_TEXT_CONFIG_DEFAULTS, CLIP_VIT_L14_TEXT_CONFIG, clipTextConfigFromJson } from './configuration_clip';
+import { DEFAULT_CLIP_TEXT_CONFIG, CLIP_VIT_L14_TEXT_CONFIG, clipTextConfigFromJson } from './configuration_clip';
 
 const FIXTURE_CONFIG = path.join(sharedFixturesDir(), 'tiny-sd', 'text_encoder', 'config.json');
 
@@ -26,7 +26,7 @@ describe('clipTextConfigFromJson', () => {
   });
 
   it('fills missing keys with transformers defaults and reads a CLIPModel text_config', () => {
-    expect(clipTextConfigFromJson({})).toEqual(CLIP_TEXT_CONFIG_DEFAULTS);
+    expect(clipTextConfigFromJson({})).toEqual(DEFAULT_CLIP_TEXT_CONFIG);
     expect(clipTextConfigFromJson({ model_type: 'clip', text_config: { ...CLIP_VIT_L14_TEXT_CONFIG } })).toEqual(CLIP_VIT_L14_TEXT_CONFIG);
     expect(clipTextConfigFromJson({ ...CLIP_VIT_L14_TEXT_CONFIG })).toEqual(CLIP_VIT_L14_TEXT_CONFIG);
   });

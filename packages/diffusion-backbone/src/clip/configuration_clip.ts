@@ -19,7 +19,7 @@ export interface CLIPTextConfig {
 }
 
 /** transformers' `CLIPTextConfig()` defaults, used for keys a config.json leaves out. */
-export const CLIP_TEXT_CONFIG_DEFAULTS: CLIPTextConfig = Object.freeze({
+export const DEFAULT_CLIP_TEXT_CONFIG: CLIPTextConfig = Object.freeze({
   vocab_size: 49408,
   hidden_size: 512,
   intermediate_size: 2048,
@@ -64,7 +64,7 @@ export function clipTextConfigFromJson(json: Readonly<Record<string, unknown>>, 
       check(!!json.text_config && typeof json.text_config === 'object', NAME, 'text_config', 'an object (this is a CLIPModel config)', json.text_config);
       source = json.text_config as Record<string, unknown>;
     }
-    const value = (key: keyof CLIPTextConfig): unknown => source[key] ?? CLIP_TEXT_CONFIG_DEFAULTS[key];
+    const value = (key: keyof CLIPTextConfig): unknown => source[key] ?? DEFAULT_CLIP_TEXT_CONFIG[key];
     for (const key of ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'max_position_embeddings'] as const) {
       check(isPositiveInt(value(key)), NAME, key, 'a positive integer', value(key));
     }
@@ -77,7 +77,7 @@ export function clipTextConfigFromJson(json: Readonly<Record<string, unknown>>, 
     for (const key of ['bos_token_id', 'eos_token_id', 'pad_token_id'] as const) {
       check(isNonNegativeInt(value(key)), NAME, key, 'a non-negative integer', value(key));
     }
-    const keys = Object.keys(CLIP_TEXT_CONFIG_DEFAULTS) as Array<keyof CLIPTextConfig>;
+    const keys = Object.keys(DEFAULT_CLIP_TEXT_CONFIG) as Array<keyof CLIPTextConfig>;
     return Object.freeze(Object.fromEntries(keys.map((k) => [k, value(k)]))) as unknown as CLIPTextConfig;
   } catch (e) {
     if (file && e instanceof ConfigError) e.message = `${file}: ${e.message}`;

@@ -1,7 +1,9 @@
-export { CLIP_TEXT_CONFIG_DEFAULTS, CLIP_VIT_L14_TEXT_CONFIG, clipTextConfigFromJson, type CLIPTextConfig } from './configuration_clip';
+export { DEFAULT_CLIP_TEXT_CONFIG, CLIP_VIT_L14_TEXT_CONFIG, clipTextConfigFromJson, type CLIPTextConfig } from './configuration_clip';
 export { CLIPTextModel, type CLIPTextModelForwardOptions, type CLIPTextModelOutput } from './modeling_clip';
 export {
   CLIPTokenizer,
+  bytesToUnicode,
+  saveClipTokenizerFiles,
   type CLIPChunkOptions,
   type CLIPTokenizerCallOptions,
   type CLIPTokenizerFiles,
@@ -11,4 +13,3 @@ export {
   type CLIPTokenPosition,
   type PaddingStrategy,
 } from './tokenization_clip';
-export { saveClipTokenizerFiles, trainClipBpe, type ClipBpeTrainingOptions } from './bpe_trainer';

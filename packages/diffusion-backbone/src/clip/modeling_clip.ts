@@ -8,12 +8,13 @@ import {
   causalBias,
   keyMaskBias,
   mergeHeads,
+  saveModule,
   scaledDotProductAttention,
   splitHeads,
   ParameterModule,
   type ModuleFiles,
 } from '@png/core';
-import { openComponentFiles, openWeights, readConfigJson, saveComponent, type ComponentFilesOptions, type ComponentOptions } from '../component_files';
+import { componentWeightsFile, openComponentFiles, openWeights, readConfigJson, type ComponentFilesOptions, type ComponentOptions } from '../component_files';
 import { clipTextConfigFromJson, type CLIPTextConfig } from './configuration_clip';
 
 export interface CLIPTextModelForwardOptions {
@@ -195,7 +196,7 @@ export class CLIPTextModel extends ParameterModule {
   /** Writes `dir` as a transformers `text_encoder/` folder (config.json + model.safetensors). */
   async save(dir: string): Promise<void> {
     this.assertAlive();
-    await saveComponent(dir, { architectures: ['CLIPTextModel'], model_type: 'clip_text_model', ...this.config }, this.parameters, 'model');
+    await saveModule(dir, { architectures: ['CLIPTextModel'], model_type: 'clip_text_model', ...this.config }, this.parameters, { format: 'pt' }, componentWeightsFile('model'));
   }
 
   /**

@@ -405,6 +405,16 @@ function tokenContent(value: unknown, file: string, field: string): string {
   throw new Error(`${file}: ${field} is ${JSON.stringify(value)}, expected a string or an AddedToken object with "content"`);
 }
 
+/** Writes a tokenizer's files to `dir` (vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json), each atomically. */
+export async function saveClipTokenizerFiles(dir: string, files: CLIPTokenizerFiles): Promise<void> {
+  const path = await import('node:path');
+  const { writeFileAtomic } = await import('@png/node-utils');
+  writeFileAtomic(path.join(dir, 'vocab.json'), files.vocab);
+  writeFileAtomic(path.join(dir, 'merges.txt'), files.merges);
+  if (files.tokenizerConfig !== undefined) writeFileAtomic(path.join(dir, 'tokenizer_config.json'), files.tokenizerConfig);
+  if (files.specialTokensMap !== undefined) writeFileAtomic(path.join(dir, 'special_tokens_map.json'), files.specialTokensMap);
+}
+
 function typeName(v: unknown): string {
   return v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v;
 }

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { HookedModule, LayerNorm, Linear, type ForwardContext, type ModelRuntime, type WeightScope } from '@png/core';
+import { HookedModule, LayerNorm, Linear, hookedLeaf, type ForwardContext, type ModelRuntime, type WeightScope } from '@png/core';
 import { GEGLU, GELU } from './activations';
 import { Attention } from './attention_processor';
 
@@ -41,7 +41,8 @@ export interface BasicTransformerBlockOptions {
 
 /**
  * diffusers `BasicTransformerBlock` (norm_type 'layer_norm'): self-attention (attn1), cross-
- * attention to the context (attn2), feed-forward, each pre-normed and residual.
+ * attention to the context (attn2), feed-forward, each pre-normed and residual. Between attn1 and
+ * attn2 the path `<block>.fuser` can be hooked (where diffusers' GLIGEN blocks run their fuser).
  */
 export class BasicTransformerBlock extends HookedModule {
   readonly norm1: LayerNorm;
@@ -73,6 +74,7 @@ export class BasicTransformerBlock extends HookedModule {
       const { context, spatial } = args;
       const selfCtx = this.onlyCrossAttention ? { encoderHiddenStates: args.encoderHiddenStates, encoderAttentionMask: args.encoderAttentionMask } : {};
       let h = tf.add(this.attn1.forward(this.norm1.forward(input) as tf.Tensor3D, { ...selfCtx, spatial, context }), input) as tf.Tensor3D;
+      h = hookedLeaf(this.runtime, `${this.path}.fuser`, h, context, (t) => t); // diffusers' GLIGEN `fuser` position: a hook point, the identity unless hooked
       const cross = { encoderHiddenStates: args.encoderHiddenStates, encoderAttentionMask: args.encoderAttentionMask, spatial, context };
       h = tf.add(this.attn2.forward(this.norm2.forward(h) as tf.Tensor3D, cross), h) as tf.Tensor3D;
       return tf.add(this.ff.forward(this.norm3.forward(h) as tf.Tensor3D, context), h) as tf.Tensor3D;

@@ -10,12 +10,14 @@ import {
   isActivationName,
   isFiniteNumber,
   isPositiveInt,
+  saveModule,
   type ActivationName,
   type BlockHook,
   type ModuleFiles,
   type PathMatch,
+  type ShapeSpec,
 } from '@png/core';
-import { openComponentFiles, openWeights, readConfigJson, saveComponent, type ComponentFilesOptions, type ComponentOptions } from '../component_files';
+import { componentWeightsFile, openComponentFiles, openWeights, readConfigJson, type ComponentFilesOptions, type ComponentOptions } from '../component_files';
 import { Decoder, DiagonalGaussianDistribution, Encoder, type DecoderUpBlockType, type EncoderDownBlockType } from './vae';
 
 /** diffusers' `vae/config.json` for `AutoencoderKL` (v0.25.1 fields; other keys are kept as they are). */
@@ -43,7 +45,7 @@ const DOWN_BLOCK_TYPES: readonly string[] = ['DownEncoderBlock2D'] satisfies Enc
 const UP_BLOCK_TYPES: readonly string[] = ['UpDecoderBlock2D'] satisfies DecoderUpBlockType[];
 
 /** diffusers' defaults (AutoencoderKL.__init__ in v0.25.1). */
-export const AUTOENCODER_KL_DEFAULTS: AutoencoderKLConfig = Object.freeze<AutoencoderKLConfig>({
+export const DEFAULT_AUTOENCODER_KL_CONFIG: AutoencoderKLConfig = Object.freeze<AutoencoderKLConfig>({
   in_channels: 3,
   out_channels: 3,
   down_block_types: ['DownEncoderBlock2D'],
@@ -60,7 +62,7 @@ export const AUTOENCODER_KL_DEFAULTS: AutoencoderKLConfig = Object.freeze<Autoen
 
 /** SD v1.5's `vae/config.json` (runwayml/stable-diffusion-v1-5) with diffusers' defaults filled in. */
 export const SD15_VAE_CONFIG: AutoencoderKLConfig = Object.freeze<AutoencoderKLConfig>({
-  ...AUTOENCODER_KL_DEFAULTS,
+  ...DEFAULT_AUTOENCODER_KL_CONFIG,
   down_block_types: ['DownEncoderBlock2D', 'DownEncoderBlock2D', 'DownEncoderBlock2D', 'DownEncoderBlock2D'],
   up_block_types: ['UpDecoderBlock2D', 'UpDecoderBlock2D', 'UpDecoderBlock2D', 'UpDecoderBlock2D'],
   block_out_channels: [128, 256, 512, 512],
@@ -88,7 +90,7 @@ const isStringList = (v: unknown): v is string[] => Array.isArray(v) && v.every(
  * exists. Throws a ConfigError (`Error in AutoencoderKLConfig.<field>: …`) naming the field.
  */
 export function resolveAutoencoderKLConfig(json: Partial<AutoencoderKLConfig> | Record<string, unknown>): AutoencoderKLConfig {
-  const c = { ...AUTOENCODER_KL_DEFAULTS, ...json } as Record<string, unknown>;
+  const c = { ...DEFAULT_AUTOENCODER_KL_CONFIG, ...json } as Record<string, unknown>;
   const name = CONFIG_NAME;
   check(c._class_name === undefined || c._class_name === 'AutoencoderKL', name, '_class_name', "'AutoencoderKL' (this folder holds another model)", c._class_name);
   for (const [field, required] of Object.entries(LATER_FIELDS_REQUIRED)) {
@@ -228,7 +230,7 @@ export class AutoencoderKL extends ParameterModule {
   async save(dir: string): Promise<void> {
     this.assertAlive();
     if (this.parts !== 'all') throw new Error(`AutoencoderKL.save: this model was built with parts '${this.parts}' (no decoder); a vae/ folder needs parts 'all'`);
-    await saveComponent(dir, { _class_name: 'AutoencoderKL', ...this.config }, this.parameters, 'diffusion_pytorch_model');
+    await saveModule(dir, { _class_name: 'AutoencoderKL', ...this.config }, this.parameters, { format: 'pt' }, componentWeightsFile('diffusion_pytorch_model'));
   }
 
   private static build(scope: WeightScope, config: AutoencoderKLConfig, parts: AutoencoderKLParts): AutoencoderKL {
@@ -240,6 +242,14 @@ export class AutoencoderKL extends ParameterModule {
   /** Image pixels per latent pixel: 2^(number of levels − 1) (8 for SD). */
   get downsampleFactor(): number {
     return 2 ** (this.config.block_out_channels.length - 1);
+  }
+
+  /**
+   * Channels and image stride at which each encoder down block works (its hidden state before its
+   * downsampler; the last block's output), known before any forward: the levels EncoderFeatureTaps taps.
+   */
+  encoderBlockShapes(): Record<string, ShapeSpec> {
+    return Object.fromEntries(this.config.block_out_channels.map((c, i) => [`encoder.down_blocks.${i}`, { channels: c, stride: 2 ** i }]));
   }
 
   /**

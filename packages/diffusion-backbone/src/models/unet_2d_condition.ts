@@ -13,6 +13,7 @@ import {
   hookedLeaf,
   isActivationName,
   isPositiveInt,
+  saveModule,
   type ActivationName,
   type BlockHook,
   type GradientCheckpointingOptions,
@@ -21,7 +22,7 @@ import {
   type PathMatch,
   type ShapeSpec,
 } from '@png/core';
-import { openComponentFiles, openWeights, readConfigJson, saveComponent, type ComponentFilesOptions, type ComponentOptions } from '../component_files';
+import { componentWeightsFile, openComponentFiles, openWeights, readConfigJson, type ComponentFilesOptions, type ComponentOptions } from '../component_files';
 import { Attention, type AttentionProcessor } from './attention_processor';
 import { TimestepEmbedding, Timesteps } from './embeddings';
 import { DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D, type CrossAttnCommon } from './unet_2d_blocks';
@@ -61,7 +62,7 @@ const DOWN_BLOCK_TYPES = ['CrossAttnDownBlock2D', 'DownBlock2D'];
 const UP_BLOCK_TYPES = ['CrossAttnUpBlock2D', 'UpBlock2D'];
 
 /** diffusers' defaults for the fields this port reads. */
-const UNET_DEFAULTS: UNet2DConditionConfig = {
+const DEFAULT_UNET_2D_CONDITION_CONFIG: UNet2DConditionConfig = {
   sample_size: null,
   in_channels: 4,
   out_channels: 4,
@@ -116,7 +117,7 @@ const UNSUPPORTED_UNLESS: Record<string, unknown> = {
 
 /** SD v1.5's `unet/config.json` (runwayml/stable-diffusion-v1-5). */
 export const SD15_UNET_CONFIG: UNet2DConditionConfig = Object.freeze({
-  ...UNET_DEFAULTS,
+  ...DEFAULT_UNET_2D_CONDITION_CONFIG,
   sample_size: 64,
   cross_attention_dim: 768,
   attention_head_dim: 8,
@@ -144,7 +145,7 @@ function perBlock<T>(value: T | readonly T[], n: number, field: string): T[] {
 /** Fills diffusers' defaults into a parsed config.json and checks it, before any weight exists. */
 export function resolveUNetConfig(json: Record<string, unknown>): ResolvedUNet {
   const name = 'UNet2DConditionConfig';
-  const config = { ...UNET_DEFAULTS, ...json } as UNet2DConditionConfig;
+  const config = { ...DEFAULT_UNET_2D_CONDITION_CONFIG, ...json } as UNet2DConditionConfig;
   for (const [field, required] of Object.entries(UNSUPPORTED_UNLESS)) {
     const v = config[field];
     if (v !== undefined && JSON.stringify(v) !== JSON.stringify(required)) check(false, name, field, `${JSON.stringify(required)} (other values are not implemented)`, v);
@@ -302,7 +303,7 @@ export class UNet2DConditionModel extends ParameterModule {
 
   /** Writes `dir` as a diffusers `unet/` folder (config.json + diffusion_pytorch_model.safetensors). */
   async save(dir: string): Promise<void> {
-    await saveComponent(dir, { _class_name: 'UNet2DConditionModel', ...this.config }, this.parameters, 'diffusion_pytorch_model');
+    await saveModule(dir, { _class_name: 'UNet2DConditionModel', ...this.config }, this.parameters, { format: 'pt' }, componentWeightsFile('diffusion_pytorch_model'));
   }
 
   private static build(scope: WeightScope, resolved: ResolvedUNet): UNet2DConditionModel {

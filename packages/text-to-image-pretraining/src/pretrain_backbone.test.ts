@@ -93,7 +93,7 @@ describe('pretrainBackbone (wasm)', () => {
       }),
     ).rejects.toBe(interrupt);
     expect(fs.existsSync(out)).toBe(false);
-    expect(fs.existsSync(path.join(`${out}.work`, 'unet', 'checkpoint'))).toBe(true);
+    expect(fs.readdirSync(path.join(`${out}.work`, 'unet'))).toEqual(['checkpoint-2']);
     const resumed = await pretrainBackbone({ out, settings: SETTINGS, architecture: MICRO });
     expect(resumed.unetLosses).toEqual(referenceResult.unetLosses);
     for (const f of weightFiles) expect(fs.readFileSync(path.join(out, f)).equals(fs.readFileSync(path.join(reference, f)))).toBe(true);
@@ -105,8 +105,9 @@ describe('pretrainBackbone (wasm)', () => {
     await expect(pretrainBackbone({ out, settings: { scenes: 2, vae_batch_size: 4 } })).rejects.toThrow(/PretrainSettings\.scenes/);
     await expect(pretrainBackbone({ out, settings: { caption_dropout: 1 } })).rejects.toThrow(/caption_dropout/);
     await expect(pretrainBackbone({ out, settings: { ...SETTINGS, image_size: 18 }, architecture: MICRO })).rejects.toThrow(/image_size 18 is not a multiple of 4 \(the VAE's and the UNet's downsampling together\)/);
+    expect(fs.existsSync(`${out}.work`)).toBe(false); // a failed start leaves nothing
     fs.mkdirSync(`${out}.work`, { recursive: true });
-    fs.writeFileSync(path.join(`${out}.work`, 'pretraining.json'), '{"settings": {}}\n');
-    await expect(pretrainBackbone({ out, settings: SETTINGS, architecture: MICRO })).rejects.toThrow(/other settings.*remove/);
+    fs.writeFileSync(path.join(`${out}.work`, 'run.json'), '{"settings": {}}\n');
+    await expect(pretrainBackbone({ out, settings: SETTINGS, architecture: MICRO })).rejects.toThrow(/run\.json: this folder holds a run started with another settings .*remove .*\.work/);
   });
 });

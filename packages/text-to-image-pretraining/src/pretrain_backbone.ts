@@ -15,7 +15,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { WeightScope, check, seededNormal, isFiniteNumber, isPositiveInt, resolveConfig, writeFileAtomic } from '@png/core';
+import { WeightScope, check, seededNormal, isFiniteNumber, isPositiveInt, resolveConfig, saveModule } from '@png/core';
+import { Prng, writeFileAtomic } from '@png/node-utils';
 import {
   AutoencoderKL,
   CLIPTextModel,
@@ -24,16 +25,13 @@ import {
   SD_SCHEDULER_CONFIG,
   UNet2DConditionModel,
   saveClipTokenizerFiles,
-  saveComponent,
-  trainClipBpe,
   type AutoencoderKLConfig,
   type CLIPTextConfig,
   type UNet2DConditionConfig,
 } from '@png/diffusion-backbone';
-import { Prng, synthesizeScene } from '@png/png-data';
-import { BatchOrder } from './benchmark_training';
-import { warmupPoly } from './lr_schedule';
-import { Trainer, trainableVariables } from './trainer';
+import { synthesizeScene } from '@png/png-data';
+import { BatchOrder, Trainer, guardRun, runTrainingLoop, trainableVariables, warmupPoly } from '@png/training';
+import { trainClipBpe } from './bpe_trainer';
 import { autoencoderKLLoss } from './train_autoencoder_kl';
 import { textToImageLoss } from './train_text_to_image';
 
@@ -177,7 +175,7 @@ export async function pretrainBackbone(options: PretrainOptions): Promise<Pretra
   const architecture = options.architecture ?? TINY_SD_ARCHITECTURE;
   const out = path.resolve(options.out);
   const work = `${out}.work`;
-  await checkSameWork(path.join(work, 'pretraining.json'), { settings, architecture });
+  const guard = guardRun(work, { settings, architecture });
   const report = options.onProgress ?? (() => {});
   const seconds = { tokenizer: 0, vae: 0, latents: 0, unet: 0, total: 0 };
   const seedOf = (stream: number, step = 0) => deriveStepSeed(settings.seed, stream, step);
@@ -227,6 +225,7 @@ export async function pretrainBackbone(options: PretrainOptions): Promise<Pretra
     if (size % (vae.downsampleFactor * unet.downsampleFactor) !== 0) {
       throw new Error(`pretrainBackbone: image_size ${size} is not a multiple of ${vae.downsampleFactor * unet.downsampleFactor} (the VAE's and the UNet's downsampling together)`);
     }
+    guard.record(); // the settings and the architecture are valid: the work folder starts here
     // The VAE.
     t0 = performance.now();
     const vaeLosses = await trainStage({
@@ -310,11 +309,11 @@ export async function pretrainBackbone(options: PretrainOptions): Promise<Pretra
     const staging = `${out}.tmp-${process.pid}`;
     fs.rmSync(staging, { recursive: true, force: true });
     await unet.save(path.join(staging, 'unet'));
-    await saveComponent(path.join(staging, 'vae'), { _class_name: 'AutoencoderKL', ...vae.config, scaling_factor: scalingFactor }, vae.parameters, 'diffusion_pytorch_model');
+    await saveModule(path.join(staging, 'vae'), { _class_name: 'AutoencoderKL', ...vae.config, scaling_factor: scalingFactor }, vae.parameters, { format: 'pt' }, 'diffusion_pytorch_model.safetensors');
     await textEncoder.save(path.join(staging, 'text_encoder'));
     await saveClipTokenizerFiles(path.join(staging, 'tokenizer'), tokenizerFiles);
-    await writeJson(path.join(staging, 'scheduler', 'scheduler_config.json'), { _class_name: 'DDIMScheduler', ...scheduler.config });
-    await writeJson(path.join(staging, 'model_index.json'), {
+    writeJson(path.join(staging, 'scheduler', 'scheduler_config.json'), { _class_name: 'DDIMScheduler', ...scheduler.config });
+    writeJson(path.join(staging, 'model_index.json'), {
       _class_name: 'StableDiffusionPipeline',
       scheduler: ['diffusers', 'DDIMScheduler'],
       text_encoder: ['transformers', 'CLIPTextModel'],
@@ -333,7 +332,7 @@ export async function pretrainBackbone(options: PretrainOptions): Promise<Pretra
       parameters,
       final_loss: { vae: meanOfLast(vaeLosses, 50), unet: meanOfLast(unetLosses, 50) },
     };
-    await writeJson(path.join(staging, 'pretraining.json'), summary);
+    writeJson(path.join(staging, 'pretraining.json'), summary);
     replaceFolder(staging, out);
     fs.rmSync(work, { recursive: true, force: true });
     return { out, settings, seconds, vaeLosses, unetLosses, scalingFactor, vocabularySize: tokenizer.vocabSize, parameters };
@@ -354,31 +353,22 @@ async function trainStage(stage: {
   onStep: (done: number, recentLoss: number) => void;
 }): Promise<number[]> {
   const { settings } = stage;
-  let step = 0;
-  const trainer = new Trainer<number[]>({
+  const trainer = new Trainer<{ indices: number[]; step: number }>({
     variables: stage.variables,
-    lossFn: (indices) => stage.lossFn(indices, step),
+    lossFn: ({ indices, step }) => stage.lossFn(indices, step),
     optimizer: { lr: stage.lr, weight_decay: settings.weight_decay, noDecay: (key) => /(bias|norm)/.test(key) },
     schedule: warmupPoly({ base_lr: stage.lr, warmup_steps: settings.warmup_steps, total_steps: stage.steps }),
     clip_grad_norm: settings.clip_grad_norm,
   });
-  const lossFile = path.join(stage.dir, 'losses.json');
   try {
-    let losses: number[] = [];
-    if (fs.existsSync(path.join(stage.dir, 'checkpoint'))) {
-      await trainer.resume(path.join(stage.dir, 'checkpoint'));
-      losses = (JSON.parse(fs.readFileSync(lossFile, 'utf8')) as number[]).slice(0, trainer.iterations);
-    }
-    for (step = trainer.iterations; step < stage.steps; step++) {
-      const { loss } = await trainer.step(stage.order.batch(step));
-      losses.push(loss);
-      const done = step + 1;
-      if (done % settings.checkpoint_every === 0 || done === stage.steps) {
-        await trainer.save(path.join(stage.dir, 'checkpoint'));
-        await writeFileAtomic(lossFile, JSON.stringify(losses));
-      }
-      stage.onStep(done, meanOfLast(losses, 20));
-    }
+    const { losses } = await runTrainingLoop({
+      dir: stage.dir,
+      trainer,
+      steps: stage.steps,
+      checkpointEvery: settings.checkpoint_every,
+      batch: (step) => ({ indices: stage.order.batch(step), step }),
+      onStep: ({ done, loss }) => stage.onStep(done, loss),
+    });
     return losses;
   } finally {
     trainer.dispose();
@@ -398,8 +388,8 @@ function meanOfLast(values: readonly number[], n: number): number {
   return tail.reduce((a, b) => a + b, 0) / Math.max(1, tail.length);
 }
 
-async function writeJson(file: string, value: unknown): Promise<void> {
-  await writeFileAtomic(file, JSON.stringify(value, null, 2) + '\n');
+function writeJson(file: string, value: unknown): void {
+  writeFileAtomic(file, JSON.stringify(value, null, 2) + '\n');
 }
 
 /** Puts `staging` at `target`, replacing what was there (the old folder is removed only after the swap). */
@@ -408,13 +398,4 @@ function replaceFolder(staging: string, target: string): void {
   if (fs.existsSync(target)) fs.renameSync(target, old);
   fs.renameSync(staging, target);
   fs.rmSync(old, { recursive: true, force: true });
-}
-
-/** The work folder belongs to one set of settings: a rerun with others is refused. */
-async function checkSameWork(file: string, run: object): Promise<void> {
-  const text = JSON.stringify(run, null, 2) + '\n';
-  if (fs.existsSync(file) && fs.readFileSync(file, 'utf8') !== text) {
-    throw new Error(`${file}: this work folder holds a pretraining started with other settings; rerun with those settings to resume, or remove ${path.dirname(file)}`);
-  }
-  await writeFileAtomic(file, text);
 }

@@ -1,5 +1,4 @@
-import { writeFileAtomic } from '@png/core';
-import { CLIPTokenizer, bytesToUnicode, type CLIPTokenizerFiles } from './tokenization_clip';
+import { CLIPTokenizer, bytesToUnicode, type CLIPTokenizerFiles } from '@png/diffusion-backbone';
 
 export interface ClipBpeTrainingOptions {
   /** Largest vocabulary (512 byte symbols + merges + 2 special tokens); default 49408, CLIP's. */
@@ -89,13 +88,4 @@ function filesOf(symbols: readonly string[], merges: ReadonlyArray<readonly [str
     tokenizerConfig: JSON.stringify({ model_max_length: modelMaxLength, bos_token: '<|startoftext|>', eos_token: '<|endoftext|>', pad_token: '<|endoftext|>', unk_token: '<|endoftext|>' }, null, 2),
     specialTokensMap: JSON.stringify({ bos_token: '<|startoftext|>', eos_token: '<|endoftext|>', pad_token: '<|endoftext|>', unk_token: '<|endoftext|>' }, null, 2),
   };
-}
-
-/** Writes a tokenizer's files to `dir` (vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json), each atomically. */
-export async function saveClipTokenizerFiles(dir: string, files: CLIPTokenizerFiles): Promise<void> {
-  const path = await import('node:path');
-  await writeFileAtomic(path.join(dir, 'vocab.json'), files.vocab);
-  await writeFileAtomic(path.join(dir, 'merges.txt'), files.merges);
-  if (files.tokenizerConfig !== undefined) await writeFileAtomic(path.join(dir, 'tokenizer_config.json'), files.tokenizerConfig);
-  if (files.specialTokensMap !== undefined) await writeFileAtomic(path.join(dir, 'special_tokens_map.json'), files.specialTokensMap);
 }

@@ -1,8 +1,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { trainClipBpe, saveClipTokenizerFiles } from './bpe_trainer';
-import { CLIPTokenizer } from './tokenization_clip';
+import { CLIPTokenizer, saveClipTokenizerFiles } from '@png/diffusion-backbone';
+import { trainClipBpe } from './bpe_trainer';
 
 const corpus = ['A red circle above a blue square.', 'Two red squares on the grass,', 'the blue sky above the grass and a red circle'];
 

@@ -12,7 +12,7 @@ export interface TrainerConfig {
   readonly accumulation_steps: number;
 }
 
-export const TRAINER_DEFAULTS: TrainerConfig = Object.freeze({ clip_grad_norm: null, accumulation_steps: 1 });
+export const DEFAULT_TRAINER_CONFIG: TrainerConfig = Object.freeze({ clip_grad_norm: null, accumulation_steps: 1 });
 
 /** Everything a Trainer needs. */
 export interface TrainerOptions<B> extends Partial<TrainerConfig> {
@@ -92,7 +92,7 @@ export class Trainer<B> {
 
   constructor(options: TrainerOptions<B>) {
     const { variables, lossFn, optimizer, schedule, ...config } = options;
-    this.config = resolveConfig('TrainerConfig', TRAINER_DEFAULTS, config, validate);
+    this.config = resolveConfig('TrainerConfig', DEFAULT_TRAINER_CONFIG, config, validate);
     this.variables = variables;
     this.keys = Object.keys(variables).sort();
     this.lossFn = lossFn;

@@ -1,4 +1,21 @@
-import { check, isFiniteNumber, isPositiveInt, resolveConfig } from '@png/core';
+import { check, isFiniteNumber, isNonNegativeInt, isPositiveInt, resolveConfig } from '@png/core';
+
+/**
+ * How an extract's or inject's update is gated: one tanh gate (GLIGEN's α), a tanh gate per
+ * channel (ViT-Adapter's injector γ, which is per channel and linear), or none (ViT-Adapter's
+ * extractor). An ungated update changes the UNet from the first step.
+ */
+export type EipaGate = 'scalar' | 'per_channel' | 'none';
+const GATES: readonly EipaGate[] = ['scalar', 'per_channel', 'none'];
+
+/**
+ * Where each adapted transformer block's inject update enters the UNet stream: after the block
+ * (image tokens ← phrases, a gated cross-attention), or after its self-attention, before its
+ * cross-attention, as GLIGEN's gated self-attention over [image tokens; phrase tokens] does
+ * (diffusers' BasicTransformerBlock `fuser`).
+ */
+export type EipaInjectPosition = 'after_block' | 'after_self_attention';
+const INJECT_POSITIONS: readonly EipaInjectPosition[] = ['after_block', 'after_self_attention'];
 
 /**
  * EIPA's hyper-parameters, as saved in an adapter's config.json. Every choice the paper may have
@@ -19,6 +36,15 @@ export interface EipaConfig {
   readonly dynamic_prompt: boolean;
   /** Initial value of the tanh gates (0: an untrained adapter leaves the UNet unchanged). */
   readonly gate_init: number;
+  /** The extract's gate; one gate is shared by the extract's cross-attention, self-attention and FFN. */
+  readonly extract_gate: EipaGate;
+  /** After the extract's cross-attention, the phrases attend to each other (pre-norm residual, bottlenecked). */
+  readonly extract_self_attention: boolean;
+  /** Hidden width of an FFN on the phrases closing the extract (pre-norm residual, GELU; ViT-Adapter's extractor FFN); 0: none. */
+  readonly extract_ffn_dim: number;
+  /** The inject's gate. */
+  readonly inject_gate: EipaGate;
+  readonly inject_position: EipaInjectPosition;
   /** LayerNorm epsilon of the adapter's input norms. */
   readonly norm_eps: number;
 }
@@ -31,6 +57,11 @@ export const DEFAULT_EIPA_CONFIG: EipaConfig = Object.freeze({
   inject: true,
   dynamic_prompt: true,
   gate_init: 0,
+  extract_gate: 'scalar',
+  extract_self_attention: false,
+  extract_ffn_dim: 0,
+  inject_gate: 'scalar',
+  inject_position: 'after_block',
   norm_eps: 1e-5,
 });
 
@@ -40,6 +71,10 @@ export function resolveEipaConfig(user: Partial<EipaConfig> | Record<string, unk
     check(isPositiveInt(c.bottleneck_dim), 'EipaConfig', 'bottleneck_dim', 'a positive integer', c.bottleneck_dim);
     check(isPositiveInt(c.num_heads) && c.bottleneck_dim % c.num_heads === 0, 'EipaConfig', 'num_heads', `a divisor of bottleneck_dim (${c.bottleneck_dim})`, c.num_heads);
     check(isFiniteNumber(c.gate_init), 'EipaConfig', 'gate_init', 'a finite number', c.gate_init);
+    check(GATES.includes(c.extract_gate), 'EipaConfig', 'extract_gate', `one of ${GATES.map((g) => `'${g}'`).join(', ')}`, c.extract_gate);
+    check(GATES.includes(c.inject_gate), 'EipaConfig', 'inject_gate', `one of ${GATES.map((g) => `'${g}'`).join(', ')}`, c.inject_gate);
+    check(isNonNegativeInt(c.extract_ffn_dim), 'EipaConfig', 'extract_ffn_dim', 'an integer ≥ 0 (0: no FFN)', c.extract_ffn_dim);
+    check(INJECT_POSITIONS.includes(c.inject_position), 'EipaConfig', 'inject_position', `one of ${INJECT_POSITIONS.map((p) => `'${p}'`).join(', ')}`, c.inject_position);
     check(isFiniteNumber(c.norm_eps) && c.norm_eps > 0, 'EipaConfig', 'norm_eps', 'a positive number', c.norm_eps);
     check(
       c.block_paths === null || (Array.isArray(c.block_paths) && c.block_paths.length > 0 && c.block_paths.every((p) => typeof p === 'string')),

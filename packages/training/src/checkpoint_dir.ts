@@ -10,7 +10,8 @@
  * The folder is written atomically as a whole. Node only.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { SafetensorsFile, writeFileAtomic, writeSafetensorsFile } from '@png/core';
+import { SafetensorsFile, writeSafetensorsFile } from '@png/core';
+import { killPoint, writeFileAtomic } from '@png/node-utils';
 import type { AdamW } from './adamw';
 
 export const TRAINABLE_FILE = 'trainable.safetensors';
@@ -107,8 +108,9 @@ export async function saveTrainingCheckpoint(dir: string, checkpoint: TrainingCh
     await writeSafetensorsFile(path.join(tmp, TRAINABLE_FILE), shapesOf(weights), tensorData(weights));
     const moments = momentTensors(optimizer);
     await writeSafetensorsFile(path.join(tmp, OPTIMIZER_FILE), shapesOf(moments), tensorData(moments), { iterations: String(optimizer.iterations) });
-    await writeFileAtomic(path.join(tmp, TRAINER_STATE_FILE), stateJson);
+    writeFileAtomic(path.join(tmp, TRAINER_STATE_FILE), stateJson);
     syncDir(n, tmp);
+    killPoint('checkpoint written');
     replaceDir(n, tmp, target, `${target}.old-${tag}`);
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
@@ -128,6 +130,7 @@ function replaceDir(n: NodeModules, tmp: string, target: string, old: string): v
     throw e;
   }
   syncDir(n, path.dirname(target));
+  killPoint('checkpoint renamed');
   if (hadOld) fs.rmSync(old, { recursive: true, force: true });
 }
 
@@ -141,12 +144,18 @@ function readState({ fs }: NodeModules, file: string): TrainingCheckpointState {
   }
   if (raw === null || typeof raw !== 'object') throw new Error(`${file}: not a JSON object; the checkpoint is corrupt`);
   if (raw.format_version !== CHECKPOINT_FORMAT_VERSION) {
-    throw new Error(`${file}: format_version ${JSON.stringify(raw.format_version)}, this version of @png/pipeline reads ${CHECKPOINT_FORMAT_VERSION}`);
+    throw new Error(`${file}: format_version ${JSON.stringify(raw.format_version)}, this version of @png/training reads ${CHECKPOINT_FORMAT_VERSION}`);
   }
   const { step, extra } = raw;
   if (!Number.isInteger(step) || (step as number) < 0) throw new Error(`${file}: step ${JSON.stringify(step)} is not an integer ≥ 0; the checkpoint is corrupt`);
   if (extra === null || typeof extra !== 'object' || Array.isArray(extra)) throw new Error(`${file}: extra is not a JSON object; the checkpoint is corrupt`);
   return { step: step as number, extra: extra as Record<string, unknown> };
+}
+
+/** The step and extra of a checkpoint folder written by `saveTrainingCheckpoint`, without reading its tensors. */
+export async function readTrainingCheckpointState(dir: string): Promise<TrainingCheckpointState> {
+  const n = await node();
+  return readState(n, n.path.join(dir, TRAINER_STATE_FILE));
 }
 
 /** Checks that `file` holds exactly the `expected` F32 tensors, before anything is read. */

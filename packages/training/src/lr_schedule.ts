@@ -17,7 +17,7 @@ export interface WarmupPolyConfig {
   readonly warmup_start_factor: number;
 }
 
-export const WARMUP_POLY_DEFAULTS = Object.freeze({ power: 0.9, warmup_start_factor: 0.001 });
+export const DEFAULT_WARMUP_POLY_CONFIG = Object.freeze({ power: 0.9, warmup_start_factor: 0.001 });
 
 function validate(c: WarmupPolyConfig): void {
   const name = 'WarmupPolyConfig';
@@ -44,7 +44,7 @@ export function warmupPoly(config: Pick<WarmupPolyConfig, 'base_lr' | 'warmup_st
   // The required fields default to null, which resolveConfig's type check skips; validate() checks them.
   const c = resolveConfig<WarmupPolyConfig>(
     'WarmupPolyConfig',
-    { base_lr: null, warmup_steps: null, total_steps: null, ...WARMUP_POLY_DEFAULTS } as unknown as WarmupPolyConfig,
+    { base_lr: null, warmup_steps: null, total_steps: null, ...DEFAULT_WARMUP_POLY_CONFIG } as unknown as WarmupPolyConfig,
     config,
     validate,
   );

@@ -8,14 +8,15 @@ function referenceTrajectory(
   p0: Record<string, number[]>,
   grads: (key: string, t: number) => number[],
   lrs: number[],
-  { b1, b2, eps, wd, noDecay }: { b1: number; b2: number; eps: number; wd: number; noDecay: (k: string) => boolean },
+  { b1, b2, eps, wd, noDecay, lrMultiplier = () => 1 }: { b1: number; b2: number; eps: number; wd: number; noDecay: (k: string) => boolean; lrMultiplier?: (k: string) => number },
 ): Record<string, number[]> {
   const p = Object.fromEntries(Object.entries(p0).map(([k, v]) => [k, [...v]]));
   const m = Object.fromEntries(Object.entries(p0).map(([k, v]) => [k, v.map(() => 0)]));
   const v = Object.fromEntries(Object.entries(p0).map(([k, x]) => [k, x.map(() => 0)]));
-  lrs.forEach((lr, i) => {
+  lrs.forEach((groupLr, i) => {
     const t = i + 1;
     for (const key of Object.keys(p)) {
+      const lr = groupLr * lrMultiplier(key); // the key's param group
       const g = grads(key, t);
       for (let j = 0; j < g.length; j++) {
         if (!noDecay(key)) p[key][j] -= lr * wd * p[key][j];
@@ -64,6 +65,30 @@ describe.each<BackendName>(['cpu', 'wasm'])('AdamW (%s)', (backend) => {
     expect(opt.decays('norm.bias')).toBe(false);
     opt.dispose();
     tf.dispose(Object.values(variables));
+  });
+
+  it('scales the lr of the keys lrMultiplier names (step and decay, as a torch param group) and leaves the others bit for bit', async () => {
+    const p0 = { w: Array.from({ length: 12 }, (_, j) => Math.fround(Math.cos(j) * 1.5)), 'inject.gate': [Math.fround(0.01)] };
+    const make = () => ({ w: tf.variable(tf.tensor2d(p0.w, [3, 4])), 'inject.gate': tf.variable(tf.tensor1d(p0['inject.gate'])) });
+    const config = { b1: 0.9, b2: 0.999, eps: 1e-8, wd: 0.05, noDecay: () => false, lrMultiplier: (k: string) => (k.endsWith('gate') ? 10 : 1) };
+    const [scaled, plain] = [make(), make()];
+    const optimizers = [
+      new AdamW(scaled, { betas: [config.b1, config.b2], weight_decay: config.wd, lrMultiplier: config.lrMultiplier }),
+      new AdamW(plain, { betas: [config.b1, config.b2], weight_decay: config.wd }),
+    ];
+    expect([optimizers[0].lrMultiplier('inject.gate'), optimizers[0].lrMultiplier('w')]).toEqual([10, 1]);
+    const lrs = Array.from({ length: 10 }, (_, i) => 1e-3 * (1 - i / 20));
+    lrs.forEach((lr, i) => {
+      const grads = tf.tidy(() => ({ w: tf.tensor2d(gradient('w', i + 1, 12), [3, 4]), 'inject.gate': tf.tensor1d(gradient('inject.gate', i + 1, 1)) }));
+      for (const opt of optimizers) opt.applyGradients(grads, lr);
+      tf.dispose(grads);
+    });
+    const expected = referenceTrajectory(p0, (k, t) => gradient(k, t, p0[k as keyof typeof p0].length), lrs, config);
+    expect(maxAbsDiff(await scaled['inject.gate'].data(), expected['inject.gate'])).toBeLessThan(1e-6);
+    expect(Math.abs((await scaled['inject.gate'].data())[0] - (await plain['inject.gate'].data())[0])).toBeGreaterThan(5e-3); // ten times the plain one's ~1e-3 travel
+    expect(Buffer.from((await scaled.w.data()).buffer).equals(Buffer.from((await plain.w.data()).buffer))).toBe(true);
+    for (const opt of optimizers) opt.dispose();
+    tf.dispose([...Object.values(scaled), ...Object.values(plain)]);
   });
 
   it('takes the hand-computed first step: p·(1 − lr·wd) − lr·g/(|g| + ε)', async () => {
@@ -137,6 +162,7 @@ describe('AdamW state and contracts (wasm)', () => {
     expect(() => new AdamW(v, { betas: [0.9, 1] })).toThrow('Error in AdamWConfig.betas: expected two numbers in [0, 1)');
     expect(() => new AdamW(v, { weight_decay: -1 })).toThrow('Error in AdamWConfig.weight_decay');
     expect(() => new AdamW({ ...v, again: v.a })).toThrow("'a' and 'again' are the same variable");
+    expect(() => new AdamW(v, { lrMultiplier: (k) => (k === 'b' ? -1 : 1) })).toThrow("AdamW: the lr multiplier of 'b' is -1; it must be a finite number ≥ 0");
     const frozen = tf.variable(tf.zeros([1]), false);
     expect(() => new AdamW({ frozen })).toThrow("'frozen' is a non-trainable variable");
     tf.dispose([frozen, ...Object.values(v)]);

@@ -1,22 +1,30 @@
 /**
- * A small seeded PRNG (mulberry32 over a splitmix-style seed mix) so that the synthetic benchmark is
- * reproducible byte for byte on any platform: only 32-bit integer arithmetic and one division.
+ * mulberry32: a small seeded PRNG of 32-bit state returning floats in [0, 1). Only 32-bit integer
+ * arithmetic and one division, so a stream is the same on every platform.
  */
-export class Prng {
-  private state: number;
-
-  /** @param seed any integer; different seeds give unrelated streams. */
-  constructor(seed: number) {
-    this.state = mixSeed(seed);
-  }
-
-  /** Uniform in [0, 1). */
-  next(): number {
-    this.state = (this.state + 0x6d2b79f5) | 0;
-    let t = this.state;
+export function mulberry32(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * A seeded PRNG (mulberry32 over a splitmix-style seed mix, so that nearby seeds give unrelated
+ * streams) with the draws the synthetic benchmark and the data order need. Reproducible byte for
+ * byte on any platform.
+ */
+export class Prng {
+  /** Uniform in [0, 1). */
+  readonly next: () => number;
+
+  /** @param seed any integer; different seeds give unrelated streams. */
+  constructor(seed: number) {
+    this.next = mulberry32(mixSeed(seed));
   }
 
   /** Uniform integer in [lo, hi] (both included). */

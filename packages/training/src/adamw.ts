@@ -11,12 +11,17 @@ export interface AdamWConfig {
   readonly weight_decay: number;
 }
 
-export const ADAMW_DEFAULTS: AdamWConfig = Object.freeze({ lr: 1e-4, betas: [0.9, 0.999] as const, eps: 1e-8, weight_decay: 1e-2 });
+export const DEFAULT_ADAMW_CONFIG: AdamWConfig = Object.freeze({ lr: 1e-4, betas: [0.9, 0.999] as const, eps: 1e-8, weight_decay: 1e-2 });
 
-/** AdamW options: the config plus which variables skip weight decay. */
+/** AdamW options: the config plus which variables skip weight decay or take another learning rate. */
 export interface AdamWOptions extends Partial<AdamWConfig> {
   /** True for variable keys excluded from weight decay (commonly norm scales, biases, gates). Default: none. */
   readonly noDecay?: (key: string) => boolean;
+  /**
+   * The factor on the learning rate of each variable key (torch's per-param-group lr, e.g. 10 for
+   * gates): it scales both the step and the decoupled decay. Default: 1 for every key.
+   */
+  readonly lrMultiplier?: (key: string) => number;
 }
 
 /** The optimizer state a checkpoint needs: the number of updates applied and both moments by variable key. */
@@ -51,6 +56,7 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
  *     m ← β1·m + (1 − β1)·g;   v ← β2·v + (1 − β2)·g²
  *     p ← p − lr/(1 − β1^t) · m / (√v / √(1 − β2^t) + ε)
  *
+ * with lr·lrMultiplier(key) in place of lr for keys given another factor (torch's param groups).
  * Works on a named map of variables (key = checkpoint key). The moments are allocated at
  * construction (zeros, the variables' shapes) and owned by the optimizer: call `dispose()`.
  */
@@ -58,6 +64,8 @@ export class AdamW {
   readonly config: Readonly<AdamWConfig>;
   private readonly keys: string[];
   private readonly decay: ReadonlySet<string>;
+  /** The keys whose learning rate is scaled, with their factor (≠ 1). */
+  private readonly multipliers: ReadonlyMap<string, number>;
   private readonly m: Record<string, tf.Variable> = {};
   private readonly v: Record<string, tf.Variable> = {};
   private t = 0;
@@ -66,11 +74,18 @@ export class AdamW {
     private readonly variables: Readonly<Record<string, tf.Variable>>,
     options: AdamWOptions = {},
   ) {
-    const { noDecay, ...config } = options;
-    this.config = resolveConfig('AdamWConfig', ADAMW_DEFAULTS, config, validate);
+    const { noDecay, lrMultiplier, ...config } = options;
+    this.config = resolveConfig('AdamWConfig', DEFAULT_ADAMW_CONFIG, config, validate);
     this.keys = Object.keys(variables).sort();
     if (this.keys.length === 0) throw new Error('AdamW: no variables to optimize; pass the trainable variables by checkpoint key');
     this.decay = new Set(this.keys.filter((k) => !(noDecay?.(k) ?? false)));
+    const multipliers = new Map<string, number>();
+    for (const key of this.keys) {
+      const factor = lrMultiplier?.(key) ?? 1;
+      if (!(isFiniteNumber(factor) && factor >= 0)) throw new Error(`AdamW: the lr multiplier of '${key}' is ${factor}; it must be a finite number ≥ 0`);
+      if (factor !== 1) multipliers.set(key, factor);
+    }
+    this.multipliers = multipliers;
     const seen = new Map<tf.Variable, string>();
     for (const key of this.keys) {
       const p = variables[key];
@@ -94,6 +109,11 @@ export class AdamW {
   /** Whether `key` receives weight decay. */
   decays(key: string): boolean {
     return this.decay.has(key);
+  }
+
+  /** The factor on the learning rate of `key` (1 unless `lrMultiplier` said otherwise). */
+  lrMultiplier(key: string): number {
+    return this.multipliers.get(key) ?? 1;
   }
 
   /**
@@ -121,11 +141,12 @@ export class AdamW {
         const g = grads[key];
         const m = this.m[key];
         const v = this.v[key];
-        if (this.decay.has(key)) p.assign(tf.mul(p, decayFactor));
+        const factor = this.multipliers.get(key); // this key's lr is lr·factor
+        if (this.decay.has(key)) p.assign(tf.mul(p, factor === undefined ? decayFactor : 1 - lr * factor * this.config.weight_decay));
         m.assign(tf.add(tf.mul(m, beta1), tf.mul(g, oneMinusB1)));
         v.assign(tf.add(tf.mul(v, beta2), tf.mul(tf.square(g), oneMinusB2)));
         const denom = tf.add(tf.div(tf.sqrt(v), bc2), eps);
-        p.assign(tf.sub(p, tf.mul(stepSize, tf.div(m, denom))));
+        p.assign(tf.sub(p, tf.mul(factor === undefined ? stepSize : (lr * factor) / bc1, tf.div(m, denom))));
       }
     });
     this.t = t;
