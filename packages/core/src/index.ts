@@ -1,5 +1,5 @@
 import './gradients';
-export type { ShapeSpec, FeatureMap, FeaturePyramid, TextEncoding, PhraseFeatures, MaskLogits, Disposable } from './types';
+export type { ShapeSpec, FeatureMap, FeaturePyramid, TextEncoding, PhraseFeatures, CaptionTokens, MaskLogits, Disposable } from './types';
 export { ConfigError, check, parseJsonObject, resolveConfig, isPositiveInt, isNonNegativeInt, isFiniteNumber } from './config';
 export {
   SafetensorsBytes,

@@ -12,7 +12,7 @@ export {
   type AutoencoderKLEncodeOutput,
 } from './models/autoencoder_kl';
 export * from './clip/index';
-export { encodePhrases, phrasePoolingMatrix, tokenizeNarratives, validateNarratives, type Narrative, type NarrativeTokens } from './phrase_features';
+export { encodePhrases, phrasePoolingMatrix, tokenizeNarratives, validateNarratives, type EncodePhrasesOptions, type Narrative, type NarrativeTokens } from './phrase_features';
 export { readConfigJson, openWeights, type ComponentOptions, type ComponentFilesOptions } from './component_files';
 export { DDPMScheduler, SD_SCHEDULER_CONFIG, resolveSchedulerConfig, noiseSchedule, type SchedulerConfig } from './schedulers/scheduling_ddpm';
 export { DDIMScheduler } from './schedulers/scheduling_ddim';

@@ -44,6 +44,51 @@ describe('encodePhrases (wasm)', () => {
     await expectNoLeak(() => encodePhrases(tokenizer, textEncoder, [{ caption, phrases: [[0, 1], [start, caption.length]] }], { maxPhrases: 2 }), 'encodePhrases');
   });
 
+  it('returns the caption token states as the UNet reads a prompt: windows in order, absent windows masked', async () => {
+    const short = 'a photo of an astronaut riding a horse on mars';
+    const long = Array(12).fill('a very detailed painting of a castle on a hill').join(' and ') + ' with a red dragon';
+    const narratives = [
+      { caption: short, phrases: [[11, 24]] as Array<[number, number]> },
+      { caption: long, phrases: [[long.length - 12, long.length]] as Array<[number, number]> },
+    ];
+    const windows = tokenizer.chunk(long).windows;
+    expect(windows.length).toBe(3);
+    const out = encodePhrases(tokenizer, textEncoder, narratives, { maxPhrases: 2, caption: true });
+    const caption = out.caption!;
+    expect(caption.tensor.shape).toEqual([2, 3 * 77, 32]);
+    expect([...(await caption.mask.data())]).toEqual([...new Array(77).fill(1), ...new Array(2 * 77).fill(0), ...new Array(3 * 77).fill(1)]);
+    const refs = new FixtureIndex(TINY);
+    await expectClose(tf.slice(caption.tensor, [0, 0, 0], [1, 77, -1]), refs.read('text/caption0.last_hidden_state').data as Float32Array, 1e-4, 'short caption, bos…eos and padding');
+    expect([...(await tf.slice(caption.tensor, [0, 77, 0], [1, -1, -1]).data())].every((v) => v === 0)).toBe(true);
+    const encoded = tf.tidy(() => textEncoder.forward(tf.tensor2d(windows, undefined, 'int32')).lastHiddenState); // [3, 77, 32]
+    await expectClose(tf.slice(caption.tensor, [1, 0, 0], [1, -1, -1]), encoded.dataSync() as Float32Array, 1e-5, 'long caption, its 3 windows');
+    // the phrases are those of a call without `caption`
+    const plain = encodePhrases(tokenizer, textEncoder, narratives, { maxPhrases: 2 });
+    expect(plain.caption).toBeUndefined();
+    expect([...(await out.tensor.data())]).toEqual([...(await plain.tensor.data())]);
+    // padded to captionWindows; a caption with more windows is an error naming it
+    const wide = encodePhrases(tokenizer, textEncoder, narratives.slice(0, 1), { maxPhrases: 2, caption: true, captionWindows: 2 });
+    expect(wide.caption!.tensor.shape).toEqual([1, 2 * 77, 32]);
+    expect(() => encodePhrases(tokenizer, textEncoder, narratives, { maxPhrases: 2, caption: true, captionWindows: 2 })).toThrow('narrative 1: its caption takes 3 encoder windows, above captionWindows 2');
+    await expectNoLeak(() => encodePhrases(tokenizer, textEncoder, narratives, { maxPhrases: 2, caption: true }), 'encodePhrases with caption');
+    tf.dispose([out, encoded, plain, wide]);
+  });
+
+  it('cuts long captions as `windows` says: with overlap, a phrase past the cut reads more left context', async () => {
+    const caption = Array(12).fill('a very detailed painting of a castle on a hill').join(' and ') + ' with a red dragon';
+    const cut = tokenizer.chunk(caption).tokenOfChar(0, caption.length).findIndex((t) => t.window === 1);
+    const [s, e] = tokenizer.encodeWithSpans(caption).spans[cut]; // the first token of window 1 without overlap
+    const narratives = [{ caption, phrases: [[s, e]] as Array<[number, number]> }];
+    const hard = encodePhrases(tokenizer, textEncoder, narratives, { maxPhrases: 1 });
+    const overlapping = encodePhrases(tokenizer, textEncoder, narratives, { maxPhrases: 1, windows: { overlap: 30 } });
+    const [narrative] = tokenizeNarratives(tokenizer, narratives, 1, { overlap: 30 });
+    expect(narrative.phrases[0][0].position).toBeGreaterThan(30); // read after ≥ 30 tokens of its window
+    const a = await hard.tensor.data();
+    const b = await overlapping.tensor.data();
+    expect(Math.max(...a.map((v, i) => Math.abs(v - b[i])))).toBeGreaterThan(1e-3);
+    tf.dispose([hard, overlapping]);
+  });
+
   it('names the narrative and phrase of bad input', () => {
     const enc = (narratives: never[] | Parameters<typeof encodePhrases>[2]) => () => encodePhrases(tokenizer, textEncoder, narratives as Parameters<typeof encodePhrases>[2], { maxPhrases: 2 });
     expect(enc([])).toThrow('no narratives');

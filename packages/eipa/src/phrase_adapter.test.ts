@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend, type PhraseFeatures } from '@png/core';
 import { expectClose, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
-import { FeatureTaps, UNet2DConditionModel } from '@png/diffusion-backbone';
+import { FeatureTaps, UNet2DConditionModel, type AttentionProcessor } from '@png/diffusion-backbone';
 import { PhraseAdapter, attachEipa, type EipaAttachment } from './phrase_adapter';
 
 const TINY_UNET = path.join(sharedFixturesDir(), 'tiny-sd', 'unet');
@@ -215,6 +215,54 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     tf.dispose([value, grads, weights, x]);
     eipa.detach();
     adapter.dispose();
+  });
+
+  it('with caption tokens, dynamic prompting replaces only the phrase slots after them', async () => {
+    const x = inputs();
+    const caption = { tensor: tf.randomNormal([2, 5, 32], 0, 1, 'float32', 13) as tf.Tensor3D, mask: tf.tensor2d([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]) };
+    const prompt = { tensor: tf.concat([caption.tensor, x.phrases.tensor], 1) as tf.Tensor3D, mask: tf.concat([caption.mask, x.phrases.mask], 1) as tf.Tensor2D }; // [2, 8, 32], [2, 8]
+    const run = (context?: ReturnType<EipaAttachment['context']>) => snapshot(unet.forward(x.latents, 1, prompt.tensor, { encoderAttentionMask: prompt.mask, context }));
+    // gates at 0: the same stream as the static UNet on [caption; phrases]
+    const expected = await run();
+    const closed = PhraseAdapter.create(unet, {}, { seed: 1 });
+    let eipa = attachEipa(unet, closed);
+    const actual = await run(eipa.context(x.phrases, { caption }));
+    eipa.detach();
+    actual.forEach((a, i) => expect(Buffer.from(a.buffer).equals(Buffer.from(expected[i].buffer))).toBe(true));
+    // gates open: every cross-attention reads the caption unchanged, then the current phrase state
+    const reads: Array<{ caption: number; phrases: number; mask: number }> = [];
+    const previous = unet.attnProcessors();
+    const recording = Object.fromEntries(
+      Object.entries(previous).map(([key, inner]) => [
+        key,
+        key.endsWith('.attn2.processor')
+          ? ((attn, hidden, args) => {
+              const ehs = args.encoderHiddenStates!; // attn2: the prompt
+              const diff = (a: tf.Tensor, b: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]);
+              reads.push({ caption: diff(tf.slice(ehs, [0, 0, 0], [-1, 5, -1]), caption.tensor), phrases: diff(tf.slice(ehs, [0, 5, 0], [-1, 3, -1]), x.phrases.tensor), mask: diff(args.encoderAttentionMask!, prompt.mask) });
+              return inner(attn, hidden, args);
+            }) as AttentionProcessor
+          : inner,
+      ]),
+    );
+    unet.setAttnProcessor(recording);
+    const open = PhraseAdapter.create(unet, { gate_init: 0.5 }, { seed: 2 });
+    eipa = attachEipa(unet, open);
+    tf.dispose(unet.forward(x.latents, 1, prompt.tensor, { encoderAttentionMask: prompt.mask, context: eipa.context(x.phrases, { caption }) }));
+    eipa.detach();
+    unet.setAttnProcessor(previous);
+    expect(reads).toHaveLength(open.blocks.length);
+    expect(reads.every((r) => r.caption === 0 && r.mask === 0)).toBe(true);
+    expect(reads[0].phrases).toBe(0); // the first block reads the initial phrases
+    expect(reads[reads.length - 1].phrases).toBeGreaterThan(1e-3); // later blocks read extracted states
+    // caption tokens that do not fit the phrases are an error naming both shapes
+    eipa = attachEipa(unet, open);
+    const narrow = { tensor: tf.zeros([2, 5, 16]) as tf.Tensor3D, mask: tf.ones([2, 5]) as tf.Tensor2D };
+    expect(() => eipa.context(x.phrases, { caption: narrow })).toThrow('PhraseAdapter: caption tokens [2,5,16] with mask [2,5] do not match the phrases [2,3,32]; expected [2, T, 32] and [2, T]');
+    eipa.detach();
+    tf.dispose([x, caption, prompt, narrow]);
+    closed.dispose();
+    open.dispose();
   });
 
   it('saves and loads bit for bit; a checkpoint of another config is a clear error', async () => {

@@ -1,5 +1,5 @@
-import type * as tf from '@tensorflow/tfjs-core';
-import { ForwardContext, ParameterModule, WeightScope, contextKey, openModule, openModuleFiles, saveModule, type ModuleFiles, type PhraseFeatures } from '@png/core';
+import * as tf from '@tensorflow/tfjs-core';
+import { ForwardContext, ParameterModule, WeightScope, contextKey, openModule, openModuleFiles, saveModule, type CaptionTokens, type ModuleFiles, type PhraseFeatures } from '@png/core';
 import { AttnProcessor, type AttentionProcessor, type UNet2DConditionModel } from '@png/diffusion-backbone';
 import { resolveEipaConfig, type EipaConfig } from './config';
 import { GatedCrossAttention } from './gated_cross_attention';
@@ -14,6 +14,9 @@ const PHRASE_MASK = contextKey<tf.Tensor2D>('eipa/phrase_mask');
 const ZERO_GATES = contextKey<true>('eipa/zero_gates');
 const RECORD_STATES = contextKey<true>('eipa/record_states');
 const REPLAY_STATES = contextKey<Readonly<Record<string, tf.Tensor3D>>>('eipa/replay_states');
+/** Caption tokens the cross-attention reads before the phrase slots, [B, T, D], and their mask [B, T] (absent: the prompt is the phrases alone). */
+const CAPTION = contextKey<tf.Tensor3D>('eipa/caption');
+const CAPTION_MASK = contextKey<tf.Tensor2D>('eipa/caption_mask');
 /** Where the phrase state after an up block or an adapted block and an adapted block's inject attention land in the UNet's `outputs` (read them with EipaAttachment). */
 const phraseStateKey = (level: string): string => `eipa/phrases/${level}`;
 const blockStateKey = (blockPath: string): string => `eipa/block_phrases/${blockPath}`;
@@ -40,8 +43,10 @@ export interface EipaGateMagnitudes {
  * phrase state; optionally also phrase self-attention and an FFN) and injects (image tokens attend
  * to the updated phrases, added to the UNet stream through a zero-initialised tanh gate; after
  * the block, or after its self-attention as GLIGEN does). With `dynamic_prompt` the
- * cross-attention of every transformer block reads the current phrase state. Weights are named
- * `<block path>.extract.*` and `<block path>.inject.*`. Attach it with `attachEipa(unet, adapter)`.
+ * cross-attention of every transformer block reads the current phrase state in the prompt's
+ * phrase slots (the whole prompt, or the slots after the caption tokens given to `context`).
+ * Weights are named `<block path>.extract.*` and `<block path>.inject.*`. Attach it with
+ * `attachEipa(unet, adapter)`.
  */
 export class PhraseAdapter extends ParameterModule {
   private constructor(
@@ -122,6 +127,18 @@ export class PhraseAdapter extends ParameterModule {
 
 const attached = new WeakMap<UNet2DConditionModel, PhraseAdapter>();
 
+/** The prompt of a dynamic cross-attention: the current phrase state in the phrase slots, after the caption tokens if the context has them. */
+function dynamicPrompt(context: ForwardContext): { encoderHiddenStates: tf.Tensor3D; encoderAttentionMask: tf.Tensor2D } {
+  const phrases = context.require(PHRASES);
+  const mask = context.require(PHRASE_MASK);
+  const caption = context.get(CAPTION);
+  if (!caption) return { encoderHiddenStates: phrases, encoderAttentionMask: mask };
+  return {
+    encoderHiddenStates: tf.concat([caption, phrases], 1) as tf.Tensor3D, // [B, T + P, D]
+    encoderAttentionMask: tf.concat([context.require(CAPTION_MASK), mask], 1) as tf.Tensor2D, // [B, T + P]
+  };
+}
+
 /** Options of {@link attachEipa}. */
 export interface EipaAttachOptions {
   /**
@@ -134,8 +151,8 @@ export interface EipaAttachOptions {
 }
 
 /**
- * Test-time probes of one adapted forward: checks that dynamic prompting is what it claims.
- * Without any, a forward is the adapter's own.
+ * Options of one adapted forward's context: test-time probes (checks that dynamic prompting is
+ * what it claims; without any, a forward is the adapter's own) and the prompt's caption tokens.
  */
 export interface EipaContextOptions {
   /**
@@ -153,6 +170,12 @@ export interface EipaContextOptions {
    * levels) reads the replayed state.
    */
   readonly replayStates?: Readonly<Record<string, tf.Tensor3D>>;
+  /**
+   * Not a probe: tokens the UNet's prompt holds before the phrase slots (the UNet is then called
+   * with [caption; phrases], e.g. PngGrounder's `context: 'both'`); with `dynamic_prompt` they
+   * stay and the phrase slots read the current phrase state.
+   */
+  readonly caption?: CaptionTokens;
 }
 
 /**
@@ -163,7 +186,10 @@ export interface EipaAttachment {
   readonly adapter: PhraseAdapter;
   /** The up blocks whose phrase state `phraseStates` returns, in this order. */
   readonly levels: readonly string[];
-  /** The per-forward context that carries the initial phrase state (and any probe) into an adapted UNet forward. */
+  /**
+   * The per-forward context that carries the initial phrase state (and any probe) into an adapted
+   * UNet forward; `options.caption` for a prompt with caption tokens before the phrase slots.
+   */
   context(phrases: PhraseFeatures, options?: EipaContextOptions): ForwardContext;
   /**
    * The phrase state after each of `levels` in the forward that returned `outputs` and started
@@ -205,7 +231,7 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
     const dynamic: Record<string, AttentionProcessor> = { ...previous };
     for (const key of Object.keys(previous).filter((k) => k.endsWith('.attn2.processor'))) {
       const inner = previous[key] ?? AttnProcessor;
-      dynamic[key] = (attn, hidden, args) => inner(attn, hidden, { ...args, encoderHiddenStates: args.context.require(PHRASES), encoderAttentionMask: args.context.require(PHRASE_MASK) });
+      dynamic[key] = (attn, hidden, args) => inner(attn, hidden, { ...args, ...dynamicPrompt(args.context) });
     }
     unet.setAttnProcessor(dynamic);
     removers.push(() => unet.setAttnProcessor(previous));
@@ -266,7 +292,13 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
         }
         context.set(REPLAY_STATES, probes.replayStates);
       }
-      return context;
+      const caption = probes.caption;
+      if (!caption) return context;
+      const [cb, t, cd] = caption.tensor.shape;
+      if (cb !== b || cd !== d || caption.mask.shape[0] !== b || caption.mask.shape[1] !== t) {
+        throw new Error(`PhraseAdapter: caption tokens [${caption.tensor.shape}] with mask [${caption.mask.shape}] do not match the phrases [${phrases.tensor.shape}]; expected [${b}, T, ${d}] and [${b}, T]`);
+      }
+      return context.set(CAPTION, caption.tensor).set(CAPTION_MASK, caption.mask);
     },
     phraseStates(outputs, phrases) {
       return levels.map((level) => {

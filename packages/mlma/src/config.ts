@@ -51,6 +51,18 @@ export interface MlmaConfig {
   mask_dim: number;
   /** GroupNorm groups of the projections and output convs; must divide hidden_dim. */
   norm_groups: number;
+  /**
+   * Rounds of reciprocal attention per level (default 1). Round r ≥ 1 attends again between the
+   * level's image tokens and phrase states as the round before left them, with its own weights
+   * (`levels.<i>.rounds.<r>.*`). More than 1 needs `mutual`.
+   */
+  rounds: number;
+  /**
+   * After each round, the phrase states of all levels attend to each other (one self-attention
+   * over a sample's L·P phrase states, padding masked; residual + LayerNorm; `cross_level.<r>.*`).
+   * Default false: the levels meet only in the final phrase fusion.
+   */
+  cross_level: boolean;
 }
 
 /** Defaults: DESIGN.md §1 ("MLMA width 256"), Mask2Former's mask_dim 256 and GroupNorm(32). */
@@ -67,6 +79,8 @@ export const DEFAULT_MLMA_CONFIG: Readonly<MlmaConfig> = Object.freeze({
   skip_strides: [],
   mask_dim: 256,
   norm_groups: 32,
+  rounds: 1,
+  cross_level: false,
 });
 
 /** SD 1.5 up-block outputs (up_blocks.0..3 at strides 64/32/16/8 of the image) with CLIP ViT-L text. */
@@ -97,6 +111,8 @@ export function resolveMlmaConfig(user: Partial<MlmaConfig> | Record<string, unk
     check(isPositiveInt(c.mask_dim), NAME, 'mask_dim', 'a positive integer', c.mask_dim);
     check(c.phrase_fusion === 'softmax' || c.phrase_fusion === 'gate', NAME, 'phrase_fusion', "'softmax' or 'gate'", c.phrase_fusion);
     check(c.upsample_mode === 'nearest' || c.upsample_mode === 'bilinear', NAME, 'upsample_mode', "'nearest' or 'bilinear'", c.upsample_mode);
+    check(isPositiveInt(c.rounds), NAME, 'rounds', 'a positive integer', c.rounds);
+    check(c.rounds === 1 || c.mutual, NAME, 'rounds', '1 when mutual is false (there is no reciprocal attention to repeat)', c.rounds);
   });
 }
 

@@ -1,6 +1,7 @@
 // MultiLevelMutualAggregation: DESIGN.md §1 part 4 (Li et al., ACM MM 2024, "MLMA"), reconstructed.
 // Per level: image (1×1 conv + GroupNorm) and phrases (Linear + LayerNorm) are projected to
-// hidden_dim, then fused reciprocally (image←phrase, phrase←image cross-attention). Across levels:
+// hidden_dim, then fused reciprocally (image←phrase, phrase←image cross-attention; `rounds` times,
+// optionally with the phrase states of all levels attending to each other after each round). Across levels:
 // pixels go top-down as in Mask2Former's pixel-decoder FPN (out_l = ReLU(GN(conv3×3(x_l + up(out_{l−1}))))),
 // phrases are combined by learned level weights. Optional skip levels (finer maps, e.g. the frozen
 // VAE encoder's) continue the top-down path with a lateral conv only, as Mask2Former's pixel decoder
@@ -8,7 +9,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { Conv2d, Linear, ParameterModule, WeightScope, openModule, openModuleFiles, resize, saveModule, type FeatureMap, type FeaturePyramid, type ModuleFiles, type PhraseFeatures, type ShapeSpec } from '@png/core';
 import { levelStrides, resolveMlmaConfig, skipStrides, type MlmaConfig } from './config';
-import { MlmaLevel, MlmaSkipLevel } from './fusion_block';
+import { CrossLevelPhraseAttention, MlmaLevel, MlmaSkipLevel } from './fusion_block';
 
 /** Inputs of MultiLevelMutualAggregation.forward. The module never disposes them. */
 export interface MlmaInputs {
@@ -42,7 +43,8 @@ export type MlmaOutput = {
  * phrase_proj, phrase_proj_norm, image_from_phrase.{to_q,to_k,to_v,to_out}, image_from_phrase_norm,
  * phrase_from_image.*, phrase_from_image_norm, output_conv, output_norm}`, `phrase_level_weights`
  * or `phrase_gate`, `skip_levels.<i>.{lateral_conv, lateral_norm, output_conv, output_norm}` (with
- * skip_channels), `mask_features`.
+ * skip_channels), `mask_features`; with `rounds` > 1 `levels.<i>.rounds.<r>.*` (the reciprocal
+ * attention and norms of round r), with `cross_level` `cross_level.<r>.{attention, norm}`.
  */
 export class MultiLevelMutualAggregation extends ParameterModule {
   readonly config: Readonly<MlmaConfig>;
@@ -54,6 +56,8 @@ export class MultiLevelMutualAggregation extends ParameterModule {
   /** One per skip_channels entry, coarsest first. */
   readonly skip_levels: MlmaSkipLevel[] = [];
   readonly mask_features: Conv2d;
+  /** Per round, the attention of the phrase states of all levels to each other (`cross_level`; else empty). */
+  readonly cross_level: CrossLevelPhraseAttention[] = [];
   private readonly strides: number[];
   private readonly skipStrides: number[];
 
@@ -72,6 +76,7 @@ export class MultiLevelMutualAggregation extends ParameterModule {
           heads: c.num_heads,
           groups: c.norm_groups,
           mutual: c.mutual,
+          rounds: c.rounds,
         }),
       );
     });
@@ -82,6 +87,7 @@ export class MultiLevelMutualAggregation extends ParameterModule {
     }
     for (const [i, ch] of c.skip_channels.entries()) this.skip_levels.push(new MlmaSkipLevel(scope.pp('skip_levels').pp(i), { channels: ch, hiddenDim: c.hidden_dim, groups: c.norm_groups }));
     this.mask_features = new Conv2d(scope.pp('mask_features'), c.hidden_dim, c.mask_dim, 1);
+    if (c.cross_level) for (let r = 0; r < c.rounds; r++) this.cross_level.push(new CrossLevelPhraseAttention(scope.pp('cross_level').pp(r), c.hidden_dim, c.num_heads));
   }
 
   /** A fresh module (seeded torch-default init; trainable). The config is validated before any weight exists. */
@@ -143,8 +149,13 @@ export class MultiLevelMutualAggregation extends ParameterModule {
       const [b, p] = mask.shape;
       const hasReal = tf.reshape(tf.max(mask, 1), [b, 1, 1]); // [B, 1, 1]
 
-      // 1. per level: projections + reciprocal attention
-      const perLevel = this.levels.map((level, i) => level.mutual(inputs.images[i].tensor, phraseList[i].tensor, mask, hasReal));
+      // 1. per level: projections, then rounds of reciprocal attention (each followed by the cross-level phrase attention, if any)
+      let perLevel = this.levels.map((level, i) => level.project(inputs.images[i].tensor, phraseList[i].tensor));
+      for (let r = 0; r < c.rounds; r++) {
+        perLevel = perLevel.map((s, i) => this.levels[i].rounds[r]?.forward(s.image, s.phrases, mask, hasReal) ?? s);
+        const across = this.cross_level[r]?.forward(perLevel.map((s) => s.phrases), mask);
+        if (across) perLevel = perLevel.map((s, i) => ({ image: s.image, phrases: across[i] }));
+      }
 
       // 2. pixels: top-down (coarsest first), Mask2Former's FPN: out_l = conv(x_l + up(out_{l−1}))
       const pixels: FeatureMap[] = [];

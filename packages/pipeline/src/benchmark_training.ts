@@ -163,7 +163,7 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
       optimizer: {
         lr: training.lr,
         weight_decay: training.weight_decay,
-        noDecay: (key) => /(bias|norm|gate|level_weights)/.test(key),
+        noDecay: (key) => /(bias|norm|gate|gamma|level_weights)/.test(key),
         lrMultiplier: (key) => (/^eipa\..*\.gate$/.test(key) ? training.gate_lr_multiplier : 1),
       },
       schedule: warmupPoly({ base_lr: training.lr, warmup_steps: training.warmup_steps, total_steps: training.steps }),

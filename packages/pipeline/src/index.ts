@@ -1,4 +1,5 @@
-export { PngGrounder, DEFAULT_PNG_GROUNDER_CONFIG, resolvePngGrounderConfig, type EipaProbe, type EncodedImages, type PngGrounderConfig, type PngGrounderFiles, type PngGrounderOutput } from './png_grounder';
+export { PngGrounder, DEFAULT_PNG_GROUNDER_CONFIG, phraseEncoding, resolvePngGrounderConfig, type EipaProbe, type EncodedImages, type PngGrounderConfig, type PngGrounderFiles, type PngGrounderOutput, type UNetContext } from './png_grounder';
+export { DEFAULT_TEXT_SIDE_CONFIG, type TextSideConfig } from './text_side';
 export { groundNarrative, type GroundedPhrase } from './ground_narrative';
 export { encodeSamples, gatherBatch, readGroundedSamples, type EncodedSamples } from './benchmark_samples';
 export {

@@ -188,6 +188,53 @@ describe('CLIPTokenizer.chunk', () => {
     expect(() => tok.chunk('a', { windowTokens: 76 })).toThrow('windowTokens must be an integer in [1, 75]');
   });
 
+  /** The ids each token is read as, in text order (reconstructs the text's ids when every token is read once). */
+  const readIds = (text: string, chunks: ReturnType<CLIPTokenizer['chunk']>) => chunks.tokenOfChar(0, text.length).map(({ window, position }) => chunks.windows[window][position]);
+
+  it('overlaps windows by `overlap` tokens and reads each token where it has the most left context', () => {
+    const plain = tok.chunk(LONG_CAPTION);
+    const chunks = tok.chunk(LONG_CAPTION, { overlap: 20 });
+    expect(chunks.windows.length).toBe(2);
+    const real = chunks.attentionMasks.map((m) => m.reduce((a, b) => a + b) - 2);
+    expect(real[0]).toBe(73); // window 0 as without overlap
+    expect(chunks.windows[0]).toEqual(plain.windows[0]);
+    // window 1 starts ≥ 20 tokens before window 0 ends, at a word start, and runs to the end
+    const start = 108 - real[1];
+    expect(73 - start).toBeGreaterThanOrEqual(20);
+    expect(chunks.windows[1].slice(1, real[1] + 1)).toEqual(all().slice(start));
+    expect(readIds(LONG_CAPTION, chunks)).toEqual(all()); // every token once, in order
+    // the first token past the cut is read from window 1 after ≥ 20 tokens of left context
+    const positions = chunks.tokenOfChar(0, LONG_CAPTION.length);
+    expect(positions[72]).toEqual({ window: 0, position: 73 });
+    expect(positions[73]).toEqual({ window: 1, position: 73 - start + 1 });
+    expect(positions[73].position).toBeGreaterThan(20);
+  });
+
+  it('ends windows after a sentence when one lies in the window', () => {
+    const text = 'a red dog runs. the cat sleeps on a mat! birds fly over the big green hill.';
+    const chunks = tok.chunk(text, { windowTokens: 24, sentences: true }); // 18 + 14 tokens (the tiny vocabulary splits words)
+    const bodies = chunks.windows.map((w, i) => w.slice(1, chunks.attentionMasks[i].lastIndexOf(1)));
+    const sentence = (s: string) => tok.encodeWithSpans(s).ids;
+    expect(bodies).toEqual([sentence('a red dog runs. the cat sleeps on a mat!'), sentence('birds fly over the big green hill.')]);
+    expect(readIds(text, chunks)).toEqual(tok.encodeWithSpans(text).ids);
+    // without `sentences` the first window is cut at a word boundary inside the third sentence
+    expect(tok.chunk(text, { windowTokens: 24 }).attentionMasks[0].lastIndexOf(1) - 1).toBeGreaterThan(18);
+    // a sentence longer than the window falls back to word boundaries
+    const long = tok.chunk('the cat sleeps on a very soft mat all day.', { windowTokens: 4, sentences: true });
+    expect(readIds('the cat sleeps on a very soft mat all day.', long)).toEqual(tok.encodeWithSpans('the cat sleeps on a very soft mat all day.').ids);
+  });
+
+  it('reads every token once with overlap and sentences together, and rejects a bad overlap', () => {
+    const text = Array.from({ length: 9 }, (_, i) => `the ${['red', 'blue', 'green'][i % 3]} astronautastronaut number ${i} rides a horse.`).join(' ');
+    for (const options of [{ windowTokens: 7, overlap: 3 }, { windowTokens: 7, overlap: 6, sentences: true }, { windowTokens: 30, overlap: 10, sentences: true }]) {
+      const chunks = tok.chunk(text, options);
+      expect(readIds(text, chunks)).toEqual(tok.encodeWithSpans(text).ids);
+      for (const w of chunks.windows) expect(w.length).toBe(options.windowTokens + 2);
+    }
+    expect(() => tok.chunk('a', { overlap: 75 })).toThrow('overlap must be an integer in [0, 74] (below windowTokens), got 75');
+    expect(() => tok.chunk('a', { overlap: -1 })).toThrow('got -1');
+  });
+
   it('chunks a 10,000-character narrative in well under a second', () => {
     const words = 'in this picture we can see two dogs on the grass, a person holding a red umbrella and trees behind them.'.split(' ');
     let text = '';

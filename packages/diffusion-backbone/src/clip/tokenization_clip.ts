@@ -33,6 +33,16 @@ export interface CLIPTokenPosition {
   readonly position: number;
 }
 
+/** How `CLIPTokenizer.chunk` cuts a long text into windows. */
+export interface CLIPChunkOptions {
+  /** Tokens per window, bos and eos excluded (default model_max_length − 2: 75). */
+  readonly windowTokens?: number;
+  /** Tokens each window repeats from the end of the one before (default 0: windows do not overlap). */
+  readonly overlap?: number;
+  /** End windows after a sentence's final punctuation when one lies in the window (default false: at a word boundary). */
+  readonly sentences?: boolean;
+}
+
 /** A long text cut into windows that each fit the text encoder, with a character-span → token map. */
 export interface CLIPTextChunks {
   /** Each `[bos, ≤ windowTokens ids, eos, pad…]`, `windowTokens + 2` long. */
@@ -70,6 +80,8 @@ const WHITESPACE_RUN = new RegExp(`[${WS}]+`, 'g');
 const PAT = new RegExp(`<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^${WS}\\p{L}\\p{N}]+`, 'giu');
 /** transformers keeps at most this many merges (vocab size 49408 = 256·2 bytes + merges + 2 special). */
 const MAX_MERGES = 49152 - 256 - 2;
+/** A token that ends a sentence: final punctuation, perhaps with closing quotes or brackets. */
+const SENTENCE_END = /[.!?]["'”’)\]]*$/;
 const BPE_CACHE_LIMIT = 50_000;
 
 /**
@@ -208,32 +220,53 @@ export class CLIPTokenizer {
 
   /**
    * Cuts `text` into windows of at most `windowTokens` tokens (default 75, so that a window with
-   * bos and eos fills the encoder's 77 positions). Windows break between words when they can; a
-   * word longer than a window is split. Encode each window, then pool a phrase's features from
-   * its tokens (`phraseTokens`; `encodePhrases` does both).
+   * bos and eos fills the encoder's 77 positions). Windows break between words when they can (with
+   * `sentences`, after a sentence's final punctuation when one lies in the window); a word longer
+   * than a window is split. With `overlap`, each window starts that many tokens before the end of
+   * the one before, so that a token just after a cut still reads left context (CLIP's encoder is
+   * causal); every token is read from the first window that holds it, where it has the most left
+   * context. Encode each window, then pool a phrase's features from its tokens (`phraseTokens`;
+   * `encodePhrases` does both).
    */
-  chunk(text: string, options: { windowTokens?: number } = {}): CLIPTextChunks {
+  chunk(text: string, options: CLIPChunkOptions = {}): CLIPTextChunks {
     const windowTokens = options.windowTokens ?? this.modelMaxLength - 2;
     if (!Number.isInteger(windowTokens) || windowTokens < 1 || windowTokens > this.modelMaxLength - 2) {
       throw new Error(`CLIPTokenizer.chunk: windowTokens must be an integer in [1, ${this.modelMaxLength - 2}] (model_max_length − 2), got ${windowTokens}`);
     }
+    const overlap = options.overlap ?? 0;
+    if (!Number.isInteger(overlap) || overlap < 0 || overlap >= windowTokens) {
+      throw new Error(`CLIPTokenizer.chunk: overlap must be an integer in [0, ${windowTokens - 1}] (below windowTokens), got ${overlap}`);
+    }
     const { ids, spans, words } = this.tokenize(text, 'text');
+    // token k ends a sentence: the last piece of a word of final punctuation ('.', '!', '?', maybe closing quotes)
+    const endsSentence = (k: number) => options.sentences === true && words[k + 1] !== words[k] && SENTENCE_END.test(text.slice(spans[k][0], spans[k][1]));
     const windows: number[][] = [];
     const attentionMasks: number[][] = [];
     const where: CLIPTokenPosition[] = [];
-    for (let start = 0; start < ids.length || windows.length === 0; ) {
+    // tokens before `read` are already read from an earlier window
+    for (let start = 0, read = 0; ; ) {
       let end = Math.min(start + windowTokens, ids.length);
-      if (end < ids.length && words[end] === words[end - 1]) {
-        let wordStart = end - 1;
-        while (wordStart > start && words[wordStart - 1] === words[end]) wordStart--;
-        if (wordStart > start) end = wordStart; // else the word alone overflows the window: split it
+      if (end < ids.length) {
+        let sentenceEnd = end;
+        while (sentenceEnd > read && !endsSentence(sentenceEnd - 1)) sentenceEnd--;
+        if (sentenceEnd > read) end = sentenceEnd;
+        else if (words[end] === words[end - 1]) {
+          let wordStart = end - 1;
+          while (wordStart > read && words[wordStart - 1] === words[end]) wordStart--;
+          if (wordStart > read) end = wordStart; // else the word alone overflows the window: split it
+        }
       }
       const body = ids.slice(start, end);
       const pad = windowTokens - body.length;
-      for (let k = start; k < end; k++) where.push({ window: windows.length, position: k - start + 1 });
+      for (let k = read; k < end; k++) where.push({ window: windows.length, position: k - start + 1 });
       windows.push([this.bosTokenId, ...body, this.eosTokenId, ...new Array<number>(pad).fill(this.padTokenId)]);
       attentionMasks.push([...new Array<number>(body.length + 2).fill(1), ...new Array<number>(pad).fill(0)]);
-      start = end;
+      if (end >= ids.length) break;
+      read = end;
+      // the next window repeats up to `overlap` tokens, from the start of a word when it can
+      let next = Math.max(start + 1, end - overlap);
+      while (next > start + 1 && next < end && words[next - 1] === words[next]) next--;
+      start = next;
     }
     const length = text.length;
     const tokenOfChar = (charStart: number, charEnd: number): CLIPTokenPosition[] => {
