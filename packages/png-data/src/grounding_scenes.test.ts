@@ -4,16 +4,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { expectDefined } from '@png/core/testing';
 import { PngDataset } from './dataset';
-import {
-  GROUNDING_DEFAULT_SIZE,
-  PHRASE_TYPES,
-  SYNTHETIC_CATEGORIES,
-  SYNTHETIC_PALETTE,
-  generateSyntheticBenchmark,
-  synthesizeScene,
-  type NarrativeChunkJson,
-  type SyntheticScene,
-} from './synthetic';
+import { PHRASE_TYPES, type NarrativeChunkJson, type SyntheticScene } from './scene';
+import { GROUNDING_DEFAULT_SIZE, SYNTHETIC_CATEGORIES, SYNTHETIC_PALETTE, generateSyntheticBenchmark, synthesizeScene } from './synthetic';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'png-data-grounding-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));

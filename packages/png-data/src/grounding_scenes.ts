@@ -40,7 +40,7 @@ import {
   type StuffKind,
   type StuffRegion,
 } from './scene_drawing';
-import type { PhraseType, SceneOptions, SyntheticNarrative, SyntheticScene, SyntheticSegment } from './synthetic';
+import type { PhraseType, SceneOptions, SyntheticNarrative, SyntheticScene, SyntheticSegment } from './scene';
 
 type EpisodeType = Exclude<PhraseType, 'unary'>;
 const EPISODE_TYPES: readonly EpisodeType[] = ['twin-relation', 'twin-size', 'twin-order', 'binding', 'plural-subset', 'occluded'];

@@ -2,7 +2,7 @@
  * What the two kinds of synthetic scenes share: the shapes, stuff kinds and colours, drawing into a
  * panoptic id map, pixel rendering, and the narrative builder. Internal to @png/png-data.
  */
-import type { NarrativeChunkJson, PhraseType, SyntheticNarrative, SyntheticSegment } from './synthetic';
+import type { NarrativeChunkJson, PhraseType, SyntheticNarrative, SyntheticSegment } from './scene';
 import type { Prng } from '@png/node-utils';
 
 export type ShapeKind = 'circle' | 'square' | 'triangle' | 'ring' | 'diamond';
