@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend, type PhraseFeatures } from '@png/core';
-import { FOLDER_FETCH_BASE, folderFetch, sharedFixturesDir } from '@png/core/testing';
+import { FOLDER_FETCH_BASE, expectDefined, folderFetch, sharedFixturesDir } from '@png/core/testing';
 import { DiffusionBackbone, FeatureTaps, encodePhrases } from '@png/diffusion-backbone';
 import { PngGrounder, phraseEncoding, resolvePngGrounderConfig, type PngGrounderConfig } from './png_grounder';
 import { SMALL_GROUNDER_CONFIG, TEST_NARRATIVES } from './test_support';
@@ -47,11 +47,11 @@ describe('PngGrounder text options on the tiny SD backbone (wasm)', () => {
   it.each([
     ['both', { context: 'both' }, true],
     ['caption', { context: 'caption', eipa: { ...SMALL.eipa, dynamic_prompt: false } }, false],
-  ] as const)("context '%s' gives the frozen UNet the caption tokens (then the phrases) as its prompt", async (context, config, withPhrases) => {
+  ] as const)("context '%s' gives the frozen UNet the caption tokens (then the phrases) as its prompt", async (_context, config, withPhrases) => {
     const x = images();
     const grounder = PngGrounder.create(backbone, { ...SMALL, ...config }, { seed: 2 }); // gates at 0: the UNet stream is the static one
     const phrases = grounder.encodePhrases(narratives);
-    const caption = phrases.caption!;
+    const caption = expectDefined(phrases.caption, 'phrases.caption');
     expect(caption.tensor.shape).toEqual([2, 77, 32]); // one window each: bos…eos and CLIP's padding
     expect((await caption.mask.data()).every((v) => v === 1)).toBe(true);
     const out = grounder.forwardFeatures(x, phrases);
@@ -65,7 +65,7 @@ describe('PngGrounder text options on the tiny SD backbone (wasm)', () => {
     const plain = backbone.unet.forward(latents, 1, prompt as tf.Tensor3D, { encoderAttentionMask: mask as tf.Tensor2D });
     const reference = await Promise.all(taps.pyramid(plain.outputs).map((f) => bits(f.tensor)));
     taps.remove();
-    reference.forEach((r, i) => expect(r.equals(ours[i])).toBe(true));
+    for (const [i, r] of reference.entries()) expect(r.equals(ours[i])).toBe(true);
     tf.dispose([x, phrases, prompt, mask, latents, plain]);
   });
 
@@ -110,7 +110,7 @@ describe('PngGrounder text options on the tiny SD backbone (wasm)', () => {
     const off = open.enableGradientCheckpointing();
     const checkpointed = await grad();
     off();
-    direct.forEach((d, i) => expect(Math.abs(d - checkpointed[i])).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(d))));
+    for (const [i, d] of direct.entries()) expect(Math.abs(d - checkpointed[i])).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(d)));
     tf.dispose([x, phrases, latents, targets]);
     open.dispose();
   });
