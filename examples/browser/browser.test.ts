@@ -69,7 +69,11 @@ describe('examples/browser: the grounding page', () => {
     const backbone = await DiffusionBackbone.fromPretrained(path.join(REPO, 'packages', 'pipeline', 'models', 'png-tiny-sd'));
     const grounder = PngGrounder.create(backbone, PNG_TINY_CONFIG as Partial<PngGrounderConfig>, { seed: 0 });
     const image = { data: scene.image, width: scene.width, height: scene.height };
-    reference = (await groundNarrative(grounder, image, caption, { imageSize: IMAGE_SIZE })).map(({ text, span, mask }) => ({ text, span: [span[0], span[1]], mask }));
+    reference = (await groundNarrative(grounder, image, caption, { imageSize: IMAGE_SIZE })).map(({ text, span, mask }) => ({
+      text,
+      span: [span[0], span[1]],
+      mask,
+    }));
     grounder.dispose();
     backbone.dispose();
     // Masks that are all 0 or all 1 would make the comparisons below trivially true.
@@ -93,7 +97,10 @@ describe('examples/browser: the grounding page', () => {
     const settle = async (states: string[], timeout: number) => {
       await page.waitForFunction((s) => [...s, 'error'].includes(window.png?.status), states, { timeout }).catch(() => undefined);
       const state = await page.evaluate(() => ({ status: window.png?.status, error: window.png?.error }));
-      if (!states.includes(state.status)) throw new Error(`page on ${backend}: status ${state.status}${state.error ? ` (${state.error})` : ''}, expected ${states.join(' or ')}; ${problems.join('; ') || 'no page errors'}`);
+      if (!states.includes(state.status))
+        throw new Error(
+          `page on ${backend}: status ${state.status}${state.error ? ` (${state.error})` : ''}, expected ${states.join(' or ')}; ${problems.join('; ') || 'no page errors'}`,
+        );
     };
     await page.goto(`${url}?backend=${backend}`);
     await settle(['ready'], 60_000);
@@ -102,7 +109,9 @@ describe('examples/browser: the grounding page', () => {
     await page.click('#ground');
     await settle(['done'], timeout);
     const shown = (await page.textContent('#backend')) ?? '';
-    const phrases = await page.evaluate(() => window.png.result!.phrases.map(({ text, span, mask }) => ({ text, span: [span[0], span[1]] as [number, number], mask: Array.from(mask) })));
+    const phrases = await page.evaluate(() =>
+      window.png.result!.phrases.map(({ text, span, mask }) => ({ text, span: [span[0], span[1]] as [number, number], mask: Array.from(mask) })),
+    );
     fs.mkdirSync(path.join(HERE, 'artifacts'), { recursive: true });
     await page.screenshot({ path: path.join(HERE, 'artifacts', `grounding-${backend}.png`), fullPage: true });
     return { page, shown, phrases: phrases.map((p) => ({ ...p, mask: Uint8Array.from(p.mask) })) };
@@ -112,13 +121,14 @@ describe('examples/browser: the grounding page', () => {
     const { page, shown, phrases } = await groundOnPage('wasm', 60_000);
     expect(shown).toBe('wasm');
     expect(phrases.map((p) => [p.text, p.span])).toEqual(reference.map((p) => [p.text, p.span]));
-    phrases.forEach((p, j) => expect(Buffer.from(p.mask).equals(Buffer.from(reference[j].mask))).toBe(true));
+    for (const [j, p] of phrases.entries()) expect(Buffer.from(p.mask).equals(Buffer.from(reference[j].mask))).toBe(true);
 
     // Every box unchecked: the overlay is the image itself; one checked: its colour comes back.
-    const overlay = () => page.evaluate(() => {
-      const canvas = document.getElementById('overlay') as HTMLCanvasElement;
-      return Array.from(canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height).data);
-    });
+    const overlay = () =>
+      page.evaluate(() => {
+        const canvas = document.getElementById('overlay') as HTMLCanvasElement;
+        return Array.from(canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height).data);
+      });
     const boxes = await page.$$('#legend input[type=checkbox]');
     expect(boxes).toHaveLength(phrases.length);
     for (const box of boxes) await box.uncheck();

@@ -35,7 +35,8 @@ declare global {
   }
 }
 
-const state: PageState = (window.png = { status: 'loading' });
+const state: PageState = { status: 'loading' };
+window.png = state;
 const params = new URLSearchParams(location.search);
 const here = (url: string): string => new URL(url, location.href).href;
 const element = <T extends HTMLElement>(id: string): T => document.getElementById(id) as T;
@@ -185,7 +186,8 @@ async function main(): Promise<void> {
   const backbone = await DiffusionBackbone.fromUrl(here(modelUrl));
   show('loading', 'Loading the grounder…');
   const { grounder, imageSize, label } = await loadGrounder(backbone);
-  if (imageSize % backbone.imageMultiple !== 0) throw new Error(`image size ${imageSize} (?size= or the run's image_size) is not a multiple of ${backbone.imageMultiple}, the backbone's downsampling`);
+  if (imageSize % backbone.imageMultiple !== 0)
+    throw new Error(`image size ${imageSize} (?size= or the run's image_size) is not a multiple of ${backbone.imageMultiple}, the backbone's downsampling`);
   state.imageSize = imageSize;
   element('grounder').textContent = `${label}, images letterboxed to ${imageSize}×${imageSize}`;
 

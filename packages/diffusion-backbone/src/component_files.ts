@@ -1,4 +1,13 @@
-import { SafetensorsError, SafetensorsFile, openModuleFiles, parseJsonObject, readInputFile, type ModuleFiles, type TensorInfo, type WeightSource } from '@png/core';
+import {
+  SafetensorsError,
+  SafetensorsFile,
+  openModuleFiles,
+  parseJsonObject,
+  readInputFile,
+  type ModuleFiles,
+  type TensorInfo,
+  type WeightSource,
+} from '@png/core';
 
 /**
  * Reading one component folder of a diffusers pipeline (`unet/`, `vae/`, `text_encoder/`):
@@ -111,7 +120,12 @@ class ShardedSource implements WeightSource {
  * As readConfigJson + openWeights, from the contents of a component folder's files (`config.json`
  * and `<weightsName>[.<variant>].safetensors`), for `fromFiles` in browsers.
  */
-export function openComponentFiles(files: ModuleFiles, weightsName: string, defaultName: string, options: ComponentFilesOptions): { config: Record<string, unknown>; source: WeightSource } {
+export function openComponentFiles(
+  files: ModuleFiles,
+  weightsName: string,
+  defaultName: string,
+  options: ComponentFilesOptions,
+): { config: Record<string, unknown>; source: WeightSource } {
   return openModuleFiles(files, options.name ?? defaultName, componentWeightsFile(weightsName, options));
 }
 

@@ -20,7 +20,8 @@ export function validateNarratives(narratives: readonly Narrative[], maxPhrases:
   narratives.forEach((n, i) => {
     if (typeof n.caption !== 'string' || n.caption.trim() === '') throw new Error(`narrative ${i}: the caption is empty; a narrative needs text to ground`);
     if (!Array.isArray(n.phrases) || n.phrases.length === 0) throw new Error(`narrative ${i}: 0 phrases; give at least one noun-phrase span`);
-    if (n.phrases.length > maxPhrases) throw new Error(`narrative ${i}: ${n.phrases.length} phrases, above the configured maximum of ${maxPhrases} (max_phrases)`);
+    if (n.phrases.length > maxPhrases)
+      throw new Error(`narrative ${i}: ${n.phrases.length} phrases, above the configured maximum of ${maxPhrases} (max_phrases)`);
     n.phrases.forEach(([start, end], j) => {
       if (!(Number.isInteger(start) && Number.isInteger(end) && start >= 0 && end > start && end <= n.caption.length)) {
         throw new Error(`narrative ${i}, phrase ${j}: span [${start}, ${end}) is not a non-empty range inside the ${n.caption.length}-character caption`);
@@ -42,7 +43,12 @@ export interface NarrativeTokens {
  * (`CLIPTokenizer.chunk` with `windows`; default: hard 75-token windows) and maps every phrase span
  * to its tokens (`CLIPTextChunks.phraseTokens`); a span that covers no token is an error naming it.
  */
-export function tokenizeNarratives(tokenizer: CLIPTokenizer, narratives: readonly Narrative[], maxPhrases: number, windows: CLIPChunkOptions = {}): NarrativeTokens[] {
+export function tokenizeNarratives(
+  tokenizer: CLIPTokenizer,
+  narratives: readonly Narrative[],
+  maxPhrases: number,
+  windows: CLIPChunkOptions = {},
+): NarrativeTokens[] {
   validateNarratives(narratives, maxPhrases);
   return narratives.map((n, i) => {
     const chunks = tokenizer.chunk(n.caption, windows);
@@ -95,7 +101,12 @@ export interface EncodePhrasesOptions {
  * narrative one after another, absent windows 0 in the mask: [B, K·L, D] with K = the most windows
  * of the batch (or `captionWindows`), L = model_max_length. Caller owns the tensors.
  */
-export function encodePhrases(tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, narratives: readonly Narrative[], options: EncodePhrasesOptions): PhraseFeatures {
+export function encodePhrases(
+  tokenizer: CLIPTokenizer,
+  textEncoder: CLIPTextModel,
+  narratives: readonly Narrative[],
+  options: EncodePhrasesOptions,
+): PhraseFeatures {
   const tokenized = tokenizeNarratives(tokenizer, narratives, options.maxPhrases, options.windows);
   const p = options.padTo ?? Math.max(...narratives.map((n) => n.phrases.length));
   const windows = tokenized.flatMap((t) => t.chunks.windows);
@@ -113,7 +124,8 @@ export function encodePhrases(tokenizer: CLIPTokenizer, textEncoder: CLIPTextMod
   const k = options.captionWindows ?? Math.max(...counts);
   if (options.caption) {
     counts.forEach((count, i) => {
-      if (count > k) throw new Error(`narrative ${i}: its caption takes ${count} encoder windows, above captionWindows ${k}; raise captionWindows or shorten the caption`);
+      if (count > k)
+        throw new Error(`narrative ${i}: its caption takes ${count} encoder windows, above captionWindows ${k}; raise captionWindows or shorten the caption`);
     });
   }
   return tf.tidy(() => {

@@ -85,7 +85,16 @@ describe('PhraseExtractor', () => {
     const { params } = build((s) => new PhraseExtractor(s.pp('extract'), 6, 8, { ...options, gate: { kind: 'scalar', init: 0 } }));
     const keys = params.keys();
     expect(keys.filter((k) => k.endsWith('gate'))).toEqual(['extract.gate']);
-    for (const k of ['extract.to_q.weight', 'extract.norm_m.bias', 'extract.self_attn.to_k.weight', 'extract.self_attn.norm.weight', 'extract.ffn_norm.weight', 'extract.ffn.fc1.weight', 'extract.ffn.fc2.bias']) expect(keys).toContain(k);
+    for (const k of [
+      'extract.to_q.weight',
+      'extract.norm_m.bias',
+      'extract.self_attn.to_k.weight',
+      'extract.self_attn.norm.weight',
+      'extract.ffn_norm.weight',
+      'extract.ffn.fc1.weight',
+      'extract.ffn.fc2.bias',
+    ])
+      expect(keys).toContain(k);
     expect(params.get('extract.ffn.fc1.weight').shape).toEqual([12, 6]);
     params.dispose();
   });
@@ -108,7 +117,10 @@ describe('PhraseExtractor', () => {
   it("a padded phrase slot does not reach the real phrases' state through the self-attention", async () => {
     const { module: extractor, params } = build((s) => new PhraseExtractor(s, 6, 8, { ...options, gate: { kind: 'none', init: 0 } }), 5);
     const [p, x, mask] = [phrases(), tokens(), phraseMask()];
-    const altered = tf.concat([tf.slice(p, [0, 0, 0], [1, -1, -1]), tf.concat([tf.slice(p, [1, 0, 0], [1, 1, -1]), tf.fill([1, 2, 6], 7)], 1)], 0) as tf.Tensor3D; // the second narrative's padding changed
+    const altered = tf.concat(
+      [tf.slice(p, [0, 0, 0], [1, -1, -1]), tf.concat([tf.slice(p, [1, 0, 0], [1, 1, -1]), tf.fill([1, 2, 6], 7)], 1)],
+      0,
+    ) as tf.Tensor3D; // the second narrative's padding changed
     const a = extractor.forward(p, x, mask);
     const b = extractor.forward(altered, x, mask);
     await expectClose(tf.slice(b, [1, 0, 0], [1, 1, -1]), await tf.slice(a, [1, 0, 0], [1, 1, -1]).data(), 1e-6, 'the real phrase of narrative 2');
@@ -116,7 +128,10 @@ describe('PhraseExtractor', () => {
     // with the self-attention the phrases of a narrative see each other: changing one real phrase moves the others
     const other = tf.concat([tf.fill([1, 1, 6], -3), tf.slice(p, [0, 1, 0], [1, -1, -1])], 1);
     const changed = tf.concat([other, tf.slice(p, [1, 0, 0], [1, -1, -1])], 0) as tf.Tensor3D;
-    const moved = (m: PhraseExtractor) => tf.max(tf.abs(tf.sub(tf.slice(m.forward(changed, x, mask), [0, 1, 0], [1, 2, -1]), tf.slice(m.forward(p, x, mask), [0, 1, 0], [1, 2, -1])))).dataSync()[0];
+    const moved = (m: PhraseExtractor) =>
+      tf
+        .max(tf.abs(tf.sub(tf.slice(m.forward(changed, x, mask), [0, 1, 0], [1, 2, -1]), tf.slice(m.forward(p, x, mask), [0, 1, 0], [1, 2, -1]))))
+        .dataSync()[0];
     expect(moved(extractor)).toBeGreaterThan(1e-3);
     expect(moved(noSelf.module)).toBe(0);
     tf.dispose([p, x, mask, altered, a, b, other, changed]);

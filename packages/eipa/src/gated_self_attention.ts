@@ -51,7 +51,10 @@ export class GatedSelfAttention {
    * [B, N, C] and the head-averaged attention to the context tokens [B, N, M] (without
    * context: to the tokens, [B, N, N]).
    */
-  attend(x: tf.Tensor3D, options: { mask?: tf.Tensor2D; context?: tf.Tensor3D; contextMask?: tf.Tensor2D } = {}): { update: tf.Tensor3D; attention: tf.Tensor3D } {
+  attend(
+    x: tf.Tensor3D,
+    options: { mask?: tf.Tensor2D; context?: tf.Tensor3D; contextMask?: tf.Tensor2D } = {},
+  ): { update: tf.Tensor3D; attention: tf.Tensor3D } {
     const { context } = options;
     const { linear } = this;
     if (context && !linear) throw new Error('GatedSelfAttention: built without a context width; it attends over its tokens only');

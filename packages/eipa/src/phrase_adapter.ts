@@ -1,5 +1,16 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { ForwardContext, ParameterModule, WeightScope, contextKey, openModule, openModuleFiles, saveModule, type CaptionTokens, type ModuleFiles, type PhraseFeatures } from '@png/core';
+import {
+  ForwardContext,
+  ParameterModule,
+  WeightScope,
+  contextKey,
+  openModule,
+  openModuleFiles,
+  saveModule,
+  type CaptionTokens,
+  type ModuleFiles,
+  type PhraseFeatures,
+} from '@png/core';
 import { AttnProcessor, type AttentionProcessor, type UNet2DConditionModel } from '@png/diffusion-backbone';
 import { resolveEipaConfig, type EipaConfig } from './config';
 import { GatedCrossAttention } from './gated_cross_attention';
@@ -95,11 +106,20 @@ export class PhraseAdapter extends ParameterModule {
         const extractGate = { kind: c.extract_gate, init: c.gate_init };
         const injectGate = { kind: c.inject_gate, init: c.gate_init };
         const extract = c.extract
-          ? new PhraseExtractor(block.pp('extract'), phraseDim, channels, { bottleneck: r, heads, gate: extractGate, selfAttention: c.extract_self_attention, ffnDim: c.extract_ffn_dim, eps })
+          ? new PhraseExtractor(block.pp('extract'), phraseDim, channels, {
+              bottleneck: r,
+              heads,
+              gate: extractGate,
+              selfAttention: c.extract_self_attention,
+              ffnDim: c.extract_ffn_dim,
+              eps,
+            })
           : undefined;
         let inject: GatedCrossAttention | GatedSelfAttention | undefined;
-        if (c.inject && c.inject_position === 'after_block') inject = new GatedCrossAttention(block.pp('inject'), channels, phraseDim, r, heads, injectGate, eps);
-        if (c.inject && c.inject_position === 'after_self_attention') inject = new GatedSelfAttention(block.pp('inject'), channels, r, heads, injectGate, eps, phraseDim);
+        if (c.inject && c.inject_position === 'after_block')
+          inject = new GatedCrossAttention(block.pp('inject'), channels, phraseDim, r, heads, injectGate, eps);
+        if (c.inject && c.inject_position === 'after_self_attention')
+          inject = new GatedSelfAttention(block.pp('inject'), channels, r, heads, injectGate, eps, phraseDim);
         return { path, channels, extract, inject };
       }),
     );
@@ -218,12 +238,15 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
   const channels = new Map(unet.transformerBlocks().map((b) => [b.path, b.channels]));
   for (const block of adapter.blocks) {
     if (channels.get(block.path) !== block.channels) {
-      throw new Error(`attachEipa: the adapter was built for another UNet (block '${block.path}' has ${channels.get(block.path) ?? 'no'} channels here, ${block.channels} in the adapter)`);
+      throw new Error(
+        `attachEipa: the adapter was built for another UNet (block '${block.path}' has ${channels.get(block.path) ?? 'no'} channels here, ${block.channels} in the adapter)`,
+      );
     }
   }
   const upBlocks = Object.keys(unet.upBlockShapes());
   const levels = options.levels ?? upBlocks;
-  for (const level of levels) if (!upBlocks.includes(level)) throw new Error(`attachEipa: level '${level}' is not an up block of this UNet (${upBlocks.join(', ')})`);
+  for (const level of levels)
+    if (!upBlocks.includes(level)) throw new Error(`attachEipa: level '${level}' is not an up block of this UNet (${upBlocks.join(', ')})`);
   const removers: Array<() => void> = [];
   const previous = unet.attnProcessors();
 
@@ -263,7 +286,11 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
       );
     }
     if (block.inject && afterSelfAttention) {
-      removers.push(unet.addBlockHook(`${block.path}.fuser`, { postForward: (_path, tokens, ctx) => (ctx.has(ZERO_GATES) ? tokens : inject(block, tokens as tf.Tensor3D, ctx)) }));
+      removers.push(
+        unet.addBlockHook(`${block.path}.fuser`, {
+          postForward: (_path, tokens, ctx) => (ctx.has(ZERO_GATES) ? tokens : inject(block, tokens as tf.Tensor3D, ctx)),
+        }),
+      );
     }
   }
 
@@ -280,16 +307,24 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
     levels: [...levels],
     context(phrases, probes = {}) {
       const [b, p, d] = phrases.tensor.shape;
-      if (d !== adapter.phraseDim) throw new Error(`PhraseAdapter: phrase features are [${phrases.tensor.shape}], expected width ${adapter.phraseDim} (the UNet's cross_attention_dim)`);
-      if (phrases.mask.shape[0] !== b || phrases.mask.shape[1] !== p) throw new Error(`PhraseAdapter: phrase mask [${phrases.mask.shape}] does not match the phrases [${b}, ${p}]`);
+      if (d !== adapter.phraseDim)
+        throw new Error(`PhraseAdapter: phrase features are [${phrases.tensor.shape}], expected width ${adapter.phraseDim} (the UNet's cross_attention_dim)`);
+      if (phrases.mask.shape[0] !== b || phrases.mask.shape[1] !== p)
+        throw new Error(`PhraseAdapter: phrase mask [${phrases.mask.shape}] does not match the phrases [${b}, ${p}]`);
       const context = new ForwardContext().set(PHRASES, phrases.tensor).set(PHRASE_MASK, phrases.mask);
       if (probes.zeroGates) context.set(ZERO_GATES, true);
       if (probes.recordStates) context.set(RECORD_STATES, true);
       if (probes.replayStates) {
         for (const block of adapter.blocks.filter((bl) => bl.extract)) {
           const state = probes.replayStates[block.path];
-          if (!state) throw new Error(`EipaAttachment.context: replayStates has no phrase state of block '${block.path}'; pass blockStates(outputs) of a forward made with recordStates`);
-          if (state.shape.join() !== phrases.tensor.shape.join()) throw new Error(`EipaAttachment.context: the replayed phrase state of '${block.path}' is [${state.shape}], the phrases [${phrases.tensor.shape}]; replay states of the same phrases`);
+          if (!state)
+            throw new Error(
+              `EipaAttachment.context: replayStates has no phrase state of block '${block.path}'; pass blockStates(outputs) of a forward made with recordStates`,
+            );
+          if (state.shape.join() !== phrases.tensor.shape.join())
+            throw new Error(
+              `EipaAttachment.context: the replayed phrase state of '${block.path}' is [${state.shape}], the phrases [${phrases.tensor.shape}]; replay states of the same phrases`,
+            );
         }
         context.set(REPLAY_STATES, probes.replayStates);
       }
@@ -297,14 +332,19 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
       if (!caption) return context;
       const [cb, t, cd] = caption.tensor.shape;
       if (cb !== b || cd !== d || caption.mask.shape[0] !== b || caption.mask.shape[1] !== t) {
-        throw new Error(`PhraseAdapter: caption tokens [${caption.tensor.shape}] with mask [${caption.mask.shape}] do not match the phrases [${phrases.tensor.shape}]; expected [${b}, T, ${d}] and [${b}, T]`);
+        throw new Error(
+          `PhraseAdapter: caption tokens [${caption.tensor.shape}] with mask [${caption.mask.shape}] do not match the phrases [${phrases.tensor.shape}]; expected [${b}, T, ${d}] and [${b}, T]`,
+        );
       }
       return context.set(CAPTION, caption.tensor).set(CAPTION_MASK, caption.mask);
     },
     phraseStates(outputs, phrases) {
       return levels.map((level) => {
         const state = outputs[phraseStateKey(level)];
-        if (!state) throw new Error(`EipaAttachment: no phrase state of '${level}' in these outputs; were they produced by a forward of the adapted UNet with this attachment's context?`);
+        if (!state)
+          throw new Error(
+            `EipaAttachment: no phrase state of '${level}' in these outputs; were they produced by a forward of the adapted UNet with this attachment's context?`,
+          );
         return { tensor: state as tf.Tensor3D, mask: phrases.mask };
       });
     },
@@ -312,7 +352,10 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
       const states: Record<string, tf.Tensor3D> = {};
       for (const block of adapter.blocks.filter((b) => b.extract)) {
         const state = outputs[blockStateKey(block.path)];
-        if (!state) throw new Error(`EipaAttachment.blockStates: no phrase state of block '${block.path}' in these outputs; make the forward's context with {recordStates: true}`);
+        if (!state)
+          throw new Error(
+            `EipaAttachment.blockStates: no phrase state of block '${block.path}' in these outputs; make the forward's context with {recordStates: true}`,
+          );
         states[block.path] = state as tf.Tensor3D;
       }
       return states;

@@ -92,18 +92,42 @@ const NAME = 'MlmaConfig';
 export function resolveMlmaConfig(user: Partial<MlmaConfig> | Record<string, unknown> = {}): Readonly<MlmaConfig> {
   return resolveConfig<MlmaConfig>(NAME, DEFAULT_MLMA_CONFIG as MlmaConfig, user, (c) => {
     const ch = c.image_channels;
-    check(Array.isArray(ch) && ch.length > 0 && ch.every(isPositiveInt), NAME, 'image_channels', 'a non-empty array of positive integers (one per level, coarsest first)', ch);
+    check(
+      Array.isArray(ch) && ch.length > 0 && ch.every(isPositiveInt),
+      NAME,
+      'image_channels',
+      'a non-empty array of positive integers (one per level, coarsest first)',
+      ch,
+    );
     const st = c.image_strides;
     check(Array.isArray(st) && (st.length === 0 || st.length === ch.length), NAME, 'image_strides', `[] or one stride per level (${ch.length})`, st);
-    check(st.every(isPositiveInt) && st.every((s, i) => i === 0 || s < st[i - 1]), NAME, 'image_strides', 'strictly decreasing positive integers (coarsest first)', st);
+    check(
+      st.every(isPositiveInt) && st.every((s, i) => i === 0 || s < st[i - 1]),
+      NAME,
+      'image_strides',
+      'strictly decreasing positive integers (coarsest first)',
+      st,
+    );
     const sk = c.skip_channels;
     check(Array.isArray(sk) && sk.every(isPositiveInt), NAME, 'skip_channels', '[] or an array of positive integers (one per skip level, coarsest first)', sk);
     const ss = c.skip_strides;
     check(Array.isArray(ss) && (ss.length === 0 || ss.length === sk.length), NAME, 'skip_strides', `[] or one stride per skip level (${sk.length})`, ss);
     const strides = levelStrides(c);
     const finest = strides[strides.length - 1];
-    check(ss.every(isPositiveInt) && ss.every((s, i) => s < (i === 0 ? finest : ss[i - 1])), NAME, 'skip_strides', `strictly decreasing positive integers below the finest image stride (${finest})`, ss);
-    check(skipStrides(c).every(isPositiveInt), NAME, 'skip_channels', `as many levels as halvings of the finest image stride (${finest}) give integer strides, or skip_strides given`, sk);
+    check(
+      ss.every(isPositiveInt) && ss.every((s, i) => s < (i === 0 ? finest : ss[i - 1])),
+      NAME,
+      'skip_strides',
+      `strictly decreasing positive integers below the finest image stride (${finest})`,
+      ss,
+    );
+    check(
+      skipStrides(c).every(isPositiveInt),
+      NAME,
+      'skip_channels',
+      `as many levels as halvings of the finest image stride (${finest}) give integer strides, or skip_strides given`,
+      sk,
+    );
     check(isPositiveInt(c.phrase_dim), NAME, 'phrase_dim', 'a positive integer', c.phrase_dim);
     check(isPositiveInt(c.hidden_dim), NAME, 'hidden_dim', 'a positive integer', c.hidden_dim);
     check(isPositiveInt(c.num_heads) && c.hidden_dim % c.num_heads === 0, NAME, 'num_heads', `a divisor of hidden_dim (${c.hidden_dim})`, c.num_heads);

@@ -30,8 +30,12 @@ describe('MLMA rounds and cross-level phrase attention', () => {
   it('validates the new fields before allocating anything, naming them', () => {
     const before = tf.memory().numTensors;
     expect(() => MultiLevelMutualAggregation.create({ ...TINY, rounds: 0 })).toThrow('Error in MlmaConfig.rounds: expected a positive integer, got 0');
-    expect(() => MultiLevelMutualAggregation.create({ ...TINY, rounds: 2, mutual: false })).toThrow('Error in MlmaConfig.rounds: expected 1 when mutual is false');
-    expect(() => MultiLevelMutualAggregation.create({ ...TINY, cross_level: 1 } as never)).toThrow('Error in MlmaConfig.cross_level: expected a boolean, got 1');
+    expect(() => MultiLevelMutualAggregation.create({ ...TINY, rounds: 2, mutual: false })).toThrow(
+      'Error in MlmaConfig.rounds: expected 1 when mutual is false',
+    );
+    expect(() => MultiLevelMutualAggregation.create({ ...TINY, cross_level: 1 } as never)).toThrow(
+      'Error in MlmaConfig.cross_level: expected a boolean, got 1',
+    );
     expect(tf.memory().numTensors).toBe(before);
   });
 
@@ -40,7 +44,14 @@ describe('MLMA rounds and cross-level phrase attention', () => {
     const two = MultiLevelMutualAggregation.create({ ...TINY, rounds: 2, cross_level: true });
     expect(one.parameters.keys().some((k) => k.includes('rounds') || k.startsWith('cross_level'))).toBe(false);
     const added = two.parameters.keys().filter((k) => !one.parameters.keys().includes(k));
-    expect(added).toEqual(expect.arrayContaining(['levels.0.rounds.1.image_from_phrase.to_q.weight', 'levels.2.rounds.1.phrase_from_image_norm.bias', 'cross_level.0.attention.to_out.weight', 'cross_level.1.norm.weight']));
+    expect(added).toEqual(
+      expect.arrayContaining([
+        'levels.0.rounds.1.image_from_phrase.to_q.weight',
+        'levels.2.rounds.1.phrase_from_image_norm.bias',
+        'cross_level.0.attention.to_out.weight',
+        'cross_level.1.norm.weight',
+      ]),
+    );
     const attention = 4 * (16 * 16 + 16); // to_q, to_k, to_v, to_out
     const norm = 2 * 16;
     expect(two.numParameters() - one.numParameters()).toBe(3 * 2 * (attention + norm) + 2 * (attention + norm));
@@ -54,7 +65,8 @@ describe('MLMA rounds and cross-level phrase attention', () => {
     const two = MultiLevelMutualAggregation.create({ ...TINY, rounds: 2 }, { seed: 3 }); // the same weights for the shared keys
     const a = one.forward(x);
     const close = async (level: MultiLevelMutualAggregation) => {
-      for (const k of level.parameters.keys().filter((k) => /rounds\.1\..*to_out/.test(k))) (level.parameters.get(k) as tf.Variable).assign(tf.zerosLike(level.parameters.get(k)));
+      for (const k of level.parameters.keys().filter((k) => /rounds\.1\..*to_out/.test(k)))
+        (level.parameters.get(k) as tf.Variable).assign(tf.zerosLike(level.parameters.get(k)));
     };
     const open = two.forward(x);
     expect(maxAbsDiff(await data(open.phrases), await data(a.phrases))).toBeGreaterThan(1e-2);
@@ -90,13 +102,25 @@ describe('MLMA rounds and cross-level phrase attention', () => {
     const x = inputs();
     const base = m.forward(x);
     const mask = tf.concat([x.phrases[0].mask, tf.zeros([2, 1])], 1) as tf.Tensor2D;
-    const padded = { images: x.images, phrases: x.phrases.map((p, i) => ({ tensor: tf.concat([p.tensor, tf.randomNormal([2, 1, 12], 0, 3, 'float32', 99 + i)], 1) as tf.Tensor3D, mask })) };
+    const padded = {
+      images: x.images,
+      phrases: x.phrases.map((p, i) => ({ tensor: tf.concat([p.tensor, tf.randomNormal([2, 1, 12], 0, 3, 'float32', 99 + i)], 1) as tf.Tensor3D, mask })),
+    };
     const out = m.forward(padded);
     for (let i = 0; i < 3; i++) expect(maxAbsDiff(await data(out.pixels[i].tensor), await data(base.pixels[i].tensor))).toBeLessThanOrEqual(1e-5);
     const real = tf.slice(out.phrases, [0, 0, 0], [2, 3, 16]);
     expect(maxAbsDiff(await data(real), await data(base.phrases))).toBeLessThanOrEqual(1e-5);
     await expectNoLeak(() => m.forward(x), 'MLMA forward with rounds and cross_level');
-    tf.dispose([real, base, out, padded.phrases.map((p) => p.tensor), mask, x.images.map((i) => i.tensor), x.phrases.map((p) => p.tensor), x.phrases[0].mask] as unknown as tf.TensorContainer);
+    tf.dispose([
+      real,
+      base,
+      out,
+      padded.phrases.map((p) => p.tensor),
+      mask,
+      x.images.map((i) => i.tensor),
+      x.phrases.map((p) => p.tensor),
+      x.phrases[0].mask,
+    ] as unknown as tf.TensorContainer);
     m.dispose();
   });
 

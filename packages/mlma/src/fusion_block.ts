@@ -159,7 +159,10 @@ export class CrossLevelPhraseAttention {
   forward(states: readonly tf.Tensor3D[], mask: tf.Tensor2D): tf.Tensor3D[] {
     const [, p] = mask.shape;
     const all = tf.concat([...states], 1) as tf.Tensor3D; // [B, L·P, D]
-    const keys = tf.concat(states.map(() => mask), 1) as tf.Tensor2D; // [B, L·P]
+    const keys = tf.concat(
+      states.map(() => mask),
+      1,
+    ) as tf.Tensor2D; // [B, L·P]
     const out = this.norm.forward(tf.add(all, this.attention.forward(all, all, keys))) as tf.Tensor3D; // [B, L·P, D]
     return states.map((_, l) => tf.slice(out, [0, l * p, 0], [-1, p, -1]) as tf.Tensor3D); // [B, P, D] each
   }

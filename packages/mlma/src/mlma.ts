@@ -7,7 +7,21 @@
 // VAE encoder's) continue the top-down path with a lateral conv only, as Mask2Former's pixel decoder
 // joins its stride-4 map. maskFeatures = 1×1 conv of the finest level (the last skip level if any).
 import * as tf from '@tensorflow/tfjs-core';
-import { Conv2d, Linear, ParameterModule, WeightScope, openModule, openModuleFiles, resize, saveModule, type FeatureMap, type FeaturePyramid, type ModuleFiles, type PhraseFeatures, type ShapeSpec } from '@png/core';
+import {
+  Conv2d,
+  Linear,
+  ParameterModule,
+  WeightScope,
+  openModule,
+  openModuleFiles,
+  resize,
+  saveModule,
+  type FeatureMap,
+  type FeaturePyramid,
+  type ModuleFiles,
+  type PhraseFeatures,
+  type ShapeSpec,
+} from '@png/core';
 import { levelStrides, resolveMlmaConfig, skipStrides, type MlmaConfig } from './config';
 import { CrossLevelPhraseAttention, MlmaLevel, MlmaSkipLevel } from './fusion_block';
 
@@ -85,9 +99,11 @@ export class MultiLevelMutualAggregation extends ParameterModule {
     } else {
       this.phrase_gate = new Linear(scope.pp('phrase_gate'), c.hidden_dim, 1);
     }
-    for (const [i, ch] of c.skip_channels.entries()) this.skip_levels.push(new MlmaSkipLevel(scope.pp('skip_levels').pp(i), { channels: ch, hiddenDim: c.hidden_dim, groups: c.norm_groups }));
+    for (const [i, ch] of c.skip_channels.entries())
+      this.skip_levels.push(new MlmaSkipLevel(scope.pp('skip_levels').pp(i), { channels: ch, hiddenDim: c.hidden_dim, groups: c.norm_groups }));
     this.mask_features = new Conv2d(scope.pp('mask_features'), c.hidden_dim, c.mask_dim, 1);
-    if (c.cross_level) for (let r = 0; r < c.rounds; r++) this.cross_level.push(new CrossLevelPhraseAttention(scope.pp('cross_level').pp(r), c.hidden_dim, c.num_heads));
+    if (c.cross_level)
+      for (let r = 0; r < c.rounds; r++) this.cross_level.push(new CrossLevelPhraseAttention(scope.pp('cross_level').pp(r), c.hidden_dim, c.num_heads));
   }
 
   /** A fresh module (seeded torch-default init; trainable). The config is validated before any weight exists. */
@@ -153,7 +169,10 @@ export class MultiLevelMutualAggregation extends ParameterModule {
       let perLevel = this.levels.map((level, i) => level.project(inputs.images[i].tensor, phraseList[i].tensor));
       for (let r = 0; r < c.rounds; r++) {
         perLevel = perLevel.map((s, i) => this.levels[i].rounds[r]?.forward(s.image, s.phrases, mask, hasReal) ?? s);
-        const across = this.cross_level[r]?.forward(perLevel.map((s) => s.phrases), mask);
+        const across = this.cross_level[r]?.forward(
+          perLevel.map((s) => s.phrases),
+          mask,
+        );
         if (across) perLevel = perLevel.map((s, i) => ({ image: s.image, phrases: across[i] }));
       }
 
@@ -162,7 +181,7 @@ export class MultiLevelMutualAggregation extends ParameterModule {
       let prev: tf.Tensor4D | undefined;
       for (const [i, { image }] of perLevel.entries()) {
         const [, h, w] = image.shape;
-        const x = prev ? tf.add(image, resize(prev, [h, w], c.upsample_mode)) as tf.Tensor4D : image;
+        const x = prev ? (tf.add(image, resize(prev, [h, w], c.upsample_mode)) as tf.Tensor4D) : image;
         prev = this.levels[i].output(x);
         pixels.push({ tensor: prev, stride: this.strides[i] });
       }
@@ -176,7 +195,10 @@ export class MultiLevelMutualAggregation extends ParameterModule {
       const maskFeatures = this.mask_features.forward(prev); // [B, H_finest, W_finest, mask_dim]
 
       // 3. phrases: weighted sum over levels
-      const stacked = tf.stack(perLevel.map((l) => l.phrases), 2); // [B, P, L, D]
+      const stacked = tf.stack(
+        perLevel.map((l) => l.phrases),
+        2,
+      ); // [B, P, L, D]
       let weights: tf.Tensor; // broadcastable to [B, P, L, 1]
       if (this.phrase_level_weights) {
         weights = tf.reshape(tf.softmax(this.phrase_level_weights), [1, 1, this.levels.length, 1]); // [1, 1, L, 1]
@@ -209,24 +231,31 @@ export class MultiLevelMutualAggregation extends ParameterModule {
       if (img.tensor.rank !== 4 || s[0] !== b || s[3] !== c.image_channels[i]) {
         throw new Error(`${where}: images[${i}] must be NHWC [${b}, H, W, ${c.image_channels[i]}], got [${s}]`);
       }
-      if (img.stride !== this.strides[i]) throw new Error(`${where}: images[${i}] has stride ${img.stride}, expected ${this.strides[i]} (config image_strides)`);
+      if (img.stride !== this.strides[i])
+        throw new Error(`${where}: images[${i}] has stride ${img.stride}, expected ${this.strides[i]} (config image_strides)`);
     });
     const skips = inputs.skips ?? [];
     if (skips.length !== c.skip_channels.length) {
-      throw new Error(`${where}: expected ${c.skip_channels.length} skip levels (config skip_channels [${c.skip_channels}], coarsest first), got ${skips.length}`);
+      throw new Error(
+        `${where}: expected ${c.skip_channels.length} skip levels (config skip_channels [${c.skip_channels}], coarsest first), got ${skips.length}`,
+      );
     }
     skips.forEach((skip, i) => {
       const s = skip.tensor.shape;
       if (skip.tensor.rank !== 4 || s[0] !== b || s[3] !== c.skip_channels[i]) {
         throw new Error(`${where}: skips[${i}] must be NHWC [${b}, H, W, ${c.skip_channels[i]}], got [${s}]`);
       }
-      if (skip.stride !== this.skipStrides[i]) throw new Error(`${where}: skips[${i}] has stride ${skip.stride}, expected ${this.skipStrides[i]} (config skip_strides)`);
+      if (skip.stride !== this.skipStrides[i])
+        throw new Error(`${where}: skips[${i}] has stride ${skip.stride}, expected ${this.skipStrides[i]} (config skip_strides)`);
     });
     phraseList.forEach(({ tensor: t, mask }, i) => {
       if (t.rank !== 3 || t.shape[0] !== b || t.shape[1] !== p || t.shape[2] !== c.phrase_dim) {
-        throw new Error(`${where}: phrases[${i}].tensor must be [${b}, ${p}, ${c.phrase_dim}] (batch and phrases of the phrase mask [${phraseMask.shape}]), got [${t.shape}]`);
+        throw new Error(
+          `${where}: phrases[${i}].tensor must be [${b}, ${p}, ${c.phrase_dim}] (batch and phrases of the phrase mask [${phraseMask.shape}]), got [${t.shape}]`,
+        );
       }
-      if (mask.rank !== 2 || mask.shape[0] !== b || mask.shape[1] !== p) throw new Error(`${where}: phrases[${i}].mask is [${mask.shape}]; every level has the phrases of phrases[0] (mask [${phraseMask.shape}])`);
+      if (mask.rank !== 2 || mask.shape[0] !== b || mask.shape[1] !== p)
+        throw new Error(`${where}: phrases[${i}].mask is [${mask.shape}]; every level has the phrases of phrases[0] (mask [${phraseMask.shape}])`);
     });
     return phraseList;
   }

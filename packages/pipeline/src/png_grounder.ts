@@ -1,6 +1,34 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { CONFIG_FILE, WEIGHTS_FILE, check, parseJsonObject, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, readInputFile, resolveConfig, seededNormal, type CaptionTokens, type FeatureMap, type FetchFunction, type ForwardContext, type ModuleFiles, type PhraseFeatures } from '@png/core';
-import { DDPMScheduler, EncoderFeatureTaps, FeatureTaps, encodePhrases, type DiffusionBackbone, type EncodePhrasesOptions, type Narrative } from '@png/diffusion-backbone';
+import {
+  CONFIG_FILE,
+  WEIGHTS_FILE,
+  check,
+  parseJsonObject,
+  fetchFile,
+  fetchModuleFiles,
+  isFiniteNumber,
+  isNonNegativeInt,
+  isPositiveInt,
+  joinUrl,
+  readInputFile,
+  resolveConfig,
+  seededNormal,
+  type CaptionTokens,
+  type FeatureMap,
+  type FetchFunction,
+  type ForwardContext,
+  type ModuleFiles,
+  type PhraseFeatures,
+} from '@png/core';
+import {
+  DDPMScheduler,
+  EncoderFeatureTaps,
+  FeatureTaps,
+  encodePhrases,
+  type DiffusionBackbone,
+  type EncodePhrasesOptions,
+  type Narrative,
+} from '@png/diffusion-backbone';
 import { PhraseAdapter, attachEipa, type EipaAttachment, type EipaConfig } from '@png/eipa';
 import { MultiLevelMutualAggregation, skipStrides, type MlmaConfig } from '@png/mlma';
 import { writeFileAtomic } from '@png/node-utils';
@@ -87,9 +115,21 @@ export function resolvePngGrounderConfig(user: Partial<PngGrounderConfig> | Reco
     check(isPositiveInt(c.max_phrases), 'PngGrounderConfig', 'max_phrases', 'a positive integer', c.max_phrases);
     check(isFiniteNumber(c.bce_weight) && c.bce_weight >= 0, 'PngGrounderConfig', 'bce_weight', 'a non-negative number', c.bce_weight);
     check(isFiniteNumber(c.dice_weight) && c.dice_weight >= 0, 'PngGrounderConfig', 'dice_weight', 'a non-negative number', c.dice_weight);
-    check(c.mask_stride === null || (isPositiveInt(c.mask_stride) && (c.mask_stride & (c.mask_stride - 1)) === 0), 'PngGrounderConfig', 'mask_stride', 'null or a power of two (1, 2, 4, …)', c.mask_stride);
+    check(
+      c.mask_stride === null || (isPositiveInt(c.mask_stride) && (c.mask_stride & (c.mask_stride - 1)) === 0),
+      'PngGrounderConfig',
+      'mask_stride',
+      'null or a power of two (1, 2, 4, …)',
+      c.mask_stride,
+    );
     check(['phrases', 'caption', 'both'].includes(c.context), 'PngGrounderConfig', 'context', "'phrases', 'caption' or 'both'", c.context);
-    check(isNonNegativeInt(c.window_overlap), 'PngGrounderConfig', 'window_overlap', 'a non-negative integer (below the 75 tokens of a window)', c.window_overlap);
+    check(
+      isNonNegativeInt(c.window_overlap),
+      'PngGrounderConfig',
+      'window_overlap',
+      'a non-negative integer (below the 75 tokens of a window)',
+      c.window_overlap,
+    );
     check(c.text !== null && !Array.isArray(c.text), 'PngGrounderConfig', 'text', 'an object of TextSideConfig fields', c.text);
   });
 }
@@ -139,7 +179,13 @@ function skipLevels(backbone: DiffusionBackbone, maskStride: number | null): Ski
     .filter((l) => l.stride < finest)
     .sort((a, b) => b.stride - a.stride);
   const allowed = [finest, ...below.map((l) => l.stride)];
-  check(maskStride === null || allowed.includes(maskStride), 'PngGrounderConfig', 'mask_stride', `null or one of ${allowed.join(', ')} for this backbone (its finest UNet level, or a VAE encoder block below it)`, maskStride);
+  check(
+    maskStride === null || allowed.includes(maskStride),
+    'PngGrounderConfig',
+    'mask_stride',
+    `null or one of ${allowed.join(', ')} for this backbone (its finest UNet level, or a VAE encoder block below it)`,
+    maskStride,
+  );
   return maskStride === null ? [] : below.filter((l) => l.stride >= maskStride);
 }
 
@@ -226,7 +272,8 @@ export class PngGrounder {
     const skips = skipLevels(backbone, c.mask_stride);
     return PngGrounder.assemble(c, backbone, options, {
       adapter: () => PhraseAdapter.create(backbone.unet, c.eipa, { seed }),
-      text: () => (TextSide.isEnabled(c.text) ? TextSide.create({ ...c.text, text_dim: backbone.unet.config.cross_attention_dim }, { seed: seed + 3 }) : undefined),
+      text: () =>
+        TextSide.isEnabled(c.text) ? TextSide.create({ ...c.text, text_dim: backbone.unet.config.cross_attention_dim }, { seed: seed + 3 }) : undefined,
       mlma: () =>
         MultiLevelMutualAggregation.create(
           {
@@ -259,7 +306,8 @@ export class PngGrounder {
     const path = await import('node:path');
     const read = async (file: string, what: string): Promise<Buffer> => {
       const at = path.join(dir, file);
-      if (!fs.existsSync(at)) throw new Error(`${at}: missing; not a PngGrounder folder (expected config.json, eipa/, mlma/, decoder/, and text/ when its config has a text side)`);
+      if (!fs.existsSync(at))
+        throw new Error(`${at}: missing; not a PngGrounder folder (expected config.json, eipa/, mlma/, decoder/, and text/ when its config has a text side)`);
       return readInputFile(at, what);
     };
     const module = async (part: string): Promise<ModuleFiles> => ({
@@ -268,7 +316,10 @@ export class PngGrounder {
     });
     const config = (await read('config.json', 'the grounder config (JSON)')).toString('utf8');
     const text = TextSide.isEnabled(resolvePngGrounderConfig(parseJsonObject(config, path.join(dir, 'config.json'))).text) ? await module('text') : undefined;
-    return PngGrounder.fromFiles({ config, eipa: await module('eipa'), mlma: await module('mlma'), decoder: await module('decoder'), text }, backbone, { recordAttention: options.recordAttention, name: dir });
+    return PngGrounder.fromFiles({ config, eipa: await module('eipa'), mlma: await module('mlma'), decoder: await module('decoder'), text }, backbone, {
+      recordAttention: options.recordAttention,
+      name: dir,
+    });
   }
 
   /**
@@ -284,7 +335,10 @@ export class PngGrounder {
       decoder: () => PngDecoder.fromFiles(files.decoder, at('decoder')),
       text: () => {
         if (!TextSide.isEnabled(c.text)) return undefined;
-        if (!files.text) throw new Error(`${at('config.json')}: the config has a text side (text: ${JSON.stringify(c.text)}) but no text/ files were given; pass text/config.json and text/model.safetensors`);
+        if (!files.text)
+          throw new Error(
+            `${at('config.json')}: the config has a text side (text: ${JSON.stringify(c.text)}) but no text/ files were given; pass text/config.json and text/model.safetensors`,
+          );
         return TextSide.fromFiles(files.text, at('text'));
       },
     });
@@ -295,10 +349,21 @@ export class PngGrounder {
     config: PngGrounderConfig,
     backbone: DiffusionBackbone,
     options: { recordAttention?: boolean },
-    make: { adapter: () => PhraseAdapter; mlma: () => MultiLevelMutualAggregation; decoder: (mlma: MultiLevelMutualAggregation) => PngDecoder; text: () => TextSide | undefined },
+    make: {
+      adapter: () => PhraseAdapter;
+      mlma: () => MultiLevelMutualAggregation;
+      decoder: (mlma: MultiLevelMutualAggregation) => PngDecoder;
+      text: () => TextSide | undefined;
+    },
   ): PngGrounder {
     const windowTokens = backbone.tokenizer.modelMaxLength - 2;
-    check(config.window_overlap < windowTokens, 'PngGrounderConfig', 'window_overlap', `an integer below the ${windowTokens} tokens of an encoder window`, config.window_overlap);
+    check(
+      config.window_overlap < windowTokens,
+      'PngGrounderConfig',
+      'window_overlap',
+      `an integer below the ${windowTokens} tokens of an encoder window`,
+      config.window_overlap,
+    );
     const made: Array<{ dispose(): void }> = [];
     try {
       const adapter = make.adapter();
@@ -317,7 +382,10 @@ export class PngGrounder {
       const text = make.text();
       if (text) made.push(text);
       const width = backbone.unet.config.cross_attention_dim;
-      if (text && text.config.text_dim !== width) throw new Error(`PngGrounder: the text side has text_dim ${text.config.text_dim}, the UNet's cross_attention_dim is ${width}; load the grounder onto the backbone it was trained on`);
+      if (text && text.config.text_dim !== width)
+        throw new Error(
+          `PngGrounder: the text side has text_dim ${text.config.text_dim}, the UNet's cross_attention_dim is ${width}; load the grounder onto the backbone it was trained on`,
+        );
       return new PngGrounder(config, backbone, adapter, mlma, decoder, text, options);
     } catch (e) {
       for (const m of made) m.dispose();
@@ -406,11 +474,15 @@ export class PngGrounder {
    */
   forwardLatents(latents: tf.Tensor4D, phrases: PhraseFeatures, skips: readonly FeatureMap[] = [], probe?: EipaProbe): PngGrounderOutput {
     const c = this.config;
-    if (latents.shape[0] !== phrases.tensor.shape[0]) throw new Error(`PngGrounder: ${latents.shape[0]} latents but ${phrases.tensor.shape[0]} narratives; pass one narrative per image`);
-    if (probe?.kind === 'swap_phrases' && probe.donors.shape.join() !== latents.shape.join()) throw new Error(`PngGrounder: swap_phrases donors are [${probe.donors.shape}], the latents [${latents.shape}]; pass one donor image's latents per image`);
+    if (latents.shape[0] !== phrases.tensor.shape[0])
+      throw new Error(`PngGrounder: ${latents.shape[0]} latents but ${phrases.tensor.shape[0]} narratives; pass one narrative per image`);
+    if (probe?.kind === 'swap_phrases' && probe.donors.shape.join() !== latents.shape.join())
+      throw new Error(`PngGrounder: swap_phrases donors are [${probe.donors.shape}], the latents [${latents.shape}]; pass one donor image's latents per image`);
     const expected = this.mlma.config.skip_channels.length;
     if (skips.length !== expected) {
-      throw new Error(`PngGrounder: mask_stride ${c.mask_stride} reads ${expected} VAE encoder maps (skip levels), got ${skips.length}; pass the skips of grounder.encodeImages(images) with its latents`);
+      throw new Error(
+        `PngGrounder: mask_stride ${c.mask_stride} reads ${expected} VAE encoder maps (skip levels), got ${skips.length}; pass the skips of grounder.encodeImages(images) with its latents`,
+      );
     }
     return tf.tidy('PngGrounder.forward', () => {
       const text = this.readText(phrases);
@@ -423,7 +495,12 @@ export class PngGrounder {
       const outputs = this.unetOutputs(latents, text.prompt, context);
       const images = this.taps.pyramid(outputs); // coarsest first
       const fused = this.mlma.forward({ images, phrases: this.eipa.phraseStates(outputs, text.phrases), skips }); // the phrase state at each level of `images`
-      const { predictions } = this.decoder.forward({ pixels: fused.pixels, maskFeatures: fused.maskFeatures, phrases: fused.phrases, phraseMask: phrases.mask });
+      const { predictions } = this.decoder.forward({
+        pixels: fused.pixels,
+        maskFeatures: fused.maskFeatures,
+        phrases: fused.phrases,
+        phraseMask: phrases.mask,
+      });
       return { predictions, phraseMask: tf.clone(phrases.mask), attention: this.eipa.attention(outputs), features: [...images] };
     });
   }
@@ -431,7 +508,10 @@ export class PngGrounder {
   /** The adapted UNet's outputs for latents read at `timestep` (clean, or noised to it on the backbone's schedule) with `prompt` [B, M, D] (mask [B, M]) as its cross-attention context. */
   private unetOutputs(latents: tf.Tensor4D, prompt: { tensor: tf.Tensor3D; mask: tf.Tensor2D }, context: ForwardContext): Record<string, tf.Tensor> {
     const c = this.config;
-    const z = c.noise_seed === null ? latents : this.scheduler.addNoise(latents, seededNormal(latents.shape, c.noise_seed) as tf.Tensor4D, new Array<number>(latents.shape[0]).fill(c.timestep));
+    const z =
+      c.noise_seed === null
+        ? latents
+        : this.scheduler.addNoise(latents, seededNormal(latents.shape, c.noise_seed) as tf.Tensor4D, new Array<number>(latents.shape[0]).fill(c.timestep));
     return this.backbone.unet.forward(z, c.timestep, prompt.tensor, { encoderAttentionMask: prompt.mask, context }).outputs;
   }
 
@@ -446,7 +526,9 @@ export class PngGrounder {
     if (!text && c.context === 'phrases') return { phrases, prompt: phrases };
     const source = phrases.caption;
     if (readsCaption(c) && !source) {
-      throw new Error(`PngGrounder: context '${c.context}'${c.text.caption_attention ? ' with text.caption_attention' : ''} reads the caption's token states, and these phrase features have none; encode them with grounder.encodePhrases (or encodePhrases(…, phraseEncoding(config)))`);
+      throw new Error(
+        `PngGrounder: context '${c.context}'${c.text.caption_attention ? ' with text.caption_attention' : ''} reads the caption's token states, and these phrase features have none; encode them with grounder.encodePhrases (or encodePhrases(…, phraseEncoding(config)))`,
+      );
     }
     let tensor = text ? text.readCaption(phrases.tensor, phrases.mask, source) : phrases.tensor; // [B, P, D]
     if (text && c.context !== 'caption') tensor = text.adaptPrompt(tensor); // the phrase slots are prompt tokens
@@ -481,14 +563,22 @@ export class PngGrounder {
    */
   async predict(images: tf.Tensor4D, narratives: readonly Narrative[], transforms?: readonly LetterboxTransform[]): Promise<Uint8Array[][]> {
     const [b, h, w] = images.shape;
-    if (transforms && transforms.length !== b) throw new Error(`PngGrounder.predict: ${b} images but ${transforms.length} letterbox transforms; pass one per image`);
-    if (!transforms && h !== w) throw new Error(`PngGrounder.predict: images are ${h}×${w} (H×W) and no letterbox transforms were given; letterbox them to a square canvas (letterbox(image, S) of @png/png-data) and pass the transforms`);
+    if (transforms && transforms.length !== b)
+      throw new Error(`PngGrounder.predict: ${b} images but ${transforms.length} letterbox transforms; pass one per image`);
+    if (!transforms && h !== w)
+      throw new Error(
+        `PngGrounder.predict: images are ${h}×${w} (H×W) and no letterbox transforms were given; letterbox them to a square canvas (letterbox(image, S) of @png/png-data) and pass the transforms`,
+      );
     const { predictions, phraseMask, attention, features } = this.forward(images, narratives);
     const last = predictions[predictions.length - 1]; // [B, h/f, w/f, P]
     tf.dispose([...predictions.slice(0, -1), phraseMask, attention, features]);
     const canvas: LetterboxTransform = { target: h, scale: 1, contentHeight: h, contentWidth: w, padTop: 0, padLeft: 0, height: h, width: w };
     try {
-      return await masksFromLogits(last, transforms ?? narratives.map(() => canvas), narratives.map((n) => n.phrases.length));
+      return await masksFromLogits(
+        last,
+        transforms ?? narratives.map(() => canvas),
+        narratives.map((n) => n.phrases.length),
+      );
     } finally {
       last.dispose();
     }
@@ -544,7 +634,9 @@ export class PngGrounder {
     if (images.rank !== 4 || images.shape[3] !== 3) throw new Error(`PngGrounder: images must be NHWC [B, H, W, 3] in [-1, 1], got [${images.shape}]`);
     if (images.shape[0] !== count) throw new Error(`PngGrounder: ${images.shape[0]} images but ${count} narratives; pass one narrative per image`);
     if (images.shape[1] % m !== 0 || images.shape[2] % m !== 0) {
-      throw new Error(`PngGrounder: image size ${images.shape[1]}×${images.shape[2]} is not a multiple of ${m} (the VAE's and UNet's downsampling); resize or pad the images`);
+      throw new Error(
+        `PngGrounder: image size ${images.shape[1]}×${images.shape[2]} is not a multiple of ${m} (the VAE's and UNet's downsampling); resize or pad the images`,
+      );
     }
   }
 }

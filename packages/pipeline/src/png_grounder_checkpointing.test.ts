@@ -9,7 +9,7 @@ import { SMALL_GROUNDER_CONFIG, TEST_NARRATIVES } from './test_support';
 
 const TINY = path.join(sharedFixturesDir(), 'tiny-sd');
 
-const SMALL: Partial<PngGrounderConfig> = { ...SMALL_GROUNDER_CONFIG, eipa: { ...SMALL_GROUNDER_CONFIG.eipa, gate_init: 0.1 } } // a non-zero EIPA gate so the adapter changes the UNet's stream;
+const SMALL: Partial<PngGrounderConfig> = { ...SMALL_GROUNDER_CONFIG, eipa: { ...SMALL_GROUNDER_CONFIG.eipa, gate_init: 0.1 } }; // a non-zero EIPA gate so the adapter changes the UNet's stream;
 
 const narratives = TEST_NARRATIVES;
 

@@ -81,7 +81,11 @@ describe('PngGrounder text options on the tiny SD backbone (wasm)', () => {
     const phrases = plain.encodePhrases(narratives);
     const expected = await last(plain, phrases);
     plain.dispose();
-    const closed = PngGrounder.create(backbone, { ...SMALL, context: 'both', eipa: { ...SMALL.eipa, gate_init: 0.3 }, text: { ...TEXT, text_adapter_gamma_init: 0 } }, { seed: 3 });
+    const closed = PngGrounder.create(
+      backbone,
+      { ...SMALL, context: 'both', eipa: { ...SMALL.eipa, gate_init: 0.3 }, text: { ...TEXT, text_adapter_gamma_init: 0 } },
+      { seed: 3 },
+    );
     expect((await last(closed, phrases)).equals(expected)).toBe(true);
     closed.dispose();
     // VPD's γ = 1e-4: near, not equal
@@ -92,8 +96,18 @@ describe('PngGrounder text options on the tiny SD backbone (wasm)', () => {
     const targets = tf.cast(tf.greater(tf.randomUniform([2, 32, 32, 3], 0, 1, 'float32', 4), 0.5), 'float32') as tf.Tensor4D;
     const named = open.namedVariables();
     const keys = Object.keys(named).filter((k) => k.startsWith('text.'));
-    expect(keys).toEqual(expect.arrayContaining(['text.caption_attention.to_out.weight', 'text.caption_attention.fc2.weight', 'text.text_adapter.gamma', 'text.text_adapter.fc.0.weight']));
-    const { grads, value } = tf.variableGrads(() => open.loss(latents, phrases, targets), keys.map((k) => named[k]));
+    expect(keys).toEqual(
+      expect.arrayContaining([
+        'text.caption_attention.to_out.weight',
+        'text.caption_attention.fc2.weight',
+        'text.text_adapter.gamma',
+        'text.text_adapter.fc.0.weight',
+      ]),
+    );
+    const { grads, value } = tf.variableGrads(
+      () => open.loss(latents, phrases, targets),
+      keys.map((k) => named[k]),
+    );
     for (const k of ['text.caption_attention.to_out.weight', 'text.caption_attention.fc2.weight', 'text.text_adapter.gamma', 'text.text_adapter.fc.2.weight']) {
       expect([k, (await tf.max(tf.abs(grads[named[k].name])).data())[0] > 0]).toEqual([k, true]);
     }
@@ -119,7 +133,10 @@ describe('PngGrounder text options on the tiny SD backbone (wasm)', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'grounder-text-'));
     const config = { ...SMALL, context: 'both', window_overlap: 10, sentence_windows: true, eipa: { ...SMALL.eipa, gate_init: 0.2 }, text: TEXT } as const;
     const grounder = PngGrounder.create(backbone, config, { seed: 4 });
-    for (const v of Object.entries(grounder.namedVariables()).filter(([k]) => k.startsWith('text.')).map(([, v]) => v)) v.assign(tf.randomNormal(v.shape, 0, 0.1, 'float32', 5));
+    for (const v of Object.entries(grounder.namedVariables())
+      .filter(([k]) => k.startsWith('text.'))
+      .map(([, v]) => v))
+      v.assign(tf.randomNormal(v.shape, 0, 0.1, 'float32', 5));
     await grounder.save(dir);
     expect(fs.readdirSync(path.join(dir, 'text')).sort()).toEqual(['config.json', 'model.safetensors']);
     const x = images();
@@ -138,8 +155,17 @@ describe('PngGrounder text options on the tiny SD backbone (wasm)', () => {
     }
     fs.rmSync(path.join(dir, 'text'), { recursive: true });
     await expect(PngGrounder.fromPretrained(dir, backbone)).rejects.toThrow(`${path.join(dir, 'text', 'config.json')}: missing`);
-    const files = (part: string) => ({ config: fs.readFileSync(path.join(dir, part, 'config.json'), 'utf8'), weights: new Uint8Array(fs.readFileSync(path.join(dir, part, 'model.safetensors'))) });
-    expect(() => PngGrounder.fromFiles({ config: fs.readFileSync(path.join(dir, 'config.json'), 'utf8'), eipa: files('eipa'), mlma: files('mlma'), decoder: files('decoder') }, backbone, { name: 'run' })).toThrow(
+    const files = (part: string) => ({
+      config: fs.readFileSync(path.join(dir, part, 'config.json'), 'utf8'),
+      weights: new Uint8Array(fs.readFileSync(path.join(dir, part, 'model.safetensors'))),
+    });
+    expect(() =>
+      PngGrounder.fromFiles(
+        { config: fs.readFileSync(path.join(dir, 'config.json'), 'utf8'), eipa: files('eipa'), mlma: files('mlma'), decoder: files('decoder') },
+        backbone,
+        { name: 'run' },
+      ),
+    ).toThrow(
       'run/config.json: the config has a text side (text: {"caption_attention":true,"num_heads":4,"dim_feedforward":48,"text_adapter":true}) but no text/ files were given',
     );
     tf.dispose(x);
@@ -147,19 +173,29 @@ describe('PngGrounder text options on the tiny SD backbone (wasm)', () => {
   });
 
   it('names the config field at fault, and phrase features without the caption tokens it reads', () => {
-    expect(() => resolvePngGrounderConfig({ context: 'tokens' } as never)).toThrow(`Error in PngGrounderConfig.context: expected 'phrases', 'caption' or 'both', got "tokens"`);
+    expect(() => resolvePngGrounderConfig({ context: 'tokens' } as never)).toThrow(
+      `Error in PngGrounderConfig.context: expected 'phrases', 'caption' or 'both', got "tokens"`,
+    );
     expect(() => resolvePngGrounderConfig({ window_overlap: -1 })).toThrow('Error in PngGrounderConfig.window_overlap');
     expect(() => resolvePngGrounderConfig({ text: [] } as never)).toThrow('Error in PngGrounderConfig.text');
     const before = tf.memory().numTensors;
-    expect(() => PngGrounder.create(backbone, { ...SMALL, window_overlap: 75 })).toThrow('Error in PngGrounderConfig.window_overlap: expected an integer below the 75 tokens of an encoder window, got 75');
-    expect(() => PngGrounder.create(backbone, { ...SMALL, context: 'caption' })).toThrow(/Error in PngGrounderConfig\.context: expected 'phrases' or 'both' with EIPA's dynamic_prompt \('caption' gives the prompt no phrase slots; set eipa\.dynamic_prompt to false for it\), got "caption"/);
-    expect(() => PngGrounder.create(backbone, { ...SMALL, text: { caption_attention: true, num_heads: 5 } })).toThrow('Error in TextSideConfig.num_heads: expected a divisor of text_dim (32), got 5');
+    expect(() => PngGrounder.create(backbone, { ...SMALL, window_overlap: 75 })).toThrow(
+      'Error in PngGrounderConfig.window_overlap: expected an integer below the 75 tokens of an encoder window, got 75',
+    );
+    expect(() => PngGrounder.create(backbone, { ...SMALL, context: 'caption' })).toThrow(
+      /Error in PngGrounderConfig\.context: expected 'phrases' or 'both' with EIPA's dynamic_prompt \('caption' gives the prompt no phrase slots; set eipa\.dynamic_prompt to false for it\), got "caption"/,
+    );
+    expect(() => PngGrounder.create(backbone, { ...SMALL, text: { caption_attention: true, num_heads: 5 } })).toThrow(
+      'Error in TextSideConfig.num_heads: expected a divisor of text_dim (32), got 5',
+    );
     expect(tf.memory().numTensors).toBe(before); // whatever was built first is freed
     const grounder = PngGrounder.create(backbone, { ...SMALL, text: { caption_attention: true, num_heads: 4 } }, { seed: 6 });
     const x = images();
     const latents = backbone.encodeImages(x);
     const phrases = encodePhrases(backbone.tokenizer, backbone.textEncoder, narratives, phraseEncoding(resolvePngGrounderConfig(SMALL))); // as a grounder that reads no caption encodes them
-    expect(() => grounder.forwardLatents(latents, phrases)).toThrow("PngGrounder: context 'phrases' with text.caption_attention reads the caption's token states, and these phrase features have none");
+    expect(() => grounder.forwardLatents(latents, phrases)).toThrow(
+      "PngGrounder: context 'phrases' with text.caption_attention reads the caption's token states, and these phrase features have none",
+    );
     tf.dispose([x, latents, phrases]);
     grounder.dispose();
   });

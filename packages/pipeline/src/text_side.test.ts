@@ -11,7 +11,18 @@ const D = 16;
 /** Two narratives: 3 phrase slots (the second has one padding slot), 5 caption tokens (the second's last two in an absent window). */
 function text(): { phrases: tf.Tensor3D; mask: tf.Tensor2D; caption: CaptionTokens } {
   return {
-    phrases: tf.tidy(() => tf.add(tf.mul(tf.randomNormal([2, 3, D], 0, 1, 'float32', 1), tf.tensor3d([[[1], [1], [1]], [[1], [1], [0]]])), 0)) as tf.Tensor3D, // padding rows +0, as encodePhrases pools them
+    phrases: tf.tidy(() =>
+      tf.add(
+        tf.mul(
+          tf.randomNormal([2, 3, D], 0, 1, 'float32', 1),
+          tf.tensor3d([
+            [[1], [1], [1]],
+            [[1], [1], [0]],
+          ]),
+        ),
+        0,
+      ),
+    ) as tf.Tensor3D, // padding rows +0, as encodePhrases pools them
     mask: tf.tensor2d([
       [1, 1, 1],
       [1, 1, 0],
@@ -43,7 +54,9 @@ describe('TextSide', () => {
     const x = text();
     const side = TextSide.create({ text_dim: D, caption_attention: true, num_heads: 4, dim_feedforward: 24 }, { seed: 1 });
     expect(side.parameters.keys().sort()).toEqual(
-      ['fc1', 'fc2', 'norm_ff', 'norm_kv', 'norm_q', 'to_k', 'to_out', 'to_q', 'to_v'].flatMap((m) => [`caption_attention.${m}.bias`, `caption_attention.${m}.weight`]).sort(),
+      ['fc1', 'fc2', 'norm_ff', 'norm_kv', 'norm_q', 'to_k', 'to_out', 'to_q', 'to_v']
+        .flatMap((m) => [`caption_attention.${m}.bias`, `caption_attention.${m}.weight`])
+        .sort(),
     );
     const out = side.readCaption(x.phrases, x.mask, x.caption);
     expect(out.shape).toEqual([2, 3, D]);
@@ -78,7 +91,9 @@ describe('TextSide', () => {
       expect(maxAbsDiff(row(await again.data(), 1, 0), row(data, 1, 0)) > 1e-4).toBe(changes);
       tf.dispose([again, edited.tensor]);
     }
-    expect(() => side.readCaption(x.phrases, x.mask, undefined)).toThrow('TextSide: caption_attention reads the caption token states, and these phrase features have none');
+    expect(() => side.readCaption(x.phrases, x.mask, undefined)).toThrow(
+      'TextSide: caption_attention reads the caption token states, and these phrase features have none',
+    );
     await expectNoLeak(() => side.readCaption(x.phrases, x.mask, x.caption), 'TextSide.readCaption');
     tf.dispose([x, out]);
     side.dispose();
@@ -97,7 +112,14 @@ describe('TextSide', () => {
       return out;
     };
     const initial = await norms();
-    for (const k of ['caption_attention.to_out.weight', 'caption_attention.to_out.bias', 'caption_attention.fc2.weight', 'text_adapter.gamma', 'text_adapter.fc.2.bias']) expect(initial[k]).toBeGreaterThan(0);
+    for (const k of [
+      'caption_attention.to_out.weight',
+      'caption_attention.to_out.bias',
+      'caption_attention.fc2.weight',
+      'text_adapter.gamma',
+      'text_adapter.fc.2.bias',
+    ])
+      expect(initial[k]).toBeGreaterThan(0);
     expect(initial['caption_attention.to_q.weight']).toBe(0); // behind the zero output until it opens
     randomize(side, 20);
     const open = await norms();
@@ -109,14 +131,21 @@ describe('TextSide', () => {
   it("is VPD's text adapter: x + γ ⊙ fc.2(GELU(fc.0(x))), γ per channel from 1e-4", async () => {
     const x = text();
     const side = TextSide.create({ text_dim: D, text_adapter: true }, { seed: 5 });
-    expect(side.parameters.keys().sort()).toEqual(['text_adapter.fc.0.bias', 'text_adapter.fc.0.weight', 'text_adapter.fc.2.bias', 'text_adapter.fc.2.weight', 'text_adapter.gamma']);
+    expect(side.parameters.keys().sort()).toEqual([
+      'text_adapter.fc.0.bias',
+      'text_adapter.fc.0.weight',
+      'text_adapter.fc.2.bias',
+      'text_adapter.fc.2.weight',
+      'text_adapter.gamma',
+    ]);
     const gamma = side.parameters.get('text_adapter.gamma');
     expect(gamma.shape).toEqual([D]);
     expect([...(await gamma.data())]).toEqual(new Array(D).fill(Math.fround(1e-4)));
     (gamma as tf.Variable).assign(tf.linspace(-1, 1, D));
     const p = (k: string) => side.parameters.get(k);
     const expected = tf.tidy(() => {
-      const linear = (t: tf.Tensor, w: string) => tf.add(tf.matMul(tf.reshape(t, [-1, D]), p(`text_adapter.fc.${w}.weight`) as tf.Tensor2D, false, true), p(`text_adapter.fc.${w}.bias`));
+      const linear = (t: tf.Tensor, w: string) =>
+        tf.add(tf.matMul(tf.reshape(t, [-1, D]), p(`text_adapter.fc.${w}.weight`) as tf.Tensor2D, false, true), p(`text_adapter.fc.${w}.bias`));
       return tf.add(x.caption.tensor, tf.reshape(tf.mul(p('text_adapter.gamma'), linear(gelu(linear(x.caption.tensor, '0')), '2')), [2, 5, D]));
     });
     await expectClose(side.adaptPrompt(x.caption.tensor), (await expected.data()) as Float32Array, 1e-5, 'adapted prompt');
@@ -133,13 +162,18 @@ describe('TextSide', () => {
     const side = TextSide.create({ text_dim: D, caption_attention: true, num_heads: 2, dim_feedforward: 8, text_adapter: true }, { seed: 6 });
     randomize(side, 30);
     await side.save(dir);
-    const files = () => ({ config: fs.readFileSync(path.join(dir, 'config.json'), 'utf8'), weights: new Uint8Array(fs.readFileSync(path.join(dir, 'model.safetensors'))) });
+    const files = () => ({
+      config: fs.readFileSync(path.join(dir, 'config.json'), 'utf8'),
+      weights: new Uint8Array(fs.readFileSync(path.join(dir, 'model.safetensors'))),
+    });
     const loaded = TextSide.fromFiles(files());
     expect(loaded.config).toEqual(side.config);
     for (const k of side.parameters.keys()) expect((await bits(loaded.parameters.get(k))).equals(await bits(side.parameters.get(k)))).toBe(true);
     const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...config, dim_feedforward: 12 }));
-    expect(() => TextSide.fromFiles(files(), 'run/text')).toThrow(/run\/text\/model\.safetensors: tensor 'caption_attention\.fc1\.weight' has shape \[8,16\], expected \[12,16\]/);
+    expect(() => TextSide.fromFiles(files(), 'run/text')).toThrow(
+      /run\/text\/model\.safetensors: tensor 'caption_attention\.fc1\.weight' has shape \[8,16\], expected \[12,16\]/,
+    );
     side.dispose();
     loaded.dispose();
     fs.rmSync(dir, { recursive: true });
@@ -147,11 +181,22 @@ describe('TextSide', () => {
 
   it('rejects bad configs naming the field, before allocating anything', () => {
     const before = tf.memory().numTensors;
-    expect(() => TextSide.create({ text_dim: D, caption_attention: true, num_heads: 5 })).toThrow('Error in TextSideConfig.num_heads: expected a divisor of text_dim (16), got 5');
-    expect(() => TextSide.create({ text_dim: D, caption_atention: true } as never)).toThrow(/TextSideConfig\.caption_atention: expected a known field \(did you mean 'caption_attention'\?\)/);
+    expect(() => TextSide.create({ text_dim: D, caption_attention: true, num_heads: 5 })).toThrow(
+      'Error in TextSideConfig.num_heads: expected a divisor of text_dim (16), got 5',
+    );
+    expect(() => TextSide.create({ text_dim: D, caption_atention: true } as never)).toThrow(
+      /TextSideConfig\.caption_atention: expected a known field \(did you mean 'caption_attention'\?\)/,
+    );
     expect(() => TextSide.create({ text_dim: D, text_adapter: 'yes' } as never)).toThrow(ConfigError);
-    expect(() => TextSide.create({ text_dim: D, text_adapter_gamma_init: Infinity })).toThrow('Error in TextSideConfig.text_adapter_gamma_init: expected a finite number');
+    expect(() => TextSide.create({ text_dim: D, text_adapter_gamma_init: Infinity })).toThrow(
+      'Error in TextSideConfig.text_adapter_gamma_init: expected a finite number',
+    );
     expect(tf.memory().numTensors).toBe(before);
-    expect([TextSide.isEnabled({}), TextSide.isEnabled({ num_heads: 2 }), TextSide.isEnabled({ caption_attention: true }), TextSide.isEnabled({ text_adapter: true })]).toEqual([false, false, true, true]);
+    expect([
+      TextSide.isEnabled({}),
+      TextSide.isEnabled({ num_heads: 2 }),
+      TextSide.isEnabled({ caption_attention: true }),
+      TextSide.isEnabled({ text_adapter: true }),
+    ]).toEqual([false, false, true, true]);
   });
 });

@@ -7,7 +7,25 @@
  * γ per channel from 1e-4).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { LayerNorm, Linear, ParameterModule, WeightScope, check, gelu, isFiniteNumber, isPositiveInt, keyMaskBias, mergeHeads, openModuleFiles, resolveConfig, saveModule, scaledDotProductAttention, splitHeads, type CaptionTokens, type ModuleFiles } from '@png/core';
+import {
+  LayerNorm,
+  Linear,
+  ParameterModule,
+  WeightScope,
+  check,
+  gelu,
+  isFiniteNumber,
+  isPositiveInt,
+  keyMaskBias,
+  mergeHeads,
+  openModuleFiles,
+  resolveConfig,
+  saveModule,
+  scaledDotProductAttention,
+  splitHeads,
+  type CaptionTokens,
+  type ModuleFiles,
+} from '@png/core';
 
 /** The text side's config.json. */
 export interface TextSideConfig {
@@ -163,7 +181,10 @@ export class TextSide extends ParameterModule {
   readCaption(phrases: tf.Tensor3D, mask: tf.Tensor2D, caption: CaptionTokens | undefined): tf.Tensor3D {
     this.assertAlive();
     if (!this.captionAttention) return phrases;
-    if (!caption) throw new Error('TextSide: caption_attention reads the caption token states, and these phrase features have none; encode them with encodePhrases(…, {caption: true}) (PngGrounder.encodePhrases does)');
+    if (!caption)
+      throw new Error(
+        'TextSide: caption_attention reads the caption token states, and these phrase features have none; encode them with encodePhrases(…, {caption: true}) (PngGrounder.encodePhrases does)',
+      );
     const layer = this.captionAttention;
     return tf.tidy(() => layer.forward(phrases, mask, caption));
   }

@@ -4,7 +4,16 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { expectDefined } from '@png/core/testing';
 import { PngDataset } from './dataset';
-import { GROUNDING_DEFAULT_SIZE, PHRASE_TYPES, SYNTHETIC_CATEGORIES, SYNTHETIC_PALETTE, generateSyntheticBenchmark, synthesizeScene, type NarrativeChunkJson, type SyntheticScene } from './synthetic';
+import {
+  GROUNDING_DEFAULT_SIZE,
+  PHRASE_TYPES,
+  SYNTHETIC_CATEGORIES,
+  SYNTHETIC_PALETTE,
+  generateSyntheticBenchmark,
+  synthesizeScene,
+  type NarrativeChunkJson,
+  type SyntheticScene,
+} from './synthetic';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'png-data-grounding-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -140,7 +149,10 @@ describe('grounding scenes', () => {
         if (chunk.phrase_type !== 'twin-size' && chunk.phrase_type !== 'twin-order') continue;
         const target = expectDefined(looks.get(Number(chunk.segment_ids[0])), `looks of segment ${chunk.segment_ids[0]}`);
         const twins = [...looks.values()].filter((l) => l !== target && l.colour === target.colour && l.shape === target.shape);
-        const narrative = expectDefined(scene.narratives.find((n) => n.segments.includes(chunk)), `the narrative of '${chunk.utterance}'`);
+        const narrative = expectDefined(
+          scene.narratives.find((n) => n.segments.includes(chunk)),
+          `the narrative of '${chunk.utterance}'`,
+        );
         const next = narrative.segments[narrative.segments.indexOf(chunk) + 1].utterance;
         const before = narrative.segments[narrative.segments.indexOf(chunk) - 1].utterance;
         const words = `${before} ${chunk.utterance} ${next}`;
@@ -187,7 +199,13 @@ describe('generateSyntheticBenchmark kinds', () => {
     const dir = path.join(tmp, 'grounding');
     await generateSyntheticBenchmark(dir, { kind: 'grounding', seed: 2, train: 0, val: 6 });
     const records = JSON.parse(fs.readFileSync(path.join(dir, 'annotations/png_coco_val2017.json'), 'utf8'));
-    expect(Object.keys(records[0].segments.find((c: NarrativeChunkJson) => c.segment_ids.length > 0))).toEqual(['utterance', 'segment_ids', 'noun', 'plural', 'phrase_type']);
+    expect(Object.keys(records[0].segments.find((c: NarrativeChunkJson) => c.segment_ids.length > 0))).toEqual([
+      'utterance',
+      'segment_ids',
+      'noun',
+      'plural',
+      'phrase_type',
+    ]);
     const dataset = await PngDataset.open(dir, 'val2017');
     let phrases = 0;
     for await (const sample of dataset.records()) {

@@ -106,7 +106,14 @@ export function drawStuffBands(rng: Prng, ids: Uint32Array, height: number, widt
 }
 
 /** The pixels (row-major indices) a shape covers: those of the box cx ± r, cy ± r whose centre is inside. */
-export function shapePixels(width: number, height: number, inside: (dx: number, dy: number, r: number) => boolean, cx: number, cy: number, r: number): number[] {
+export function shapePixels(
+  width: number,
+  height: number,
+  inside: (dx: number, dy: number, r: number) => boolean,
+  cx: number,
+  cy: number,
+  r: number,
+): number[] {
   const pixels: number[] = [];
   for (let y = Math.max(0, Math.floor(cy - r)); y < Math.min(height, Math.ceil(cy + r) + 1); y++) {
     for (let x = Math.max(0, Math.floor(cx - r)); x < Math.min(width, Math.ceil(cx + r) + 1); x++) {
@@ -116,7 +123,16 @@ export function shapePixels(width: number, height: number, inside: (dx: number, 
   return pixels;
 }
 
-export function drawShape(ids: Uint32Array, width: number, height: number, inside: (dx: number, dy: number, r: number) => boolean, cx: number, cy: number, r: number, id: number): void {
+export function drawShape(
+  ids: Uint32Array,
+  width: number,
+  height: number,
+  inside: (dx: number, dy: number, r: number) => boolean,
+  cx: number,
+  cy: number,
+  r: number,
+  id: number,
+): void {
   for (const p of shapePixels(width, height, inside, cx, cy, r)) ids[p] = id;
 }
 

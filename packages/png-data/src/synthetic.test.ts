@@ -49,7 +49,12 @@ describe('generateSyntheticBenchmark', () => {
     expect(records[0].image_id).toBe(String(splits.val2017[0].imageId));
     expect(Object.keys(records[0].segments[0])).toEqual(['utterance', 'segment_ids', 'noun', 'plural']);
     for (const record of records) for (const chunk of record.segments) for (const id of chunk.segment_ids) expect(id).toMatch(/^\d+$/);
-    expect(panoptic.images[0]).toEqual({ id: splits.val2017[0].imageId, width: 80, height: 48, file_name: `${String(splits.val2017[0].imageId).padStart(12, '0')}.png` });
+    expect(panoptic.images[0]).toEqual({
+      id: splits.val2017[0].imageId,
+      width: 80,
+      height: 48,
+      file_name: `${String(splits.val2017[0].imageId).padStart(12, '0')}.png`,
+    });
     expect(Object.keys(panoptic.annotations[0].segments_info[0])).toEqual(['id', 'category_id', 'bbox', 'area', 'iscrowd']);
     expect(panoptic.categories).toEqual(SYNTHETIC_CATEGORIES);
     expect(fs.readdirSync(path.join(dir, 'images/train2017'))).toEqual([]);
@@ -104,7 +109,13 @@ describe('synthesizeScene', () => {
   it('covers the cases of spec §1.7', () => {
     const thingCategories = new Set(SYNTHETIC_CATEGORIES.filter((c) => c.isthing === 1).map((c) => c.id));
     const segments = scenes.flatMap((s) => s.segments);
-    const isThing = (id: string) => thingCategories.has(expectDefined(segments.find((s) => String(s.id) === id), `segment ${id}`).category_id);
+    const isThing = (id: string) =>
+      thingCategories.has(
+        expectDefined(
+          segments.find((s) => String(s.id) === id),
+          `segment ${id}`,
+        ).category_id,
+      );
     expect(chunks.some((c) => !c.noun)).toBe(true); // non-noun chunks
     expect(chunks.some((c) => c.noun && c.segment_ids.length === 0)).toBe(true); // ungrounded nouns
     expect(chunks.some((c) => c.segment_ids.length >= 2)).toBe(true); // plurals

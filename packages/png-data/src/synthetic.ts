@@ -14,7 +14,24 @@ import { Prng, deriveSeed, writeFileAtomic } from '@png/node-utils';
 import pngjs from 'pngjs';
 import { synthesizeGroundingScene } from './grounding_scenes';
 import { imageStem, splitPaths } from './layout';
-import { COLOURS, FILLERS, NUMBER_WORDS, NarrativeBuilder, SHAPES, STUFF, TAILS, drawShape, drawStuffBands, measureSegments, newSegment, renderPixels, segmentIdAllocator, type Rgb, type ShapeKind, type StuffRegion } from './scene_drawing';
+import {
+  COLOURS,
+  FILLERS,
+  NUMBER_WORDS,
+  NarrativeBuilder,
+  SHAPES,
+  STUFF,
+  TAILS,
+  drawShape,
+  drawStuffBands,
+  measureSegments,
+  newSegment,
+  renderPixels,
+  segmentIdAllocator,
+  type Rgb,
+  type ShapeKind,
+  type StuffRegion,
+} from './scene_drawing';
 
 /** One chunk of a png_coco record, as in the JSON file. */
 export interface NarrativeChunkJson {
@@ -240,7 +257,13 @@ function stuffChunk(builder: NarrativeBuilder, rng: Prng, stuff: StuffRegion): v
   builder.noun(rng.pick(spec.phrases), [stuff.segment], spec.plural);
 }
 
-function describeScene(rng: Prng, groups: readonly ThingGroup[], stuff: readonly StuffRegion[], longRate: number, style: 'first' | 'second'): SyntheticNarrative {
+function describeScene(
+  rng: Prng,
+  groups: readonly ThingGroup[],
+  stuff: readonly StuffRegion[],
+  longRate: number,
+  style: 'first' | 'second',
+): SyntheticNarrative {
   const b = new NarrativeBuilder();
   const ungrounded = (utterance: string) => b.noun(utterance, [], false);
   const mentioned = new Set<number>();
@@ -280,7 +303,11 @@ function describeScene(rng: Prng, groups: readonly ThingGroup[], stuff: readonly
         ungrounded('this image');
         b.text('there is');
       } else {
-        b.text(s === stuff[0] ? rng.pick(['At the top there is', 'Behind them there is']) : rng.pick(['At the bottom we can see', 'Below that there is', 'We can also see']));
+        b.text(
+          s === stuff[0]
+            ? rng.pick(['At the top there is', 'Behind them there is'])
+            : rng.pick(['At the bottom we can see', 'Below that there is', 'We can also see']),
+        );
       }
     }
     stuffChunk(b, rng, s);
@@ -330,13 +357,20 @@ export function panopticRgb(ids: Uint32Array): Uint8Array {
 export async function generateSyntheticBenchmark(outDir: string, options: SyntheticBenchmarkOptions): Promise<SyntheticBenchmark> {
   const { seed, train, val } = options;
   if (!Number.isInteger(seed)) throw new Error(`generateSyntheticBenchmark: seed must be an integer, got ${JSON.stringify(seed)}`);
-  for (const [name, n] of [['train', train], ['val', val]] as const) {
-    if (!Number.isInteger(n) || n < 0) throw new Error(`generateSyntheticBenchmark: ${name} must be a non-negative integer (number of images), got ${JSON.stringify(n)}`);
+  for (const [name, n] of [
+    ['train', train],
+    ['val', val],
+  ] as const) {
+    if (!Number.isInteger(n) || n < 0)
+      throw new Error(`generateSyntheticBenchmark: ${name} must be a non-negative integer (number of images), got ${JSON.stringify(n)}`);
   }
   const rng = new Prng(deriveSeed(seed, 0));
   const usedImageIds = new Set<number>();
   const result: SyntheticBenchmark = { root: outDir, splits: { train2017: [], val2017: [] } };
-  const splits = [['train2017', train], ['val2017', val]] as const;
+  const splits = [
+    ['train2017', train],
+    ['val2017', val],
+  ] as const;
   for (const [s, [split, count]] of splits.entries()) {
     const paths = splitPaths(outDir, split);
     // The folders exist even for an empty split, as in the real layout.

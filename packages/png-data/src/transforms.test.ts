@@ -23,8 +23,26 @@ function shapes(height: number, width: number): Uint8Array[] {
 
 describe('letterboxTransform', () => {
   it('scales the longer side to the target and centres the image', () => {
-    expect(letterboxTransform(20, 30, 32)).toEqual({ target: 32, scale: 32 / 30, contentHeight: 21, contentWidth: 32, padTop: 5, padLeft: 0, height: 20, width: 30 });
-    expect(letterboxTransform(480, 360, 64)).toEqual({ target: 64, scale: 64 / 480, contentHeight: 64, contentWidth: 48, padTop: 0, padLeft: 8, height: 480, width: 360 });
+    expect(letterboxTransform(20, 30, 32)).toEqual({
+      target: 32,
+      scale: 32 / 30,
+      contentHeight: 21,
+      contentWidth: 32,
+      padTop: 5,
+      padLeft: 0,
+      height: 20,
+      width: 30,
+    });
+    expect(letterboxTransform(480, 360, 64)).toEqual({
+      target: 64,
+      scale: 64 / 480,
+      contentHeight: 64,
+      contentWidth: 48,
+      padTop: 0,
+      padLeft: 8,
+      height: 480,
+      width: 360,
+    });
     expect(letterboxTransform(1, 1000, 8).contentHeight).toBe(1);
   });
 

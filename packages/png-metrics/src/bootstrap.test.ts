@@ -77,7 +77,9 @@ describe('bootstrap over images', () => {
     const small = evaluatorOf(randomSet(30, 2)).evaluate({ bootstrap: {} });
     const large = evaluatorOf(randomSet(600, 2)).evaluate({ bootstrap: {} });
     expect(width(large.overall)).toBeLessThan(0.5 * width(small.overall)); // ~1/√20 ≈ 0.22 expected
-    expect(width(evaluator.evaluate({ bootstrap: { confidence: 0.5 } }).overall)).toBeLessThan(width(evaluator.evaluate({ bootstrap: { confidence: 0.95 } }).overall));
+    expect(width(evaluator.evaluate({ bootstrap: { confidence: 0.5 } }).overall)).toBeLessThan(
+      width(evaluator.evaluate({ bootstrap: { confidence: 0.95 } }).overall),
+    );
   });
 
   test('images, not samples, are resampled: narratives of one image are drawn together', () => {
@@ -113,7 +115,7 @@ describe('PngEvaluator.pairedBootstrap', () => {
     expect(paired.bySize.large).toEqual({ difference: NaN, interval: null, count: 0 });
   });
 
-  test('a better prediction set: the difference is the official ARs\' and its interval excludes 0', () => {
+  test("a better prediction set: the difference is the official ARs' and its interval excludes 0", () => {
     const paired = PngEvaluator.pairedBootstrap(better, worse, { bootstrap: { resamples: 500 } });
     const a = better.evaluate();
     const b = worse.evaluate();
@@ -133,6 +135,14 @@ describe('PngEvaluator.pairedBootstrap', () => {
   test('phraseScores lists the IoUs the groups are computed from', () => {
     const scores = better.phraseScores();
     expect(averageRecall(scores.map((s) => s.iou))).toBe(better.evaluate().overall.averageRecall);
-    expect(scores[7]).toMatchObject({ sample: 1, sampleLabel: 'image 1', imageId: 1, phrase: 2, isThing: true, isPlural: false, tags: { phrase_type: 'binding' } });
+    expect(scores[7]).toMatchObject({
+      sample: 1,
+      sampleLabel: 'image 1',
+      imageId: 1,
+      phrase: 2,
+      isThing: true,
+      isPlural: false,
+      tags: { phrase_type: 'binding' },
+    });
   });
 });

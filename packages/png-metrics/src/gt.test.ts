@@ -128,7 +128,9 @@ describe('validation errors name the record and the field', () => {
     };
     expect(bad((r) => (r[1].image_id = 'abc'))).toThrow('png_coco_val2017.json: record 1, field image_id: expected a non-negative integer id');
     expect(bad((r) => delete r[2].segments)).toThrow('record 2, field segments: expected an array of caption chunks, got nothing (the field is missing)');
-    expect(bad((r) => (r[0].segments[3].segment_ids = ['1003', 'x']))).toThrow('record 0, field segments[3].segment_ids[1]: expected a non-negative integer id');
+    expect(bad((r) => (r[0].segments[3].segment_ids = ['1003', 'x']))).toThrow(
+      'record 0, field segments[3].segment_ids[1]: expected a non-negative integer id',
+    );
     expect(bad((r) => delete r[0].segments[1].noun)).toThrow('record 0, field segments[1].noun: expected true or false');
     expect(bad((r) => (r[0].segments[1].utterance = 5))).toThrow('record 0, field segments[1].utterance: expected a string, got 5');
     expect(bad((r) => (r[3].annotator_id = '9'))).toThrow('record 3, field annotator_id: expected an integer');
@@ -182,7 +184,9 @@ describe('predictions file', () => {
   test('malformed entries name the entry and the field', () => {
     const predictions = clone(perfectPredictions(gt)) as MalformedJson[];
     predictions[1].phrases[0].rle.counts = [1, -2];
-    expect(() => parsePredictions(predictions, 'p.json')).toThrow('p.json: entry 1, field phrases[0].rle.counts: expected a compressed COCO string or an array of non-negative run lengths');
+    expect(() => parsePredictions(predictions, 'p.json')).toThrow(
+      'p.json: entry 1, field phrases[0].rle.counts: expected a compressed COCO string or an array of non-negative run lengths',
+    );
     predictions[1].phrases[0] = { rle: predictions[0].phrases[0].rle };
     expect(() => parsePredictions(predictions, 'p.json')).toThrow('p.json: entry 1, field phrases[0].segment_ids: expected an array of segment id strings');
     predictions[0].record_index = -1;
@@ -197,7 +201,9 @@ describe('predictions file', () => {
 
     const wrongIds = clone(predictions);
     wrongIds[1].phrases[2].segment_ids = ['1003'];
-    expect(() => evaluatePredictions(gt, wrongIds)).toThrow('predictions for record 1 (image 1), phrase 2 "person and grass": segment_ids ["1003"] do not match the ground truth ["1001","1003"]');
+    expect(() => evaluatePredictions(gt, wrongIds)).toThrow(
+      'predictions for record 1 (image 1), phrase 2 "person and grass": segment_ids ["1003"] do not match the ground truth ["1001","1003"]',
+    );
 
     const tooFew = clone(predictions);
     tooFew[0].phrases.pop();
@@ -205,7 +211,9 @@ describe('predictions file', () => {
 
     const wrongSize = clone(predictions);
     wrongSize[2].phrases[1].rle = encodeRle(new Uint8Array(15), 3, 5);
-    expect(() => evaluatePredictions(gt, wrongSize)).toThrow('record 2 (image 2), phrase 1 "the ground": predicted RLE has size [3,5], expected the original image size [5, 3]');
+    expect(() => evaluatePredictions(gt, wrongSize)).toThrow(
+      'record 2 (image 2), phrase 1 "the ground": predicted RLE has size [3,5], expected the original image size [5, 3]',
+    );
 
     const wrongImage = clone(predictions);
     wrongImage[2].image_id = '1';
@@ -230,13 +238,18 @@ describe('records the official pre-processing drops (spec §1.5)', () => {
       [5, 'word count mismatch'],
       [6, 'empty caption'],
     ]);
-    expect(gt.dropped[0].detail).toBe('the caption has 7 words (BERT basic tokenisation) and its utterances 6; they part at utterance 1 "on": words ["on"], the caption has ["lies"] there');
+    expect(gt.dropped[0].detail).toBe(
+      'the caption has 7 words (BERT basic tokenisation) and its utterances 6; they part at utterance 1 "on": words ["on"], the caption has ["lies"] there',
+    );
   });
 
   test('need no prediction', () => {
     const predictions = perfectPredictions(gt);
     expect(predictions.filter((p) => p.phrases.length > 0).map((p) => p.record_index)).toEqual([0, 1, 2, 4, 7]);
-    const metrics = evaluatePredictions(gt, predictions.filter((p) => p.phrases.length > 0)).evaluate();
+    const metrics = evaluatePredictions(
+      gt,
+      predictions.filter((p) => p.phrases.length > 0),
+    ).evaluate();
     expect(metrics.overall.count).toBe(12);
   });
 });

@@ -194,7 +194,8 @@ export function extractPhrases(record: NarrativeRecord, recordIndex: number, pan
   const where = recordLabel(recordIndex, record.imageId);
   const segments = panoptic.segmentsByImage.get(record.imageId);
   if (!segments) throw new Error(`${where}: image ${record.imageId} has no entry in the panoptic JSON annotations; use the panoptic file of the same split`);
-  if (!panoptic.images.has(record.imageId)) throw new Error(`${where}: image ${record.imageId} is not in the panoptic JSON images; use the panoptic file of the same split`);
+  if (!panoptic.images.has(record.imageId))
+    throw new Error(`${where}: image ${record.imageId} is not in the panoptic JSON images; use the panoptic file of the same split`);
   const byId = new Map(segments.map((s) => [s.id, s]));
   const phrases: GtPhrase[] = [];
   record.segments.forEach((chunk, chunkIndex) => {
@@ -202,14 +203,18 @@ export function extractPhrases(record: NarrativeRecord, recordIndex: number, pan
     const chunkSegments = chunk.segmentIds.map((id) => {
       const segment = byId.get(id);
       if (!segment) {
-        throw new Error(`${where}, utterance ${JSON.stringify(chunk.utterance)}: segment id ${id} is not in segments_info of image ${record.imageId}; check that the png_coco and panoptic files belong together`);
+        throw new Error(
+          `${where}, utterance ${JSON.stringify(chunk.utterance)}: segment id ${id} is not in segments_info of image ${record.imageId}; check that the png_coco and panoptic files belong together`,
+        );
       }
       return segment;
     });
     const last = chunkSegments[chunkSegments.length - 1];
     const isThing = panoptic.isThingByCategory.get(last.categoryId);
     if (isThing === undefined) {
-      throw new Error(`${where}, utterance ${JSON.stringify(chunk.utterance)}: category ${last.categoryId} of segment ${last.id} is not in the panoptic JSON categories`);
+      throw new Error(
+        `${where}, utterance ${JSON.stringify(chunk.utterance)}: category ${last.categoryId} of segment ${last.id} is not in the panoptic JSON categories`,
+      );
     }
     phrases.push({
       recordIndex,
@@ -233,7 +238,9 @@ export function extractPhrases(record: NarrativeRecord, recordIndex: number, pan
 export function decodePanopticPng(file: Uint8Array): PanopticIdMap {
   const png = pngjs.PNG.sync.read(Buffer.from(file.buffer, file.byteOffset, file.byteLength));
   if (!png.color || !(png.palette || png.depth === 8)) {
-    throw new Error(`panoptic PNG must be 8-bit RGB(A) or palette, got ${png.color ? '' : 'grayscale '}color type ${png.colorType} with ${png.depth}-bit samples`);
+    throw new Error(
+      `panoptic PNG must be 8-bit RGB(A) or palette, got ${png.color ? '' : 'grayscale '}color type ${png.colorType} with ${png.depth}-bit samples`,
+    );
   }
   const ids = new Uint32Array(png.width * png.height);
   const rgba = png.data;
@@ -306,7 +313,13 @@ export class PngGroundTruth {
     const dropped: (NarrativeDrop & { index: number })[] = [];
     this.phrases = records.map((record, i) => {
       const phrases = extractPhrases(record, i, panoptic);
-      const drop = record.caption === undefined ? undefined : alignUtterances(record.caption, record.segments.map((c) => c.utterance)).drop;
+      const drop =
+        record.caption === undefined
+          ? undefined
+          : alignUtterances(
+              record.caption,
+              record.segments.map((c) => c.utterance),
+            ).drop;
       if (!drop) return phrases;
       dropped.push({ index: i, ...drop });
       return [];

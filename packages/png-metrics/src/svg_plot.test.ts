@@ -31,7 +31,9 @@ describe('SVG writer', () => {
 
   test('document', () => {
     const doc = svgDocument(10, 20, svgElement('rect', { width: 1, height: 1 }));
-    expect(doc.startsWith('<?xml version="1.0" encoding="UTF-8"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" height="20" viewBox="0 0 10 20">')).toBe(true);
+    expect(doc.startsWith('<?xml version="1.0" encoding="UTF-8"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" height="20" viewBox="0 0 10 20">')).toBe(
+      true,
+    );
     expectWellFormed(doc);
   });
 });

@@ -24,7 +24,9 @@ describe('warmupPoly', () => {
   });
 
   it('rejects bad configs and bad steps with clear errors', () => {
-    expect(() => warmupPoly({ base_lr: 1e-4, warmup_steps: 10, total_steps: 10 })).toThrow('Error in WarmupPolyConfig.total_steps: expected an integer > warmup_steps (10), got 10');
+    expect(() => warmupPoly({ base_lr: 1e-4, warmup_steps: 10, total_steps: 10 })).toThrow(
+      'Error in WarmupPolyConfig.total_steps: expected an integer > warmup_steps (10), got 10',
+    );
     expect(() => warmupPoly({ base_lr: -1, warmup_steps: 0, total_steps: 10 })).toThrow('Error in WarmupPolyConfig.base_lr');
     expect(() => warmupPoly({ base_lr: 1, warmup_steps: 1.5, total_steps: 10 })).toThrow('Error in WarmupPolyConfig.warmup_steps');
     expect(() => warmupPoly({ base_lr: 1, warmup_steps: 0, total_steps: 10, warmup_start_factor: 0 })).toThrow('Error in WarmupPolyConfig.warmup_start_factor');

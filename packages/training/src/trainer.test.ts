@@ -13,7 +13,10 @@ type Batch = {
 
 /** A 2-layer MLP 4 → 16 → 3 with fresh trainable weights. */
 function mlp(seed: number): { params: Parameters; variables: Record<string, tf.Variable>; mse: (b: Batch) => tf.Scalar } {
-  const { module, params } = WeightScope.fresh({ seed, trainable: true }).build((s) => ({ fc1: new Linear(s.pp('fc1'), 4, 16), fc2: new Linear(s.pp('fc2'), 16, 3) }));
+  const { module, params } = WeightScope.fresh({ seed, trainable: true }).build((s) => ({
+    fc1: new Linear(s.pp('fc1'), 4, 16),
+    fc2: new Linear(s.pp('fc2'), 16, 3),
+  }));
   const mse = (b: Batch) => tf.mean(tf.squaredDifference(module.fc2.forward(tf.tanh(module.fc1.forward(b.x))), b.y)) as tf.Scalar;
   return { params, variables: trainableVariables(params), mse };
 }
@@ -44,7 +47,12 @@ describe.each<[BackendName, number]>([
   it('loses ≥ 90% of its loss within 200 steps', async () => {
     const model = mlp(7);
     const data = batch(16, 3);
-    const trainer = new Trainer({ variables: model.variables, lossFn: model.mse, schedule: warmupPoly({ base_lr: lr, warmup_steps: 10, total_steps: 200 }), clip_grad_norm: 1 });
+    const trainer = new Trainer({
+      variables: model.variables,
+      lossFn: model.mse,
+      schedule: warmupPoly({ base_lr: lr, warmup_steps: 10, total_steps: 200 }),
+      clip_grad_norm: 1,
+    });
     const first = (await trainer.step(data)).loss;
     let last = first;
     let steps = 1;
@@ -213,8 +221,12 @@ describe('Trainer (wasm)', () => {
     const ok = new Trainer({ variables: { used }, lossFn: () => tf.sum(used) as tf.Scalar, accumulation_steps: 2 });
     await ok.step(undefined);
     await expect(ok.save(path.join(os.tmpdir(), 'never-written'))).rejects.toThrow('1 of 2 micro-steps of step 1 are accumulated');
-    expect(() => new Trainer({ variables: { used }, lossFn: () => tf.sum(used) as tf.Scalar, accumulation_steps: 0 })).toThrow('Error in TrainerConfig.accumulation_steps');
-    expect(() => new Trainer({ variables: { used }, lossFn: () => tf.sum(used) as tf.Scalar, clip_grad_nrom: 1 } as never)).toThrow("did you mean 'clip_grad_norm'?");
+    expect(() => new Trainer({ variables: { used }, lossFn: () => tf.sum(used) as tf.Scalar, accumulation_steps: 0 })).toThrow(
+      'Error in TrainerConfig.accumulation_steps',
+    );
+    expect(() => new Trainer({ variables: { used }, lossFn: () => tf.sum(used) as tf.Scalar, clip_grad_nrom: 1 } as never)).toThrow(
+      "did you mean 'clip_grad_norm'?",
+    );
     for (const t of [trainer, ok]) t.dispose();
     tf.dispose([used, unused]);
   });

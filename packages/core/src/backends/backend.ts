@@ -99,7 +99,10 @@ async function importDawn(): Promise<Dawn> {
   try {
     return (await import(/* webpackIgnore: true */ 'webgpu' as string)) as Dawn;
   } catch (e) {
-    const esm = e instanceof SyntaxError || (e as { code?: string }).code === 'ERR_REQUIRE_ESM' || /Must use import to load ES Module|Cannot use import statement/.test(String(e));
+    const esm =
+      e instanceof SyntaxError ||
+      (e as { code?: string }).code === 'ERR_REQUIRE_ESM' ||
+      /Must use import to load ES Module|Cannot use import statement/.test(String(e));
     if (!esm || typeof require !== 'function') throw e;
     const dir = require.resolve('webgpu/package.json').replace(/package\.json$/, '');
     const addon = `${dir}dist/${process.platform}-${process.platform === 'darwin' ? 'universal' : process.arch}/dawn.node`;
@@ -148,7 +151,8 @@ function prepareVulkan(): string[] {
   };
   if (!dlopen('libvulkan.so.1')) {
     // RTLD_NODELETE keeps chromium's loader in the process after Node's dlclose.
-    if (!fs.existsSync(CHROMIUM_VULKAN_LOADER) || !dlopen(CHROMIUM_VULKAN_LOADER, RTLD_NOW_GLOBAL_NODELETE)) missing.push('no Vulkan loader (libvulkan.so.1) is installed');
+    if (!fs.existsSync(CHROMIUM_VULKAN_LOADER) || !dlopen(CHROMIUM_VULKAN_LOADER, RTLD_NOW_GLOBAL_NODELETE))
+      missing.push('no Vulkan loader (libvulkan.so.1) is installed');
   }
   return missing;
 }
@@ -185,7 +189,12 @@ function registerCpuKernelFixes(): void {
   const existing = tf.getKernel('ResizeNearestNeighborGrad', 'cpu');
   if ((existing as { png?: boolean } | undefined)?.png) return;
   if (existing) tf.unregisterKernel('ResizeNearestNeighborGrad', 'cpu');
-  tf.registerKernel({ kernelName: 'ResizeNearestNeighborGrad', backendName: 'cpu', kernelFunc: resizeNearestNeighborGradCpu, png: true } as unknown as tf.KernelConfig);
+  tf.registerKernel({
+    kernelName: 'ResizeNearestNeighborGrad',
+    backendName: 'cpu',
+    kernelFunc: resizeNearestNeighborGradCpu,
+    png: true,
+  } as unknown as tf.KernelConfig);
 }
 
 /** The part of tfjs-backend-cpu's MathBackendCPU used here. */

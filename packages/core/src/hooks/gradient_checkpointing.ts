@@ -67,15 +67,21 @@ function checkpointedForward(
       const outputsBefore = { ...context.outputs };
       const results = forward(xs.slice(0, inputs.length));
       if (!written) {
-        const state = context.tensorEntries().filter(([key, t]) => stateBefore.get(key) !== t).map(([key]) => key);
+        const state = context
+          .tensorEntries()
+          .filter(([key, t]) => stateBefore.get(key) !== t)
+          .map(([key]) => key);
         const outputs = Object.keys(context.outputs).filter((key) => context.outputs[key] !== outputsBefore[key]);
         const all = [...results, ...state.map((key) => context.get(key)), ...outputs.map((key) => context.outputs[key])];
         written = { results: results.length, state, outputs, slots: all.map((t) => all.indexOf(t)) };
       }
       const entries = [...written.state.map((key) => context.get(key)), ...written.outputs.map((key) => context.outputs[key])];
       const before = [...written.state.map((key) => stateBefore.get(key)), ...written.outputs.map((key) => outputsBefore[key])];
-      const missing = [...written.state.map((key) => `state '${key.name}'`), ...written.outputs.map((key) => `outputs['${key}']`)].filter((_, i) => !(entries[i] instanceof tf.Tensor) || entries[i] === before[i]);
-      if (missing.length) throw new Error(`gradient checkpointing: run again for its gradient, '${path}' did not write ${missing.join(', ')} as in the forward`);
+      const missing = [...written.state.map((key) => `state '${key.name}'`), ...written.outputs.map((key) => `outputs['${key}']`)].filter(
+        (_, i) => !(entries[i] instanceof tf.Tensor) || entries[i] === before[i],
+      );
+      if (missing.length)
+        throw new Error(`gradient checkpointing: run again for its gradient, '${path}' did not write ${missing.join(', ')} as in the forward`);
       const { slots } = written;
       return [...results, ...(entries as tf.Tensor[])].filter((_, i) => slots[i] === i);
     } finally {

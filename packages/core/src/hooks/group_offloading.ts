@@ -33,7 +33,8 @@ export class HostOffload {
   /** Copies `tensors` to host memory and evicts them from the current backend (wasm or cpu). */
   static async create(tensors: Iterable<tf.Tensor>): Promise<HostOffload> {
     const name = tf.getBackend();
-    if (!SYNC_BACKENDS.includes(name)) throw new Error(`HostOffload: the '${name}' backend runs kernels asynchronously; offloading needs ${SYNC_BACKENDS.join(' or ')}`);
+    if (!SYNC_BACKENDS.includes(name))
+      throw new Error(`HostOffload: the '${name}' backend runs kernels asynchronously; offloading needs ${SYNC_BACKENDS.join(' or ')}`);
     const offload = new HostOffload(name);
     for (const t of tensors) {
       if (t instanceof tf.Variable) throw new Error(`HostOffload: '${t.name}' is a trainable variable; only frozen weights can be offloaded`);
@@ -64,7 +65,9 @@ export class HostOffload {
       const refs = this.backend.refCount(t.dataId);
       if (!h || refs === 0) continue;
       if (refs > h.refCount) {
-        throw new Error(`HostOffload: cannot evict a [${t.shape}] weight while ${refs - h.refCount} other tensor(s) share its storage (a reshape of it or a copy saved for a gradient); dispose them first`);
+        throw new Error(
+          `HostOffload: cannot evict a [${t.shape}] weight while ${refs - h.refCount} other tensor(s) share its storage (a reshape of it or a copy saved for a gradient); dispose them first`,
+        );
       }
       this.backend.disposeData(t.dataId, true);
     }

@@ -22,7 +22,9 @@ export class HookRegistry {
   run<T extends tf.Tensor>(path: string, input: T, context: ForwardContext, compute: (x: T) => T): T {
     if (this.hooks.length === 0) return compute(input);
     if (this.hooks.some(({ match, hook }) => hook.newForward && matchesPath(match, path))) {
-      throw new Error(`HookRegistry: '${path}' reads tensors it is not given as inputs, so a newForward hook (gradient checkpointing) cannot run it; apply it to the block around it`);
+      throw new Error(
+        `HookRegistry: '${path}' reads tensors it is not given as inputs, so a newForward hook (gradient checkpointing) cannot run it; apply it to the block around it`,
+      );
     }
     return this.post(path, compute(this.pre(path, input, context) as T), context) as T;
   }

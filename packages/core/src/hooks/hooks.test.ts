@@ -119,7 +119,9 @@ describe.each(['cpu', 'wasm'] as const)('gradient checkpointing and group offloa
 
   it('refuses blocks of two models', async () => {
     const [one, two] = [model(), model()];
-    expect(() => applyGradientCheckpointing([one.blocks[0], two.blocks[1]])).toThrow("applyGradientCheckpointing: 'blocks.1' belongs to another model than 'blocks.0'");
+    expect(() => applyGradientCheckpointing([one.blocks[0], two.blocks[1]])).toThrow(
+      "applyGradientCheckpointing: 'blocks.1' belongs to another model than 'blocks.0'",
+    );
     await expect(applyGroupOffloading([], one.params)).rejects.toThrow('applyGroupOffloading: no blocks given');
     one.params.dispose();
     two.params.dispose();

@@ -10,7 +10,10 @@ import { CLIPTextModel } from './modeling_clip';
 const fx = new FixtureIndex(path.join(sharedFixturesDir(), 'tiny-sd'));
 const TEXT_ENCODER = path.join(fx.dir, 'text_encoder');
 /** caption0, caption1, caption2, caption_long: every text/<name>.input_ids of the fixture. */
-const CAPTIONS = fx.keys('text/').filter((k) => k.endsWith('.input_ids')).map((k) => k.slice('text/'.length, -'.input_ids'.length));
+const CAPTIONS = fx
+  .keys('text/')
+  .filter((k) => k.endsWith('.input_ids'))
+  .map((k) => k.slice('text/'.length, -'.input_ids'.length));
 const ATOL = 1e-4;
 
 const tempDirs: string[] = [];
@@ -54,7 +57,8 @@ describe.each(['cpu', 'wasm'] as const)('CLIPTextModel on %s', (backend) => {
     const input = ids('caption0');
     const out = model.forward(input, { outputHiddenStates: true });
     expect(out.hiddenStates).toHaveLength(3);
-    for (let i = 0; i < 3; i++) await expectClose(expectDefined(out.hiddenStates, 'hiddenStates')[i], fx.read(`text/caption0.hidden_states.${i}`).data, ATOL, `hidden_states.${i}`);
+    for (let i = 0; i < 3; i++)
+      await expectClose(expectDefined(out.hiddenStates, 'hiddenStates')[i], fx.read(`text/caption0.hidden_states.${i}`).data, ATOL, `hidden_states.${i}`);
     tf.dispose([input, out]);
   });
 
@@ -69,7 +73,11 @@ describe.each(['cpu', 'wasm'] as const)('CLIPTextModel on %s', (backend) => {
   it('a key mask over the padding leaves the real tokens unchanged (causal attention)', async () => {
     const input = ids('caption0');
     const real = (await input.data()).indexOf(999) + 1;
-    const mask = tf.tensor2d(Array.from({ length: 77 }, (_, i) => (i < real ? 1 : 0)), [1, 77], 'int32');
+    const mask = tf.tensor2d(
+      Array.from({ length: 77 }, (_, i) => (i < real ? 1 : 0)),
+      [1, 77],
+      'int32',
+    );
     const masked = model.forward(input, { attentionMask: mask });
     const head = tf.slice(masked.lastHiddenState, [0, 0, 0], [1, real, 32]);
     const ref = fx.read('text/caption0.last_hidden_state').data.slice(0, real * 32);
@@ -132,7 +140,9 @@ describe('CLIPTextModel loading', () => {
   });
 
   it('ignores the position_ids buffer that older transformers wrote', async () => {
-    const dir = await rewritten((t) => (t['text_model.embeddings.position_ids'] = { dtype: 'I32', shape: [1, 77], data: Int32Array.from({ length: 77 }, (_, i) => i) }));
+    const dir = await rewritten(
+      (t) => (t['text_model.embeddings.position_ids'] = { dtype: 'I32', shape: [1, 77], data: Int32Array.from({ length: 77 }, (_, i) => i) }),
+    );
     const model = await CLIPTextModel.fromPretrained(dir);
     expect(model.numParameters()).toBe(48106);
     model.dispose();

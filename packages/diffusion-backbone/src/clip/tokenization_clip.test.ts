@@ -166,7 +166,13 @@ describe('CLIPTokenizer.chunk', () => {
     expect(tokenOfChar(very - 1, very)).toEqual([]);
     expect(tokenOfChar(0, 0)).toEqual([]);
     // phrase spans map span by span, in order
-    expect(phraseTokens([[start, very + 4], [very - 1, very], [very, very + 1]])).toEqual([hits, [], [{ window: 1, position: 1 }]]);
+    expect(
+      phraseTokens([
+        [start, very + 4],
+        [very - 1, very],
+        [very, very + 1],
+      ]),
+    ).toEqual([hits, [], [{ window: 1, position: 1 }]]);
   });
 
   it('splits a word only when it alone overflows a window', () => {
@@ -189,7 +195,8 @@ describe('CLIPTokenizer.chunk', () => {
   });
 
   /** The ids each token is read as, in text order (reconstructs the text's ids when every token is read once). */
-  const readIds = (text: string, chunks: ReturnType<CLIPTokenizer['chunk']>) => chunks.tokenOfChar(0, text.length).map(({ window, position }) => chunks.windows[window][position]);
+  const readIds = (text: string, chunks: ReturnType<CLIPTokenizer['chunk']>) =>
+    chunks.tokenOfChar(0, text.length).map(({ window, position }) => chunks.windows[window][position]);
 
   it('overlaps windows by `overlap` tokens and reads each token where it has the most left context', () => {
     const plain = tok.chunk(LONG_CAPTION);
@@ -226,7 +233,11 @@ describe('CLIPTokenizer.chunk', () => {
 
   it('reads every token once with overlap and sentences together, and rejects a bad overlap', () => {
     const text = Array.from({ length: 9 }, (_, i) => `the ${['red', 'blue', 'green'][i % 3]} astronautastronaut number ${i} rides a horse.`).join(' ');
-    for (const options of [{ windowTokens: 7, overlap: 3 }, { windowTokens: 7, overlap: 6, sentences: true }, { windowTokens: 30, overlap: 10, sentences: true }]) {
+    for (const options of [
+      { windowTokens: 7, overlap: 3 },
+      { windowTokens: 7, overlap: 6, sentences: true },
+      { windowTokens: 30, overlap: 10, sentences: true },
+    ]) {
       const chunks = tok.chunk(text, options);
       expect(readIds(text, chunks)).toEqual(tok.encodeWithSpans(text).ids);
       for (const w of chunks.windows) expect(w.length).toBe(options.windowTokens + 2);
@@ -289,6 +300,8 @@ describe('CLIPTokenizer files', () => {
     await expect(CLIPTokenizer.fromPretrained(dir)).rejects.toThrow('tokenizer_config.json: not valid JSON');
     fs.rmSync(path.join(dir, 'tokenizer_config.json'));
     fs.mkdirSync(path.join(dir, 'special_tokens_map.json'));
-    await expect(CLIPTokenizer.fromPretrained(dir)).rejects.toThrow(`${path.join(dir, 'special_tokens_map.json')}: is a folder; expected a CLIP tokenizer file (special_tokens_map.json)`);
+    await expect(CLIPTokenizer.fromPretrained(dir)).rejects.toThrow(
+      `${path.join(dir, 'special_tokens_map.json')}: is a folder; expected a CLIP tokenizer file (special_tokens_map.json)`,
+    );
   });
 });

@@ -145,7 +145,12 @@ export class CLIPTokenizer {
       return text;
     };
     return CLIPTokenizer.fromFiles(
-      { vocab: await readRequired('vocab.json'), merges: await readRequired('merges.txt'), tokenizerConfig: await read('tokenizer_config.json'), specialTokensMap: await read('special_tokens_map.json') },
+      {
+        vocab: await readRequired('vocab.json'),
+        merges: await readRequired('merges.txt'),
+        tokenizerConfig: await read('tokenizer_config.json'),
+        specialTokensMap: await read('special_tokens_map.json'),
+      },
       dir,
     );
   }
@@ -160,14 +165,18 @@ export class CLIPTokenizer {
     const header = lines[0]?.startsWith('#') ? 1 : 0; // '#version: 0.2'
     const merges = lines.slice(header, header + MAX_MERGES).map((line, i): [string, string] => {
       const parts = line.trim().split(/\s+/);
-      if (parts.length !== 2) throw new Error(`${name}/merges.txt: line ${header + i + 1} is ${JSON.stringify(line)}, expected two symbols separated by a space`);
+      if (parts.length !== 2)
+        throw new Error(`${name}/merges.txt: line ${header + i + 1} is ${JSON.stringify(line)}, expected two symbols separated by a space`);
       return [parts[0], parts[1]];
     });
     const config = files.tokenizerConfig ? parseJsonObject(files.tokenizerConfig, `${name}/tokenizer_config.json`) : {};
     const map = files.specialTokensMap ? parseJsonObject(files.specialTokensMap, `${name}/special_tokens_map.json`) : {};
     const special = { ...DEFAULT_SPECIAL_TOKENS };
     for (const field of Object.keys(special) as Array<keyof SpecialTokens>) {
-      for (const [source, file] of [[config, 'tokenizer_config.json'], [map, 'special_tokens_map.json']] as const) {
+      for (const [source, file] of [
+        [config, 'tokenizer_config.json'],
+        [map, 'special_tokens_map.json'],
+      ] as const) {
         if (source[field] !== undefined && source[field] !== null) special[field] = tokenContent(source[field], `${name}/${file}`, field);
       }
     }
@@ -196,7 +205,8 @@ export class CLIPTokenizer {
     const texts = typeof text === 'string' ? [text] : text;
     if (!Array.isArray(texts)) throw new Error(`CLIPTokenizer: text must be a string or an array of strings, got ${typeName(text)}`);
     const maxLength = options.maxLength ?? this.modelMaxLength;
-    if (!Number.isInteger(maxLength) || maxLength < 2) throw new Error(`CLIPTokenizer: maxLength must be an integer ≥ 2 (room for bos and eos), got ${maxLength}`);
+    if (!Number.isInteger(maxLength) || maxLength < 2)
+      throw new Error(`CLIPTokenizer: maxLength must be an integer ≥ 2 (room for bos and eos), got ${maxLength}`);
     if (![undefined, false, 'max_length', 'longest'].includes(options.padding)) {
       throw new Error(`CLIPTokenizer: padding must be 'max_length', 'longest' or false, got ${JSON.stringify(options.padding)}`);
     }
@@ -316,7 +326,10 @@ export class CLIPTokenizer {
     const trail = t.length > lead && t.text.endsWith(' ') ? 1 : 0;
     // U+0345 (a mark whose case fold is a letter) matches no alternative of PAT under Python
     // regex's IGNORECASE, so findall skips it like a space; JS would take it as a letter.
-    t = t.slice(lead, t.length - trail).lower().replace(/\u0345/g, () => ' ');
+    t = t
+      .slice(lead, t.length - trail)
+      .lower()
+      .replace(/\u0345/g, () => ' ');
     for (const m of t.text.matchAll(PAT)) {
       // byte-level: one symbol per UTF-8 byte, remembering the code units each byte belongs to
       let symbols = '';
@@ -397,7 +410,12 @@ interface SpecialTokens {
 }
 
 /** transformers' `CLIPTokenizer.__init__` defaults. */
-const DEFAULT_SPECIAL_TOKENS: SpecialTokens = { bos_token: '<|startoftext|>', eos_token: '<|endoftext|>', pad_token: '<|endoftext|>', unk_token: '<|endoftext|>' };
+const DEFAULT_SPECIAL_TOKENS: SpecialTokens = {
+  bos_token: '<|startoftext|>',
+  eos_token: '<|endoftext|>',
+  pad_token: '<|endoftext|>',
+  unk_token: '<|endoftext|>',
+};
 
 /** Words the BPE returns whole (transformers seeds its BPE cache with them). */
 const SPECIAL_WORDS = new Set(['<|startoftext|>', '<|endoftext|>']);

@@ -37,7 +37,8 @@ export class DDIMScheduler {
   /** Chooses `numInferenceSteps` timesteps by the config's timestep_spacing. */
   setTimesteps(numInferenceSteps: number): void {
     const T = this.config.num_train_timesteps;
-    if (!(isPositiveInt(numInferenceSteps) && numInferenceSteps <= T)) throw new Error(`DDIMScheduler.setTimesteps: numInferenceSteps must be an integer in [1, ${T}], got ${numInferenceSteps}`);
+    if (!(isPositiveInt(numInferenceSteps) && numInferenceSteps <= T))
+      throw new Error(`DDIMScheduler.setTimesteps: numInferenceSteps must be an integer in [1, ${T}], got ${numInferenceSteps}`);
     const n = numInferenceSteps;
     const offset = this.config.steps_offset;
     let ts: number[];
@@ -68,9 +69,10 @@ export class DDIMScheduler {
     if (this.numInferenceSteps === 0) throw new Error('DDIMScheduler.step: call setTimesteps(numInferenceSteps) first');
     const eta = options.eta ?? 0;
     const noise = eta > 0 ? options.noise : undefined;
-    if (eta > 0 && !noise) throw new Error('DDIMScheduler.step: eta > 0 needs `noise` (a standard normal tensor of the sample\'s shape)');
+    if (eta > 0 && !noise) throw new Error("DDIMScheduler.step: eta > 0 needs `noise` (a standard normal tensor of the sample's shape)");
     const T = this.config.num_train_timesteps;
-    if (!(Number.isInteger(timestep) && timestep >= 0 && timestep < T)) throw new Error(`DDIMScheduler.step: timestep ${timestep} is not an integer in [0, ${T})`);
+    if (!(Number.isInteger(timestep) && timestep >= 0 && timestep < T))
+      throw new Error(`DDIMScheduler.step: timestep ${timestep} is not an integer in [0, ${T})`);
     const prev = timestep - Math.floor(T / this.numInferenceSteps);
     const aT = this.alphasCumprod[timestep];
     const aPrev = prev >= 0 ? this.alphasCumprod[prev] : this.finalAlphaCumprod;
