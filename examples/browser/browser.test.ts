@@ -57,11 +57,12 @@ describe('examples/browser: the grounding page', () => {
     const built = spawnSync(process.execPath, [path.join(HERE, 'build.mjs')], { encoding: 'utf8' });
     if (built.status !== 0) throw new Error(`build.mjs failed (exit ${built.status}):\n${built.stderr}`);
 
-    server = spawn(process.execPath, [path.join(HERE, 'serve.mjs'), '--port', '0']);
+    const started = spawn(process.execPath, [path.join(HERE, 'serve.mjs'), '--port', '0']);
+    server = started;
     url = await new Promise<string>((resolve, reject) => {
-      server!.once('error', reject);
-      server!.once('exit', (code) => reject(new Error(`serve.mjs exited (${code}) before printing its URL`)));
-      server!.stdout.once('data', (chunk: Buffer) => resolve(String(chunk).split('\n')[0]));
+      started.once('error', reject);
+      started.once('exit', (code) => reject(new Error(`serve.mjs exited (${code}) before printing its URL`)));
+      started.stdout.once('data', (chunk: Buffer) => resolve(String(chunk).split('\n')[0]));
     });
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 60_000 });
 
@@ -90,7 +91,8 @@ describe('examples/browser: the grounding page', () => {
    * WebGPU's shaders slowly), returns the backend it shows and the masks, screenshots it.
    */
   async function groundOnPage(backend: 'wasm' | 'webgpu', timeout: number): Promise<{ page: Page; shown: string; phrases: Grounded[] }> {
-    const page = await browser!.newPage();
+    if (!browser) throw new Error('chromium did not launch (see beforeAll)');
+    const page = await browser.newPage();
     const problems: string[] = [];
     page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
     page.on('console', (m) => m.type() === 'error' && problems.push(`console: ${m.text()}`));
@@ -110,7 +112,7 @@ describe('examples/browser: the grounding page', () => {
     await settle(['done'], timeout);
     const shown = (await page.textContent('#backend')) ?? '';
     const phrases = await page.evaluate(() =>
-      window.png.result!.phrases.map(({ text, span, mask }) => ({ text, span: [span[0], span[1]] as [number, number], mask: Array.from(mask) })),
+      (window.png.result?.phrases ?? []).map(({ text, span, mask }) => ({ text, span: [span[0], span[1]] as [number, number], mask: Array.from(mask) })),
     );
     fs.mkdirSync(path.join(HERE, 'artifacts'), { recursive: true });
     await page.screenshot({ path: path.join(HERE, 'artifacts', `grounding-${backend}.png`), fullPage: true });
@@ -127,7 +129,9 @@ describe('examples/browser: the grounding page', () => {
     const overlay = () =>
       page.evaluate(() => {
         const canvas = document.getElementById('overlay') as HTMLCanvasElement;
-        return Array.from(canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height).data);
+        const context = canvas.getContext('2d');
+        if (!context) throw new Error('the #overlay canvas has no 2d context');
+        return Array.from(context.getImageData(0, 0, canvas.width, canvas.height).data);
       });
     const boxes = await page.$$('#legend input[type=checkbox]');
     expect(boxes).toHaveLength(phrases.length);

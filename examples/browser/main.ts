@@ -109,7 +109,8 @@ async function decodeImage(file: File): Promise<RgbImage> {
   }
   const { width, height } = bitmap;
   const canvas = new OffscreenCanvas(width, height);
-  const context = canvas.getContext('2d')!;
+  const context = canvas.getContext('2d');
+  if (!context) throw new Error('this browser gives an OffscreenCanvas no 2d context');
   context.drawImage(bitmap, 0, 0);
   bitmap.close();
   const rgba = context.getImageData(0, 0, width, height).data;
@@ -143,7 +144,9 @@ function drawOverlay(image: RgbImage, phrases: readonly GroundedPhrase[], shown:
     });
     pixels.data.set([r, g, b, 255], 4 * k);
   }
-  canvas.getContext('2d')!.putImageData(pixels, 0, 0);
+  const context = canvas.getContext('2d');
+  if (!context) throw new Error('the overlay canvas has no 2d context');
+  context.putImageData(pixels, 0, 0);
 }
 
 /** The legend: per phrase a checkbox, its colour, its text and its share of the image. */

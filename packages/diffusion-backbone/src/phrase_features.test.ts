@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend } from '@png/core';
-import { FixtureIndex, expectClose, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
+import { FixtureIndex, expectClose, expectDefined, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
 import { CLIPTextModel } from './clip/modeling_clip';
 import { CLIPTokenizer } from './clip/tokenization_clip';
 import { encodePhrases, phrasePoolingMatrix, tokenizeNarratives } from './phrase_features';
@@ -71,7 +71,7 @@ describe('encodePhrases (wasm)', () => {
 
   it('returns the caption token states as the UNet reads a prompt: windows in order, absent windows masked', async () => {
     const short = 'a photo of an astronaut riding a horse on mars';
-    const long = Array(12).fill('a very detailed painting of a castle on a hill').join(' and ') + ' with a red dragon';
+    const long = `${Array(12).fill('a very detailed painting of a castle on a hill').join(' and ')} with a red dragon`;
     const narratives = [
       { caption: short, phrases: [[11, 24]] as Array<[number, number]> },
       { caption: long, phrases: [[long.length - 12, long.length]] as Array<[number, number]> },
@@ -79,7 +79,7 @@ describe('encodePhrases (wasm)', () => {
     const windows = tokenizer.chunk(long).windows;
     expect(windows.length).toBe(3);
     const out = encodePhrases(tokenizer, textEncoder, narratives, { maxPhrases: 2, caption: true });
-    const caption = out.caption!;
+    const caption = expectDefined(out.caption, 'out.caption');
     expect(caption.tensor.shape).toEqual([2, 3 * 77, 32]);
     expect([...(await caption.mask.data())]).toEqual([...new Array(77).fill(1), ...new Array(2 * 77).fill(0), ...new Array(3 * 77).fill(1)]);
     const refs = new FixtureIndex(TINY);
@@ -98,7 +98,7 @@ describe('encodePhrases (wasm)', () => {
     expect([...(await out.tensor.data())]).toEqual([...(await plain.tensor.data())]);
     // padded to captionWindows; a caption with more windows is an error naming it
     const wide = encodePhrases(tokenizer, textEncoder, narratives.slice(0, 1), { maxPhrases: 2, caption: true, captionWindows: 2 });
-    expect(wide.caption!.tensor.shape).toEqual([1, 2 * 77, 32]);
+    expect(wide.caption?.tensor.shape).toEqual([1, 2 * 77, 32]);
     expect(() => encodePhrases(tokenizer, textEncoder, narratives, { maxPhrases: 2, caption: true, captionWindows: 2 })).toThrow(
       'narrative 1: its caption takes 3 encoder windows, above captionWindows 2',
     );
@@ -107,7 +107,7 @@ describe('encodePhrases (wasm)', () => {
   });
 
   it('cuts long captions as `windows` says: with overlap, a phrase past the cut reads more left context', async () => {
-    const caption = Array(12).fill('a very detailed painting of a castle on a hill').join(' and ') + ' with a red dragon';
+    const caption = `${Array(12).fill('a very detailed painting of a castle on a hill').join(' and ')} with a red dragon`;
     const cut = tokenizer
       .chunk(caption)
       .tokenOfChar(0, caption.length)

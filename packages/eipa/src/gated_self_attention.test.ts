@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { WeightScope, attentionWithProbs, keyMaskBias, mergeHeads, setBackend, splitHeads } from '@png/core';
-import { expectClose, gradCheck } from '@png/core/testing';
+import { expectClose, expectDefined, gradCheck } from '@png/core/testing';
 import { GatedSelfAttention } from './gated_self_attention';
 import { PhraseExtractor } from './phrase_extractor';
 
@@ -33,15 +33,15 @@ describe('GatedSelfAttention (GLIGEN)', () => {
     const [x, p, mask] = [tokens(), phrases(), phraseMask()];
     const { out, attention } = sa.forward(x, p, mask);
     const expected = tf.tidy(() => {
-      const all = sa.norm.forward(tf.concat([x, sa.linear!.forward(p)], 1)); // [B, N + P, C]
+      const all = sa.norm.forward(tf.concat([x, expectDefined(sa.linear, 'sa.linear').forward(p)], 1)); // [B, N + P, C]
       const heads = (l: { forward(t: tf.Tensor): tf.Tensor }) => splitHeads(l.forward(all), 2);
       const keys = tf.concat([tf.ones([2, 5]), mask], 1); // [B, N + P]
       const { out: o } = attentionWithProbs(heads(sa.to_q), heads(sa.to_k), heads(sa.to_v), { bias: keyMaskBias(keys) });
       const update = tf.slice(sa.to_out.forward(mergeHeads(o)), [0, 0, 0], [-1, 5, -1]); // the image tokens' rows
-      return tf.add(x, tf.mul(tf.tanh(sa.gate!), update));
+      return tf.add(x, tf.mul(tf.tanh(expectDefined(sa.gate, 'sa.gate')), update));
     });
     await expectClose(out, await expected.data(), 1e-5, 'GLIGEN gated self-attention');
-    expect(sa.gate!.shape).toEqual([8]);
+    expect(sa.gate?.shape).toEqual([8]);
     expect(attention.shape).toEqual([2, 5, 3]);
     expect(Math.max(...(await tf.slice(attention, [1, 0, 1], [1, -1, 2]).data()))).toBe(0); // padded phrases get no attention
     tf.dispose([x, p, mask, out, attention, expected]);
@@ -141,7 +141,7 @@ describe('PhraseExtractor', () => {
 
   it('passes a finite-difference gradient check through the shared per-channel gate', async () => {
     const { module: extractor, params } = build((s) => new PhraseExtractor(s, 6, 8, { ...options, gate: { kind: 'per_channel', init: 0.4 } }), 6);
-    expect(extractor.gate!.shape).toEqual([6]);
+    expect(extractor.gate?.shape).toEqual([6]);
     const [p, x, mask] = [phrases(), tokens(), phraseMask()];
     const w = tf.randomNormal([2, 3, 6], 0, 1, 'float32', 10);
     const vars = params.keys().map((k) => params.get(k) as tf.Variable);

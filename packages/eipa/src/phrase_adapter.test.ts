@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend, type PhraseFeatures } from '@png/core';
-import { expectClose, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
+import { expectClose, expectDefined, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
 import { FeatureTaps, UNet2DConditionModel, type AttentionProcessor } from '@png/diffusion-backbone';
 import { PhraseAdapter, attachEipa, type EipaAttachment } from './phrase_adapter';
 
@@ -267,12 +267,12 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
         key,
         key.endsWith('.attn2.processor')
           ? (((attn, hidden, args) => {
-              const ehs = args.encoderHiddenStates!; // attn2: the prompt
+              const ehs = expectDefined(args.encoderHiddenStates, 'encoderHiddenStates'); // attn2: the prompt
               const diff = (a: tf.Tensor, b: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]);
               reads.push({
                 caption: diff(tf.slice(ehs, [0, 0, 0], [-1, 5, -1]), caption.tensor),
                 phrases: diff(tf.slice(ehs, [0, 5, 0], [-1, 3, -1]), x.phrases.tensor),
-                mask: diff(args.encoderAttentionMask!, prompt.mask),
+                mask: diff(expectDefined(args.encoderAttentionMask, 'encoderAttentionMask'), prompt.mask),
               });
               return inner(attn, hidden, args);
             }) as AttentionProcessor)
@@ -391,7 +391,7 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     expect(magnitudes.extract).toBeCloseTo(Math.tanh(0.5), 6);
     expect(magnitudes.inject).toBeCloseTo(Math.tanh(0.5), 6);
     const key = 'up_blocks.2.attentions.1.transformer_blocks.0.inject';
-    expect(adapter.parameters.get(`${key}.gate`).shape).toEqual([unet.transformerBlocks().find((b) => `${b.path}.inject` === key)!.channels]);
+    expect(adapter.parameters.get(`${key}.gate`).shape).toEqual([unet.transformerBlocks().find((b) => `${b.path}.inject` === key)?.channels]);
     expect(adapter.parameters.get(`${key}.linear.weight`).shape).toEqual([16, 32]); // phrases (32) → the block's 16 channels
     (adapter.parameters.get(`${key}.gate`) as tf.Variable).assign(tf.tensor1d(Array.from({ length: 16 }, (_, i) => (i % 2 ? 0.2 : -0.6))));
     expect(adapter.gateMagnitudes().inject).toBeCloseTo((6 * Math.tanh(0.5) + (8 * Math.tanh(0.2) + 8 * Math.tanh(0.6)) / 16) / 7, 6);
@@ -428,10 +428,12 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     const probed = run(x.latents, { replayStates: eipa.blockStates(donor.outputs) });
     const c = await snapshot(probed);
     expect(Math.max(...c[0].map((v, i) => Math.abs(v - a[0][i])))).toBeGreaterThan(1e-4);
-    const last = eipa.phraseStates(probed.outputs, x.phrases).at(-1)!.tensor;
-    expect(Buffer.from((await last.data()).buffer).equals(Buffer.from((await eipa.phraseStates(donor.outputs, x.phrases).at(-1)!.tensor.data()).buffer))).toBe(
-      true,
-    );
+    const last = expectDefined(eipa.phraseStates(probed.outputs, x.phrases).at(-1), 'the last phrase state').tensor;
+    expect(
+      Buffer.from((await last.data()).buffer).equals(
+        Buffer.from((await expectDefined(eipa.phraseStates(donor.outputs, x.phrases).at(-1), "the donor's last phrase state").tensor.data()).buffer),
+      ),
+    ).toBe(true);
     expect(() => eipa.blockStates(replayed.outputs)).toThrow(
       "EipaAttachment.blockStates: no phrase state of block 'down_blocks.0.attentions.0.transformer_blocks.0' in these outputs; make the forward's context with {recordStates: true}",
     );

@@ -263,7 +263,8 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
   const afterSelfAttention = adapter.config.inject_position === 'after_self_attention';
   /** image tokens ← the current phrase state, through the block's inject. */
   const inject = (block: PhraseAdapterBlock, tokens: tf.Tensor3D, ctx: ForwardContext): tf.Tensor3D => {
-    const { out, attention } = block.inject!.forward(tokens, ctx.require(PHRASES), ctx.require(PHRASE_MASK));
+    if (!block.inject) throw new Error(`EIPA: block '${block.path}' has no inject module; only blocks built with one are hooked`);
+    const { out, attention } = block.inject.forward(tokens, ctx.require(PHRASES), ctx.require(PHRASE_MASK));
     if (options.recordAttention) ctx.outputs[attentionKey(block.path)] = attention;
     return out;
   };

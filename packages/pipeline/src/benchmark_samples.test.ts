@@ -3,6 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend } from '@png/core';
+import { expectDefined } from '@png/core/testing';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
 import { generateSyntheticBenchmark, type PngSample } from '@png/png-data';
 import { encodeSamples, gatherBatch, readGroundedSamples } from './benchmark_samples';
@@ -51,8 +52,9 @@ describe('encodeSamples / gatherBatch with caption tokens (embedded backbone, wa
     expect((await bits(encoded.phrases.tensor)).equals(await bits(plain.phrases.tensor))).toBe(true); // the phrases do not change
     const batch = gatherBatch(encoded, [2, 0]);
     const rows = tf.gather(caption.tensor, [2, 0]);
-    expect(batch.phrases.caption!.tensor.shape).toEqual([2, k * 77, d]);
-    expect((await bits(batch.phrases.caption!.tensor)).equals(await bits(rows))).toBe(true);
+    const batchCaption = expectDefined(batch.phrases.caption, 'batch.phrases.caption');
+    expect(batchCaption.tensor.shape).toEqual([2, k * 77, d]);
+    expect((await bits(batchCaption.tensor)).equals(await bits(rows))).toBe(true);
     expect(gatherBatch(plain, [0]).phrases.caption).toBeUndefined();
     tf.dispose([plain.latents, plain.phrases, plain.targets, encoded.latents, encoded.phrases, encoded.targets, batch, rows] as tf.TensorContainer);
   });

@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { setBackend } from '@png/core';
+import { expectDefined } from '@png/core/testing';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
 import { decodeImage, encodePng, synthesizeScene } from '@png/png-data';
 import { decodeRle } from '@png/png-metrics';
@@ -232,12 +233,12 @@ describe('trainOnBenchmark', () => {
     // the gates leave 0 step by step, are logged per step and resume with the run
     expect(whole.gates).toHaveLength(5);
     expect(resumed.gates).toEqual(whole.gates);
-    expect(whole.gates[4].extract!).toBeGreaterThan(whole.gates[0].extract!);
-    expect(whole.gates[4].inject!).toBeGreaterThan(0);
+    expect(expectDefined(whole.gates[4].extract, 'whole extract gate')).toBeGreaterThan(expectDefined(whole.gates[0].extract, 'whole extract gate'));
+    expect(expectDefined(whole.gates[4].inject, 'whole inject gate')).toBeGreaterThan(0);
     // a gate learning rate ten times the others' moves the gates further
     const faster = await trainOnBenchmark({ ...options, training: { ...options.training, gate_lr_multiplier: 10 }, out: path.join(dir, 'faster') });
-    expect(faster.gates[4].extract!).toBeGreaterThan(3 * whole.gates[4].extract!);
-    expect(faster.gates[4].inject!).toBeGreaterThan(3 * whole.gates[4].inject!);
+    expect(expectDefined(faster.gates[4].extract, 'faster extract gate')).toBeGreaterThan(3 * expectDefined(whole.gates[4].extract, 'whole extract gate'));
+    expect(expectDefined(faster.gates[4].inject, 'faster inject gate')).toBeGreaterThan(3 * expectDefined(whole.gates[4].inject, 'whole inject gate'));
   });
 
   it('refuses a benchmark split without grounded records, naming the folder', async () => {

@@ -534,7 +534,11 @@ export class PngGrounder {
     if (text && c.context !== 'caption') tensor = text.adaptPrompt(tensor); // the phrase slots are prompt tokens
     const read = { tensor, mask: phrases.mask };
     if (c.context === 'phrases') return { phrases: read, prompt: read };
-    const caption = { tensor: text ? text.adaptPrompt(source!.tensor) : source!.tensor, mask: source!.mask }; // [B, T, D], [B, T]
+    if (!source)
+      throw new Error(
+        `PngGrounder: context '${c.context}' reads the caption's token states, and these phrase features have none; encode them with grounder.encodePhrases`,
+      );
+    const caption = { tensor: text ? text.adaptPrompt(source.tensor) : source.tensor, mask: source.mask }; // [B, T, D], [B, T]
     if (c.context === 'caption') return { phrases: read, prompt: caption };
     const prompt = { tensor: tf.concat([caption.tensor, tensor], 1) as tf.Tensor3D, mask: tf.concat([caption.mask, read.mask], 1) as tf.Tensor2D }; // [B, T + P, D], [B, T + P]
     return { phrases: read, prompt, caption };

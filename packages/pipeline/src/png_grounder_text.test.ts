@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend, type PhraseFeatures } from '@png/core';
-import { FOLDER_FETCH_BASE, folderFetch, sharedFixturesDir } from '@png/core/testing';
+import { FOLDER_FETCH_BASE, expectDefined, folderFetch, sharedFixturesDir } from '@png/core/testing';
 import { DiffusionBackbone, FeatureTaps, encodePhrases } from '@png/diffusion-backbone';
 import { PngGrounder, phraseEncoding, resolvePngGrounderConfig, type PngGrounderConfig } from './png_grounder';
 import { SMALL_GROUNDER_CONFIG, TEST_NARRATIVES } from './test_support';
@@ -51,7 +51,7 @@ describe('PngGrounder text options on the tiny SD backbone (wasm)', () => {
     const x = images();
     const grounder = PngGrounder.create(backbone, { ...SMALL, ...config }, { seed: 2 }); // gates at 0: the UNet stream is the static one
     const phrases = grounder.encodePhrases(narratives);
-    const caption = phrases.caption!;
+    const caption = expectDefined(phrases.caption, 'phrases.caption');
     expect(caption.tensor.shape).toEqual([2, 77, 32]); // one window each: bos…eos and CLIP's padding
     expect((await caption.mask.data()).every((v) => v === 1)).toBe(true);
     const out = grounder.forwardFeatures(x, phrases);

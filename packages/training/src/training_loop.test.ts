@@ -3,6 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { Linear, WeightScope, setBackend, type Parameters } from '@png/core';
+import { expectDefined } from '@png/core/testing';
 import { BatchOrder } from './batch_order';
 import { warmupPoly } from './lr_schedule';
 import { Trainer, trainableVariables } from './trainer';
@@ -137,7 +138,7 @@ describe('runTrainingLoop (cpu)', () => {
     model.dispose();
     expect(resumed.logs).toEqual(whole.logs);
     expect(resumed.losses).toEqual(whole.losses);
-    expect((await latestCheckpoint(dir))!.logs).toEqual(whole.logs);
+    expect(expectDefined(await latestCheckpoint(dir), 'the latest checkpoint').logs).toEqual(whole.logs);
     model = job();
     await expect(runTrainingLoop({ ...options, steps: 8, dir: path.join(root, 'whole'), trainer: model.trainer, log: log(model) })).rejects.toThrow(
       `${path.join(root, 'whole', 'checkpoint-7')}: a checkpoint without the per-step log (extra.logs) this loop keeps`,
