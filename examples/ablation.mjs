@@ -34,7 +34,10 @@ const PRESETS = {
 
 /** Test-time checks of a trained EIPA run: `png evaluate` options, run when `png evaluate --help` lists them. */
 const PROBES = {
-  'zero-gates': { args: ['--probe', 'zero-gates'], about: 'every EIPA update dropped at test time (its gates taken as 0): static prompting with the same weights' },
+  'zero-gates': {
+    args: ['--probe', 'zero-gates'],
+    about: 'every EIPA update dropped at test time (its gates taken as 0): static prompting with the same weights',
+  },
   'swap-states': { args: ['--probe', 'swap-phrases'], about: "each image's EIPA phrase states are those its own phrases get over the next record's image" },
 };
 
@@ -59,7 +62,7 @@ training seed s), then writes the tables and the figure. Rerun the same command 
   --lr X                 (default png train's)
   --jobs N               png processes side by side (default: available cores, at most 2)
   --backend NAME         (default wasm)
-  --size-thresholds S,M  GT areas (pixels) of the small/medium/large buckets (default size²/300, 0.03·size²)
+  --size-thresholds S,M  GT areas (pixels) of the small/medium/large buckets (default the demo's 600,1600 at 96×96, scaled with size²)
   --bootstrap N          image resamples of the per-seed paired bootstrap (default 1000)
   --eval-probes LIST     test-time checks of every run with EIPA: ${Object.keys(PROBES).join(', ')} (default both; 'none'),
                          or NAME=--flag for a png evaluate flag of your own
@@ -75,12 +78,28 @@ function describePreset(p) {
 
 const { values: args } = parseArgs({
   options: {
-    quick: { type: 'boolean' }, out: { type: 'string' }, seeds: { type: 'string' }, variants: { type: 'string' },
-    'variants-file': { type: 'string' }, baseline: { type: 'string' }, 'base-config': { type: 'string' }, kind: { type: 'string' },
-    size: { type: 'string' }, train: { type: 'string' }, val: { type: 'string' }, steps: { type: 'string' },
-    'batch-size': { type: 'string' }, lr: { type: 'string' }, jobs: { type: 'string' }, backend: { type: 'string' },
-    'size-thresholds': { type: 'string' }, bootstrap: { type: 'string' }, 'eval-probes': { type: 'string' },
-    'report-only': { type: 'boolean' }, plan: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+    quick: { type: 'boolean' },
+    out: { type: 'string' },
+    seeds: { type: 'string' },
+    variants: { type: 'string' },
+    'variants-file': { type: 'string' },
+    baseline: { type: 'string' },
+    'base-config': { type: 'string' },
+    kind: { type: 'string' },
+    size: { type: 'string' },
+    train: { type: 'string' },
+    val: { type: 'string' },
+    steps: { type: 'string' },
+    'batch-size': { type: 'string' },
+    lr: { type: 'string' },
+    jobs: { type: 'string' },
+    backend: { type: 'string' },
+    'size-thresholds': { type: 'string' },
+    bootstrap: { type: 'string' },
+    'eval-probes': { type: 'string' },
+    'report-only': { type: 'boolean' },
+    plan: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
   },
 });
 if (args.help) {
@@ -130,8 +149,10 @@ const jobs = intArg('jobs', Math.min(2, os.availableParallelism()));
 const resamples = intArg('bootstrap', 1000);
 let sizeThresholds;
 try {
-  // COCO's bounds (32², 96² on images of about 640×480) scaled with the image area, as the grounding benchmark defines its buckets.
-  sizeThresholds = args['size-thresholds'] ? parseSizeThresholds(args['size-thresholds']) : [Math.ceil((size * size) / 300), Math.ceil(0.03 * size * size)];
+  // The demo's buckets, scaled with the image area: the terciles of the grounding scenes' val segment areas at 96×96 (600, 1600 px).
+  sizeThresholds = args['size-thresholds']
+    ? parseSizeThresholds(args['size-thresholds'])
+    : [Math.round((600 * size * size) / 96 ** 2), Math.round((1600 * size * size) / 96 ** 2)];
 } catch (e) {
   usage(`--size-thresholds: ${e.message}`);
 }
@@ -145,7 +166,8 @@ for (const name of variantNames) {
   if (!/^[\w.-]+$/.test(name)) usage(`${variantsFile}: variant name '${name}' names a folder; use letters, digits, '_', '-' and '.' only`);
 }
 const baseline = args.baseline ?? 'static';
-if (!variantNames.includes(baseline)) usage(`--baseline '${baseline}' is not among --variants (${variantNames.join(', ')}); every difference is taken against it`);
+if (!variantNames.includes(baseline))
+  usage(`--baseline '${baseline}' is not among --variants (${variantNames.join(', ')}); every difference is taken against it`);
 // The baseline first: the tables' first column.
 variantNames.sort((a, b) => (b === baseline) - (a === baseline));
 const variants = variantNames.map((name) => {
@@ -171,7 +193,8 @@ function synthKind(requested) {
   const help = pngHelp('synth');
   const hasKind = help.includes('--kind');
   if (requested === undefined) return hasKind && /\bgrounding\b/.test(help) ? 'grounding' : null;
-  if (!hasKind) usage(`--kind ${requested}: this png synth has no --kind (it writes the unary scenes only); leave --kind out, or build a png with the grounding benchmark`);
+  if (!hasKind)
+    usage(`--kind ${requested}: this png synth has no --kind (it writes the unary scenes only); leave --kind out, or build a png with the grounding benchmark`);
   return requested;
 }
 
@@ -209,39 +232,91 @@ const configFile = (variant) => path.join(out, 'runs', variant, 'config.json');
 /** A finished `png evaluate` has written predictions.json (atomically, after report.json). */
 const evaluated = (variant, seed, probe) => fs.existsSync(path.join(evalDir(variant, seed, probe), 'predictions.json'));
 
-const synthArgs = (seed) => ['synth', '--out', dataDir(seed), '--train', String(settings.train), '--val', String(settings.val), '--seed', String(seed), '--size', String(size), ...(settings.kind ? ['--kind', settings.kind] : [])];
-const trainOptions = ['--image-size', String(size), '--backend', settings.backend, ...(settings.batchSize ? ['--batch-size', String(settings.batchSize)] : []), ...(settings.lr ? ['--lr', settings.lr] : [])];
-const trainArgs = (variant, seed) => ['train', '--data', dataDir(seed), '--out', runDir(variant, seed), '--config', configFile(variant), '--steps', String(settings.steps), '--seed', String(seed), ...trainOptions];
+const synthArgs = (seed) => [
+  'synth',
+  '--out',
+  dataDir(seed),
+  '--train',
+  String(settings.train),
+  '--val',
+  String(settings.val),
+  '--seed',
+  String(seed),
+  '--size',
+  String(size),
+  ...(settings.kind ? ['--kind', settings.kind] : []),
+];
+const trainOptions = [
+  '--image-size',
+  String(size),
+  '--backend',
+  settings.backend,
+  ...(settings.batchSize ? ['--batch-size', String(settings.batchSize)] : []),
+  ...(settings.lr ? ['--lr', settings.lr] : []),
+];
+const trainArgs = (variant, seed) => [
+  'train',
+  '--data',
+  dataDir(seed),
+  '--out',
+  runDir(variant, seed),
+  '--config',
+  configFile(variant),
+  '--steps',
+  String(settings.steps),
+  '--seed',
+  String(seed),
+  ...trainOptions,
+];
 const evaluateArgs = (variant, seed, probe) => [
-  'evaluate', '--data', dataDir(seed), '--run', runDir(variant, seed), '--out', evalDir(variant, seed, probe?.name), '--backend', settings.backend,
-  '--overlays', '0', '--attention-maps', '0', '--bootstrap', '0', '--size-thresholds', sizeThresholds.join(','), ...(probe?.args ?? []),
+  'evaluate',
+  '--data',
+  dataDir(seed),
+  '--run',
+  runDir(variant, seed),
+  '--out',
+  evalDir(variant, seed, probe?.name),
+  '--backend',
+  settings.backend,
+  '--overlays',
+  '0',
+  '--attention-maps',
+  '0',
+  '--bootstrap',
+  '0',
+  '--size-thresholds',
+  sizeThresholds.join(','),
+  ...(probe?.args ?? []),
 ];
 
 /** One training and its evaluations, run in one slot; seed-major, so that the first seeds pair up early. */
 const units = seeds.flatMap((seed) => variants.map((v) => ({ variant: v, seed, probes: v.trainsEipa ? probes : [] })));
 
 async function checkPlan() {
-  // What the runs depend on; seeds, variants, jobs and probes may change between reruns.
-  const plan = { settings, base_config: baseConfig, size_thresholds: sizeThresholds };
+  // What the runs depend on; seeds, variants, jobs, probes and the tables' size buckets may change between reruns.
+  const plan = { settings, base_config: baseConfig };
   const file = path.join(out, 'plan.json');
   if (fs.existsSync(file)) {
     const previous = JSON.parse(fs.readFileSync(file, 'utf8'));
-    const changed = Object.keys(plan.settings).filter((k) => previous.settings?.[k] !== plan.settings[k]).map((k) => `${k} ${previous.settings?.[k]} (now ${plan.settings[k]})`);
-    for (const key of ['base_config', 'size_thresholds']) {
-      if (JSON.stringify(previous[key]) !== JSON.stringify(plan[key])) changed.push(`${key} ${JSON.stringify(previous[key])} (now ${JSON.stringify(plan[key])})`);
-    }
+    const changed = Object.keys(plan.settings)
+      .filter((k) => previous.settings?.[k] !== plan.settings[k])
+      .map((k) => `${k} ${previous.settings?.[k]} (now ${plan.settings[k]})`);
+    if (JSON.stringify(previous.base_config) !== JSON.stringify(plan.base_config))
+      changed.push(`base_config ${JSON.stringify(previous.base_config)} (now ${JSON.stringify(plan.base_config)})`);
     if (changed.length) {
       console.error(`ablation: ${file}: this folder holds an ablation with ${changed.join(', ')}; rerun with its options to resume, or choose another --out`);
       process.exit(2);
     }
   }
-  await writeFileAtomic(file, JSON.stringify(plan, null, 2) + '\n');
+  await writeFileAtomic(file, `${JSON.stringify(plan, null, 2)}\n`);
   for (const v of variants) {
-    if (fs.existsSync(configFile(v.name)) && fs.readFileSync(configFile(v.name), 'utf8') !== JSON.stringify(v.config, null, 2) + '\n') {
-      console.error(`ablation: ${configFile(v.name)}: variant '${v.name}' was run with another config; rerun with the same variants file, or choose another --out`);
+    if (fs.existsSync(configFile(v.name)) && fs.readFileSync(configFile(v.name), 'utf8') !== `${JSON.stringify(v.config, null, 2)}\n`) {
+      console.error(
+        `ablation: ${configFile(v.name)}: variant '${v.name}' was run with another config; rerun with the same variants file, or choose another --out`,
+      );
       process.exit(2);
     }
-    await writeFileAtomic(configFile(v.name), JSON.stringify(v.config, null, 2) + '\n');
+    await writeFileAtomic(configFile(v.name), `${JSON.stringify(v.config, null, 2)}\n`);
   }
 }
 
@@ -299,9 +374,11 @@ function cpuSeconds(pid) {
 /** Runs `work` on every item, `jobs` at a time. */
 async function pool(items, work) {
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(jobs, items.length) }, async () => {
-    while (next < items.length) await work(items[next++]);
-  }));
+  await Promise.all(
+    Array.from({ length: Math.min(jobs, items.length) }, async () => {
+      while (next < items.length) await work(items[next++]);
+    }),
+  );
 }
 
 const began = Date.now();
@@ -345,9 +422,56 @@ async function calibrate() {
     }
   };
   const logFile = path.join(out, 'logs', 'calibration.log');
-  const trainCode = await png(['train', '--data', dataDir(seeds[0]), '--out', path.join(dir, 'run'), '--config', calibrationConfig, '--steps', String(steps), '--limit', String(limit), '--warmup-steps', '0', '--seed', '0', ...trainOptions, '--checkpoint-every', String(steps)], 'calibration', track(Date.now()));
+  const trainCode = await png(
+    [
+      'train',
+      '--data',
+      dataDir(seeds[0]),
+      '--out',
+      path.join(dir, 'run'),
+      '--config',
+      calibrationConfig,
+      '--steps',
+      String(steps),
+      '--limit',
+      String(limit),
+      '--warmup-steps',
+      '0',
+      '--seed',
+      '0',
+      ...trainOptions,
+      '--checkpoint-every',
+      String(steps),
+    ],
+    'calibration',
+    track(Date.now()),
+  );
   if (trainCode !== 0) throw new Error(`the calibration training failed (exit ${trainCode}); see ${logFile}`);
-  const evalCode = await png(['evaluate', '--data', dataDir(seeds[0]), '--split', 'train2017', '--run', path.join(dir, 'run'), '--out', path.join(dir, 'eval'), '--limit', String(limit), '--backend', settings.backend, '--overlays', '0', '--attention-maps', '0', '--bootstrap', '0'], 'calibration', track(Date.now()));
+  const evalCode = await png(
+    [
+      'evaluate',
+      '--data',
+      dataDir(seeds[0]),
+      '--split',
+      'train2017',
+      '--run',
+      path.join(dir, 'run'),
+      '--out',
+      path.join(dir, 'eval'),
+      '--limit',
+      String(limit),
+      '--backend',
+      settings.backend,
+      '--overlays',
+      '0',
+      '--attention-maps',
+      '0',
+      '--bootstrap',
+      '0',
+    ],
+    'calibration',
+    track(Date.now()),
+  );
   if (evalCode !== 0) throw new Error(`the calibration evaluation failed (exit ${evalCode}); see ${logFile}`);
   const { trainFirst, trainLast, evaluateFirst, evaluateLast } = marks;
   if (!trainFirst || !evaluateFirst || trainLast.done === trainFirst.done || evaluateLast.done === evaluateFirst.done) {
@@ -370,7 +494,7 @@ async function calibrate() {
     narratives: limit,
     load: os.loadavg()[0],
   };
-  await writeFileAtomic(file, JSON.stringify(measured, null, 2) + '\n');
+  await writeFileAtomic(file, `${JSON.stringify(measured, null, 2)}\n`);
   return measured;
 }
 
@@ -380,7 +504,8 @@ const narratives = (split) => JSON.parse(fs.readFileSync(path.join(dataDir(seeds
 /** Seconds of a training, an evaluation, and of all that remains on `jobs` cores, from the calibration. */
 function estimate(c) {
   // Encoding a training narrative costs at most what evaluating one does (evaluation encodes it the same way, then runs the model).
-  const trainSeconds = c.trainStartSeconds + c.evaluateSecondsPerNarrative * Math.max(0, narratives('train2017') - c.narratives) + c.secondsPerStep * settings.steps;
+  const trainSeconds =
+    c.trainStartSeconds + c.evaluateSecondsPerNarrative * Math.max(0, narratives('train2017') - c.narratives) + c.secondsPerStep * settings.steps;
   const evaluateSeconds = c.evaluateLoadSeconds + c.evaluateSecondsPerNarrative * narratives('val2017');
   let total = 0;
   for (const u of units) {
@@ -400,7 +525,7 @@ async function runAll() {
   const failures = [];
   await pool(toSynth, async (seed) => {
     const code = await png(synthArgs(seed), `synth-seed${seed}`);
-    if (code === 0) await writeFileAtomic(`${dataDir(seed)}.done`, JSON.stringify(synthArgs(seed)) + '\n');
+    if (code === 0) await writeFileAtomic(`${dataDir(seed)}.done`, `${JSON.stringify(synthArgs(seed))}\n`);
     else failures.push(`png synth seed ${seed} (exit ${code}; log ${path.join(out, 'logs', `synth-seed${seed}.log`)})`);
   });
   if (failures.length) throw new Error(`could not write the benchmarks: ${failures.join('; ')}`);
@@ -418,8 +543,12 @@ async function runAll() {
     `measured ${c.secondsPerStep.toFixed(2)} s/step (${c.clock}, at load ${c.load.toFixed(1)}; ${c.wallSecondsPerStep.toFixed(2)} s/step wall), ` +
       `a run ≈ ${formatDuration(e.trainSeconds)} training (its encoding at the evaluation's cost per narrative, an upper bound) + ${formatDuration(e.evaluateSeconds)} evaluation` +
       `\n${todo.length} of ${units.length} runs to do, ${jobs} at a time: estimated ${formatDuration(e.total)}` +
-      (e.total > preset.budgetMinutes * 60 ? `, over the ${preset.budgetMinutes}-min budget of ${args.quick ? '--quick' : 'the full analysis'}` : `, within the ${preset.budgetMinutes}-min budget`) +
-      (Math.max(load, c.load) > cores ? `; the machine is busy (load ${load.toFixed(1)} on ${cores} cores): wall time will be longer, and CPU time measured on a busy machine is high too (0.78 against 0.57 s per step idle at 64×64)` : ''),
+      (e.total > preset.budgetMinutes * 60
+        ? `, over the ${preset.budgetMinutes}-min budget of ${args.quick ? '--quick' : 'the full analysis'}`
+        : `, within the ${preset.budgetMinutes}-min budget`) +
+      (Math.max(load, c.load) > cores
+        ? `; the machine is busy (load ${load.toFixed(1)} on ${cores} cores): wall time will be longer, and CPU time measured on a busy machine is high too (0.78 against 0.57 s per step idle at 64×64)`
+        : ''),
   );
   if (args.plan) return [];
 
@@ -427,7 +556,12 @@ async function runAll() {
   await pool(todo, async ({ variant, seed, probes: unitProbes }) => {
     const label = `${variant.name}-seed${seed}`;
     const steps = [
-      ...(evaluated(variant.name, seed) ? [] : [['train', trainArgs(variant.name, seed)], ['evaluate', evaluateArgs(variant.name, seed)]]),
+      ...(evaluated(variant.name, seed)
+        ? []
+        : [
+            ['train', trainArgs(variant.name, seed)],
+            ['evaluate', evaluateArgs(variant.name, seed)],
+          ]),
       ...unitProbes.filter((p) => !evaluated(variant.name, seed, p.name)).map((p) => [`evaluate ${p.name}`, evaluateArgs(variant.name, seed, p)]),
     ];
     for (const [what, argv] of steps) {
@@ -452,10 +586,13 @@ async function runAll() {
 function finishedRuns() {
   const runs = [];
   for (const seed of seeds) {
-    const models = units.filter((u) => u.seed === seed).flatMap((u) => [
-      { name: u.variant.name, dir: evalDir(u.variant.name, seed) },
-      ...u.probes.map((p) => ({ name: `${u.variant.name} · ${p.name}`, dir: evalDir(u.variant.name, seed, p.name) })),
-    ]).filter((m) => fs.existsSync(path.join(m.dir, 'predictions.json')));
+    const models = units
+      .filter((u) => u.seed === seed)
+      .flatMap((u) => [
+        { name: u.variant.name, dir: evalDir(u.variant.name, seed) },
+        ...u.probes.map((p) => ({ name: `${u.variant.name} · ${p.name}`, dir: evalDir(u.variant.name, seed, p.name) })),
+      ])
+      .filter((m) => fs.existsSync(path.join(m.dir, 'predictions.json')));
     if (models.length === 0) continue;
     const gt = PngGroundTruth.load(path.join(dataDir(seed), 'annotations'), 'val2017');
     for (const { name, dir } of models) {
@@ -463,7 +600,10 @@ function finishedRuns() {
       const evaluator = evaluatePredictions(gt, parsePredictions(JSON.parse(fs.readFileSync(file, 'utf8')), file));
       const reported = JSON.parse(fs.readFileSync(path.join(dir, 'report.json'), 'utf8')).average_recall.overall;
       const rescored = evaluator.evaluate().overall.averageRecall;
-      if (reported !== rescored) throw new Error(`${file}: re-scored AR ${rescored} differs from its report.json's ${reported}; the ground truth in ${dataDir(seed)} changed since the run, remove the run's eval folder to evaluate it again`);
+      if (reported !== rescored)
+        throw new Error(
+          `${file}: re-scored AR ${rescored} differs from its report.json's ${reported}; the ground truth in ${dataDir(seed)} changed since the run, remove the run's eval folder to evaluate it again`,
+        );
       runs.push({ name, seed, evaluator });
     }
   }
@@ -478,7 +618,11 @@ async function writeReport() {
   }
   const names = variants.map((v) => v.name);
   const comparisons = names.filter((n) => n !== baseline).map((n) => ({ name: `${n} − ${baseline}`, a: n, b: baseline }));
-  const probeComparisons = units.filter((u) => u.seed === seeds[0]).flatMap((u) => u.probes.map((p) => ({ name: `${u.variant.name} · ${p.name} − ${u.variant.name}`, a: `${u.variant.name} · ${p.name}`, b: u.variant.name })));
+  const probeComparisons = units
+    .filter((u) => u.seed === seeds[0])
+    .flatMap((u) =>
+      u.probes.map((p) => ({ name: `${u.variant.name} · ${p.name} − ${u.variant.name}`, a: `${u.variant.name} · ${p.name}`, b: u.variant.name })),
+    );
   const summary = stats.summarizeAblation(runs, { comparisons: [...comparisons, ...probeComparisons], sizeThresholds, resamples });
   const ran = (name) => summary.names.includes(name);
   const seedsRun = (name) => Object.keys(summary.averageRecall[name]?.overall?.perSeed ?? {}).length;
@@ -506,13 +650,19 @@ async function writeReport() {
     '',
     `Within a seed both runs share the benchmark and the training seed, so the difference is paired.`,
     '',
-    stats.formatDifferenceTable(summary, comparisons.filter((c) => ran(c.a)).map((c) => c.name)),
+    stats.formatDifferenceTable(
+      summary,
+      comparisons.filter((c) => ran(c.a)).map((c) => c.name),
+    ),
     '',
     `## Paired bootstrap within each seed (images resampled ${resamples} times, phrases of one image together)`,
     '',
     `Each cell: seed ${seeds[0]}'s ${ci} percentile interval of (variant − ${baseline}) · the median half-width of the per-seed intervals · how many seeds' intervals lie above (↑) / below (↓) 0. Every seed's interval is in ablation.json.`,
     '',
-    stats.formatBootstrapTable(summary, comparisons.filter((c) => ran(c.a)).map((c) => c.name)),
+    stats.formatBootstrapTable(
+      summary,
+      comparisons.filter((c) => ran(c.a)).map((c) => c.name),
+    ),
     '',
     '## Overall AR (%) per seed',
     '',
@@ -526,11 +676,17 @@ async function writeReport() {
       '',
       ...probes.map((p) => `- ${p.name}: ${p.about} (\`png evaluate ${p.args.join(' ')}\`)`),
       '',
-      stats.formatAverageRecallTable(summary, summary.names.filter((n) => probed.includes(n) || probed.some((p) => p.startsWith(`${n} · `)))),
+      stats.formatAverageRecallTable(
+        summary,
+        summary.names.filter((n) => probed.includes(n) || probed.some((p) => p.startsWith(`${n} · `))),
+      ),
       '',
       `Paired differences (probe − the same run unprobed), mean over seeds [${ci} t interval]:`,
       '',
-      stats.formatDifferenceTable(summary, probeComparisons.filter((c) => ran(c.a)).map((c) => c.name)),
+      stats.formatDifferenceTable(
+        summary,
+        probeComparisons.filter((c) => ran(c.a)).map((c) => c.name),
+      ),
       '',
     );
   } else if (args['eval-probes'] !== 'none') {
@@ -540,7 +696,10 @@ async function writeReport() {
   const markdown = lines.join('\n');
   await writeFileAtomic(path.join(out, 'ablation.md'), markdown);
   const { curves, thresholds, ...numbers } = summary; // the curves are in the figure
-  await writeFileAtomic(path.join(out, 'ablation.json'), JSON.stringify({ settings, size_thresholds: sizeThresholds, variants: variants.map(({ name, fields }) => ({ name, fields })), ...numbers }, null, 1) + '\n');
+  await writeFileAtomic(
+    path.join(out, 'ablation.json'),
+    `${JSON.stringify({ settings, size_thresholds: sizeThresholds, variants: variants.map(({ name, fields }) => ({ name, fields })), ...numbers }, null, 1)}\n`,
+  );
   await writeFileAtomic(path.join(out, 'ablation_curves.svg'), renderRecallCurvePanelsSvg(stats.curvePanels(summary, shown), { columns: 4 }));
   console.log(`\n${markdown}\nwritten: ${['ablation.md', 'ablation.json', 'ablation_curves.svg'].map((f) => path.join(out, f)).join(', ')}`);
 }

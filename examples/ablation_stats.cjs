@@ -17,13 +17,13 @@ function studentTCentralProbability(t, df) {
     // sinθ · (1 + 1/2 cos²θ + 1·3/(2·4) cos⁴θ + … up to cos^(df−2)θ)
     let term = 1;
     let sum = 1;
-    for (let k = 2; k <= df - 2; k += 2) sum += (term *= ((k - 1) / k) * cos2);
+    for (let k = 2; k <= df - 2; k += 2) sum += term *= ((k - 1) / k) * cos2;
     return sin * sum;
   }
   // 2/π · (θ + sinθ·cosθ · (1 + 2/3 cos²θ + 2·4/(3·5) cos⁴θ + … up to cos^(df−3)θ)), the sum empty for df = 1
   let term = 1;
   let sum = df > 1 ? 1 : 0;
-  for (let k = 3; k <= df - 2; k += 2) sum += (term *= ((k - 1) / k) * cos2);
+  for (let k = 3; k <= df - 2; k += 2) sum += term *= ((k - 1) / k) * cos2;
   return (2 / Math.PI) * (theta + sin * Math.sqrt(cos2) * sum);
 }
 
@@ -127,7 +127,10 @@ function summarizeAblation(runs, options = {}) {
       averageRecall[name][group.id] = {
         perSeed: Object.fromEntries(entries.map(([seed, g]) => [seed, g.averageRecall])),
         phrases: entries.length ? entries.reduce((a, [, g]) => a + g.count, 0) / entries.length : 0,
-        ...meanInterval(entries.map(([, g]) => g.averageRecall), confidence),
+        ...meanInterval(
+          entries.map(([, g]) => g.averageRecall),
+          confidence,
+        ),
       };
       curves[name][group.id] = entries.length ? indices.map((_, i) => entries.reduce((a, [, g]) => a + g.curve[i], 0) / entries.length) : null;
     }
@@ -149,7 +152,10 @@ function summarizeAblation(runs, options = {}) {
       const halfWidths = intervals.map((s) => (s.interval[1] - s.interval[0]) / 2).sort((x, y) => x - y);
       differences[name][group.id] = {
         perSeed,
-        ...meanInterval(perSeed.map((s) => s.difference), confidence),
+        ...meanInterval(
+          perSeed.map((s) => s.difference),
+          confidence,
+        ),
         bootstrap: {
           first: intervals[0] ?? null,
           medianHalfWidth: halfWidths.length ? median(halfWidths) : NaN,
@@ -160,7 +166,17 @@ function summarizeAblation(runs, options = {}) {
       };
     }
   }
-  return { names, seeds, groups: groups.map(({ id, label }) => ({ id, label })), confidence, resamples, averageRecall, differences, thresholds: indices.map(recallThreshold), curves };
+  return {
+    names,
+    seeds,
+    groups: groups.map(({ id, label }) => ({ id, label })),
+    confidence,
+    resamples,
+    averageRecall,
+    differences,
+    thresholds: indices.map(recallThreshold),
+    curves,
+  };
 }
 
 function median(sorted) {
@@ -176,7 +192,9 @@ function points(fraction, signed = false) {
 }
 
 function markdownTable(header, rows) {
-  return [`| ${header.join(' | ')} |`, `|${header.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+  return [`| ${header.join(' | ')} |`, `|${header.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join(
+    '\n',
+  );
 }
 
 const confidenceLabel = (summary) => `${Math.round(summary.confidence * 100)} %`;
@@ -192,7 +210,10 @@ function formatAverageRecallTable(summary, names = summary.names) {
     });
     return [group.label, String(Math.round(phrases)), ...cells];
   });
-  return markdownTable(['group', 'phrases / seed', ...names], rows.filter((r) => r[1] !== '0'));
+  return markdownTable(
+    ['group', 'phrases / seed', ...names],
+    rows.filter((r) => r[1] !== '0'),
+  );
 }
 
 /** Rows: groups; columns: comparisons; cells: mean over seeds of a − b [t interval over seeds] (×100). */
@@ -205,7 +226,10 @@ function formatDifferenceTable(summary, comparisons = Object.keys(summary.differ
       return Number.isFinite(d.low) ? `${points(d.mean, true)} [${points(d.low, true)}, ${points(d.high, true)}]` : points(d.mean, true);
     }),
   ]);
-  return markdownTable(['group', ...comparisons], rows.filter((r) => r.slice(1).some((c) => c !== '–')));
+  return markdownTable(
+    ['group', ...comparisons],
+    rows.filter((r) => r.slice(1).some((c) => c !== '–')),
+  );
 }
 
 /**
@@ -222,15 +246,21 @@ function formatBootstrapTable(summary, comparisons = Object.keys(summary.differe
       return `[${points(low, true)}, ${points(high, true)}] · ±${points(b.medianHalfWidth)} · ${b.above}↑ ${b.below}↓ of ${b.seeds}`;
     }),
   ]);
-  return markdownTable(['group', ...comparisons], rows.filter((r) => r.slice(1).some((c) => c !== '–')));
+  return markdownTable(
+    ['group', ...comparisons],
+    rows.filter((r) => r.slice(1).some((c) => c !== '–')),
+  );
 }
 
 /** Rows: seeds; columns: `names`; cells: the seed's AR of one group (×100). */
 function formatPerSeedTable(summary, names = summary.names, groupId = 'overall') {
-  const rows = summary.seeds.map((seed) => [`seed ${seed}`, ...names.map((name) => {
-    const ar = summary.averageRecall[name]?.[groupId]?.perSeed[seed];
-    return ar === undefined ? '–' : points(ar);
-  })]);
+  const rows = summary.seeds.map((seed) => [
+    `seed ${seed}`,
+    ...names.map((name) => {
+      const ar = summary.averageRecall[name]?.[groupId]?.perSeed[seed];
+      return ar === undefined ? '–' : points(ar);
+    }),
+  ]);
   return markdownTable(['seed', ...names], rows);
 }
 
@@ -239,14 +269,16 @@ function formatPerSeedTable(summary, names = summary.names, groupId = 'overall')
  * the five phrase groups and the tag groups), one curve per model of `names`: the mean recall over seeds.
  */
 function curvePanels(summary, names = summary.names, groupIds = summary.groups.filter((g) => !g.id.startsWith('size:')).map((g) => g.id)) {
-  return groupIds.map((id) => ({
-    title: summary.groups.find((g) => g.id === id).label,
-    thresholds: summary.thresholds,
-    series: names.map((name) => {
-      const ar = summary.averageRecall[name]?.[id];
-      return { legend: ar && ar.n > 0 ? `${name}: AR ${points(ar.mean)}` : `${name}: no phrases`, recall: summary.curves[name]?.[id] ?? null };
-    }),
-  })).filter((panel) => panel.series.some((s) => s.recall !== null));
+  return groupIds
+    .map((id) => ({
+      title: summary.groups.find((g) => g.id === id).label,
+      thresholds: summary.thresholds,
+      series: names.map((name) => {
+        const ar = summary.averageRecall[name]?.[id];
+        return { legend: ar && ar.n > 0 ? `${name}: AR ${points(ar.mean)}` : `${name}: no phrases`, recall: summary.curves[name]?.[id] ?? null };
+      }),
+    }))
+    .filter((panel) => panel.series.some((s) => s.recall !== null));
 }
 
 module.exports = {

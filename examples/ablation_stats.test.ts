@@ -24,7 +24,13 @@ function evaluatorOf(phrases: Phrase[]): PngEvaluator {
     const gt = new Uint8Array(area).fill(1);
     const pred = new Uint8Array(area);
     pred.fill(1, 0, Math.round((p.tenths / 10) * area));
-    const sample: PngSample = { label: `image ${i}`, imageId: i, height: 1, width: area, phrases: [{ label: 'p', isThing: p.thing ?? true, isPlural: p.plural ?? false, tags: { phrase_type: p.type }, mask: gt }] };
+    const sample: PngSample = {
+      label: `image ${i}`,
+      imageId: i,
+      height: 1,
+      width: area,
+      phrases: [{ label: 'p', isThing: p.thing ?? true, isPlural: p.plural ?? false, tags: { phrase_type: p.type }, mask: gt }],
+    };
     evaluator.process(sample, [pred]);
   });
   return evaluator;
@@ -89,9 +95,17 @@ describe('summarizeAblation', () => {
     expect(summary.names).toEqual(['static', 'full', 'mlma']);
     expect(summary.seeds).toEqual([0, 1, 2]);
     expect(summary.groups.map((g: { id: string }) => g.id)).toEqual([
-      'overall', 'things', 'stuff', 'singulars', 'plurals',
-      'size:small', 'size:medium', 'size:large',
-      'phrase_type:binding', 'phrase_type:occluded', 'phrase_type:unary',
+      'overall',
+      'things',
+      'stuff',
+      'singulars',
+      'plurals',
+      'size:small',
+      'size:medium',
+      'size:large',
+      'phrase_type:binding',
+      'phrase_type:occluded',
+      'phrase_type:unary',
     ]);
   });
 
@@ -111,7 +125,9 @@ describe('summarizeAblation', () => {
 
   test('paired differences: mean over seeds with a t interval, and the per-seed paired bootstrap', () => {
     const binding = summary.differences['full − static']['phrase_type:binding'];
-    const diffs = seeds.map((seed) => arOf(seedPhrases(seed, 'full').filter((p) => p.type === 'binding')) - arOf(seedPhrases(seed, 'static').filter((p) => p.type === 'binding')));
+    const diffs = seeds.map(
+      (seed) => arOf(seedPhrases(seed, 'full').filter((p) => p.type === 'binding')) - arOf(seedPhrases(seed, 'static').filter((p) => p.type === 'binding')),
+    );
     expect(binding.perSeed.map((d: { difference: number }) => d.difference)).toEqual(diffs);
     expect(binding.mean).toBeCloseTo(0.3, 4);
     expect(binding.low).toBeCloseTo(stats.meanInterval(diffs).low, 12);
@@ -122,7 +138,11 @@ describe('summarizeAblation', () => {
     expect(binding.bootstrap.medianHalfWidth).toBeGreaterThan(0);
     // identical predictions: difference 0 with the interval [0, 0]
     const unary = summary.differences['full − static']['phrase_type:unary'];
-    expect(unary.perSeed.map((d: { interval: number[] }) => d.interval)).toEqual([[0, 0], [0, 0], [0, 0]]);
+    expect(unary.perSeed.map((d: { interval: number[] }) => d.interval)).toEqual([
+      [0, 0],
+      [0, 0],
+      [0, 0],
+    ]);
     expect(unary.bootstrap).toMatchObject({ above: 0, below: 0, seeds: 3, medianHalfWidth: 0 });
     // only the seeds where both ran are paired
     expect(summary.differences['mlma − static'].overall.perSeed.map((d: { seed: number }) => d.seed)).toEqual([0, 1]);
@@ -142,7 +162,16 @@ describe('summarizeAblation', () => {
 
   test('figure panels: the five groups and the phrase types, one curve per model', () => {
     const panels = stats.curvePanels(summary);
-    expect(panels.map((p: { title: string }) => p.title)).toEqual(['overall', 'things', 'stuff', 'singulars', 'plurals', 'phrase_type binding', 'phrase_type occluded', 'phrase_type unary']);
+    expect(panels.map((p: { title: string }) => p.title)).toEqual([
+      'overall',
+      'things',
+      'stuff',
+      'singulars',
+      'plurals',
+      'phrase_type binding',
+      'phrase_type occluded',
+      'phrase_type unary',
+    ]);
     expect(panels[0].series.map((s: { legend: string }) => s.legend)).toEqual([
       `static: AR ${(100 * summary.averageRecall.static.overall.mean).toFixed(1)}`,
       `full: AR ${(100 * summary.averageRecall.full.overall.mean).toFixed(1)}`,
@@ -154,39 +183,84 @@ describe('summarizeAblation', () => {
 
 describe('tables', () => {
   // A hand-made summary: two models, two groups, known numbers.
-  const group = (perSeed: Record<number, number>, mean: number, low: number, high: number, n: number, phrases = 10) => ({ perSeed, mean, low, high, n, phrases });
+  const group = (perSeed: Record<number, number>, mean: number, low: number, high: number, n: number, phrases = 10) => ({
+    perSeed,
+    mean,
+    low,
+    high,
+    n,
+    phrases,
+  });
   const summary = {
     names: ['static', 'full'],
     seeds: [0, 1],
     confidence: 0.95,
-    groups: [{ id: 'overall', label: 'overall' }, { id: 'size:large', label: 'large objects' }, { id: 'phrase_type:twin', label: 'phrase_type twin' }],
+    groups: [
+      { id: 'overall', label: 'overall' },
+      { id: 'size:large', label: 'large objects' },
+      { id: 'phrase_type:twin', label: 'phrase_type twin' },
+    ],
     averageRecall: {
-      static: { overall: group({ 0: 0.5, 1: 0.6 }, 0.55, 0.4, 0.7, 2), 'size:large': group({}, NaN, NaN, NaN, 0, 0), 'phrase_type:twin': group({ 1: 0.25 }, 0.25, NaN, NaN, 1, 4) },
-      full: { overall: group({ 0: 0.52 }, 0.52, NaN, NaN, 1), 'size:large': group({}, NaN, NaN, NaN, 0, 0), 'phrase_type:twin': group({}, NaN, NaN, NaN, 0, 0) },
+      static: {
+        overall: group({ 0: 0.5, 1: 0.6 }, 0.55, 0.4, 0.7, 2),
+        'size:large': group({}, NaN, NaN, NaN, 0, 0),
+        'phrase_type:twin': group({ 1: 0.25 }, 0.25, NaN, NaN, 1, 4),
+      },
+      full: {
+        overall: group({ 0: 0.52 }, 0.52, NaN, NaN, 1),
+        'size:large': group({}, NaN, NaN, NaN, 0, 0),
+        'phrase_type:twin': group({}, NaN, NaN, NaN, 0, 0),
+      },
     },
     differences: {
       'full − static': {
-        overall: { n: 2, mean: 0.0123, low: -0.0049, high: 0.0301, bootstrap: { first: { seed: 0, interval: [-0.011, 0.034] }, medianHalfWidth: 0.0213, above: 1, below: 0, seeds: 2 } },
+        overall: {
+          n: 2,
+          mean: 0.0123,
+          low: -0.0049,
+          high: 0.0301,
+          bootstrap: { first: { seed: 0, interval: [-0.011, 0.034] }, medianHalfWidth: 0.0213, above: 1, below: 0, seeds: 2 },
+        },
         'size:large': { n: 0, mean: NaN, low: NaN, high: NaN, bootstrap: { first: null, medianHalfWidth: NaN, above: 0, below: 0, seeds: 0 } },
-        'phrase_type:twin': { n: 1, mean: -0.0004, low: NaN, high: NaN, bootstrap: { first: { seed: 1, interval: [-0.02, 0.02] }, medianHalfWidth: 0.02, above: 0, below: 0, seeds: 1 } },
+        'phrase_type:twin': {
+          n: 1,
+          mean: -0.0004,
+          low: NaN,
+          high: NaN,
+          bootstrap: { first: { seed: 1, interval: [-0.02, 0.02] }, medianHalfWidth: 0.02, above: 0, below: 0, seeds: 1 },
+        },
       },
     },
   };
 
   test('mean AR ± half-width; groups without phrases left out; missing cells as –', () => {
     expect(stats.formatAverageRecallTable(summary)).toBe(
-      ['| group | phrases / seed | static | full |', '|---|---:|---:|---:|', '| overall | 10 | 55.0 ± 15.0 | 52.0 |', '| phrase_type twin | 4 | 25.0 | – |'].join('\n'),
+      [
+        '| group | phrases / seed | static | full |',
+        '|---|---:|---:|---:|',
+        '| overall | 10 | 55.0 ± 15.0 | 52.0 |',
+        '| phrase_type twin | 4 | 25.0 | – |',
+      ].join('\n'),
     );
   });
 
   test('differences with signs and their t interval; the bootstrap cell', () => {
-    expect(stats.formatDifferenceTable(summary)).toBe(['| group | full − static |', '|---|---:|', '| overall | +1.2 [-0.5, +3.0] |', '| phrase_type twin | 0.0 |'].join('\n'));
+    expect(stats.formatDifferenceTable(summary)).toBe(
+      ['| group | full − static |', '|---|---:|', '| overall | +1.2 [-0.5, +3.0] |', '| phrase_type twin | 0.0 |'].join('\n'),
+    );
     expect(stats.formatBootstrapTable(summary)).toBe(
-      ['| group | full − static |', '|---|---:|', '| overall | [-1.1, +3.4] · ±2.1 · 1↑ 0↓ of 2 |', '| phrase_type twin | [-2.0, +2.0] · ±2.0 · 0↑ 0↓ of 1 |'].join('\n'),
+      [
+        '| group | full − static |',
+        '|---|---:|',
+        '| overall | [-1.1, +3.4] · ±2.1 · 1↑ 0↓ of 2 |',
+        '| phrase_type twin | [-2.0, +2.0] · ±2.0 · 0↑ 0↓ of 1 |',
+      ].join('\n'),
     );
   });
 
   test('one group per seed', () => {
-    expect(stats.formatPerSeedTable(summary)).toBe(['| seed | static | full |', '|---|---:|---:|', '| seed 0 | 50.0 | 52.0 |', '| seed 1 | 60.0 | – |'].join('\n'));
+    expect(stats.formatPerSeedTable(summary)).toBe(
+      ['| seed | static | full |', '|---|---:|---:|', '| seed 0 | 50.0 | 52.0 |', '| seed 1 | 60.0 | – |'].join('\n'),
+    );
   });
 });

@@ -38,7 +38,9 @@ function node(tag, ...argv) {
     };
     relay(child.stdout, process.stdout);
     relay(child.stderr, process.stderr);
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`[${tag}] ${path.basename(argv[0])} ${argv[1]} failed (exit ${code}); see the lines above`))));
+    child.on('close', (code) =>
+      code === 0 ? resolve() : reject(new Error(`[${tag}] ${path.basename(argv[0])} ${argv[1]} failed (exit ${code}); see the lines above`)),
+    );
   });
 }
 
@@ -50,16 +52,47 @@ await node('setup', png, 'synth', '--out', data, '--train', '400', '--val', '60'
 await Promise.all(
   Object.entries(backbones).map(async ([name, model]) => {
     const run = path.join(out, name, 'run');
-    await node(name, png, 'train', '--model', model, '--data', data, '--out', run, '--config', path.join(here, 'configs', 'png_tiny.json'), '--steps', args.steps, '--backend', args.backend);
+    await node(
+      name,
+      png,
+      'train',
+      '--model',
+      model,
+      '--data',
+      data,
+      '--out',
+      run,
+      '--config',
+      path.join(here, 'configs', 'png_tiny.json'),
+      '--steps',
+      args.steps,
+      '--backend',
+      args.backend,
+    );
     await node(name, png, 'evaluate', '--model', model, '--data', data, '--run', run, '--out', path.join(out, name, 'eval'), '--backend', args.backend);
   }),
 );
 const iouFile = path.join(out, 'attention_iou.json');
-await node('attention', path.join(root, 'scripts', 'attention_iou.mjs'), '--data', data, '--model', embedded, '--model', randomBackbone, '--backend', args.backend, '--json', iouFile);
+await node(
+  'attention',
+  path.join(root, 'scripts', 'attention_iou.mjs'),
+  '--data',
+  data,
+  '--model',
+  embedded,
+  '--model',
+  randomBackbone,
+  '--backend',
+  args.backend,
+  '--json',
+  iouFile,
+);
 
 const pct = (x) => (x === null || x === undefined ? 'n/a' : (100 * x).toFixed(1));
 const groups = ['overall', 'things', 'stuff', 'singulars', 'plurals'];
-const reports = Object.fromEntries(Object.keys(backbones).map((name) => [name, JSON.parse(fs.readFileSync(path.join(out, name, 'eval', 'report.json'), 'utf8'))]));
+const reports = Object.fromEntries(
+  Object.keys(backbones).map((name) => [name, JSON.parse(fs.readFileSync(path.join(out, name, 'eval', 'report.json'), 'utf8'))]),
+);
 const iou = JSON.parse(fs.readFileSync(iouFile, 'utf8'));
 const iouOf = (model) => iou.models.find((r) => path.resolve(r.model) === path.resolve(model));
 const lines = [
@@ -73,10 +106,14 @@ const lines = [
   }),
   `| whole-image baseline | ${groups.map((g) => pct(reports.pretrained.baseline_full_image[g])).join(' | ')} | |`,
 ];
-const markdown = lines.join('\n') + '\n';
+const markdown = `${lines.join('\n')}\n`;
 fs.writeFileSync(path.join(out, 'comparison.md.tmp'), markdown);
 fs.renameSync(path.join(out, 'comparison.md.tmp'), path.join(out, 'comparison.md'));
-const summary = { steps: Number(args.steps), average_recall: Object.fromEntries(Object.entries(reports).map(([k, r]) => [k, r.average_recall])), attention_iou: iou };
-fs.writeFileSync(path.join(out, 'comparison.json.tmp'), JSON.stringify(summary, null, 2) + '\n');
+const summary = {
+  steps: Number(args.steps),
+  average_recall: Object.fromEntries(Object.entries(reports).map(([k, r]) => [k, r.average_recall])),
+  attention_iou: iou,
+};
+fs.writeFileSync(path.join(out, 'comparison.json.tmp'), `${JSON.stringify(summary, null, 2)}\n`);
 fs.renameSync(path.join(out, 'comparison.json.tmp'), path.join(out, 'comparison.json'));
 console.log(`\n${markdown}\nwrote ${path.join(out, 'comparison.md')} (${((performance.now() - started) / 60000).toFixed(1)} min)`);

@@ -39,10 +39,27 @@ const evalDir = path.join(out, 'eval');
 // Size buckets of the grounding scenes: the terciles of the val segments' areas (seed 0) at 96×96.
 const sizeThresholds = args.kind === 'grounding' ? ['--size-thresholds', '600,1600'] : [];
 run('synth', '--kind', args.kind, '--out', data, '--train', args.train, '--val', args.val, '--seed', '0');
-run('train', '--data', data, '--out', runDir, '--config', path.join(here, 'configs', 'png_tiny.json'), '--steps', args.steps, '--backend', args.backend, '--progress');
+run(
+  'train',
+  '--data',
+  data,
+  '--out',
+  runDir,
+  '--config',
+  path.join(here, 'configs', 'png_tiny.json'),
+  '--steps',
+  args.steps,
+  '--backend',
+  args.backend,
+  '--progress',
+);
 run('evaluate', '--data', data, '--run', runDir, '--out', evalDir, '--backend', args.backend, '--progress', ...sizeThresholds);
 const baselineFile = path.join(out, 'baselines.json');
-const baseline = spawnSync(process.execPath, [png, 'baseline', '--data', data, '--rule', 'colour-lookup', '--rule', 'perfect-mask', '--stride', '4', '--json', ...sizeThresholds], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+const baseline = spawnSync(
+  process.execPath,
+  [png, 'baseline', '--data', data, '--rule', 'colour-lookup', '--rule', 'perfect-mask', '--stride', '4', '--json', ...sizeThresholds],
+  { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] },
+);
 if (baseline.status !== 0) {
   console.error(`demo: 'png baseline' failed (exit ${baseline.status})`);
   process.exit(baseline.status ?? 1);
@@ -54,7 +71,8 @@ const rules = Object.fromEntries(JSON.parse(fs.readFileSync(baselineFile, 'utf8'
 const pct = (x) => (x === null || x === undefined ? 'nan' : (100 * x).toFixed(1));
 const groups = ['overall', 'things', 'stuff', 'singulars', 'plurals'];
 const types = Object.keys(report.by_tag?.phrase_type ?? {});
-const row = (name, ar, byType) => `| ${name} | ${groups.map((g) => pct(ar[g])).join(' | ')} | ${types.map((t) => pct(byType?.[t]?.average_recall)).join(' | ')} |`;
+const row = (name, ar, byType) =>
+  `| ${name} | ${groups.map((g) => pct(ar[g])).join(' | ')} | ${types.map((t) => pct(byType?.[t]?.average_recall)).join(' | ')} |`;
 const table = [
   `Average Recall (%) on the synthetic val split (${report.samples} narratives, ${report.counts.overall} phrases):`,
   '',

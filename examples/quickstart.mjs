@@ -11,7 +11,12 @@ import { PhraseAdapter, attachEipa } from '@png/eipa';
 import { PngEvaluator, summarizeMetrics } from '@png/png-metrics';
 
 const here = path.dirname(new URL(import.meta.url).pathname);
-const { values: args } = parseArgs({ options: { model: { type: 'string', default: path.join(here, '..', 'packages', 'pipeline', 'models', 'png-tiny-sd') }, backend: { type: 'string', default: 'wasm' } } });
+const { values: args } = parseArgs({
+  options: {
+    model: { type: 'string', default: path.join(here, '..', 'packages', 'pipeline', 'models', 'png-tiny-sd') },
+    backend: { type: 'string', default: 'wasm' },
+  },
+});
 
 await setBackend(args.backend);
 const backbone = await DiffusionBackbone.fromPretrained(args.model);
@@ -44,10 +49,9 @@ taps.pyramid(outputs).forEach((level, i) => {
 
 // The PNG metric on two toy masks.
 const evaluator = new PngEvaluator();
-evaluator.process(
-  { label: 'toy', height: 2, width: 2, phrases: [{ label: 'two dogs', isThing: true, isPlural: true, mask: Uint8Array.from([1, 1, 0, 0]) }] },
-  [Uint8Array.from([1, 0, 0, 0])],
-);
+evaluator.process({ label: 'toy', height: 2, width: 2, phrases: [{ label: 'two dogs', isThing: true, isPlural: true, mask: Uint8Array.from([1, 1, 0, 0]) }] }, [
+  Uint8Array.from([1, 0, 0, 0]),
+]);
 console.log('AR of a half-right mask:', summarizeMetrics(evaluator.evaluate()).overall);
 
 tf.dispose([phraseFeatures, image, latents, outputs]);

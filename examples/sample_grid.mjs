@@ -20,7 +20,10 @@ const { values: args } = parseArgs({
     scale: { type: 'string', default: '3' },
   },
 });
-if (!args.random || !fs.existsSync(args.random)) throw new Error('--random: the random twin of the embedded backbone (node scripts/random_backbone.mjs --like packages/pipeline/models/png-tiny-sd --out DIR)');
+if (!args.random || !fs.existsSync(args.random))
+  throw new Error(
+    '--random: the random twin of the embedded backbone (node scripts/random_backbone.mjs --like packages/pipeline/models/png-tiny-sd --out DIR)',
+  );
 const titles = [
   'a red circle on the grass',
   'two blue squares in the sky',

@@ -26,7 +26,8 @@ const { values: args } = parseArgs({
     json: { type: 'string' },
   },
 });
-if (!args.data || !args.model?.length) throw new Error('usage: node scripts/attention_iou.mjs --data DIR --model DIR [--model DIR ...] [--limit N] [--timestep T] [--backend wasm] [--json FILE]');
+if (!args.data || !args.model?.length)
+  throw new Error('usage: node scripts/attention_iou.mjs --data DIR --model DIR [--model DIR ...] [--limit N] [--timestep T] [--backend wasm] [--json FILE]');
 
 /** The integer value of --`name` (undefined when absent). */
 function intArg(name) {
@@ -62,12 +63,18 @@ for (const model of args.model) {
 
 const iou = (v) => (Number.isNaN(v) ? '—' : v.toFixed(3));
 const width = Math.max(5, ...rows.map((r) => r.model.length));
-console.log(`${'model'.padEnd(width)}  ${'mean IoU: overall'.padStart(17)}${'things'.padStart(8)}${'stuff'.padStart(8)}  ${'phrases: overall'.padStart(16)}${'things'.padStart(8)}${'stuff'.padStart(8)}${'skipped'.padStart(9)}`);
+console.log(
+  `${'model'.padEnd(width)}  ${'mean IoU: overall'.padStart(17)}${'things'.padStart(8)}${'stuff'.padStart(8)}  ${'phrases: overall'.padStart(16)}${'things'.padStart(8)}${'stuff'.padStart(8)}${'skipped'.padStart(9)}`,
+);
 for (const { model, meanIoU, phrases, skipped } of rows) {
-  console.log(`${model.padEnd(width)}  ${iou(meanIoU.overall).padStart(17)}${iou(meanIoU.things).padStart(8)}${iou(meanIoU.stuff).padStart(8)}  ${String(phrases.overall).padStart(16)}${String(phrases.things).padStart(8)}${String(phrases.stuff).padStart(8)}${String(skipped).padStart(9)}`);
+  console.log(
+    `${model.padEnd(width)}  ${iou(meanIoU.overall).padStart(17)}${iou(meanIoU.things).padStart(8)}${iou(meanIoU.stuff).padStart(8)}  ${String(phrases.overall).padStart(16)}${String(phrases.things).padStart(8)}${String(phrases.stuff).padStart(8)}${String(skipped).padStart(9)}`,
+  );
 }
-console.log(`split ${args.split} of ${args.data}, timestep ${options.timestep}, seed ${options.seed}, threshold ${options.threshold} of each map's [min, max] range, backend ${args.backend}; skipped = phrases past the 77-token truncation`);
+console.log(
+  `split ${args.split} of ${args.data}, timestep ${options.timestep}, seed ${options.seed}, threshold ${options.threshold} of each map's [min, max] range, backend ${args.backend}; skipped = phrases past the 77-token truncation`,
+);
 if (args.json) {
-  writeFileAtomic(args.json, JSON.stringify({ data: args.data, backend: args.backend, ...options, models: rows }, null, 2) + '\n');
+  writeFileAtomic(args.json, `${JSON.stringify({ data: args.data, backend: args.backend, ...options, models: rows }, null, 2)}\n`);
   console.log(`wrote ${args.json}`);
 }

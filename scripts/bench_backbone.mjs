@@ -34,12 +34,15 @@ const file = path.join(dir, 'diffusion_pytorch_model.safetensors');
 const bytes = fs.statSync(file).size;
 console.log(`saved ${gb(bytes)} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
-const readSeconds = await timeIt(async () => {
-  const fd = fs.openSync(file, 'r');
-  const chunk = Buffer.allocUnsafe(64 << 20);
-  for (let pos = 0; pos < bytes; pos += chunk.length) fs.readSync(fd, chunk, 0, chunk.length, pos);
-  fs.closeSync(fd);
-}, { runs: 2 });
+const readSeconds = await timeIt(
+  async () => {
+    const fd = fs.openSync(file, 'r');
+    const chunk = Buffer.allocUnsafe(64 << 20);
+    for (let pos = 0; pos < bytes; pos += chunk.length) fs.readSync(fd, chunk, 0, chunk.length, pos);
+    fs.closeSync(fd);
+  },
+  { runs: 2 },
+);
 let unet;
 const load = await withPeakRss(async () => {
   const t = performance.now();
@@ -47,16 +50,29 @@ const load = await withPeakRss(async () => {
   return (performance.now() - t) / 1000;
 });
 const coldSeconds = Number(
-  execFileSync(process.execPath, ['--input-type=module', '-e', `
+  execFileSync(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      `
     import { setBackend } from '@png/core';
     import { UNet2DConditionModel } from '@png/diffusion-backbone';
     await setBackend('wasm');
     const t = performance.now();
     await UNet2DConditionModel.fromPretrained(${JSON.stringify(dir)});
-    console.log((performance.now() - t) / 1000);`], { encoding: 'utf8' }).trim().split('\n').at(-1),
+    console.log((performance.now() - t) / 1000);`,
+    ],
+    { encoding: 'utf8' },
+  )
+    .trim()
+    .split('\n')
+    .at(-1),
 );
 console.log(`read file bytes: ${readSeconds.toFixed(2)} s (${(bytes / readSeconds / 2 ** 30).toFixed(2)} GiB/s)`);
-console.log(`load (fromPretrained): ${load.result.toFixed(2)} s = ${(load.result / readSeconds).toFixed(2)}× the read time (target ≤ 2×); peak RSS ${gb(load.peakRss)}`);
+console.log(
+  `load (fromPretrained): ${load.result.toFixed(2)} s = ${(load.result / readSeconds).toFixed(2)}× the read time (target ≤ 2×); peak RSS ${gb(load.peakRss)}`,
+);
 console.log(`load in a fresh process (its wasm heap's pages touched for the first time): ${coldSeconds.toFixed(2)} s`);
 
 // --- UNet forward at 256×256. The 3.2 GiB of weights and what a forward allocates beside them do
@@ -68,14 +84,19 @@ const unetGflop = 180.2; // sd15_costs.json: UNet at latent 1×4×32×32 (256²)
 const x = tf.randomNormal([1, 32, 32, 4]);
 const ctx = tf.randomNormal([1, 77, 768]);
 const fwd = await withPeakRss(() =>
-  timeIt(async () => {
-    const { sample } = unet.forward(x, 1, ctx);
-    await sample.data();
-    sample.dispose();
-  }, { runs: 2 }),
+  timeIt(
+    async () => {
+      const { sample } = unet.forward(x, 1, ctx);
+      await sample.data();
+      sample.dispose();
+    },
+    { runs: 2 },
+  ),
 );
 const unetRate = unetGflop / fwd.result;
-console.log(`UNet forward 256×256 (sequential offload): ${fwd.result.toFixed(2)} s, ${unetRate.toFixed(1)} GFLOP/s = ${(unetRate / peak).toFixed(2)} of conv peak (target ≥ 0.6); peak RSS ${gb(fwd.peakRss)}`);
+console.log(
+  `UNet forward 256×256 (sequential offload): ${fwd.result.toFixed(2)} s, ${unetRate.toFixed(1)} GFLOP/s = ${(unetRate / peak).toFixed(2)} of conv peak (target ≥ 0.6); peak RSS ${gb(fwd.peakRss)}`,
+);
 tf.dispose([x, ctx]);
 disableOffload();
 unet.dispose();
@@ -84,7 +105,11 @@ fs.rmSync(dir, { recursive: true });
 // --- CLIP ViT-L/14 text encoder
 const clipGflop = 13.3; // sd15_costs.json
 const clip = CLIPTextModel.fromScope(WeightScope.fresh({ seed: 0, trainable: false }), CLIP_VIT_L14_TEXT_CONFIG);
-const ids = tf.tensor2d(Array.from({ length: 77 }, (_, i) => (i === 0 ? 49406 : i < 20 ? 320 + i : 49407)), [1, 77], 'int32');
+const ids = tf.tensor2d(
+  Array.from({ length: 77 }, (_, i) => (i === 0 ? 49406 : i < 20 ? 320 + i : 49407)),
+  [1, 77],
+  'int32',
+);
 const clipSeconds = await timeIt(async () => {
   const out = clip.forward(ids);
   await out.lastHiddenState.data();

@@ -14,7 +14,15 @@ import { parseArgs } from 'node:util';
 import * as os from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend } from '@png/core';
-import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, DiffusionBackbone, SD15_UNET_CONFIG, SD15_VAE_CONFIG, UNet2DConditionModel } from '@png/diffusion-backbone';
+import {
+  AutoencoderKL,
+  CLIPTextModel,
+  CLIPTokenizer,
+  DiffusionBackbone,
+  SD15_UNET_CONFIG,
+  SD15_VAE_CONFIG,
+  UNet2DConditionModel,
+} from '@png/diffusion-backbone';
 import { PngGrounder } from '@png/pipeline';
 import { timeIt } from './bench_util.mjs';
 import { kernelFlops } from './kernel_flops.mjs';
@@ -37,7 +45,17 @@ if (!(Number.isInteger(runs) && runs > 0)) throw new Error(`--runs ${args.runs}:
 for (const b of backends) if (!['cpu', 'wasm', 'webgpu'].includes(b)) throw new Error(`--backends: unknown backend '${b}'; expected cpu, wasm, webgpu`);
 
 const fixtures = new URL('../../shared/fixtures/tiny-sd/', import.meta.url).pathname;
-const narratives = [{ caption: 'two dogs on the grass and a person near the water', phrases: [[0, 8], [12, 21], [26, 34], [40, 49]] }];
+const narratives = [
+  {
+    caption: 'two dogs on the grass and a person near the water',
+    phrases: [
+      [0, 8],
+      [12, 21],
+      [26, 34],
+      [40, 49],
+    ],
+  },
+];
 const latentSize = size / 8;
 
 // Built once, on the first backend; tfjs moves each weight to another backend when that one first reads it.
@@ -68,11 +86,14 @@ async function measure(forward) {
   const profile = await tf.profile(() => forward());
   tf.dispose(profile.result);
   const flops = kernelFlops(profile);
-  const seconds = await timeIt(async () => {
-    const out = forward();
-    await Promise.all([out].flat().map((t) => t.data()));
-    tf.dispose(out);
-  }, { runs, warmup: 0 });
+  const seconds = await timeIt(
+    async () => {
+      const out = forward();
+      await Promise.all([out].flat().map((t) => t.data()));
+      tf.dispose(out);
+    },
+    { runs, warmup: 0 },
+  );
   return { flops, seconds };
 }
 
@@ -85,7 +106,12 @@ for (const backend of backends) {
     continue;
   }
   const info = tf.backend().adapterInfo;
-  const device = backend === 'webgpu' ? `${info?.vendor || '?'} ${info?.architecture || info?.description || ''}`.trim() : backend === 'wasm' ? `SIMD, ${tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT') ? 'threads' : '1 thread'}` : 'JS';
+  const device =
+    backend === 'webgpu'
+      ? `${info?.vendor || '?'} ${info?.architecture || info?.description || ''}`.trim()
+      : backend === 'wasm'
+        ? `SIMD, ${tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT') ? 'threads' : '1 thread'}`
+        : 'JS';
   const u = await measure(() => unet.forward(latents, 1, context).sample);
   grounder = createGrounder();
   const g = await measure(() => {
@@ -101,12 +127,19 @@ for (const backend of backends) {
 
 // --- the table
 const wasm = rows.find((r) => r.backend === 'wasm' && !r.error);
-const fmt = (m, ref) => [m.seconds.toFixed(3), (m.flops / 1e9).toFixed(2), (m.flops / 1e9 / m.seconds).toFixed(2), ref ? `${(ref.seconds / m.seconds).toFixed(2)}×` : '–'];
+const fmt = (m, ref) => [
+  m.seconds.toFixed(3),
+  (m.flops / 1e9).toFixed(2),
+  (m.flops / 1e9 / m.seconds).toFixed(2),
+  ref ? `${(ref.seconds / m.seconds).toFixed(2)}×` : '–',
+];
 const header = ['backend', 'device', 'UNet s', 'GFLOP', 'GFLOP/s', 'vs wasm', 'PngGrounder s', 'GFLOP', 'GFLOP/s', 'vs wasm'];
-const table = rows.map((r) => (r.error ? [r.backend, `unavailable: ${r.error}`] : [r.backend, r.device, ...fmt(r.unet, wasm?.unet), ...fmt(r.grounder, wasm?.grounder)]));
+const table = rows.map((r) =>
+  r.error ? [r.backend, `unavailable: ${r.error}`] : [r.backend, r.device, ...fmt(r.unet, wasm?.unet), ...fmt(r.grounder, wasm?.grounder)],
+);
 const widths = header.map((h, i) => Math.max(h.length, ...table.filter((t) => t.length > 2).map((t) => String(t[i]).length)));
-const line = (cells) => '| ' + cells.map((c, i) => String(c).padEnd(widths[i] ?? 0)).join(' | ') + ' |';
-console.log('\n' + line(header) + '\n' + line(widths.map((w) => '-'.repeat(w))));
+const line = (cells) => `| ${cells.map((c, i) => String(c).padEnd(widths[i] ?? 0)).join(' | ')} |`;
+console.log(`\n${line(header)}\n${line(widths.map((w) => '-'.repeat(w)))}`);
 for (const t of table) console.log(t.length > 2 ? line(t) : `| ${t[0]} | ${t[1]}`);
 
 tf.dispose([latents, context, images]);

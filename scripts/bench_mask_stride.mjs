@@ -35,10 +35,22 @@ await setBackend(args.backend);
 const backbone = await DiffusionBackbone.fromPretrained(new URL('../packages/pipeline/models/png-tiny-sd', import.meta.url).pathname);
 const config = JSON.parse(fs.readFileSync(new URL('../examples/configs/png_tiny.json', import.meta.url), 'utf8'));
 const caption = 'a red circle and two blue squares on the grass under the sky';
-const narratives = Array.from({ length: batch }, () => ({ caption, phrases: [[0, 12], [17, 32], [36, 45], [52, 59]] }));
+const narratives = Array.from({ length: batch }, () => ({
+  caption,
+  phrases: [
+    [0, 12],
+    [17, 32],
+    [36, 45],
+    [52, 59],
+  ],
+}));
 
-console.log(`backend ${args.backend}, batch ${batch}, gradient checkpointing ${args.checkpointing ? 'on' : 'off'}, ${narratives[0].phrases.length} phrases per narrative, median of ${runs} steps after 1 warm-up; CPU seconds of this process (wall seconds depend on the machine's load)`);
-console.log('size  mask_stride  mask     step CPU s  ×default  wall s  GFLOP/step  encode (s)  skip maps/image  trainable params  wasm heap (grows only: high-water mark so far)');
+console.log(
+  `backend ${args.backend}, batch ${batch}, gradient checkpointing ${args.checkpointing ? 'on' : 'off'}, ${narratives[0].phrases.length} phrases per narrative, median of ${runs} steps after 1 warm-up; CPU seconds of this process (wall seconds depend on the machine's load)`,
+);
+console.log(
+  'size  mask_stride  mask     step CPU s  ×default  wall s  GFLOP/step  encode (s)  skip maps/image  trainable params  wasm heap (grows only: high-water mark so far)',
+);
 for (const size of sizes) {
   let baseline;
   for (const maskStride of strides) {
@@ -59,21 +71,32 @@ for (const size of sizes) {
     // FLOPs of one image's forward + backward × batch (they are linear in it; profiling the whole
     // batch at 128×128 exhausts tf.profile's bookkeeping)
     const first = (t) => tf.slice(t, 0, 1);
-    const one = { latents: first(latents), phrases: { tensor: first(phrases.tensor), mask: first(phrases.mask) }, targets: first(targets), skips: skips.map((s) => ({ ...s, tensor: first(s.tensor) })) };
+    const one = {
+      latents: first(latents),
+      phrases: { tensor: first(phrases.tensor), mask: first(phrases.mask) },
+      targets: first(targets),
+      skips: skips.map((s) => ({ ...s, tensor: first(s.tensor) })),
+    };
     const profile = await tf.profile(() => {
-      const { value, grads } = tf.variableGrads(() => grounder.loss(one.latents, one.phrases, one.targets, one.skips), Object.values(grounder.namedVariables()));
+      const { value, grads } = tf.variableGrads(
+        () => grounder.loss(one.latents, one.phrases, one.targets, one.skips),
+        Object.values(grounder.namedVariables()),
+      );
       return [value, ...Object.values(grads)];
     });
     tf.dispose(one);
     const gflop = (batch * kernelFlops(profile)) / 1e9;
     // process CPU seconds (wasm runs on this one thread) are what a step costs on a shared machine; wall seconds beside them
     const cpuTimes = [];
-    const step = await timeIt(async () => {
-      const c0 = process.cpuUsage();
-      await trainer.step(undefined);
-      const c = process.cpuUsage(c0);
-      cpuTimes.push((c.user + c.system) / 1e6);
-    }, { runs });
+    const step = await timeIt(
+      async () => {
+        const c0 = process.cpuUsage();
+        await trainer.step(undefined);
+        const c = process.cpuUsage(c0);
+        cpuTimes.push((c.user + c.system) / 1e6);
+      },
+      { runs },
+    );
     const cpu = cpuTimes.slice(1).sort((a, b) => a - b)[runs >> 1]; // median after the warm-up
     baseline ??= cpu;
     const side = size / grounder.maskStride;

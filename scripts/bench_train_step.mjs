@@ -14,7 +14,16 @@
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import { WeightScope, setBackend } from '@png/core';
-import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, CLIP_VIT_L14_TEXT_CONFIG, DiffusionBackbone, SD15_UNET_CONFIG, SD15_VAE_CONFIG, UNet2DConditionModel } from '@png/diffusion-backbone';
+import {
+  AutoencoderKL,
+  CLIPTextModel,
+  CLIPTokenizer,
+  CLIP_VIT_L14_TEXT_CONFIG,
+  DiffusionBackbone,
+  SD15_UNET_CONFIG,
+  SD15_VAE_CONFIG,
+  UNet2DConditionModel,
+} from '@png/diffusion-backbone';
 import { PngGrounder } from '@png/pipeline';
 import { Trainer } from '@png/training';
 import { convPeakGflops, gb, withPeakRss } from './bench_util.mjs';
@@ -32,7 +41,8 @@ const { values: args } = parseArgs({
 const scale = Number(args['width-scale']);
 const size = Number(args.size);
 const { checkpointing, offload } = args;
-if (offload && !checkpointing) throw new Error('--offload needs checkpointing (drop --no-checkpointing): without it the gradient tape holds every block\'s weights, which offloading evicts');
+if (offload && !checkpointing)
+  throw new Error("--offload needs checkpointing (drop --no-checkpointing): without it the gradient tape holds every block's weights, which offloading evicts");
 
 await setBackend('wasm');
 const peak = await convPeakGflops();
@@ -48,14 +58,26 @@ const tokenizer = await CLIPTokenizer.fromPretrained(new URL('../../shared/fixtu
 const backbone = DiffusionBackbone.fromComponents({ unet, vae, textEncoder, tokenizer });
 const grounder = PngGrounder.create(backbone, {}, { seed: 3 });
 if (checkpointing) grounder.enableGradientCheckpointing();
-console.log(`UNet block_out_channels ${unetConfig.block_out_channels} (${(scale * 100).toFixed(0)}% of SD v1.5 width): ${unet.numParameters().toLocaleString()} frozen UNet parameters; ${grounder.numTrainableParameters().toLocaleString()} trained`);
+console.log(
+  `UNet block_out_channels ${unetConfig.block_out_channels} (${(scale * 100).toFixed(0)}% of SD v1.5 width): ${unet.numParameters().toLocaleString()} frozen UNet parameters; ${grounder.numTrainableParameters().toLocaleString()} trained`,
+);
 console.log(`gradient checkpointing: ${checkpointing ? 'on' : 'off'}; sequential offload of the UNet blocks: ${offload ? 'on' : 'off'}`);
 
-const narratives = [{ caption: 'two dogs on the grass and a person near the water', phrases: [[0, 8], [12, 21], [26, 34], [40, 49]] }];
+const narratives = [
+  {
+    caption: 'two dogs on the grass and a person near the water',
+    phrases: [
+      [0, 8],
+      [12, 21],
+      [26, 34],
+      [40, 49],
+    ],
+  },
+];
 const images = tf.randomUniform([1, size, size, 3], -1, 1, 'float32', 4);
 const targets = tf.cast(tf.greater(tf.randomUniform([1, size, size, 4], 0, 1, 'float32', 5), 0.5), 'float32');
 const phrases = grounder.encodePhrases(narratives);
-let t0 = performance.now();
+const t0 = performance.now();
 const latents = backbone.encodeImages(images);
 await latents.data();
 console.log(`VAE encode (once per image, frozen): ${((performance.now() - t0) / 1000).toFixed(2)} s`);
@@ -79,7 +101,9 @@ const step = await withPeakRss(async () => {
   return (performance.now() - t) / 1000;
 });
 const rate = flops / 1e9 / step.result;
-console.log(`training step ${size}×${size}, batch 1: ${step.result.toFixed(2)} s, ${(flops / 1e9).toFixed(1)} GFLOP (conv + matMul kernels), ${rate.toFixed(1)} GFLOP/s = ${(rate / peak).toFixed(2)} of conv peak; peak RSS ${gb(step.peakRss)}, wasm heap ${gb(tf.backend().wasm.HEAPU8.length)}`);
+console.log(
+  `training step ${size}×${size}, batch 1: ${step.result.toFixed(2)} s, ${(flops / 1e9).toFixed(1)} GFLOP (conv + matMul kernels), ${rate.toFixed(1)} GFLOP/s = ${(rate / peak).toFixed(2)} of conv peak; peak RSS ${gb(step.peakRss)}, wasm heap ${gb(tf.backend().wasm.HEAPU8.length)}`,
+);
 trainer.dispose();
 tf.dispose([images, targets, phrases, latents]);
 grounder.dispose();

@@ -20,14 +20,21 @@ export async function timeIt(fn, { runs = 3, warmup = 1 } = {}) {
  */
 export async function convPeakGflops() {
   let best = 0;
-  for (const [hw, c] of [[32, 320], [16, 640], [8, 1280]]) {
+  for (const [hw, c] of [
+    [32, 320],
+    [16, 640],
+    [8, 1280],
+  ]) {
     const x = tf.randomNormal([1, hw, hw, c]);
     const w = tf.randomNormal([3, 3, c, c]);
-    const s = await timeIt(async () => {
-      const y = tf.conv2d(x, w, 1, 'same');
-      await y.data();
-      y.dispose();
-    }, { runs: 5 });
+    const s = await timeIt(
+      async () => {
+        const y = tf.conv2d(x, w, 1, 'same');
+        await y.data();
+        y.dispose();
+      },
+      { runs: 5 },
+    );
     best = Math.max(best, (2 * hw * hw * c * c * 9) / s / 1e9);
     tf.dispose([x, w]);
   }
@@ -46,4 +53,4 @@ export async function withPeakRss(fn) {
   }
 }
 
-export const gb = (bytes) => (bytes / 2 ** 30).toFixed(2) + ' GiB';
+export const gb = (bytes) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;

@@ -40,7 +40,10 @@ for (const size of sizes) {
         const { tensor, transform } = letterbox(sample.image, size);
         tensor.dispose();
         const logits = tf.tidy(() => {
-          const target = masksToTarget(sample.phrases.map((p) => p.mask), transform); // [1, S, S, P]
+          const target = masksToTarget(
+            sample.phrases.map((p) => p.mask),
+            transform,
+          ); // [1, S, S, P]
           return tf.sub(tf.avgPool(target, stride, stride, 'valid'), 0.5); // [1, S/stride, S/stride, P]
         });
         const predicted = await unletterbox(logits, transform);
@@ -57,7 +60,9 @@ for (const size of sizes) {
       }
       const s = summarizeMetrics(evaluator.evaluate());
       const side = size / stride;
-      console.log(`${String(size).padStart(4)}  ${String(stride).padStart(6)}  ${`${side}×${side}`.padEnd(7)} ${pct(s.overall)}   ${pct(s.things)}  ${pct(s.stuff)}  ${pct(s.singulars)}      ${pct(s.plurals)}`);
+      console.log(
+        `${String(size).padStart(4)}  ${String(stride).padStart(6)}  ${`${side}×${side}`.padEnd(7)} ${pct(s.overall)}   ${pct(s.things)}  ${pct(s.stuff)}  ${pct(s.singulars)}      ${pct(s.plurals)}`,
+      );
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

@@ -46,7 +46,15 @@ try {
       console.log(`${bin} --help: ok`);
     }
   }
-  const embedded = run('node', ['--input-type=module', '-e', "import { DiffusionBackbone } from '@png/diffusion-backbone'; import { setBackend } from '@png/core'; import { createRequire } from 'node:module'; import * as path from 'node:path'; await setBackend('wasm'); const dir = path.dirname(createRequire(import.meta.url).resolve('@png/pipeline/models/png-tiny-sd/model_index.json')); const b = await DiffusionBackbone.fromPretrained(dir); console.log('embedded backbone loads from the installed package:', b.unet.numParameters(), 'UNet parameters'); b.dispose();"], app);
+  const embedded = run(
+    'node',
+    [
+      '--input-type=module',
+      '-e',
+      "import { DiffusionBackbone } from '@png/diffusion-backbone'; import { setBackend } from '@png/core'; import { createRequire } from 'node:module'; import * as path from 'node:path'; await setBackend('wasm'); const dir = path.dirname(createRequire(import.meta.url).resolve('@png/pipeline/models/png-tiny-sd/model_index.json')); const b = await DiffusionBackbone.fromPretrained(dir); console.log('embedded backbone loads from the installed package:', b.unet.numParameters(), 'UNet parameters'); b.dispose();",
+    ],
+    app,
+  );
   console.log(embedded.trim());
   console.log(`pack check passed for ${packages.length} packages`);
 } finally {

@@ -39,4 +39,4 @@ row('MLMA, width 256', mlma.n);
 row('decoder, 6 layers, width 256', decoder.n);
 row('frozen total', frozen);
 row('tuned total', tuned);
-console.log(`tuned / frozen = ${(tuned / frozen * 100).toFixed(2)} %; live tensors left: ${tf.memory().numTensors}`);
+console.log(`tuned / frozen = ${((tuned / frozen) * 100).toFixed(2)} %; live tensors left: ${tf.memory().numTensors}`);

@@ -57,11 +57,12 @@ describe('examples/browser: the grounding page', () => {
     const built = spawnSync(process.execPath, [path.join(HERE, 'build.mjs')], { encoding: 'utf8' });
     if (built.status !== 0) throw new Error(`build.mjs failed (exit ${built.status}):\n${built.stderr}`);
 
-    server = spawn(process.execPath, [path.join(HERE, 'serve.mjs'), '--port', '0']);
+    const started = spawn(process.execPath, [path.join(HERE, 'serve.mjs'), '--port', '0']);
+    server = started;
     url = await new Promise<string>((resolve, reject) => {
-      server!.once('error', reject);
-      server!.once('exit', (code) => reject(new Error(`serve.mjs exited (${code}) before printing its URL`)));
-      server!.stdout.once('data', (chunk: Buffer) => resolve(String(chunk).split('\n')[0]));
+      started.once('error', reject);
+      started.once('exit', (code) => reject(new Error(`serve.mjs exited (${code}) before printing its URL`)));
+      started.stdout.once('data', (chunk: Buffer) => resolve(String(chunk).split('\n')[0]));
     });
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 60_000 });
 
@@ -69,7 +70,11 @@ describe('examples/browser: the grounding page', () => {
     const backbone = await DiffusionBackbone.fromPretrained(path.join(REPO, 'packages', 'pipeline', 'models', 'png-tiny-sd'));
     const grounder = PngGrounder.create(backbone, PNG_TINY_CONFIG as Partial<PngGrounderConfig>, { seed: 0 });
     const image = { data: scene.image, width: scene.width, height: scene.height };
-    reference = (await groundNarrative(grounder, image, caption, { imageSize: IMAGE_SIZE })).map(({ text, span, mask }) => ({ text, span: [span[0], span[1]], mask }));
+    reference = (await groundNarrative(grounder, image, caption, { imageSize: IMAGE_SIZE })).map(({ text, span, mask }) => ({
+      text,
+      span: [span[0], span[1]],
+      mask,
+    }));
     grounder.dispose();
     backbone.dispose();
     // Masks that are all 0 or all 1 would make the comparisons below trivially true.
@@ -86,14 +91,18 @@ describe('examples/browser: the grounding page', () => {
    * WebGPU's shaders slowly), returns the backend it shows and the masks, screenshots it.
    */
   async function groundOnPage(backend: 'wasm' | 'webgpu', timeout: number): Promise<{ page: Page; shown: string; phrases: Grounded[] }> {
-    const page = await browser!.newPage();
+    if (!browser) throw new Error('chromium did not launch (see beforeAll)');
+    const page = await browser.newPage();
     const problems: string[] = [];
     page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
     page.on('console', (m) => m.type() === 'error' && problems.push(`console: ${m.text()}`));
     const settle = async (states: string[], timeout: number) => {
       await page.waitForFunction((s) => [...s, 'error'].includes(window.png?.status), states, { timeout }).catch(() => undefined);
       const state = await page.evaluate(() => ({ status: window.png?.status, error: window.png?.error }));
-      if (!states.includes(state.status)) throw new Error(`page on ${backend}: status ${state.status}${state.error ? ` (${state.error})` : ''}, expected ${states.join(' or ')}; ${problems.join('; ') || 'no page errors'}`);
+      if (!states.includes(state.status))
+        throw new Error(
+          `page on ${backend}: status ${state.status}${state.error ? ` (${state.error})` : ''}, expected ${states.join(' or ')}; ${problems.join('; ') || 'no page errors'}`,
+        );
     };
     await page.goto(`${url}?backend=${backend}`);
     await settle(['ready'], 60_000);
@@ -102,7 +111,9 @@ describe('examples/browser: the grounding page', () => {
     await page.click('#ground');
     await settle(['done'], timeout);
     const shown = (await page.textContent('#backend')) ?? '';
-    const phrases = await page.evaluate(() => window.png.result!.phrases.map(({ text, span, mask }) => ({ text, span: [span[0], span[1]] as [number, number], mask: Array.from(mask) })));
+    const phrases = await page.evaluate(() =>
+      (window.png.result?.phrases ?? []).map(({ text, span, mask }) => ({ text, span: [span[0], span[1]] as [number, number], mask: Array.from(mask) })),
+    );
     fs.mkdirSync(path.join(HERE, 'artifacts'), { recursive: true });
     await page.screenshot({ path: path.join(HERE, 'artifacts', `grounding-${backend}.png`), fullPage: true });
     return { page, shown, phrases: phrases.map((p) => ({ ...p, mask: Uint8Array.from(p.mask) })) };
@@ -112,13 +123,16 @@ describe('examples/browser: the grounding page', () => {
     const { page, shown, phrases } = await groundOnPage('wasm', 60_000);
     expect(shown).toBe('wasm');
     expect(phrases.map((p) => [p.text, p.span])).toEqual(reference.map((p) => [p.text, p.span]));
-    phrases.forEach((p, j) => expect(Buffer.from(p.mask).equals(Buffer.from(reference[j].mask))).toBe(true));
+    for (const [j, p] of phrases.entries()) expect(Buffer.from(p.mask).equals(Buffer.from(reference[j].mask))).toBe(true);
 
     // Every box unchecked: the overlay is the image itself; one checked: its colour comes back.
-    const overlay = () => page.evaluate(() => {
-      const canvas = document.getElementById('overlay') as HTMLCanvasElement;
-      return Array.from(canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height).data);
-    });
+    const overlay = () =>
+      page.evaluate(() => {
+        const canvas = document.getElementById('overlay') as HTMLCanvasElement;
+        const context = canvas.getContext('2d');
+        if (!context) throw new Error('the #overlay canvas has no 2d context');
+        return Array.from(context.getImageData(0, 0, canvas.width, canvas.height).data);
+      });
     const boxes = await page.$$('#legend input[type=checkbox]');
     expect(boxes).toHaveLength(phrases.length);
     for (const box of boxes) await box.uncheck();

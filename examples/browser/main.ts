@@ -35,7 +35,8 @@ declare global {
   }
 }
 
-const state: PageState = (window.png = { status: 'loading' });
+const state: PageState = { status: 'loading' };
+window.png = state;
 const params = new URLSearchParams(location.search);
 const here = (url: string): string => new URL(url, location.href).href;
 const element = <T extends HTMLElement>(id: string): T => document.getElementById(id) as T;
@@ -108,7 +109,8 @@ async function decodeImage(file: File): Promise<RgbImage> {
   }
   const { width, height } = bitmap;
   const canvas = new OffscreenCanvas(width, height);
-  const context = canvas.getContext('2d')!;
+  const context = canvas.getContext('2d');
+  if (!context) throw new Error('this browser gives an OffscreenCanvas no 2d context');
   context.drawImage(bitmap, 0, 0);
   bitmap.close();
   const rgba = context.getImageData(0, 0, width, height).data;
@@ -142,7 +144,9 @@ function drawOverlay(image: RgbImage, phrases: readonly GroundedPhrase[], shown:
     });
     pixels.data.set([r, g, b, 255], 4 * k);
   }
-  canvas.getContext('2d')!.putImageData(pixels, 0, 0);
+  const context = canvas.getContext('2d');
+  if (!context) throw new Error('the overlay canvas has no 2d context');
+  context.putImageData(pixels, 0, 0);
 }
 
 /** The legend: per phrase a checkbox, its colour, its text and its share of the image. */
@@ -185,7 +189,8 @@ async function main(): Promise<void> {
   const backbone = await DiffusionBackbone.fromUrl(here(modelUrl));
   show('loading', 'Loading the grounder…');
   const { grounder, imageSize, label } = await loadGrounder(backbone);
-  if (imageSize % backbone.imageMultiple !== 0) throw new Error(`image size ${imageSize} (?size= or the run's image_size) is not a multiple of ${backbone.imageMultiple}, the backbone's downsampling`);
+  if (imageSize % backbone.imageMultiple !== 0)
+    throw new Error(`image size ${imageSize} (?size= or the run's image_size) is not a multiple of ${backbone.imageMultiple}, the backbone's downsampling`);
   state.imageSize = imageSize;
   element('grounder').textContent = `${label}, images letterboxed to ${imageSize}×${imageSize}`;
 

@@ -64,7 +64,11 @@ const server = http.createServer((request, response) => {
     stat = fs.statSync(file, { throwIfNoEntry: false });
   }
   if (!stat?.isFile()) return reply(404, `${pathname}: no such file`);
-  response.writeHead(200, { 'content-type': TYPES[path.extname(file).toLowerCase()] ?? 'application/octet-stream', 'content-length': stat.size, 'cache-control': 'no-cache' });
+  response.writeHead(200, {
+    'content-type': TYPES[path.extname(file).toLowerCase()] ?? 'application/octet-stream',
+    'content-length': stat.size,
+    'cache-control': 'no-cache',
+  });
   if (request.method === 'HEAD') return response.end();
   fs.createReadStream(file)
     .on('error', () => response.destroy())

@@ -14,11 +14,17 @@ export const WEIGHTS_FILE = 'model.safetensors';
  * atomically (temporary file, then rename), so an interrupted save never leaves a half-written
  * checkpoint under the final names.
  */
-export async function saveModule(dir: string, config: object, params: Parameters, metadata: Record<string, string> = {}, weightsFile = WEIGHTS_FILE): Promise<void> {
+export async function saveModule(
+  dir: string,
+  config: object,
+  params: Parameters,
+  metadata: Record<string, string> = {},
+  weightsFile = WEIGHTS_FILE,
+): Promise<void> {
   const { join } = await import('node:path');
   const { writeFileAtomic } = await import('@png/node-utils');
   await writeSafetensorsFile(join(dir, weightsFile), params.torchShapes(), params.torchData(), metadata);
-  writeFileAtomic(join(dir, CONFIG_FILE), JSON.stringify(config, null, 2) + '\n');
+  writeFileAtomic(join(dir, CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
 }
 
 /** Opens a folder written by saveModule: its parsed config and its weights. Close the source after building. */
@@ -83,6 +89,9 @@ export async function fetchFile(url: string, options: { fetch?: FetchFunction; o
 
 /** Fetches the checkpoint folder at `url` (`config.json` + `weightsFile`, default model.safetensors). */
 export async function fetchModuleFiles(url: string, options: { fetch?: FetchFunction; weightsFile?: string } = {}): Promise<ModuleFiles> {
-  const [config, weights] = await Promise.all([fetchFile(joinUrl(url, CONFIG_FILE), options), fetchFile(joinUrl(url, options.weightsFile ?? WEIGHTS_FILE), options)]);
+  const [config, weights] = await Promise.all([
+    fetchFile(joinUrl(url, CONFIG_FILE), options),
+    fetchFile(joinUrl(url, options.weightsFile ?? WEIGHTS_FILE), options),
+  ]);
   return { config: new TextDecoder().decode(config), weights };
 }

@@ -1,5 +1,5 @@
 import './gradients';
-export type { ShapeSpec, FeatureMap, FeaturePyramid, TextEncoding, PhraseFeatures, MaskLogits, Disposable } from './types';
+export type { ShapeSpec, FeatureMap, FeaturePyramid, TextEncoding, PhraseFeatures, CaptionTokens, MaskLogits, Disposable } from './types';
 export { ConfigError, check, parseJsonObject, resolveConfig, isPositiveInt, isNonNegativeInt, isFiniteNumber } from './config';
 export {
   SafetensorsBytes,
@@ -16,7 +16,18 @@ export {
   type WeightSource,
 } from './safetensors';
 export { checkInputFile, readInputFile } from './input_file';
-export { saveModule, openModule, openModuleFiles, fetchFile, fetchModuleFiles, joinUrl, CONFIG_FILE, WEIGHTS_FILE, type ModuleFiles, type FetchFunction } from './checkpoint';
+export {
+  saveModule,
+  openModule,
+  openModuleFiles,
+  fetchFile,
+  fetchModuleFiles,
+  joinUrl,
+  CONFIG_FILE,
+  WEIGHTS_FILE,
+  type ModuleFiles,
+  type FetchFunction,
+} from './checkpoint';
 export { WeightScope, Parameters, type Init } from './weights';
 export { seededNormal, tfSeed } from './random';
 export { ParameterModule } from './module';

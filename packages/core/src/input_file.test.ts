@@ -23,7 +23,9 @@ describe('input files', () => {
     const weights = path.join(tmp, 'model.safetensors');
     fs.mkdirSync(weights);
     await expect(SafetensorsFile.open(weights)).rejects.toThrow(`${weights}: is a folder; expected a safetensors weights file`);
-    await expect(SafetensorsFile.open(path.join(tmp, 'none.safetensors'))).rejects.toThrow(`${path.join(tmp, 'none.safetensors')}: no such file; expected a safetensors weights file`);
+    await expect(SafetensorsFile.open(path.join(tmp, 'none.safetensors'))).rejects.toThrow(
+      `${path.join(tmp, 'none.safetensors')}: no such file; expected a safetensors weights file`,
+    );
 
     const module = path.join(tmp, 'module');
     fs.mkdirSync(path.join(module, 'config.json'), { recursive: true });

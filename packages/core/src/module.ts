@@ -18,8 +18,7 @@ export abstract class ParameterModule implements Disposable {
 
   /** Every weight by checkpoint key (frozen tf.Tensor or trainable tf.Variable). */
   get parameters(): Parameters {
-    this.assertAlive();
-    return this.owned!;
+    return this.assertAlive();
   }
 
   /** The trainable variables, for an optimizer's var list ([] for a frozen module). */
@@ -36,7 +35,9 @@ export abstract class ParameterModule implements Disposable {
     this.owned?.dispose();
   }
 
-  protected assertAlive(): void {
+  /** The module's parameters; throws once it has been disposed. */
+  protected assertAlive(): Parameters {
     if (!this.owned || this.owned.isDisposed) throw new Error(`${this.constructor.name} was disposed; create or load it again`);
+    return this.owned;
   }
 }

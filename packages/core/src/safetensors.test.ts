@@ -65,10 +65,26 @@ describe('safetensors', () => {
     ['a bad JSON header', rawFile({}, new Uint8Array()).fill(0x7b, 8), /header is not valid UTF-8 JSON/],
     ['a header length beyond the file', new Uint8Array([255, 255, 0, 0, 0, 0, 0, 0, 1, 2]), /header length 65535 does not fit the 10-byte file/],
     ['an unknown dtype', rawFile({ x: { dtype: 'F8', shape: [1], data_offsets: [0, 1] } }, new Uint8Array(1)), /tensor 'x': unsupported dtype "F8"/],
-    ['a size that does not match the shape', rawFile({ x: { dtype: 'F32', shape: [2], data_offsets: [0, 4] } }, new Uint8Array(4)), /tensor 'x': 4 bytes for F32\[2\], which needs 8/],
-    ['data past the end', rawFile({ x: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, new Uint8Array(4)), /data ends at byte 8 of a 4-byte data section; the file is truncated/],
-    ['overlapping tensors', rawFile({ x: { dtype: 'F32', shape: [1], data_offsets: [0, 4] }, y: { dtype: 'F32', shape: [1], data_offsets: [2, 6] } }, new Uint8Array(8)), /'x' and 'y' overlap/],
-    ['a bad shape', rawFile({ x: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, new Uint8Array(4)), /shape \[-1\] is not a list of non-negative integers/],
+    [
+      'a size that does not match the shape',
+      rawFile({ x: { dtype: 'F32', shape: [2], data_offsets: [0, 4] } }, new Uint8Array(4)),
+      /tensor 'x': 4 bytes for F32\[2\], which needs 8/,
+    ],
+    [
+      'data past the end',
+      rawFile({ x: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, new Uint8Array(4)),
+      /data ends at byte 8 of a 4-byte data section; the file is truncated/,
+    ],
+    [
+      'overlapping tensors',
+      rawFile({ x: { dtype: 'F32', shape: [1], data_offsets: [0, 4] }, y: { dtype: 'F32', shape: [1], data_offsets: [2, 6] } }, new Uint8Array(8)),
+      /'x' and 'y' overlap/,
+    ],
+    [
+      'a bad shape',
+      rawFile({ x: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, new Uint8Array(4)),
+      /shape \[-1\] is not a list of non-negative integers/,
+    ],
   ])('names the file and the defect for %s', async (_name, bytes, message) => {
     const file = path.join(tmp, 'bad.safetensors');
     fs.writeFileSync(file, bytes);
@@ -101,15 +117,24 @@ describe('safetensors', () => {
 
   it('refuses a __metadata__ that is not a map of strings to strings (null is none)', () => {
     const x = { dtype: 'F32', shape: [1], data_offsets: [0, 4] };
-    expect(() => new SafetensorsBytes(rawFile({ __metadata__: 'pt', x }, new Uint8Array(4)), 'm')).toThrow('m: __metadata__ is "pt"; it must be a map of strings to strings');
-    expect(() => new SafetensorsBytes(rawFile({ __metadata__: ['pt'], x }, new Uint8Array(4)), 'm')).toThrow('m: __metadata__ is ["pt"]; it must be a map of strings to strings');
-    expect(() => new SafetensorsBytes(rawFile({ __metadata__: { format: 'pt', step: 3 }, x }, new Uint8Array(4)), 'm')).toThrow("m: __metadata__ key 'step' is 3; metadata values must be strings");
+    expect(() => new SafetensorsBytes(rawFile({ __metadata__: 'pt', x }, new Uint8Array(4)), 'm')).toThrow(
+      'm: __metadata__ is "pt"; it must be a map of strings to strings',
+    );
+    expect(() => new SafetensorsBytes(rawFile({ __metadata__: ['pt'], x }, new Uint8Array(4)), 'm')).toThrow(
+      'm: __metadata__ is ["pt"]; it must be a map of strings to strings',
+    );
+    expect(() => new SafetensorsBytes(rawFile({ __metadata__: { format: 'pt', step: 3 }, x }, new Uint8Array(4)), 'm')).toThrow(
+      "m: __metadata__ key 'step' is 3; metadata values must be strings",
+    );
     expect(new SafetensorsBytes(rawFile({ __metadata__: null, x }, new Uint8Array(4))).metadata).toEqual({});
   });
 
   it('streams a file atomically: a failed write leaves nothing under the final name', async () => {
     const file = path.join(tmp, 'stream.safetensors');
-    const shapes = new Map([['a', [2]], ['b', [1]]]);
+    const shapes = new Map([
+      ['a', [2]],
+      ['b', [1]],
+    ]);
     async function* good(): AsyncGenerator<[string, number[], Float32Array]> {
       yield ['a', [2], new Float32Array([1, 2])];
       yield ['b', [1], new Float32Array([3])];
@@ -144,7 +169,7 @@ describe('safetensors', () => {
     await expect(openModule(path.join(tmp, 'nothing'))).rejects.toThrow(/config\.json: missing; not a module checkpoint folder/);
   });
 
-  it('fetches a module checkpoint by URL and opens it from its files\' contents, with errors naming the file', async () => {
+  it("fetches a module checkpoint by URL and opens it from its files' contents, with errors naming the file", async () => {
     await setBackend('wasm');
     const { params } = WeightScope.fresh({ seed: 2 }).build((s) => new Linear(s.pp('proj'), 3, 2));
     await saveModule(path.join(tmp, 'served', 'module'), { width: 3 }, params);
@@ -159,7 +184,9 @@ describe('safetensors', () => {
 
     expect(() => openModuleFiles({ ...files, config: '{"width": 3' }, 'm')).toThrow(/^m\/config\.json: not valid JSON/);
     expect(() => openModuleFiles({ ...files, config: '[3]' }, 'm')).toThrow('m/config.json: expected a JSON object');
-    expect(() => openModuleFiles({ ...files, weights: files.weights.buffer as unknown as Uint8Array }, 'm')).toThrow('m/model.safetensors: expected its bytes (a Uint8Array), got ArrayBuffer');
+    expect(() => openModuleFiles({ ...files, weights: files.weights.buffer as unknown as Uint8Array }, 'm')).toThrow(
+      'm/model.safetensors: expected its bytes (a Uint8Array), got ArrayBuffer',
+    );
     expect(() => openModuleFiles({ ...files, weights: files.weights.subarray(0, 40) }, 'm', 'w.safetensors')).toThrow(/^m\/w\.safetensors: /);
     await expect(fetchModuleFiles(`${FOLDER_FETCH_BASE}elsewhere`, { fetch })).rejects.toThrow(`${FOLDER_FETCH_BASE}elsewhere/config.json: HTTP 404 Not Found`);
     expect(await fetchFile(`${FOLDER_FETCH_BASE}none.json`, { fetch, optional: true })).toBeUndefined();

@@ -10,7 +10,16 @@ import { checkInputFile } from './input_file';
 export type SafetensorsDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
 const BYTES_PER_ELEMENT: Record<SafetensorsDtype, number> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
 };
 const FLOAT_DTYPES = new Set<SafetensorsDtype>(['F64', 'F32', 'F16', 'BF16']);
 /** A header larger than this is not a safetensors header (the Rust reader uses the same bound). */
@@ -51,11 +60,7 @@ export function numElements(shape: readonly number[]): number {
 }
 
 /** Parses and validates a header (the JSON bytes after the length prefix). */
-export function parseHeader(
-  source: string,
-  json: Uint8Array,
-  dataBytes: number,
-): { tensors: Map<string, TensorInfo>; metadata: Record<string, string> } {
+export function parseHeader(source: string, json: Uint8Array, dataBytes: number): { tensors: Map<string, TensorInfo>; metadata: Record<string, string> } {
   let raw: unknown;
   let text: string;
   try {
@@ -70,7 +75,12 @@ export function parseHeader(
   const duplicate = firstDuplicateKey(text);
   if (duplicate) {
     const [outer, key] = duplicate;
-    const where = outer === undefined ? (key === '__metadata__' ? 'the header has two __metadata__ entries' : `tensor '${key}' appears twice in the header`) : `${outer === '__metadata__' ? '__metadata__' : `tensor '${outer}'`}: key '${key}' appears twice`;
+    const where =
+      outer === undefined
+        ? key === '__metadata__'
+          ? 'the header has two __metadata__ entries'
+          : `tensor '${key}' appears twice in the header`
+        : `${outer === '__metadata__' ? '__metadata__' : `tensor '${outer}'`}: key '${key}' appears twice`;
     throw new SafetensorsError(source, `${where}; JSON readers keep only one of them, so the file is ambiguous; write it again with unique names`);
   }
   const tensors = new Map<string, TensorInfo>();
@@ -86,7 +96,10 @@ export function parseHeader(
     if (typeof entry !== 'object' || entry === null) throw new SafetensorsError(source, `${where}: header entry is not an object`);
     const dtype = entry.dtype as SafetensorsDtype;
     if (!(typeof dtype === 'string' && dtype in BYTES_PER_ELEMENT)) {
-      throw new SafetensorsError(source, `${where}: unsupported dtype ${JSON.stringify(entry.dtype)} (supported: ${Object.keys(BYTES_PER_ELEMENT).join(', ')})`);
+      throw new SafetensorsError(
+        source,
+        `${where}: unsupported dtype ${JSON.stringify(entry.dtype)} (supported: ${Object.keys(BYTES_PER_ELEMENT).join(', ')})`,
+      );
     }
     const shape = entry.shape;
     if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
@@ -119,7 +132,8 @@ export function parseHeader(
 /** `__metadata__`: a string→string map (or null, as none); anything else is refused, as the reference reader does. */
 function parseMetadata(source: string, value: unknown): Record<string, string> {
   if (value === null) return {};
-  if (typeof value !== 'object' || Array.isArray(value)) throw new SafetensorsError(source, `__metadata__ is ${JSON.stringify(value)}; it must be a map of strings to strings`);
+  if (typeof value !== 'object' || Array.isArray(value))
+    throw new SafetensorsError(source, `__metadata__ is ${JSON.stringify(value)}; it must be a map of strings to strings`);
   for (const [key, entry] of Object.entries(value)) {
     if (typeof entry !== 'string') throw new SafetensorsError(source, `__metadata__ key '${key}' is ${JSON.stringify(entry)}; metadata values must be strings`);
   }
@@ -349,10 +363,12 @@ export class SafetensorsFile implements WeightSource {
 
   /** Reads the raw bytes of `key` into `bytes` (its byte length long). */
   private readBytes(key: string, info: TensorInfo, bytes: Uint8Array): void {
+    const { fd } = this;
+    if (fd === undefined) throw new SafetensorsError(this.name, `read of '${key}' after close()`);
     const begin = this.dataStart + info.dataOffsets[0];
     let done = 0;
     while (done < bytes.byteLength) {
-      const n = this.fs.readSync(this.fd!, bytes, done, bytes.byteLength - done, begin + done);
+      const n = this.fs.readSync(fd, bytes, done, bytes.byteLength - done, begin + done);
       if (n === 0) throw new SafetensorsError(this.name, `tensor '${key}': file ended early; the file is truncated`);
       done += n;
     }
@@ -370,7 +386,11 @@ export interface TensorData {
 }
 
 /** The header bytes (length prefix + padded JSON) for tensors laid out in `keys` order. */
-function encodeHeader(keys: readonly string[], info: (key: string) => { dtype: TensorData['dtype']; shape: readonly number[] }, metadata: Record<string, string>): { bytes: Uint8Array; dataBytes: number } {
+function encodeHeader(
+  keys: readonly string[],
+  info: (key: string) => { dtype: TensorData['dtype']; shape: readonly number[] },
+  metadata: Record<string, string>,
+): { bytes: Uint8Array; dataBytes: number } {
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length) header.__metadata__ = metadata;
   let offset = 0;
@@ -396,7 +416,10 @@ export function serializeSafetensors(tensors: Record<string, TensorData>, metada
     const t = tensors[key];
     const nbytes = numElements(t.shape) * BYTES_PER_ELEMENT[t.dtype];
     if (t.data.byteLength !== nbytes) {
-      throw new SafetensorsError('serializeSafetensors', `tensor '${key}': ${t.data.byteLength} bytes of data for ${t.dtype}${JSON.stringify(t.shape)}, which needs ${nbytes}`);
+      throw new SafetensorsError(
+        'serializeSafetensors',
+        `tensor '${key}': ${t.data.byteLength} bytes of data for ${t.dtype}${JSON.stringify(t.shape)}, which needs ${nbytes}`,
+      );
     }
   }
   const { bytes: header, dataBytes } = encodeHeader(keys, (k) => tensors[k], metadata);
@@ -426,7 +449,12 @@ export async function writeSafetensorsFile(
   const { dirname, basename, join } = await import('node:path');
   const { killPoint } = await import('@png/node-utils');
   const keys = [...shapes.keys()].sort();
-  const { bytes: header } = encodeHeader(keys, (k) => ({ dtype: 'F32', shape: shapes.get(k)! }), metadata);
+  const f32 = (key: string): { dtype: 'F32'; shape: readonly number[] } => {
+    const shape = shapes.get(key);
+    if (!shape) throw new SafetensorsError(path, `no shape for tensor '${key}'`);
+    return { dtype: 'F32', shape };
+  };
+  const { bytes: header } = encodeHeader(keys, f32, metadata);
   fs.mkdirSync(dirname(path), { recursive: true });
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`);
   const fd = fs.openSync(tmp, 'w');
@@ -434,7 +462,8 @@ export async function writeSafetensorsFile(
     fs.writeSync(fd, header);
     let i = 0;
     for await (const [key, shape, data] of chunks) {
-      if (key !== keys[i] || numElements(shape) !== data.length) throw new SafetensorsError(path, `tensor '${key}' arrived out of order or with ${data.length} values for [${shape}]`);
+      if (key !== keys[i] || numElements(shape) !== data.length)
+        throw new SafetensorsError(path, `tensor '${key}' arrived out of order or with ${data.length} values for [${shape}]`);
       fs.writeSync(fd, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
       i++;
     }

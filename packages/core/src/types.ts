@@ -31,6 +31,17 @@ export type TextEncoding = {
 export type PhraseFeatures = {
   readonly tensor: tf.Tensor3D; // [B, P, D]
   readonly mask: tf.Tensor2D; // [B, P], 1 = real phrase, 0 = padding
+  /** The captions' token states the phrases were pooled from, for a model that reads the whole caption (else absent). */
+  readonly caption?: CaptionTokens;
+};
+
+/**
+ * Captions' token states as the frozen UNet's cross-attention reads a prompt: each encoder window
+ * bos…eos and CLIP's padding, a narrative's windows one after another.
+ */
+export type CaptionTokens = {
+  readonly tensor: tf.Tensor3D; // [B, T, D]
+  readonly mask: tf.Tensor2D; // [B, T], 1 = a position of a real window (padding tokens included), 0 = an absent window
 };
 
 /** Per-phrase mask logits, NHWC like every 4-D tensor. */

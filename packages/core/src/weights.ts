@@ -72,8 +72,7 @@ export class Parameters implements Disposable {
    */
   async *torchData(): AsyncGenerator<[string, readonly number[], Float32Array]> {
     this.assertAlive();
-    for (const key of [...this.entries.keys()].sort()) {
-      const value = this.entries.get(key)!;
+    for (const [key, value] of [...this.entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
       yield [key, value.shape, (await value.data()) as Float32Array];
     }
   }
@@ -117,7 +116,10 @@ export class Parameters implements Disposable {
 }
 
 function formatKeys(keys: string[], max = 8): string {
-  const shown = keys.slice(0, max).map((k) => `'${k}'`).join(', ');
+  const shown = keys
+    .slice(0, max)
+    .map((k) => `'${k}'`)
+    .join(', ');
   return keys.length > max ? `${shown} and ${keys.length - max} more` : shown;
 }
 
@@ -189,7 +191,10 @@ export class WeightScope {
 
   /** Reads parameters from `source`. `ignore` lists keys that may be present and unused (e.g. CLIP's position_ids). */
   static fromSource(source: WeightSource, options: { trainable?: boolean; ignore?: readonly RegExp[] } = {}): WeightScope {
-    return new WeightScope({ source, trainable: options.trainable ?? false, seed: 0, ignore: options.ignore ?? [], params: new Parameters(), used: new Set() }, '');
+    return new WeightScope(
+      { source, trainable: options.trainable ?? false, seed: 0, ignore: options.ignore ?? [], params: new Parameters(), used: new Set() },
+      '',
+    );
   }
 
   /** Creates fresh parameters with each param's `init`, seeded per key. */
@@ -223,7 +228,9 @@ export class WeightScope {
     const key = this.key(name);
     const { source, trainable, seed, params, used } = this.root;
     if (!torchShape.every((d) => Number.isInteger(d) && d > 0)) throw new Error(`parameter '${key}': invalid shape [${torchShape}]`);
-    let value = tf.tidy(() => (source ? readTorch(source, key, torchShape) : initTensor(options.init ?? 'zeros', [...torchShape], (seed ^ hashKey(key)) >>> 0)));
+    let value = tf.tidy(() =>
+      source ? readTorch(source, key, torchShape) : initTensor(options.init ?? 'zeros', [...torchShape], (seed ^ hashKey(key)) >>> 0),
+    );
     if (trainable) {
       const v = tf.variable(value, true, variableName(key));
       value.dispose();
@@ -270,7 +277,9 @@ export class WeightScope {
       const unexpected = source.keys().filter((k) => !used.has(k) && !ignore.some((re) => re.test(k)));
       if (unexpected.length) {
         params.dispose();
-        throw new Error(`${source.name}: unexpected tensors ${formatKeys(unexpected)}; the checkpoint has weights this config does not build. Check config.json.`);
+        throw new Error(
+          `${source.name}: unexpected tensors ${formatKeys(unexpected)}; the checkpoint has weights this config does not build. Check config.json.`,
+        );
       }
     }
     return params;

@@ -1,4 +1,13 @@
-import { SafetensorsError, SafetensorsFile, openModuleFiles, parseJsonObject, readInputFile, type ModuleFiles, type TensorInfo, type WeightSource } from '@png/core';
+import {
+  SafetensorsError,
+  SafetensorsFile,
+  openModuleFiles,
+  parseJsonObject,
+  readInputFile,
+  type ModuleFiles,
+  type TensorInfo,
+  type WeightSource,
+} from '@png/core';
 
 /**
  * Reading one component folder of a diffusers pipeline (`unet/`, `vae/`, `text_encoder/`):
@@ -70,8 +79,11 @@ class ShardedSource implements WeightSource {
     const owner = new Map<string, WeightSource>();
     try {
       for (const [key, file] of Object.entries(weightMap)) {
-        if (!shards.has(file)) shards.set(file, await SafetensorsFile.open(path.join(path.dirname(indexFile), file)));
-        const shard = shards.get(file)!;
+        let shard = shards.get(file);
+        if (!shard) {
+          shard = await SafetensorsFile.open(path.join(path.dirname(indexFile), file));
+          shards.set(file, shard);
+        }
         if (!shard.info(key)) throw new SafetensorsError(shard.name, `index ${indexFile} places '${key}' here, but the shard lacks it`);
         owner.set(key, shard);
       }
@@ -108,7 +120,12 @@ class ShardedSource implements WeightSource {
  * As readConfigJson + openWeights, from the contents of a component folder's files (`config.json`
  * and `<weightsName>[.<variant>].safetensors`), for `fromFiles` in browsers.
  */
-export function openComponentFiles(files: ModuleFiles, weightsName: string, defaultName: string, options: ComponentFilesOptions): { config: Record<string, unknown>; source: WeightSource } {
+export function openComponentFiles(
+  files: ModuleFiles,
+  weightsName: string,
+  defaultName: string,
+  options: ComponentFilesOptions,
+): { config: Record<string, unknown>; source: WeightSource } {
   return openModuleFiles(files, options.name ?? defaultName, componentWeightsFile(weightsName, options));
 }
 

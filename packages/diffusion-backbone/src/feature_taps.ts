@@ -29,9 +29,7 @@ export class FeatureTaps {
         ctx.outputs[featureKey(level)] = x;
       };
       this.removers.push(
-        block.upsamplers.length
-          ? unet.addBlockHook(`${level}.upsamplers.0`, { preForward: record })
-          : unet.addBlockHook(level, { postForward: record }),
+        block.upsamplers.length ? unet.addBlockHook(`${level}.upsamplers.0`, { preForward: record }) : unet.addBlockHook(level, { postForward: record }),
       );
     }
   }
@@ -77,9 +75,7 @@ export class EncoderFeatureTaps {
         ctx.outputs[featureKey(level)] = x;
       };
       this.removers.push(
-        block.downsamplers.length
-          ? vae.addBlockHook(`${level}.downsamplers.0`, { preForward: record })
-          : vae.addBlockHook(level, { postForward: record }),
+        block.downsamplers.length ? vae.addBlockHook(`${level}.downsamplers.0`, { preForward: record }) : vae.addBlockHook(level, { postForward: record }),
       );
     }
   }

@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend } from '@png/core';
-import { FixtureIndex, expectClose, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
+import { FixtureIndex, expectClose, expectDefined, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
 import { CLIPTextModel } from './clip/modeling_clip';
 import { CLIPTokenizer } from './clip/tokenization_clip';
 import { encodePhrases, phrasePoolingMatrix, tokenizeNarratives } from './phrase_features';
@@ -29,7 +29,15 @@ describe('encodePhrases (wasm)', () => {
       [11, 24], // an astronaut
       [32, 39], // a horse
     ];
-    const out = encodePhrases(tokenizer, textEncoder, [{ caption, phrases: spans }, { caption: 'mars', phrases: [[0, 4]] }], { maxPhrases: 4 });
+    const out = encodePhrases(
+      tokenizer,
+      textEncoder,
+      [
+        { caption, phrases: spans },
+        { caption: 'mars', phrases: [[0, 4]] },
+      ],
+      { maxPhrases: 4 },
+    );
     expect(out.tensor.shape).toEqual([2, 2, 32]);
     expect([...(await out.mask.data())]).toEqual([1, 1, 1, 0]);
     await expectClose(tf.slice(out.tensor, [0, 0, 0], [1, 2, -1]), [...mean(covered(...spans[0])), ...mean(covered(...spans[1]))], 1e-4, 'pooled phrases');
@@ -38,29 +46,146 @@ describe('encodePhrases (wasm)', () => {
   });
 
   it('pools phrases past the 75-token window of a long narrative, without leaking', async () => {
-    const caption = Array(12).fill('a very detailed painting of a castle on a hill').join(' and ') + ' with a red dragon';
+    const caption = `${Array(12).fill('a very detailed painting of a castle on a hill').join(' and ')} with a red dragon`;
     const start = caption.indexOf('a red dragon');
     expect(tokenizer.encode(caption).length).toBeGreaterThan(77);
-    await expectNoLeak(() => encodePhrases(tokenizer, textEncoder, [{ caption, phrases: [[0, 1], [start, caption.length]] }], { maxPhrases: 2 }), 'encodePhrases');
+    await expectNoLeak(
+      () =>
+        encodePhrases(
+          tokenizer,
+          textEncoder,
+          [
+            {
+              caption,
+              phrases: [
+                [0, 1],
+                [start, caption.length],
+              ],
+            },
+          ],
+          { maxPhrases: 2 },
+        ),
+      'encodePhrases',
+    );
+  });
+
+  it('returns the caption token states as the UNet reads a prompt: windows in order, absent windows masked', async () => {
+    const short = 'a photo of an astronaut riding a horse on mars';
+    const long = `${Array(12).fill('a very detailed painting of a castle on a hill').join(' and ')} with a red dragon`;
+    const narratives = [
+      { caption: short, phrases: [[11, 24]] as Array<[number, number]> },
+      { caption: long, phrases: [[long.length - 12, long.length]] as Array<[number, number]> },
+    ];
+    const windows = tokenizer.chunk(long).windows;
+    expect(windows.length).toBe(3);
+    const out = encodePhrases(tokenizer, textEncoder, narratives, { maxPhrases: 2, caption: true });
+    const caption = expectDefined(out.caption, 'out.caption');
+    expect(caption.tensor.shape).toEqual([2, 3 * 77, 32]);
+    expect([...(await caption.mask.data())]).toEqual([...new Array(77).fill(1), ...new Array(2 * 77).fill(0), ...new Array(3 * 77).fill(1)]);
+    const refs = new FixtureIndex(TINY);
+    await expectClose(
+      tf.slice(caption.tensor, [0, 0, 0], [1, 77, -1]),
+      refs.read('text/caption0.last_hidden_state').data as Float32Array,
+      1e-4,
+      'short caption, bos…eos and padding',
+    );
+    expect([...(await tf.slice(caption.tensor, [0, 77, 0], [1, -1, -1]).data())].every((v) => v === 0)).toBe(true);
+    const encoded = tf.tidy(() => textEncoder.forward(tf.tensor2d(windows, undefined, 'int32')).lastHiddenState); // [3, 77, 32]
+    await expectClose(tf.slice(caption.tensor, [1, 0, 0], [1, -1, -1]), encoded.dataSync() as Float32Array, 1e-5, 'long caption, its 3 windows');
+    // the phrases are those of a call without `caption`
+    const plain = encodePhrases(tokenizer, textEncoder, narratives, { maxPhrases: 2 });
+    expect(plain.caption).toBeUndefined();
+    expect([...(await out.tensor.data())]).toEqual([...(await plain.tensor.data())]);
+    // padded to captionWindows; a caption with more windows is an error naming it
+    const wide = encodePhrases(tokenizer, textEncoder, narratives.slice(0, 1), { maxPhrases: 2, caption: true, captionWindows: 2 });
+    expect(wide.caption?.tensor.shape).toEqual([1, 2 * 77, 32]);
+    expect(() => encodePhrases(tokenizer, textEncoder, narratives, { maxPhrases: 2, caption: true, captionWindows: 2 })).toThrow(
+      'narrative 1: its caption takes 3 encoder windows, above captionWindows 2',
+    );
+    await expectNoLeak(() => encodePhrases(tokenizer, textEncoder, narratives, { maxPhrases: 2, caption: true }), 'encodePhrases with caption');
+    tf.dispose([out, encoded, plain, wide]);
+  });
+
+  it('cuts long captions as `windows` says: with overlap, a phrase past the cut reads more left context', async () => {
+    const caption = `${Array(12).fill('a very detailed painting of a castle on a hill').join(' and ')} with a red dragon`;
+    const cut = tokenizer
+      .chunk(caption)
+      .tokenOfChar(0, caption.length)
+      .findIndex((t) => t.window === 1);
+    const [s, e] = tokenizer.encodeWithSpans(caption).spans[cut]; // the first token of window 1 without overlap
+    const narratives = [{ caption, phrases: [[s, e]] as Array<[number, number]> }];
+    const hard = encodePhrases(tokenizer, textEncoder, narratives, { maxPhrases: 1 });
+    const overlapping = encodePhrases(tokenizer, textEncoder, narratives, { maxPhrases: 1, windows: { overlap: 30 } });
+    const [narrative] = tokenizeNarratives(tokenizer, narratives, 1, { overlap: 30 });
+    expect(narrative.phrases[0][0].position).toBeGreaterThan(30); // read after ≥ 30 tokens of its window
+    const a = await hard.tensor.data();
+    const b = await overlapping.tensor.data();
+    expect(Math.max(...a.map((v, i) => Math.abs(v - b[i])))).toBeGreaterThan(1e-3);
+    tf.dispose([hard, overlapping]);
   });
 
   it('names the narrative and phrase of bad input', () => {
-    const enc = (narratives: never[] | Parameters<typeof encodePhrases>[2]) => () => encodePhrases(tokenizer, textEncoder, narratives as Parameters<typeof encodePhrases>[2], { maxPhrases: 2 });
+    const enc = (narratives: never[] | Parameters<typeof encodePhrases>[2]) => () =>
+      encodePhrases(tokenizer, textEncoder, narratives as Parameters<typeof encodePhrases>[2], { maxPhrases: 2 });
     expect(enc([])).toThrow('no narratives');
     expect(enc([{ caption: '', phrases: [[0, 1]] }])).toThrow('narrative 0: the caption is empty');
     expect(enc([{ caption: 'a dog', phrases: [] }])).toThrow('narrative 0: 0 phrases');
-    expect(enc([{ caption: 'a dog', phrases: [[0, 1], [2, 5], [0, 5]] }])).toThrow('narrative 0: 3 phrases, above the configured maximum of 2 (max_phrases)');
-    expect(enc([{ caption: 'a dog', phrases: [[0, 1]] }, { caption: 'a cat', phrases: [[3, 9]] }])).toThrow('narrative 1, phrase 0: span [3, 9) is not a non-empty range inside the 5-character caption');
+    expect(
+      enc([
+        {
+          caption: 'a dog',
+          phrases: [
+            [0, 1],
+            [2, 5],
+            [0, 5],
+          ],
+        },
+      ]),
+    ).toThrow('narrative 0: 3 phrases, above the configured maximum of 2 (max_phrases)');
+    expect(
+      enc([
+        { caption: 'a dog', phrases: [[0, 1]] },
+        { caption: 'a cat', phrases: [[3, 9]] },
+      ]),
+    ).toThrow('narrative 1, phrase 0: span [3, 9) is not a non-empty range inside the 5-character caption');
     expect(enc([{ caption: 'a  dog', phrases: [[1, 2]] }])).toThrow('narrative 0, phrase 0: span [1, 2) holds only white space');
-    expect(enc([{ caption: 'a dog', phrases: [[0, 1]] }, { caption: 'a \u0001 dog', phrases: [[4, 7], [2, 3]] }])).toThrow('narrative 1, phrase 1: span [2, 3) ("\u0001") covers no token'); // ftfy drops control characters
+    expect(
+      enc([
+        { caption: 'a dog', phrases: [[0, 1]] },
+        {
+          caption: 'a \u0001 dog',
+          phrases: [
+            [4, 7],
+            [2, 3],
+          ],
+        },
+      ]),
+    ).toThrow('narrative 1, phrase 1: span [2, 3) ("\u0001") covers no token'); // ftfy drops control characters
   });
 
   it('maps each phrase to the tokens its span covers, in every window', () => {
-    const caption = Array(12).fill('a very detailed painting of a castle on a hill').join(' and ') + ' with a red dragon';
-    const [narrative] = tokenizeNarratives(tokenizer, [{ caption, phrases: [[2, 6], [caption.length - 6, caption.length]] }], 2);
+    const caption = `${Array(12).fill('a very detailed painting of a castle on a hill').join(' and ')} with a red dragon`;
+    const [narrative] = tokenizeNarratives(
+      tokenizer,
+      [
+        {
+          caption,
+          phrases: [
+            [2, 6],
+            [caption.length - 6, caption.length],
+          ],
+        },
+      ],
+      2,
+    );
     const last = narrative.chunks.windows.length - 1;
     expect(last).toBeGreaterThan(0);
-    expect(narrative.phrases).toEqual(narrative.chunks.phraseTokens([[2, 6], [caption.length - 6, caption.length]]));
+    expect(narrative.phrases).toEqual(
+      narrative.chunks.phraseTokens([
+        [2, 6],
+        [caption.length - 6, caption.length],
+      ]),
+    );
     expect(narrative.phrases[0].map((t) => [t.window, t.position])).toEqual(tokenizer.encodeWithSpans('very').ids.map((_, k) => [0, 2 + k])); // after bos and "a"
     expect(narrative.phrases[1].every((t) => t.window === last)).toBe(true);
   });

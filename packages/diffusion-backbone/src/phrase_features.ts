@@ -4,9 +4,9 @@
  * `PhraseFeatures` that EIPA, MLMA and the decoder read.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { PhraseFeatures } from '@png/core';
+import type { CaptionTokens, PhraseFeatures } from '@png/core';
 import type { CLIPTextModel } from './clip/modeling_clip';
-import type { CLIPTextChunks, CLIPTokenPosition, CLIPTokenizer } from './clip/tokenization_clip';
+import type { CLIPChunkOptions, CLIPTextChunks, CLIPTokenPosition, CLIPTokenizer } from './clip/tokenization_clip';
 
 /** A narrative and the character spans [start, end) of its noun phrases in the caption. */
 export interface Narrative {
@@ -20,7 +20,8 @@ export function validateNarratives(narratives: readonly Narrative[], maxPhrases:
   narratives.forEach((n, i) => {
     if (typeof n.caption !== 'string' || n.caption.trim() === '') throw new Error(`narrative ${i}: the caption is empty; a narrative needs text to ground`);
     if (!Array.isArray(n.phrases) || n.phrases.length === 0) throw new Error(`narrative ${i}: 0 phrases; give at least one noun-phrase span`);
-    if (n.phrases.length > maxPhrases) throw new Error(`narrative ${i}: ${n.phrases.length} phrases, above the configured maximum of ${maxPhrases} (max_phrases)`);
+    if (n.phrases.length > maxPhrases)
+      throw new Error(`narrative ${i}: ${n.phrases.length} phrases, above the configured maximum of ${maxPhrases} (max_phrases)`);
     n.phrases.forEach(([start, end], j) => {
       if (!(Number.isInteger(start) && Number.isInteger(end) && start >= 0 && end > start && end <= n.caption.length)) {
         throw new Error(`narrative ${i}, phrase ${j}: span [${start}, ${end}) is not a non-empty range inside the ${n.caption.length}-character caption`);
@@ -38,13 +39,19 @@ export interface NarrativeTokens {
 }
 
 /**
- * Validates `narratives` (at most `maxPhrases` phrases each) and maps every phrase span to its
- * tokens (`CLIPTextChunks.phraseTokens`); a span that covers no token is an error naming it.
+ * Validates `narratives` (at most `maxPhrases` phrases each), cuts each caption into windows
+ * (`CLIPTokenizer.chunk` with `windows`; default: hard 75-token windows) and maps every phrase span
+ * to its tokens (`CLIPTextChunks.phraseTokens`); a span that covers no token is an error naming it.
  */
-export function tokenizeNarratives(tokenizer: CLIPTokenizer, narratives: readonly Narrative[], maxPhrases: number): NarrativeTokens[] {
+export function tokenizeNarratives(
+  tokenizer: CLIPTokenizer,
+  narratives: readonly Narrative[],
+  maxPhrases: number,
+  windows: CLIPChunkOptions = {},
+): NarrativeTokens[] {
   validateNarratives(narratives, maxPhrases);
   return narratives.map((n, i) => {
-    const chunks = tokenizer.chunk(n.caption);
+    const chunks = tokenizer.chunk(n.caption, windows);
     const phrases = chunks.phraseTokens(n.phrases);
     phrases.forEach((tokens, j) => {
       const [start, end] = n.phrases[j];
@@ -62,38 +69,88 @@ export function tokenizeNarratives(tokenizer: CLIPTokenizer, narratives: readonl
 export function phrasePoolingMatrix(columns: ReadonlyArray<ReadonlyArray<readonly number[]>>, phrasesPerRow: number, width: number): tf.Tensor2D {
   const rows = columns.length * phrasesPerRow;
   const pool = new Float32Array(rows * width);
-  columns.forEach((phrases, i) =>
-    phrases.forEach((ids, j) => {
+  for (const [i, phrases] of columns.entries()) {
+    for (const [j, ids] of phrases.entries()) {
       for (const t of ids) pool[(i * phrasesPerRow + j) * width + t] = 1 / ids.length;
-    }),
-  );
+    }
+  }
   return tf.tensor2d(pool, [rows, width]);
+}
+
+/** Options of {@link encodePhrases}. */
+export interface EncodePhrasesOptions {
+  /** Phrases a narrative may have (max_phrases). */
+  readonly maxPhrases: number;
+  /** Phrase slots of the output (default: the largest phrase count of the batch). */
+  readonly padTo?: number;
+  /** How long captions are cut into encoder windows (default: hard 75-token windows, no overlap). */
+  readonly windows?: CLIPChunkOptions;
+  /** Also return the caption's token states (`caption`), for a model that reads the whole caption. */
+  readonly caption?: boolean;
+  /** Windows of `caption` per narrative (default: the most of the batch); a caption with more is an error. */
+  readonly captionWindows?: number;
 }
 
 /**
  * Phrase features: each phrase is the mean of the CLIP hidden states of the tokens its character
- * span covers. Captions longer than 75 tokens are encoded in windows (CLIPTokenizer.chunk), so a
- * phrase anywhere in a long narrative gets its contextual features. Returns [B, P, D] with
- * P = the largest phrase count of the batch (or `padTo`) and the [B, P] mask; caller owns them.
+ * span covers. Captions longer than 75 tokens are encoded in windows (CLIPTokenizer.chunk, as
+ * `windows` says), so a phrase anywhere in a long narrative gets its contextual features. Returns
+ * [B, P, D] with P = the largest phrase count of the batch (or `padTo`) and the [B, P] mask; with
+ * `caption`, also the caption's token states as the frozen UNet reads a prompt: each window
+ * bos…eos and CLIP's padding (every position of a real window is 1 in the mask), the windows of a
+ * narrative one after another, absent windows 0 in the mask: [B, K·L, D] with K = the most windows
+ * of the batch (or `captionWindows`), L = model_max_length. Caller owns the tensors.
  */
-export function encodePhrases(tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, narratives: readonly Narrative[], options: { maxPhrases: number; padTo?: number }): PhraseFeatures {
-  const tokenized = tokenizeNarratives(tokenizer, narratives, options.maxPhrases);
+export function encodePhrases(
+  tokenizer: CLIPTokenizer,
+  textEncoder: CLIPTextModel,
+  narratives: readonly Narrative[],
+  options: EncodePhrasesOptions,
+): PhraseFeatures {
+  const tokenized = tokenizeNarratives(tokenizer, narratives, options.maxPhrases, options.windows);
   const p = options.padTo ?? Math.max(...narratives.map((n) => n.phrases.length));
   const windows = tokenized.flatMap((t) => t.chunks.windows);
   const length = tokenizer.modelMaxLength;
   // each phrase's tokens as rows of the batch's flattened windows [W·L]
   let firstWindow = 0;
+  const firstWindows: number[] = [];
   const columns = tokenized.map(({ chunks, phrases }) => {
     const first = firstWindow;
+    firstWindows.push(first);
     firstWindow += chunks.windows.length;
     return phrases.map((tokens) => tokens.map(({ window, position }) => (first + window) * length + position));
   });
+  const counts = tokenized.map((t) => t.chunks.windows.length);
+  const k = options.captionWindows ?? Math.max(...counts);
+  if (options.caption) {
+    counts.forEach((count, i) => {
+      if (count > k)
+        throw new Error(`narrative ${i}: its caption takes ${count} encoder windows, above captionWindows ${k}; raise captionWindows or shorten the caption`);
+    });
+  }
   return tf.tidy(() => {
     const { lastHiddenState } = textEncoder.forward(tf.tensor2d(windows, undefined, 'int32')); // [W, L, D]
     const d = lastHiddenState.shape[2];
     const flat = tf.reshape(lastHiddenState, [-1, d]); // [W·L, D]
     const pooled = tf.matMul(phrasePoolingMatrix(columns, p, flat.shape[0]), flat); // [B·P, W·L] × [W·L, D] → [B·P, D]
     const mask = narratives.map((n) => Array.from({ length: p }, (_, j) => (j < n.phrases.length ? 1 : 0)));
-    return { tensor: tf.reshape(pooled, [narratives.length, p, d]) as tf.Tensor3D, mask: tf.tensor2d(mask, [narratives.length, p], 'float32') }; // [B, P, D], [B, P]
+    const phrases = { tensor: tf.reshape(pooled, [narratives.length, p, d]) as tf.Tensor3D, mask: tf.tensor2d(mask, [narratives.length, p], 'float32') }; // [B, P, D], [B, P]
+    if (!options.caption) return phrases;
+    // row t of narrative i: its window ⌊t/L⌋ at position t mod L, or the zero row W·L past its windows
+    const rows = new Int32Array(narratives.length * k * length);
+    const real = new Float32Array(rows.length);
+    counts.forEach((count, i) => {
+      for (let t = 0; t < k * length; t++) {
+        const inside = t < count * length;
+        rows[i * k * length + t] = inside ? firstWindows[i] * length + t : flat.shape[0];
+        real[i * k * length + t] = inside ? 1 : 0;
+      }
+    });
+    const padded = tf.concat([flat, tf.zeros([1, d])], 0); // [W·L + 1, D]
+    const caption: CaptionTokens = {
+      tensor: tf.reshape(tf.gather(padded, tf.tensor1d(rows, 'int32')), [narratives.length, k * length, d]) as tf.Tensor3D, // [B·K·L, D] → [B, K·L, D]
+      mask: tf.tensor2d(real, [narratives.length, k * length]), // [B, K·L]
+    };
+    return { ...phrases, caption };
   });
 }

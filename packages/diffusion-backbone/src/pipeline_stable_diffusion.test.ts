@@ -95,11 +95,14 @@ describe('DiffusionBackbone (wasm)', () => {
     const fetch = folderFetch(path.dirname(TINY));
     const url = `${FOLDER_FETCH_BASE}tiny-sd`;
     const fetched = await DiffusionBackbone.fromUrl(url, { fetch });
-    expect(fetch.requested.filter((u) => u.includes('/tokenizer/')).sort()).toEqual(['merges.txt', 'special_tokens_map.json', 'tokenizer_config.json', 'vocab.json'].map((f) => `${url}/tokenizer/${f}`));
+    expect(fetch.requested.filter((u) => u.includes('/tokenizer/')).sort()).toEqual(
+      ['merges.txt', 'special_tokens_map.json', 'tokenizer_config.json', 'vocab.json'].map((f) => `${url}/tokenizer/${f}`),
+    );
     for (const component of ['unet', 'vae', 'textEncoder'] as const) {
       const [mine, theirs] = [fetched[component].parameters, backbone[component].parameters];
       expect(mine.keys().sort()).toEqual(theirs.keys().sort());
-      for (const key of theirs.keys()) expect(Buffer.from((await mine.get(key).data()).buffer).equals(Buffer.from((await theirs.get(key).data()).buffer))).toBe(true);
+      for (const key of theirs.keys())
+        expect(Buffer.from((await mine.get(key).data()).buffer).equals(Buffer.from((await theirs.get(key).data()).buffer))).toBe(true);
     }
     const [a, b] = [backbone, fetched].map((m) => m.encodeText(['two red squares on the grass']));
     expect([...(await b.inputIds.data())]).toEqual([...(await a.inputIds.data())]);
@@ -107,7 +110,9 @@ describe('DiffusionBackbone (wasm)', () => {
     fetched.dispose();
 
     // vae/ and text_encoder/ have no fp16 variant here
-    await expect(DiffusionBackbone.fromUrl(url, { fetch, variant: 'fp16' })).rejects.toThrow(`${url}/vae/diffusion_pytorch_model.fp16.safetensors: HTTP 404 Not Found`);
+    await expect(DiffusionBackbone.fromUrl(url, { fetch, variant: 'fp16' })).rejects.toThrow(
+      `${url}/vae/diffusion_pytorch_model.fp16.safetensors: HTTP 404 Not Found`,
+    );
     const read = (f: string) => fs.readFileSync(path.join(TINY, f));
     const files = {
       unet: { config: read('unet/config.json').toString(), weights: read('unet/diffusion_pytorch_model.safetensors') },
@@ -136,7 +141,9 @@ describe('DiffusionBackbone (wasm)', () => {
     fs.rmSync(path.join(unet, 'config.json'), { recursive: true });
     fs.copyFileSync(path.join(TINY, 'unet', 'config.json'), path.join(unet, 'config.json'));
     fs.mkdirSync(path.join(unet, 'diffusion_pytorch_model.safetensors'));
-    await expect(DiffusionBackbone.fromPretrained(dir)).rejects.toThrow(`${path.join(unet, 'diffusion_pytorch_model.safetensors')}: is a folder; expected a safetensors weights file`);
+    await expect(DiffusionBackbone.fromPretrained(dir)).rejects.toThrow(
+      `${path.join(unet, 'diffusion_pytorch_model.safetensors')}: is a folder; expected a safetensors weights file`,
+    );
     fs.rmSync(dir, { recursive: true });
   });
 
@@ -149,7 +156,12 @@ describe('DiffusionBackbone (wasm)', () => {
       await vae.save(path.join(dir, 'vae'));
       await text.save(path.join(dir, 'text_encoder'));
       const read = (f: string) => fs.readFileSync(path.join(TINY, 'tokenizer', f), 'utf8');
-      await saveClipTokenizerFiles(path.join(dir, 'tokenizer'), { vocab: read('vocab.json'), merges: read('merges.txt'), tokenizerConfig: read('tokenizer_config.json'), specialTokensMap: read('special_tokens_map.json') });
+      await saveClipTokenizerFiles(path.join(dir, 'tokenizer'), {
+        vocab: read('vocab.json'),
+        merges: read('merges.txt'),
+        tokenizerConfig: read('tokenizer_config.json'),
+        specialTokensMap: read('special_tokens_map.json'),
+      });
       const copy = await DiffusionBackbone.fromPretrained(dir, { vaeParts: 'all' });
       const image = tf.randomUniform([1, 16, 16, 3], -1, 1, 'float32', 5) as tf.Tensor4D;
       const [a, b] = [vae, copy.vae].map((v) => v.decode(backbone.encodeImages(image)));
@@ -204,11 +216,29 @@ describe('DiffusionBackbone (wasm)', () => {
       schedulerConfig,
     });
     // SD v1.5's own file (a PNDMScheduler config): its foreign fields are accepted
-    const sd15 = DiffusionBackbone.fromFiles(files(JSON.stringify({ _class_name: 'PNDMScheduler', _diffusers_version: '0.6.0', beta_end: 0.012, beta_schedule: 'scaled_linear', beta_start: 0.00085, num_train_timesteps: 1000, set_alpha_to_one: false, skip_prk_steps: true, steps_offset: 1, trained_betas: null, clip_sample: false })));
+    const sd15 = DiffusionBackbone.fromFiles(
+      files(
+        JSON.stringify({
+          _class_name: 'PNDMScheduler',
+          _diffusers_version: '0.6.0',
+          beta_end: 0.012,
+          beta_schedule: 'scaled_linear',
+          beta_start: 0.00085,
+          num_train_timesteps: 1000,
+          set_alpha_to_one: false,
+          skip_prk_steps: true,
+          steps_offset: 1,
+          trained_betas: null,
+          clip_sample: false,
+        }),
+      ),
+    );
     expect(sd15.schedulerConfig.steps_offset).toBe(1);
     sd15.dispose();
     const live = tf.memory().numTensors;
-    expect(() => DiffusionBackbone.fromFiles(files('{"beta_schedule": "cosine"}'), { name: 'sd' })).toThrow(/^sd\/scheduler\/scheduler_config\.json: .*beta_schedule/);
+    expect(() => DiffusionBackbone.fromFiles(files('{"beta_schedule": "cosine"}'), { name: 'sd' })).toThrow(
+      /^sd\/scheduler\/scheduler_config\.json: .*beta_schedule/,
+    );
     expect(() => DiffusionBackbone.fromFiles(files('[1]'), { name: 'sd' })).toThrow(/^sd\/scheduler\/scheduler_config\.json: expected a JSON object/);
     expect(tf.memory().numTensors).toBe(live);
   });

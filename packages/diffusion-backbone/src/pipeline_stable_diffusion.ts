@@ -1,5 +1,15 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { fetchFile, fetchModuleFiles, joinUrl, parseJsonObject, readInputFile, seededNormal, type FetchFunction, type ModuleFiles, type TextEncoding } from '@png/core';
+import {
+  fetchFile,
+  fetchModuleFiles,
+  joinUrl,
+  parseJsonObject,
+  readInputFile,
+  seededNormal,
+  type FetchFunction,
+  type ModuleFiles,
+  type TextEncoding,
+} from '@png/core';
 import { CLIPTextModel } from './clip/modeling_clip';
 import { CLIPTokenizer, type CLIPTokenizerFiles } from './clip/tokenization_clip';
 import { componentWeightsFile, type ComponentOptions } from './component_files';
@@ -60,16 +70,32 @@ export class DiffusionBackbone {
   ) {
     const width = textEncoder.config.hidden_size;
     if (unet.config.cross_attention_dim !== width) {
-      throw new Error(`DiffusionBackbone: the UNet's cross_attention_dim (${unet.config.cross_attention_dim}) differs from the text encoder's hidden_size (${width}); unet/ and text_encoder/ come from different models`);
+      throw new Error(
+        `DiffusionBackbone: the UNet's cross_attention_dim (${unet.config.cross_attention_dim}) differs from the text encoder's hidden_size (${width}); unet/ and text_encoder/ come from different models`,
+      );
     }
     if (unet.config.in_channels !== vae.config.latent_channels) {
-      throw new Error(`DiffusionBackbone: the UNet reads ${unet.config.in_channels} channels but the VAE makes ${vae.config.latent_channels}; unet/ and vae/ come from different models`);
+      throw new Error(
+        `DiffusionBackbone: the UNet reads ${unet.config.in_channels} channels but the VAE makes ${vae.config.latent_channels}; unet/ and vae/ come from different models`,
+      );
     }
   }
 
   /** A backbone from components built or loaded separately (checked for consistency). It owns them from now on. */
-  static fromComponents(components: { unet: UNet2DConditionModel; vae: AutoencoderKL; textEncoder: CLIPTextModel; tokenizer: CLIPTokenizer; schedulerConfig?: Partial<SchedulerConfig> }): DiffusionBackbone {
-    return new DiffusionBackbone(components.unet, components.vae, components.textEncoder, components.tokenizer, resolveSchedulerConfig(components.schedulerConfig));
+  static fromComponents(components: {
+    unet: UNet2DConditionModel;
+    vae: AutoencoderKL;
+    textEncoder: CLIPTextModel;
+    tokenizer: CLIPTokenizer;
+    schedulerConfig?: Partial<SchedulerConfig>;
+  }): DiffusionBackbone {
+    return new DiffusionBackbone(
+      components.unet,
+      components.vae,
+      components.textEncoder,
+      components.tokenizer,
+      resolveSchedulerConfig(components.schedulerConfig),
+    );
   }
 
   /** Loads `<dir>/{unet,vae,text_encoder,tokenizer}`. Everything is frozen. */
@@ -78,17 +104,24 @@ export class DiffusionBackbone {
     const path = await import('node:path');
     const missing = ['unet', 'vae', 'text_encoder', 'tokenizer'].filter((c) => !fs.existsSync(path.join(dir, c)));
     if (missing.length) {
-      throw new Error(`${dir}: not a diffusers pipeline folder; missing ${missing.map((m) => `${m}/`).join(', ')} (expected unet/, vae/, text_encoder/, tokenizer/)`);
+      throw new Error(
+        `${dir}: not a diffusers pipeline folder; missing ${missing.map((m) => `${m}/`).join(', ')} (expected unet/, vae/, text_encoder/, tokenizer/)`,
+      );
     }
     const loaded: Array<{ dispose(): void }> = [];
-    const keep = <T extends { dispose(): void }>(m: T): T => (loaded.push(m), m);
+    const keep = <T extends { dispose(): void }>(m: T): T => {
+      loaded.push(m);
+      return m;
+    };
     try {
       const unet = keep(await UNet2DConditionModel.fromPretrained(path.join(dir, 'unet'), options));
       const vae = keep(await AutoencoderKL.fromPretrained(path.join(dir, 'vae'), { variant: options.variant, parts: options.vaeParts ?? 'encoder' }));
       const textEncoder = keep(await CLIPTextModel.fromPretrained(path.join(dir, 'text_encoder'), options));
       const tokenizer = await CLIPTokenizer.fromPretrained(path.join(dir, 'tokenizer'));
       const schedulerFile = path.join(dir, 'scheduler', 'scheduler_config.json');
-      const scheduler = fs.existsSync(schedulerFile) ? readSchedulerConfig((await readInputFile(schedulerFile, 'a scheduler config (JSON)')).toString('utf8'), schedulerFile) : resolveSchedulerConfig();
+      const scheduler = fs.existsSync(schedulerFile)
+        ? readSchedulerConfig((await readInputFile(schedulerFile, 'a scheduler config (JSON)')).toString('utf8'), schedulerFile)
+        : resolveSchedulerConfig();
       return new DiffusionBackbone(unet, vae, textEncoder, tokenizer, scheduler);
     } catch (e) {
       for (const m of loaded) m.dispose();
@@ -103,13 +136,19 @@ export class DiffusionBackbone {
   static fromFiles(files: DiffusionBackboneFiles, options: DiffusionBackboneOptions & { name?: string } = {}): DiffusionBackbone {
     const at = (component: string) => (options.name ? joinUrl(options.name, component) : component);
     const loaded: Array<{ dispose(): void }> = [];
-    const keep = <T extends { dispose(): void }>(m: T): T => (loaded.push(m), m);
+    const keep = <T extends { dispose(): void }>(m: T): T => {
+      loaded.push(m);
+      return m;
+    };
     try {
       const unet = keep(UNet2DConditionModel.fromFiles(files.unet, { variant: options.variant, name: at('unet') }));
       const vae = keep(AutoencoderKL.fromFiles(files.vae, { variant: options.variant, name: at('vae'), parts: options.vaeParts ?? 'encoder' }));
       const textEncoder = keep(CLIPTextModel.fromFiles(files.textEncoder, { variant: options.variant, name: at('text_encoder') }));
       const tokenizer = CLIPTokenizer.fromFiles(files.tokenizer, at('tokenizer'));
-      const scheduler = files.schedulerConfig === undefined ? resolveSchedulerConfig() : readSchedulerConfig(files.schedulerConfig, joinUrl(at('scheduler'), 'scheduler_config.json'));
+      const scheduler =
+        files.schedulerConfig === undefined
+          ? resolveSchedulerConfig()
+          : readSchedulerConfig(files.schedulerConfig, joinUrl(at('scheduler'), 'scheduler_config.json'));
       return new DiffusionBackbone(unet, vae, textEncoder, tokenizer, scheduler);
     } catch (e) {
       for (const m of loaded) m.dispose();
@@ -124,8 +163,9 @@ export class DiffusionBackbone {
    */
   static async fromUrl(url: string, options: DiffusionBackboneOptions & { fetch?: FetchFunction } = {}): Promise<DiffusionBackbone> {
     const get = { fetch: options.fetch };
-    const tokenizer = async (file: string, optional = false): Promise<string | undefined> => {
-      const bytes = await fetchFile(joinUrl(url, 'tokenizer', file), { ...get, optional });
+    const tokenizer = async (file: string): Promise<string> => new TextDecoder().decode(await fetchFile(joinUrl(url, 'tokenizer', file), get));
+    const optionalTokenizer = async (file: string): Promise<string | undefined> => {
+      const bytes = await fetchFile(joinUrl(url, 'tokenizer', file), { ...get, optional: true });
       return bytes && new TextDecoder().decode(bytes);
     };
     const [unet, vae, textEncoder, vocab, merges, tokenizerConfig, specialTokensMap, schedulerConfig] = await Promise.all([
@@ -134,11 +174,14 @@ export class DiffusionBackbone {
       fetchModuleFiles(joinUrl(url, 'text_encoder'), { ...get, weightsFile: componentWeightsFile('model', options) }),
       tokenizer('vocab.json'),
       tokenizer('merges.txt'),
-      tokenizer('tokenizer_config.json', true),
-      tokenizer('special_tokens_map.json', true),
+      optionalTokenizer('tokenizer_config.json'),
+      optionalTokenizer('special_tokens_map.json'),
       fetchFile(joinUrl(url, 'scheduler', 'scheduler_config.json'), { ...get, optional: true }).then((b) => b && new TextDecoder().decode(b)),
     ]);
-    return DiffusionBackbone.fromFiles({ unet, vae, textEncoder, tokenizer: { vocab: vocab!, merges: merges!, tokenizerConfig, specialTokensMap }, schedulerConfig }, { ...options, name: url });
+    return DiffusionBackbone.fromFiles(
+      { unet, vae, textEncoder, tokenizer: { vocab, merges, tokenizerConfig, specialTokensMap }, schedulerConfig },
+      { ...options, name: url },
+    );
   }
 
   /** Image sides must be multiples of this: the VAE's and the UNet's downsampling together. */
@@ -173,10 +216,12 @@ export class DiffusionBackbone {
   generate(prompt: string | readonly string[], options: GenerateOptions = {}): tf.Tensor4D {
     const prompts = typeof prompt === 'string' ? [prompt] : [...prompt];
     if (prompts.length === 0) throw new Error('DiffusionBackbone.generate: no prompt; pass a string or a non-empty array of strings');
-    if (!this.vae.decoder) throw new Error("DiffusionBackbone.generate: the VAE was loaded without its decoder; load the backbone with vaeParts: 'all' to generate images");
+    if (!this.vae.decoder)
+      throw new Error("DiffusionBackbone.generate: the VAE was loaded without its decoder; load the backbone with vaeParts: 'all' to generate images");
     const negative = options.negativePrompt ?? '';
     const negatives = typeof negative === 'string' ? prompts.map(() => negative) : [...negative];
-    if (negatives.length !== prompts.length) throw new Error(`DiffusionBackbone.generate: ${negatives.length} negative prompts for ${prompts.length} prompts; pass one string or one per prompt`);
+    if (negatives.length !== prompts.length)
+      throw new Error(`DiffusionBackbone.generate: ${negatives.length} negative prompts for ${prompts.length} prompts; pass one string or one per prompt`);
     const f = this.vae.downsampleFactor;
     const size = this.unet.config.sample_size; // latent side(s) the UNet was trained at
     const [sampleH, sampleW] = typeof size === 'number' ? [size, size] : Array.isArray(size) ? size : [undefined, undefined];
@@ -184,8 +229,12 @@ export class DiffusionBackbone {
     const width = options.width ?? (sampleW === undefined ? undefined : sampleW * f);
     if (height === undefined || width === undefined) throw new Error('DiffusionBackbone.generate: the UNet config has no sample_size; pass height and width');
     const m = this.imageMultiple;
-    for (const [name, v] of [['height', height], ['width', width]] as const) {
-      if (!(Number.isInteger(v) && v > 0 && v % m === 0)) throw new Error(`DiffusionBackbone.generate: ${name} ${v} is not a positive multiple of ${m} (the VAE's and the UNet's downsampling together)`);
+    for (const [name, v] of [
+      ['height', height],
+      ['width', width],
+    ] as const) {
+      if (!(Number.isInteger(v) && v > 0 && v % m === 0))
+        throw new Error(`DiffusionBackbone.generate: ${name} ${v} is not a positive multiple of ${m} (the VAE's and the UNet's downsampling together)`);
     }
     const guidanceScale = options.guidanceScale ?? 7.5;
     if (!Number.isFinite(guidanceScale)) throw new Error(`DiffusionBackbone.generate: guidanceScale must be a finite number, got ${guidanceScale}`);

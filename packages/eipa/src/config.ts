@@ -69,12 +69,24 @@ export const DEFAULT_EIPA_CONFIG: EipaConfig = Object.freeze({
 export function resolveEipaConfig(user: Partial<EipaConfig> | Record<string, unknown> = {}): EipaConfig {
   return resolveConfig('EipaConfig', DEFAULT_EIPA_CONFIG, user, (c) => {
     check(isPositiveInt(c.bottleneck_dim), 'EipaConfig', 'bottleneck_dim', 'a positive integer', c.bottleneck_dim);
-    check(isPositiveInt(c.num_heads) && c.bottleneck_dim % c.num_heads === 0, 'EipaConfig', 'num_heads', `a divisor of bottleneck_dim (${c.bottleneck_dim})`, c.num_heads);
+    check(
+      isPositiveInt(c.num_heads) && c.bottleneck_dim % c.num_heads === 0,
+      'EipaConfig',
+      'num_heads',
+      `a divisor of bottleneck_dim (${c.bottleneck_dim})`,
+      c.num_heads,
+    );
     check(isFiniteNumber(c.gate_init), 'EipaConfig', 'gate_init', 'a finite number', c.gate_init);
     check(GATES.includes(c.extract_gate), 'EipaConfig', 'extract_gate', `one of ${GATES.map((g) => `'${g}'`).join(', ')}`, c.extract_gate);
     check(GATES.includes(c.inject_gate), 'EipaConfig', 'inject_gate', `one of ${GATES.map((g) => `'${g}'`).join(', ')}`, c.inject_gate);
     check(isNonNegativeInt(c.extract_ffn_dim), 'EipaConfig', 'extract_ffn_dim', 'an integer ≥ 0 (0: no FFN)', c.extract_ffn_dim);
-    check(INJECT_POSITIONS.includes(c.inject_position), 'EipaConfig', 'inject_position', `one of ${INJECT_POSITIONS.map((p) => `'${p}'`).join(', ')}`, c.inject_position);
+    check(
+      INJECT_POSITIONS.includes(c.inject_position),
+      'EipaConfig',
+      'inject_position',
+      `one of ${INJECT_POSITIONS.map((p) => `'${p}'`).join(', ')}`,
+      c.inject_position,
+    );
     check(isFiniteNumber(c.norm_eps) && c.norm_eps > 0, 'EipaConfig', 'norm_eps', 'a positive number', c.norm_eps);
     check(
       c.block_paths === null || (Array.isArray(c.block_paths) && c.block_paths.length > 0 && c.block_paths.every((p) => typeof p === 'string')),

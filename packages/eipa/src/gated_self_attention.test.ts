@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { WeightScope, attentionWithProbs, keyMaskBias, mergeHeads, setBackend, splitHeads } from '@png/core';
-import { expectClose, gradCheck } from '@png/core/testing';
+import { expectClose, expectDefined, gradCheck } from '@png/core/testing';
 import { GatedSelfAttention } from './gated_self_attention';
 import { PhraseExtractor } from './phrase_extractor';
 
@@ -10,7 +10,7 @@ beforeAll(async () => {
 
 /** Random parameters (the default zero/one inits would hide a wrong wiring). */
 function randomize(params: { keys(): string[]; get(key: string): tf.Tensor }, seed: number): void {
-  params.keys().forEach((key, i) => (params.get(key) as tf.Variable).assign(tf.randomNormal(params.get(key).shape, 0, 0.5, 'float32', seed + i)));
+  for (const [i, key] of params.keys().entries()) (params.get(key) as tf.Variable).assign(tf.randomNormal(params.get(key).shape, 0, 0.5, 'float32', seed + i));
 }
 
 function build<T>(make: (scope: WeightScope) => T, seed = 1): { module: T; params: ReturnType<WeightScope['finish']> } {
@@ -33,15 +33,15 @@ describe('GatedSelfAttention (GLIGEN)', () => {
     const [x, p, mask] = [tokens(), phrases(), phraseMask()];
     const { out, attention } = sa.forward(x, p, mask);
     const expected = tf.tidy(() => {
-      const all = sa.norm.forward(tf.concat([x, sa.linear!.forward(p)], 1)); // [B, N + P, C]
+      const all = sa.norm.forward(tf.concat([x, expectDefined(sa.linear, 'sa.linear').forward(p)], 1)); // [B, N + P, C]
       const heads = (l: { forward(t: tf.Tensor): tf.Tensor }) => splitHeads(l.forward(all), 2);
       const keys = tf.concat([tf.ones([2, 5]), mask], 1); // [B, N + P]
       const { out: o } = attentionWithProbs(heads(sa.to_q), heads(sa.to_k), heads(sa.to_v), { bias: keyMaskBias(keys) });
       const update = tf.slice(sa.to_out.forward(mergeHeads(o)), [0, 0, 0], [-1, 5, -1]); // the image tokens' rows
-      return tf.add(x, tf.mul(tf.tanh(sa.gate!), update));
+      return tf.add(x, tf.mul(tf.tanh(expectDefined(sa.gate, 'sa.gate')), update));
     });
     await expectClose(out, await expected.data(), 1e-5, 'GLIGEN gated self-attention');
-    expect(sa.gate!.shape).toEqual([8]);
+    expect(sa.gate?.shape).toEqual([8]);
     expect(attention.shape).toEqual([2, 5, 3]);
     expect(Math.max(...(await tf.slice(attention, [1, 0, 1], [1, -1, 2]).data()))).toBe(0); // padded phrases get no attention
     tf.dispose([x, p, mask, out, attention, expected]);
@@ -85,7 +85,16 @@ describe('PhraseExtractor', () => {
     const { params } = build((s) => new PhraseExtractor(s.pp('extract'), 6, 8, { ...options, gate: { kind: 'scalar', init: 0 } }));
     const keys = params.keys();
     expect(keys.filter((k) => k.endsWith('gate'))).toEqual(['extract.gate']);
-    for (const k of ['extract.to_q.weight', 'extract.norm_m.bias', 'extract.self_attn.to_k.weight', 'extract.self_attn.norm.weight', 'extract.ffn_norm.weight', 'extract.ffn.fc1.weight', 'extract.ffn.fc2.bias']) expect(keys).toContain(k);
+    for (const k of [
+      'extract.to_q.weight',
+      'extract.norm_m.bias',
+      'extract.self_attn.to_k.weight',
+      'extract.self_attn.norm.weight',
+      'extract.ffn_norm.weight',
+      'extract.ffn.fc1.weight',
+      'extract.ffn.fc2.bias',
+    ])
+      expect(keys).toContain(k);
     expect(params.get('extract.ffn.fc1.weight').shape).toEqual([12, 6]);
     params.dispose();
   });
@@ -108,7 +117,10 @@ describe('PhraseExtractor', () => {
   it("a padded phrase slot does not reach the real phrases' state through the self-attention", async () => {
     const { module: extractor, params } = build((s) => new PhraseExtractor(s, 6, 8, { ...options, gate: { kind: 'none', init: 0 } }), 5);
     const [p, x, mask] = [phrases(), tokens(), phraseMask()];
-    const altered = tf.concat([tf.slice(p, [0, 0, 0], [1, -1, -1]), tf.concat([tf.slice(p, [1, 0, 0], [1, 1, -1]), tf.fill([1, 2, 6], 7)], 1)], 0) as tf.Tensor3D; // the second narrative's padding changed
+    const altered = tf.concat(
+      [tf.slice(p, [0, 0, 0], [1, -1, -1]), tf.concat([tf.slice(p, [1, 0, 0], [1, 1, -1]), tf.fill([1, 2, 6], 7)], 1)],
+      0,
+    ) as tf.Tensor3D; // the second narrative's padding changed
     const a = extractor.forward(p, x, mask);
     const b = extractor.forward(altered, x, mask);
     await expectClose(tf.slice(b, [1, 0, 0], [1, 1, -1]), await tf.slice(a, [1, 0, 0], [1, 1, -1]).data(), 1e-6, 'the real phrase of narrative 2');
@@ -116,7 +128,10 @@ describe('PhraseExtractor', () => {
     // with the self-attention the phrases of a narrative see each other: changing one real phrase moves the others
     const other = tf.concat([tf.fill([1, 1, 6], -3), tf.slice(p, [0, 1, 0], [1, -1, -1])], 1);
     const changed = tf.concat([other, tf.slice(p, [1, 0, 0], [1, -1, -1])], 0) as tf.Tensor3D;
-    const moved = (m: PhraseExtractor) => tf.max(tf.abs(tf.sub(tf.slice(m.forward(changed, x, mask), [0, 1, 0], [1, 2, -1]), tf.slice(m.forward(p, x, mask), [0, 1, 0], [1, 2, -1])))).dataSync()[0];
+    const moved = (m: PhraseExtractor) =>
+      tf
+        .max(tf.abs(tf.sub(tf.slice(m.forward(changed, x, mask), [0, 1, 0], [1, 2, -1]), tf.slice(m.forward(p, x, mask), [0, 1, 0], [1, 2, -1]))))
+        .dataSync()[0];
     expect(moved(extractor)).toBeGreaterThan(1e-3);
     expect(moved(noSelf.module)).toBe(0);
     tf.dispose([p, x, mask, altered, a, b, other, changed]);
@@ -126,7 +141,7 @@ describe('PhraseExtractor', () => {
 
   it('passes a finite-difference gradient check through the shared per-channel gate', async () => {
     const { module: extractor, params } = build((s) => new PhraseExtractor(s, 6, 8, { ...options, gate: { kind: 'per_channel', init: 0.4 } }), 6);
-    expect(extractor.gate!.shape).toEqual([6]);
+    expect(extractor.gate?.shape).toEqual([6]);
     const [p, x, mask] = [phrases(), tokens(), phraseMask()];
     const w = tf.randomNormal([2, 3, 6], 0, 1, 'float32', 10);
     const vars = params.keys().map((k) => params.get(k) as tf.Variable);

@@ -51,12 +51,16 @@ export class GatedSelfAttention {
    * [B, N, C] and the head-averaged attention to the context tokens [B, N, M] (without
    * context: to the tokens, [B, N, N]).
    */
-  attend(x: tf.Tensor3D, options: { mask?: tf.Tensor2D; context?: tf.Tensor3D; contextMask?: tf.Tensor2D } = {}): { update: tf.Tensor3D; attention: tf.Tensor3D } {
+  attend(
+    x: tf.Tensor3D,
+    options: { mask?: tf.Tensor2D; context?: tf.Tensor3D; contextMask?: tf.Tensor2D } = {},
+  ): { update: tf.Tensor3D; attention: tf.Tensor3D } {
     const { context } = options;
-    if (context && !this.linear) throw new Error('GatedSelfAttention: built without a context width; it attends over its tokens only');
+    const { linear } = this;
+    if (context && !linear) throw new Error('GatedSelfAttention: built without a context width; it attends over its tokens only');
     const [b, n] = x.shape;
     const normed = this.norm.forward(x);
-    const keys = context ? tf.concat([normed, this.norm.forward(this.linear!.forward(context))], 1) : normed; // [B, N (+ M), C]
+    const keys = context && linear ? tf.concat([normed, this.norm.forward(linear.forward(context))], 1) : normed; // [B, N (+ M), C]
     let keyMask: tf.Tensor2D | undefined = options.mask;
     if (context && (options.mask || options.contextMask)) {
       keyMask = tf.concat([options.mask ?? tf.ones([b, n]), options.contextMask ?? tf.ones([b, context.shape[1]])], 1) as tf.Tensor2D; // [B, N + M]

@@ -3,8 +3,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend, type PhraseFeatures } from '@png/core';
-import { expectClose, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
-import { FeatureTaps, UNet2DConditionModel } from '@png/diffusion-backbone';
+import { expectClose, expectDefined, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
+import { FeatureTaps, UNet2DConditionModel, type AttentionProcessor } from '@png/diffusion-backbone';
 import { PhraseAdapter, attachEipa, type EipaAttachment } from './phrase_adapter';
 
 const TINY_UNET = path.join(sharedFixturesDir(), 'tiny-sd', 'unet');
@@ -79,7 +79,7 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     const eipa = attachEipa(unet, adapter);
     const actual = await adaptedForward(eipa, x);
     eipa.detach();
-    actual.forEach((a, i) => expect(Buffer.from(a.buffer).equals(Buffer.from(expected[i].buffer))).toBe(true));
+    for (const [i, a] of actual.entries()) expect(Buffer.from(a.buffer).equals(Buffer.from(expected[i].buffer))).toBe(true);
     tf.dispose(x);
     adapter.dispose();
   });
@@ -100,7 +100,7 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     expect(() => attachEipa(unet, adapter)).toThrow(/already has an EIPA adapter attached/);
     again.detach();
     const after = await staticForward(x);
-    after.forEach((a, i) => expect(Buffer.from(a.buffer).equals(Buffer.from(before[i].buffer))).toBe(true));
+    for (const [i, a] of after.entries()) expect(Buffer.from(a.buffer).equals(Buffer.from(before[i].buffer))).toBe(true);
     tf.dispose(x);
     adapter.dispose();
   });
@@ -115,7 +115,8 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     expect(states.map((s) => s.tensor.shape)).toEqual(taps.pyramid(out.outputs).map(() => [2, 3, 32]));
     expect(states.every((s) => s.mask === x.phrases.mask)).toBe(true);
     // every up block extracts, so each level's state differs from the one before
-    for (let i = 1; i < states.length; i++) expect(Buffer.from((await states[i].tensor.data()).buffer).equals(Buffer.from((await states[i - 1].tensor.data()).buffer))).toBe(false);
+    for (let i = 1; i < states.length; i++)
+      expect(Buffer.from((await states[i].tensor.data()).buffer).equals(Buffer.from((await states[i - 1].tensor.data()).buffer))).toBe(false);
     const attention = eipa.attention(out.outputs);
     expect(Object.keys(attention)).toEqual(adapter.blocks.map((b) => b.path));
     const att = attention['up_blocks.2.attentions.1.transformer_blocks.0'];
@@ -130,7 +131,9 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
   it('records only the levels it is given; without extract every state is the initial phrases', async () => {
     const x = inputs();
     const adapter = PhraseAdapter.create(unet, { extract: false, gate_init: 0.5 }, { seed: 3 });
-    expect(() => attachEipa(unet, adapter, { levels: ['up_blocks.7'] })).toThrow("attachEipa: level 'up_blocks.7' is not an up block of this UNet (up_blocks.0, up_blocks.1, up_blocks.2)");
+    expect(() => attachEipa(unet, adapter, { levels: ['up_blocks.7'] })).toThrow(
+      "attachEipa: level 'up_blocks.7' is not an up block of this UNet (up_blocks.0, up_blocks.1, up_blocks.2)",
+    );
     const eipa = attachEipa(unet, adapter, { levels: ['up_blocks.2', 'up_blocks.0'] });
     const out = unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: eipa.context(x.phrases) });
     const states = eipa.phraseStates(out.outputs, x.phrases);
@@ -156,7 +159,12 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
         return tf.mean(tf.square(tf.sub(out.sample, target))) as tf.Scalar;
       });
     const { grads, value } = tf.variableGrads(loss, adapter.trainableVariables());
-    expect(Object.keys(grads).sort()).toEqual(adapter.trainableVariables().map((v) => v.name).sort());
+    expect(Object.keys(grads).sort()).toEqual(
+      adapter
+        .trainableVariables()
+        .map((v) => v.name)
+        .sort(),
+    );
     for (const key of adapter.parameters.keys().filter((k) => k.startsWith('down_blocks.0.'))) {
       const g = grads[(adapter.parameters.get(key) as tf.Variable).name];
       expect(g).toBeDefined();
@@ -179,7 +187,16 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
 
   it('passes a finite-difference gradient check', async () => {
     const x = inputs();
-    const adapter = PhraseAdapter.create(unet, { gate_init: 0.3, bottleneck_dim: 8, num_heads: 2, block_paths: ['down_blocks.1.attentions.0.transformer_blocks.0', 'up_blocks.1.attentions.0.transformer_blocks.0'] }, { seed: 6 });
+    const adapter = PhraseAdapter.create(
+      unet,
+      {
+        gate_init: 0.3,
+        bottleneck_dim: 8,
+        num_heads: 2,
+        block_paths: ['down_blocks.1.attentions.0.transformer_blocks.0', 'up_blocks.1.attentions.0.transformer_blocks.0'],
+      },
+      { seed: 6 },
+    );
     const eipa = attachEipa(unet, adapter);
     const weights = tf.randomNormal([2, 16, 16, 4], 0, 1, 'float32', 7);
     const f = () =>
@@ -193,7 +210,10 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
       'up_blocks.1.attentions.0.transformer_blocks.0.inject.to_out.weight',
       'up_blocks.1.attentions.0.transformer_blocks.0.extract.norm_q.weight',
     ];
-    const { grads, value } = tf.variableGrads(f, checked.map((k) => adapter.parameters.get(k) as tf.Variable));
+    const { grads, value } = tf.variableGrads(
+      f,
+      checked.map((k) => adapter.parameters.get(k) as tf.Variable),
+    );
     for (const key of checked) {
       const v = adapter.parameters.get(key) as tf.Variable;
       const analytic = (await grads[v.name].data())[0];
@@ -217,6 +237,70 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     adapter.dispose();
   });
 
+  it('with caption tokens, dynamic prompting replaces only the phrase slots after them', async () => {
+    const x = inputs();
+    const caption = {
+      tensor: tf.randomNormal([2, 5, 32], 0, 1, 'float32', 13) as tf.Tensor3D,
+      mask: tf.tensor2d([
+        [1, 1, 1, 1, 1],
+        [1, 1, 1, 0, 0],
+      ]),
+    };
+    const prompt = {
+      tensor: tf.concat([caption.tensor, x.phrases.tensor], 1) as tf.Tensor3D,
+      mask: tf.concat([caption.mask, x.phrases.mask], 1) as tf.Tensor2D,
+    }; // [2, 8, 32], [2, 8]
+    const run = (context?: ReturnType<EipaAttachment['context']>) =>
+      snapshot(unet.forward(x.latents, 1, prompt.tensor, { encoderAttentionMask: prompt.mask, context }));
+    // gates at 0: the same stream as the static UNet on [caption; phrases]
+    const expected = await run();
+    const closed = PhraseAdapter.create(unet, {}, { seed: 1 });
+    let eipa = attachEipa(unet, closed);
+    const actual = await run(eipa.context(x.phrases, { caption }));
+    eipa.detach();
+    for (const [i, a] of actual.entries()) expect(Buffer.from(a.buffer).equals(Buffer.from(expected[i].buffer))).toBe(true);
+    // gates open: every cross-attention reads the caption unchanged, then the current phrase state
+    const reads: Array<{ caption: number; phrases: number; mask: number }> = [];
+    const previous = unet.attnProcessors();
+    const recording = Object.fromEntries(
+      Object.entries(previous).map(([key, inner]) => [
+        key,
+        key.endsWith('.attn2.processor')
+          ? (((attn, hidden, args) => {
+              const ehs = expectDefined(args.encoderHiddenStates, 'encoderHiddenStates'); // attn2: the prompt
+              const diff = (a: tf.Tensor, b: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]);
+              reads.push({
+                caption: diff(tf.slice(ehs, [0, 0, 0], [-1, 5, -1]), caption.tensor),
+                phrases: diff(tf.slice(ehs, [0, 5, 0], [-1, 3, -1]), x.phrases.tensor),
+                mask: diff(expectDefined(args.encoderAttentionMask, 'encoderAttentionMask'), prompt.mask),
+              });
+              return inner(attn, hidden, args);
+            }) as AttentionProcessor)
+          : inner,
+      ]),
+    );
+    unet.setAttnProcessor(recording);
+    const open = PhraseAdapter.create(unet, { gate_init: 0.5 }, { seed: 2 });
+    eipa = attachEipa(unet, open);
+    tf.dispose(unet.forward(x.latents, 1, prompt.tensor, { encoderAttentionMask: prompt.mask, context: eipa.context(x.phrases, { caption }) }));
+    eipa.detach();
+    unet.setAttnProcessor(previous);
+    expect(reads).toHaveLength(open.blocks.length);
+    expect(reads.every((r) => r.caption === 0 && r.mask === 0)).toBe(true);
+    expect(reads[0].phrases).toBe(0); // the first block reads the initial phrases
+    expect(reads[reads.length - 1].phrases).toBeGreaterThan(1e-3); // later blocks read extracted states
+    // caption tokens that do not fit the phrases are an error naming both shapes
+    eipa = attachEipa(unet, open);
+    const narrow = { tensor: tf.zeros([2, 5, 16]) as tf.Tensor3D, mask: tf.ones([2, 5]) as tf.Tensor2D };
+    expect(() => eipa.context(x.phrases, { caption: narrow })).toThrow(
+      'PhraseAdapter: caption tokens [2,5,16] with mask [2,5] do not match the phrases [2,3,32]; expected [2, T, 32] and [2, T]',
+    );
+    eipa.detach();
+    tf.dispose([x, caption, prompt, narrow]);
+    closed.dispose();
+    open.dispose();
+  });
+
   it('saves and loads bit for bit; a checkpoint of another config is a clear error', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eipa-'));
     const adapter = PhraseAdapter.create(unet, { gate_init: 0.2 }, { seed: 8 });
@@ -226,7 +310,9 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     for (const k of adapter.parameters.keys()) await expectClose(loaded.parameters.get(k), await adapter.parameters.get(k).data(), 0, k);
     const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...config, bottleneck_dim: 16 }));
-    await expect(PhraseAdapter.fromPretrained(dir, unet)).rejects.toThrow(/'down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.extract\.to_q\.weight' has shape \[64,32\], expected \[16,32\]/);
+    await expect(PhraseAdapter.fromPretrained(dir, unet)).rejects.toThrow(
+      /'down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.extract\.to_q\.weight' has shape \[64,32\], expected \[16,32\]/,
+    );
     adapter.dispose();
     loaded.dispose();
     fs.rmSync(dir, { recursive: true });
@@ -236,11 +322,19 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     const before = tf.memory().numTensors;
     expect(() => PhraseAdapter.create(unet, { num_heads: 7 })).toThrow('Error in EipaConfig.num_heads: expected a divisor of bottleneck_dim (64), got 7');
     expect(() => PhraseAdapter.create(unet, { num_head: 8 } as never)).toThrow(/EipaConfig\.num_head: expected a known field \(did you mean 'num_heads'\?\)/);
-    expect(() => PhraseAdapter.create(unet, { block_paths: ['down_blocks.9.attentions.0.transformer_blocks.0'] })).toThrow(/'down_blocks\.9\.attentions\.0\.transformer_blocks\.0' is not a transformer block of this UNet/);
-    expect(() => PhraseAdapter.create(unet, { extract_gate: 'vector' } as never)).toThrow(`Error in EipaConfig.extract_gate: expected one of 'scalar', 'per_channel', 'none', got "vector"`);
+    expect(() => PhraseAdapter.create(unet, { block_paths: ['down_blocks.9.attentions.0.transformer_blocks.0'] })).toThrow(
+      /'down_blocks\.9\.attentions\.0\.transformer_blocks\.0' is not a transformer block of this UNet/,
+    );
+    expect(() => PhraseAdapter.create(unet, { extract_gate: 'vector' } as never)).toThrow(
+      `Error in EipaConfig.extract_gate: expected one of 'scalar', 'per_channel', 'none', got "vector"`,
+    );
     expect(() => PhraseAdapter.create(unet, { inject_gate: true } as never)).toThrow('Error in EipaConfig.inject_gate: expected a string, got true');
-    expect(() => PhraseAdapter.create(unet, { extract_ffn_dim: 2.5 })).toThrow('Error in EipaConfig.extract_ffn_dim: expected an integer ≥ 0 (0: no FFN), got 2.5');
-    expect(() => PhraseAdapter.create(unet, { inject_position: 'before_block' } as never)).toThrow(`Error in EipaConfig.inject_position: expected one of 'after_block', 'after_self_attention', got "before_block"`);
+    expect(() => PhraseAdapter.create(unet, { extract_ffn_dim: 2.5 })).toThrow(
+      'Error in EipaConfig.extract_ffn_dim: expected an integer ≥ 0 (0: no FFN), got 2.5',
+    );
+    expect(() => PhraseAdapter.create(unet, { inject_position: 'before_block' } as never)).toThrow(
+      `Error in EipaConfig.inject_position: expected one of 'after_block', 'after_self_attention', got "before_block"`,
+    );
     expect(tf.memory().numTensors).toBe(before);
     const adapter = PhraseAdapter.create(unet);
     const eipa = attachEipa(unet, adapter);
@@ -254,7 +348,14 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
   });
 
   /** Every new option open: ungated extract with self-attention + FFN, per-channel GLIGEN inject after self-attention. */
-  const OPEN = { extract_gate: 'none', extract_self_attention: true, extract_ffn_dim: 16, inject_gate: 'per_channel', inject_position: 'after_self_attention', gate_init: 0.5 } as const;
+  const OPEN = {
+    extract_gate: 'none',
+    extract_self_attention: true,
+    extract_ffn_dim: 16,
+    inject_gate: 'per_channel',
+    inject_position: 'after_self_attention',
+    gate_init: 0.5,
+  } as const;
 
   it('an ungated extract moves the phrase state and the stream from the start; the zero-gates probe makes it static prompting bit for bit', async () => {
     const x = inputs();
@@ -269,9 +370,12 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     for (const config of [OPEN, { gate_init: 0.5 }]) {
       const open = PhraseAdapter.create(unet, config, { seed: 10 });
       const probed = attachEipa(unet, open);
-      const out = unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: probed.context(x.phrases, { zeroGates: true }) });
+      const out = unet.forward(x.latents, 1, x.phrases.tensor, {
+        encoderAttentionMask: x.phrases.mask,
+        context: probed.context(x.phrases, { zeroGates: true }),
+      });
       const actual = await snapshot(out);
-      actual.forEach((a, i) => expect(Buffer.from(a.buffer).equals(Buffer.from(expected[i].buffer))).toBe(true));
+      for (const [i, a] of actual.entries()) expect(Buffer.from(a.buffer).equals(Buffer.from(expected[i].buffer))).toBe(true);
       for (const state of probed.phraseStates(out.outputs, x.phrases)) expect(state.tensor).toBe(x.phrases.tensor);
       tf.dispose([out.sample, ...Object.values(out.outputs).filter((t) => t !== x.phrases.tensor)]); // the states are the phrases themselves
       probed.detach();
@@ -287,7 +391,7 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     expect(magnitudes.extract).toBeCloseTo(Math.tanh(0.5), 6);
     expect(magnitudes.inject).toBeCloseTo(Math.tanh(0.5), 6);
     const key = 'up_blocks.2.attentions.1.transformer_blocks.0.inject';
-    expect(adapter.parameters.get(`${key}.gate`).shape).toEqual([unet.transformerBlocks().find((b) => `${b.path}.inject` === key)!.channels]);
+    expect(adapter.parameters.get(`${key}.gate`).shape).toEqual([unet.transformerBlocks().find((b) => `${b.path}.inject` === key)?.channels]);
     expect(adapter.parameters.get(`${key}.linear.weight`).shape).toEqual([16, 32]); // phrases (32) → the block's 16 channels
     (adapter.parameters.get(`${key}.gate`) as tf.Variable).assign(tf.tensor1d(Array.from({ length: 16 }, (_, i) => (i % 2 ? 0.2 : -0.6))));
     expect(adapter.gateMagnitudes().inject).toBeCloseTo((6 * Math.tanh(0.5) + (8 * Math.tanh(0.2) + 8 * Math.tanh(0.6)) / 16) / 7, 6);
@@ -310,24 +414,33 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     const x = inputs();
     const adapter = PhraseAdapter.create(unet, OPEN, { seed: 12 });
     const eipa = attachEipa(unet, adapter, { levels: taps.levels });
-    const run = (latents: tf.Tensor4D, options: Parameters<EipaAttachment['context']>[1]) => unet.forward(latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: eipa.context(x.phrases, options) });
+    const run = (latents: tf.Tensor4D, options: Parameters<EipaAttachment['context']>[1]) =>
+      unet.forward(latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: eipa.context(x.phrases, options) });
     const own = run(x.latents, { recordStates: true });
     const states = eipa.blockStates(own.outputs);
     expect(Object.keys(states)).toEqual(adapter.blocks.map((b) => b.path));
     expect(states['mid_block.attentions.0.transformer_blocks.0'].shape).toEqual([2, 3, 32]);
     const replayed = run(x.latents, { replayStates: states });
     const [a, b] = [await snapshot(own), await snapshot(replayed)];
-    a.forEach((v, i) => expect(Buffer.from(v.buffer).equals(Buffer.from(b[i].buffer))).toBe(true));
+    for (const [i, v] of a.entries()) expect(Buffer.from(v.buffer).equals(Buffer.from(b[i].buffer))).toBe(true);
     const swapped = tf.reverse(x.latents, 0) as tf.Tensor4D; // the other image
     const donor = run(swapped, { recordStates: true });
     const probed = run(x.latents, { replayStates: eipa.blockStates(donor.outputs) });
     const c = await snapshot(probed);
     expect(Math.max(...c[0].map((v, i) => Math.abs(v - a[0][i])))).toBeGreaterThan(1e-4);
-    const last = eipa.phraseStates(probed.outputs, x.phrases).at(-1)!.tensor;
-    expect(Buffer.from((await last.data()).buffer).equals(Buffer.from((await eipa.phraseStates(donor.outputs, x.phrases).at(-1)!.tensor.data()).buffer))).toBe(true);
-    expect(() => eipa.blockStates(replayed.outputs)).toThrow("EipaAttachment.blockStates: no phrase state of block 'down_blocks.0.attentions.0.transformer_blocks.0' in these outputs; make the forward's context with {recordStates: true}");
+    const last = expectDefined(eipa.phraseStates(probed.outputs, x.phrases).at(-1), 'the last phrase state').tensor;
+    expect(
+      Buffer.from((await last.data()).buffer).equals(
+        Buffer.from((await expectDefined(eipa.phraseStates(donor.outputs, x.phrases).at(-1), "the donor's last phrase state").tensor.data()).buffer),
+      ),
+    ).toBe(true);
+    expect(() => eipa.blockStates(replayed.outputs)).toThrow(
+      "EipaAttachment.blockStates: no phrase state of block 'down_blocks.0.attentions.0.transformer_blocks.0' in these outputs; make the forward's context with {recordStates: true}",
+    );
     const { 'down_blocks.0.attentions.0.transformer_blocks.0': _dropped, ...partial } = states;
-    expect(() => eipa.context(x.phrases, { replayStates: partial })).toThrow("EipaAttachment.context: replayStates has no phrase state of block 'down_blocks.0.attentions.0.transformer_blocks.0'");
+    expect(() => eipa.context(x.phrases, { replayStates: partial })).toThrow(
+      "EipaAttachment.context: replayStates has no phrase state of block 'down_blocks.0.attentions.0.transformer_blocks.0'",
+    );
     tf.dispose([x, own, replayed, swapped, donor, probed]);
     eipa.detach();
     adapter.dispose();
@@ -367,9 +480,13 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     for (const k of adapter.parameters.keys()) await expectClose(loaded.parameters.get(k), await adapter.parameters.get(k).data(), 0, k);
     const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...config, extract_ffn_dim: 0 }));
-    await expect(PhraseAdapter.fromPretrained(dir, unet)).rejects.toThrow(/unexpected tensors .*'down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.extract\.ffn\.fc1\.bias'/);
+    await expect(PhraseAdapter.fromPretrained(dir, unet)).rejects.toThrow(
+      /unexpected tensors .*'down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.extract\.ffn\.fc1\.bias'/,
+    );
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...config, inject_gate: 'scalar' }));
-    await expect(PhraseAdapter.fromPretrained(dir, unet)).rejects.toThrow(/'down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.inject\.gate' has shape \[16\], expected \[1\]/);
+    await expect(PhraseAdapter.fromPretrained(dir, unet)).rejects.toThrow(
+      /'down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.inject\.gate' has shape \[16\], expected \[1\]/,
+    );
     adapter.dispose();
     loaded.dispose();
     fs.rmSync(dir, { recursive: true });
@@ -379,7 +496,10 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     const x = inputs();
     const adapter = PhraseAdapter.create(unet, { gate_init: 0.5 });
     const eipa = attachEipa(unet, adapter, { recordAttention: true });
-    await expectNoLeak(() => unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: eipa.context(x.phrases) }), 'adapted UNet forward');
+    await expectNoLeak(
+      () => unet.forward(x.latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: eipa.context(x.phrases) }),
+      'adapted UNet forward',
+    );
     eipa.detach();
     tf.dispose(x);
     adapter.dispose();

@@ -1,5 +1,16 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { ForwardContext, ParameterModule, WeightScope, contextKey, openModule, openModuleFiles, saveModule, type ModuleFiles, type PhraseFeatures } from '@png/core';
+import {
+  ForwardContext,
+  ParameterModule,
+  WeightScope,
+  contextKey,
+  openModule,
+  openModuleFiles,
+  saveModule,
+  type CaptionTokens,
+  type ModuleFiles,
+  type PhraseFeatures,
+} from '@png/core';
 import { AttnProcessor, type AttentionProcessor, type UNet2DConditionModel } from '@png/diffusion-backbone';
 import { resolveEipaConfig, type EipaConfig } from './config';
 import { GatedCrossAttention } from './gated_cross_attention';
@@ -14,6 +25,9 @@ const PHRASE_MASK = contextKey<tf.Tensor2D>('eipa/phrase_mask');
 const ZERO_GATES = contextKey<true>('eipa/zero_gates');
 const RECORD_STATES = contextKey<true>('eipa/record_states');
 const REPLAY_STATES = contextKey<Readonly<Record<string, tf.Tensor3D>>>('eipa/replay_states');
+/** Caption tokens the cross-attention reads before the phrase slots, [B, T, D], and their mask [B, T] (absent: the prompt is the phrases alone). */
+const CAPTION = contextKey<tf.Tensor3D>('eipa/caption');
+const CAPTION_MASK = contextKey<tf.Tensor2D>('eipa/caption_mask');
 /** Where the phrase state after an up block or an adapted block and an adapted block's inject attention land in the UNet's `outputs` (read them with EipaAttachment). */
 const phraseStateKey = (level: string): string => `eipa/phrases/${level}`;
 const blockStateKey = (blockPath: string): string => `eipa/block_phrases/${blockPath}`;
@@ -40,8 +54,10 @@ export interface EipaGateMagnitudes {
  * phrase state; optionally also phrase self-attention and an FFN) and injects (image tokens attend
  * to the updated phrases, added to the UNet stream through a zero-initialised tanh gate; after
  * the block, or after its self-attention as GLIGEN does). With `dynamic_prompt` the
- * cross-attention of every transformer block reads the current phrase state. Weights are named
- * `<block path>.extract.*` and `<block path>.inject.*`. Attach it with `attachEipa(unet, adapter)`.
+ * cross-attention of every transformer block reads the current phrase state in the prompt's
+ * phrase slots (the whole prompt, or the slots after the caption tokens given to `context`).
+ * Weights are named `<block path>.extract.*` and `<block path>.inject.*`. Attach it with
+ * `attachEipa(unet, adapter)`.
  */
 export class PhraseAdapter extends ParameterModule {
   private constructor(
@@ -90,11 +106,20 @@ export class PhraseAdapter extends ParameterModule {
         const extractGate = { kind: c.extract_gate, init: c.gate_init };
         const injectGate = { kind: c.inject_gate, init: c.gate_init };
         const extract = c.extract
-          ? new PhraseExtractor(block.pp('extract'), phraseDim, channels, { bottleneck: r, heads, gate: extractGate, selfAttention: c.extract_self_attention, ffnDim: c.extract_ffn_dim, eps })
+          ? new PhraseExtractor(block.pp('extract'), phraseDim, channels, {
+              bottleneck: r,
+              heads,
+              gate: extractGate,
+              selfAttention: c.extract_self_attention,
+              ffnDim: c.extract_ffn_dim,
+              eps,
+            })
           : undefined;
         let inject: GatedCrossAttention | GatedSelfAttention | undefined;
-        if (c.inject && c.inject_position === 'after_block') inject = new GatedCrossAttention(block.pp('inject'), channels, phraseDim, r, heads, injectGate, eps);
-        if (c.inject && c.inject_position === 'after_self_attention') inject = new GatedSelfAttention(block.pp('inject'), channels, r, heads, injectGate, eps, phraseDim);
+        if (c.inject && c.inject_position === 'after_block')
+          inject = new GatedCrossAttention(block.pp('inject'), channels, phraseDim, r, heads, injectGate, eps);
+        if (c.inject && c.inject_position === 'after_self_attention')
+          inject = new GatedSelfAttention(block.pp('inject'), channels, r, heads, injectGate, eps, phraseDim);
         return { path, channels, extract, inject };
       }),
     );
@@ -122,6 +147,18 @@ export class PhraseAdapter extends ParameterModule {
 
 const attached = new WeakMap<UNet2DConditionModel, PhraseAdapter>();
 
+/** The prompt of a dynamic cross-attention: the current phrase state in the phrase slots, after the caption tokens if the context has them. */
+function dynamicPrompt(context: ForwardContext): { encoderHiddenStates: tf.Tensor3D; encoderAttentionMask: tf.Tensor2D } {
+  const phrases = context.require(PHRASES);
+  const mask = context.require(PHRASE_MASK);
+  const caption = context.get(CAPTION);
+  if (!caption) return { encoderHiddenStates: phrases, encoderAttentionMask: mask };
+  return {
+    encoderHiddenStates: tf.concat([caption, phrases], 1) as tf.Tensor3D, // [B, T + P, D]
+    encoderAttentionMask: tf.concat([context.require(CAPTION_MASK), mask], 1) as tf.Tensor2D, // [B, T + P]
+  };
+}
+
 /** Options of {@link attachEipa}. */
 export interface EipaAttachOptions {
   /**
@@ -134,8 +171,8 @@ export interface EipaAttachOptions {
 }
 
 /**
- * Test-time probes of one adapted forward: checks that dynamic prompting is what it claims.
- * Without any, a forward is the adapter's own.
+ * Options of one adapted forward's context: test-time probes (checks that dynamic prompting is
+ * what it claims; without any, a forward is the adapter's own) and the prompt's caption tokens.
  */
 export interface EipaContextOptions {
   /**
@@ -153,6 +190,12 @@ export interface EipaContextOptions {
    * levels) reads the replayed state.
    */
   readonly replayStates?: Readonly<Record<string, tf.Tensor3D>>;
+  /**
+   * Not a probe: tokens the UNet's prompt holds before the phrase slots (the UNet is then called
+   * with [caption; phrases], e.g. PngGrounder's `context: 'both'`); with `dynamic_prompt` they
+   * stay and the phrase slots read the current phrase state.
+   */
+  readonly caption?: CaptionTokens;
 }
 
 /**
@@ -163,7 +206,10 @@ export interface EipaAttachment {
   readonly adapter: PhraseAdapter;
   /** The up blocks whose phrase state `phraseStates` returns, in this order. */
   readonly levels: readonly string[];
-  /** The per-forward context that carries the initial phrase state (and any probe) into an adapted UNet forward. */
+  /**
+   * The per-forward context that carries the initial phrase state (and any probe) into an adapted
+   * UNet forward; `options.caption` for a prompt with caption tokens before the phrase slots.
+   */
   context(phrases: PhraseFeatures, options?: EipaContextOptions): ForwardContext;
   /**
    * The phrase state after each of `levels` in the forward that returned `outputs` and started
@@ -192,12 +238,15 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
   const channels = new Map(unet.transformerBlocks().map((b) => [b.path, b.channels]));
   for (const block of adapter.blocks) {
     if (channels.get(block.path) !== block.channels) {
-      throw new Error(`attachEipa: the adapter was built for another UNet (block '${block.path}' has ${channels.get(block.path) ?? 'no'} channels here, ${block.channels} in the adapter)`);
+      throw new Error(
+        `attachEipa: the adapter was built for another UNet (block '${block.path}' has ${channels.get(block.path) ?? 'no'} channels here, ${block.channels} in the adapter)`,
+      );
     }
   }
   const upBlocks = Object.keys(unet.upBlockShapes());
   const levels = options.levels ?? upBlocks;
-  for (const level of levels) if (!upBlocks.includes(level)) throw new Error(`attachEipa: level '${level}' is not an up block of this UNet (${upBlocks.join(', ')})`);
+  for (const level of levels)
+    if (!upBlocks.includes(level)) throw new Error(`attachEipa: level '${level}' is not an up block of this UNet (${upBlocks.join(', ')})`);
   const removers: Array<() => void> = [];
   const previous = unet.attnProcessors();
 
@@ -205,7 +254,7 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
     const dynamic: Record<string, AttentionProcessor> = { ...previous };
     for (const key of Object.keys(previous).filter((k) => k.endsWith('.attn2.processor'))) {
       const inner = previous[key] ?? AttnProcessor;
-      dynamic[key] = (attn, hidden, args) => inner(attn, hidden, { ...args, encoderHiddenStates: args.context.require(PHRASES), encoderAttentionMask: args.context.require(PHRASE_MASK) });
+      dynamic[key] = (attn, hidden, args) => inner(attn, hidden, { ...args, ...dynamicPrompt(args.context) });
     }
     unet.setAttnProcessor(dynamic);
     removers.push(() => unet.setAttnProcessor(previous));
@@ -214,7 +263,8 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
   const afterSelfAttention = adapter.config.inject_position === 'after_self_attention';
   /** image tokens ← the current phrase state, through the block's inject. */
   const inject = (block: PhraseAdapterBlock, tokens: tf.Tensor3D, ctx: ForwardContext): tf.Tensor3D => {
-    const { out, attention } = block.inject!.forward(tokens, ctx.require(PHRASES), ctx.require(PHRASE_MASK));
+    if (!block.inject) throw new Error(`EIPA: block '${block.path}' has no inject module; only blocks built with one are hooked`);
+    const { out, attention } = block.inject.forward(tokens, ctx.require(PHRASES), ctx.require(PHRASE_MASK));
     if (options.recordAttention) ctx.outputs[attentionKey(block.path)] = attention;
     return out;
   };
@@ -236,7 +286,11 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
       );
     }
     if (block.inject && afterSelfAttention) {
-      removers.push(unet.addBlockHook(`${block.path}.fuser`, { postForward: (_path, tokens, ctx) => (ctx.has(ZERO_GATES) ? tokens : inject(block, tokens as tf.Tensor3D, ctx)) }));
+      removers.push(
+        unet.addBlockHook(`${block.path}.fuser`, {
+          postForward: (_path, tokens, ctx) => (ctx.has(ZERO_GATES) ? tokens : inject(block, tokens as tf.Tensor3D, ctx)),
+        }),
+      );
     }
   }
 
@@ -253,25 +307,44 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
     levels: [...levels],
     context(phrases, probes = {}) {
       const [b, p, d] = phrases.tensor.shape;
-      if (d !== adapter.phraseDim) throw new Error(`PhraseAdapter: phrase features are [${phrases.tensor.shape}], expected width ${adapter.phraseDim} (the UNet's cross_attention_dim)`);
-      if (phrases.mask.shape[0] !== b || phrases.mask.shape[1] !== p) throw new Error(`PhraseAdapter: phrase mask [${phrases.mask.shape}] does not match the phrases [${b}, ${p}]`);
+      if (d !== adapter.phraseDim)
+        throw new Error(`PhraseAdapter: phrase features are [${phrases.tensor.shape}], expected width ${adapter.phraseDim} (the UNet's cross_attention_dim)`);
+      if (phrases.mask.shape[0] !== b || phrases.mask.shape[1] !== p)
+        throw new Error(`PhraseAdapter: phrase mask [${phrases.mask.shape}] does not match the phrases [${b}, ${p}]`);
       const context = new ForwardContext().set(PHRASES, phrases.tensor).set(PHRASE_MASK, phrases.mask);
       if (probes.zeroGates) context.set(ZERO_GATES, true);
       if (probes.recordStates) context.set(RECORD_STATES, true);
       if (probes.replayStates) {
         for (const block of adapter.blocks.filter((bl) => bl.extract)) {
           const state = probes.replayStates[block.path];
-          if (!state) throw new Error(`EipaAttachment.context: replayStates has no phrase state of block '${block.path}'; pass blockStates(outputs) of a forward made with recordStates`);
-          if (state.shape.join() !== phrases.tensor.shape.join()) throw new Error(`EipaAttachment.context: the replayed phrase state of '${block.path}' is [${state.shape}], the phrases [${phrases.tensor.shape}]; replay states of the same phrases`);
+          if (!state)
+            throw new Error(
+              `EipaAttachment.context: replayStates has no phrase state of block '${block.path}'; pass blockStates(outputs) of a forward made with recordStates`,
+            );
+          if (state.shape.join() !== phrases.tensor.shape.join())
+            throw new Error(
+              `EipaAttachment.context: the replayed phrase state of '${block.path}' is [${state.shape}], the phrases [${phrases.tensor.shape}]; replay states of the same phrases`,
+            );
         }
         context.set(REPLAY_STATES, probes.replayStates);
       }
-      return context;
+      const caption = probes.caption;
+      if (!caption) return context;
+      const [cb, t, cd] = caption.tensor.shape;
+      if (cb !== b || cd !== d || caption.mask.shape[0] !== b || caption.mask.shape[1] !== t) {
+        throw new Error(
+          `PhraseAdapter: caption tokens [${caption.tensor.shape}] with mask [${caption.mask.shape}] do not match the phrases [${phrases.tensor.shape}]; expected [${b}, T, ${d}] and [${b}, T]`,
+        );
+      }
+      return context.set(CAPTION, caption.tensor).set(CAPTION_MASK, caption.mask);
     },
     phraseStates(outputs, phrases) {
       return levels.map((level) => {
         const state = outputs[phraseStateKey(level)];
-        if (!state) throw new Error(`EipaAttachment: no phrase state of '${level}' in these outputs; were they produced by a forward of the adapted UNet with this attachment's context?`);
+        if (!state)
+          throw new Error(
+            `EipaAttachment: no phrase state of '${level}' in these outputs; were they produced by a forward of the adapted UNet with this attachment's context?`,
+          );
         return { tensor: state as tf.Tensor3D, mask: phrases.mask };
       });
     },
@@ -279,7 +352,10 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
       const states: Record<string, tf.Tensor3D> = {};
       for (const block of adapter.blocks.filter((b) => b.extract)) {
         const state = outputs[blockStateKey(block.path)];
-        if (!state) throw new Error(`EipaAttachment.blockStates: no phrase state of block '${block.path}' in these outputs; make the forward's context with {recordStates: true}`);
+        if (!state)
+          throw new Error(
+            `EipaAttachment.blockStates: no phrase state of block '${block.path}' in these outputs; make the forward's context with {recordStates: true}`,
+          );
         states[block.path] = state as tf.Tensor3D;
       }
       return states;

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs-core';
+import type * as tf from '@tensorflow/tfjs-core';
 import { LayerNorm, Linear, gelu, type WeightScope } from '@png/core';
 import { GatedCrossAttention, gatedResidual, type GateSpec } from './gated_cross_attention';
 import { GatedSelfAttention } from './gated_self_attention';

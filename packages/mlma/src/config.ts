@@ -51,6 +51,18 @@ export interface MlmaConfig {
   mask_dim: number;
   /** GroupNorm groups of the projections and output convs; must divide hidden_dim. */
   norm_groups: number;
+  /**
+   * Rounds of reciprocal attention per level (default 1). Round r ≥ 1 attends again between the
+   * level's image tokens and phrase states as the round before left them, with its own weights
+   * (`levels.<i>.rounds.<r>.*`). More than 1 needs `mutual`.
+   */
+  rounds: number;
+  /**
+   * After each round, the phrase states of all levels attend to each other (one self-attention
+   * over a sample's L·P phrase states, padding masked; residual + LayerNorm; `cross_level.<r>.*`).
+   * Default false: the levels meet only in the final phrase fusion.
+   */
+  cross_level: boolean;
 }
 
 /** Defaults: DESIGN.md §1 ("MLMA width 256"), Mask2Former's mask_dim 256 and GroupNorm(32). */
@@ -67,6 +79,8 @@ export const DEFAULT_MLMA_CONFIG: Readonly<MlmaConfig> = Object.freeze({
   skip_strides: [],
   mask_dim: 256,
   norm_groups: 32,
+  rounds: 1,
+  cross_level: false,
 });
 
 /** SD 1.5 up-block outputs (up_blocks.0..3 at strides 64/32/16/8 of the image) with CLIP ViT-L text. */
@@ -78,17 +92,42 @@ const NAME = 'MlmaConfig';
 export function resolveMlmaConfig(user: Partial<MlmaConfig> | Record<string, unknown> = {}): Readonly<MlmaConfig> {
   return resolveConfig<MlmaConfig>(NAME, DEFAULT_MLMA_CONFIG as MlmaConfig, user, (c) => {
     const ch = c.image_channels;
-    check(Array.isArray(ch) && ch.length > 0 && ch.every(isPositiveInt), NAME, 'image_channels', 'a non-empty array of positive integers (one per level, coarsest first)', ch);
+    check(
+      Array.isArray(ch) && ch.length > 0 && ch.every(isPositiveInt),
+      NAME,
+      'image_channels',
+      'a non-empty array of positive integers (one per level, coarsest first)',
+      ch,
+    );
     const st = c.image_strides;
     check(Array.isArray(st) && (st.length === 0 || st.length === ch.length), NAME, 'image_strides', `[] or one stride per level (${ch.length})`, st);
-    check(st.every(isPositiveInt) && st.every((s, i) => i === 0 || s < st[i - 1]), NAME, 'image_strides', 'strictly decreasing positive integers (coarsest first)', st);
+    check(
+      st.every(isPositiveInt) && st.every((s, i) => i === 0 || s < st[i - 1]),
+      NAME,
+      'image_strides',
+      'strictly decreasing positive integers (coarsest first)',
+      st,
+    );
     const sk = c.skip_channels;
     check(Array.isArray(sk) && sk.every(isPositiveInt), NAME, 'skip_channels', '[] or an array of positive integers (one per skip level, coarsest first)', sk);
     const ss = c.skip_strides;
     check(Array.isArray(ss) && (ss.length === 0 || ss.length === sk.length), NAME, 'skip_strides', `[] or one stride per skip level (${sk.length})`, ss);
-    const finest = levelStrides(c).at(-1)!;
-    check(ss.every(isPositiveInt) && ss.every((s, i) => s < (i === 0 ? finest : ss[i - 1])), NAME, 'skip_strides', `strictly decreasing positive integers below the finest image stride (${finest})`, ss);
-    check(skipStrides(c).every(isPositiveInt), NAME, 'skip_channels', `as many levels as halvings of the finest image stride (${finest}) give integer strides, or skip_strides given`, sk);
+    const strides = levelStrides(c);
+    const finest = strides[strides.length - 1];
+    check(
+      ss.every(isPositiveInt) && ss.every((s, i) => s < (i === 0 ? finest : ss[i - 1])),
+      NAME,
+      'skip_strides',
+      `strictly decreasing positive integers below the finest image stride (${finest})`,
+      ss,
+    );
+    check(
+      skipStrides(c).every(isPositiveInt),
+      NAME,
+      'skip_channels',
+      `as many levels as halvings of the finest image stride (${finest}) give integer strides, or skip_strides given`,
+      sk,
+    );
     check(isPositiveInt(c.phrase_dim), NAME, 'phrase_dim', 'a positive integer', c.phrase_dim);
     check(isPositiveInt(c.hidden_dim), NAME, 'hidden_dim', 'a positive integer', c.hidden_dim);
     check(isPositiveInt(c.num_heads) && c.hidden_dim % c.num_heads === 0, NAME, 'num_heads', `a divisor of hidden_dim (${c.hidden_dim})`, c.num_heads);
@@ -96,6 +135,8 @@ export function resolveMlmaConfig(user: Partial<MlmaConfig> | Record<string, unk
     check(isPositiveInt(c.mask_dim), NAME, 'mask_dim', 'a positive integer', c.mask_dim);
     check(c.phrase_fusion === 'softmax' || c.phrase_fusion === 'gate', NAME, 'phrase_fusion', "'softmax' or 'gate'", c.phrase_fusion);
     check(c.upsample_mode === 'nearest' || c.upsample_mode === 'bilinear', NAME, 'upsample_mode', "'nearest' or 'bilinear'", c.upsample_mode);
+    check(isPositiveInt(c.rounds), NAME, 'rounds', 'a positive integer', c.rounds);
+    check(c.rounds === 1 || c.mutual, NAME, 'rounds', '1 when mutual is false (there is no reciprocal attention to repeat)', c.rounds);
   });
 }
 
@@ -107,6 +148,7 @@ export function levelStrides(c: Readonly<MlmaConfig>): number[] {
 
 /** The stride of each skip level (coarsest first) of a resolved config. */
 export function skipStrides(c: Readonly<MlmaConfig>): number[] {
-  const finest = levelStrides(c).at(-1)!;
+  const strides = levelStrides(c);
+  const finest = strides[strides.length - 1];
   return c.skip_strides.length ? [...c.skip_strides] : c.skip_channels.map((_, i) => finest / 2 ** (i + 1));
 }

@@ -1,6 +1,7 @@
 // The per-level block of MLMA (DESIGN.md §1, part 4): projections of one image level and of the
-// phrase state at that level into the shared width, reciprocal cross-attention (image←phrase and
-// phrase←image, each residual + LayerNorm), and the level's top-down output conv.
+// phrase state at that level into the shared width, rounds of reciprocal cross-attention
+// (image←phrase and phrase←image, each residual + LayerNorm), and the level's top-down output
+// conv; and the optional attention of the phrase states of all levels to each other.
 import * as tf from '@tensorflow/tfjs-core';
 import { Conv2d, GroupNorm, LayerNorm, Linear, keyMaskBias, mergeHeads, scaledDotProductAttention, splitHeads, type WeightScope } from '@png/core';
 
@@ -41,18 +42,49 @@ export interface MlmaLevelOptions {
   heads: number;
   groups: number;
   mutual: boolean;
+  /** Rounds of reciprocal attention (with `mutual`). */
+  rounds: number;
 }
 
-/** One level: `levels.<i>.*` in the checkpoint. */
+/** One round of reciprocal attention at a level: image←phrase and phrase←image, each residual + LayerNorm. */
+export class MutualRound {
+  readonly image_from_phrase: CrossAttention;
+  readonly image_from_phrase_norm: LayerNorm;
+  readonly phrase_from_image: CrossAttention;
+  readonly phrase_from_image_norm: LayerNorm;
+
+  constructor(scope: WeightScope, hiddenDim: number, heads: number) {
+    this.image_from_phrase = new CrossAttention(scope.pp('image_from_phrase'), hiddenDim, heads);
+    this.image_from_phrase_norm = new LayerNorm(scope.pp('image_from_phrase_norm'), hiddenDim, NORM_EPS);
+    this.phrase_from_image = new CrossAttention(scope.pp('phrase_from_image'), hiddenDim, heads);
+    this.phrase_from_image_norm = new LayerNorm(scope.pp('phrase_from_image_norm'), hiddenDim, NORM_EPS);
+  }
+
+  /** image [B, H, W, D], phrases [B, P, D], mask [B, P], hasReal [B, 1, 1] → both updated, same shapes. */
+  forward(image: tf.Tensor4D, phrases: tf.Tensor3D, mask: tf.Tensor2D, hasReal: tf.Tensor): { image: tf.Tensor4D; phrases: tf.Tensor3D } {
+    const [b, h, w, d] = image.shape;
+    const tokens = tf.reshape(image, [b, h * w, d]) as tf.Tensor3D; // [B, HW, D]
+    // Both directions read the states as the round found them (symmetric, no order between the two updates).
+    // A sample with no real phrase gets no image update (its softmax would only see padding).
+    const imageUpdate = tf.mul(this.image_from_phrase.forward(tokens, phrases, mask), hasReal); // [B, HW, D]
+    const phraseUpdate = this.phrase_from_image.forward(phrases, tokens); // [B, P, D]
+    const t = this.image_from_phrase_norm.forward(tf.add(tokens, imageUpdate)); // [B, HW, D]
+    const q = this.phrase_from_image_norm.forward(tf.add(phrases, phraseUpdate)) as tf.Tensor3D; // [B, P, D]
+    return { image: tf.reshape(t, [b, h, w, d]) as tf.Tensor4D, phrases: q }; // [B, H, W, D]
+  }
+}
+
+/**
+ * One level: `levels.<i>.*` in the checkpoint; its first round of reciprocal attention under the
+ * level's own keys (`levels.<i>.image_from_phrase.*`, …), round r ≥ 1 under `levels.<i>.rounds.<r>.*`.
+ */
 export class MlmaLevel {
   readonly image_proj: Conv2d;
   readonly image_proj_norm: GroupNorm;
   readonly phrase_proj: Linear;
   readonly phrase_proj_norm: LayerNorm;
-  readonly image_from_phrase?: CrossAttention;
-  readonly image_from_phrase_norm?: LayerNorm;
-  readonly phrase_from_image?: CrossAttention;
-  readonly phrase_from_image_norm?: LayerNorm;
+  /** The rounds of reciprocal attention, in order ([] without `mutual`). */
+  readonly rounds: MutualRound[] = [];
   readonly output_conv: Conv2d;
   readonly output_norm: GroupNorm;
 
@@ -62,34 +94,18 @@ export class MlmaLevel {
     this.phrase_proj = new Linear(scope.pp('phrase_proj'), o.phraseDim, o.hiddenDim);
     this.phrase_proj_norm = new LayerNorm(scope.pp('phrase_proj_norm'), o.hiddenDim, NORM_EPS);
     if (o.mutual) {
-      this.image_from_phrase = new CrossAttention(scope.pp('image_from_phrase'), o.hiddenDim, o.heads);
-      this.image_from_phrase_norm = new LayerNorm(scope.pp('image_from_phrase_norm'), o.hiddenDim, NORM_EPS);
-      this.phrase_from_image = new CrossAttention(scope.pp('phrase_from_image'), o.hiddenDim, o.heads);
-      this.phrase_from_image_norm = new LayerNorm(scope.pp('phrase_from_image_norm'), o.hiddenDim, NORM_EPS);
+      for (let r = 0; r < o.rounds; r++) this.rounds.push(new MutualRound(r === 0 ? scope : scope.pp('rounds').pp(r), o.hiddenDim, o.heads));
     }
     // 3×3 conv without bias (a norm follows), as detectron2/Mask2Former's FPN `layer_i`.
     this.output_conv = new Conv2d(scope.pp('output_conv'), o.hiddenDim, o.hiddenDim, 3, { padding: 1, bias: false });
     this.output_norm = new GroupNorm(scope.pp('output_norm'), o.groups, o.hiddenDim, NORM_EPS);
   }
 
-  /**
-   * image [B, H, W, C_l], phrases [B, P, phrase_dim], mask [B, P], hasReal [B, 1, 1] (1 when the
-   * sample has at least one real phrase). Returns the level's image map [B, H, W, D] and phrase
-   * state [B, P, D] after the reciprocal attention (before the top-down fusion).
-   */
-  mutual(image: tf.Tensor4D, phrases: tf.Tensor3D, mask: tf.Tensor2D, hasReal: tf.Tensor): { image: tf.Tensor4D; phrases: tf.Tensor3D } {
+  /** image [B, H, W, C_l] and phrases [B, P, phrase_dim] projected to the shared width: [B, H, W, D], [B, P, D]. */
+  project(image: tf.Tensor4D, phrases: tf.Tensor3D): { image: tf.Tensor4D; phrases: tf.Tensor3D } {
     const x = this.image_proj_norm.forward(this.image_proj.forward(image)); // [B, H, W, D]
     const p = this.phrase_proj_norm.forward(this.phrase_proj.forward(phrases)) as tf.Tensor3D; // [B, P, D]
-    if (!this.image_from_phrase) return { image: x, phrases: p };
-    const [b, h, w, d] = x.shape;
-    const tokens = tf.reshape(x, [b, h * w, d]) as tf.Tensor3D; // [B, HW, D]
-    // Both directions read the projected states (symmetric, no order between the two updates).
-    // A sample with no real phrase gets no image update (its softmax would only see padding).
-    const imageUpdate = tf.mul(this.image_from_phrase.forward(tokens, p, mask), hasReal); // [B, HW, D]
-    const phraseUpdate = this.phrase_from_image!.forward(p, tokens); // [B, P, D]
-    const t = this.image_from_phrase_norm!.forward(tf.add(tokens, imageUpdate)); // [B, HW, D]
-    const q = this.phrase_from_image_norm!.forward(tf.add(p, phraseUpdate)) as tf.Tensor3D; // [B, P, D]
-    return { image: tf.reshape(t, [b, h, w, d]) as tf.Tensor4D, phrases: q }; // [B, H, W, D]
+    return { image: x, phrases: p };
   }
 
   /** The top-down output conv: ReLU(GroupNorm(conv3×3(x))). [B, H, W, D] → [B, H, W, D]. */
@@ -122,5 +138,32 @@ export class MlmaSkipLevel {
   forward(skip: tf.Tensor4D, coarser: tf.Tensor4D): tf.Tensor4D {
     const lateral = this.lateral_norm.forward(this.lateral_conv.forward(skip)); // [B, H, W, D]
     return tf.relu(this.output_norm.forward(this.output_conv.forward(tf.add(lateral, coarser) as tf.Tensor4D)));
+  }
+}
+
+/**
+ * The phrase states of all levels attend to each other: one self-attention over the L·P states of
+ * a sample (padding phrases masked as keys at every level), residual + LayerNorm as the per-level
+ * attention. `cross_level.<r>.{attention, norm}` in the checkpoint.
+ */
+export class CrossLevelPhraseAttention {
+  readonly attention: CrossAttention;
+  readonly norm: LayerNorm;
+
+  constructor(scope: WeightScope, hiddenDim: number, heads: number) {
+    this.attention = new CrossAttention(scope.pp('attention'), hiddenDim, heads);
+    this.norm = new LayerNorm(scope.pp('norm'), hiddenDim, NORM_EPS);
+  }
+
+  /** L phrase states [B, P, D] with the phrase mask [B, P] → L updated states [B, P, D]. */
+  forward(states: readonly tf.Tensor3D[], mask: tf.Tensor2D): tf.Tensor3D[] {
+    const [, p] = mask.shape;
+    const all = tf.concat([...states], 1) as tf.Tensor3D; // [B, L·P, D]
+    const keys = tf.concat(
+      states.map(() => mask),
+      1,
+    ) as tf.Tensor2D; // [B, L·P]
+    const out = this.norm.forward(tf.add(all, this.attention.forward(all, all, keys))) as tf.Tensor3D; // [B, L·P, D]
+    return states.map((_, l) => tf.slice(out, [0, l * p, 0], [-1, p, -1]) as tf.Tensor3D); // [B, P, D] each
   }
 }

@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend, type FeatureMap, type PhraseFeatures } from '@png/core';
-import { expectClose, expectNoLeak, maxAbsDiff } from '@png/core/testing';
+import { expectClose, expectDefined, expectNoLeak, maxAbsDiff } from '@png/core/testing';
 import { MultiLevelMutualAggregation, resolveMlmaConfig, type MlmaConfig } from './index';
 import { gradCheck } from '@png/core/testing';
 import { resize } from '@png/core';
@@ -20,10 +20,19 @@ const TINY: Partial<MlmaConfig> = {
 const SIZES = [2, 4, 8];
 
 function inputs(b: number, p: number, seed = 0, config: Partial<MlmaConfig> = TINY) {
-  const ch = config.image_channels!;
-  const images: FeatureMap[] = ch.map((c, i) => ({ tensor: tf.randomNormal([b, SIZES[i], SIZES[i], c], 0, 1, 'float32', seed + i) as tf.Tensor4D, stride: 32 / 2 ** i }));
-  const mask = tf.tensor2d(Array.from({ length: b * p }, (_, k) => (k % p < p - (k >= p ? 1 : 0) ? 1 : 0)), [b, p]); // sample 1 has one padding phrase
-  const phrases: PhraseFeatures[] = ch.map((_, i) => ({ tensor: tf.randomNormal([b, p, config.phrase_dim!], 0, 1, 'float32', seed + 10 + i) as tf.Tensor3D, mask }));
+  const ch = expectDefined(config.image_channels, 'config.image_channels');
+  const images: FeatureMap[] = ch.map((c, i) => ({
+    tensor: tf.randomNormal([b, SIZES[i], SIZES[i], c], 0, 1, 'float32', seed + i) as tf.Tensor4D,
+    stride: 32 / 2 ** i,
+  }));
+  const mask = tf.tensor2d(
+    Array.from({ length: b * p }, (_, k) => (k % p < p - (k >= p ? 1 : 0) ? 1 : 0)),
+    [b, p],
+  ); // sample 1 has one padding phrase
+  const phrases: PhraseFeatures[] = ch.map((_, i) => ({
+    tensor: tf.randomNormal([b, p, expectDefined(config.phrase_dim, 'config.phrase_dim')], 0, 1, 'float32', seed + 10 + i) as tf.Tensor3D,
+    mask,
+  }));
   return { images, phrases, mask };
 }
 
@@ -34,20 +43,33 @@ describe('MlmaConfig', () => {
   it('validates before any weight is allocated', () => {
     const before = tf.memory().numTensors;
     expect(() => MultiLevelMutualAggregation.create({ ...TINY, hiden_dim: 16 } as Record<string, unknown>)).toThrow(
-      "Error in MlmaConfig.hiden_dim: expected a known field (did you mean 'hidden_dim'?), got \"an unknown field\"",
+      'Error in MlmaConfig.hiden_dim: expected a known field (did you mean \'hidden_dim\'?), got "an unknown field"',
     );
-    expect(() => MultiLevelMutualAggregation.create({ ...TINY, num_heads: 7 })).toThrow('Error in MlmaConfig.num_heads: expected a divisor of hidden_dim (16), got 7');
+    expect(() => MultiLevelMutualAggregation.create({ ...TINY, num_heads: 7 })).toThrow(
+      'Error in MlmaConfig.num_heads: expected a divisor of hidden_dim (16), got 7',
+    );
     expect(() => MultiLevelMutualAggregation.create({ ...TINY, image_channels: [] })).toThrow(
       'Error in MlmaConfig.image_channels: expected a non-empty array of positive integers (one per level, coarsest first), got []',
     );
-    expect(() => MultiLevelMutualAggregation.create({ ...TINY, norm_groups: 5 })).toThrow('Error in MlmaConfig.norm_groups: expected a divisor of hidden_dim (16), got 5');
+    expect(() => MultiLevelMutualAggregation.create({ ...TINY, norm_groups: 5 })).toThrow(
+      'Error in MlmaConfig.norm_groups: expected a divisor of hidden_dim (16), got 5',
+    );
     expect(() => MultiLevelMutualAggregation.create({ ...TINY, image_strides: [8, 16, 32] })).toThrow('Error in MlmaConfig.image_strides');
-    expect(() => MultiLevelMutualAggregation.create({ ...TINY, phrase_fusion: 'max' as 'gate' })).toThrow("Error in MlmaConfig.phrase_fusion: expected 'softmax' or 'gate', got \"max\"");
+    expect(() => MultiLevelMutualAggregation.create({ ...TINY, phrase_fusion: 'max' as 'gate' })).toThrow(
+      "Error in MlmaConfig.phrase_fusion: expected 'softmax' or 'gate', got \"max\"",
+    );
     expect(tf.memory().numTensors).toBe(before);
   });
 
   it('derives the SD strides 64/32/16/8 by default', () => {
-    const m = MultiLevelMutualAggregation.create({ image_channels: [16, 16, 16, 16], phrase_dim: 8, hidden_dim: 16, num_heads: 2, norm_groups: 4, mask_dim: 8 });
+    const m = MultiLevelMutualAggregation.create({
+      image_channels: [16, 16, 16, 16],
+      phrase_dim: 8,
+      hidden_dim: 16,
+      num_heads: 2,
+      norm_groups: 4,
+      mask_dim: 8,
+    });
     expect(m.outputShape()).toEqual([16, 16, 16, 16].map((channels, i) => ({ channels, stride: 64 / 2 ** i })));
     expect(m.maskFeaturesShape()).toEqual({ channels: 8, stride: 8 });
     expect(resolveMlmaConfig({ image_channels: [4] }).hidden_dim).toBe(256);
@@ -135,7 +157,9 @@ describe.each(['cpu', 'wasm'] as const)('MultiLevelMutualAggregation on %s', (ba
     const otherMask = tf.ones([1, 3]) as tf.Tensor2D;
     expect(() => m.forward({ ...x, phrases: { tensor: narrow, mask: x.mask } })).toThrow('phrases[0].tensor must be [1, 2, 12]');
     expect(() => m.forward({ ...x, phrases: x.phrases.slice(1) })).toThrow('expected 3 phrase features (one per level) or one, got 2');
-    expect(() => m.forward({ ...x, phrases: [x.phrases[0], { ...x.phrases[1], mask: otherMask }, x.phrases[2]] })).toThrow('phrases[1].mask is [1,3]; every level has the phrases of phrases[0] (mask [1,2])');
+    expect(() => m.forward({ ...x, phrases: [x.phrases[0], { ...x.phrases[1], mask: otherMask }, x.phrases[2]] })).toThrow(
+      'phrases[1].mask is [1,3]; every level has the phrases of phrases[0] (mask [1,2])',
+    );
     tf.dispose([narrow, otherMask]);
     disposeInputs(x);
     m.dispose();
@@ -145,12 +169,19 @@ describe.each(['cpu', 'wasm'] as const)('MultiLevelMutualAggregation on %s', (ba
 describe('MultiLevelMutualAggregation gradients (cpu, float32 central differences)', () => {
   beforeAll(() => setBackend('cpu'));
 
-  it.each([['softmax', {}], ['gate', { phrase_fusion: 'gate' as const }]])('match finite differences (%s fusion)', async (_l, extra) => {
+  it.each([
+    ['softmax', {}],
+    ['gate', { phrase_fusion: 'gate' as const }],
+  ])('match finite differences (%s fusion)', async (_l, extra) => {
     const m = MultiLevelMutualAggregation.create({ ...TINY, ...extra, norm_groups: 2 }, { seed: 11 });
     const x = inputs(1, 3, 21);
     const probes = tf.tidy(() => {
       const out = m.forward(x);
-      return [...out.pixels.map((p) => tf.randomNormal(p.tensor.shape, 0, 1, 'float32', 5)), tf.randomNormal(out.maskFeatures.shape, 0, 1, 'float32', 6), tf.randomNormal(out.phrases.shape, 0, 1, 'float32', 7)];
+      return [
+        ...out.pixels.map((p) => tf.randomNormal(p.tensor.shape, 0, 1, 'float32', 5)),
+        tf.randomNormal(out.maskFeatures.shape, 0, 1, 'float32', 6),
+        tf.randomNormal(out.phrases.shape, 0, 1, 'float32', 7),
+      ];
     });
     // f = Σ out·probe over every output, scaled to O(1)
     const f = () =>
@@ -166,7 +197,9 @@ describe('MultiLevelMutualAggregation gradients (cpu, float32 central difference
     const worst = Math.max(...results.map((r) => r.relError));
     const median = results.map((r) => r.relError).sort((a, b) => a - b)[results.length >> 1];
     // eslint-disable-next-line no-console
-    console.log(`MLMA gradcheck (${_l}): ${results.length} entries, max rel err ${worst.toExponential(2)}, median ${median.toExponential(2)}, ${Date.now() - t0} ms`);
+    console.log(
+      `MLMA gradcheck (${_l}): ${results.length} entries, max rel err ${worst.toExponential(2)}, median ${median.toExponential(2)}, ${Date.now() - t0} ms`,
+    );
     expect(worst).toBeLessThan(1e-2);
     tf.dispose(probes);
     disposeInputs(x);
@@ -196,7 +229,9 @@ describe('MultiLevelMutualAggregation save / fromPretrained', () => {
     // weights saved with hidden_dim 16 under a config that says 32
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...m.config, hidden_dim: 32 }));
     const before = tf.memory().numTensors;
-    await expect(MultiLevelMutualAggregation.fromPretrained(dir)).rejects.toThrow(/tensor 'levels\.0\.image_proj\.weight' has shape \[16,8,1,1\], expected \[32,8,1,1\]/);
+    await expect(MultiLevelMutualAggregation.fromPretrained(dir)).rejects.toThrow(
+      /tensor 'levels\.0\.image_proj\.weight' has shape \[16,8,1,1\], expected \[32,8,1,1\]/,
+    );
     // and one with the attention weights, loaded as "MLMA off": unexpected tensors are named
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...m.config, mutual: false }));
     await expect(MultiLevelMutualAggregation.fromPretrained(dir)).rejects.toThrow(/unexpected tensors 'levels\.0\.image_from_phrase/);
@@ -223,7 +258,9 @@ describe('MultiLevelMutualAggregation skip levels (finer mask features)', () => 
     expect(() => MultiLevelMutualAggregation.create({ ...TINY, skip_channels: [6, 0] })).toThrow(
       'Error in MlmaConfig.skip_channels: expected [] or an array of positive integers (one per skip level, coarsest first), got [6,0]',
     );
-    expect(() => MultiLevelMutualAggregation.create({ ...SKIPPED, skip_strides: [4] })).toThrow('Error in MlmaConfig.skip_strides: expected [] or one stride per skip level (2), got [4]');
+    expect(() => MultiLevelMutualAggregation.create({ ...SKIPPED, skip_strides: [4] })).toThrow(
+      'Error in MlmaConfig.skip_strides: expected [] or one stride per skip level (2), got [4]',
+    );
     expect(() => MultiLevelMutualAggregation.create({ ...SKIPPED, skip_strides: [8, 4] })).toThrow(
       'Error in MlmaConfig.skip_strides: expected strictly decreasing positive integers below the finest image stride (8), got [8,4]',
     );
@@ -238,10 +275,22 @@ describe('MultiLevelMutualAggregation skip levels (finer mask features)', () => 
     const plain = MultiLevelMutualAggregation.create(TINY, { seed: 3 });
     expect(m.maskFeaturesShape()).toEqual({ channels: 8, stride: 2 });
     expect(m.outputShape()).toEqual(plain.outputShape());
-    expect(m.parameters.keys().filter((k) => k.startsWith('skip_levels.')).sort()).toEqual(
-      [0, 1].flatMap((i) => [`skip_levels.${i}.lateral_conv.weight`, `skip_levels.${i}.lateral_norm.bias`, `skip_levels.${i}.lateral_norm.weight`, `skip_levels.${i}.output_conv.weight`, `skip_levels.${i}.output_norm.bias`, `skip_levels.${i}.output_norm.weight`]),
+    expect(
+      m.parameters
+        .keys()
+        .filter((k) => k.startsWith('skip_levels.'))
+        .sort(),
+    ).toEqual(
+      [0, 1].flatMap((i) => [
+        `skip_levels.${i}.lateral_conv.weight`,
+        `skip_levels.${i}.lateral_norm.bias`,
+        `skip_levels.${i}.lateral_norm.weight`,
+        `skip_levels.${i}.output_conv.weight`,
+        `skip_levels.${i}.output_norm.bias`,
+        `skip_levels.${i}.output_norm.weight`,
+      ]),
     );
-    expect(m.numParameters() - plain.numParameters()).toBe((6 * 16 + 2 * 16) + (3 * 16 + 2 * 16) + 2 * (9 * 16 * 16 + 2 * 16));
+    expect(m.numParameters() - plain.numParameters()).toBe(6 * 16 + 2 * 16 + (3 * 16 + 2 * 16) + 2 * (9 * 16 * 16 + 2 * 16));
     const x = { ...inputs(2, 3), skips: skipMaps(2) };
     const out = m.forward(x);
     const ref = plain.forward({ ...x, skips: undefined }); // the same weights for everything but the skip levels (seeded per key)
@@ -274,7 +323,10 @@ describe('MultiLevelMutualAggregation skip levels (finer mask features)', () => 
     const x = { ...inputs(1, 3, 22), skips: skipMaps(1, 40).slice(0, 1) };
     const probe = tf.randomNormal([1, 16, 16, 8], 0, 1, 'float32', 8);
     const f = () => tf.tidy(() => tf.div(tf.sum(tf.mul(m.forward(x).maskFeatures, probe)), 16) as tf.Scalar);
-    const skipVars = m.parameters.keys().filter((k) => k.startsWith('skip_levels.')).map((k) => m.parameters.get(k) as tf.Variable);
+    const skipVars = m.parameters
+      .keys()
+      .filter((k) => k.startsWith('skip_levels.'))
+      .map((k) => m.parameters.get(k) as tf.Variable);
     expect(skipVars.length).toBe(6);
     const { value, grads } = tf.variableGrads(f, skipVars);
     for (const v of skipVars) expect(tf.tidy(() => tf.max(tf.abs(grads[v.name])).dataSync()[0])).toBeGreaterThan(0);
@@ -283,7 +335,10 @@ describe('MultiLevelMutualAggregation skip levels (finer mask features)', () => 
     // channel): entries whose one-sided differences disagree are flagged (`kink`) and left out;
     // of the rest half agree to < 1 % and all to < 10 % (measured: median 1e-4, worst 5 %).
     const results = await gradCheck(f, skipVars, { entries: 12, eps: 2.5e-3, seed: 5, minGrad: 1e-2 });
-    const smooth = results.filter((r) => !r.kink).map((r) => r.relError).sort((a, b) => a - b);
+    const smooth = results
+      .filter((r) => !r.kink)
+      .map((r) => r.relError)
+      .sort((a, b) => a - b);
     expect(smooth.length).toBeGreaterThanOrEqual(9);
     expect(smooth[smooth.length >> 1]).toBeLessThan(1e-2);
     expect(smooth[smooth.length - 1]).toBeLessThan(1e-1);
@@ -306,7 +361,9 @@ describe('MultiLevelMutualAggregation skip levels (finer mask features)', () => 
     disposeInputs(x);
     const before = tf.memory().numTensors;
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...m.config, skip_channels: [6, 5] }));
-    await expect(MultiLevelMutualAggregation.fromPretrained(dir)).rejects.toThrow(/tensor 'skip_levels\.1\.lateral_conv\.weight' has shape \[16,3,1,1\], expected \[16,5,1,1\]/);
+    await expect(MultiLevelMutualAggregation.fromPretrained(dir)).rejects.toThrow(
+      /tensor 'skip_levels\.1\.lateral_conv\.weight' has shape \[16,3,1,1\], expected \[16,5,1,1\]/,
+    );
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...m.config, skip_channels: [] }));
     await expect(MultiLevelMutualAggregation.fromPretrained(dir)).rejects.toThrow(/unexpected tensors 'skip_levels\.0\./);
     expect(tf.memory().numTensors).toBe(before);

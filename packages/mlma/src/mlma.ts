@@ -1,14 +1,29 @@
 // MultiLevelMutualAggregation: DESIGN.md §1 part 4 (Li et al., ACM MM 2024, "MLMA"), reconstructed.
 // Per level: image (1×1 conv + GroupNorm) and phrases (Linear + LayerNorm) are projected to
-// hidden_dim, then fused reciprocally (image←phrase, phrase←image cross-attention). Across levels:
+// hidden_dim, then fused reciprocally (image←phrase, phrase←image cross-attention; `rounds` times,
+// optionally with the phrase states of all levels attending to each other after each round). Across levels:
 // pixels go top-down as in Mask2Former's pixel-decoder FPN (out_l = ReLU(GN(conv3×3(x_l + up(out_{l−1}))))),
 // phrases are combined by learned level weights. Optional skip levels (finer maps, e.g. the frozen
 // VAE encoder's) continue the top-down path with a lateral conv only, as Mask2Former's pixel decoder
 // joins its stride-4 map. maskFeatures = 1×1 conv of the finest level (the last skip level if any).
 import * as tf from '@tensorflow/tfjs-core';
-import { Conv2d, Linear, ParameterModule, WeightScope, openModule, openModuleFiles, resize, saveModule, type FeatureMap, type FeaturePyramid, type ModuleFiles, type PhraseFeatures, type ShapeSpec } from '@png/core';
+import {
+  Conv2d,
+  Linear,
+  ParameterModule,
+  WeightScope,
+  openModule,
+  openModuleFiles,
+  resize,
+  saveModule,
+  type FeatureMap,
+  type FeaturePyramid,
+  type ModuleFiles,
+  type PhraseFeatures,
+  type ShapeSpec,
+} from '@png/core';
 import { levelStrides, resolveMlmaConfig, skipStrides, type MlmaConfig } from './config';
-import { MlmaLevel, MlmaSkipLevel } from './fusion_block';
+import { CrossLevelPhraseAttention, MlmaLevel, MlmaSkipLevel } from './fusion_block';
 
 /** Inputs of MultiLevelMutualAggregation.forward. The module never disposes them. */
 export interface MlmaInputs {
@@ -42,7 +57,8 @@ export type MlmaOutput = {
  * phrase_proj, phrase_proj_norm, image_from_phrase.{to_q,to_k,to_v,to_out}, image_from_phrase_norm,
  * phrase_from_image.*, phrase_from_image_norm, output_conv, output_norm}`, `phrase_level_weights`
  * or `phrase_gate`, `skip_levels.<i>.{lateral_conv, lateral_norm, output_conv, output_norm}` (with
- * skip_channels), `mask_features`.
+ * skip_channels), `mask_features`; with `rounds` > 1 `levels.<i>.rounds.<r>.*` (the reciprocal
+ * attention and norms of round r), with `cross_level` `cross_level.<r>.{attention, norm}`.
  */
 export class MultiLevelMutualAggregation extends ParameterModule {
   readonly config: Readonly<MlmaConfig>;
@@ -54,6 +70,8 @@ export class MultiLevelMutualAggregation extends ParameterModule {
   /** One per skip_channels entry, coarsest first. */
   readonly skip_levels: MlmaSkipLevel[] = [];
   readonly mask_features: Conv2d;
+  /** Per round, the attention of the phrase states of all levels to each other (`cross_level`; else empty). */
+  readonly cross_level: CrossLevelPhraseAttention[] = [];
   private readonly strides: number[];
   private readonly skipStrides: number[];
 
@@ -72,6 +90,7 @@ export class MultiLevelMutualAggregation extends ParameterModule {
           heads: c.num_heads,
           groups: c.norm_groups,
           mutual: c.mutual,
+          rounds: c.rounds,
         }),
       );
     });
@@ -80,8 +99,11 @@ export class MultiLevelMutualAggregation extends ParameterModule {
     } else {
       this.phrase_gate = new Linear(scope.pp('phrase_gate'), c.hidden_dim, 1);
     }
-    c.skip_channels.forEach((ch, i) => this.skip_levels.push(new MlmaSkipLevel(scope.pp('skip_levels').pp(i), { channels: ch, hiddenDim: c.hidden_dim, groups: c.norm_groups })));
+    for (const [i, ch] of c.skip_channels.entries())
+      this.skip_levels.push(new MlmaSkipLevel(scope.pp('skip_levels').pp(i), { channels: ch, hiddenDim: c.hidden_dim, groups: c.norm_groups }));
     this.mask_features = new Conv2d(scope.pp('mask_features'), c.hidden_dim, c.mask_dim, 1);
+    if (c.cross_level)
+      for (let r = 0; r < c.rounds; r++) this.cross_level.push(new CrossLevelPhraseAttention(scope.pp('cross_level').pp(r), c.hidden_dim, c.num_heads));
   }
 
   /** A fresh module (seeded torch-default init; trainable). The config is validated before any weight exists. */
@@ -125,7 +147,8 @@ export class MultiLevelMutualAggregation extends ParameterModule {
 
   /** Channels and stride of `maskFeatures`: the finest skip level's stride, or the finest image level's. */
   maskFeaturesShape(): ShapeSpec {
-    return { channels: this.config.mask_dim, stride: [...this.strides, ...this.skipStrides].at(-1)! };
+    const strides = [...this.strides, ...this.skipStrides];
+    return { channels: this.config.mask_dim, stride: strides[strides.length - 1] };
   }
 
   /**
@@ -142,32 +165,46 @@ export class MultiLevelMutualAggregation extends ParameterModule {
       const [b, p] = mask.shape;
       const hasReal = tf.reshape(tf.max(mask, 1), [b, 1, 1]); // [B, 1, 1]
 
-      // 1. per level: projections + reciprocal attention
-      const perLevel = this.levels.map((level, i) => level.mutual(inputs.images[i].tensor, phraseList[i].tensor, mask, hasReal));
+      // 1. per level: projections, then rounds of reciprocal attention (each followed by the cross-level phrase attention, if any)
+      let perLevel = this.levels.map((level, i) => level.project(inputs.images[i].tensor, phraseList[i].tensor));
+      for (let r = 0; r < c.rounds; r++) {
+        perLevel = perLevel.map((s, i) => this.levels[i].rounds[r]?.forward(s.image, s.phrases, mask, hasReal) ?? s);
+        const across = this.cross_level[r]?.forward(
+          perLevel.map((s) => s.phrases),
+          mask,
+        );
+        if (across) perLevel = perLevel.map((s, i) => ({ image: s.image, phrases: across[i] }));
+      }
 
       // 2. pixels: top-down (coarsest first), Mask2Former's FPN: out_l = conv(x_l + up(out_{l−1}))
       const pixels: FeatureMap[] = [];
       let prev: tf.Tensor4D | undefined;
-      perLevel.forEach(({ image }, i) => {
+      for (const [i, { image }] of perLevel.entries()) {
         const [, h, w] = image.shape;
-        const x = prev ? tf.add(image, resize(prev, [h, w], c.upsample_mode)) as tf.Tensor4D : image;
+        const x = prev ? (tf.add(image, resize(prev, [h, w], c.upsample_mode)) as tf.Tensor4D) : image;
         prev = this.levels[i].output(x);
         pixels.push({ tensor: prev, stride: this.strides[i] });
-      });
+      }
+      if (!prev) throw new Error('MultiLevelMutualAggregation: no image level; config image_channels needs at least one');
       // skip levels continue the top-down path (no phrase attention): they only refine maskFeatures
-      this.skip_levels.forEach((level, i) => {
-        const skip = inputs.skips![i].tensor; // [B, H_s, W_s, skip_channels[i]]
-        prev = level.forward(skip, resize(prev!, [skip.shape[1], skip.shape[2]], c.upsample_mode)); // [B, H_s, W_s, D]
-      });
-      const maskFeatures = this.mask_features.forward(prev!); // [B, H_finest, W_finest, mask_dim]
+      const skips = inputs.skips ?? []; // as many as skip_levels (checked above)
+      for (const [i, level] of this.skip_levels.entries()) {
+        const skip = skips[i].tensor; // [B, H_s, W_s, skip_channels[i]]
+        prev = level.forward(skip, resize(prev, [skip.shape[1], skip.shape[2]], c.upsample_mode)); // [B, H_s, W_s, D]
+      }
+      const maskFeatures = this.mask_features.forward(prev); // [B, H_finest, W_finest, mask_dim]
 
       // 3. phrases: weighted sum over levels
-      const stacked = tf.stack(perLevel.map((l) => l.phrases), 2); // [B, P, L, D]
+      const stacked = tf.stack(
+        perLevel.map((l) => l.phrases),
+        2,
+      ); // [B, P, L, D]
       let weights: tf.Tensor; // broadcastable to [B, P, L, 1]
       if (this.phrase_level_weights) {
         weights = tf.reshape(tf.softmax(this.phrase_level_weights), [1, 1, this.levels.length, 1]); // [1, 1, L, 1]
       } else {
-        const scores = tf.reshape(this.phrase_gate!.forward(stacked), [b, p, this.levels.length]); // [B, P, L]
+        if (!this.phrase_gate) throw new Error('MultiLevelMutualAggregation: built with neither phrase_level_weights nor phrase_gate');
+        const scores = tf.reshape(this.phrase_gate.forward(stacked), [b, p, this.levels.length]); // [B, P, L]
         weights = tf.expandDims(tf.softmax(scores, -1), 3); // [B, P, L, 1]
       }
       const fused = tf.sum(tf.mul(stacked, weights), 2); // [B, P, D]
@@ -194,24 +231,31 @@ export class MultiLevelMutualAggregation extends ParameterModule {
       if (img.tensor.rank !== 4 || s[0] !== b || s[3] !== c.image_channels[i]) {
         throw new Error(`${where}: images[${i}] must be NHWC [${b}, H, W, ${c.image_channels[i]}], got [${s}]`);
       }
-      if (img.stride !== this.strides[i]) throw new Error(`${where}: images[${i}] has stride ${img.stride}, expected ${this.strides[i]} (config image_strides)`);
+      if (img.stride !== this.strides[i])
+        throw new Error(`${where}: images[${i}] has stride ${img.stride}, expected ${this.strides[i]} (config image_strides)`);
     });
     const skips = inputs.skips ?? [];
     if (skips.length !== c.skip_channels.length) {
-      throw new Error(`${where}: expected ${c.skip_channels.length} skip levels (config skip_channels [${c.skip_channels}], coarsest first), got ${skips.length}`);
+      throw new Error(
+        `${where}: expected ${c.skip_channels.length} skip levels (config skip_channels [${c.skip_channels}], coarsest first), got ${skips.length}`,
+      );
     }
     skips.forEach((skip, i) => {
       const s = skip.tensor.shape;
       if (skip.tensor.rank !== 4 || s[0] !== b || s[3] !== c.skip_channels[i]) {
         throw new Error(`${where}: skips[${i}] must be NHWC [${b}, H, W, ${c.skip_channels[i]}], got [${s}]`);
       }
-      if (skip.stride !== this.skipStrides[i]) throw new Error(`${where}: skips[${i}] has stride ${skip.stride}, expected ${this.skipStrides[i]} (config skip_strides)`);
+      if (skip.stride !== this.skipStrides[i])
+        throw new Error(`${where}: skips[${i}] has stride ${skip.stride}, expected ${this.skipStrides[i]} (config skip_strides)`);
     });
     phraseList.forEach(({ tensor: t, mask }, i) => {
       if (t.rank !== 3 || t.shape[0] !== b || t.shape[1] !== p || t.shape[2] !== c.phrase_dim) {
-        throw new Error(`${where}: phrases[${i}].tensor must be [${b}, ${p}, ${c.phrase_dim}] (batch and phrases of the phrase mask [${phraseMask.shape}]), got [${t.shape}]`);
+        throw new Error(
+          `${where}: phrases[${i}].tensor must be [${b}, ${p}, ${c.phrase_dim}] (batch and phrases of the phrase mask [${phraseMask.shape}]), got [${t.shape}]`,
+        );
       }
-      if (mask.rank !== 2 || mask.shape[0] !== b || mask.shape[1] !== p) throw new Error(`${where}: phrases[${i}].mask is [${mask.shape}]; every level has the phrases of phrases[0] (mask [${phraseMask.shape}])`);
+      if (mask.rank !== 2 || mask.shape[0] !== b || mask.shape[1] !== p)
+        throw new Error(`${where}: phrases[${i}].mask is [${mask.shape}]; every level has the phrases of phrases[0] (mask [${phraseMask.shape}])`);
     });
     return phraseList;
   }

@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { setBackend } from '@png/core';
+import { expectDefined } from '@png/core/testing';
 import { PngDataset, generateSyntheticBenchmark } from '@png/png-data';
 import { evaluateBaselines, type BaselineResult } from './baselines';
 import { main } from './command_line';
@@ -18,7 +19,11 @@ beforeAll(async () => {
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-const score = (result: BaselineResult, name: string) => result.scores.find((s) => s.name === name)!;
+const score = (result: BaselineResult, name: string) =>
+  expectDefined(
+    result.scores.find((s) => s.name === name),
+    `the '${name}' score`,
+  );
 
 describe('evaluateBaselines', () => {
   it('scores the perfect mask at stride 1 as every IoU = 1 (AR 0.99999), and coarser strides lower', async () => {
@@ -63,7 +68,9 @@ describe('evaluateBaselines', () => {
   });
 
   it('refuses a stride that does not divide the canvas and a text prior without training phrases', async () => {
-    await expect(evaluateBaselines({ data: grounding, rules: ['perfect-mask'], strides: [5] })).rejects.toThrow('perfect-mask: stride 5 must be a positive integer dividing the canvas side 96');
+    await expect(evaluateBaselines({ data: grounding, rules: ['perfect-mask'], strides: [5] })).rejects.toThrow(
+      'perfect-mask: stride 5 must be a positive integer dividing the canvas side 96',
+    );
     const empty = path.join(tmp, 'empty-train');
     await generateSyntheticBenchmark(empty, { seed: 1, train: 0, val: 1 });
     await expect(evaluateBaselines({ data: empty, rules: ['text-prior'] })).rejects.toThrow('text-prior: no grounded phrase in the train2017 split');
@@ -74,12 +81,32 @@ describe('png baseline', () => {
   async function png(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
     let stdout = '';
     let stderr = '';
-    const code = await main(args, { stdout: { write: (t: string) => (stdout += t) }, stderr: { write: (t: string) => (stderr += t) }, embeddedModel: EMBEDDED });
+    const code = await main(args, {
+      stdout: { write: (t: string) => (stdout += t) },
+      stderr: { write: (t: string) => (stderr += t) },
+      embeddedModel: EMBEDDED,
+    });
     return { code, stdout, stderr };
   }
 
   it('prints a table per rule and phrase type, or JSON', async () => {
-    const table = await png('baseline', '--data', grounding, '--rule', 'whole-image', '--rule', 'perfect-mask', '--stride', '2', '--stride', '4', '--size-thresholds', '31,277', '--backend', 'cpu');
+    const table = await png(
+      'baseline',
+      '--data',
+      grounding,
+      '--rule',
+      'whole-image',
+      '--rule',
+      'perfect-mask',
+      '--stride',
+      '2',
+      '--stride',
+      '4',
+      '--size-thresholds',
+      '31,277',
+      '--backend',
+      'cpu',
+    );
     expect(table.code).toBe(0);
     expect(table.stdout).toContain('small < 31 <= medium < 277 <= large');
     expect(table.stdout).toMatch(/^rule +overall +things +stuff +singulars +plurals +small +medium +large .*twin-relation.* unary$/m);

@@ -15,7 +15,17 @@
  *   as predictions are (bilinear, threshold 0.5). The resolution ceiling of a model at that stride.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { PngDataset, SYNTHETIC_PALETTE, letterboxTransform, masksToTarget, unletterbox, type DroppedRecord, type PngSample, type SamplePhrase, type SkippedRecord } from '@png/png-data';
+import {
+  PngDataset,
+  SYNTHETIC_PALETTE,
+  letterboxTransform,
+  masksToTarget,
+  unletterbox,
+  type DroppedRecord,
+  type PngSample,
+  type SamplePhrase,
+  type SkippedRecord,
+} from '@png/png-data';
 import { PngEvaluator, maskIoU, type PngEvaluateOptions, type PngMetrics } from '@png/png-metrics';
 
 /** The rules, in report order. */
@@ -102,7 +112,13 @@ export async function evaluateBaselines(options: BaselineOptions): Promise<Basel
       imageId: sample.imageId,
       height: sample.image.height,
       width: sample.image.width,
-      phrases: sample.phrases.map((p) => ({ label: `record ${sample.index}, phrase ${JSON.stringify(p.text)}`, isThing: p.isThing, isPlural: p.isPlural, tags: p.tags, mask: p.mask })),
+      phrases: sample.phrases.map((p) => ({
+        label: `record ${sample.index}, phrase ${JSON.stringify(p.text)}`,
+        isThing: p.isThing,
+        isPlural: p.isPlural,
+        tags: p.tags,
+        mask: p.mask,
+      })),
     };
     for (const [r, predictor] of predictors.entries()) evaluators[r].process(gt, await predictor.predict(sample));
   }
@@ -146,10 +162,14 @@ function colourLookup(sample: PngSample, text: string, distance: number): Uint8A
 async function perfectMask(sample: PngSample, stride: number, imageSize: number | undefined): Promise<Uint8Array[]> {
   const { height, width } = sample.image;
   const side = imageSize ?? 8 * Math.ceil(Math.max(height, width) / 8);
-  if (!Number.isInteger(stride) || stride < 1 || side % stride !== 0) throw new Error(`perfect-mask: stride ${stride} must be a positive integer dividing the canvas side ${side}`);
+  if (!Number.isInteger(stride) || stride < 1 || side % stride !== 0)
+    throw new Error(`perfect-mask: stride ${stride} must be a positive integer dividing the canvas side ${side}`);
   const transform = letterboxTransform(height, width, side);
   const low = tf.tidy(() => {
-    const canvas = masksToTarget(sample.phrases.map((p) => p.mask), transform); // [1, S, S, P]
+    const canvas = masksToTarget(
+      sample.phrases.map((p) => p.mask),
+      transform,
+    ); // [1, S, S, P]
     return stride === 1 ? canvas : tf.avgPool(canvas, stride, stride, 'valid'); // [1, S / stride, S / stride, P]
   });
   try {
@@ -184,18 +204,24 @@ class TextPrior {
     for await (const sample of dataset.records()) {
       for (const phrase of sample.phrases) grids.push({ keys: priorKeys(phrase.text), grid: toGrid(phrase, sample.image.height, sample.image.width) });
     }
-    if (grids.length === 0) throw new Error(`text-prior: no grounded phrase in the ${split} split of ${data} to learn from; pass a training split with narratives`);
+    if (grids.length === 0)
+      throw new Error(`text-prior: no grounded phrase in the ${split} split of ${data} to learn from; pass a training split with narratives`);
     const sums = new Map<string, { sum: Float32Array; count: number }>();
     for (const { keys, grid } of grids) {
       for (const key of keys) {
         const entry = sums.get(key) ?? { sum: new Float32Array(PRIOR_GRID * PRIOR_GRID), count: 0 };
-        grid.forEach((v, k) => (entry.sum[k] += v));
+        for (const [k, v] of grid.entries()) entry.sum[k] += v;
         entry.count++;
         sums.set(key, entry);
       }
     }
     const means = new Map<string, Float32Array>();
-    for (const [key, { sum, count }] of sums) if (count >= PRIOR_MIN_COUNT || key === 'all') means.set(key, sum.map((v) => v / count));
+    for (const [key, { sum, count }] of sums)
+      if (count >= PRIOR_MIN_COUNT || key === 'all')
+        means.set(
+          key,
+          sum.map((v) => v / count),
+        );
     let best = { threshold: PRIOR_THRESHOLDS[0], iou: -1 };
     for (const threshold of PRIOR_THRESHOLDS) {
       const prior = new TextPrior(means, threshold);
@@ -210,7 +236,9 @@ class TextPrior {
   }
 
   private gridMask(keys: readonly string[]): Uint8Array {
-    const mean = this.means.get(keys.find((k) => this.means.has(k))!)!;
+    const key = keys.find((k) => this.means.has(k));
+    const mean = key === undefined ? undefined : this.means.get(key);
+    if (!mean) throw new Error(`TextPrior: no mean grid for any of ${keys.join(', ')}`);
     return Uint8Array.from(mean, (v) => (v > this.threshold ? 1 : 0));
   }
 

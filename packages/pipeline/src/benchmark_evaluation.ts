@@ -94,20 +94,45 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
   const attentionMaps = options.attentionMaps ?? 4;
   const maxPhrases = grounder.config.max_phrases;
   const { samples, skipped, dropped } = await readGroundedSamples(options.data, split, { limit: options.limit });
-  if (options.probe === 'swap_phrases' && samples.length < 2) throw new Error(`${options.data}: split ${split} has ${samples.length} grounded record; swap_phrases needs two or more (each image's phrase states come from another image)`);
+  if (options.probe === 'swap_phrases' && samples.length < 2)
+    throw new Error(
+      `${options.data}: split ${split} has ${samples.length} grounded record; swap_phrases needs two or more (each image's phrase states come from another image)`,
+    );
 
   // A sample with more phrases than the model takes is grounded in several forwards.
-  const views: View[] = samples.flatMap((s, i) => Array.from({ length: Math.ceil(s.phrases.length / maxPhrases) }, (_, k) => ({ sample: i, first: k * maxPhrases, count: Math.min(maxPhrases, s.phrases.length - k * maxPhrases) })));
+  const views: View[] = samples.flatMap((s, i) =>
+    Array.from({ length: Math.ceil(s.phrases.length / maxPhrases) }, (_, k) => ({
+      sample: i,
+      first: k * maxPhrases,
+      count: Math.min(maxPhrases, s.phrases.length - k * maxPhrases),
+    })),
+  );
   const predicted: Uint8Array[][] = samples.map(() => []);
   const attention: Array<Record<string, Float32Array> | undefined> = samples.map(() => undefined);
   for (let start = 0; start < views.length; start += batchSize) {
     const batch = views.slice(start, start + batchSize);
     const inputs = batch.map((v) => viewSample(samples[v.sample], v));
     const encoded = encodeSamples(grounder, inputs, { size: imageSize, maxPhrases });
-    const donors = options.probe === 'swap_phrases' ? encodeDonors(grounder, batch.map((v) => samples[(v.sample + 1) % samples.length]), imageSize) : undefined;
-    const out = grounder.forwardLatents(encoded.latents, encoded.phrases, encoded.skips, donors ? { kind: 'swap_phrases', donors } : options.probe === 'zero_gates' ? { kind: 'zero_gates' } : undefined);
+    const donors =
+      options.probe === 'swap_phrases'
+        ? encodeDonors(
+            grounder,
+            batch.map((v) => samples[(v.sample + 1) % samples.length]),
+            imageSize,
+          )
+        : undefined;
+    const out = grounder.forwardLatents(
+      encoded.latents,
+      encoded.phrases,
+      encoded.skips,
+      donors ? { kind: 'swap_phrases', donors } : options.probe === 'zero_gates' ? { kind: 'zero_gates' } : undefined,
+    );
     const last = out.predictions[out.predictions.length - 1]; // [B, h, w, maxPhrases]
-    const masks = await masksFromLogits(last, encoded.transforms, batch.map((v) => v.count));
+    const masks = await masksFromLogits(
+      last,
+      encoded.transforms,
+      batch.map((v) => v.count),
+    );
     for (const [b, view] of batch.entries()) {
       predicted[view.sample].push(...masks[b]);
       if (view.sample < attentionMaps && view.first === 0 && Object.keys(out.attention).length > 0) {
@@ -130,11 +155,17 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
   for (const [i, sample] of samples.entries()) {
     const gt = evaluatedSample(sample, split);
     evaluator.process(gt, predicted[i]);
-    baseline.process(gt, sample.phrases.map(() => new Uint8Array(sample.image.height * sample.image.width).fill(1)));
+    baseline.process(
+      gt,
+      sample.phrases.map(() => new Uint8Array(sample.image.height * sample.image.width).fill(1)),
+    );
     records.push({
       record_index: sample.index,
       image_id: String(sample.imageId),
-      phrases: sample.phrases.map((p, j) => ({ segment_ids: p.segmentIds.map(String), rle: encodeRle(predicted[i][j], sample.image.height, sample.image.width) })),
+      phrases: sample.phrases.map((p, j) => ({
+        segment_ids: p.segmentIds.map(String),
+        rle: encodeRle(predicted[i][j], sample.image.height, sample.image.width),
+      })),
     });
   }
   const metricsOptions = options.metrics ?? { bootstrap: {} };
@@ -152,19 +183,38 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
   };
   if (out) {
     const report = buildReport(metrics);
-    writeFileAtomic(path.join(out, 'report.json'), JSON.stringify({ ...report, split, samples: result.samples, ...(options.probe ? { probe: options.probe } : {}), dropped_narratives: countDrops(dropped), baseline_full_image: result.baseline }, null, 2) + '\n');
+    writeFileAtomic(
+      path.join(out, 'report.json'),
+      `${JSON.stringify({ ...report, split, samples: result.samples, ...(options.probe ? { probe: options.probe } : {}), dropped_narratives: countDrops(dropped), baseline_full_image: result.baseline }, null, 2)}
+`,
+    );
     writeFileAtomic(path.join(out, 'ar_curves.svg'), renderRecallCurvesSvg(report));
     writeFileAtomic(path.join(out, 'predictions.json'), JSON.stringify(records));
     for (const [i, sample] of samples.slice(0, overlays).entries()) {
       const labels = sample.phrases.map((p) => p.text);
       const figure = tileImages(
         [
-          { image: renderOverlay(sample.image, sample.phrases.map((p, j) => ({ label: labels[j], mask: p.mask }))), title: 'ground truth' },
-          { image: renderOverlay(sample.image, predicted[i].map((mask, j) => ({ label: labels[j], mask }))), title: 'predicted' },
+          {
+            image: renderOverlay(
+              sample.image,
+              sample.phrases.map((p, j) => ({ label: labels[j], mask: p.mask })),
+            ),
+            title: 'ground truth',
+          },
+          {
+            image: renderOverlay(
+              sample.image,
+              predicted[i].map((mask, j) => ({ label: labels[j], mask })),
+            ),
+            title: 'predicted',
+          },
         ],
         { columns: 2 },
       );
-      writeFileAtomic(path.join(out, 'overlays', `${String(i).padStart(3, '0')}_image${sample.imageId}.png`), encodePng(figure.width, figure.height, figure.data));
+      writeFileAtomic(
+        path.join(out, 'overlays', `${String(i).padStart(3, '0')}_image${sample.imageId}.png`),
+        encodePng(figure.width, figure.height, figure.data),
+      );
     }
     for (const [i, maps] of attention.entries()) {
       if (!maps) continue;
@@ -173,10 +223,16 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
       const tiles = [{ image: renderOverlay(sample.image, []), title: 'image' }];
       for (const [block, data] of Object.entries(maps)) {
         const side = Math.round(Math.sqrt(data.length / labels.length)); // the square canvas at this block's resolution
-        tiles.push({ image: renderAttentionMap(data, side, side, labels), title: block.replace(/\.transformer_blocks\.0$/, '').replace('attentions.', 'attn.') });
+        tiles.push({
+          image: renderAttentionMap(data, side, side, labels),
+          title: block.replace(/\.transformer_blocks\.0$/, '').replace('attentions.', 'attn.'),
+        });
       }
       const figure = tileImages(tiles, { columns: 4 });
-      writeFileAtomic(path.join(out, 'attention', `${String(i).padStart(3, '0')}_image${sample.imageId}.png`), encodePng(figure.width, figure.height, figure.data));
+      writeFileAtomic(
+        path.join(out, 'attention', `${String(i).padStart(3, '0')}_image${sample.imageId}.png`),
+        encodePng(figure.width, figure.height, figure.data),
+      );
     }
   }
   return result;
@@ -184,13 +240,24 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
 
 /** The VAE latents of `donors`' images, letterboxed to `size` as the samples are: [B, S/f, S/f, C]. */
 function encodeDonors(grounder: PngGrounder, donors: readonly PngSample[], size: number): tf.Tensor4D {
-  return tf.tidy(() => grounder.backbone.encodeImages(tf.concat(donors.map((d) => letterbox(d.image, size).tensor), 0) as tf.Tensor4D));
+  return tf.tidy(() =>
+    grounder.backbone.encodeImages(
+      tf.concat(
+        donors.map((d) => letterbox(d.image, size).tensor),
+        0,
+      ) as tf.Tensor4D,
+    ),
+  );
 }
 
 /** The sample with only the phrases of `view` (one forward's worth). */
 function viewSample(sample: PngSample, view: View): PngSample {
   const end = view.first + view.count;
-  return { ...sample, narrative: { ...sample.narrative, phrases: sample.narrative.phrases.slice(view.first, end) }, phrases: sample.phrases.slice(view.first, end) };
+  return {
+    ...sample,
+    narrative: { ...sample.narrative, phrases: sample.narrative.phrases.slice(view.first, end) },
+    phrases: sample.phrases.slice(view.first, end),
+  };
 }
 
 /** The ground truth of a sample as the evaluator takes it. */

@@ -7,13 +7,17 @@ import type { FeatureMap, PhraseFeatures } from '@png/core';
 import { encodePhrases, type Narrative } from '@png/diffusion-backbone';
 import { PngDataset, letterbox, masksToTarget, type LetterboxTransform, type PngSample } from '@png/png-data';
 import { describeDrops } from '@png/png-metrics';
-import type { PngGrounder } from './png_grounder';
+import { phraseEncoding, type PngGrounder } from './png_grounder';
 
 /**
  * Records of a split that have at least one grounded phrase, in file order (at most `limit`), with
  * the bad records skipped and the records the official pre-processing drops.
  */
-export async function readGroundedSamples(root: string, split: string, options: { limit?: number; onBadRecord?: 'skip' | 'throw' } = {}): Promise<{ samples: PngSample[]; skipped: PngDataset['skipped']; dropped: PngDataset['dropped'] }> {
+export async function readGroundedSamples(
+  root: string,
+  split: string,
+  options: { limit?: number; onBadRecord?: 'skip' | 'throw' } = {},
+): Promise<{ samples: PngSample[]; skipped: PngDataset['skipped']; dropped: PngDataset['dropped'] }> {
   const dataset = await PngDataset.open(root, split, { onBadRecord: options.onBadRecord ?? 'skip' });
   const samples: PngSample[] = [];
   for await (const sample of dataset.records()) {
@@ -40,7 +44,7 @@ export interface EncodedSamples {
   readonly latents: tf.Tensor4D;
   /** [N, S/s, S/s, C_s] frozen VAE encoder maps of the grounder's skip levels (finer mask_stride), coarsest first; [] by default. */
   readonly skips: FeatureMap[];
-  /** [N, maxPhrases, D] frozen phrase features and the [N, maxPhrases] mask. */
+  /** [N, maxPhrases, D] frozen phrase features and the [N, maxPhrases] mask (when the grounder reads them, the caption tokens [N, K·L, D], K the most windows of a caption). */
   readonly phrases: PhraseFeatures;
   /** [N, S, S, maxPhrases] binary phrase masks on the canvas (zero for padding). */
   readonly targets: tf.Tensor4D;
@@ -51,15 +55,40 @@ export interface EncodedSamples {
 
 /**
  * Encodes `samples` (images letterboxed to `size`) through the grounder's frozen backbone
- * (`grounder.encodeImages`, `grounder.encodePhrases`'s encoder), `chunk` at a time. A sample with
+ * (`grounder.encodeImages`, `grounder.encodePhrases`'s encoder with its windows, and the caption
+ * tokens when it reads them: `phraseEncoding(grounder.config)`), `chunk` at a time. A sample with
  * more than `maxPhrases` phrases keeps its first `maxPhrases`; `truncated` counts the phrases left out.
  */
-export function encodeSamples(grounder: PngGrounder, samples: readonly PngSample[], options: { size: number; maxPhrases: number; chunk?: number }): EncodedSamples & { truncated: number } {
+export function encodeSamples(
+  grounder: PngGrounder,
+  samples: readonly PngSample[],
+  options: { size: number; maxPhrases: number; chunk?: number },
+): EncodedSamples & { truncated: number } {
   const { size, maxPhrases } = options;
   const { backbone } = grounder;
   const chunk = options.chunk ?? 16;
-  if (size % backbone.imageMultiple !== 0) throw new Error(`image size ${size} is not a multiple of ${backbone.imageMultiple} (the backbone's downsampling); choose a multiple of it`);
-  const parts: { latents: tf.Tensor4D[]; skips: FeatureMap[][]; phrases: tf.Tensor3D[]; masks: tf.Tensor2D[]; targets: tf.Tensor4D[] } = { latents: [], skips: [], phrases: [], masks: [], targets: [] };
+  if (size % backbone.imageMultiple !== 0)
+    throw new Error(`image size ${size} is not a multiple of ${backbone.imageMultiple} (the backbone's downsampling); choose a multiple of it`);
+  const { windows, caption } = phraseEncoding(grounder.config);
+  // every chunk's caption tokens padded to the most windows of any caption, so that they concatenate
+  const captionWindows = caption ? Math.max(...samples.map((s) => backbone.tokenizer.chunk(s.narrative.caption, windows).windows.length)) : undefined;
+  const parts: {
+    latents: tf.Tensor4D[];
+    skips: FeatureMap[][];
+    phrases: tf.Tensor3D[];
+    masks: tf.Tensor2D[];
+    targets: tf.Tensor4D[];
+    captions: tf.Tensor3D[];
+    captionMasks: tf.Tensor2D[];
+  } = {
+    latents: [],
+    skips: [],
+    phrases: [],
+    masks: [],
+    targets: [],
+    captions: [],
+    captionMasks: [],
+  };
   const transforms: LetterboxTransform[] = [];
   const phraseCounts: number[] = [];
   let truncated = 0;
@@ -79,42 +108,77 @@ export function encodeSamples(grounder: PngGrounder, samples: readonly PngSample
         const { latents, skips } = grounder.encodeImages(tf.concat(images, 0) as tf.Tensor4D);
         parts.latents.push(tf.keep(latents));
         parts.skips.push(skips.map((s) => ({ ...s, tensor: tf.keep(s.tensor) })));
-        const features = encodePhrases(backbone.tokenizer, backbone.textEncoder, narratives, { maxPhrases, padTo: maxPhrases });
+        const features = encodePhrases(backbone.tokenizer, backbone.textEncoder, narratives, {
+          maxPhrases,
+          padTo: maxPhrases,
+          windows,
+          caption,
+          captionWindows,
+        });
         parts.phrases.push(tf.keep(features.tensor));
         parts.masks.push(tf.keep(features.mask));
+        if (features.caption) {
+          parts.captions.push(tf.keep(features.caption.tensor));
+          parts.captionMasks.push(tf.keep(features.caption.mask));
+        }
         const targets = group.map((s, i) => {
           const masks = s.phrases.slice(0, maxPhrases).map((p) => p.mask);
           phraseCounts.push(masks.length);
           const t = masksToTarget(masks, transforms[start + i]); // [1, S, S, p]
-          return tf.pad(t, [[0, 0], [0, 0], [0, 0], [0, maxPhrases - masks.length]]);
+          return tf.pad(t, [
+            [0, 0],
+            [0, 0],
+            [0, 0],
+            [0, maxPhrases - masks.length],
+          ]);
         });
         parts.targets.push(tf.keep(tf.concat(targets, 0) as tf.Tensor4D));
       });
     }
     const out = tf.tidy(() => ({
       latents: tf.concat(parts.latents, 0) as tf.Tensor4D,
-      skips: (parts.skips[0] ?? []).map((level, i) => ({ ...level, tensor: tf.concat(parts.skips.map((chunkSkips) => chunkSkips[i].tensor), 0) as tf.Tensor4D })),
-      phrases: { tensor: tf.concat(parts.phrases, 0) as tf.Tensor3D, mask: tf.concat(parts.masks, 0) as tf.Tensor2D },
+      skips: (parts.skips[0] ?? []).map((level, i) => ({
+        ...level,
+        tensor: tf.concat(
+          parts.skips.map((chunkSkips) => chunkSkips[i].tensor),
+          0,
+        ) as tf.Tensor4D,
+      })),
+      phrases: {
+        tensor: tf.concat(parts.phrases, 0) as tf.Tensor3D,
+        mask: tf.concat(parts.masks, 0) as tf.Tensor2D,
+        ...(parts.captions.length
+          ? { caption: { tensor: tf.concat(parts.captions, 0) as tf.Tensor3D, mask: tf.concat(parts.captionMasks, 0) as tf.Tensor2D } }
+          : {}),
+      },
       targets: tf.concat(parts.targets, 0) as tf.Tensor4D,
     }));
     return { ...out, phraseCounts, transforms, truncated };
   } finally {
-    tf.dispose([parts.latents, parts.skips, parts.phrases, parts.masks, parts.targets]);
+    tf.dispose([parts.latents, parts.skips, parts.phrases, parts.masks, parts.targets, parts.captions, parts.captionMasks]);
   }
 }
 
 /** The samples at `indices`, their phrases cut to the batch's largest real count. Caller owns. */
-export function gatherBatch(encoded: EncodedSamples, indices: readonly number[]): { latents: tf.Tensor4D; skips: FeatureMap[]; phrases: PhraseFeatures; targets: tf.Tensor4D } {
+export function gatherBatch(
+  encoded: EncodedSamples,
+  indices: readonly number[],
+): { latents: tf.Tensor4D; skips: FeatureMap[]; phrases: PhraseFeatures; targets: tf.Tensor4D } {
   const p = Math.max(...indices.map((i) => encoded.phraseCounts[i]));
   return tf.tidy(() => {
     const at = tf.tensor1d([...indices], 'int32');
     const phrases = tf.gather(encoded.phrases.tensor, at); // [B, maxPhrases, D]
     const mask = tf.gather(encoded.phrases.mask, at); // [B, maxPhrases]
     const targets = tf.gather(encoded.targets, at); // [B, S, S, maxPhrases]
+    const caption = encoded.phrases.caption;
     return {
       latents: tf.gather(encoded.latents, at) as tf.Tensor4D,
       skips: encoded.skips.map((s) => ({ ...s, tensor: tf.gather(s.tensor, at) as tf.Tensor4D })),
-      phrases: { tensor: tf.slice(phrases, [0, 0, 0], [-1, p, -1]) as tf.Tensor3D, mask: tf.slice(mask, [0, 0], [-1, p]) as tf.Tensor2D },
+      phrases: {
+        tensor: tf.slice(phrases, [0, 0, 0], [-1, p, -1]) as tf.Tensor3D,
+        mask: tf.slice(mask, [0, 0], [-1, p]) as tf.Tensor2D,
+        ...(caption ? { caption: { tensor: tf.gather(caption.tensor, at) as tf.Tensor3D, mask: tf.gather(caption.mask, at) as tf.Tensor2D } } : {}), // [B, K·L, D], [B, K·L]
+      },
       targets: tf.slice(targets, [0, 0, 0, 0], [-1, -1, -1, p]) as tf.Tensor4D,
     };
   });

@@ -57,9 +57,16 @@ export const DEFAULT_TRAINING_SETTINGS: TrainingSettings = Object.freeze({
 
 export function resolveTrainingSettings(user: Partial<TrainingSettings> | Record<string, unknown> = {}): TrainingSettings {
   return resolveConfig('TrainingSettings', DEFAULT_TRAINING_SETTINGS, user, (c) => {
-    for (const key of ['steps', 'batch_size', 'image_size', 'checkpoint_every'] as const) check(isPositiveInt(c[key]), 'TrainingSettings', key, 'a positive integer', c[key]);
+    for (const key of ['steps', 'batch_size', 'image_size', 'checkpoint_every'] as const)
+      check(isPositiveInt(c[key]), 'TrainingSettings', key, 'a positive integer', c[key]);
     check(isFiniteNumber(c.lr) && c.lr > 0, 'TrainingSettings', 'lr', 'a number > 0', c.lr);
-    check(isNonNegativeInt(c.warmup_steps) && c.warmup_steps < c.steps, 'TrainingSettings', 'warmup_steps', `an integer in [0, steps = ${c.steps})`, c.warmup_steps);
+    check(
+      isNonNegativeInt(c.warmup_steps) && c.warmup_steps < c.steps,
+      'TrainingSettings',
+      'warmup_steps',
+      `an integer in [0, steps = ${c.steps})`,
+      c.warmup_steps,
+    );
     check(isFiniteNumber(c.weight_decay) && c.weight_decay >= 0, 'TrainingSettings', 'weight_decay', 'a number ≥ 0', c.weight_decay);
     check(isFiniteNumber(c.clip_grad_norm) && c.clip_grad_norm > 0, 'TrainingSettings', 'clip_grad_norm', 'a number > 0', c.clip_grad_norm);
     check(isFiniteNumber(c.gate_lr_multiplier) && c.gate_lr_multiplier > 0, 'TrainingSettings', 'gate_lr_multiplier', 'a number > 0', c.gate_lr_multiplier);
@@ -138,7 +145,17 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
   if (guard.resumed && fs.existsSync(files.grounder)) {
     const latest = await latestCheckpoint(files.checkpoints);
     if (latest?.step === training.steps) {
-      return { grounderDir: files.grounder, losses: latest.losses, gates: (latest.logs ?? []) as EipaGateMagnitudes[], resumedFrom: training.steps, samples: 0, truncatedPhrases: 0, skipped: [], dropped: [], seconds: (performance.now() - began) / 1000 };
+      return {
+        grounderDir: files.grounder,
+        losses: latest.losses,
+        gates: (latest.logs ?? []) as EipaGateMagnitudes[],
+        resumedFrom: training.steps,
+        samples: 0,
+        truncatedPhrases: 0,
+        skipped: [],
+        dropped: [],
+        seconds: (performance.now() - began) / 1000,
+      };
     }
   }
 
@@ -147,10 +164,12 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
   let trainer: Trainer<number[]> | undefined;
   let encoded: ReturnType<typeof encodeSamples> | undefined;
   try {
-    const model = (grounder = PngGrounder.create(options.backbone, config, { seed: training.seed }));
+    grounder = PngGrounder.create(options.backbone, config, { seed: training.seed });
+    const model = grounder;
     // the grounder encodes: with a finer mask_stride its VAE encoder maps are cached beside the latents
     options.onProgress?.({ phase: 'encode', done: 0, total: samples.length });
-    const data = (encoded = encodeSamples(model, samples, { size: training.image_size, maxPhrases: config.max_phrases }));
+    encoded = encodeSamples(model, samples, { size: training.image_size, maxPhrases: config.max_phrases });
+    const data = encoded;
     options.onProgress?.({ phase: 'encode', done: samples.length, total: samples.length });
     trainer = new Trainer<number[]>({
       variables: model.namedVariables(),
@@ -161,7 +180,7 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
       optimizer: {
         lr: training.lr,
         weight_decay: training.weight_decay,
-        noDecay: (key) => /(bias|norm|gate|level_weights)/.test(key),
+        noDecay: (key) => /(bias|norm|gate|gamma|level_weights)/.test(key),
         lrMultiplier: (key) => (/^eipa\..*\.gate$/.test(key) ? training.gate_lr_multiplier : 1),
       },
       schedule: warmupPoly({ base_lr: training.lr, warmup_steps: training.warmup_steps, total_steps: training.steps }),
@@ -170,7 +189,11 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
     guard.record(); // every input is valid: the run folder starts here
     removeStale(options.out);
     const order = new BatchOrder(samples.length, training.batch_size, training.seed);
-    const { losses, logs: gates, resumedFrom } = await runTrainingLoop({
+    const {
+      losses,
+      logs: gates,
+      resumedFrom,
+    } = await runTrainingLoop({
       dir: files.checkpoints,
       trainer,
       steps: training.steps,
@@ -180,7 +203,17 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
       onStep: (p) => options.onProgress?.({ phase: 'train', ...p, gates: model.adapter.gateMagnitudes() }),
     });
     await saveFolderAtomically(files.grounder, (dir) => model.save(dir));
-    return { grounderDir: files.grounder, losses, gates, resumedFrom, samples: samples.length, truncatedPhrases: data.truncated, skipped, dropped, seconds: (performance.now() - began) / 1000 };
+    return {
+      grounderDir: files.grounder,
+      losses,
+      gates,
+      resumedFrom,
+      samples: samples.length,
+      truncatedPhrases: data.truncated,
+      skipped,
+      dropped,
+      seconds: (performance.now() - began) / 1000,
+    };
   } finally {
     grounder?.dispose();
     trainer?.dispose();

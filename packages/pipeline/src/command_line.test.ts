@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { setBackend } from '@png/core';
+import { expectDefined } from '@png/core/testing';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
 import { decodeImage, encodePng, synthesizeScene } from '@png/png-data';
 import { decodeRle } from '@png/png-metrics';
@@ -9,7 +10,12 @@ import { main } from './command_line';
 import { trainOnBenchmark } from './benchmark_training';
 
 const EMBEDDED = path.join(__dirname, '..', 'models', 'png-tiny-sd');
-const SMALL_MODEL = { eipa: { bottleneck_dim: 16, num_heads: 4 }, mlma: { hidden_dim: 32, num_heads: 4, mask_dim: 32, norm_groups: 8 }, decoder: { num_layers: 2, num_heads: 4, dim_feedforward: 64 }, max_phrases: 6 };
+const SMALL_MODEL = {
+  eipa: { bottleneck_dim: 16, num_heads: 4 },
+  mlma: { hidden_dim: 32, num_heads: 4, mask_dim: 32, norm_groups: 8 },
+  decoder: { num_layers: 2, num_heads: 4, dim_feedforward: 64 },
+  max_phrases: 6,
+};
 
 /** Runs `png <args>` and captures what it writes. */
 async function png(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -41,12 +47,27 @@ describe('the png command line (embedded backbone, wasm)', () => {
     }
     expect(await png('fly')).toMatchObject({ code: 2, stderr: expect.stringContaining("unknown command 'fly'") });
     expect(await png('train', '--data', dir)).toMatchObject({ code: 2, stderr: expect.stringContaining('--out is required') });
-    expect(await png('train', '--data', dir, '--out', dir, '--steps', 'many')).toMatchObject({ code: 2, stderr: expect.stringContaining("--steps must be an integer ≥ 1, got 'many'") });
-    expect(await png('train', '--data', dir, '--out', dir, '--backend', 'tpu')).toMatchObject({ code: 2, stderr: expect.stringContaining('--backend must be one of wasm, cpu, webgpu') });
-    expect(await png('evaluate', '--data', dir, '--run', dir, '--probe', 'zero')).toMatchObject({ code: 2, stderr: expect.stringContaining("--probe must be zero-gates or swap-phrases, got 'zero'") });
-    expect(await png('train', '--data', dir, '--out', dir, '--gate-lr-multiplier', '0')).toMatchObject({ code: 2, stderr: expect.stringContaining("--gate-lr-multiplier must be a number > 0, got '0'") });
+    expect(await png('train', '--data', dir, '--out', dir, '--steps', 'many')).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining("--steps must be an integer ≥ 1, got 'many'"),
+    });
+    expect(await png('train', '--data', dir, '--out', dir, '--backend', 'tpu')).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('--backend must be one of wasm, cpu, webgpu'),
+    });
+    expect(await png('evaluate', '--data', dir, '--run', dir, '--probe', 'zero')).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining("--probe must be zero-gates or swap-phrases, got 'zero'"),
+    });
+    expect(await png('train', '--data', dir, '--out', dir, '--gate-lr-multiplier', '0')).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining("--gate-lr-multiplier must be a number > 0, got '0'"),
+    });
     expect(await png('synth', '--out', dir, '--colour', 'red')).toMatchObject({ code: 2, stderr: expect.stringContaining("Unknown option '--colour'") });
-    expect(await png('evaluate', '--data', dir, '--run', dir, '--size-thresholds', '9')).toMatchObject({ code: 2, stderr: expect.stringContaining('--size-thresholds: size thresholds are two areas in pixels') });
+    expect(await png('evaluate', '--data', dir, '--run', dir, '--size-thresholds', '9')).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('--size-thresholds: size thresholds are two areas in pixels'),
+    });
   });
 
   it('trains, resumes a finished run, evaluates with figures, and grounds a free-form narrative', async () => {
@@ -63,7 +84,9 @@ describe('the png command line (embedded backbone, wasm)', () => {
     expect((await png(...train)).stdout).toContain('had already finished its 6 steps');
     const other = await png(...train.slice(0, -4), '--steps', '7');
     expect(other.code).toBe(1);
-    expect(other.stderr).toMatch(/run\.json: this folder holds a run started with another training .*rerun with the same settings to resume it, or remove .*run or choose another folder/);
+    expect(other.stderr).toMatch(
+      /run\.json: this folder holds a run started with another training .*rerun with the same settings to resume it, or remove .*run or choose another folder/,
+    );
 
     const evaluated = await png('evaluate', '--data', data, '--run', run, '--json', '--overlays', '2', '--attention-maps', '1');
     expect(evaluated.code).toBe(0);
@@ -83,25 +106,73 @@ describe('the png command line (embedded backbone, wasm)', () => {
     const logs = JSON.parse(fs.readFileSync(path.join(run, 'checkpoints', 'checkpoint-6', 'trainer_state.json'), 'utf8')).extra.logs;
     expect(logs).toHaveLength(6);
     expect(Object.keys(logs[5]).sort()).toEqual(['extract', 'inject']);
-    const probed = await png('evaluate', '--data', data, '--run', run, '--json', '--overlays', '0', '--attention-maps', '0', '--limit', '2', '--bootstrap', '0', '--probe', 'swap-phrases');
+    const probed = await png(
+      'evaluate',
+      '--data',
+      data,
+      '--run',
+      run,
+      '--json',
+      '--overlays',
+      '0',
+      '--attention-maps',
+      '0',
+      '--limit',
+      '2',
+      '--bootstrap',
+      '0',
+      '--probe',
+      'swap-phrases',
+    );
     expect(probed.code).toBe(0);
     expect(JSON.parse(fs.readFileSync(path.join(run, 'eval-val2017-swap-phrases', 'report.json'), 'utf8')).probe).toBe('swap_phrases');
 
     const scene = synthesizeScene(77);
     const image = path.join(dir, 'scene.png');
     fs.writeFileSync(image, encodePng(scene.width, scene.height, scene.image));
-    const grounded = await png('ground', '--image', image, '--caption', 'In this picture we can see a red circle above two blue squares on the grass.', '--run', run, '--out', path.join(dir, 'ground'));
+    const grounded = await png(
+      'ground',
+      '--image',
+      image,
+      '--caption',
+      'In this picture we can see a red circle above two blue squares on the grass.',
+      '--run',
+      run,
+      '--out',
+      path.join(dir, 'ground'),
+    );
     expect(grounded.code).toBe(0);
     expect(grounded.stdout).toContain('3 phrases: "a red circle", "two blue squares", "the grass"');
     const masks = JSON.parse(fs.readFileSync(path.join(dir, 'ground', 'masks.json'), 'utf8'));
-    expect(masks.phrases.map((p: { span: number[] }) => p.span)).toEqual([[27, 39], [46, 62], [66, 75]]);
+    expect(masks.phrases.map((p: { span: number[] }) => p.span)).toEqual([
+      [27, 39],
+      [46, 62],
+      [66, 75],
+    ]);
     for (const p of masks.phrases) expect(decodeRle(p.rle).reduce((a: number, b: number) => a + b, 0)).toBe(p.area);
-    expect(fs.readFileSync(path.join(dir, 'ground', 'overlay.png')).subarray(1, 4).toString()).toBe('PNG');
+    expect(
+      fs
+        .readFileSync(path.join(dir, 'ground', 'overlay.png'))
+        .subarray(1, 4)
+        .toString(),
+    ).toBe('PNG');
 
-    expect(await png('ground', '--image', path.join(dir, 'nope.png'), '--caption', 'a dog', '--run', run)).toMatchObject({ code: 1, stderr: expect.stringContaining('nope.png: no such file') });
-    expect(await png('ground', '--image', dir, '--caption', 'a dog', '--run', run)).toMatchObject({ code: 1, stderr: expect.stringContaining(`${dir}: is a folder; expected an image (JPEG or PNG)`) });
-    expect(await png('ground', '--image', image, '--caption', '  ', '--run', run)).toMatchObject({ code: 2, stderr: expect.stringContaining('--caption is empty') });
-    expect(await png('evaluate', '--data', data, '--run', dir)).toMatchObject({ code: 1, stderr: expect.stringContaining('not a png train run folder (no run.json)') });
+    expect(await png('ground', '--image', path.join(dir, 'nope.png'), '--caption', 'a dog', '--run', run)).toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining('nope.png: no such file'),
+    });
+    expect(await png('ground', '--image', dir, '--caption', 'a dog', '--run', run)).toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining(`${dir}: is a folder; expected an image (JPEG or PNG)`),
+    });
+    expect(await png('ground', '--image', image, '--caption', '  ', '--run', run)).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('--caption is empty'),
+    });
+    expect(await png('evaluate', '--data', data, '--run', dir)).toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining('not a png train run folder (no run.json)'),
+    });
 
     // a bad record is left out and reported by its index and field, not dropped silently; a record the
     // official pre-processing drops (its utterances lack the caption's last words) is counted by reason
@@ -112,7 +183,9 @@ describe('the png command line (embedded backbone, wasm)', () => {
     fs.writeFileSync(records, JSON.stringify([...json, { ...json[0], image_id: '999999999' }, { ...json[0], caption: `${json[0].caption} And more.` }]));
     const partial = await png('evaluate', '--data', broken, '--run', run, '--json', '--overlays', '0', '--attention-maps', '0');
     expect(partial.code).toBe(0);
-    expect(partial.stderr).toContain(`1 bad record skipped:\n  png_coco_val2017.json record ${json.length}: field image_id: image 999999999 has no entry in images in panoptic_val2017.json`);
+    expect(partial.stderr).toContain(
+      `1 bad record skipped:\n  png_coco_val2017.json record ${json.length}: field image_id: image 999999999 has no entry in images in panoptic_val2017.json`,
+    );
     expect(partial.stderr).toContain(
       `1 narrative dropped as the official pre-processing drops them (not evaluated): 1 word count mismatch; the first:\n  png_coco_val2017.json record ${json.length + 1}: word count mismatch: the caption has `,
     );
@@ -136,7 +209,12 @@ describe('trainOnBenchmark', () => {
   });
 
   it('resumes an interrupted run with the losses an uninterrupted run has, bit for bit', async () => {
-    const options = { data: path.join(dir, 'data'), backbone, config: SMALL_MODEL, training: { steps: 5, batch_size: 2, warmup_steps: 1, checkpoint_every: 2 } };
+    const options = {
+      data: path.join(dir, 'data'),
+      backbone,
+      config: SMALL_MODEL,
+      training: { steps: 5, batch_size: 2, warmup_steps: 1, checkpoint_every: 2 },
+    };
     const whole = await trainOnBenchmark({ ...options, out: path.join(dir, 'whole') });
     const crash = new Error('power cut');
     await expect(
@@ -155,16 +233,25 @@ describe('trainOnBenchmark', () => {
     // the gates leave 0 step by step, are logged per step and resume with the run
     expect(whole.gates).toHaveLength(5);
     expect(resumed.gates).toEqual(whole.gates);
-    expect(whole.gates[4].extract!).toBeGreaterThan(whole.gates[0].extract!);
-    expect(whole.gates[4].inject!).toBeGreaterThan(0);
+    expect(expectDefined(whole.gates[4].extract, 'whole extract gate')).toBeGreaterThan(expectDefined(whole.gates[0].extract, 'whole extract gate'));
+    expect(expectDefined(whole.gates[4].inject, 'whole inject gate')).toBeGreaterThan(0);
     // a gate learning rate ten times the others' moves the gates further
     const faster = await trainOnBenchmark({ ...options, training: { ...options.training, gate_lr_multiplier: 10 }, out: path.join(dir, 'faster') });
-    expect(faster.gates[4].extract!).toBeGreaterThan(3 * whole.gates[4].extract!);
-    expect(faster.gates[4].inject!).toBeGreaterThan(3 * whole.gates[4].inject!);
+    expect(expectDefined(faster.gates[4].extract, 'faster extract gate')).toBeGreaterThan(3 * expectDefined(whole.gates[4].extract, 'whole extract gate'));
+    expect(expectDefined(faster.gates[4].inject, 'faster inject gate')).toBeGreaterThan(3 * expectDefined(whole.gates[4].inject, 'whole inject gate'));
   });
 
   it('refuses a benchmark split without grounded records, naming the folder', async () => {
-    await expect(trainOnBenchmark({ data: path.join(dir, 'data'), split: 'val2017', out: path.join(dir, 'empty'), backbone, config: SMALL_MODEL, training: { steps: 2, warmup_steps: 0 } })).rejects.toThrow(/split val2017 has no record with a grounded phrase/);
+    await expect(
+      trainOnBenchmark({
+        data: path.join(dir, 'data'),
+        split: 'val2017',
+        out: path.join(dir, 'empty'),
+        backbone,
+        config: SMALL_MODEL,
+        training: { steps: 2, warmup_steps: 0 },
+      }),
+    ).rejects.toThrow(/split val2017 has no record with a grounded phrase/);
   });
 });
 
@@ -180,7 +267,9 @@ describe('png sample and png pretrain (wasm)', () => {
     const one = decodeImage(new Uint8Array(fs.readFileSync(single)), single);
     expect([one.width, one.height]).toEqual([128, 128]);
     const two = path.join(dir, 'two.png');
-    expect((await png('sample', '--prompt', 'a blue square', '--prompt', 'two yellow rings in the sky', '--out', two, '--steps', '2', '--guidance', '1')).code).toBe(0);
+    expect(
+      (await png('sample', '--prompt', 'a blue square', '--prompt', 'two yellow rings in the sky', '--out', two, '--steps', '2', '--guidance', '1')).code,
+    ).toBe(0);
     expect(decodeImage(new Uint8Array(fs.readFileSync(two)), two).width).toBeGreaterThan(128);
     expect(await png('sample', '--prompt', ' ', '--out', two)).toMatchObject({ code: 2, stderr: expect.stringContaining('--prompt is empty') });
     expect(await png('sample', '--out', two)).toMatchObject({ code: 2, stderr: expect.stringContaining('--prompt is required') });
@@ -197,6 +286,9 @@ describe('png sample and png pretrain (wasm)', () => {
     expect(r.stderr).toMatch(/unet \+ text encoder 1\/1 loss/);
     const out = path.join(dir, 'sample.png');
     expect((await png('sample', '--model', model, '--prompt', 'a circle', '--out', out, '--steps', '1')).code).toBe(0);
-    expect(await png('pretrain', '--out', model, '--settings', path.join(dir, 'missing.json'))).toMatchObject({ code: 1, stderr: expect.stringContaining('--settings') });
+    expect(await png('pretrain', '--out', model, '--settings', path.join(dir, 'missing.json'))).toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining('--settings'),
+    });
   }, 120_000);
 });

@@ -6,7 +6,16 @@ import { BACKENDS, parseJsonObject, readInputFile, setBackend, type BackendName 
 import { DiffusionBackbone } from '@png/diffusion-backbone';
 import type { EipaGateMagnitudes } from '@png/eipa';
 import { createProgressBar, formatDuration, writeFileAtomic, type ProgressBar } from '@png/node-utils';
-import { GROUNDING_DEFAULT_SIZE, decodeImage, encodePng, generateSyntheticBenchmark, type DroppedRecord, type RgbImage, type SceneKind, type SkippedRecord } from '@png/png-data';
+import {
+  GROUNDING_DEFAULT_SIZE,
+  decodeImage,
+  encodePng,
+  generateSyntheticBenchmark,
+  type DroppedRecord,
+  type RgbImage,
+  type SceneKind,
+  type SkippedRecord,
+} from '@png/png-data';
 import {
   COCO_SIZE_THRESHOLDS,
   DEFAULT_GROUP_BY,
@@ -196,20 +205,23 @@ export async function main(argv: readonly string[], env: CliEnvironment): Promis
   const [command, ...rest] = argv;
   try {
     if (command === undefined || command === '-h' || command === '--help') {
-      env.stdout.write(HELP.main + '\n');
+      env.stdout.write(`${HELP.main}\n`);
       return command === undefined ? 2 : 0;
     }
     const run = { synth, train, evaluate, baseline, ground, pretrain, sample }[command];
-    if (!run || !Object.hasOwn(HELP, command)) throw new UsageError(`unknown command '${command}'; expected synth, train, evaluate, baseline, ground, pretrain or sample`);
+    if (!run || !Object.hasOwn(HELP, command))
+      throw new UsageError(`unknown command '${command}'; expected synth, train, evaluate, baseline, ground, pretrain or sample`);
     if (rest.includes('-h') || rest.includes('--help')) {
-      env.stdout.write(HELP[command] + '\n');
+      env.stdout.write(`${HELP[command]}\n`);
       return 0;
     }
     await run(rest, env);
     return 0;
   } catch (e) {
     if (e instanceof UsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      env.stderr.write(`png${command && Object.hasOwn(HELP, command) ? ` ${command}` : ''}: ${(e as Error).message}\nRun "png${command && Object.hasOwn(HELP, command) ? ` ${command}` : ''} --help" for usage.\n`);
+      env.stderr.write(
+        `png${command && Object.hasOwn(HELP, command) ? ` ${command}` : ''}: ${(e as Error).message}\nRun "png${command && Object.hasOwn(HELP, command) ? ` ${command}` : ''} --help" for usage.\n`,
+      );
       return 2;
     }
     env.stderr.write(`png ${command}: ${(e as Error).message}\n`);
@@ -255,7 +267,9 @@ async function loadBackbone(values: Record<string, unknown>, env: CliEnvironment
   const backend = await useBackend(values);
   const model = (values.model as string | undefined) ?? env.embeddedModel;
   const backbone = await DiffusionBackbone.fromPretrained(model, { vaeParts: options.vaeParts });
-  env.stderr.write(`backbone ${model === env.embeddedModel ? 'embedded tiny model' : model} (UNet ${backbone.unet.numParameters().toLocaleString()} parameters, frozen) on ${backend}\n`);
+  env.stderr.write(
+    `backbone ${model === env.embeddedModel ? 'embedded tiny model' : model} (UNet ${backbone.unet.numParameters().toLocaleString()} parameters, frozen) on ${backend}\n`,
+  );
   return backbone;
 }
 
@@ -264,7 +278,8 @@ async function loadBackbone(values: Record<string, unknown>, env: CliEnvironment
  * many narratives the official pre-processing drops, per reason, with the first of each.
  */
 function reportLeftOut(env: CliEnvironment, skipped: readonly SkippedRecord[], dropped: readonly DroppedRecord[]): void {
-  if (skipped.length > 0) env.stderr.write(`${skipped.length} bad record${skipped.length > 1 ? 's' : ''} skipped:\n${skipped.map((s) => `  ${s.reason}\n`).join('')}`);
+  if (skipped.length > 0)
+    env.stderr.write(`${skipped.length} bad record${skipped.length > 1 ? 's' : ''} skipped:\n${skipped.map((s) => `  ${s.reason}\n`).join('')}`);
   if (dropped.length === 0) return;
   const firsts = NARRATIVE_DROP_REASONS.flatMap((reason) => dropped.find((d) => d.reason === reason) ?? []);
   env.stderr.write(`${describeDrops(dropped)}; the first:\n${firsts.map((d) => `  ${d.message}\n`).join('')}`);
@@ -293,12 +308,31 @@ function progress(env: CliEnvironment, values: Record<string, unknown>, total: n
 }
 
 async function synth(args: readonly string[], env: CliEnvironment): Promise<void> {
-  const v = parse(args, { out: { type: 'string' }, kind: { type: 'string' }, train: { type: 'string' }, val: { type: 'string' }, seed: { type: 'string' }, size: { type: 'string' } }, ['out']);
+  const v = parse(
+    args,
+    {
+      out: { type: 'string' },
+      kind: { type: 'string' },
+      train: { type: 'string' },
+      val: { type: 'string' },
+      seed: { type: 'string' },
+      size: { type: 'string' },
+    },
+    ['out'],
+  );
   const kind = (v.kind as string | undefined) ?? 'unary';
   if (kind !== 'unary' && kind !== 'grounding') throw new UsageError(`--kind must be unary or grounding, got '${kind}'`);
   const size = intOption(v, 'size', kind === 'unary' ? 64 : GROUNDING_DEFAULT_SIZE[0], 8);
-  const result = await generateSyntheticBenchmark(v.out as string, { kind: kind as SceneKind, seed: intOption(v, 'seed', 0), train: intOption(v, 'train', 400), val: intOption(v, 'val', 60), size: [size, size] });
-  env.stdout.write(`wrote a synthetic PNG benchmark (${kind} scenes) to ${result.root}: ${result.splits.train2017.length} train and ${result.splits.val2017.length} val images (${size}×${size})\n`);
+  const result = await generateSyntheticBenchmark(v.out as string, {
+    kind: kind as SceneKind,
+    seed: intOption(v, 'seed', 0),
+    train: intOption(v, 'train', 400),
+    val: intOption(v, 'val', 60),
+    size: [size, size],
+  });
+  env.stdout.write(
+    `wrote a synthetic PNG benchmark (${kind} scenes) to ${result.root}: ${result.splits.train2017.length} train and ${result.splits.val2017.length} val images (${size}×${size})\n`,
+  );
 }
 
 /** The JSON object in `file` (a command-line option's value); errors name the option and file. */
@@ -360,7 +394,7 @@ async function train(args: readonly string[], env: CliEnvironment): Promise<void
           return;
         }
         bar ??= progress(env, v, p.total, 'train', p.done - 1);
-        bar.update(p.done, `loss ${p.loss!.toFixed(4)} lr ${p.lr!.toExponential(1)}${formatGates(p.gates)}`);
+        bar.update(p.done, `loss ${p.loss?.toFixed(4)} lr ${p.lr?.toExponential(1)}${formatGates(p.gates)}`);
       },
     });
     bar?.finish();
@@ -385,20 +419,28 @@ async function train(args: readonly string[], env: CliEnvironment): Promise<void
 /** ' gates e 0.0123 i 0.0456' (the kinds that have gates), or '' without any. */
 function formatGates(gates: EipaGateMagnitudes | undefined): string {
   if (!gates) return '';
-  const kinds = (['extract', 'inject'] as const).filter((kind) => gates[kind] !== null);
-  return kinds.length ? ` gates ${kinds.map((kind) => `${kind[0]} ${gates[kind]!.toFixed(4)}`).join(' ')}` : '';
+  const parts = (['extract', 'inject'] as const).flatMap((kind) => {
+    const gate = gates[kind];
+    return gate === null ? [] : [`${kind[0]} ${gate.toFixed(4)}`];
+  });
+  return parts.length ? ` gates ${parts.join(' ')}` : '';
 }
 
 /** The trained model of a run folder and the image size it was trained at. */
-async function loadRun(runDir: string, backbone: DiffusionBackbone, options: { recordAttention?: boolean } = {}): Promise<{ grounder: PngGrounder; imageSize: number }> {
+async function loadRun(
+  runDir: string,
+  backbone: DiffusionBackbone,
+  options: { recordAttention?: boolean } = {},
+): Promise<{ grounder: PngGrounder; imageSize: number }> {
   const runFile = path.join(runDir, 'run.json');
   if (!fs.existsSync(runFile)) throw new Error(`${runDir}: not a png train run folder (no run.json)`);
   const grounderDir = path.join(runDir, 'grounder');
-  if (!fs.existsSync(path.join(grounderDir, 'config.json'))) throw new Error(`${runDir}: the run has not finished (no grounder/); rerun its png train command to complete it`);
+  if (!fs.existsSync(path.join(grounderDir, 'config.json')))
+    throw new Error(`${runDir}: the run has not finished (no grounder/); rerun its png train command to complete it`);
   const run = JSON.parse(fs.readFileSync(runFile, 'utf8')) as { training?: { image_size?: number } };
   const imageSize = run.training?.image_size;
-  if (!Number.isInteger(imageSize)) throw new Error(`${runFile}: training.image_size is missing`);
-  return { grounder: await PngGrounder.fromPretrained(grounderDir, backbone, options), imageSize: imageSize! };
+  if (imageSize === undefined || !Number.isInteger(imageSize)) throw new Error(`${runFile}: training.image_size is missing`);
+  return { grounder: await PngGrounder.fromPretrained(grounderDir, backbone, options), imageSize };
 }
 
 async function evaluate(args: readonly string[], env: CliEnvironment): Promise<void> {
@@ -448,9 +490,9 @@ async function evaluate(args: readonly string[], env: CliEnvironment): Promise<v
       });
       bar?.finish();
       reportLeftOut(env, result.skipped, result.dropped);
-      if (v.json) env.stdout.write(JSON.stringify({ ...result.summary, baseline_full_image: result.baseline }) + '\n');
+      if (v.json) env.stdout.write(`${JSON.stringify({ ...result.summary, baseline_full_image: result.baseline })}\n`);
       else {
-        env.stdout.write(formatMetricsTable(result.metrics) + '\n');
+        env.stdout.write(`${formatMetricsTable(result.metrics)}\n`);
         env.stdout.write(`trivial baseline (every phrase = the whole image): AR ${formatPercent(result.baseline.overall ?? NaN)}\n`);
         env.stdout.write(`${result.phrases} phrases of ${result.samples} narratives in ${result.seconds.toFixed(0)} s; outputs in ${out}\n`);
       }
@@ -490,7 +532,8 @@ async function baseline(args: readonly string[], env: CliEnvironment): Promise<v
     ['data'],
   );
   const rules = (v.rule as string[] | undefined) ?? [...BASELINE_RULES];
-  for (const rule of rules) if (!BASELINE_RULES.includes(rule as BaselineRule)) throw new UsageError(`--rule must be one of ${BASELINE_RULES.join(', ')}, got '${rule}'`);
+  for (const rule of rules)
+    if (!BASELINE_RULES.includes(rule as BaselineRule)) throw new UsageError(`--rule must be one of ${BASELINE_RULES.join(', ')}, got '${rule}'`);
   const strides = ((v.stride as string[] | undefined) ?? ['4']).map((raw) => intOption({ stride: raw }, 'stride', 4, 1));
   const { groupBy, sizeThresholds } = metricsOptions(v);
   await useBackend(v);
@@ -506,7 +549,10 @@ async function baseline(args: readonly string[], env: CliEnvironment): Promise<v
     metrics: { groupBy, sizeThresholds },
   });
   reportLeftOut(env, result.skipped, result.dropped);
-  if (v.json) env.stdout.write(JSON.stringify({ split: result.split, samples: result.samples, phrases: result.phrases, scores: result.scores.map((s) => ({ name: s.name, ...summarizeMetrics(s.metrics) })) }) + '\n');
+  if (v.json)
+    env.stdout.write(
+      `${JSON.stringify({ split: result.split, samples: result.samples, phrases: result.phrases, scores: result.scores.map((s) => ({ name: s.name, ...summarizeMetrics(s.metrics) })) })}\n`,
+    );
   else env.stdout.write(formatBaselineTable(result));
 }
 
@@ -515,7 +561,9 @@ function formatBaselineTable(result: BaselineResult): string {
   const first = result.scores[0]?.metrics;
   if (!first) return `no rule scored on ${result.split}\n`;
   const keys = Object.keys(first.byTag);
-  const tagColumns = keys.flatMap((key) => Object.keys(first.byTag[key]).map((value) => ({ name: keys.length > 1 ? `${key}=${value}` : value, of: (m: PngMetrics) => m.byTag[key][value] })));
+  const tagColumns = keys.flatMap((key) =>
+    Object.keys(first.byTag[key]).map((value) => ({ name: keys.length > 1 ? `${key}=${value}` : value, of: (m: PngMetrics) => m.byTag[key][value] })),
+  );
   const columns = [
     ...PHRASE_GROUPS.map((g) => ({ name: g, of: (m: PngMetrics) => m[g] })),
     ...SIZE_BUCKETS.map((b) => ({ name: b, of: (m: PngMetrics) => m.bySize[b] })),
@@ -525,9 +573,9 @@ function formatBaselineTable(result: BaselineResult): string {
   const counts = ['(phrases)', ...columns.map((c) => String(c.of(first).count))];
   const rows = result.scores.map((s) => [s.name, ...columns.map((c) => formatPercent(c.of(s.metrics).averageRecall))]);
   const widths = header.map((h, c) => Math.max(h.length, ...[counts, ...rows].map((r) => r[c].length)));
-  const line = (cells: string[]) => cells.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ') + '\n';
+  const line = (cells: string[]) => `${cells.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ')}\n`;
   const [small, medium] = first.sizeThresholds;
-  return `Average Recall on ${result.split} (${result.samples} narratives, ${result.phrases} phrases; GT area small < ${small} <= medium < ${medium} <= large pixels)\n` + [header, counts, ...rows].map(line).join('');
+  return `Average Recall on ${result.split} (${result.samples} narratives, ${result.phrases} phrases; GT area small < ${small} <= medium < ${medium} <= large pixels)\n${[header, counts, ...rows].map(line).join('')}`;
 }
 
 /** `png evaluate`'s groups and bootstrap. */
@@ -546,7 +594,11 @@ function metricsOptions(values: Record<string, unknown>): PngEvaluateOptions {
 }
 
 async function ground(args: readonly string[], env: CliEnvironment): Promise<void> {
-  const v = parse(args, { ...MODEL_OPTIONS, image: { type: 'string' }, caption: { type: 'string' }, run: { type: 'string' }, out: { type: 'string' } }, ['image', 'caption', 'run']);
+  const v = parse(args, { ...MODEL_OPTIONS, image: { type: 'string' }, caption: { type: 'string' }, run: { type: 'string' }, out: { type: 'string' } }, [
+    'image',
+    'caption',
+    'run',
+  ]);
   const imageFile = v.image as string;
   if (!fs.existsSync(imageFile)) throw new Error(`--image ${imageFile}: no such file`);
   const image = decodeImage(new Uint8Array(await readInputFile(imageFile, 'an image (JPEG or PNG)')), imageFile);
@@ -558,17 +610,27 @@ async function ground(args: readonly string[], env: CliEnvironment): Promise<voi
     const { grounder, imageSize } = await loadRun(v.run as string, backbone);
     try {
       const phrases = await groundNarrative(grounder, image, caption, { imageSize });
-      const overlay = renderOverlay(image, phrases.map((p) => ({ label: p.text, mask: p.mask })));
+      const overlay = renderOverlay(
+        image,
+        phrases.map((p) => ({ label: p.text, mask: p.mask })),
+      );
       writeFileAtomic(path.join(out, 'overlay.png'), encodePng(overlay.width, overlay.height, overlay.data));
       const masks = {
         image: path.resolve(imageFile),
         caption,
         height: image.height,
         width: image.width,
-        phrases: phrases.map((p) => ({ text: p.text, span: p.span, area: p.mask.reduce((a, b) => a + b, 0), rle: encodeRle(p.mask, image.height, image.width) })),
+        phrases: phrases.map((p) => ({
+          text: p.text,
+          span: p.span,
+          area: p.mask.reduce((a, b) => a + b, 0),
+          rle: encodeRle(p.mask, image.height, image.width),
+        })),
       };
-      writeFileAtomic(path.join(out, 'masks.json'), JSON.stringify(masks, null, 2) + '\n');
-      env.stdout.write(`${phrases.length} phrases: ${phrases.map((p) => JSON.stringify(p.text)).join(', ')}\nwrote ${path.join(out, 'overlay.png')} and ${path.join(out, 'masks.json')}\n`);
+      writeFileAtomic(path.join(out, 'masks.json'), `${JSON.stringify(masks, null, 2)}\n`);
+      env.stdout.write(
+        `${phrases.length} phrases: ${phrases.map((p) => JSON.stringify(p.text)).join(', ')}\nwrote ${path.join(out, 'overlay.png')} and ${path.join(out, 'masks.json')}\n`,
+      );
     } finally {
       grounder.dispose();
     }
@@ -580,7 +642,16 @@ async function ground(args: readonly string[], env: CliEnvironment): Promise<voi
 async function pretrain(args: readonly string[], env: CliEnvironment): Promise<void> {
   const v = parse(
     args,
-    { out: { type: 'string' }, seed: { type: 'string' }, scenes: { type: 'string' }, 'vae-steps': { type: 'string' }, 'unet-steps': { type: 'string' }, settings: { type: 'string' }, backend: { type: 'string' }, progress: { type: 'boolean' } },
+    {
+      out: { type: 'string' },
+      seed: { type: 'string' },
+      scenes: { type: 'string' },
+      'vae-steps': { type: 'string' },
+      'unet-steps': { type: 'string' },
+      settings: { type: 'string' },
+      backend: { type: 'string' },
+      progress: { type: 'boolean' },
+    },
     ['out'],
   );
   const settings: Record<string, unknown> = v.settings === undefined ? {} : readJsonFile(v.settings as string, '--settings');
@@ -596,7 +667,10 @@ async function pretrain(args: readonly string[], env: CliEnvironment): Promise<v
     settings: settings as Partial<PretrainSettings>,
     onProgress: ({ stage, done, total, loss }) => {
       let bar = bars.get(stage);
-      if (!bar) bars.set(stage, (bar = progress(env, v, total, labels[stage], stage === 'vae' || stage === 'unet' ? done - 1 : 0)));
+      if (!bar) {
+        bar = progress(env, v, total, labels[stage], stage === 'vae' || stage === 'unet' ? done - 1 : 0);
+        bars.set(stage, bar);
+      }
       bar.update(done, loss === undefined ? undefined : `loss ${loss.toFixed(4)}`);
       if (done === total) bar.finish();
     },
@@ -614,7 +688,17 @@ async function pretrain(args: readonly string[], env: CliEnvironment): Promise<v
 async function sample(args: readonly string[], env: CliEnvironment): Promise<void> {
   const v = parse(
     args,
-    { ...MODEL_OPTIONS, prompt: { type: 'string', multiple: true }, out: { type: 'string' }, negative: { type: 'string' }, steps: { type: 'string' }, guidance: { type: 'string' }, seed: { type: 'string' }, scale: { type: 'string' }, columns: { type: 'string' } },
+    {
+      ...MODEL_OPTIONS,
+      prompt: { type: 'string', multiple: true },
+      out: { type: 'string' },
+      negative: { type: 'string' },
+      steps: { type: 'string' },
+      guidance: { type: 'string' },
+      seed: { type: 'string' },
+      scale: { type: 'string' },
+      columns: { type: 'string' },
+    },
     ['prompt', 'out'],
   );
   const prompts = v.prompt as string[];
@@ -625,12 +709,25 @@ async function sample(args: readonly string[], env: CliEnvironment): Promise<voi
   const columns = intOption(v, 'columns', prompts.length, 1);
   const backbone = await loadBackbone(v, env, { vaeParts: 'all' });
   try {
-    const images = backbone.generate(prompts, { numInferenceSteps: intOption(v, 'steps', 50, 1), guidanceScale: guidance, negativePrompt: v.negative as string | undefined, seed: intOption(v, 'seed', 0) });
+    const images = backbone.generate(prompts, {
+      numInferenceSteps: intOption(v, 'steps', 50, 1),
+      guidanceScale: guidance,
+      negativePrompt: v.negative as string | undefined,
+      seed: intOption(v, 'seed', 0),
+    });
     const [b, h, w] = images.shape;
     const pixels = await images.data();
     images.dispose();
-    const tiles: RgbImage[] = Array.from({ length: b }, (_, i) => enlargeImage({ width: w, height: h, data: Uint8Array.from(pixels.subarray(i * h * w * 3, (i + 1) * h * w * 3), (x) => Math.round(255 * x)) }, scale));
-    const out = b === 1 ? tiles[0] : tileImages(tiles.map((image, i) => ({ image, title: prompts[i] })), { columns });
+    const tiles: RgbImage[] = Array.from({ length: b }, (_, i) =>
+      enlargeImage({ width: w, height: h, data: Uint8Array.from(pixels.subarray(i * h * w * 3, (i + 1) * h * w * 3), (x) => Math.round(255 * x)) }, scale),
+    );
+    const out =
+      b === 1
+        ? tiles[0]
+        : tileImages(
+            tiles.map((image, i) => ({ image, title: prompts[i] })),
+            { columns },
+          );
     writeFileAtomic(v.out as string, encodePng(out.width, out.height, out.data));
     env.stdout.write(`wrote ${v.out} (${b} image${b > 1 ? 's' : ''}, ${w}×${h}${scale > 1 ? ` shown ×${scale}` : ''})\n`);
   } finally {

@@ -13,8 +13,15 @@ const TINY = path.join(sharedFixturesDir(), 'tiny-sd');
 
 const captions = ['two red squares on the grass', 'a circle above a blue square and the sky'];
 const spans: Array<Array<[number, number]>> = [
-  [[0, 15], [19, 28]],
-  [[0, 8], [15, 28], [33, 40]],
+  [
+    [0, 15],
+    [19, 28],
+  ],
+  [
+    [0, 8],
+    [15, 28],
+    [33, 40],
+  ],
 ];
 
 /** Per map of `maps` [P, H, W], its smallest and largest value. */
@@ -70,7 +77,10 @@ describe('cross-attention maps of the tiny SD backbone (wasm)', () => {
       const latents = tf.randomNormal([1, 16, 16, 4], 0, 1, 'float32', 1) as tf.Tensor4D;
       const context = tf.randomNormal([1, 77, 32], 0, 1, 'float32', 2) as tf.Tensor3D;
       // the last cross-attention to run: the ones before it have been recorded when it throws
-      const key = Object.keys(unet.attnProcessors()).filter((k) => k.startsWith('up_blocks') && k.endsWith('.attn2.processor')).pop()!;
+      const key = Object.keys(unet.attnProcessors())
+        .filter((k) => k.startsWith('up_blocks') && k.endsWith('.attn2.processor'))
+        .pop();
+      if (key === undefined) throw new Error('the UNet has no up-block cross-attention processor');
       const adapter: AttentionProcessor = (attn, hidden, args) => AttnProcessor(attn, hidden, args);
       unet.setAttnProcessor({ ...unet.attnProcessors(), [key]: adapter });
       try {
@@ -107,7 +117,10 @@ describe('cross-attention maps of the tiny SD backbone (wasm)', () => {
       const images = tf.randomUniform([1, 32, 32, 3], -1, 1, 'float32', 5) as tf.Tensor4D;
       const [caption, span] = [captions[1], spans[1][1]]; // "a blue square"
       const { maps } = phraseAttentionMaps(backbone, images, [caption], [[span]], { timestep: 500, seed: 7 });
-      const positions = backbone.tokenizer.chunk(caption).tokenOfChar(...span).map((t) => t.position);
+      const positions = backbone.tokenizer
+        .chunk(caption)
+        .tokenOfChar(...span)
+        .map((t) => t.position);
       expect(positions.length).toBeGreaterThan(1);
       const recorded: tf.Tensor[] = [];
       const expected = tf.tidy(() => {
@@ -126,7 +139,17 @@ describe('cross-attention maps of the tiny SD backbone (wasm)', () => {
     it('leaves out a phrase whose tokens fall beyond the 77-token truncation', async () => {
       const caption = `${'a dog on the grass, '.repeat(20)}and a cat`;
       const images = tf.randomUniform([1, 32, 32, 3], -1, 1, 'float32', 5) as tf.Tensor4D;
-      const { maps, truncated } = phraseAttentionMaps(backbone, images, [caption], [[[0, 5], [caption.length - 5, caption.length]]]);
+      const { maps, truncated } = phraseAttentionMaps(
+        backbone,
+        images,
+        [caption],
+        [
+          [
+            [0, 5],
+            [caption.length - 5, caption.length],
+          ],
+        ],
+      );
       expect(truncated).toEqual([[1]]);
       expect(await ranges(maps[0])).toEqual([
         [expect.any(Number), 1],
@@ -139,9 +162,13 @@ describe('cross-attention maps of the tiny SD backbone (wasm)', () => {
       const images = tf.zeros([2, 32, 32, 3]) as tf.Tensor4D;
       const odd = tf.zeros([2, 36, 32, 3]) as tf.Tensor4D;
       expect(() => phraseAttentionMaps(backbone, images, [], [])).toThrow('phraseAttentionMaps: no captions');
-      expect(() => phraseAttentionMaps(backbone, images, captions.slice(0, 1), spans.slice(0, 1))).toThrow('phraseAttentionMaps: 2 images, 1 captions and 1 phrase-span lists');
+      expect(() => phraseAttentionMaps(backbone, images, captions.slice(0, 1), spans.slice(0, 1))).toThrow(
+        'phraseAttentionMaps: 2 images, 1 captions and 1 phrase-span lists',
+      );
       expect(() => phraseAttentionMaps(backbone, images, captions, spans.slice(0, 1))).toThrow('2 images, 2 captions and 1 phrase-span lists');
-      expect(() => phraseAttentionMaps(backbone, images, captions, [spans[0], [[33, 41]]])).toThrow('narrative 1, phrase 0: span [33, 41) is not a non-empty range inside the 40-character caption');
+      expect(() => phraseAttentionMaps(backbone, images, captions, [spans[0], [[33, 41]]])).toThrow(
+        'narrative 1, phrase 0: span [33, 41) is not a non-empty range inside the 40-character caption',
+      );
       expect(() => phraseAttentionMaps(backbone, odd, captions, spans)).toThrow('images are 36×32 (H×W); both sides must be multiples of 8');
       expect(() => phraseAttentionMaps(backbone, images, captions, spans, { timestep: 1000 })).toThrow('timestep 1000 is not an integer in [0, 1000)');
       tf.dispose([images, odd]);
@@ -154,19 +181,22 @@ describe('cross-attention maps of the tiny SD backbone (wasm)', () => {
     const left = Uint8Array.from({ length: h * w }, (_, k) => (k % w < 2 ? 1 : 0));
     const right = left.map((v) => 1 - v);
 
-    it('scores a map equal to the mask 1, a disjoint one 0, half of it 0.5, with the threshold relative to each map\'s range', async () => {
+    it("scores a map equal to the mask 1, a disjoint one 0, half of it 0.5, with the threshold relative to each map's range", async () => {
       const firstColumn = left.map((v, k) => (k % w === 0 ? v : 0));
       const maps = tf.tensor3d([...left, ...left, ...firstColumn], [3, h, w]);
       const dim = tf.mul(maps, 0.3) as tf.Tensor3D;
       expect(await phraseMapIoUs(maps, [left, right, left])).toEqual([1, 0, 0.5]);
       expect(await phraseMapIoUs(dim, [left, right, left])).toEqual([1, 0, 0.5]);
-      const graded = tf.tensor3d(Float32Array.from(left, (v, k) => (v ? 1 : k % w === 2 ? 0.4 : 0)), [1, h, w]); // columns 1, 1, 0.4, 0
+      const graded = tf.tensor3d(
+        Float32Array.from(left, (v, k) => (v ? 1 : k % w === 2 ? 0.4 : 0)),
+        [1, h, w],
+      ); // columns 1, 1, 0.4, 0
       expect(await phraseMapIoUs(graded, [left])).toEqual([1]);
       expect((await phraseMapIoUs(graded, [left], { threshold: 0.3 }))[0]).toBeCloseTo(2 / 3, 6); // maskIoU is float32
       expect(await phraseMapIoUs(tf.add(graded, 5) as tf.Tensor3D, [left])).toEqual([1]); // an offset does not matter
       await expectNoLeak(() => phraseMapIoUs(maps, [left, right, left]), 'phraseMapIoUs');
       await expect(phraseMapIoUs(maps, [left, right])).rejects.toThrow('phraseMapIoUs: 3 maps but 2 ground-truth masks');
-      await expect(phraseMapIoUs(maps, [left, right, left.subarray(1)])).rejects.toThrow('mask 2 has 31 pixels, expected 32 (the image\'s 8×4)');
+      await expect(phraseMapIoUs(maps, [left, right, left.subarray(1)])).rejects.toThrow("mask 2 has 31 pixels, expected 32 (the image's 8×4)");
       tf.dispose([maps, dim, graded]);
     });
 
@@ -181,7 +211,10 @@ describe('cross-attention maps of the tiny SD backbone (wasm)', () => {
   });
 
   it('crossAttentionIoU scores every grounded phrase of a split, images at their stored size or letterboxed', async () => {
-    for (const size of [[64, 64], [60, 44]] as const) {
+    for (const size of [
+      [64, 64],
+      [60, 44],
+    ] as const) {
       const data = path.join(dir, `${size[0]}x${size[1]}`);
       await generateSyntheticBenchmark(data, { seed: 3, train: 0, val: 2, size, longCaptionRate: 0.5 });
       const { samples } = await readGroundedSamples(data, 'val2017');
@@ -195,6 +228,8 @@ describe('cross-attention maps of the tiny SD backbone (wasm)', () => {
       expect(result.skippedRecords).toEqual([]);
     }
     // the generated train split is empty (train: 0)
-    await expect(crossAttentionIoU(backbone, path.join(dir, '64x64'), { split: 'train2017', imageSize: 32 })).rejects.toThrow(/64x64: split train2017 has no record with a grounded phrase/);
+    await expect(crossAttentionIoU(backbone, path.join(dir, '64x64'), { split: 'train2017', imageSize: 32 })).rejects.toThrow(
+      /64x64: split train2017 has no record with a grounded phrase/,
+    );
   });
 });

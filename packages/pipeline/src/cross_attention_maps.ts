@@ -47,17 +47,25 @@ export function recordCrossAttention(
 ): CrossAttentionRecording {
   const previous = unet.attnProcessors();
   const crossAttention: Record<string, tf.Tensor4D> = {};
-  const recording = (key: string, original: AttentionProcessor): AttentionProcessor => (attn, hiddenStates, args) => {
-    if (!attn.isCrossAttention) return original(attn, hiddenStates, args);
-    if (original !== AttnProcessor) throw new Error(`recordCrossAttention: ${key} is not the default AttnProcessor (is an adapter attached?); detach it before recording`);
-    const { encoderHiddenStates: tokens, encoderAttentionMask: mask, spatial } = args;
-    if (!tokens || !spatial) throw new Error(`recordCrossAttention: ${attn.path} was called without context tokens or spatial size`);
-    // AttnProcessor on a UNet cross-attention (no group norm, residual or output rescale), keeping the probabilities
-    const { out, probs } = attn.attendWithProbs(attn.to_q.forward(hiddenStates) as tf.Tensor3D, attn.to_k.forward(tokens) as tf.Tensor3D, attn.to_v.forward(tokens) as tf.Tensor3D, mask); // probs [B, H, N, M]
-    const [b, , , m] = probs.shape;
-    crossAttention[attn.path] = tf.keep(tf.reshape(tf.mean(probs, 1), [b, spatial[0], spatial[1], m])); // [B, h, w, M]
-    return attn.to_out.forward(out) as tf.Tensor3D; // [B, N, C]
-  };
+  const recording =
+    (key: string, original: AttentionProcessor): AttentionProcessor =>
+    (attn, hiddenStates, args) => {
+      if (!attn.isCrossAttention) return original(attn, hiddenStates, args);
+      if (original !== AttnProcessor)
+        throw new Error(`recordCrossAttention: ${key} is not the default AttnProcessor (is an adapter attached?); detach it before recording`);
+      const { encoderHiddenStates: tokens, encoderAttentionMask: mask, spatial } = args;
+      if (!tokens || !spatial) throw new Error(`recordCrossAttention: ${attn.path} was called without context tokens or spatial size`);
+      // AttnProcessor on a UNet cross-attention (no group norm, residual or output rescale), keeping the probabilities
+      const { out, probs } = attn.attendWithProbs(
+        attn.to_q.forward(hiddenStates) as tf.Tensor3D,
+        attn.to_k.forward(tokens) as tf.Tensor3D,
+        attn.to_v.forward(tokens) as tf.Tensor3D,
+        mask,
+      ); // probs [B, H, N, M]
+      const [b, , , m] = probs.shape;
+      crossAttention[attn.path] = tf.keep(tf.reshape(tf.mean(probs, 1), [b, spatial[0], spatial[1], m])); // [B, h, w, M]
+      return attn.to_out.forward(out) as tf.Tensor3D; // [B, N, C]
+    };
   unet.setAttnProcessor(Object.fromEntries(Object.entries(previous).map(([key, original]) => [key, recording(key, original)])));
   try {
     return { ...unet.forward(sample, timestep, encoderHiddenStates, options), crossAttention };
@@ -109,8 +117,13 @@ export function phraseAttentionMaps(
     throw new Error(`phraseAttentionMaps: ${b} images, ${captions.length} captions and ${phraseSpans.length} phrase-span lists; pass one of each per sample`);
   }
   const multiple = backbone.imageMultiple;
-  if (height % multiple !== 0 || width % multiple !== 0) throw new Error(`phraseAttentionMaps: images are ${height}×${width} (H×W); both sides must be multiples of ${multiple} (the backbone's downsampling)`);
-  const tokenized = tokenizeNarratives(backbone.tokenizer, captions.map((caption, i) => ({ caption, phrases: phraseSpans[i] })), Infinity);
+  if (height % multiple !== 0 || width % multiple !== 0)
+    throw new Error(`phraseAttentionMaps: images are ${height}×${width} (H×W); both sides must be multiples of ${multiple} (the backbone's downsampling)`);
+  const tokenized = tokenizeNarratives(
+    backbone.tokenizer,
+    captions.map((caption, i) => ({ caption, phrases: phraseSpans[i] })),
+    Infinity,
+  );
   const timestep = options.timestep ?? 200;
   const seed = options.seed ?? 0;
 
@@ -126,7 +139,10 @@ export function phraseAttentionMaps(
   const { noisy, hiddenStates } = tf.tidy(() => {
     const latents = backbone.encodeImages(images); // [B, h, w, C]
     const [, h, w, c] = latents.shape;
-    const noise = tf.concat(captions.map((_, i) => seededNormal([1, h, w, c], seed + i)), 0) as tf.Tensor4D; // [B, h, w, C]
+    const noise = tf.concat(
+      captions.map((_, i) => seededNormal([1, h, w, c], seed + i)),
+      0,
+    ) as tf.Tensor4D; // [B, h, w, C]
     return { noisy: scheduler.addNoise(latents, noise, new Array<number>(b).fill(timestep)), hiddenStates: backbone.encodeText(captions).hiddenStates };
   });
   let recording: CrossAttentionRecording;
@@ -153,7 +169,9 @@ export function phraseAttentionMaps(
     const maps = tf.tidy(() => {
       const normalised = minMaxNormalise(sum, [1, 2]); // [B, H, W, P]; also cancels the layer mean's 1/L
       const byPhrase = tf.transpose(normalised, [0, 3, 1, 2]); // [B, P, H, W]
-      return phraseSpans.map((spans, i) => tf.reshape(tf.slice(byPhrase, [i, 0, 0, 0], [1, spans.length, height, width]), [spans.length, height, width]) as tf.Tensor3D); // [P_i, H, W]
+      return phraseSpans.map(
+        (spans, i) => tf.reshape(tf.slice(byPhrase, [i, 0, 0, 0], [1, spans.length, height, width]), [spans.length, height, width]) as tf.Tensor3D,
+      ); // [P_i, H, W]
     });
     return { maps, truncated };
   } finally {
@@ -168,13 +186,20 @@ export function phraseAttentionMaps(
  * canvas (cropped and bilinear-resized back, as the grounder's predictions are). `masks`: one
  * binary H·W mask per phrase (`PngSample.phrases[j].mask`). Does not dispose `maps`.
  */
-export async function phraseMapIoUs(maps: tf.Tensor3D, masks: readonly Uint8Array[], options: { transform?: LetterboxTransform; threshold?: number } = {}): Promise<number[]> {
+export async function phraseMapIoUs(
+  maps: tf.Tensor3D,
+  masks: readonly Uint8Array[],
+  options: { transform?: LetterboxTransform; threshold?: number } = {},
+): Promise<number[]> {
   const [p, h, w] = maps.shape;
   const { transform, threshold = 0.5 } = options;
   if (masks.length !== p) throw new Error(`phraseMapIoUs: ${p} maps but ${masks.length} ground-truth masks`);
   const pixels = transform ? transform.height * transform.width : h * w;
   masks.forEach((mask, j) => {
-    if (mask.length !== pixels) throw new Error(`phraseMapIoUs: mask ${j} has ${mask.length} pixels, expected ${pixels} (the image's ${transform ? `${transform.height}×${transform.width}` : `${h}×${w}`})`);
+    if (mask.length !== pixels)
+      throw new Error(
+        `phraseMapIoUs: mask ${j} has ${mask.length} pixels, expected ${pixels} (the image's ${transform ? `${transform.height}×${transform.width}` : `${h}×${w}`})`,
+      );
   });
   const normalised = tf.tidy(() => minMaxNormalise(maps, [1, 2])); // [P, h, w], each map in [0, 1]
   let predicted: Uint8Array[];
@@ -240,15 +265,21 @@ export interface CrossAttentionIoUResult {
  * scored `batchSize` at a time; the k-th scored record is noised with seed `seed + k`, whatever
  * the batch size.
  */
-export async function crossAttentionIoU(backbone: DiffusionBackbone, dataDir: string, options: CrossAttentionIoUOptions = {}): Promise<CrossAttentionIoUResult> {
+export async function crossAttentionIoU(
+  backbone: DiffusionBackbone,
+  dataDir: string,
+  options: CrossAttentionIoUOptions = {},
+): Promise<CrossAttentionIoUResult> {
   const split = options.split ?? 'val2017';
   const batchSize = options.batchSize ?? 4;
   const imageSize = options.imageSize ?? DEFAULT_TRAINING_SETTINGS.image_size;
   const seed = options.seed ?? 0;
   const multiple = backbone.imageMultiple;
-  if (options.limit !== undefined && !(Number.isInteger(options.limit) && options.limit > 0)) throw new Error(`crossAttentionIoU: limit must be a positive integer, got ${options.limit}`);
+  if (options.limit !== undefined && !(Number.isInteger(options.limit) && options.limit > 0))
+    throw new Error(`crossAttentionIoU: limit must be a positive integer, got ${options.limit}`);
   if (!(Number.isInteger(batchSize) && batchSize > 0)) throw new Error(`crossAttentionIoU: batchSize must be a positive integer, got ${batchSize}`);
-  if (!(Number.isInteger(imageSize) && imageSize > 0 && imageSize % multiple === 0)) throw new Error(`crossAttentionIoU: imageSize must be a positive multiple of ${multiple} (the backbone's downsampling), got ${imageSize}`);
+  if (!(Number.isInteger(imageSize) && imageSize > 0 && imageSize % multiple === 0))
+    throw new Error(`crossAttentionIoU: imageSize must be a positive multiple of ${multiple} (the backbone's downsampling), got ${imageSize}`);
   const threshold = options.threshold ?? 0.5;
   if (!(threshold >= 0 && threshold < 1)) throw new Error(`crossAttentionIoU: threshold must be in [0, 1) (a fraction of each map's range), got ${threshold}`);
 
@@ -263,17 +294,30 @@ export async function crossAttentionIoU(backbone: DiffusionBackbone, dataDir: st
     const images = tf.tidy(() => {
       const inputs = batch.map((s) => modelInput(s.image, storedSize(s.image) ? undefined : imageSize));
       transforms.push(...inputs.map((x) => x.transform));
-      return tf.concat(inputs.map((x) => x.tensor), 0) as tf.Tensor4D; // [B, H, W, 3]
+      return tf.concat(
+        inputs.map((x) => x.tensor),
+        0,
+      ) as tf.Tensor4D; // [B, H, W, 3]
     });
     let attention: PhraseAttentionMaps;
     try {
-      attention = phraseAttentionMaps(backbone, images, batch.map((s) => s.narrative.caption), batch.map((s) => s.narrative.phrases), { timestep: options.timestep, seed: seed + scored });
+      attention = phraseAttentionMaps(
+        backbone,
+        images,
+        batch.map((s) => s.narrative.caption),
+        batch.map((s) => s.narrative.phrases),
+        { timestep: options.timestep, seed: seed + scored },
+      );
     } finally {
       images.dispose();
     }
     try {
       for (const [i, sample] of batch.entries()) {
-        const ious = await phraseMapIoUs(attention.maps[i], sample.phrases.map((phrase) => phrase.mask), { transform: transforms[i], threshold });
+        const ious = await phraseMapIoUs(
+          attention.maps[i],
+          sample.phrases.map((phrase) => phrase.mask),
+          { transform: transforms[i], threshold },
+        );
         sample.phrases.forEach((phrase, j) => {
           if (attention.truncated[i].includes(j)) {
             skipped++;
@@ -308,7 +352,12 @@ export async function crossAttentionIoU(backbone: DiffusionBackbone, dataDir: st
   if (batch.length > 0) await score(batch);
   if (grounded === 0) throw noGroundedRecordError(dataDir, split, dataset.skipped, dataset.dropped);
   const mean = (group: keyof ThingStuffValues) => sums[group] / counts[group];
-  return { meanIoU: { overall: mean('overall'), things: mean('things'), stuff: mean('stuff') }, phrases: counts, skipped, skippedRecords: [...dataset.skipped] };
+  return {
+    meanIoU: { overall: mean('overall'), things: mean('things'), stuff: mean('stuff') },
+    phrases: counts,
+    skipped,
+    skippedRecords: [...dataset.skipped],
+  };
 }
 
 /** An image as a model input [1, H, W, 3] in [-1, 1]: as stored, or letterboxed to `canvas` (with its transform). */

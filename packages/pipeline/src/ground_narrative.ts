@@ -18,13 +18,24 @@ export interface GroundedPhrase {
  * letterboxed to `imageSize` (the size the grounder was trained at); a narrative with more
  * phrases than the model's max_phrases is grounded in several forwards.
  */
-export async function groundNarrative(grounder: PngGrounder, image: RgbImage, caption: string, options: { imageSize: number; phrases?: ReadonlyArray<readonly [number, number]> }): Promise<GroundedPhrase[]> {
-  if (typeof caption !== 'string' || caption.trim() === '') throw new Error('groundNarrative: the caption is empty; pass a narrative that mentions what to ground');
+export async function groundNarrative(
+  grounder: PngGrounder,
+  image: RgbImage,
+  caption: string,
+  options: { imageSize: number; phrases?: ReadonlyArray<readonly [number, number]> },
+): Promise<GroundedPhrase[]> {
+  if (typeof caption !== 'string' || caption.trim() === '')
+    throw new Error('groundNarrative: the caption is empty; pass a narrative that mentions what to ground');
   const spans = options.phrases ?? findNounPhrases(caption);
-  if (spans.length === 0) throw new Error(`groundNarrative: found no noun phrase in ${JSON.stringify(caption)}; name the things to ground (e.g. "a red circle on the grass") or pass the phrase spans`);
+  if (spans.length === 0)
+    throw new Error(
+      `groundNarrative: found no noun phrase in ${JSON.stringify(caption)}; name the things to ground (e.g. "a red circle on the grass") or pass the phrase spans`,
+    );
   spans.forEach(([start, end], j) => {
     if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end <= start || end > caption.length) {
-      throw new Error(`groundNarrative: phrase ${j} has span [${start}, ${end}), expected integers with 0 ≤ start < end ≤ ${caption.length} (the caption length)`);
+      throw new Error(
+        `groundNarrative: phrase ${j} has span [${start}, ${end}), expected integers with 0 ≤ start < end ≤ ${caption.length} (the caption length)`,
+      );
     }
   });
   const { tensor, transform } = letterbox(image, options.imageSize);

@@ -24,7 +24,8 @@ describe('findNounPhrases', () => {
   });
 
   it('reads a caption of the synthetic benchmark, leaving out "here" and positions in the frame', () => {
-    const caption = 'Here we can see two yellow rings in the sky and three black diamonds along with a small purple diamond here. At the bottom we can see a lake around.';
+    const caption =
+      'Here we can see two yellow rings in the sky and three black diamonds along with a small purple diamond here. At the bottom we can see a lake around.';
     expect(phrases(caption)).toEqual(['two yellow rings', 'the sky', 'three black diamonds', 'a small purple diamond', 'a lake']);
     expect(phrases('In this image we can see a small red circle on the sand in the front. In the background of this image there is a blue sky.')).toEqual([
       'a small red circle',
@@ -32,17 +33,33 @@ describe('findNounPhrases', () => {
       'the background',
       'a blue sky',
     ]);
-    expect(phrases('There is a group of white rings in front of the wall and an orange ring near trees on the left side.')).toEqual(['a group of white rings', 'the wall', 'an orange ring', 'trees']);
+    expect(phrases('There is a group of white rings in front of the wall and an orange ring near trees on the left side.')).toEqual([
+      'a group of white rings',
+      'the wall',
+      'an orange ring',
+      'trees',
+    ]);
   });
 
   it('leaves out pronouns and the image itself, but keeps a picture that is in the image', () => {
     expect(phrases('It is on the table, and they are smiling. We can see his dog and this photo.')).toEqual(['the table', 'his dog']);
     expect(phrases('The picture is taken from above. I think there is a picture on the wall.')).toEqual(['a picture', 'the wall']);
-    expect(phrases('A woman in a black top is standing at the top of the stairs; in the bottom right corner there are some people.')).toEqual(['A woman', 'a black top', 'the stairs', 'some people']);
+    expect(phrases('A woman in a black top is standing at the top of the stairs; in the bottom right corner there are some people.')).toEqual([
+      'A woman',
+      'a black top',
+      'the stairs',
+      'some people',
+    ]);
   });
 
   it('splits a verb that compromise tags as a noun off the phrase before it', () => {
-    expect(phrases('In this image I can see a woman holding a cup of coffee and a man riding a horse.')).toEqual(['a woman', 'a cup', 'coffee', 'a man', 'a horse']);
+    expect(phrases('In this image I can see a woman holding a cup of coffee and a man riding a horse.')).toEqual([
+      'a woman',
+      'a cup',
+      'coffee',
+      'a man',
+      'a horse',
+    ]);
   });
 
   it('spans slice the caption exactly around hyphens, contractions, quotes, emoji and accents', () => {

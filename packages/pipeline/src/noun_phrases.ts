@@ -32,12 +32,91 @@ const IMAGE_DETERMINERS = new Set(['the', 'this']);
 /** Words that name a place in the frame; a phrase made only of these (after determiners) is dropped. */
 const POSITION_WORDS = new Set(['front', 'back', 'bottom', 'top', 'middle', 'center', 'centre', 'left', 'right', 'side', 'corner']);
 /** Words compromise tags as nouns that point at nothing: deictic adverbs, "each other", indefinite pronouns. */
-const NOT_NOUNS = new Set(['here', 'there', 'each', 'other', 'others', 'someone', 'somebody', 'something', 'anyone', 'anybody', 'anything', 'everyone', 'everybody', 'everything', 'nobody', 'nothing', 'none']);
+const NOT_NOUNS = new Set([
+  'here',
+  'there',
+  'each',
+  'other',
+  'others',
+  'someone',
+  'somebody',
+  'something',
+  'anyone',
+  'anybody',
+  'anything',
+  'everyone',
+  'everybody',
+  'everything',
+  'nobody',
+  'nothing',
+  'none',
+]);
 /** Prepositions, which compromise sometimes tags as adjectives or nouns ("a ring near trees", "a ring in front"). */
-const PREPOSITIONS = new Set(['in', 'on', 'at', 'of', 'to', 'from', 'with', 'by', 'into', 'onto', 'upon', 'near', 'behind', 'beside', 'between', 'among', 'above', 'below', 'under', 'beneath', 'underneath', 'inside', 'outside', 'around', 'along', 'across', 'over', 'through', 'against', 'towards', 'toward', 'within', 'without']);
+const PREPOSITIONS = new Set([
+  'in',
+  'on',
+  'at',
+  'of',
+  'to',
+  'from',
+  'with',
+  'by',
+  'into',
+  'onto',
+  'upon',
+  'near',
+  'behind',
+  'beside',
+  'between',
+  'among',
+  'above',
+  'below',
+  'under',
+  'beneath',
+  'underneath',
+  'inside',
+  'outside',
+  'around',
+  'along',
+  'across',
+  'over',
+  'through',
+  'against',
+  'towards',
+  'toward',
+  'within',
+  'without',
+]);
 const ARTICLES = new Set(['a', 'an', 'the']);
 /** Quantity nouns whose "of" complement belongs to their phrase ("a group of people"). */
-const QUANTITY_NOUNS = new Set(['group', 'groups', 'bunch', 'bunches', 'pair', 'pairs', 'couple', 'lot', 'lots', 'number', 'set', 'sets', 'row', 'rows', 'line', 'lines', 'pile', 'piles', 'stack', 'stacks', 'crowd', 'herd', 'flock', 'bundle', 'cluster', 'collection']);
+const QUANTITY_NOUNS = new Set([
+  'group',
+  'groups',
+  'bunch',
+  'bunches',
+  'pair',
+  'pairs',
+  'couple',
+  'lot',
+  'lots',
+  'number',
+  'set',
+  'sets',
+  'row',
+  'rows',
+  'line',
+  'lines',
+  'pile',
+  'piles',
+  'stack',
+  'stacks',
+  'crowd',
+  'herd',
+  'flock',
+  'bundle',
+  'cluster',
+  'collection',
+]);
 
 /** The fields of a term of compromise's `.json({ offset: true, terms: { offset: true } })` read here. */
 interface TermJson {
@@ -85,7 +164,14 @@ function toWords(terms: readonly TermJson[]): Word[] {
   const words: Word[] = [];
   let hyphenated = false;
   for (const term of terms) {
-    const word: Word = { start: term.offset.start, end: term.offset.start + term.offset.length, normal: term.normal, kind: kindOf(term), pre: term.pre, post: term.post };
+    const word: Word = {
+      start: term.offset.start,
+      end: term.offset.start + term.offset.length,
+      normal: term.normal,
+      kind: kindOf(term),
+      pre: term.pre,
+      post: term.post,
+    };
     const previous = words[words.length - 1];
     if (hyphenated && term.pre === '') {
       // The group takes the kind of its last part: "black-and-white" is an adjective.
@@ -157,7 +243,14 @@ function mergeQuantities(words: readonly Word[], ranges: readonly [number, numbe
   for (const [first, end] of ranges) {
     const previous = merged[merged.length - 1];
     const of = previous?.[1];
-    if (of !== undefined && first === of + 1 && words[of].normal === 'of' && QUANTITY_NOUNS.has(words[of - 1].normal) && joinable(words[of - 1], words[of]) && joinable(words[of], words[first])) {
+    if (
+      of !== undefined &&
+      first === of + 1 &&
+      words[of].normal === 'of' &&
+      QUANTITY_NOUNS.has(words[of - 1].normal) &&
+      joinable(words[of - 1], words[of]) &&
+      joinable(words[of], words[first])
+    ) {
       previous[1] = end;
     } else {
       merged.push([first, end]);

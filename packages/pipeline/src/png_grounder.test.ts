@@ -21,15 +21,19 @@ function batch(size: number): { images: tf.Tensor4D; targets: tf.Tensor4D } {
   const t = new Float32Array(2 * size * size * 3);
   const boxes = [
     [[0, 0, size / 2, size / 2], [size / 2, 0, size, size], null],
-    [[0, size / 2, size / 2, size], [size / 2, size / 2, size, size], [0, 0, size, size / 2]],
+    [
+      [0, size / 2, size / 2, size],
+      [size / 2, size / 2, size, size],
+      [0, 0, size, size / 2],
+    ],
   ] as const;
-  boxes.forEach((phrases, b) =>
-    phrases.forEach((box, p) => {
-      if (!box) return;
+  for (const [b, phrases] of boxes.entries()) {
+    for (const [p, box] of phrases.entries()) {
+      if (!box) continue;
       const [y0, x0, y1, x1] = box;
       for (let y = y0; y < y1; y++) for (let x = x0; x < x1; x++) t[((b * size + y) * size + x) * 3 + p] = 1;
-    }),
-  );
+    }
+  }
   return tf.tidy(() => {
     const targets = tf.tensor4d(t, [2, size, size, 3]);
     // the image shows the targets as colours, plus a little texture
@@ -42,7 +46,12 @@ async function overfit(grounder: PngGrounder, size: number, steps: number, lr: n
   const { images, targets } = batch(size);
   const phrases = grounder.encodePhrases(narratives);
   const latents = grounder.backbone.encodeImages(images);
-  const trainer = new Trainer({ variables: grounder.namedVariables(), lossFn: () => grounder.loss(latents, phrases, targets), optimizer: { lr }, clip_grad_norm: 1 });
+  const trainer = new Trainer({
+    variables: grounder.namedVariables(),
+    lossFn: () => grounder.loss(latents, phrases, targets),
+    optimizer: { lr },
+    clip_grad_norm: 1,
+  });
   const losses: number[] = [];
   let live = 0;
   for (let i = 0; i < steps; i++) {
@@ -82,7 +91,10 @@ describe('PngGrounder on the tiny SD backbone (wasm)', () => {
     // square canvases without transforms: each image is its own canvas, masks = bilinear-upsampled logits > 0
     const { images } = batch(32);
     const masks = await grounder.predict(images, narratives);
-    expect(masks.map((m) => m.map((mask) => mask.length))).toEqual([[1024, 1024], [1024, 1024, 1024]]);
+    expect(masks.map((m) => m.map((mask) => mask.length))).toEqual([
+      [1024, 1024],
+      [1024, 1024, 1024],
+    ]);
     const out = grounder.forward(images, narratives);
     const above = tf.tidy(() => tf.greater(resize(out.predictions[2], [32, 32], 'bilinear'), 0)); // [2, 32, 32, P]
     const values = await above.data();
@@ -91,12 +103,22 @@ describe('PngGrounder on the tiny SD backbone (wasm)', () => {
     expect(masks[0][1]).toEqual(at(0, 1));
     tf.dispose([out, above, images]);
     // letterboxed images of other sizes come back at their own size
-    const rgb = (height: number, width: number, seed: number): RgbImage => ({ height, width, data: Uint8Array.from({ length: height * width * 3 }, (_, k) => (k * 37 + seed * 101) % 256) });
+    const rgb = (height: number, width: number, seed: number): RgbImage => ({
+      height,
+      width,
+      data: Uint8Array.from({ length: height * width * 3 }, (_, k) => (k * 37 + seed * 101) % 256),
+    });
     const boxed = [letterbox(rgb(20, 32, 1), 32), letterbox(rgb(32, 12, 2), 32)];
-    const canvases = tf.concat(boxed.map((b) => b.tensor), 0) as tf.Tensor4D;
+    const canvases = tf.concat(
+      boxed.map((b) => b.tensor),
+      0,
+    ) as tf.Tensor4D;
     const transforms = boxed.map((b) => b.transform);
     const original = await grounder.predict(canvases, narratives, transforms);
-    expect(original.map((m) => m.map((mask) => mask.length))).toEqual([[640, 640], [384, 384, 384]]);
+    expect(original.map((m) => m.map((mask) => mask.length))).toEqual([
+      [640, 640],
+      [384, 384, 384],
+    ]);
     const last = tf.tidy(() => tf.slice(grounder.forward(canvases, narratives).predictions[2], [1, 0, 0, 0], [1, -1, -1, 3]) as tf.Tensor4D);
     expect(original[1]).toEqual(await unletterbox(last, transforms[1]));
     await expect(grounder.predict(canvases, narratives, transforms.slice(1))).rejects.toThrow('PngGrounder.predict: 2 images but 1 letterbox transforms');
@@ -109,7 +131,13 @@ describe('PngGrounder on the tiny SD backbone (wasm)', () => {
   it("reads the latents noised on the backbone's own schedule with noise_seed", async () => {
     const { images } = batch(32);
     const schedule = { beta_schedule: 'linear' as const, beta_end: 0.02 }; // not SD's, so only the backbone's config gives these numbers
-    const linear = DiffusionBackbone.fromComponents({ unet: backbone.unet, vae: backbone.vae, textEncoder: backbone.textEncoder, tokenizer: backbone.tokenizer, schedulerConfig: schedule });
+    const linear = DiffusionBackbone.fromComponents({
+      unet: backbone.unet,
+      vae: backbone.vae,
+      textEncoder: backbone.textEncoder,
+      tokenizer: backbone.tokenizer,
+      schedulerConfig: schedule,
+    });
     const seeded = PngGrounder.create(linear, { ...SMALL, noise_seed: 3, timestep: 400 }, { seed: 6 });
     const phrases = seeded.encodePhrases(narratives);
     const latents = linear.encodeImages(images);
@@ -139,13 +167,17 @@ describe('PngGrounder on the tiny SD backbone (wasm)', () => {
     const plain = backbone.unet.forward(latents, 1, phrases.tensor, { encoderAttentionMask: phrases.mask });
     const reference = await Promise.all(taps.pyramid(plain.outputs).map((f) => f.tensor.data()));
     taps.remove();
-    reference.forEach((r, i) => expect(Buffer.from(r.buffer).equals(Buffer.from(ours[i].buffer))).toBe(true));
+    for (const [i, r] of reference.entries()) expect(Buffer.from(r.buffer).equals(Buffer.from(ours[i].buffer))).toBe(true);
     tf.dispose([images, phrases, latents, plain]);
   });
 
   it('probes EIPA: zero_gates reads the backbone as static prompting with the same weights; swap_phrases replays the phrase states of the donor images', async () => {
     const { images } = batch(32);
-    const grounder = PngGrounder.create(backbone, { ...SMALL, eipa: { ...SMALL.eipa, gate_init: 0.5, extract_gate: 'none', extract_ffn_dim: 16 } }, { seed: 7 });
+    const grounder = PngGrounder.create(
+      backbone,
+      { ...SMALL, eipa: { ...SMALL.eipa, gate_init: 0.5, extract_gate: 'none', extract_ffn_dim: 16 } },
+      { seed: 7 },
+    );
     const phrases = grounder.encodePhrases(narratives);
     const latents = backbone.encodeImages(images);
     const bits = async (t: tf.Tensor) => Buffer.from((await t.data()).buffer);
@@ -161,7 +193,9 @@ describe('PngGrounder on the tiny SD backbone (wasm)', () => {
     const swapped = grounder.forwardLatents(latents, phrases, [], { kind: 'swap_phrases', donors });
     expect((await bits(swapped.predictions[2])).equals(await bits(own.predictions[2]))).toBe(false);
     const half = tf.slice(latents, [0, 0, 0, 0], [1, -1, -1, -1]) as tf.Tensor4D;
-    expect(() => grounder.forwardLatents(latents, phrases, [], { kind: 'swap_phrases', donors: half })).toThrow('PngGrounder: swap_phrases donors are [1,16,16,4], the latents [2,16,16,4]');
+    expect(() => grounder.forwardLatents(latents, phrases, [], { kind: 'swap_phrases', donors: half })).toThrow(
+      'PngGrounder: swap_phrases donors are [1,16,16,4], the latents [2,16,16,4]',
+    );
     await expectNoLeak(() => grounder.forwardLatents(latents, phrases, [], { kind: 'swap_phrases', donors }), 'PngGrounder.forwardLatents with swap_phrases');
     grounder.dispose(); // detaches
     // zero_gates read the levels of the static-prompted UNet, bit for bit
@@ -169,14 +203,15 @@ describe('PngGrounder on the tiny SD backbone (wasm)', () => {
     const plain = backbone.unet.forward(latents, 1, phrases.tensor, { encoderAttentionMask: phrases.mask });
     const reference = await Promise.all(taps.pyramid(plain.outputs).map((f) => bits(f.tensor)));
     taps.remove();
-    reference.forEach((r, i) => expect(r.equals(zeroedLevels[i])).toBe(true));
+    for (const [i, r] of reference.entries()) expect(r.equals(zeroedLevels[i])).toBe(true);
     tf.dispose([images, phrases, latents, own, zeroed, same, donors, swapped, half, plain]);
   });
 
   it('overfits one batch (loss −90%) through the frozen UNet, which stays bit-identical, with no leak over 50 steps', async () => {
     const grounder = PngGrounder.create(backbone, { ...SMALL, eipa: { ...SMALL.eipa, gate_init: 0.1 } }, { seed: 3 });
     const frozen = await Promise.all(backbone.unet.parameters.keys().map(async (k) => [k, await backbone.unet.parameters.get(k).data()] as const));
-    const adapterKey = grounder.adapter.parameters.keys().find((k) => k.startsWith('down_blocks.0.') && k.endsWith('inject.to_q.weight'))!;
+    const adapterKey = grounder.adapter.parameters.keys().find((k) => k.startsWith('down_blocks.0.') && k.endsWith('inject.to_q.weight'));
+    if (adapterKey === undefined) throw new Error('the adapter has no down_blocks.0 inject.to_q.weight');
     const adapterBefore = await grounder.adapter.parameters.get(adapterKey).data();
     const { first, last, leaked } = await overfit(grounder, 32, 60, 3e-3);
     expect(last).toBeLessThan(0.1 * first);
@@ -208,8 +243,12 @@ describe('PngGrounder on the tiny SD backbone (wasm)', () => {
     fs.writeFileSync(path.join(dir, 'mlma', 'config.json'), JSON.stringify({ ...mlmaConfig, hidden_dim: 64, mask_dim: 64 }));
     await expect(PngGrounder.fromPretrained(dir, backbone)).rejects.toThrow(/has shape \[.*\], expected \[.*\]/);
     const module = { config: '{}', weights: new Uint8Array(0) };
-    expect(() => PngGrounder.fromFiles({ config: '{"max_phrases": 4', eipa: module, mlma: module, decoder: module }, backbone, { name: 'https://x/g' })).toThrow(/^https:\/\/x\/g\/config\.json: not valid JSON/);
-    await expect(PngGrounder.fromUrl(FOLDER_FETCH_BASE, backbone, { fetch })).rejects.toThrow(/^http:\/\/files\/mlma\/model\.safetensors: tensor '.*' has shape \[.*\], expected \[.*\]/);
+    expect(() =>
+      PngGrounder.fromFiles({ config: '{"max_phrases": 4', eipa: module, mlma: module, decoder: module }, backbone, { name: 'https://x/g' }),
+    ).toThrow(/^https:\/\/x\/g\/config\.json: not valid JSON/);
+    await expect(PngGrounder.fromUrl(FOLDER_FETCH_BASE, backbone, { fetch })).rejects.toThrow(
+      /^http:\/\/files\/mlma\/model\.safetensors: tensor '.*' has shape \[.*\], expected \[.*\]/,
+    );
     const weights = path.join(dir, 'decoder', 'model.safetensors');
     fs.rmSync(weights);
     fs.mkdirSync(weights);
@@ -222,7 +261,21 @@ describe('PngGrounder on the tiny SD backbone (wasm)', () => {
     const grounder = PngGrounder.create(backbone, SMALL, { seed: 5 });
     const { images, targets } = batch(32);
     expect(() => grounder.forward(images, [narratives[0], { caption: 'the sky', phrases: [] }])).toThrow('narrative 1: 0 phrases');
-    expect(() => grounder.forward(images, [narratives[0], { caption: 'a b c d e', phrases: [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]] }])).toThrow('narrative 1: 5 phrases, above the configured maximum of 4 (max_phrases)');
+    expect(() =>
+      grounder.forward(images, [
+        narratives[0],
+        {
+          caption: 'a b c d e',
+          phrases: [
+            [0, 1],
+            [2, 3],
+            [4, 5],
+            [6, 7],
+            [8, 9],
+          ],
+        },
+      ]),
+    ).toThrow('narrative 1: 5 phrases, above the configured maximum of 4 (max_phrases)');
     expect(() => grounder.forward(images, [narratives[0]])).toThrow('2 images but 1 narratives');
     const odd = tf.zeros([2, 36, 32, 3]) as tf.Tensor4D;
     expect(() => grounder.forward(odd, narratives)).toThrow('image size 36×32 is not a multiple of 8');
@@ -235,7 +288,11 @@ describe('PngGrounder on the tiny SD backbone (wasm)', () => {
     const dir = path.join(root, 'checkpoint');
     let poison = false;
     const nanTargets = tf.fill([2, 32, 32, 3], NaN) as tf.Tensor4D;
-    const trainer = new Trainer({ variables: grounder.namedVariables(), lossFn: () => grounder.loss(latents, phrases, poison ? nanTargets : targets), optimizer: { lr: 1e-3 } });
+    const trainer = new Trainer({
+      variables: grounder.namedVariables(),
+      lossFn: () => grounder.loss(latents, phrases, poison ? nanTargets : targets),
+      optimizer: { lr: 1e-3 },
+    });
     await trainer.step(undefined);
     await trainer.save(dir, { note: 'good' });
     poison = true;
@@ -260,7 +317,9 @@ describe('PngGrounder with a finer mask_stride (VAE encoder skip levels; wasm)',
 
   it('validates mask_stride against the config and this backbone before any weight is allocated', () => {
     const before = tf.memory().numTensors;
-    expect(() => PngGrounder.create(backbone, { ...SMALL, mask_stride: 3 })).toThrow('Error in PngGrounderConfig.mask_stride: expected null or a power of two (1, 2, 4, …), got 3');
+    expect(() => PngGrounder.create(backbone, { ...SMALL, mask_stride: 3 })).toThrow(
+      'Error in PngGrounderConfig.mask_stride: expected null or a power of two (1, 2, 4, …), got 3',
+    );
     expect(() => PngGrounder.create(backbone, { ...SMALL, mask_stride: 4 })).toThrow(
       'Error in PngGrounderConfig.mask_stride: expected null or one of 2, 1 for this backbone (its finest UNet level, or a VAE encoder block below it), got 4',
     );
@@ -324,10 +383,18 @@ describe('PngGrounder with a finer mask_stride (VAE encoder skip levels; wasm)',
     const { latents, skips } = grounder.encodeImages(images);
     const named = grounder.namedVariables();
     const skipVars = Object.keys(named).filter((k) => k.startsWith('mlma.skip_levels.'));
-    const { value, grads } = tf.variableGrads(() => grounder.loss(latents, phrases, targets, skips), skipVars.map((k) => named[k]));
+    const { value, grads } = tf.variableGrads(
+      () => grounder.loss(latents, phrases, targets, skips),
+      skipVars.map((k) => named[k]),
+    );
     for (const k of skipVars) expect(tf.tidy(() => tf.max(tf.abs(grads[named[k].name])).dataSync()[0])).toBeGreaterThan(0);
     tf.dispose([value, ...Object.values(grads)]);
-    const trainer = new Trainer({ variables: named, lossFn: () => grounder.loss(latents, phrases, targets, skips), optimizer: { lr: 3e-3 }, clip_grad_norm: 1 });
+    const trainer = new Trainer({
+      variables: named,
+      lossFn: () => grounder.loss(latents, phrases, targets, skips),
+      optimizer: { lr: 3e-3 },
+      clip_grad_norm: 1,
+    });
     const losses: number[] = [];
     for (let i = 0; i < 8; i++) losses.push((await trainer.step(undefined)).loss);
     expect(losses[7]).toBeLessThan(0.8 * losses[0]); // measured: 3.92 → 2.12
@@ -361,7 +428,9 @@ describe('PngGrounder with a finer mask_stride (VAE encoder skip levels; wasm)',
     const mlmaConfig = JSON.parse(fs.readFileSync(path.join(dir, 'mlma', 'config.json'), 'utf8'));
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
     fs.writeFileSync(path.join(dir, 'mlma', 'config.json'), JSON.stringify({ ...mlmaConfig, skip_channels: [16] }));
-    await expect(PngGrounder.fromPretrained(dir, backbone)).rejects.toThrow(/tensor 'skip_levels\.0\.lateral_conv\.weight' has shape \[32,32,1,1\], expected \[32,16,1,1\]/);
+    await expect(PngGrounder.fromPretrained(dir, backbone)).rejects.toThrow(
+      /tensor 'skip_levels\.0\.lateral_conv\.weight' has shape \[32,32,1,1\], expected \[32,16,1,1\]/,
+    );
     tf.dispose(images);
     fs.rmSync(dir, { recursive: true });
   });
@@ -372,7 +441,15 @@ describe.each(['cpu', 'wasm'] as BackendName[])('a small PngGrounder overfits on
     await setBackend(backend);
     // a small random UNet (2 levels, 8/16 channels) with the fixture's VAE, CLIP and tokenizer
     const unet = UNet2DConditionModel.create(
-      { block_out_channels: [8, 16], down_block_types: ['CrossAttnDownBlock2D', 'DownBlock2D'], up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D'], layers_per_block: 1, attention_head_dim: 2, norm_num_groups: 4, cross_attention_dim: 32 },
+      {
+        block_out_channels: [8, 16],
+        down_block_types: ['CrossAttnDownBlock2D', 'DownBlock2D'],
+        up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D'],
+        layers_per_block: 1,
+        attention_head_dim: 2,
+        norm_num_groups: 4,
+        cross_attention_dim: 32,
+      },
       { seed: 7 },
     );
     const backbone = DiffusionBackbone.fromComponents({
@@ -381,7 +458,11 @@ describe.each(['cpu', 'wasm'] as BackendName[])('a small PngGrounder overfits on
       textEncoder: await CLIPTextModel.fromPretrained(path.join(TINY, 'text_encoder')),
       tokenizer: await CLIPTokenizer.fromPretrained(path.join(TINY, 'tokenizer')),
     });
-    const grounder = PngGrounder.create(backbone, { ...SMALL, eipa: { ...SMALL.eipa, gate_init: 0.1 }, decoder: { ...SMALL.decoder, num_layers: 1 } }, { seed: 8 });
+    const grounder = PngGrounder.create(
+      backbone,
+      { ...SMALL, eipa: { ...SMALL.eipa, gate_init: 0.1 }, decoder: { ...SMALL.decoder, num_layers: 1 } },
+      { seed: 8 },
+    );
     const { first, last, leaked } = await overfit(grounder, 16, 40, 1e-2);
     expect(last).toBeLessThan(0.1 * first);
     expect(leaked).toBe(0);

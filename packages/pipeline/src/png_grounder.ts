@@ -1,11 +1,43 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { CONFIG_FILE, WEIGHTS_FILE, check, parseJsonObject, fetchFile, fetchModuleFiles, isFiniteNumber, isNonNegativeInt, isPositiveInt, joinUrl, readInputFile, resolveConfig, seededNormal, type FeatureMap, type FetchFunction, type ForwardContext, type ModuleFiles, type PhraseFeatures } from '@png/core';
-import { DDPMScheduler, EncoderFeatureTaps, FeatureTaps, encodePhrases, type DiffusionBackbone, type Narrative } from '@png/diffusion-backbone';
+import {
+  CONFIG_FILE,
+  WEIGHTS_FILE,
+  check,
+  parseJsonObject,
+  fetchFile,
+  fetchModuleFiles,
+  isFiniteNumber,
+  isNonNegativeInt,
+  isPositiveInt,
+  joinUrl,
+  readInputFile,
+  resolveConfig,
+  seededNormal,
+  type CaptionTokens,
+  type FeatureMap,
+  type FetchFunction,
+  type ForwardContext,
+  type ModuleFiles,
+  type PhraseFeatures,
+} from '@png/core';
+import {
+  DDPMScheduler,
+  EncoderFeatureTaps,
+  FeatureTaps,
+  encodePhrases,
+  type DiffusionBackbone,
+  type EncodePhrasesOptions,
+  type Narrative,
+} from '@png/diffusion-backbone';
 import { PhraseAdapter, attachEipa, type EipaAttachment, type EipaConfig } from '@png/eipa';
 import { MultiLevelMutualAggregation, skipStrides, type MlmaConfig } from '@png/mlma';
 import { writeFileAtomic } from '@png/node-utils';
 import { unletterbox, type LetterboxTransform } from '@png/png-data';
 import { PngDecoder, deepSupervisionLoss, type PngDecoderConfig } from '@png/png-decoder';
+import { TextSide, type TextSideConfig } from './text_side';
+
+/** What the frozen UNet's cross-attention reads (PngGrounderConfig.context). */
+export type UNetContext = 'phrases' | 'caption' | 'both';
 
 /** The grounding model's config.json: the trainable parts' configs and how the backbone is read. */
 export interface PngGrounderConfig {
@@ -29,6 +61,20 @@ export interface PngGrounderConfig {
    * mask features with the frozen VAE encoder's blocks at each stride in between (MLMA skip levels).
    */
   readonly mask_stride: number | null;
+  /**
+   * What the frozen UNet's cross-attention reads. 'phrases' (default): the pooled phrase vectors
+   * alone. 'caption': the caption's CLIP token states as SD reads a prompt (each window bos…eos
+   * and padding). 'both': the caption tokens, then the phrase vectors. With EIPA's dynamic_prompt
+   * the phrase slots read the current phrase state; 'caption' has none, so it needs
+   * `eipa.dynamic_prompt: false`.
+   */
+  readonly context: UNetContext;
+  /** Tokens each encoder window of a long caption repeats from the one before (default 0: hard 75-token windows). */
+  readonly window_overlap: number;
+  /** End a long caption's encoder windows after a sentence when one lies in the window (default false: at a word). */
+  readonly sentence_windows: boolean;
+  /** The trainable text side (TextSideConfig; text_dim is filled in from the UNet). Off by default: nothing to train, no text/ folder. */
+  readonly text: Partial<TextSideConfig>;
 }
 
 /** The contents of the files of a folder written by `PngGrounder.save` (see PngGrounder.fromFiles). */
@@ -41,6 +87,8 @@ export interface PngGrounderFiles {
   readonly mlma: ModuleFiles;
   /** decoder/config.json and decoder/model.safetensors */
   readonly decoder: ModuleFiles;
+  /** text/config.json and text/model.safetensors (only a grounder with a text side has them). */
+  readonly text?: ModuleFiles;
 }
 
 export const DEFAULT_PNG_GROUNDER_CONFIG: PngGrounderConfig = Object.freeze({
@@ -54,6 +102,10 @@ export const DEFAULT_PNG_GROUNDER_CONFIG: PngGrounderConfig = Object.freeze({
   dice_weight: 1,
   deep_supervision: true,
   mask_stride: null,
+  context: 'phrases',
+  window_overlap: 0,
+  sentence_windows: false,
+  text: {},
 });
 
 export function resolvePngGrounderConfig(user: Partial<PngGrounderConfig> | Record<string, unknown> = {}): PngGrounderConfig {
@@ -63,8 +115,37 @@ export function resolvePngGrounderConfig(user: Partial<PngGrounderConfig> | Reco
     check(isPositiveInt(c.max_phrases), 'PngGrounderConfig', 'max_phrases', 'a positive integer', c.max_phrases);
     check(isFiniteNumber(c.bce_weight) && c.bce_weight >= 0, 'PngGrounderConfig', 'bce_weight', 'a non-negative number', c.bce_weight);
     check(isFiniteNumber(c.dice_weight) && c.dice_weight >= 0, 'PngGrounderConfig', 'dice_weight', 'a non-negative number', c.dice_weight);
-    check(c.mask_stride === null || (isPositiveInt(c.mask_stride) && (c.mask_stride & (c.mask_stride - 1)) === 0), 'PngGrounderConfig', 'mask_stride', 'null or a power of two (1, 2, 4, …)', c.mask_stride);
+    check(
+      c.mask_stride === null || (isPositiveInt(c.mask_stride) && (c.mask_stride & (c.mask_stride - 1)) === 0),
+      'PngGrounderConfig',
+      'mask_stride',
+      'null or a power of two (1, 2, 4, …)',
+      c.mask_stride,
+    );
+    check(['phrases', 'caption', 'both'].includes(c.context), 'PngGrounderConfig', 'context', "'phrases', 'caption' or 'both'", c.context);
+    check(
+      isNonNegativeInt(c.window_overlap),
+      'PngGrounderConfig',
+      'window_overlap',
+      'a non-negative integer (below the 75 tokens of a window)',
+      c.window_overlap,
+    );
+    check(c.text !== null && !Array.isArray(c.text), 'PngGrounderConfig', 'text', 'an object of TextSideConfig fields', c.text);
   });
+}
+
+/** Whether a grounder with `config` reads the caption's token states (its context, or the text side's caption attention). */
+function readsCaption(config: PngGrounderConfig): boolean {
+  return config.context !== 'phrases' || config.text.caption_attention === true;
+}
+
+/**
+ * How a grounder with `config` encodes narratives (`encodePhrases` options): its max_phrases, its
+ * windows for long captions, and the caption token states when it reads them. Caches of phrase
+ * features (`encodeSamples`) take these.
+ */
+export function phraseEncoding(config: PngGrounderConfig): EncodePhrasesOptions {
+  return { maxPhrases: config.max_phrases, windows: { overlap: config.window_overlap, sentences: config.sentence_windows }, caption: readsCaption(config) };
 }
 
 /**
@@ -98,7 +179,13 @@ function skipLevels(backbone: DiffusionBackbone, maskStride: number | null): Ski
     .filter((l) => l.stride < finest)
     .sort((a, b) => b.stride - a.stride);
   const allowed = [finest, ...below.map((l) => l.stride)];
-  check(maskStride === null || allowed.includes(maskStride), 'PngGrounderConfig', 'mask_stride', `null or one of ${allowed.join(', ')} for this backbone (its finest UNet level, or a VAE encoder block below it)`, maskStride);
+  check(
+    maskStride === null || allowed.includes(maskStride),
+    'PngGrounderConfig',
+    'mask_stride',
+    `null or one of ${allowed.join(', ')} for this backbone (its finest UNet level, or a VAE encoder block below it)`,
+    maskStride,
+  );
   return maskStride === null ? [] : below.filter((l) => l.stride >= maskStride);
 }
 
@@ -160,6 +247,8 @@ export class PngGrounder {
     readonly adapter: PhraseAdapter,
     readonly mlma: MultiLevelMutualAggregation,
     readonly decoder: PngDecoder,
+    /** The trainable text side (config `text`), if it has anything to train. */
+    readonly text: TextSide | undefined,
     options: { recordAttention?: boolean },
   ) {
     const skips = skipLevels(backbone, config.mask_stride);
@@ -183,6 +272,8 @@ export class PngGrounder {
     const skips = skipLevels(backbone, c.mask_stride);
     return PngGrounder.assemble(c, backbone, options, {
       adapter: () => PhraseAdapter.create(backbone.unet, c.eipa, { seed }),
+      text: () =>
+        TextSide.isEnabled(c.text) ? TextSide.create({ ...c.text, text_dim: backbone.unet.config.cross_attention_dim }, { seed: seed + 3 }) : undefined,
       mlma: () =>
         MultiLevelMutualAggregation.create(
           {
@@ -215,7 +306,8 @@ export class PngGrounder {
     const path = await import('node:path');
     const read = async (file: string, what: string): Promise<Buffer> => {
       const at = path.join(dir, file);
-      if (!fs.existsSync(at)) throw new Error(`${at}: missing; not a PngGrounder folder (expected config.json, eipa/, mlma/, decoder/)`);
+      if (!fs.existsSync(at))
+        throw new Error(`${at}: missing; not a PngGrounder folder (expected config.json, eipa/, mlma/, decoder/, and text/ when its config has a text side)`);
       return readInputFile(at, what);
     };
     const module = async (part: string): Promise<ModuleFiles> => ({
@@ -223,7 +315,11 @@ export class PngGrounder {
       weights: new Uint8Array(await read(path.join(part, WEIGHTS_FILE), `the ${part} weights (safetensors)`)),
     });
     const config = (await read('config.json', 'the grounder config (JSON)')).toString('utf8');
-    return PngGrounder.fromFiles({ config, eipa: await module('eipa'), mlma: await module('mlma'), decoder: await module('decoder') }, backbone, { recordAttention: options.recordAttention, name: dir });
+    const text = TextSide.isEnabled(resolvePngGrounderConfig(parseJsonObject(config, path.join(dir, 'config.json'))).text) ? await module('text') : undefined;
+    return PngGrounder.fromFiles({ config, eipa: await module('eipa'), mlma: await module('mlma'), decoder: await module('decoder'), text }, backbone, {
+      recordAttention: options.recordAttention,
+      name: dir,
+    });
   }
 
   /**
@@ -237,6 +333,14 @@ export class PngGrounder {
       adapter: () => PhraseAdapter.fromFiles(files.eipa, backbone.unet, at('eipa')),
       mlma: () => MultiLevelMutualAggregation.fromFiles(files.mlma, at('mlma')),
       decoder: () => PngDecoder.fromFiles(files.decoder, at('decoder')),
+      text: () => {
+        if (!TextSide.isEnabled(c.text)) return undefined;
+        if (!files.text)
+          throw new Error(
+            `${at('config.json')}: the config has a text side (text: ${JSON.stringify(c.text)}) but no text/ files were given; pass text/config.json and text/model.safetensors`,
+          );
+        return TextSide.fromFiles(files.text, at('text'));
+      },
     });
   }
 
@@ -245,51 +349,81 @@ export class PngGrounder {
     config: PngGrounderConfig,
     backbone: DiffusionBackbone,
     options: { recordAttention?: boolean },
-    make: { adapter: () => PhraseAdapter; mlma: () => MultiLevelMutualAggregation; decoder: (mlma: MultiLevelMutualAggregation) => PngDecoder },
+    make: {
+      adapter: () => PhraseAdapter;
+      mlma: () => MultiLevelMutualAggregation;
+      decoder: (mlma: MultiLevelMutualAggregation) => PngDecoder;
+      text: () => TextSide | undefined;
+    },
   ): PngGrounder {
+    const windowTokens = backbone.tokenizer.modelMaxLength - 2;
+    check(
+      config.window_overlap < windowTokens,
+      'PngGrounderConfig',
+      'window_overlap',
+      `an integer below the ${windowTokens} tokens of an encoder window`,
+      config.window_overlap,
+    );
     const made: Array<{ dispose(): void }> = [];
     try {
       const adapter = make.adapter();
       made.push(adapter);
+      check(
+        !(config.context === 'caption' && adapter.config.dynamic_prompt),
+        'PngGrounderConfig',
+        'context',
+        "'phrases' or 'both' with EIPA's dynamic_prompt ('caption' gives the prompt no phrase slots; set eipa.dynamic_prompt to false for it)",
+        config.context,
+      );
       const mlma = make.mlma();
       made.push(mlma);
       const decoder = make.decoder(mlma);
       made.push(decoder);
-      return new PngGrounder(config, backbone, adapter, mlma, decoder, options);
+      const text = make.text();
+      if (text) made.push(text);
+      const width = backbone.unet.config.cross_attention_dim;
+      if (text && text.config.text_dim !== width)
+        throw new Error(
+          `PngGrounder: the text side has text_dim ${text.config.text_dim}, the UNet's cross_attention_dim is ${width}; load the grounder onto the backbone it was trained on`,
+        );
+      return new PngGrounder(config, backbone, adapter, mlma, decoder, text, options);
     } catch (e) {
       for (const m of made) m.dispose();
       throw e;
     }
   }
 
-  /** Fetches the folder a grounder was saved to (config.json, eipa/, mlma/, decoder/) at `url` and loads it onto `backbone`, as fromFiles. */
+  /** Fetches the folder a grounder was saved to (config.json, eipa/, mlma/, decoder/, text/ with a text side) at `url` and loads it onto `backbone`, as fromFiles. */
   static async fromUrl(url: string, backbone: DiffusionBackbone, options: { recordAttention?: boolean; fetch?: FetchFunction } = {}): Promise<PngGrounder> {
     const get = { fetch: options.fetch };
-    const [config, eipa, mlma, decoder] = await Promise.all([
-      fetchFile(joinUrl(url, 'config.json'), get),
+    const config = new TextDecoder().decode(await fetchFile(joinUrl(url, 'config.json'), get));
+    const hasText = TextSide.isEnabled(resolvePngGrounderConfig(parseJsonObject(config, joinUrl(url, 'config.json'))).text);
+    const [eipa, mlma, decoder, text] = await Promise.all([
       fetchModuleFiles(joinUrl(url, 'eipa'), get),
       fetchModuleFiles(joinUrl(url, 'mlma'), get),
       fetchModuleFiles(joinUrl(url, 'decoder'), get),
+      hasText ? fetchModuleFiles(joinUrl(url, 'text'), get) : undefined,
     ]);
-    return PngGrounder.fromFiles({ config: new TextDecoder().decode(config), eipa, mlma, decoder }, backbone, { recordAttention: options.recordAttention, name: url });
+    return PngGrounder.fromFiles({ config, eipa, mlma, decoder, text }, backbone, { recordAttention: options.recordAttention, name: url });
   }
 
-  /** Every trainable variable, keyed `eipa.<key>`, `mlma.<key>`, `decoder.<key>` (checkpoint names). */
+  /** Every trainable variable, keyed `eipa.<key>`, `mlma.<key>`, `decoder.<key>` and `text.<key>` (checkpoint names). */
   namedVariables(): Record<string, tf.Variable> {
     const named: Record<string, tf.Variable> = {};
     for (const [prefix, params] of [
       ['eipa', this.adapter.parameters],
       ['mlma', this.mlma.parameters],
       ['decoder', this.decoder.parameters],
+      ...(this.text ? [['text', this.text.parameters] as const] : []),
     ] as const) {
       for (const key of params.keys()) named[`${prefix}.${key}`] = params.get(key) as tf.Variable;
     }
     return named;
   }
 
-  /** Phrase features of narratives (frozen CLIP, mean-pooled over each phrase's tokens). Caller owns. */
+  /** Phrase features of narratives (frozen CLIP, mean-pooled over each phrase's tokens; with the caption tokens when the grounder reads them, see `phraseEncoding`). Caller owns. */
   encodePhrases(narratives: readonly Narrative[]): PhraseFeatures {
-    return encodePhrases(this.backbone.tokenizer, this.backbone.textEncoder, narratives, { maxPhrases: this.config.max_phrases });
+    return encodePhrases(this.backbone.tokenizer, this.backbone.textEncoder, narratives, phraseEncoding(this.config));
   }
 
   /**
@@ -340,31 +474,74 @@ export class PngGrounder {
    */
   forwardLatents(latents: tf.Tensor4D, phrases: PhraseFeatures, skips: readonly FeatureMap[] = [], probe?: EipaProbe): PngGrounderOutput {
     const c = this.config;
-    if (latents.shape[0] !== phrases.tensor.shape[0]) throw new Error(`PngGrounder: ${latents.shape[0]} latents but ${phrases.tensor.shape[0]} narratives; pass one narrative per image`);
-    if (probe?.kind === 'swap_phrases' && probe.donors.shape.join() !== latents.shape.join()) throw new Error(`PngGrounder: swap_phrases donors are [${probe.donors.shape}], the latents [${latents.shape}]; pass one donor image's latents per image`);
+    if (latents.shape[0] !== phrases.tensor.shape[0])
+      throw new Error(`PngGrounder: ${latents.shape[0]} latents but ${phrases.tensor.shape[0]} narratives; pass one narrative per image`);
+    if (probe?.kind === 'swap_phrases' && probe.donors.shape.join() !== latents.shape.join())
+      throw new Error(`PngGrounder: swap_phrases donors are [${probe.donors.shape}], the latents [${latents.shape}]; pass one donor image's latents per image`);
     const expected = this.mlma.config.skip_channels.length;
     if (skips.length !== expected) {
-      throw new Error(`PngGrounder: mask_stride ${c.mask_stride} reads ${expected} VAE encoder maps (skip levels), got ${skips.length}; pass the skips of grounder.encodeImages(images) with its latents`);
+      throw new Error(
+        `PngGrounder: mask_stride ${c.mask_stride} reads ${expected} VAE encoder maps (skip levels), got ${skips.length}; pass the skips of grounder.encodeImages(images) with its latents`,
+      );
     }
     return tf.tidy('PngGrounder.forward', () => {
-      let context = this.eipa.context(phrases, { zeroGates: probe?.kind === 'zero_gates' });
+      const text = this.readText(phrases);
+      const probes = { caption: text.caption };
+      let context = this.eipa.context(text.phrases, { ...probes, zeroGates: probe?.kind === 'zero_gates' });
       if (probe?.kind === 'swap_phrases') {
-        const donor = this.unetOutputs(probe.donors, phrases, this.eipa.context(phrases, { recordStates: true })); // the same phrases over the donor images
-        context = this.eipa.context(phrases, { replayStates: this.eipa.blockStates(donor) });
+        const donor = this.unetOutputs(probe.donors, text.prompt, this.eipa.context(text.phrases, { ...probes, recordStates: true })); // the same phrases over the donor images
+        context = this.eipa.context(text.phrases, { ...probes, replayStates: this.eipa.blockStates(donor) });
       }
-      const outputs = this.unetOutputs(latents, phrases, context);
+      const outputs = this.unetOutputs(latents, text.prompt, context);
       const images = this.taps.pyramid(outputs); // coarsest first
-      const fused = this.mlma.forward({ images, phrases: this.eipa.phraseStates(outputs, phrases), skips }); // the phrase state at each level of `images`
-      const { predictions } = this.decoder.forward({ pixels: fused.pixels, maskFeatures: fused.maskFeatures, phrases: fused.phrases, phraseMask: phrases.mask });
+      const fused = this.mlma.forward({ images, phrases: this.eipa.phraseStates(outputs, text.phrases), skips }); // the phrase state at each level of `images`
+      const { predictions } = this.decoder.forward({
+        pixels: fused.pixels,
+        maskFeatures: fused.maskFeatures,
+        phrases: fused.phrases,
+        phraseMask: phrases.mask,
+      });
       return { predictions, phraseMask: tf.clone(phrases.mask), attention: this.eipa.attention(outputs), features: [...images] };
     });
   }
 
-  /** The adapted UNet's outputs for latents read at `timestep`: clean, or noised to it on the backbone's schedule. */
-  private unetOutputs(latents: tf.Tensor4D, phrases: PhraseFeatures, context: ForwardContext): Record<string, tf.Tensor> {
+  /** The adapted UNet's outputs for latents read at `timestep` (clean, or noised to it on the backbone's schedule) with `prompt` [B, M, D] (mask [B, M]) as its cross-attention context. */
+  private unetOutputs(latents: tf.Tensor4D, prompt: { tensor: tf.Tensor3D; mask: tf.Tensor2D }, context: ForwardContext): Record<string, tf.Tensor> {
     const c = this.config;
-    const z = c.noise_seed === null ? latents : this.scheduler.addNoise(latents, seededNormal(latents.shape, c.noise_seed) as tf.Tensor4D, new Array<number>(latents.shape[0]).fill(c.timestep));
-    return this.backbone.unet.forward(z, c.timestep, phrases.tensor, { encoderAttentionMask: phrases.mask, context }).outputs;
+    const z =
+      c.noise_seed === null
+        ? latents
+        : this.scheduler.addNoise(latents, seededNormal(latents.shape, c.noise_seed) as tf.Tensor4D, new Array<number>(latents.shape[0]).fill(c.timestep));
+    return this.backbone.unet.forward(z, c.timestep, prompt.tensor, { encoderAttentionMask: prompt.mask, context }).outputs;
+  }
+
+  /**
+   * What the model reads of the text: the phrases (through the text side, if any), the UNet's
+   * prompt (config `context`) and, with 'both', the caption tokens the prompt holds before the
+   * phrase slots. Without a text side and with context 'phrases' this is `phrases` as given.
+   */
+  private readText(phrases: PhraseFeatures): { phrases: PhraseFeatures; prompt: { tensor: tf.Tensor3D; mask: tf.Tensor2D }; caption?: CaptionTokens } {
+    const c = this.config;
+    const text = this.text;
+    if (!text && c.context === 'phrases') return { phrases, prompt: phrases };
+    const source = phrases.caption;
+    if (readsCaption(c) && !source) {
+      throw new Error(
+        `PngGrounder: context '${c.context}'${c.text.caption_attention ? ' with text.caption_attention' : ''} reads the caption's token states, and these phrase features have none; encode them with grounder.encodePhrases (or encodePhrases(…, phraseEncoding(config)))`,
+      );
+    }
+    let tensor = text ? text.readCaption(phrases.tensor, phrases.mask, source) : phrases.tensor; // [B, P, D]
+    if (text && c.context !== 'caption') tensor = text.adaptPrompt(tensor); // the phrase slots are prompt tokens
+    const read = { tensor, mask: phrases.mask };
+    if (c.context === 'phrases') return { phrases: read, prompt: read };
+    if (!source)
+      throw new Error(
+        `PngGrounder: context '${c.context}' reads the caption's token states, and these phrase features have none; encode them with grounder.encodePhrases`,
+      );
+    const caption = { tensor: text ? text.adaptPrompt(source.tensor) : source.tensor, mask: source.mask }; // [B, T, D], [B, T]
+    if (c.context === 'caption') return { phrases: read, prompt: caption };
+    const prompt = { tensor: tf.concat([caption.tensor, tensor], 1) as tf.Tensor3D, mask: tf.concat([caption.mask, read.mask], 1) as tf.Tensor2D }; // [B, T + P, D], [B, T + P]
+    return { phrases: read, prompt, caption };
   }
 
   /**
@@ -389,14 +566,22 @@ export class PngGrounder {
    */
   async predict(images: tf.Tensor4D, narratives: readonly Narrative[], transforms?: readonly LetterboxTransform[]): Promise<Uint8Array[][]> {
     const [b, h, w] = images.shape;
-    if (transforms && transforms.length !== b) throw new Error(`PngGrounder.predict: ${b} images but ${transforms.length} letterbox transforms; pass one per image`);
-    if (!transforms && h !== w) throw new Error(`PngGrounder.predict: images are ${h}×${w} (H×W) and no letterbox transforms were given; letterbox them to a square canvas (letterbox(image, S) of @png/png-data) and pass the transforms`);
+    if (transforms && transforms.length !== b)
+      throw new Error(`PngGrounder.predict: ${b} images but ${transforms.length} letterbox transforms; pass one per image`);
+    if (!transforms && h !== w)
+      throw new Error(
+        `PngGrounder.predict: images are ${h}×${w} (H×W) and no letterbox transforms were given; letterbox them to a square canvas (letterbox(image, S) of @png/png-data) and pass the transforms`,
+      );
     const { predictions, phraseMask, attention, features } = this.forward(images, narratives);
     const last = predictions[predictions.length - 1]; // [B, h/f, w/f, P]
     tf.dispose([...predictions.slice(0, -1), phraseMask, attention, features]);
     const canvas: LetterboxTransform = { target: h, scale: 1, contentHeight: h, contentWidth: w, padTop: 0, padLeft: 0, height: h, width: w };
     try {
-      return await masksFromLogits(last, transforms ?? narratives.map(() => canvas), narratives.map((n) => n.phrases.length));
+      return await masksFromLogits(
+        last,
+        transforms ?? narratives.map(() => canvas),
+        narratives.map((n) => n.phrases.length),
+      );
     } finally {
       last.dispose();
     }
@@ -422,16 +607,17 @@ export class PngGrounder {
   }
 
   numTrainableParameters(): number {
-    return this.adapter.numParameters() + this.mlma.numParameters() + this.decoder.numParameters();
+    return this.adapter.numParameters() + this.mlma.numParameters() + this.decoder.numParameters() + (this.text?.numParameters() ?? 0);
   }
 
-  /** Saves the trainable parts (eipa/, mlma/, decoder/) and the grounder's config.json. */
+  /** Saves the trainable parts (eipa/, mlma/, decoder/, text/ with a text side) and the grounder's config.json. */
   async save(dir: string): Promise<void> {
     const path = await import('node:path');
     await this.adapter.save(path.join(dir, 'eipa'));
     await this.mlma.save(path.join(dir, 'mlma'));
     await this.decoder.save(path.join(dir, 'decoder'));
-    writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(this.config, null, 2) + '\n');
+    if (this.text) await this.text.save(path.join(dir, 'text'));
+    writeFileAtomic(path.join(dir, 'config.json'), `${JSON.stringify(this.config, null, 2)}\n`);
   }
 
   /** Detaches the adapter, turns gradient checkpointing off and frees the trainable parts (not the backbone, which the caller owns). */
@@ -443,6 +629,7 @@ export class PngGrounder {
     this.adapter.dispose();
     this.mlma.dispose();
     this.decoder.dispose();
+    this.text?.dispose();
   }
 
   private checkImages(images: tf.Tensor4D, count: number): void {
@@ -450,7 +637,9 @@ export class PngGrounder {
     if (images.rank !== 4 || images.shape[3] !== 3) throw new Error(`PngGrounder: images must be NHWC [B, H, W, 3] in [-1, 1], got [${images.shape}]`);
     if (images.shape[0] !== count) throw new Error(`PngGrounder: ${images.shape[0]} images but ${count} narratives; pass one narrative per image`);
     if (images.shape[1] % m !== 0 || images.shape[2] % m !== 0) {
-      throw new Error(`PngGrounder: image size ${images.shape[1]}×${images.shape[2]} is not a multiple of ${m} (the VAE's and UNet's downsampling); resize or pad the images`);
+      throw new Error(
+        `PngGrounder: image size ${images.shape[1]}×${images.shape[2]} is not a multiple of ${m} (the VAE's and UNet's downsampling); resize or pad the images`,
+      );
     }
   }
 }

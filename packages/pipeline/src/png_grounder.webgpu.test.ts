@@ -14,7 +14,11 @@ import { SMALL_GROUNDER_CONFIG, TEST_NARRATIVES } from './test_support';
 const TINY = path.join(sharedFixturesDir(), 'tiny-sd');
 const SIZE = 16;
 
-const SMALL: Partial<PngGrounderConfig> = { ...SMALL_GROUNDER_CONFIG, eipa: { ...SMALL_GROUNDER_CONFIG.eipa, gate_init: 0.1 }, decoder: { ...SMALL_GROUNDER_CONFIG.decoder, num_layers: 1 } };
+const SMALL: Partial<PngGrounderConfig> = {
+  ...SMALL_GROUNDER_CONFIG,
+  eipa: { ...SMALL_GROUNDER_CONFIG.eipa, gate_init: 0.1 },
+  decoder: { ...SMALL_GROUNDER_CONFIG.decoder, num_layers: 1 },
+};
 
 const narratives = TEST_NARRATIVES;
 
@@ -36,7 +40,15 @@ describe('PngGrounder on webgpu', () => {
     // backends run on bit-identical weights.
     await setBackend('cpu');
     const unet = UNet2DConditionModel.create(
-      { block_out_channels: [8, 16], down_block_types: ['CrossAttnDownBlock2D', 'DownBlock2D'], up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D'], layers_per_block: 1, attention_head_dim: 2, norm_num_groups: 4, cross_attention_dim: 32 },
+      {
+        block_out_channels: [8, 16],
+        down_block_types: ['CrossAttnDownBlock2D', 'DownBlock2D'],
+        up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D'],
+        layers_per_block: 1,
+        attention_head_dim: 2,
+        norm_num_groups: 4,
+        cross_attention_dim: 32,
+      },
       { seed: 7 },
     );
     backbone = DiffusionBackbone.fromComponents({
@@ -49,8 +61,14 @@ describe('PngGrounder on webgpu', () => {
     // From host arrays: a tensor made by tf.cast(bool → float32) on cpu shares the bool's data, and
     // tfjs moves it to webgpu typed bool, which breaks webgpu's shaders (tfjs 4.22).
     const random = mulberry32(1);
-    images = tf.tensor4d(Float32Array.from({ length: 2 * SIZE * SIZE * 3 }, () => 2 * random() - 1), [2, SIZE, SIZE, 3]);
-    targets = tf.tensor4d(Float32Array.from({ length: 2 * SIZE * SIZE * 3 }, () => (random() < 0.5 ? 1 : 0)), [2, SIZE, SIZE, 3]);
+    images = tf.tensor4d(
+      Float32Array.from({ length: 2 * SIZE * SIZE * 3 }, () => 2 * random() - 1),
+      [2, SIZE, SIZE, 3],
+    );
+    targets = tf.tensor4d(
+      Float32Array.from({ length: 2 * SIZE * SIZE * 3 }, () => (random() < 0.5 ? 1 : 0)),
+      [2, SIZE, SIZE, 3],
+    );
   });
   afterAll(() => {
     grounder?.dispose();
@@ -67,7 +85,10 @@ describe('PngGrounder on webgpu', () => {
     const phrases = grounder.encodePhrases(narratives);
     const latents = backbone.encodeImages(images);
     const vars = Object.entries(grounder.namedVariables());
-    const { value, grads } = tf.variableGrads(() => grounder.loss(latents, phrases, targets), vars.map(([, v]) => v));
+    const { value, grads } = tf.variableGrads(
+      () => grounder.loss(latents, phrases, targets),
+      vars.map(([, v]) => v),
+    );
     const host: Record<string, Float32Array> = {};
     for (const [name, v] of vars) host[name] = (await grads[v.name].data()) as Float32Array;
     const loss = (await value.data())[0];

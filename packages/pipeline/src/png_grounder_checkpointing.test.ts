@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend } from '@png/core';
-import { expectClose, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
+import { expectClose, expectDefined, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
 import { DiffusionBackbone, encodePhrases } from '@png/diffusion-backbone';
 import { Trainer } from '@png/training';
 import { PngGrounder, type PngGrounderConfig } from './png_grounder';
@@ -9,7 +9,7 @@ import { SMALL_GROUNDER_CONFIG, TEST_NARRATIVES } from './test_support';
 
 const TINY = path.join(sharedFixturesDir(), 'tiny-sd');
 
-const SMALL: Partial<PngGrounderConfig> = { ...SMALL_GROUNDER_CONFIG, eipa: { ...SMALL_GROUNDER_CONFIG.eipa, gate_init: 0.1 } } // a non-zero EIPA gate so the adapter changes the UNet's stream;
+const SMALL: Partial<PngGrounderConfig> = { ...SMALL_GROUNDER_CONFIG, eipa: { ...SMALL_GROUNDER_CONFIG.eipa, gate_init: 0.1 } }; // a non-zero EIPA gate so the adapter changes the UNet's stream;
 
 const narratives = TEST_NARRATIVES;
 
@@ -30,7 +30,7 @@ describe.each(['cpu', 'wasm'] as const)('PngGrounder training with gradient chec
     const images = tf.randomUniform([2, 16, 16, 3], -1, 1, 'float32', 2) as tf.Tensor4D;
     latents = backbone.encodeImages(images); // [2, 8, 8, 4]
     targets = tf.cast(tf.greater(tf.randomUniform([2, 16, 16, 3], 0, 1, 'float32', 3), 0.5), 'float32') as tf.Tensor4D;
-    phrases = encodePhrases(backbone.tokenizer, backbone.textEncoder, narratives, { maxPhrases: SMALL.max_phrases! });
+    phrases = encodePhrases(backbone.tokenizer, backbone.textEncoder, narratives, { maxPhrases: expectDefined(SMALL.max_phrases, 'SMALL.max_phrases') });
     images.dispose();
   });
   afterAll(() => {

@@ -12,6 +12,19 @@ export const SMALL_GROUNDER_CONFIG = {
 
 /** Two narratives with 2 and 3 phrases (character spans). */
 export const TEST_NARRATIVES: Narrative[] = [
-  { caption: 'two red squares on the grass', phrases: [[0, 15], [19, 28]] },
-  { caption: 'a circle above a blue square and the sky', phrases: [[0, 8], [15, 28], [33, 40]] },
+  {
+    caption: 'two red squares on the grass',
+    phrases: [
+      [0, 15],
+      [19, 28],
+    ],
+  },
+  {
+    caption: 'a circle above a blue square and the sky',
+    phrases: [
+      [0, 8],
+      [15, 28],
+      [33, 40],
+    ],
+  },
 ];

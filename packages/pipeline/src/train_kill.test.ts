@@ -8,10 +8,16 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { expectDefined } from '@png/core/testing';
 import { generateSyntheticBenchmark } from '@png/png-data';
 
 const CLI = path.join(__dirname, '..', 'dist', 'cli.js');
-const TINY_MODEL = { eipa: { bottleneck_dim: 8, num_heads: 2 }, mlma: { hidden_dim: 16, num_heads: 2, mask_dim: 16, norm_groups: 4 }, decoder: { num_layers: 1, num_heads: 2, dim_feedforward: 16 }, max_phrases: 3 };
+const TINY_MODEL = {
+  eipa: { bottleneck_dim: 8, num_heads: 2 },
+  mlma: { hidden_dim: 16, num_heads: 2, mask_dim: 16, norm_groups: 4 },
+  decoder: { num_layers: 1, num_heads: 2, dim_feedforward: 16 },
+  max_phrases: 3,
+};
 
 /**
  * The kills, in order; with 3 steps and a checkpoint after each, every rerun resumes from the newest
@@ -60,7 +66,24 @@ describe('png train survives SIGKILL anywhere (wasm)', () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'png-kill-'));
     await generateSyntheticBenchmark(path.join(dir, 'data'), { seed: 3, train: 4, val: 0, size: [32, 32] });
     fs.writeFileSync(path.join(dir, 'model.json'), JSON.stringify(TINY_MODEL));
-    args = (out) => [CLI, 'train', '--data', path.join(dir, 'data'), '--out', out, '--config', path.join(dir, 'model.json'), '--steps', '3', '--batch-size', '2', '--checkpoint-every', '1', '--image-size', '16'];
+    args = (out) => [
+      CLI,
+      'train',
+      '--data',
+      path.join(dir, 'data'),
+      '--out',
+      out,
+      '--config',
+      path.join(dir, 'model.json'),
+      '--steps',
+      '3',
+      '--batch-size',
+      '2',
+      '--checkpoint-every',
+      '1',
+      '--image-size',
+      '16',
+    ];
   });
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
@@ -100,9 +123,18 @@ describe('png train survives SIGKILL anywhere (wasm)', () => {
     expect(summary(last.stdout)).toBe(summary(whole.stdout));
     const [expected, actual] = [tree(path.join(dir, 'whole')), tree(run)];
     expect([...actual.keys()].sort()).toEqual([...expected.keys()].sort()); // no temporary or older checkpoint left
-    expect([...expected.keys()]).toEqual(expect.arrayContaining(['run.json', path.join('checkpoints', 'checkpoint-3', 'trainable.safetensors'), path.join('checkpoints', 'checkpoint-3', 'optimizer.safetensors'), path.join('checkpoints', 'checkpoint-3', 'trainer_state.json'), path.join('grounder', 'config.json')]));
-    for (const [file, bytes] of expected) expect({ file, equal: actual.get(file)!.equals(bytes) }).toEqual({ file, equal: true });
-    expect(JSON.parse(expected.get(path.join('checkpoints', 'checkpoint-3', 'trainer_state.json'))!.toString()).extra.losses).toHaveLength(3);
+    expect([...expected.keys()]).toEqual(
+      expect.arrayContaining([
+        'run.json',
+        path.join('checkpoints', 'checkpoint-3', 'trainable.safetensors'),
+        path.join('checkpoints', 'checkpoint-3', 'optimizer.safetensors'),
+        path.join('checkpoints', 'checkpoint-3', 'trainer_state.json'),
+        path.join('grounder', 'config.json'),
+      ]),
+    );
+    for (const [file, bytes] of expected) expect({ file, equal: actual.get(file)?.equals(bytes) }).toEqual({ file, equal: true });
+    const state = path.join('checkpoints', 'checkpoint-3', 'trainer_state.json');
+    expect(JSON.parse(expectDefined(expected.get(state), state).toString()).extra.losses).toHaveLength(3);
   }, 300_000);
 
   it('a start that fails on its inputs leaves nothing, and the corrected command then runs', () => {

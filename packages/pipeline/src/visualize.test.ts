@@ -63,7 +63,14 @@ describe('renderOverlay', () => {
 
   it('blends overlapping masks in turn and draws no contour along the image border', () => {
     const alpha = 0.4;
-    const out = renderOverlay(image, [{ label: 'everything', mask: new Uint8Array(25).fill(1) }, { label: 'the centre', mask: box(5, 5, 1, 4, 1, 4) }], { alpha, scale: 1 });
+    const out = renderOverlay(
+      image,
+      [
+        { label: 'everything', mask: new Uint8Array(25).fill(1) },
+        { label: 'the centre', mask: box(5, 5, 1, 4, 1, 4) },
+      ],
+      { alpha, scale: 1 },
+    );
     const [c0, c1] = [phraseColor(0), phraseColor(1)];
     const once = [10, 20, 30].map((v, c) => (1 - alpha) * v + alpha * c0[c]);
     expect(pixel(out, 0, 0)).toEqual(once.map(Math.round));
@@ -95,10 +102,15 @@ describe('renderOverlay', () => {
   });
 
   it('rejects a mask of the wrong size, naming it and both sizes, and bad options', () => {
-    expect(() => renderOverlay(image, [{ label: 'a', mask: new Uint8Array(25) }, { label: 'the sky', mask: new Uint8Array(24) }])).toThrow(
-      'renderOverlay: mask 1 ("the sky") has 24 bytes but the image is 5×5 = 25 pixels',
+    expect(() =>
+      renderOverlay(image, [
+        { label: 'a', mask: new Uint8Array(25) },
+        { label: 'the sky', mask: new Uint8Array(24) },
+      ]),
+    ).toThrow('renderOverlay: mask 1 ("the sky") has 24 bytes but the image is 5×5 = 25 pixels');
+    expect(() => renderOverlay({ data: new Uint8Array(10), height: 2, width: 2 }, [])).toThrow(
+      'renderOverlay: image: data must be a Uint8Array of 2×2×3 = 12 bytes',
     );
-    expect(() => renderOverlay({ data: new Uint8Array(10), height: 2, width: 2 }, [])).toThrow('renderOverlay: image: data must be a Uint8Array of 2×2×3 = 12 bytes');
     expect(() => renderOverlay(image, [], { alpha: 1.5 })).toThrow('alpha must be in [0, 1]');
     expect(() => renderOverlay(image, [], { scale: 1.5 })).toThrow('scale must be a positive integer');
   });
@@ -129,7 +141,9 @@ describe('renderAttentionMap', () => {
   });
 
   it('rejects mismatched sizes and weights that are not probabilities', () => {
-    expect(() => renderAttentionMap(new Float32Array(5), 1, 3, ['a', 'b'])).toThrow('renderAttentionMap: attention has 5 values but [h·w, P] = [1·3, 2] needs 6');
+    expect(() => renderAttentionMap(new Float32Array(5), 1, 3, ['a', 'b'])).toThrow(
+      'renderAttentionMap: attention has 5 values but [h·w, P] = [1·3, 2] needs 6',
+    );
     expect(() => renderAttentionMap(Float32Array.from([1, -0.5]), 1, 1, ['a', 'b'])).toThrow('attention[1] (pixel 0, phrase 1) is -0.5');
     expect(() => renderAttentionMap(Float32Array.from([NaN]), 1, 1, ['a'])).toThrow('attention[0] (pixel 0, phrase 0) is NaN');
     expect(() => renderAttentionMap(new Float32Array(0), 1, 1, [])).toThrow('no labels');
@@ -155,11 +169,16 @@ describe('tileImages', () => {
   });
 
   it('uses ⌈√n⌉ columns, no title band without titles, and rejects bad input', () => {
-    const out = tileImages(Array.from({ length: 5 }, () => ({ image: solid(1, 1, [0, 0, 0]) })), { gap: 1 });
+    const out = tileImages(
+      Array.from({ length: 5 }, () => ({ image: solid(1, 1, [0, 0, 0]) })),
+      { gap: 1 },
+    );
     expect([out.height, out.width]).toEqual([1 + 2 * 2, 1 + 3 * 2]);
     expect(() => tileImages([])).toThrow('tileImages: no tiles');
     expect(() => tileImages([{ image: solid(1, 1, [0, 0, 0]) }], { columns: 0 })).toThrow('columns must be a positive integer');
-    expect(() => tileImages([{ image: solid(1, 1, [0, 0, 0]) }, { image: { data: new Uint8Array(2), height: 1, width: 1 } }])).toThrow('tileImages: tile 1: data must be');
+    expect(() => tileImages([{ image: solid(1, 1, [0, 0, 0]) }, { image: { data: new Uint8Array(2), height: 1, width: 1 } }])).toThrow(
+      'tileImages: tile 1: data must be',
+    );
   });
 });
 

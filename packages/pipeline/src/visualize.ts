@@ -90,7 +90,9 @@ export function renderOverlay(image: RgbImage, masks: readonly OverlayMask[], op
   masks.forEach(({ label, mask }, i) => {
     if (!(mask instanceof Uint8Array) || mask.length !== h * w) {
       const found = mask instanceof Uint8Array ? `${mask.length} bytes` : `a ${typeof mask}`;
-      throw new Error(`renderOverlay: mask ${i} (${JSON.stringify(label)}) has ${found} but the image is ${h}×${w} = ${h * w} pixels; pass a Uint8Array of one byte per image pixel, row-major`);
+      throw new Error(
+        `renderOverlay: mask ${i} (${JSON.stringify(label)}) has ${found} but the image is ${h}×${w} = ${h * w} pixels; pass a Uint8Array of one byte per image pixel, row-major`,
+      );
     }
   });
   const alpha = options.alpha ?? 0.5;
@@ -119,12 +121,19 @@ export function renderOverlay(image: RgbImage, masks: readonly OverlayMask[], op
     for (let y = 0; y < panel.height; y++) {
       for (let x = 0; x < panel.width; x++) {
         if (!insideAt(mask, y, x)) continue;
-        const edge = (y > 0 && !insideAt(mask, y - 1, x)) || (y + 1 < panel.height && !insideAt(mask, y + 1, x)) || (x > 0 && !insideAt(mask, y, x - 1)) || (x + 1 < panel.width && !insideAt(mask, y, x + 1));
+        const edge =
+          (y > 0 && !insideAt(mask, y - 1, x)) ||
+          (y + 1 < panel.height && !insideAt(mask, y + 1, x)) ||
+          (x > 0 && !insideAt(mask, y, x - 1)) ||
+          (x + 1 < panel.width && !insideAt(mask, y, x + 1));
         if (edge) panel.data.set(colour, 3 * (y * panel.width + x));
       }
     }
   });
-  return withLegend(panel, masks.map((m) => m.label));
+  return withLegend(
+    panel,
+    masks.map((m) => m.label),
+  );
 }
 
 /**
@@ -136,11 +145,14 @@ export function renderOverlay(image: RgbImage, masks: readonly OverlayMask[], op
  * @throws if the sizes disagree or a weight is negative or not finite.
  */
 export function renderAttentionMap(attention: Float32Array, h: number, w: number, labels: readonly string[], options: AttentionMapOptions = {}): RgbImage {
-  if (!Number.isInteger(h) || !Number.isInteger(w) || h < 1 || w < 1) throw new Error(`renderAttentionMap: h and w must be positive integers (the map size), got ${h}×${w}`);
+  if (!Number.isInteger(h) || !Number.isInteger(w) || h < 1 || w < 1)
+    throw new Error(`renderAttentionMap: h and w must be positive integers (the map size), got ${h}×${w}`);
   const p = labels.length;
   if (p === 0) throw new Error('renderAttentionMap: no labels; pass one label per phrase (the P of the [h·w, P] attention)');
   if (attention.length !== h * w * p) {
-    throw new Error(`renderAttentionMap: attention has ${attention.length} values but [h·w, P] = [${h}·${w}, ${p}] needs ${h * w * p}; pass one weight per pixel and phrase, one label per phrase`);
+    throw new Error(
+      `renderAttentionMap: attention has ${attention.length} values but [h·w, P] = [${h}·${w}, ${p}] needs ${h * w * p}; pass one weight per pixel and phrase, one label per phrase`,
+    );
   }
   const size = options.size ?? 128;
   if (!Number.isInteger(size) || size < 1) throw new Error(`renderAttentionMap: size must be a positive integer (pixels on the longer side), got ${size}`);
@@ -151,7 +163,10 @@ export function renderAttentionMap(attention: Float32Array, h: number, w: number
     let sum = 0;
     for (let j = 0; j < p; j++) {
       const v = attention[k * p + j];
-      if (!(v >= 0 && v < Infinity)) throw new Error(`renderAttentionMap: attention[${k * p + j}] (pixel ${k}, phrase ${j}) is ${v}; pass finite weights ≥ 0 (attention probabilities, not logits)`);
+      if (!(v >= 0 && v < Infinity))
+        throw new Error(
+          `renderAttentionMap: attention[${k * p + j}] (pixel ${k}, phrase ${j}) is ${v}; pass finite weights ≥ 0 (attention probabilities, not logits)`,
+        );
       sum += v;
       if (v > attention[k * p + best]) best = j;
     }
@@ -176,7 +191,8 @@ export function enlargeImage(image: RgbImage, scale: number): RgbImage {
   checkImage(image, 'enlargeImage');
   if (!Number.isInteger(scale) || scale < 1) throw new Error(`enlargeImage: scale must be a positive integer, got ${scale}`);
   if (scale === 1) return image;
-  const width = image.width * scale, height = image.height * scale;
+  const width = image.width * scale,
+    height = image.height * scale;
   const data = new Uint8Array(width * height * 3);
   for (let y = 0; y < height; y++) {
     const row = Math.floor(y / scale) * image.width;
@@ -195,7 +211,7 @@ export function enlargeImage(image: RgbImage, scale: number): RgbImage {
  */
 export function tileImages(tiles: readonly Tile[], options: TileOptions = {}): RgbImage {
   if (tiles.length === 0) throw new Error('tileImages: no tiles; pass at least one {image, title?}');
-  tiles.forEach((t, i) => checkImage(t.image, `tileImages: tile ${i}`));
+  for (const [i, t] of tiles.entries()) checkImage(t.image, `tileImages: tile ${i}`);
   const columns = options.columns ?? Math.ceil(Math.sqrt(tiles.length));
   if (!Number.isInteger(columns) || columns < 1) throw new Error(`tileImages: columns must be a positive integer, got ${columns}`);
   const gap = options.gap ?? 8;
@@ -225,7 +241,9 @@ function checkImage(image: RgbImage, what: string): void {
   const { height: h, width: w, data } = image;
   if (!Number.isInteger(h) || !Number.isInteger(w) || h < 1 || w < 1) throw new Error(`${what}: height and width must be positive integers, got ${h}×${w}`);
   if (!(data instanceof Uint8Array) || data.length !== h * w * 3) {
-    throw new Error(`${what}: data must be a Uint8Array of ${h}×${w}×3 = ${h * w * 3} bytes (RGB, row-major), got ${data instanceof Uint8Array ? data.length : typeof data}`);
+    throw new Error(
+      `${what}: data must be a Uint8Array of ${h}×${w}×3 = ${h * w * 3} bytes (RGB, row-major), got ${data instanceof Uint8Array ? data.length : typeof data}`,
+    );
   }
 }
 

@@ -24,7 +24,9 @@ try {
       phrases += sample.phrases.length;
     }
     const loadMs = performance.now() - t;
-    console.log(`${size.join('×')}: generate 100 images ${generateMs.toFixed(0)} ms; load ${records} records (${phrases} phrases) ${loadMs.toFixed(0)} ms = ${((records / loadMs) * 1000).toFixed(0)} records/s`);
+    console.log(
+      `${size.join('×')}: generate 100 images ${generateMs.toFixed(0)} ms; load ${records} records (${phrases} phrases) ${loadMs.toFixed(0)} ms = ${((records / loadMs) * 1000).toFixed(0)} records/s`,
+    );
   }
   // Streaming parser alone on a large png_coco-like file.
   const one = JSON.parse(readFileSync(join(dir, 'bench-64x64', 'annotations', 'png_coco_val2017.json'), 'utf8'));

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { sharedFixturesDir } from '@png/core/testing';
+import { expectDefined, sharedFixturesDir } from '@png/core/testing';
 import { CLIPTokenizer } from '@png/diffusion-backbone';
 import { PHRASE_GROUPS, PngEvaluator, PngGroundTruth, encodeRle, evaluatePredictions } from '@png/png-metrics';
 import { PngDataset, type PngDatasetOptions, type PngSample } from './dataset';
@@ -32,7 +32,16 @@ const SCENE: HandImage = {
     { id: 1648163, categoryId: 2, rect: [12, 20, 18, 28], iscrowd: 1 }, // crowd of squares (thing)
   ],
 };
-const JPEG_SCENE: HandImage = { id: 285, height: 16, width: 24, format: 'jpg', segments: [{ id: 5, categoryId: 102, rect: [0, 0, 16, 24] }, { id: 6, categoryId: 5, rect: [4, 4, 12, 12] }] };
+const JPEG_SCENE: HandImage = {
+  id: 285,
+  height: 16,
+  width: 24,
+  format: 'jpg',
+  segments: [
+    { id: 5, categoryId: 102, rect: [0, 0, 16, 24] },
+    { id: 6, categoryId: 5, rect: [4, 4, 12, 12] },
+  ],
+};
 
 /** Record 0: non-noun chunks, an ungrounded noun, a plural, a crowd, stuff, "trees", chunks without spaces. */
 const RECORD_0 = {
@@ -58,9 +67,19 @@ const RECORD_1 = {
   image_id: '139',
   annotator_id: 9,
   caption: 'A circle in the sky   and the sky with  a circle, and "quotes" [brackets] {braces}.',
-  segments: [chunk('A circle in the sky', [21, 11], true, false), chunk('and'), chunk('the sky with a circle', [11, 21], true, false), chunk(', and "quotes" [brackets] {braces}.')],
+  segments: [
+    chunk('A circle in the sky', [21, 11], true, false),
+    chunk('and'),
+    chunk('the sky with a circle', [11, 21], true, false),
+    chunk(', and "quotes" [brackets] {braces}.'),
+  ],
 };
-const RECORD_2 = { image_id: '285', annotator_id: 1, caption: 'A diamond on a wall.', segments: [chunk('A diamond', [6]), chunk('on'), chunk('a wall', [5]), chunk('.')] };
+const RECORD_2 = {
+  image_id: '285',
+  annotator_id: 1,
+  caption: 'A diamond on a wall.',
+  segments: [chunk('A diamond', [6]), chunk('on'), chunk('a wall', [5]), chunk('.')],
+};
 
 describe('PngDataset on hand-made records (spec §1.7)', () => {
   const root = path.join(tmp, 'hand');
@@ -69,7 +88,11 @@ describe('PngDataset on hand-made records (spec §1.7)', () => {
   it('extracts the evaluated phrases with spans, flags and masks', async () => {
     const { dataset, samples } = await load(root, { chunkSize: 7 });
     expect(dataset.skipped).toEqual([]);
-    expect(samples.map((s) => [s.index, s.imageId])).toEqual([[0, 139], [1, 139], [2, 285]]);
+    expect(samples.map((s) => [s.index, s.imageId])).toEqual([
+      [0, 139],
+      [1, 139],
+      [2, 285],
+    ]);
     const [s0, s1] = samples;
     expect(s0.phrases.map((p) => [p.text, p.chunkIndex, p.segmentIds, p.isThing, p.isPlural])).toEqual([
       ['two circles', 3, [21, 22], true, true],
@@ -88,7 +111,10 @@ describe('PngDataset on hand-made records (spec §1.7)', () => {
       ['A circle in the sky', false, true], // last segment is the sky
       ['the sky with a circle', true, true], // last segment is a circle
     ]);
-    expect(s1.narrative.phrases).toEqual([[0, 19], [26, 48]]); // white space runs may differ from the utterance's
+    expect(s1.narrative.phrases).toEqual([
+      [0, 19],
+      [26, 48],
+    ]); // white space runs may differ from the utterance's
     expect(s1.phrases[0].mask).toEqual(unionMask(SCENE, [11, 21]));
   });
 
@@ -99,7 +125,10 @@ describe('PngDataset on hand-made records (spec §1.7)', () => {
     const exact = pixels(JPEG_SCENE);
     const meanError = image.data.reduce((sum, v, k) => sum + Math.abs(v - exact[k]), 0) / exact.length;
     expect(meanError).toBeLessThan(12);
-    expect(phrases.map((p) => [p.text, p.isThing])).toEqual([['A diamond', true], ['a wall', false]]);
+    expect(phrases.map((p) => [p.text, p.isThing])).toEqual([
+      ['A diamond', true],
+      ['a wall', false],
+    ]);
   });
 
   it('matches png-metrics PngGroundTruth phrase for phrase', async () => {
@@ -107,23 +136,29 @@ describe('PngDataset on hand-made records (spec §1.7)', () => {
     const gt = PngGroundTruth.load(path.join(root, 'annotations'));
     for (const sample of samples) {
       const reference = gt.sample(sample.index);
-      expect(sample.phrases.map((p) => [p.isThing, p.isPlural, Array.from(p.mask)])).toEqual(reference.phrases.map((p) => [p.isThing, p.isPlural, Array.from(p.mask)]));
+      expect(sample.phrases.map((p) => [p.isThing, p.isPlural, Array.from(p.mask)])).toEqual(
+        reference.phrases.map((p) => [p.isThing, p.isPlural, Array.from(p.mask)]),
+      );
     }
   });
 
   it('gives CLIP token positions per phrase with a tokenizer, across windows for long captions', async () => {
     const tokenizer = await CLIPTokenizer.fromPretrained(path.join(sharedFixturesDir(), 'tiny-sd', 'tokenizer'));
-    const long = { ...RECORD_2, caption: `${'This is a long story about nothing at all, '.repeat(12)}A diamond on a wall.`, segments: [chunk('This is a long story about nothing at all, '.repeat(12).trim()), ...RECORD_2.segments] };
+    const long = {
+      ...RECORD_2,
+      caption: `${'This is a long story about nothing at all, '.repeat(12)}A diamond on a wall.`,
+      segments: [chunk('This is a long story about nothing at all, '.repeat(12).trim()), ...RECORD_2.segments],
+    };
     const dir = path.join(tmp, 'tokens');
     writeHandBenchmark(dir, 'val2017', [JPEG_SCENE], [RECORD_2, long]);
     const { samples } = await load(dir, { tokenizer });
     for (const sample of samples) {
       const chunks = tokenizer.chunk(sample.narrative.caption);
       expect(sample.tokenSpans).toEqual(sample.narrative.phrases.map(([a, b]) => chunks.tokenOfChar(a, b)));
-      for (const positions of sample.tokenSpans!) expect(positions.length).toBeGreaterThan(0);
+      for (const positions of expectDefined(sample.tokenSpans, 'tokenSpans')) expect(positions.length).toBeGreaterThan(0);
     }
-    expect(samples[0].tokenSpans![0][0]).toEqual({ window: 0, position: 1 });
-    expect(samples[1].tokenSpans![1].every((t) => t.window > 0)).toBe(true); // "a wall" is past the first window
+    expect(expectDefined(samples[0].tokenSpans, 'tokenSpans')[0][0]).toEqual({ window: 0, position: 1 });
+    expect(expectDefined(samples[1].tokenSpans, 'tokenSpans')[1].every((t) => t.window > 0)).toBe(true); // "a wall" is past the first window
   });
 });
 
@@ -133,31 +168,72 @@ describe('PngDataset on utterances that are not verbatim in the caption (officia
     image_id: '139',
     annotator_id: 36,
     caption: 'In this picture we can able to see a black bear on this tree.',
-    segments: [chunk('in this'), chunk('picture', [], true), chunk('we can able to see a'), chunk('black bear', [21]), chunk('on this'), chunk('tree', [24]), chunk('.')],
+    segments: [
+      chunk('in this'),
+      chunk('picture', [], true),
+      chunk('we can able to see a'),
+      chunk('black bear', [21]),
+      chunk('on this'),
+      chunk('tree', [24]),
+      chunk('.'),
+    ],
   };
   const kept: [string, { caption: string; segments: ReturnType<typeof chunk>[] }, string[]][] = [
     ['lower-cased utterances (the PPMN record)', PPMN_RECORD, ['black bear', 'tree']],
-    ['"n\'t" split off as in Localized Narratives', { caption: "We can't see the grass, but we don't miss the circles.", segments: [chunk('We ca n\'t see'), chunk('the grass', [12]), chunk(', but we do'), chunk("n't miss"), chunk('the circles', [21, 22]), chunk('.')] }, ['the grass', 'the circles']],
-    ['re-spaced punctuation', { caption: 'A circle, a crowd of squares; and grass.', segments: [chunk('A circle ,', [21]), chunk('a crowd of squares ;', [1648163]), chunk('and'), chunk('grass .', [12])] }, ['A circle,', 'a crowd of squares;', 'grass.']],
-    ['accents and case', { caption: 'The Café sky over the naïve GRASS.', segments: [chunk('the cafe sky', [11]), chunk('over'), chunk('the naive grass', [12]), chunk('.')] }, ['The Café sky', 'the naïve GRASS']],
-    ['double spaces and new lines', { caption: 'two  circles\non the   grass', segments: [chunk('two circles', [21, 22]), chunk('on'), chunk('the grass', [12])] }, ['two  circles', 'the   grass']],
+    [
+      '"n\'t" split off as in Localized Narratives',
+      {
+        caption: "We can't see the grass, but we don't miss the circles.",
+        segments: [chunk("We ca n't see"), chunk('the grass', [12]), chunk(', but we do'), chunk("n't miss"), chunk('the circles', [21, 22]), chunk('.')],
+      },
+      ['the grass', 'the circles'],
+    ],
+    [
+      're-spaced punctuation',
+      {
+        caption: 'A circle, a crowd of squares; and grass.',
+        segments: [chunk('A circle ,', [21]), chunk('a crowd of squares ;', [1648163]), chunk('and'), chunk('grass .', [12])],
+      },
+      ['A circle,', 'a crowd of squares;', 'grass.'],
+    ],
+    [
+      'accents and case',
+      { caption: 'The Café sky over the naïve GRASS.', segments: [chunk('the cafe sky', [11]), chunk('over'), chunk('the naive grass', [12]), chunk('.')] },
+      ['The Café sky', 'the naïve GRASS'],
+    ],
+    [
+      'double spaces and new lines',
+      { caption: 'two  circles\non the   grass', segments: [chunk('two circles', [21, 22]), chunk('on'), chunk('the grass', [12])] },
+      ['two  circles', 'the   grass'],
+    ],
   ];
   const dropped: [string, { caption: string; segments: ReturnType<typeof chunk>[] }, string][] = [
-    ['a word the caption lacks', { caption: 'A circle on the grass.', segments: [chunk('A red circle', [21]), chunk('on'), chunk('the grass', [12]), chunk('.')] }, 'word count mismatch: the caption has 6 words (BERT basic tokenisation) and its utterances 7; they part at utterance 0 "A red circle": words ["a","red","circle"], the caption has ["a","circle","on"] there'],
-    ['utterances out of order', { caption: 'A circle on the grass.', segments: [chunk('the grass', [12]), chunk('A circle', [21])] }, 'word count mismatch: the caption has 6 words (BERT basic tokenisation) and its utterances 4; they part at utterance 0 "the grass"'],
+    [
+      'a word the caption lacks',
+      { caption: 'A circle on the grass.', segments: [chunk('A red circle', [21]), chunk('on'), chunk('the grass', [12]), chunk('.')] },
+      'word count mismatch: the caption has 6 words (BERT basic tokenisation) and its utterances 7; they part at utterance 0 "A red circle": words ["a","red","circle"], the caption has ["a","circle","on"] there',
+    ],
+    [
+      'utterances out of order',
+      { caption: 'A circle on the grass.', segments: [chunk('the grass', [12]), chunk('A circle', [21])] },
+      'word count mismatch: the caption has 6 words (BERT basic tokenisation) and its utterances 4; they part at utterance 0 "the grass"',
+    ],
     ['an empty caption', { caption: '', segments: [chunk('the grass', [12])] }, 'empty caption: the caption "" has no word'],
   ];
   const root = path.join(tmp, 'respaced');
   const records = [...kept.map(([, r]) => ({ image_id: '139', ...r })), ...dropped.map(([, r]) => ({ image_id: '139', ...r }))];
   writeHandBenchmark(root, 'val2017', [SCENE], records);
 
-  it.each(kept.map(([name, , spans], i) => [name, i, spans] as const))('keeps %s, with the caption spans of the phrases', async (name, index, spans) => {
+  it.each(kept.map(([name, , spans], i) => [name, i, spans] as const))('keeps %s, with the caption spans of the phrases', async (_name, index, spans) => {
     const { samples } = await load(root);
-    const sample = samples.find((s) => s.index === index)!;
+    const sample = expectDefined(
+      samples.find((s) => s.index === index),
+      `sample ${index}`,
+    );
     expect(sample.narrative.phrases.map(([a, b]) => sample.narrative.caption.slice(a, b))).toEqual(spans);
   });
 
-  it("drops, in both modes, only the records the official pre-processing drops, naming the reason and the words", async () => {
+  it('drops, in both modes, only the records the official pre-processing drops, naming the reason and the words', async () => {
     for (const onBadRecord of ['throw', 'skip'] as const) {
       const { dataset, samples } = await load(root, { onBadRecord });
       expect(samples.map((s) => s.index)).toEqual(kept.map((_, i) => i));
@@ -167,7 +243,7 @@ describe('PngDataset on utterances that are not verbatim in the caption (officia
         [6, 'word count mismatch'],
         [7, 'empty caption'],
       ]);
-      dataset.dropped.forEach((d, k) => expect(d.message).toContain(`png_coco_val2017.json record ${d.index}: ${dropped[k][2]}`));
+      for (const [k, d] of dataset.dropped.entries()) expect(d.message).toContain(`png_coco_val2017.json record ${d.index}: ${dropped[k][2]}`);
     }
   });
 
@@ -188,13 +264,25 @@ describe('PngDataset bad records', () => {
   const bad: [string, unknown, string][] = [
     ['missing segments', { image_id: '285', caption: 'x' }, 'field segments: expected an array of caption chunks, got nothing (the field is missing)'],
     ['wrong id type', { ...good, image_id: 285.5 }, 'field image_id: expected a non-negative integer id'],
-    ['segment id not a string of digits', { ...good, segments: [chunk('A diamond'), { ...chunk('on'), segment_ids: ['x'] }] }, 'field segments[1].segment_ids[0]: expected a non-negative integer id'],
-    ['segment id not in the image', { ...good, segments: [good.segments[0], good.segments[1], chunk('a wall', [5, 77])] }, 'field segments[2].segment_ids[1]: segment 77 is not in segments_info of image 285 in panoptic_val2017.json'],
+    [
+      'segment id not a string of digits',
+      { ...good, segments: [chunk('A diamond'), { ...chunk('on'), segment_ids: ['x'] }] },
+      'field segments[1].segment_ids[0]: expected a non-negative integer id',
+    ],
+    [
+      'segment id not in the image',
+      { ...good, segments: [good.segments[0], good.segments[1], chunk('a wall', [5, 77])] },
+      'field segments[2].segment_ids[1]: segment 77 is not in segments_info of image 285 in panoptic_val2017.json',
+    ],
     ['missing caption', { image_id: '285', segments: [] }, 'field caption: missing'],
     ['image not in the panoptic JSON', { ...good, image_id: '4' }, 'field image_id: image 4 has no entry in images in panoptic_val2017.json'],
     ['missing image file', { image_id: '777', caption: 'a wall', segments: [chunk('a wall', [5])] }, 'field image_id: no image file'],
     ['record not an object', ['not', 'a', 'record'], 'field (record): expected an object'],
-    ['grounded chunk without text', { ...good, segments: [chunk('', [6]), ...good.segments] }, 'field segments[0].utterance: a grounded noun chunk has no text'],
+    [
+      'grounded chunk without text',
+      { ...good, segments: [chunk('', [6]), ...good.segments] },
+      'field segments[0].utterance: a grounded noun chunk has no text',
+    ],
   ];
   const missingFile: HandImage = { id: 777, height: 16, width: 16, segments: [{ id: 5, categoryId: 102, rect: [0, 0, 16, 16] }] };
   /** Writes the two images (the second without its image file) and `records`. */
@@ -209,17 +297,23 @@ describe('PngDataset bad records', () => {
     await expect(load(root)).rejects.toThrow('png_coco_val2017.json record 1: field segments: expected an array');
   });
 
-  it.each(bad.map(([name, record, message], i) => [name, record, message, i + 1] as const))("'throw' names the field: %s", async (name, record, message, index) => {
-    const dir = path.join(tmp, 'bad-one', name.replace(/\W+/g, '_'));
-    writeBad(dir, Array.from({ length: index + 2 }, (_, k) => (k === index ? record : good)));
-    await expect(load(dir)).rejects.toThrow(`png_coco_val2017.json record ${index}: ${message}`);
-  });
+  it.each(bad.map(([name, record, message], i) => [name, record, message, i + 1] as const))(
+    "'throw' names the field: %s",
+    async (name, record, message, index) => {
+      const dir = path.join(tmp, 'bad-one', name.replace(/\W+/g, '_'));
+      writeBad(
+        dir,
+        Array.from({ length: index + 2 }, (_, k) => (k === index ? record : good)),
+      );
+      await expect(load(dir)).rejects.toThrow(`png_coco_val2017.json record ${index}: ${message}`);
+    },
+  );
 
   it("'skip' leaves every bad record out and lists it with the same message", async () => {
     const { dataset, samples } = await load(root, { onBadRecord: 'skip' });
     expect(samples.map((s) => s.index)).toEqual([0, bad.length + 1]);
     expect(dataset.skipped.map((s) => s.index)).toEqual(bad.map((_, i) => i + 1));
-    dataset.skipped.forEach((s, i) => expect(s.reason).toContain(`png_coco_val2017.json record ${i + 1}: ${bad[i][2]}`));
+    for (const [i, s] of dataset.skipped.entries()) expect(s.reason).toContain(`png_coco_val2017.json record ${i + 1}: ${bad[i][2]}`);
     // a second pass starts a new list
     for await (const sample of dataset.records()) expect(sample.index === 0 || sample.index === bad.length + 1).toBe(true);
     expect(dataset.skipped).toHaveLength(bad.length);
@@ -230,7 +324,9 @@ describe('PngDataset bad records', () => {
     const dir = path.join(tmp, 'truncated');
     const text = JSON.stringify([good, good]);
     writeHandBenchmark(dir, 'val2017', [JPEG_SCENE], text.slice(0, text.length - 10));
-    await expect(load(dir, { onBadRecord: 'skip' })).rejects.toThrow(`png_coco_val2017.json: byte ${text.length - 10}: the file is truncated: it ends inside record 1`);
+    await expect(load(dir, { onBadRecord: 'skip' })).rejects.toThrow(
+      `png_coco_val2017.json: byte ${text.length - 10}: the file is truncated: it ends inside record 1`,
+    );
   });
 
   it('a folder where an image, a panoptic PNG or an annotation file is expected is named, with what was expected', async () => {
@@ -286,8 +382,11 @@ describe('round trip through a synthetic benchmark', () => {
       const nouns = narrative.segments.filter((c) => c.noun && c.segment_ids.length > 0);
       expect(sample.phrases.map((p) => [p.text, p.segmentIds.map(String)])).toEqual(nouns.map((c) => [c.utterance, c.segment_ids]));
       expect(sample.narrative.phrases.map(([a, b]) => sample.narrative.caption.slice(a, b))).toEqual(nouns.map((c) => c.utterance));
-      sample.phrases.forEach((p) => expect(p.mask).toEqual(Uint8Array.from(scene.ids, (id) => (p.segmentIds.includes(id) ? 1 : 0))));
-      evaluator.process(gt.sample(sample.index), sample.phrases.map((p) => p.mask));
+      for (const p of sample.phrases) expect(p.mask).toEqual(Uint8Array.from(scene.ids, (id) => (p.segmentIds.includes(id) ? 1 : 0)));
+      evaluator.process(
+        gt.sample(sample.index),
+        sample.phrases.map((p) => p.mask),
+      );
     });
     const metrics = evaluator.evaluate();
     for (const group of PHRASE_GROUPS) {
@@ -297,7 +396,11 @@ describe('round trip through a synthetic benchmark', () => {
     // The same through a predictions file (COCO RLE), as a user would submit it.
     const predictions = samples
       .filter((s) => s.phrases.length > 0)
-      .map((s) => ({ record_index: s.index, image_id: String(s.imageId), phrases: s.phrases.map((p) => ({ segment_ids: p.segmentIds.map(String), rle: encodeRle(p.mask, s.image.height, s.image.width) })) }));
+      .map((s) => ({
+        record_index: s.index,
+        image_id: String(s.imageId),
+        phrases: s.phrases.map((p) => ({ segment_ids: p.segmentIds.map(String), rle: encodeRle(p.mask, s.image.height, s.image.width) })),
+      }));
     const viaFile = evaluatePredictions(gt, predictions).evaluate();
     for (const group of PHRASE_GROUPS) expect(viaFile[group].averageRecall).toBe(metrics[group].averageRecall);
   });

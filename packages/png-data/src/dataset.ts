@@ -8,7 +8,18 @@
 import { existsSync } from 'node:fs';
 import { basename } from 'node:path';
 import { readInputFile } from '@png/core';
-import { alignUtterances, decodePanopticPng, extractPhrases, parseNarrativeRecords, parsePanopticJson, type GtPhrase, type NarrativeDropReason, type NarrativeRecord, type PanopticIdMap, type PanopticIndex } from '@png/png-metrics';
+import {
+  alignUtterances,
+  decodePanopticPng,
+  extractPhrases,
+  parseNarrativeRecords,
+  parsePanopticJson,
+  type GtPhrase,
+  type NarrativeDropReason,
+  type NarrativeRecord,
+  type PanopticIdMap,
+  type PanopticIndex,
+} from '@png/png-metrics';
 import jpeg from 'jpeg-js';
 import pngjs from 'pngjs';
 import { streamJsonArray } from './json_stream';
@@ -185,15 +196,20 @@ export class PngDataset {
     if (caption === undefined) throw new BadRecord('caption', 'missing; the loader needs the caption to locate the phrases');
     const size = this.panoptic.images.get(imageId);
     const segments = this.panoptic.segmentsByImage.get(imageId);
-    if (!size || !segments) throw new BadRecord('image_id', `image ${imageId} has no ${size ? 'annotation' : 'entry in images'} in panoptic_${this.split}.json`);
+    if (!size || !segments)
+      throw new BadRecord('image_id', `image ${imageId} has no ${size ? 'annotation' : 'entry in images'} in panoptic_${this.split}.json`);
     const known = new Set(segments.map((s) => s.id));
     record.segments.forEach((chunk, c) => {
       if (!chunk.noun) return;
       chunk.segmentIds.forEach((id, k) => {
-        if (!known.has(id)) throw new BadRecord(`segments[${c}].segment_ids[${k}]`, `segment ${id} is not in segments_info of image ${imageId} in panoptic_${this.split}.json`);
+        if (!known.has(id))
+          throw new BadRecord(`segments[${c}].segment_ids[${k}]`, `segment ${id} is not in segments_info of image ${imageId} in panoptic_${this.split}.json`);
       });
     });
-    const alignment = alignUtterances(caption, record.segments.map((chunk) => chunk.utterance));
+    const alignment = alignUtterances(
+      caption,
+      record.segments.map((chunk) => chunk.utterance),
+    );
     if (alignment.drop) return { index, reason: alignment.drop.reason, message: `${file} record ${index}: ${alignment.drop.reason}: ${alignment.drop.detail}` };
     const { spans } = alignment;
     let gtPhrases: GtPhrase[];
@@ -207,15 +223,17 @@ export class PngDataset {
       if (start === end) throw new BadRecord(`segments[${gtPhrases[k].chunkIndex}].utterance`, 'a grounded noun chunk has no text');
     });
     const { image, ids } = await this.readImage(imageId, size);
-    const phrases = gtPhrases.map((p): SamplePhrase => ({
-      text: p.utterance,
-      chunkIndex: p.chunkIndex,
-      segmentIds: p.segmentIds,
-      isThing: p.isThing,
-      isPlural: p.isPlural,
-      tags: p.tags,
-      mask: new Uint8Array(ids.length),
-    }));
+    const phrases = gtPhrases.map(
+      (p): SamplePhrase => ({
+        text: p.utterance,
+        chunkIndex: p.chunkIndex,
+        segmentIds: p.segmentIds,
+        isThing: p.isThing,
+        isPlural: p.isPlural,
+        tags: p.tags,
+        mask: new Uint8Array(ids.length),
+      }),
+    );
     fillMasks(ids, phrases);
     const sample: PngSample = { index, imageId, image, narrative: { caption, phrases: phraseSpans }, phrases };
     const tokenizer = this.options.tokenizer;
@@ -238,7 +256,10 @@ export class PngDataset {
     } catch (e) {
       throw new BadRecord('image_id', `cannot decode the panoptic PNG ${panopticPath}: ${(e as Error).message}`);
     }
-    for (const [what, w, h] of [['image', image.width, image.height], ['panoptic PNG', idMap.width, idMap.height]] as const) {
+    for (const [what, w, h] of [
+      ['image', image.width, image.height],
+      ['panoptic PNG', idMap.width, idMap.height],
+    ] as const) {
       if (w !== size.width || h !== size.height) {
         throw new BadRecord('image_id', `the ${what} of image ${imageId} is ${w}×${h} (W×H) but panoptic_${this.split}.json says ${size.width}×${size.height}`);
       }

@@ -2,8 +2,10 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { expectDefined } from '@png/core/testing';
 import { PngDataset } from './dataset';
-import { GROUNDING_DEFAULT_SIZE, PHRASE_TYPES, SYNTHETIC_CATEGORIES, SYNTHETIC_PALETTE, generateSyntheticBenchmark, synthesizeScene, type NarrativeChunkJson, type SyntheticScene } from './synthetic';
+import { PHRASE_TYPES, type NarrativeChunkJson, type SyntheticScene } from './scene';
+import { GROUNDING_DEFAULT_SIZE, SYNTHETIC_CATEGORIES, SYNTHETIC_PALETTE, generateSyntheticBenchmark, synthesizeScene } from './synthetic';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'png-data-grounding-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -33,7 +35,7 @@ function thingLooks(scene: SyntheticScene): Map<number, { colour: string; shape:
   for (const segment of scene.segments) {
     const shape = SHAPE_OF.get(segment.category_id);
     if (!shape) continue;
-    const [r, g, b, n, x, y] = sums.get(segment.id)!;
+    const [r, g, b, n, x, y] = expectDefined(sums.get(segment.id), `pixel sums of segment ${segment.id}`);
     const mean = [r / n, g / n, b / n];
     const [colour] = Object.entries(SYNTHETIC_PALETTE.colours).sort(([, p], [, q]) => distance(p, mean) - distance(q, mean))[0];
     looks.set(segment.id, { colour, shape, area: n, cx: x / n, cy: y / n });
@@ -48,7 +50,14 @@ function distance(p: readonly number[], q: readonly number[]): number {
 describe('grounding scenes', () => {
   const scenes = Array.from({ length: 60 }, (_, seed) => synthesizeScene(seed, { kind: 'grounding' }));
   const looksOf = new Map<SyntheticScene, ReturnType<typeof thingLooks>>();
-  const looksIn = (scene: SyntheticScene) => looksOf.get(scene) ?? looksOf.set(scene, thingLooks(scene)).get(scene)!;
+  const looksIn = (scene: SyntheticScene) => {
+    let looks = looksOf.get(scene);
+    if (!looks) {
+      looks = thingLooks(scene);
+      looksOf.set(scene, looks);
+    }
+    return looks;
+  };
   const grounded = (scene: SyntheticScene): NarrativeChunkJson[] => scene.narratives.flatMap((n) => n.segments.filter((c) => c.segment_ids.length > 0));
 
   it(`are ${GROUNDING_DEFAULT_SIZE.join('×')} by default, deterministic from the seed, and differ from unary scenes`, () => {
@@ -66,7 +75,7 @@ describe('grounding scenes', () => {
       for (const n of scene.narratives) {
         expect(n.caption).toBe(n.segments.map((c) => c.utterance).join(' '));
         for (const c of n.segments) {
-          if (c.segment_ids.length > 0) types.add(c.phrase_type!);
+          if (c.segment_ids.length > 0) types.add(expectDefined(c.phrase_type, `phrase_type of '${c.utterance}'`));
           else expect(c.phrase_type).toBeUndefined();
         }
       }
@@ -83,8 +92,9 @@ describe('grounding scenes', () => {
         const things = chunk.segment_ids.map((id) => looks.get(Number(id)));
         if (things[0] === undefined) continue; // stuff
         for (const t of things) {
-          expect(chunk.utterance).toContain(t!.colour);
-          expect(chunk.utterance).toContain(t!.shape);
+          expect(t).toBeDefined();
+          expect(chunk.utterance).toContain(t?.colour);
+          expect(chunk.utterance).toContain(t?.shape);
         }
       }
     }
@@ -95,7 +105,7 @@ describe('grounding scenes', () => {
     for (const scene of scenes) {
       const looks = looksIn(scene);
       const group = (id: string) => {
-        const { colour, shape } = looks.get(Number(id))!;
+        const { colour, shape } = expectDefined(looks.get(Number(id)), `looks of segment ${id}`);
         return [...looks].filter(([, l]) => l.colour === colour && l.shape === shape).map(([other]) => String(other));
       };
       for (const chunk of grounded(scene)) {
@@ -114,7 +124,7 @@ describe('grounding scenes', () => {
     for (const scene of scenes) {
       const looks = [...looksIn(scene).values()];
       for (const chunk of grounded(scene).filter((c) => c.phrase_type === 'binding')) {
-        const { colour, shape } = looksIn(scene).get(Number(chunk.segment_ids[0]))!;
+        const { colour, shape } = expectDefined(looksIn(scene).get(Number(chunk.segment_ids[0])), `looks of segment ${chunk.segment_ids[0]}`);
         expect(looks.some((l) => l.colour === colour && l.shape !== shape)).toBe(true);
         expect(looks.some((l) => l.colour !== colour && l.shape === shape)).toBe(true);
         checked++;
@@ -129,9 +139,12 @@ describe('grounding scenes', () => {
       const looks = looksIn(scene);
       for (const chunk of grounded(scene)) {
         if (chunk.phrase_type !== 'twin-size' && chunk.phrase_type !== 'twin-order') continue;
-        const target = looks.get(Number(chunk.segment_ids[0]))!;
+        const target = expectDefined(looks.get(Number(chunk.segment_ids[0])), `looks of segment ${chunk.segment_ids[0]}`);
         const twins = [...looks.values()].filter((l) => l !== target && l.colour === target.colour && l.shape === target.shape);
-        const narrative = scene.narratives.find((n) => n.segments.includes(chunk))!;
+        const narrative = expectDefined(
+          scene.narratives.find((n) => n.segments.includes(chunk)),
+          `the narrative of '${chunk.utterance}'`,
+        );
         const next = narrative.segments[narrative.segments.indexOf(chunk) + 1].utterance;
         const before = narrative.segments[narrative.segments.indexOf(chunk) - 1].utterance;
         const words = `${before} ${chunk.utterance} ${next}`;
@@ -178,7 +191,13 @@ describe('generateSyntheticBenchmark kinds', () => {
     const dir = path.join(tmp, 'grounding');
     await generateSyntheticBenchmark(dir, { kind: 'grounding', seed: 2, train: 0, val: 6 });
     const records = JSON.parse(fs.readFileSync(path.join(dir, 'annotations/png_coco_val2017.json'), 'utf8'));
-    expect(Object.keys(records[0].segments.find((c: NarrativeChunkJson) => c.segment_ids.length > 0))).toEqual(['utterance', 'segment_ids', 'noun', 'plural', 'phrase_type']);
+    expect(Object.keys(records[0].segments.find((c: NarrativeChunkJson) => c.segment_ids.length > 0))).toEqual([
+      'utterance',
+      'segment_ids',
+      'noun',
+      'plural',
+      'phrase_type',
+    ]);
     const dataset = await PngDataset.open(dir, 'val2017');
     let phrases = 0;
     for await (const sample of dataset.records()) {

@@ -21,13 +21,38 @@
  * Things do not overlap except an occluded instance and its occluder.
  */
 import { Prng, deriveSeed } from '@png/node-utils';
-import { COLOURS, FILLERS, NUMBER_WORDS, NarrativeBuilder, SHAPES, STUFF, drawShape, drawStuffBands, measureSegments, newSegment, renderPixels, segmentIdAllocator, shapePixels, type Rgb, type ShapeKind, type StuffKind, type StuffRegion } from './scene_drawing';
-import type { PhraseType, SceneOptions, SyntheticNarrative, SyntheticScene, SyntheticSegment } from './synthetic';
+import {
+  COLOURS,
+  FILLERS,
+  NUMBER_WORDS,
+  NarrativeBuilder,
+  SHAPES,
+  STUFF,
+  drawShape,
+  drawStuffBands,
+  measureSegments,
+  newSegment,
+  renderPixels,
+  segmentIdAllocator,
+  shapePixels,
+  type Rgb,
+  type ShapeKind,
+  type StuffKind,
+  type StuffRegion,
+} from './scene_drawing';
+import type { PhraseType, SceneOptions, SyntheticNarrative, SyntheticScene, SyntheticSegment } from './scene';
 
 type EpisodeType = Exclude<PhraseType, 'unary'>;
 const EPISODE_TYPES: readonly EpisodeType[] = ['twin-relation', 'twin-size', 'twin-order', 'binding', 'plural-subset', 'occluded'];
 /** How often each episode is drawn, so that every type gets a similar number of phrases (binding writes 2–3 per sentence). */
-const EPISODE_WEIGHTS: Record<EpisodeType, number> = { 'twin-relation': 1.2, 'twin-size': 1, 'twin-order': 0.9, binding: 1, 'plural-subset': 1.1, occluded: 1.6 };
+const EPISODE_WEIGHTS: Record<EpisodeType, number> = {
+  'twin-relation': 1.2,
+  'twin-size': 1,
+  'twin-order': 0.9,
+  binding: 1,
+  'plural-subset': 1.1,
+  occluded: 1.6,
+};
 /** Probability of a second episode (when it fits). */
 const SECOND_EPISODE_RATE = 0.6;
 
@@ -132,7 +157,17 @@ class Canvas {
     const pixels = this.footprint(shape, cx, cy, r);
     const onStuff = new Map<number, number>();
     for (const p of pixels) onStuff.set(this.stuffIds[p], (onStuff.get(this.stuffIds[p]) ?? 0) + 1 / pixels.length);
-    const thing: Thing = { shape, colour, r, cx, cy, reach: r * SHAPES[shape].reach, onTop, onStuff, segment: newSegment(this.newId(), SHAPES[shape].categoryId, 0) };
+    const thing: Thing = {
+      shape,
+      colour,
+      r,
+      cx,
+      cy,
+      reach: r * SHAPES[shape].reach,
+      onTop,
+      onStuff,
+      segment: newSegment(this.newId(), SHAPES[shape].categoryId, 0),
+    };
     this.things.push(thing);
     return thing;
   }
@@ -141,7 +176,14 @@ class Canvas {
    * Places a shape of radius r · SHAPE_SCALE[shape] at a random free spot that satisfies `accept`
    * (given the centre and that radius); undefined after `tries` misses.
    */
-  place(rng: Prng, shape: ShapeKind, colour: string, radius: number, accept: (cx: number, cy: number, r: number) => boolean = () => true, tries = 120): Thing | undefined {
+  place(
+    rng: Prng,
+    shape: ShapeKind,
+    colour: string,
+    radius: number,
+    accept: (cx: number, cy: number, r: number) => boolean = () => true,
+    tries = 120,
+  ): Thing | undefined {
     const r = radius * SHAPE_SCALE[shape];
     const reach = r * SHAPES[shape].reach;
     if (2 * reach > this.side) return undefined;
@@ -212,7 +254,15 @@ export function synthesizeGroundingScene(seed: number, height: number, width: nu
     }
   }
   if (rng.chance(SECOND_EPISODE_RATE)) {
-    const episode = placeEpisode(pickWeighted(rng, EPISODE_TYPES.filter((t) => t !== episodes[0]?.type)), canvas, combos, rng);
+    const episode = placeEpisode(
+      pickWeighted(
+        rng,
+        EPISODE_TYPES.filter((t) => t !== episodes[0]?.type),
+      ),
+      canvas,
+      combos,
+      rng,
+    );
     if (episode) episodes.push(episode);
   }
   const extras = placeExtras(canvas, combos, rng);
@@ -273,7 +323,9 @@ const DIRECTIONS = [
 ] as const;
 
 function placeTwinRelation(canvas: Canvas, combos: Combos, rng: Prng): Episode | undefined {
-  const [colour, shape] = combos.pick(rng, combos.palette)!;
+  const free = combos.pick(rng, combos.palette);
+  if (!free) return undefined; // every colour and shape is taken
+  const [colour, shape] = free;
   const anchorCombo = combos.pick(rng, rng.chance(0.5) ? [colour, ...combos.palette] : combos.palette.filter((c) => c !== colour), [shape]);
   if (!anchorCombo) return undefined;
   const side = canvas.side;
@@ -288,7 +340,14 @@ function placeTwinRelation(canvas: Canvas, combos: Combos, rng: Prng): Episode |
       const offset = (t: Thing) => (d.axis === 0 ? t.cx - anchor.cx : t.cy - anchor.cy) * d.sign;
       const across = (t: Thing) => (d.axis === 0 ? t.cy - anchor.cy : t.cx - anchor.cx);
       if (offset(target) > (target.reach + anchor.reach) / 2 && offset(target) > Math.abs(across(target)) && others.every((o) => offset(o) < 0)) {
-        sentences.push(relationSentence(mention(thingText(rng, colour, shape, 1), [target], 'twin-relation'), d.after, d.before, mention(`the ${anchor.colour} ${anchor.shape}`, [anchor], 'unary')));
+        sentences.push(
+          relationSentence(
+            mention(thingText(rng, colour, shape, 1), [target], 'twin-relation'),
+            d.after,
+            d.before,
+            mention(`the ${anchor.colour} ${anchor.shape}`, [anchor], 'unary'),
+          ),
+        );
       }
     }
     for (const region of canvas.stuff) {
@@ -305,7 +364,9 @@ function placeTwinRelation(canvas: Canvas, combos: Combos, rng: Prng): Episode |
 }
 
 function placeTwinSize(canvas: Canvas, combos: Combos, rng: Prng): Episode | undefined {
-  const [colour, shape] = combos.pick(rng, combos.palette)!;
+  const free = combos.pick(rng, combos.palette);
+  if (!free) return undefined; // every colour and shape is taken
+  const [colour, shape] = free;
   const side = canvas.side;
   const count = rng.pick([2, 3]);
   const radii = [uniform(rng, count === 2 ? RADIUS.sizeSmallestOfTwo : RADIUS.sizeSmallestOfThree) * side];
@@ -320,7 +381,10 @@ function placeTwinSize(canvas: Canvas, combos: Combos, rng: Prng): Episode | und
   const [smallest, biggest] = [byArea[0], byArea[byArea.length - 1]];
   const words = count === 2 ? { small: 'smaller', big: 'bigger', rest: 'than the other one' } : { small: 'smallest', big: 'biggest', rest: 'of them' };
   const sentences: Sentence[] = [];
-  for (const [target, adjective] of [[smallest, words.small], [biggest, words.big]] as const) {
+  for (const [target, adjective] of [
+    [smallest, words.small],
+    [biggest, words.big],
+  ] as const) {
     sentences.push((b, r) => {
       const type = 'twin-size';
       if (r.chance(0.5)) {
@@ -347,7 +411,9 @@ const ORDERS = [
 ] as const;
 
 function placeTwinOrder(canvas: Canvas, combos: Combos, rng: Prng): Episode | undefined {
-  const [colour, shape] = combos.pick(rng, combos.palette)!;
+  const free = combos.pick(rng, combos.palette);
+  if (!free) return undefined; // every colour and shape is taken
+  const [colour, shape] = free;
   const twins = placeTwins(canvas, rng, colour, shape, rng.pick([2, 3, 3, 4]), uniform(rng, RADIUS.twin) * canvas.side);
   if (!twins) return undefined;
   const sentences: Sentence[] = [];
@@ -417,10 +483,16 @@ function placeBinding(canvas: Canvas, combos: Combos, rng: Prng): Episode | unde
 
 function placePluralSubset(canvas: Canvas, combos: Combos, rng: Prng): Episode | undefined {
   if (canvas.stuff.length < 2) return undefined;
-  const [colour, shape] = combos.pick(rng, combos.palette)!;
+  const free = combos.pick(rng, combos.palette);
+  if (!free) return undefined; // every colour and shape is taken
+  const [colour, shape] = free;
   const [inside, outside] = rng.shuffle(canvas.stuff).slice(0, 2);
   const side = canvas.side;
-  const counts = rng.pick([[2, 2], [2, 3], [3, 2]]);
+  const counts = rng.pick([
+    [2, 2],
+    [2, 3],
+    [3, 2],
+  ]);
   const groups: Thing[][] = [[], []];
   for (const [g, region] of [inside, outside].entries()) {
     for (let n = 0; n < counts[g]; n++) {
@@ -436,7 +508,12 @@ function placePluralSubset(canvas: Canvas, combos: Combos, rng: Prng): Episode |
   if (!distractor) return undefined;
   combos.take(colour, shape);
   combos.take(colour, distractor.shape);
-  const sentences = ([[groups[0], inside], [groups[1], outside]] as const).map(([group, region]): Sentence => {
+  const sentences = (
+    [
+      [groups[0], inside],
+      [groups[1], outside],
+    ] as const
+  ).map(([group, region]): Sentence => {
     const type = group.length > 1 ? 'plural-subset' : 'twin-relation';
     return stuffRelationSentence(mention(thingText(rng, colour, shape, group.length), group, type), region);
   });
@@ -444,8 +521,14 @@ function placePluralSubset(canvas: Canvas, combos: Combos, rng: Prng): Episode |
 }
 
 function placeOccluded(canvas: Canvas, combos: Combos, rng: Prng): Episode | undefined {
-  const [colour, shape] = combos.pick(rng, combos.palette)!;
-  const coverCombo = combos.pick(rng, combos.palette.filter((c) => c !== colour), [shape]);
+  const free = combos.pick(rng, combos.palette);
+  if (!free) return undefined; // every colour and shape is taken
+  const [colour, shape] = free;
+  const coverCombo = combos.pick(
+    rng,
+    combos.palette.filter((c) => c !== colour),
+    [shape],
+  );
   if (!coverCombo) return undefined;
   const side = canvas.side;
   const r = uniform(rng, RADIUS.occluded) * side;
@@ -461,7 +544,8 @@ function placeOccluded(canvas: Canvas, combos: Combos, rng: Prng): Episode | und
     const angle = rng.uniform(0, 2 * Math.PI);
     const distance = rng.uniform(0.6, 1.3) * tr;
     const [cx, cy] = [tx + distance * Math.cos(angle), ty + distance * Math.sin(angle)];
-    if (cx < coverReach || cx > canvas.width - coverReach || cy < coverReach || cy > canvas.height - coverReach || !canvas.free(cx, cy, coverReach, target)) continue;
+    if (cx < coverReach || cx > canvas.width - coverReach || cy < coverReach || cy > canvas.height - coverReach || !canvas.free(cx, cy, coverReach, target))
+      continue;
     const hidden = canvas.footprint(coverCombo[1], cx, cy, coverR).filter((p) => targetPixels.has(p)).length / targetPixels.size;
     if (hidden >= 0.2 && hidden <= 0.35) cover = canvas.make(coverCombo[1], coverCombo[0], coverR, cx, cy, true);
   }
@@ -477,10 +561,19 @@ function placeOccluded(canvas: Canvas, combos: Combos, rng: Prng): Episode | und
       b.noun(`the partly hidden ${colour} ${shape}`, [target.segment], false, 'occluded');
       b.text(r.pick(TAILS));
     } else {
-      relationSentence(mention(thingText(r, colour, shape, 1), [target], 'occluded'), ['behind', 'partly hidden behind'], ['Behind', 'Partly hidden behind'], coverMention)(b, r);
+      relationSentence(
+        mention(thingText(r, colour, shape, 1), [target], 'occluded'),
+        ['behind', 'partly hidden behind'],
+        ['Behind', 'Partly hidden behind'],
+        coverMention,
+      )(b, r);
     }
   };
-  return { type: 'occluded', overview: [groupMention([target, ...twins]), mention(`a ${cover.colour} ${cover.shape}`, [cover], 'unary')], sentences: [sentence] };
+  return {
+    type: 'occluded',
+    overview: [groupMention([target, ...twins]), mention(`a ${cover.colour} ${cover.shape}`, [cover], 'unary')],
+    sentences: [sentence],
+  };
 }
 
 /** 0–2 extra shapes of free combinations, a third of them only a few pixels wide; each named by a unary phrase. */
@@ -505,7 +598,10 @@ function uniform(rng: Prng, [lo, hi]: readonly [number, number]): number {
 }
 
 function pickWeighted(rng: Prng, types: readonly EpisodeType[]): EpisodeType {
-  let u = rng.uniform(0, types.reduce((sum, t) => sum + EPISODE_WEIGHTS[t], 0));
+  let u = rng.uniform(
+    0,
+    types.reduce((sum, t) => sum + EPISODE_WEIGHTS[t], 0),
+  );
   for (const t of types) {
     u -= EPISODE_WEIGHTS[t];
     if (u < 0) return t;
@@ -522,7 +618,11 @@ function thingText(rng: Prng, colour: string, shape: ShapeKind, count: number): 
 /** All instances of one colour and shape: a unary phrase ("three blue circles"). */
 function groupMention(things: readonly Thing[]): Mention {
   const { colour, shape } = things[0];
-  return mention(things.length > 1 ? `${NUMBER_WORDS[things.length]} ${colour} ${shape}s` : `${/^[aeiou]/.test(colour) ? 'an' : 'a'} ${colour} ${shape}`, things, 'unary');
+  return mention(
+    things.length > 1 ? `${NUMBER_WORDS[things.length]} ${colour} ${shape}s` : `${/^[aeiou]/.test(colour) ? 'an' : 'a'} ${colour} ${shape}`,
+    things,
+    'unary',
+  );
 }
 
 function noun(b: NarrativeBuilder, m: Mention): void {
@@ -557,7 +657,14 @@ function stuffRelationSentence(target: Mention, region: StuffRegion): Sentence {
  * One narrative: (first style) an opening overview of unary phrases, then one or two target sentences
  * per episode, the extra shapes, the stuff not yet named, and sometimes long filler sentences.
  */
-function writeNarrative(rng: Prng, episodes: readonly Episode[], extras: readonly Mention[], stuff: readonly StuffRegion[], longRate: number, style: 'first' | 'second'): SyntheticNarrative {
+function writeNarrative(
+  rng: Prng,
+  episodes: readonly Episode[],
+  extras: readonly Mention[],
+  stuff: readonly StuffRegion[],
+  longRate: number,
+  style: 'first' | 'second',
+): SyntheticNarrative {
   const b = new NarrativeBuilder();
   if (style === 'first') {
     const overview = [...episodes.flatMap((e) => e.overview), ...extras].slice(0, 3);
@@ -585,7 +692,11 @@ function writeNarrative(rng: Prng, episodes: readonly Episode[], extras: readonl
   }
   const rest = stuff.filter((s) => s.segment.area > 0 && !named().has(String(s.segment.id)));
   rest.forEach((s, k) => {
-    b.text(k === 0 ? rng.pick(['At the top there is', 'In the background there is', 'We can also see']) : rng.pick(['Below that there is', 'At the bottom we can see', 'There is also']));
+    b.text(
+      k === 0
+        ? rng.pick(['At the top there is', 'In the background there is', 'We can also see'])
+        : rng.pick(['Below that there is', 'At the bottom we can see', 'There is also']),
+    );
     noun(b, stuffMention(rng, s));
     b.text(rng.pick(TAILS));
   });

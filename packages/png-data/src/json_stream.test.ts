@@ -44,10 +44,14 @@ describe('streamJsonArray', () => {
 
   it('reads an empty array and rejects what is not one array', async () => {
     expect(await collect(write('empty.json', ' [ ] '), 1)).toEqual([]);
-    await expect(collect(write('object.json', '{"a": 1}'), 4)).rejects.toThrow("object.json: byte 0: expected the '[' that opens the array of records, got '{'");
+    await expect(collect(write('object.json', '{"a": 1}'), 4)).rejects.toThrow(
+      "object.json: byte 0: expected the '[' that opens the array of records, got '{'",
+    );
     await expect(collect(write('trailing.json', '[1, 2] x'), 4)).rejects.toThrow("trailing.json: byte 7: unexpected 'x' after the ']' that closes the array");
     await expect(collect(write('comma.json', '[1, 2,]'), 4)).rejects.toThrow("comma.json: byte 6: expected record 2, got ']'");
-    await expect(collect(write('missing_comma.json', '[{"a": 1} {"b": 2}]'), 4)).rejects.toThrow("missing_comma.json: byte 10: expected ',' or ']' after record 0, got '{'");
+    await expect(collect(write('missing_comma.json', '[{"a": 1} {"b": 2}]'), 4)).rejects.toThrow(
+      "missing_comma.json: byte 10: expected ',' or ']' after record 0, got '{'",
+    );
     await expect(collect(write('bad_element.json', '[{"a": 1}, {"b": nope}]'), 4)).rejects.toThrow('bad_element.json record 1 (bytes 11–22) is not valid JSON');
   });
 
@@ -62,10 +66,16 @@ describe('streamJsonArray', () => {
       })(),
     ).rejects.toThrow(`truncated.json: byte 40: the file is truncated: it ends inside record 1, which starts at byte 19`);
     expect(seen).toEqual([{ caption: 'one' }]); // records before the cut were streamed
-    await expect(collect(write('no_close.json', '[1, 2'), 2)).rejects.toThrow('no_close.json: byte 5: the file is truncated: it ends inside record 1, which starts at byte 4');
-    await expect(collect(write('no_close2.json', '[1, 2 '), 2)).rejects.toThrow("no_close2.json: byte 6: the file is truncated: it ends after record 1, before the ']' that closes the array");
+    await expect(collect(write('no_close.json', '[1, 2'), 2)).rejects.toThrow(
+      'no_close.json: byte 5: the file is truncated: it ends inside record 1, which starts at byte 4',
+    );
+    await expect(collect(write('no_close2.json', '[1, 2 '), 2)).rejects.toThrow(
+      "no_close2.json: byte 6: the file is truncated: it ends after record 1, before the ']' that closes the array",
+    );
     await expect(collect(write('zero.json', ''), 2)).rejects.toThrow('zero.json: byte 0: the file is truncated: it ends before the array starts');
-    await expect(collect(write('open_string.json', '[{"a": "x]}'), 3)).rejects.toThrow('open_string.json: byte 11: the file is truncated: it ends inside record 0, which starts at byte 1');
+    await expect(collect(write('open_string.json', '[{"a": "x]}'), 3)).rejects.toThrow(
+      'open_string.json: byte 11: the file is truncated: it ends inside record 0, which starts at byte 1',
+    );
   });
 
   it('rejects invalid UTF-8 inside an element and a bad chunk size', async () => {

@@ -17,7 +17,7 @@ export interface StreamedElement {
   byteOffset: number;
 }
 
-const enum Phase {
+enum Phase {
   Start,
   BeforeValue,
   FirstValue,

@@ -2,7 +2,7 @@
  * What the two kinds of synthetic scenes share: the shapes, stuff kinds and colours, drawing into a
  * panoptic id map, pixel rendering, and the narrative builder. Internal to @png/png-data.
  */
-import type { NarrativeChunkJson, PhraseType, SyntheticNarrative, SyntheticSegment } from './synthetic';
+import type { NarrativeChunkJson, PhraseType, SyntheticNarrative, SyntheticSegment } from './scene';
 import type { Prng } from '@png/node-utils';
 
 export type ShapeKind = 'circle' | 'square' | 'triangle' | 'ring' | 'diamond';
@@ -106,7 +106,14 @@ export function drawStuffBands(rng: Prng, ids: Uint32Array, height: number, widt
 }
 
 /** The pixels (row-major indices) a shape covers: those of the box cx ± r, cy ± r whose centre is inside. */
-export function shapePixels(width: number, height: number, inside: (dx: number, dy: number, r: number) => boolean, cx: number, cy: number, r: number): number[] {
+export function shapePixels(
+  width: number,
+  height: number,
+  inside: (dx: number, dy: number, r: number) => boolean,
+  cx: number,
+  cy: number,
+  r: number,
+): number[] {
   const pixels: number[] = [];
   for (let y = Math.max(0, Math.floor(cy - r)); y < Math.min(height, Math.ceil(cy + r) + 1); y++) {
     for (let x = Math.max(0, Math.floor(cx - r)); x < Math.min(width, Math.ceil(cx + r) + 1); x++) {
@@ -116,7 +123,16 @@ export function shapePixels(width: number, height: number, inside: (dx: number, 
   return pixels;
 }
 
-export function drawShape(ids: Uint32Array, width: number, height: number, inside: (dx: number, dy: number, r: number) => boolean, cx: number, cy: number, r: number, id: number): void {
+export function drawShape(
+  ids: Uint32Array,
+  width: number,
+  height: number,
+  inside: (dx: number, dy: number, r: number) => boolean,
+  cx: number,
+  cy: number,
+  r: number,
+  id: number,
+): void {
   for (const p of shapePixels(width, height, inside, cx, cy, r)) ids[p] = id;
 }
 
@@ -124,7 +140,8 @@ export function drawShape(ids: Uint32Array, width: number, height: number, insid
 export function measureSegments(ids: Uint32Array, width: number, segments: SyntheticSegment[]): void {
   const byId = new Map(segments.map((s) => [s.id, { segment: s, x0: Infinity, y0: Infinity, x1: -1, y1: -1 }]));
   ids.forEach((id, k) => {
-    const box = byId.get(id)!;
+    const box = byId.get(id);
+    if (!box) throw new Error(`measureSegments: pixel ${k} has id ${id}, which no segment has`);
     const x = k % width;
     const y = (k - x) / width;
     box.segment.area++;
@@ -142,7 +159,8 @@ export function measureSegments(ids: Uint32Array, width: number, segments: Synth
 export function renderPixels(ids: Uint32Array, width: number, colourOf: ReadonlyMap<number, Rgb>, stuffIds: ReadonlySet<number>, noise: Prng): Uint8Array {
   const image = new Uint8Array(ids.length * 3);
   ids.forEach((id, k) => {
-    const base = colourOf.get(id)!;
+    const base = colourOf.get(id);
+    if (!base) throw new Error(`renderPixels: pixel ${k} has id ${id}, which colourOf does not colour`);
     const x = k % width;
     const y = (k - x) / width;
     const texture = stuffIds.has(id) ? 8 * Math.sin(0.9 * x + 0.4 * y) : 0;

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { expectDefined } from '@png/core/testing';
 import { generateSyntheticBenchmark, synthesizeScene, SYNTHETIC_CATEGORIES } from './synthetic';
 
 /** Every file under `dir` (relative path → bytes), sorted by path. */
@@ -33,8 +34,9 @@ describe('generateSyntheticBenchmark', () => {
       ].sort(),
     );
     expect([...tb.keys()]).toEqual([...ta.keys()]);
-    for (const [name, bytes] of ta) expect(bytes.equals(tb.get(name)!)).toBe(true);
-    expect(ta.get('annotations/png_coco_val2017.json')!.equals(tc.get('annotations/png_coco_val2017.json')!)).toBe(false);
+    for (const [name, bytes] of ta) expect(bytes.equals(expectDefined(tb.get(name), name))).toBe(true);
+    const annotations = 'annotations/png_coco_val2017.json';
+    expect(expectDefined(ta.get(annotations), annotations).equals(expectDefined(tc.get(annotations), annotations))).toBe(false);
     expect(fs.readdirSync(path.join(a, 'annotations')).filter((f) => f.endsWith('.tmp'))).toEqual([]);
   });
 
@@ -47,7 +49,12 @@ describe('generateSyntheticBenchmark', () => {
     expect(records[0].image_id).toBe(String(splits.val2017[0].imageId));
     expect(Object.keys(records[0].segments[0])).toEqual(['utterance', 'segment_ids', 'noun', 'plural']);
     for (const record of records) for (const chunk of record.segments) for (const id of chunk.segment_ids) expect(id).toMatch(/^\d+$/);
-    expect(panoptic.images[0]).toEqual({ id: splits.val2017[0].imageId, width: 80, height: 48, file_name: `${String(splits.val2017[0].imageId).padStart(12, '0')}.png` });
+    expect(panoptic.images[0]).toEqual({
+      id: splits.val2017[0].imageId,
+      width: 80,
+      height: 48,
+      file_name: `${String(splits.val2017[0].imageId).padStart(12, '0')}.png`,
+    });
     expect(Object.keys(panoptic.annotations[0].segments_info[0])).toEqual(['id', 'category_id', 'bbox', 'area', 'iscrowd']);
     expect(panoptic.categories).toEqual(SYNTHETIC_CATEGORIES);
     expect(fs.readdirSync(path.join(dir, 'images/train2017'))).toEqual([]);
@@ -74,7 +81,7 @@ describe('synthesizeScene', () => {
   it('keeps segments consistent with the id map (area, bbox, no id 0, disjoint by construction)', () => {
     for (const scene of scenes) {
       const counts = new Map<number, number>();
-      scene.ids.forEach((id) => counts.set(id, (counts.get(id) ?? 0) + 1));
+      for (const id of scene.ids) counts.set(id, (counts.get(id) ?? 0) + 1);
       expect(counts.has(0)).toBe(false);
       expect(new Set(scene.segments.map((s) => s.id))).toEqual(new Set(counts.keys()));
       for (const s of scene.segments) {
@@ -102,7 +109,13 @@ describe('synthesizeScene', () => {
   it('covers the cases of spec §1.7', () => {
     const thingCategories = new Set(SYNTHETIC_CATEGORIES.filter((c) => c.isthing === 1).map((c) => c.id));
     const segments = scenes.flatMap((s) => s.segments);
-    const isThing = (id: string) => thingCategories.has(segments.find((s) => String(s.id) === id)!.category_id);
+    const isThing = (id: string) =>
+      thingCategories.has(
+        expectDefined(
+          segments.find((s) => String(s.id) === id),
+          `segment ${id}`,
+        ).category_id,
+      );
     expect(chunks.some((c) => !c.noun)).toBe(true); // non-noun chunks
     expect(chunks.some((c) => c.noun && c.segment_ids.length === 0)).toBe(true); // ungrounded nouns
     expect(chunks.some((c) => c.segment_ids.length >= 2)).toBe(true); // plurals

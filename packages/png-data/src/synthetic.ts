@@ -14,79 +14,25 @@ import { Prng, deriveSeed, writeFileAtomic } from '@png/node-utils';
 import pngjs from 'pngjs';
 import { synthesizeGroundingScene } from './grounding_scenes';
 import { imageStem, splitPaths } from './layout';
-import { COLOURS, FILLERS, NUMBER_WORDS, NarrativeBuilder, SHAPES, STUFF, TAILS, drawShape, drawStuffBands, measureSegments, newSegment, renderPixels, segmentIdAllocator, type Rgb, type ShapeKind, type StuffRegion } from './scene_drawing';
-
-/** One chunk of a png_coco record, as in the JSON file. */
-export interface NarrativeChunkJson {
-  utterance: string;
-  segment_ids: string[];
-  noun: boolean;
-  plural: boolean;
-  /** Grounding scenes only: what it takes to resolve the phrase (an extra key the real format does not have; png-metrics reads it as a tag). */
-  phrase_type?: PhraseType;
-}
-
-/**
- * What a phrase of a grounding scene needs to be resolved: `unary` (its own colour and shape, or a
- * stuff name), `twin-relation` / `twin-size` / `twin-order` (one of 2–4 instances of the same colour
- * and shape, told apart by a relation to an anchor or to stuff, by relative size, or by order),
- * `binding` (every combination of two colours and two shapes is present), `plural-subset` (some of
- * the instances of a colour and shape, by the stuff they are on) and `occluded` (the instance partly
- * hidden behind another shape).
- */
-export type PhraseType = 'unary' | 'twin-relation' | 'twin-size' | 'twin-order' | 'binding' | 'plural-subset' | 'occluded';
-/** Every {@link PhraseType}, in report order. */
-export const PHRASE_TYPES: readonly PhraseType[] = ['unary', 'twin-relation', 'twin-size', 'twin-order', 'binding', 'plural-subset', 'occluded'];
-
-/**
- * `unary`: the original scenes (every thing phrase is solved by its own colour and shape; the
- * control). `grounding`: scenes whose thing phrases mostly need relations, size, order, binding or
- * occlusion; every grounded chunk carries its `phrase_type`.
- */
-export type SceneKind = 'unary' | 'grounding';
-
-/** One narrative of a synthetic scene (a png_coco record without its image id). */
-export interface SyntheticNarrative {
-  annotator_id: number;
-  caption: string;
-  segments: NarrativeChunkJson[];
-}
-
-/** One panoptic segment of a synthetic scene (the fields of COCO `segments_info`). */
-export interface SyntheticSegment {
-  id: number;
-  category_id: number;
-  /** COCO bbox [x, y, w, h] in whole pixels. */
-  bbox: [number, number, number, number];
-  area: number;
-  iscrowd: 0 | 1;
-}
-
-/** A synthetic image with its panoptic segmentation and narratives, in memory. */
-export interface SyntheticScene {
-  height: number;
-  width: number;
-  /** RGB, row-major, 3 bytes per pixel. */
-  image: Uint8Array;
-  /** Panoptic segment id of every pixel, row-major (never 0: stuff covers the background). */
-  ids: Uint32Array;
-  /** Segments with at least one pixel, stuff first, then things in drawing order. */
-  segments: SyntheticSegment[];
-  /** One or two narratives. */
-  narratives: SyntheticNarrative[];
-}
-
-/** Options of {@link synthesizeScene}. */
-export interface SceneOptions {
-  /** Default 'unary'. */
-  kind?: SceneKind;
-  /** [height, width]; default [64, 64] for 'unary' scenes, {@link GROUNDING_DEFAULT_SIZE} for 'grounding' scenes. */
-  size?: readonly [number, number];
-  /** Probability that a narrative gets extra sentences that take it past 77 CLIP tokens; default 0.25. */
-  longCaptionRate?: number;
-  /** Probability that an image gets a second narrative by another annotator; default 0.35 (0.5 for 'grounding' scenes). */
-  secondNarrativeRate?: number;
-}
+import {
+  COLOURS,
+  FILLERS,
+  NUMBER_WORDS,
+  NarrativeBuilder,
+  SHAPES,
+  STUFF,
+  TAILS,
+  drawShape,
+  drawStuffBands,
+  measureSegments,
+  newSegment,
+  renderPixels,
+  segmentIdAllocator,
+  type Rgb,
+  type ShapeKind,
+  type StuffRegion,
+} from './scene_drawing';
+import type { SceneOptions, SyntheticNarrative, SyntheticScene, SyntheticSegment } from './scene';
 
 /**
  * The base RGB colour each word of the synthetic narratives stands for: thing colours ("red") and
@@ -95,7 +41,7 @@ export interface SceneOptions {
  */
 export const SYNTHETIC_PALETTE: { readonly colours: Readonly<Record<string, Rgb>>; readonly stuff: Readonly<Record<string, Rgb>> } = {
   colours: COLOURS,
-  stuff: Object.fromEntries(Object.values(STUFF).flatMap((spec) => spec.phrases.map((p) => [p.split(' ').pop()!, spec.rgb]))),
+  stuff: Object.fromEntries(Object.values(STUFF).flatMap((spec) => spec.phrases.map((p) => [p.slice(p.lastIndexOf(' ') + 1), spec.rgb]))),
 };
 
 /** Options of {@link generateSyntheticBenchmark}. */
@@ -240,7 +186,13 @@ function stuffChunk(builder: NarrativeBuilder, rng: Prng, stuff: StuffRegion): v
   builder.noun(rng.pick(spec.phrases), [stuff.segment], spec.plural);
 }
 
-function describeScene(rng: Prng, groups: readonly ThingGroup[], stuff: readonly StuffRegion[], longRate: number, style: 'first' | 'second'): SyntheticNarrative {
+function describeScene(
+  rng: Prng,
+  groups: readonly ThingGroup[],
+  stuff: readonly StuffRegion[],
+  longRate: number,
+  style: 'first' | 'second',
+): SyntheticNarrative {
   const b = new NarrativeBuilder();
   const ungrounded = (utterance: string) => b.noun(utterance, [], false);
   const mentioned = new Set<number>();
@@ -280,7 +232,11 @@ function describeScene(rng: Prng, groups: readonly ThingGroup[], stuff: readonly
         ungrounded('this image');
         b.text('there is');
       } else {
-        b.text(s === stuff[0] ? rng.pick(['At the top there is', 'Behind them there is']) : rng.pick(['At the bottom we can see', 'Below that there is', 'We can also see']));
+        b.text(
+          s === stuff[0]
+            ? rng.pick(['At the top there is', 'Behind them there is'])
+            : rng.pick(['At the bottom we can see', 'Below that there is', 'We can also see']),
+        );
       }
     }
     stuffChunk(b, rng, s);
@@ -330,13 +286,20 @@ export function panopticRgb(ids: Uint32Array): Uint8Array {
 export async function generateSyntheticBenchmark(outDir: string, options: SyntheticBenchmarkOptions): Promise<SyntheticBenchmark> {
   const { seed, train, val } = options;
   if (!Number.isInteger(seed)) throw new Error(`generateSyntheticBenchmark: seed must be an integer, got ${JSON.stringify(seed)}`);
-  for (const [name, n] of [['train', train], ['val', val]] as const) {
-    if (!Number.isInteger(n) || n < 0) throw new Error(`generateSyntheticBenchmark: ${name} must be a non-negative integer (number of images), got ${JSON.stringify(n)}`);
+  for (const [name, n] of [
+    ['train', train],
+    ['val', val],
+  ] as const) {
+    if (!Number.isInteger(n) || n < 0)
+      throw new Error(`generateSyntheticBenchmark: ${name} must be a non-negative integer (number of images), got ${JSON.stringify(n)}`);
   }
   const rng = new Prng(deriveSeed(seed, 0));
   const usedImageIds = new Set<number>();
   const result: SyntheticBenchmark = { root: outDir, splits: { train2017: [], val2017: [] } };
-  const splits = [['train2017', train], ['val2017', val]] as const;
+  const splits = [
+    ['train2017', train],
+    ['val2017', val],
+  ] as const;
   for (const [s, [split, count]] of splits.entries()) {
     const paths = splitPaths(outDir, split);
     // The folders exist even for an empty split, as in the real layout.

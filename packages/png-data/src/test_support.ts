@@ -72,7 +72,13 @@ export function writeHandBenchmark(root: string, split: string, images: readonly
     annotations: images.map((i) => ({
       image_id: i.id,
       file_name: `${i.id}.png`,
-      segments_info: i.segments.map((s) => ({ id: s.id, category_id: s.categoryId, bbox: [s.rect[1], s.rect[0], s.rect[3] - s.rect[1], s.rect[2] - s.rect[0]], area: 1, iscrowd: s.iscrowd ?? 0 })),
+      segments_info: i.segments.map((s) => ({
+        id: s.id,
+        category_id: s.categoryId,
+        bbox: [s.rect[1], s.rect[0], s.rect[3] - s.rect[1], s.rect[2] - s.rect[0]],
+        area: 1,
+        iscrowd: s.iscrowd ?? 0,
+      })),
     })),
     categories: SYNTHETIC_CATEGORIES,
   };

@@ -23,8 +23,26 @@ function shapes(height: number, width: number): Uint8Array[] {
 
 describe('letterboxTransform', () => {
   it('scales the longer side to the target and centres the image', () => {
-    expect(letterboxTransform(20, 30, 32)).toEqual({ target: 32, scale: 32 / 30, contentHeight: 21, contentWidth: 32, padTop: 5, padLeft: 0, height: 20, width: 30 });
-    expect(letterboxTransform(480, 360, 64)).toEqual({ target: 64, scale: 64 / 480, contentHeight: 64, contentWidth: 48, padTop: 0, padLeft: 8, height: 480, width: 360 });
+    expect(letterboxTransform(20, 30, 32)).toEqual({
+      target: 32,
+      scale: 32 / 30,
+      contentHeight: 21,
+      contentWidth: 32,
+      padTop: 5,
+      padLeft: 0,
+      height: 20,
+      width: 30,
+    });
+    expect(letterboxTransform(480, 360, 64)).toEqual({
+      target: 64,
+      scale: 64 / 480,
+      contentHeight: 64,
+      contentWidth: 48,
+      padTop: 0,
+      padLeft: 8,
+      height: 480,
+      width: 360,
+    });
     expect(letterboxTransform(1, 1000, 8).contentHeight).toBe(1);
   });
 
@@ -87,7 +105,7 @@ describe('masksToTarget and unletterbox', () => {
     const canvas = masksToTarget(masks, transform);
     const back = await unletterbox(canvas, transform, { threshold: 0.5 });
     canvas.dispose();
-    back.forEach((mask, j) => expect(maskIoU(mask, masks[j])).toBeGreaterThan(minIoU));
+    for (const [j, mask] of back.entries()) expect(maskIoU(mask, masks[j])).toBeGreaterThan(minIoU);
   });
 
   it('bring logits at a lower resolution back to the original size (threshold 0)', async () => {
@@ -96,7 +114,7 @@ describe('masksToTarget and unletterbox', () => {
     const logits = tf.tidy(() => resize(tf.sub(tf.mul(masksToTarget(masks, transform), 8), 4) as tf.Tensor4D, [32, 32], 'bilinear'));
     const back = await unletterbox(logits, transform);
     logits.dispose();
-    back.forEach((mask, j) => expect(maskIoU(mask, masks[j])).toBeGreaterThan(0.9));
+    for (const [j, mask] of back.entries()) expect(maskIoU(mask, masks[j])).toBeGreaterThan(0.9);
     await expectNoLeak(async () => {
       const t = masksToTarget(masks, transform);
       await unletterbox(t, transform);

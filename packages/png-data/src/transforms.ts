@@ -30,8 +30,10 @@ export interface LetterboxTransform {
  * @throws if `target` is not a positive multiple of 8 or the size is not positive integers.
  */
 export function letterboxTransform(height: number, width: number, target: number): LetterboxTransform {
-  if (!Number.isInteger(target) || target < 8 || target % 8 !== 0) throw new Error(`letterbox: target must be a positive multiple of 8 (the model's stride), got ${target}`);
-  if (!Number.isInteger(height) || !Number.isInteger(width) || height < 1 || width < 1) throw new Error(`letterbox: image size must be positive integers, got ${height}×${width} (H×W)`);
+  if (!Number.isInteger(target) || target < 8 || target % 8 !== 0)
+    throw new Error(`letterbox: target must be a positive multiple of 8 (the model's stride), got ${target}`);
+  if (!Number.isInteger(height) || !Number.isInteger(width) || height < 1 || width < 1)
+    throw new Error(`letterbox: image size must be positive integers, got ${height}×${width} (H×W)`);
   const scale = target / Math.max(height, width);
   const contentHeight = Math.max(1, Math.min(target, Math.round(height * scale)));
   const contentWidth = Math.max(1, Math.min(target, Math.round(width * scale)));
@@ -53,7 +55,8 @@ function padToCanvas(x: tf.Tensor4D, t: LetterboxTransform): tf.Tensor4D {
 /** An RGB image as it is, as a model input: [1, H, W, 3] float32 NHWC in [-1, 1] (pixel / 127.5 − 1). The caller owns the tensor. */
 export function imageTensor(image: RgbImage): tf.Tensor4D {
   const { height, width, data } = image;
-  if (data.length !== height * width * 3) throw new Error(`imageTensor: image data has ${data.length} bytes, expected ${height}×${width}×3 = ${height * width * 3} (RGB)`);
+  if (data.length !== height * width * 3)
+    throw new Error(`imageTensor: image data has ${data.length} bytes, expected ${height}×${width}×3 = ${height * width * 3} (RGB)`);
   return tf.tidy(() => tf.sub(tf.div(tf.tensor4d(Float32Array.from(data), [1, height, width, 3]), 127.5), 1) as tf.Tensor4D);
 }
 
@@ -64,7 +67,8 @@ export function imageTensor(image: RgbImage): tf.Tensor4D {
  */
 export function letterbox(image: RgbImage, target: number): { tensor: tf.Tensor4D; transform: LetterboxTransform } {
   const { height, width, data } = image;
-  if (data.length !== height * width * 3) throw new Error(`letterbox: image data has ${data.length} bytes, expected ${height}×${width}×3 = ${height * width * 3} (RGB)`);
+  if (data.length !== height * width * 3)
+    throw new Error(`letterbox: image data has ${data.length} bytes, expected ${height}×${width}×3 = ${height * width * 3} (RGB)`);
   const transform = letterboxTransform(height, width, target);
   const tensor = tf.tidy(() => padToCanvas(resize(imageTensor(image), [transform.contentHeight, transform.contentWidth], 'bilinear'), transform));
   return { tensor, transform };

@@ -12,11 +12,17 @@ const TINY: Partial<PngDecoderConfig> = { hidden_dim: 16, num_layers: 3, num_hea
 const SIZES = [2, 4, 8];
 
 function inputs(b: number, p: number, seed = 0, inChannels = 16, realPerSample?: number[]) {
-  const pixels: FeatureMap[] = SIZES.map((s, i) => ({ tensor: tf.randomNormal([b, s, s, inChannels], 0, 1, 'float32', seed + i) as tf.Tensor4D, stride: 32 / 2 ** i }));
+  const pixels: FeatureMap[] = SIZES.map((s, i) => ({
+    tensor: tf.randomNormal([b, s, s, inChannels], 0, 1, 'float32', seed + i) as tf.Tensor4D,
+    stride: 32 / 2 ** i,
+  }));
   const maskFeatures = tf.randomNormal([b, 8, 8, 8], 0, 1, 'float32', seed + 5) as tf.Tensor4D;
   const phrases = tf.randomNormal([b, p, 16], 0, 1, 'float32', seed + 6) as tf.Tensor3D;
   const real = realPerSample ?? Array.from({ length: b }, (_, i) => p - (i % 2));
-  const phraseMask = tf.tensor2d(real.flatMap((r) => Array.from({ length: p }, (_, j) => (j < r ? 1 : 0))), [b, p]);
+  const phraseMask = tf.tensor2d(
+    real.flatMap((r) => Array.from({ length: p }, (_, j) => (j < r ? 1 : 0))),
+    [b, p],
+  );
   return { pixels, maskFeatures, phrases, phraseMask };
 }
 type Inputs = ReturnType<typeof inputs>;
@@ -26,11 +32,19 @@ describe('PngDecoderConfig', () => {
   beforeAll(() => setBackend('cpu'));
   it('validates before any weight is allocated', () => {
     const before = tf.memory().numTensors;
-    expect(() => PngDecoder.create({ ...TINY, num_layer: 2 } as Record<string, unknown>)).toThrow("Error in PngDecoderConfig.num_layer: expected a known field (did you mean 'num_layers'?)");
+    expect(() => PngDecoder.create({ ...TINY, num_layer: 2 } as Record<string, unknown>)).toThrow(
+      "Error in PngDecoderConfig.num_layer: expected a known field (did you mean 'num_layers'?)",
+    );
     expect(() => PngDecoder.create({ ...TINY, num_heads: 3 })).toThrow('Error in PngDecoderConfig.num_heads: expected a divisor of hidden_dim (16), got 3');
-    expect(() => PngDecoder.create({ ...TINY, hidden_dim: 18, num_heads: 2 })).toThrow('Error in PngDecoderConfig.hidden_dim: expected a positive multiple of 4');
-    expect(() => PngDecoder.create({ ...TINY, query_pos: 'learned' as 'none' })).toThrow("Error in PngDecoderConfig.query_pos: expected 'linear' or 'none', got \"learned\"");
-    expect(() => PngDecoder.create({ ...TINY, pre_norm: 'yes' as unknown as boolean })).toThrow('Error in PngDecoderConfig.pre_norm: expected a boolean, got "yes"');
+    expect(() => PngDecoder.create({ ...TINY, hidden_dim: 18, num_heads: 2 })).toThrow(
+      'Error in PngDecoderConfig.hidden_dim: expected a positive multiple of 4',
+    );
+    expect(() => PngDecoder.create({ ...TINY, query_pos: 'learned' as 'none' })).toThrow(
+      "Error in PngDecoderConfig.query_pos: expected 'linear' or 'none', got \"learned\"",
+    );
+    expect(() => PngDecoder.create({ ...TINY, pre_norm: 'yes' as unknown as boolean })).toThrow(
+      'Error in PngDecoderConfig.pre_norm: expected a boolean, got "yes"',
+    );
     expect(tf.memory().numTensors).toBe(before);
   });
 });
@@ -43,7 +57,16 @@ describe('PositionEmbeddingSine', () => {
     const ex = (x: number) => ((x + 1) / (4 + e)) * 2 * Math.PI;
     const d2 = 10000 ** (2 / 4);
     const token = 1 * 4 + 2; // y = 1, x = 2
-    const expected = [Math.sin(ey(1)), Math.cos(ey(1)), Math.sin(ey(1) / d2), Math.cos(ey(1) / d2), Math.sin(ex(2)), Math.cos(ex(2)), Math.sin(ex(2) / d2), Math.cos(ex(2) / d2)];
+    const expected = [
+      Math.sin(ey(1)),
+      Math.cos(ey(1)),
+      Math.sin(ey(1) / d2),
+      Math.cos(ey(1) / d2),
+      Math.sin(ex(2)),
+      Math.cos(ex(2)),
+      Math.sin(ex(2) / d2),
+      Math.cos(ex(2) / d2),
+    ];
     expect(maxAbsDiff(t.slice(token * 8, token * 8 + 8), expected)).toBeLessThan(1e-6);
   });
 });
@@ -79,8 +102,12 @@ describe.each(['cpu', 'wasm'] as const)('PngDecoder on %s', (backend) => {
     expect(() => dec.forward({ ...x, phrases: tf.zeros([1, 0, 16]) as tf.Tensor3D, phraseMask: tf.zeros([1, 0]) as tf.Tensor2D })).toThrow(
       'PngDecoder.forward: 0 phrases; expected 1 to max_phrases (5) per narrative',
     );
-    expect(() => dec.forward({ ...x, phrases: tf.zeros([1, 6, 16]) as tf.Tensor3D, phraseMask: tf.ones([1, 6]) as tf.Tensor2D })).toThrow('PngDecoder.forward: 6 phrases; expected 1 to max_phrases (5)');
-    expect(() => dec.forward({ ...x, maskFeatures: tf.zeros([1, 8, 8, 4]) as tf.Tensor4D })).toThrow('maskFeatures must be NHWC [1, H, W, 8] (mask_dim), got [1,8,8,4]');
+    expect(() => dec.forward({ ...x, phrases: tf.zeros([1, 6, 16]) as tf.Tensor3D, phraseMask: tf.ones([1, 6]) as tf.Tensor2D })).toThrow(
+      'PngDecoder.forward: 6 phrases; expected 1 to max_phrases (5)',
+    );
+    expect(() => dec.forward({ ...x, maskFeatures: tf.zeros([1, 8, 8, 4]) as tf.Tensor4D })).toThrow(
+      'maskFeatures must be NHWC [1, H, W, 8] (mask_dim), got [1,8,8,4]',
+    );
     expect(() => dec.forward({ ...x, pixels: x.pixels.slice(0, 2) })).toThrow('expected at least num_feature_levels (3) pixel levels, got 2');
     disposeInputs(x);
     dec.dispose();
@@ -141,7 +168,7 @@ describe('PngDecoder gradients (cpu, float32 central differences)', () => {
       tf.tidy(() => {
         const out = dec.forward(x);
         let s: tf.Tensor = tf.div(tf.sum(tf.mul(out.phrases, probe)), Math.sqrt(probe.size));
-        out.predictions.forEach((p, i) => (s = tf.add(s, tf.div(tf.sum(tf.mul(p, probes[i])), Math.sqrt(p.size)))));
+        for (const [i, p] of out.predictions.entries()) s = tf.add(s, tf.div(tf.sum(tf.mul(p, probes[i])), Math.sqrt(p.size)));
         return s as tf.Scalar;
       });
     const t0 = Date.now();
@@ -151,7 +178,9 @@ describe('PngDecoder gradients (cpu, float32 central differences)', () => {
     const results = await gradCheck(f, dec.trainableVariables(), { entries: 20, eps: 1e-3, seed: 5, minGrad: 2e-2 });
     const errs = results.map((r) => r.relError).sort((a, b) => a - b);
     // eslint-disable-next-line no-console
-    console.log(`PngDecoder gradcheck (${label}): ${results.length} entries, max rel err ${errs[errs.length - 1].toExponential(2)}, median ${errs[errs.length >> 1].toExponential(2)}, ${results.filter((r) => r.kink).length} at a kink, ${Date.now() - t0} ms`);
+    console.log(
+      `PngDecoder gradcheck (${label}): ${results.length} entries, max rel err ${errs[errs.length - 1].toExponential(2)}, median ${errs[errs.length >> 1].toExponential(2)}, ${results.filter((r) => r.kink).length} at a kink, ${Date.now() - t0} ms`,
+    );
     expect(results.filter((r) => r.kink).length).toBeLessThanOrEqual(3);
     expect(errs[errs.length - 1]).toBeLessThan(2e-2);
     expect(errs[errs.length >> 1]).toBeLessThan(2e-3);

@@ -6,7 +6,21 @@
 // mask logits [B, H, W, P] by one matMul; the attention mask is thresholded on the logits
 // (σ(m) < 0.5 ⟺ m < 0) with tf.step, whose gradient is 0 (Mask2Former's `.detach()`).
 import * as tf from '@tensorflow/tfjs-core';
-import { Conv2d, Embedding, LayerNorm, Linear, MASKED_LOGIT, WeightScope, keyMaskBias, openModule, openModuleFiles, saveModule, type FeatureMap, type ModuleFiles, ParameterModule } from '@png/core';
+import {
+  Conv2d,
+  Embedding,
+  LayerNorm,
+  Linear,
+  MASKED_LOGIT,
+  WeightScope,
+  keyMaskBias,
+  openModule,
+  openModuleFiles,
+  saveModule,
+  type FeatureMap,
+  type ModuleFiles,
+  ParameterModule,
+} from '@png/core';
 import { resolvePngDecoderConfig, type PngDecoderConfig } from './config';
 import { CrossAttentionLayer, FFNLayer, MLP, SelfAttentionLayer } from './layers';
 import { positionEmbeddingSine } from './position_encoding';
@@ -59,8 +73,12 @@ export class PngDecoder extends ParameterModule {
     const c = config;
     this.config = c;
     for (let i = 0; i < c.num_layers; i++) {
-      this.transformer_self_attention_layers.push(new SelfAttentionLayer(scope.pp('transformer_self_attention_layers').pp(i), c.hidden_dim, c.num_heads, c.pre_norm));
-      this.transformer_cross_attention_layers.push(new CrossAttentionLayer(scope.pp('transformer_cross_attention_layers').pp(i), c.hidden_dim, c.num_heads, c.pre_norm));
+      this.transformer_self_attention_layers.push(
+        new SelfAttentionLayer(scope.pp('transformer_self_attention_layers').pp(i), c.hidden_dim, c.num_heads, c.pre_norm),
+      );
+      this.transformer_cross_attention_layers.push(
+        new CrossAttentionLayer(scope.pp('transformer_cross_attention_layers').pp(i), c.hidden_dim, c.num_heads, c.pre_norm),
+      );
       this.transformer_ffn_layers.push(new FFNLayer(scope.pp('transformer_ffn_layers').pp(i), c.hidden_dim, c.dim_feedforward, c.pre_norm));
     }
     this.decoder_norm = new LayerNorm(scope.pp('decoder_norm'), c.hidden_dim, 1e-5);
@@ -171,24 +189,24 @@ export class PngDecoder extends ParameterModule {
     return { mask, attnBias: tf.reshape(tf.mul(tf.mul(masked, open), MASKED_LOGIT), [b, 1, p, ah * aw]) }; // [B, 1, P, HW]
   }
 
-
-
-
-
-
   private checkInputs({ pixels, maskFeatures, phrases, phraseMask }: PngDecoderInputs): void {
     const c = this.config;
     const where = 'PngDecoder.forward';
-    if (phrases.rank !== 3 || phrases.shape[2] !== c.hidden_dim) throw new Error(`${where}: phrases must be [B, P, ${c.hidden_dim}] (hidden_dim), got [${phrases.shape}]`);
+    if (phrases.rank !== 3 || phrases.shape[2] !== c.hidden_dim)
+      throw new Error(`${where}: phrases must be [B, P, ${c.hidden_dim}] (hidden_dim), got [${phrases.shape}]`);
     const [b, p] = phrases.shape;
     if (p === 0 || p > c.max_phrases) throw new Error(`${where}: ${p} phrases; expected 1 to max_phrases (${c.max_phrases}) per narrative`);
-    if (phraseMask.rank !== 2 || phraseMask.shape[0] !== b || phraseMask.shape[1] !== p) throw new Error(`${where}: phraseMask must be [${b}, ${p}] like phrases [${phrases.shape}], got [${phraseMask.shape}]`);
-    if (pixels.length < c.num_feature_levels) throw new Error(`${where}: expected at least num_feature_levels (${c.num_feature_levels}) pixel levels, got ${pixels.length}`);
+    if (phraseMask.rank !== 2 || phraseMask.shape[0] !== b || phraseMask.shape[1] !== p)
+      throw new Error(`${where}: phraseMask must be [${b}, ${p}] like phrases [${phrases.shape}], got [${phraseMask.shape}]`);
+    if (pixels.length < c.num_feature_levels)
+      throw new Error(`${where}: expected at least num_feature_levels (${c.num_feature_levels}) pixel levels, got ${pixels.length}`);
     pixels.slice(0, c.num_feature_levels).forEach((f, l) => {
       const s = f.tensor.shape;
-      if (f.tensor.rank !== 4 || s[0] !== b || s[3] !== c.in_channels) throw new Error(`${where}: pixels[${l}] must be NHWC [${b}, H, W, ${c.in_channels}] (in_channels), got [${s}]`);
+      if (f.tensor.rank !== 4 || s[0] !== b || s[3] !== c.in_channels)
+        throw new Error(`${where}: pixels[${l}] must be NHWC [${b}, H, W, ${c.in_channels}] (in_channels), got [${s}]`);
     });
     const m = maskFeatures.shape;
-    if (maskFeatures.rank !== 4 || m[0] !== b || m[3] !== c.mask_dim) throw new Error(`${where}: maskFeatures must be NHWC [${b}, H, W, ${c.mask_dim}] (mask_dim), got [${m}]`);
+    if (maskFeatures.rank !== 4 || m[0] !== b || m[3] !== c.mask_dim)
+      throw new Error(`${where}: maskFeatures must be NHWC [${b}, H, W, ${c.mask_dim}] (mask_dim), got [${m}]`);
   }
 }

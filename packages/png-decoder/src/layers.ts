@@ -49,7 +49,12 @@ export class SelfAttentionLayer {
   readonly self_attn: MultiheadAttention;
   readonly norm: LayerNorm;
 
-  constructor(scope: WeightScope, dModel: number, nhead: number, readonly normalizeBefore: boolean) {
+  constructor(
+    scope: WeightScope,
+    dModel: number,
+    nhead: number,
+    readonly normalizeBefore: boolean,
+  ) {
     this.self_attn = new MultiheadAttention(scope.pp('self_attn'), dModel, nhead);
     this.norm = new LayerNorm(scope.pp('norm'), dModel, LN_EPS);
   }
@@ -70,7 +75,12 @@ export class CrossAttentionLayer {
   readonly multihead_attn: MultiheadAttention;
   readonly norm: LayerNorm;
 
-  constructor(scope: WeightScope, dModel: number, nhead: number, readonly normalizeBefore: boolean) {
+  constructor(
+    scope: WeightScope,
+    dModel: number,
+    nhead: number,
+    readonly normalizeBefore: boolean,
+  ) {
     this.multihead_attn = new MultiheadAttention(scope.pp('multihead_attn'), dModel, nhead);
     this.norm = new LayerNorm(scope.pp('norm'), dModel, LN_EPS);
   }
@@ -91,7 +101,12 @@ export class FFNLayer {
   readonly linear2: Linear;
   readonly norm: LayerNorm;
 
-  constructor(scope: WeightScope, dModel: number, dimFeedforward: number, readonly normalizeBefore: boolean) {
+  constructor(
+    scope: WeightScope,
+    dModel: number,
+    dimFeedforward: number,
+    readonly normalizeBefore: boolean,
+  ) {
     this.linear1 = new Linear(scope.pp('linear1'), dModel, dimFeedforward);
     this.linear2 = new Linear(scope.pp('linear2'), dimFeedforward, dModel);
     this.norm = new LayerNorm(scope.pp('norm'), dModel, LN_EPS);

@@ -6,7 +6,10 @@ import { gradCheck } from '@png/core/testing';
 
 /** Reference in plain JS (Mask2Former's sigmoid_ce_loss mean + dice_loss), one phrase. */
 function reference(x: number[], t: number[]): { bce: number; dice: number } {
-  let ce = 0, st = 0, s = 0, tt = 0;
+  let ce = 0,
+    st = 0,
+    s = 0,
+    tt = 0;
   x.forEach((v, i) => {
     const sig = 1 / (1 + Math.exp(-v));
     ce += -(t[i] * Math.log(sig) + (1 - t[i]) * Math.log(1 - sig));
@@ -32,11 +35,16 @@ describe.each(['cpu', 'wasm'] as const)('mask losses on %s', (backend) => {
       [0, 0, 1, 1],
       [0, 1, 0, 1],
     ];
-    const nhwc = (a: number[][]) => tf.tensor4d([0, 1, 2, 3].flatMap((px) => a.map((row) => row[px])), [1, 2, 2, 3]);
+    const nhwc = (a: number[][]) =>
+      tf.tensor4d(
+        [0, 1, 2, 3].flatMap((px) => a.map((row) => row[px])),
+        [1, 2, 2, 3],
+      );
     const logits = nhwc(x);
     const targets = nhwc(t);
     const mask = tf.tensor2d([[1, 1, 0]]);
-    const r0 = reference(x[0], t[0]), r1 = reference(x[1], t[1]);
+    const r0 = reference(x[0], t[0]),
+      r1 = reference(x[1], t[1]);
     const expected = (r0.bce + r0.dice + r1.bce + r1.dice) / 2;
     const loss = maskLoss(logits, targets, mask);
     expect((await loss.data())[0]).toBeCloseTo(expected, 5);

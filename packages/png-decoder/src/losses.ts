@@ -18,7 +18,9 @@ function checkShapes(where: string, logits: tf.Tensor, targets: tf.Tensor, phras
   const [b, , , p] = logits.shape;
   if (logits.rank !== 4) throw new Error(`${where}: logits must be [B, H, W, P], got [${logits.shape}]`);
   if (targets.rank !== 4 || targets.shape[0] !== b || targets.shape[3] !== p) {
-    throw new Error(`${where}: targets [${targets.shape}] do not match logits [${logits.shape}]; expected [${b}, H, W, ${p}] (any H, W: logits are resized to the targets)`);
+    throw new Error(
+      `${where}: targets [${targets.shape}] do not match logits [${logits.shape}]; expected [${b}, H, W, ${p}] (any H, W: logits are resized to the targets)`,
+    );
   }
   if (phraseMask.rank !== 2 || phraseMask.shape[0] !== b || phraseMask.shape[1] !== p) {
     throw new Error(`${where}: phraseMask [${phraseMask.shape}] does not match logits [${logits.shape}]; expected [${b}, ${p}]`);
@@ -76,5 +78,8 @@ export function deepSupervisionLoss(
   if (predictions.length === 0) throw new Error('deepSupervisionLoss: no predictions');
   const lw = weights.layer_weights ?? predictions.map(() => 1);
   if (lw.length !== predictions.length) throw new Error(`deepSupervisionLoss: ${lw.length} layer_weights for ${predictions.length} predictions`);
-  return tf.tidy('deepSupervisionLoss', () => predictions.map((p, l) => tf.mul(maskLoss(p, targets, phraseMask, weights), lw[l])).reduce((a, b) => tf.add(a, b)) as tf.Scalar);
+  return tf.tidy(
+    'deepSupervisionLoss',
+    () => predictions.map((p, l) => tf.mul(maskLoss(p, targets, phraseMask, weights), lw[l])).reduce((a, b) => tf.add(a, b)) as tf.Scalar,
+  );
 }

@@ -10,7 +10,12 @@ const cache = new Map<string, Float32Array>();
  * [pos_y (numPosFeats) | pos_x (numPosFeats)], each [sin(e/t₀), cos(e/t₀), sin(e/t₂), cos(e/t₂), …],
  * t_k = temperature^(2⌊k/2⌋/numPosFeats), e = cumsum / (last + 1e-6) · scale when `normalize`.
  */
-export function positionEmbeddingSineTable(h: number, w: number, numPosFeats: number, options: { temperature?: number; normalize?: boolean; scale?: number } = {}): Float32Array {
+export function positionEmbeddingSineTable(
+  h: number,
+  w: number,
+  numPosFeats: number,
+  options: { temperature?: number; normalize?: boolean; scale?: number } = {},
+): Float32Array {
   const { temperature = 10000, normalize = true, scale = 2 * Math.PI } = options;
   const key = `${h}/${w}/${numPosFeats}/${temperature}/${normalize}/${scale}`;
   const hit = cache.get(key);

@@ -1,6 +1,7 @@
 // MLMA → PngDecoder → deep-supervision loss, trained end to end on one fixed synthetic batch.
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend, type FeatureMap } from '@png/core';
+import { expectDefined } from '@png/core/testing';
 import { MultiLevelMutualAggregation } from '@png/mlma';
 import { PngDecoder, deepSupervisionLoss } from './index';
 
@@ -18,9 +19,18 @@ describe.each(['wasm'] as const)('MLMA + PngDecoder stack on %s', (backend) => {
   beforeAll(() => setBackend(backend));
 
   it('overfits a fixed synthetic batch (loss falls ≥ 90% within 100 adam steps) without leaking', async () => {
-    const mlma = MultiLevelMutualAggregation.create({ image_channels: [8, 8, 8], image_strides: [32, 16, 8], phrase_dim: 12, hidden_dim: 16, num_heads: 2, norm_groups: 4, mask_dim: 16 }, { seed: 1 });
-    const decoder = PngDecoder.create({ hidden_dim: 16, num_layers: 2, num_heads: 2, dim_feedforward: 32, mask_dim: 16, in_channels: 16, max_phrases: 4 }, { seed: 2 });
-    const images: FeatureMap[] = [2, 4, 8].map((s, i) => ({ tensor: tf.randomNormal([1, s, s, 8], 0, 1, 'float32', 10 + i) as tf.Tensor4D, stride: 32 / 2 ** i }));
+    const mlma = MultiLevelMutualAggregation.create(
+      { image_channels: [8, 8, 8], image_strides: [32, 16, 8], phrase_dim: 12, hidden_dim: 16, num_heads: 2, norm_groups: 4, mask_dim: 16 },
+      { seed: 1 },
+    );
+    const decoder = PngDecoder.create(
+      { hidden_dim: 16, num_layers: 2, num_heads: 2, dim_feedforward: 32, mask_dim: 16, in_channels: 16, max_phrases: 4 },
+      { seed: 2 },
+    );
+    const images: FeatureMap[] = [2, 4, 8].map((s, i) => ({
+      tensor: tf.randomNormal([1, s, s, 8], 0, 1, 'float32', 10 + i) as tf.Tensor4D,
+      stride: 32 / 2 ** i,
+    }));
     const phrases = tf.randomNormal([1, 3, 12], 0, 1, 'float32', 20) as tf.Tensor3D;
     const phraseMask = tf.tensor2d([[1, 1, 0]]);
     const targets = squareTargets();
@@ -37,7 +47,7 @@ describe.each(['wasm'] as const)('MLMA + PngDecoder stack on %s', (backend) => {
     const t0 = Date.now();
     let steps = 0;
     for (; steps < 100; steps++) {
-      const loss = optimizer.minimize(lossFn, true, vars)!;
+      const loss = expectDefined(optimizer.minimize(lossFn, true, vars), 'the returned loss');
       losses.push((await loss.data())[0]);
       loss.dispose();
       live.push(tf.memory().numTensors);
@@ -45,7 +55,9 @@ describe.each(['wasm'] as const)('MLMA + PngDecoder stack on %s', (backend) => {
     }
     const ms = Date.now() - t0;
     // eslint-disable-next-line no-console
-    console.log(`stack overfit on ${backend}: loss ${losses[0].toFixed(4)} → ${losses[losses.length - 1].toFixed(4)} in ${losses.length} steps (${(ms / losses.length).toFixed(0)} ms/step), ${vars.length} variables, ${mlma.numParameters() + decoder.numParameters()} parameters`);
+    console.log(
+      `stack overfit on ${backend}: loss ${losses[0].toFixed(4)} → ${losses[losses.length - 1].toFixed(4)} in ${losses.length} steps (${(ms / losses.length).toFixed(0)} ms/step), ${vars.length} variables, ${mlma.numParameters() + decoder.numParameters()} parameters`,
+    );
     expect(losses[losses.length - 1]).toBeLessThanOrEqual(0.1 * losses[0]);
     // adam's slots exist after the first step; from then on the live tensor count is constant
     expect(new Set(live.slice(1)).size).toBe(1);

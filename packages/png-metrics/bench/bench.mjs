@@ -38,7 +38,9 @@ function stateOf(images, perImage) {
 }
 const evaluator = PngEvaluator.fromJSON(stateOf(PHRASES / 5, 5));
 const full = time(() => evaluator.evaluate());
-console.log(`PngEvaluator.evaluate(), ${PHRASES.toLocaleString('en-US')} phrases, 5 groups + 3 sizes + 7 phrase types with recall curves: ${full.ms.toFixed(0)} ms`);
+console.log(
+  `PngEvaluator.evaluate(), ${PHRASES.toLocaleString('en-US')} phrases, 5 groups + 3 sizes + 7 phrase types with recall curves: ${full.ms.toFixed(0)} ms`,
+);
 
 const small = PngEvaluator.fromJSON(stateOf(300, 5));
 const plain = time(() => small.evaluate());
@@ -49,17 +51,23 @@ console.log(`pairedBootstrap, same: ${paired.ms.toFixed(0)} ms`);
 const large = PngEvaluator.fromJSON(stateOf(10_000, 5));
 const largePlain = time(() => large.evaluate());
 const largeBoot = time(() => large.evaluate({ bootstrap: { resamples: 1000 } }));
-console.log(`bootstrap, 10,000 images × 5 phrases, 15 groups, 1000 resamples: ${(largeBoot.ms - largePlain.ms).toFixed(0)} ms (O(resamples × groups × images))`);
+console.log(
+  `bootstrap, 10,000 images × 5 phrases, 15 groups, 1000 resamples: ${(largeBoot.ms - largePlain.ms).toFixed(0)} ms (O(resamples × groups × images))`,
+);
 
 const SIZE = 512;
 const PIXELS = SIZE * SIZE;
 /** A blob-like binary mask: a random axis-aligned ellipse. */
 function ellipseMask() {
   const mask = new Uint8Array(PIXELS);
-  const cy = random() * SIZE, cx = random() * SIZE, ry = 20 + random() * 150, rx = 20 + random() * 150;
-  for (let y = 0; y < SIZE; y++) for (let x = 0; x < SIZE; x++) {
-    if (((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2 <= 1) mask[y * SIZE + x] = 1;
-  }
+  const cy = random() * SIZE,
+    cx = random() * SIZE,
+    ry = 20 + random() * 150,
+    rx = 20 + random() * 150;
+  for (let y = 0; y < SIZE; y++)
+    for (let x = 0; x < SIZE; x++) {
+      if (((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2 <= 1) mask[y * SIZE + x] = 1;
+    }
   return mask;
 }
 const SAMPLES = 50;
@@ -68,7 +76,12 @@ const samples = Array.from({ length: SAMPLES }, (_, s) => ({
   label: `sample ${s}`,
   height: SIZE,
   width: SIZE,
-  phrases: Array.from({ length: PHRASES_PER_SAMPLE }, (_, k) => ({ label: `sample ${s} phrase ${k}`, isThing: k % 2 === 0, isPlural: k % 3 === 0, mask: ellipseMask() })),
+  phrases: Array.from({ length: PHRASES_PER_SAMPLE }, (_, k) => ({
+    label: `sample ${s} phrase ${k}`,
+    isThing: k % 2 === 0,
+    isPlural: k % 3 === 0,
+    mask: ellipseMask(),
+  })),
 }));
 const binary = samples.map((sample) => sample.phrases.map(() => ellipseMask()));
 const kinds = {
@@ -80,7 +93,11 @@ for (const [kind, predictions] of Object.entries(kinds)) {
   const evaluator = new PngEvaluator();
   evaluator.process(samples[0], predictions[0]); // warm-up
   evaluator.reset();
-  const run = time(() => samples.forEach((sample, s) => evaluator.process(sample, predictions[s])));
+  const run = time(() => {
+    for (const [s, sample] of samples.entries()) evaluator.process(sample, predictions[s]);
+  });
   const phrases = SAMPLES * PHRASES_PER_SAMPLE;
-  console.log(`PngEvaluator.process, ${SIZE}×${SIZE}, ${kind}: ${((phrases / run.ms) * 1000).toFixed(0)} phrases/s (${phrases} phrases in ${run.ms.toFixed(0)} ms)`);
+  console.log(
+    `PngEvaluator.process, ${SIZE}×${SIZE}, ${kind}: ${((phrases / run.ms) * 1000).toFixed(0)} phrases/s (${phrases} phrases in ${run.ms.toFixed(0)} ms)`,
+  );
 }

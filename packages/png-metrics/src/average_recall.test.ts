@@ -83,16 +83,26 @@ function randomIoU(random: () => number): number {
     return Math.floor(random() * (den + 1)) / den;
   };
   switch (Math.floor(random() * 10)) {
-    case 0: return 0;
-    case 1: return 1;
-    case 2: return NaN;
-    case 3: return Math.fround(fraction());
-    case 4: return fraction();
-    case 5: return grid();
-    case 6: return adjacentDouble(grid() || 1e-5, random() < 0.5 ? 1 : -1);
-    case 7: return Math.fround(grid());
-    case 8: return Math.fround(random());
-    default: return random();
+    case 0:
+      return 0;
+    case 1:
+      return 1;
+    case 2:
+      return NaN;
+    case 3:
+      return Math.fround(fraction());
+    case 4:
+      return fraction();
+    case 5:
+      return grid();
+    case 6:
+      return adjacentDouble(grid() || 1e-5, random() < 0.5 ? 1 : -1);
+    case 7:
+      return Math.fround(grid());
+    case 8:
+      return Math.fround(random());
+    default:
+      return random();
   }
 }
 
@@ -193,7 +203,9 @@ describe('recallContribution (the sum form the bootstrap uses)', () => {
     }
     expect(worst).toBeLessThan(1e-12); // measured 6.3e-13: the rounding of the official 99 999-term sum
     // example 1: the sum form gives 1.5667 / 4 = 0.391675; the official sum carries 2.1e-13 of rounding
-    expect(sumForm([0.6666666865348816, 0.5, 0.4000000059604645, 0])).toBe((recallThreshold(66667) + recallThreshold(50001) + recallThreshold(40001) + recallThreshold(1)) / 4);
+    expect(sumForm([0.6666666865348816, 0.5, 0.4000000059604645, 0])).toBe(
+      (recallThreshold(66667) + recallThreshold(50001) + recallThreshold(40001) + recallThreshold(1)) / 4,
+    );
     expect(Math.abs(sumForm([0.6666666865348816, 0.5, 0.4000000059604645, 0]) - 0.39167500000021316)).toBeLessThan(1e-12);
   });
 });

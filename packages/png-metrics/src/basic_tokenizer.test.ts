@@ -5,7 +5,23 @@ const words = (text: string): string[] => basicTokenize(text).map((t) => t.text)
 
 describe('basicTokenize (BERT basic tokenisation)', () => {
   test('the caption of the real record quoted in PPMN pre_process.py', () => {
-    expect(words('In this picture we can able to see a black bear on this tree.')).toEqual(['in', 'this', 'picture', 'we', 'can', 'able', 'to', 'see', 'a', 'black', 'bear', 'on', 'this', 'tree', '.']);
+    expect(words('In this picture we can able to see a black bear on this tree.')).toEqual([
+      'in',
+      'this',
+      'picture',
+      'we',
+      'can',
+      'able',
+      'to',
+      'see',
+      'a',
+      'black',
+      'bear',
+      'on',
+      'this',
+      'tree',
+      '.',
+    ]);
   });
 
   test('lower-cases, strips accents and splits every punctuation character off', () => {

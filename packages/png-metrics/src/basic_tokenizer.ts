@@ -45,6 +45,7 @@ export function basicTokenize(text: string): BasicToken[] {
     piece = [];
   };
   for (let i = 0; i < text.length; ) {
+    // biome-ignore lint/style/noNonNullAssertion: i < text.length, so codePointAt(i) is a number
     const codePoint = text.codePointAt(i)!;
     const char = String.fromCodePoint(codePoint);
     const source = { char, start: i, end: i + char.length };
@@ -115,7 +116,7 @@ function isWhiteSpace(char: string): boolean {
 
 /** ASCII non-alphanumerics (`$`, `^`, `` ` `` included) and Unicode category P*. */
 function isPunctuation(char: string): boolean {
-  const c = char.codePointAt(0)!;
+  const c = char.charCodeAt(0); // the ASCII ranges below are single code units
   if ((c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126)) return true;
   return /^\p{P}$/u.test(char);
 }

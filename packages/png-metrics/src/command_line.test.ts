@@ -100,7 +100,21 @@ describe('png-metrics evaluate', () => {
   test('--split, --report, --plot and --progress', () => {
     const report = path.join(dir, 'results', 'report.json');
     const plot = path.join(dir, 'results', 'figure.svg');
-    const { code, stdout, stderr } = run(['evaluate', `--gt=${dir}`, '--split', 'val2017', '--pred', predictions, '--report', report, '--plot', plot, '--progress', '--curve-points', '11']);
+    const { code, stdout, stderr } = run([
+      'evaluate',
+      `--gt=${dir}`,
+      '--split',
+      'val2017',
+      '--pred',
+      predictions,
+      '--report',
+      report,
+      '--plot',
+      plot,
+      '--progress',
+      '--curve-points',
+      '11',
+    ]);
     expect(code).toBe(0);
     expect(stdout).toMatch(/^overall\s+87\.5\s+87\.5\s+8\s+\[[\d.]+, [\d.]+\]$/m);
     expect(stderr).toContain('\rphrases [');
@@ -115,7 +129,10 @@ describe('png-metrics evaluate', () => {
   });
 
   test('size and tag groups and bootstrap intervals in the table, --json and the report', () => {
-    const tagged = TINY_RECORDS.map((record) => ({ ...record, segments: record.segments.map((c) => (c.noun && c.segment_ids.length ? { ...c, phrase_type: c.segment_ids.length > 1 ? 'plural-subset' : 'unary' } : c)) }));
+    const tagged = TINY_RECORDS.map((record) => ({
+      ...record,
+      segments: record.segments.map((c) => (c.noun && c.segment_ids.length ? { ...c, phrase_type: c.segment_ids.length > 1 ? 'plural-subset' : 'unary' } : c)),
+    }));
     const taggedDir = writeTinyDataset(tagged);
     try {
       const args = ['evaluate', '--gt', taggedDir, '--pred', predictions, '--size-thresholds', '5,9'];
@@ -175,7 +192,7 @@ describe('png-metrics evaluate', () => {
     writeFileSync(file, JSON.stringify([{ record_index: 0, image_id: 1, phrases: [] }]));
     const { code, stderr } = run(['evaluate', '--gt', dir, '--pred', file]);
     expect(code).toBe(1);
-    expect(stderr).toContain('bad_predictions.json: entry 0, field image_id: expected the record\'s image_id string, got 1');
+    expect(stderr).toContain("bad_predictions.json: entry 0, field image_id: expected the record's image_id string, got 1");
   });
 });
 
@@ -200,7 +217,9 @@ describe('usage', () => {
     expect(run(['ar', 'a.json', '--bogus']).stderr).toContain('unknown option --bogus for "ar"');
     expect(run(['ar']).stderr).toContain('expected one phrase-masks file, got 0');
     expect(run(['ar', path.join(FIXTURES, 'ex1_basic.json'), '--curve-points', 'many']).code).toBe(2);
-    expect(run(['ar', path.join(FIXTURES, 'ex1_basic.json'), '--size-thresholds', '9']).stderr).toContain('--size-thresholds: size thresholds are two areas in pixels, SMALL,MEDIUM');
+    expect(run(['ar', path.join(FIXTURES, 'ex1_basic.json'), '--size-thresholds', '9']).stderr).toContain(
+      '--size-thresholds: size thresholds are two areas in pixels, SMALL,MEDIUM',
+    );
     expect(run(['ar', path.join(FIXTURES, 'ex1_basic.json'), '--bootstrap', '-1']).stderr).toContain('--bootstrap must be an integer >= 0, got -1');
     expect(run(['ar', path.join(FIXTURES, 'ex1_basic.json'), '--confidence', '95']).code).toBe(2);
   });

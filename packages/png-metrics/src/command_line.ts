@@ -114,7 +114,10 @@ function required(args: ParsedArgs, name: string, command: string): string {
 
 /** The groups and bootstrap asked for on the command line. */
 function evaluateOptions(args: ParsedArgs): PngEvaluateOptions {
-  const groupBy = args.values.get('--group-by')?.split(',').map((key) => key.trim());
+  const groupBy = args.values
+    .get('--group-by')
+    ?.split(',')
+    .map((key) => key.trim());
   if (groupBy?.some((key) => key === '')) throw new UsageError(`--group-by takes comma-separated tag keys, got "${args.values.get('--group-by')}"`);
   const thresholdsText = args.values.get('--size-thresholds');
   let sizeThresholds: [number, number] | undefined;

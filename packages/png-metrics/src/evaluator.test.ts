@@ -105,7 +105,15 @@ describe('PngEvaluator', () => {
   });
 
   test('fromJSON rejects malformed states with the field named', () => {
-    const good = { format: 'png-metrics/evaluator-state', version: 2, ious: [0.5, null], flags: [1, 2], areas: [4, 0], tags: { phrase_type: ['unary', null] }, samples: [{ label: 's', image_id: 7, phrases: 2 }] };
+    const good = {
+      format: 'png-metrics/evaluator-state',
+      version: 2,
+      ious: [0.5, null],
+      flags: [1, 2],
+      areas: [4, 0],
+      tags: { phrase_type: ['unary', null] },
+      samples: [{ label: 's', image_id: 7, phrases: 2 }],
+    };
     expect(PngEvaluator.fromJSON(good).phraseCount).toBe(2);
     expect(() => PngEvaluator.fromJSON({ ...good, format: 'x' })).toThrow(/field format/);
     expect(() => PngEvaluator.fromJSON({ ...good, version: 1 })).toThrow(/field version: expected 2/);
@@ -114,7 +122,9 @@ describe('PngEvaluator', () => {
     expect(() => PngEvaluator.fromJSON({ ...good, flags: [1, 4] })).toThrow(/field flags\[1\]: expected an integer 0..3/);
     expect(() => PngEvaluator.fromJSON({ ...good, areas: [4, -1] })).toThrow(/field areas\[1\]: expected a finite number/);
     expect(() => PngEvaluator.fromJSON({ ...good, tags: { phrase_type: ['unary', 3] } })).toThrow(/field tags.phrase_type\[1\]: expected a string or null/);
-    expect(() => PngEvaluator.fromJSON({ ...good, samples: [{ label: 's', image_id: 7, phrases: 1 }] })).toThrow(/field samples: expected phrase counts summing to 2/);
+    expect(() => PngEvaluator.fromJSON({ ...good, samples: [{ label: 's', image_id: 7, phrases: 1 }] })).toThrow(
+      /field samples: expected phrase counts summing to 2/,
+    );
     expect(() => PngEvaluator.fromJSON([])).toThrow(/field \(root\)/);
   });
 });
@@ -122,14 +132,32 @@ describe('PngEvaluator', () => {
 describe('size and tag groups', () => {
   // 4×4 masks, row-major; `rows(n)` = the first n pixels set
   const first = (n: number) => Uint8Array.from({ length: 16 }, (_, k) => (k < n ? 1 : 0));
-  const phrase = (label: string, area: number, tags?: Record<string, string>) => ({ label, isThing: true, isPlural: false, mask: first(area), ...(tags ? { tags } : {}) });
+  const phrase = (label: string, area: number, tags?: Record<string, string>) => ({
+    label,
+    isThing: true,
+    isPlural: false,
+    mask: first(area),
+    ...(tags ? { tags } : {}),
+  });
   const samples: { sample: PngSample; prediction: Uint8Array[] }[] = [
     {
-      sample: { label: 'a', imageId: 1, height: 4, width: 4, phrases: [phrase('a0', 2, { phrase_type: 'unary' }), phrase('a1', 6, { phrase_type: 'binding', twins: '2' }), phrase('a2', 12)] },
+      sample: {
+        label: 'a',
+        imageId: 1,
+        height: 4,
+        width: 4,
+        phrases: [phrase('a0', 2, { phrase_type: 'unary' }), phrase('a1', 6, { phrase_type: 'binding', twins: '2' }), phrase('a2', 12)],
+      },
       prediction: [first(2), first(3), first(0)], // IoU 1, 1/2, 0
     },
     {
-      sample: { label: 'b', imageId: 2, height: 4, width: 4, phrases: [phrase('b0', 4, { phrase_type: 'binding' }), phrase('b1', 9, { phrase_type: 'twin-size', twins: '2' })] },
+      sample: {
+        label: 'b',
+        imageId: 2,
+        height: 4,
+        width: 4,
+        phrases: [phrase('b0', 4, { phrase_type: 'binding' }), phrase('b1', 9, { phrase_type: 'twin-size', twins: '2' })],
+      },
       prediction: [first(4), first(3)], // IoU 1, 1/3
     },
   ];
@@ -169,7 +197,8 @@ describe('size and tag groups', () => {
     for (const { sample, prediction } of cases) plain.process(sample, prediction);
     expect(plain.evaluate().byTag).toEqual({});
     const reference = new PngEvaluator();
-    for (const { sample, prediction } of cases) reference.process({ ...sample, phrases: sample.phrases.map((p, k) => ({ ...p, tags: { phrase_type: `t${k}` } })) }, prediction);
+    for (const { sample, prediction } of cases)
+      reference.process({ ...sample, phrases: sample.phrases.map((p, k) => ({ ...p, tags: { phrase_type: `t${k}` } })) }, prediction);
     expectSameBits(reference.evaluate({ bootstrap: { resamples: 10 } }), plain.evaluate());
   });
 

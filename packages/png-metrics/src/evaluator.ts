@@ -1,5 +1,13 @@
 import { averageRecall, summarizeRecall, type RecallSummary } from './average_recall';
-import { bootstrapIntervals, bootstrapSettings, imageTotals, pairedBootstrapIntervals, type BootstrapOptions, type BootstrapSettings, type ConfidenceInterval } from './bootstrap';
+import {
+  bootstrapIntervals,
+  bootstrapSettings,
+  imageTotals,
+  pairedBootstrapIntervals,
+  type BootstrapOptions,
+  type BootstrapSettings,
+  type ConfidenceInterval,
+} from './bootstrap';
 import { maskIoU, type Mask } from './iou';
 import { fieldError, isRecord } from './json_input';
 import { decodeRle, type CocoRle } from './rle';
@@ -225,7 +233,9 @@ export class PngEvaluator {
    */
   process(sample: PngSample, prediction: readonly PredictedMask[]): void {
     if (prediction.length !== sample.phrases.length) {
-      throw new Error(`${sample.label}: got ${prediction.length} predicted masks for ${sample.phrases.length} phrases; give one mask per phrase, in phrase order`);
+      throw new Error(
+        `${sample.label}: got ${prediction.length} predicted masks for ${sample.phrases.length} phrases; give one mask per phrase, in phrase order`,
+      );
     }
     const pixels = sample.height * sample.width;
     const scored = sample.phrases.map((phrase, k) => {
@@ -272,7 +282,17 @@ export class PngEvaluator {
     this.samples.forEach((sample, s) => {
       for (let phrase = 0; phrase < sample.phrases; phrase++, k++) {
         const f = this.flags[k];
-        scores.push({ sample: s, sampleLabel: sample.label, imageId: sample.imageId, phrase, iou: this.ious[k], isThing: (f & THING) !== 0, isPlural: (f & PLURAL) !== 0, area: this.areas[k], tags: this.tags[k] });
+        scores.push({
+          sample: s,
+          sampleLabel: sample.label,
+          imageId: sample.imageId,
+          phrase,
+          iou: this.ious[k],
+          isThing: (f & THING) !== 0,
+          isPlural: (f & PLURAL) !== 0,
+          area: this.areas[k],
+          tags: this.tags[k],
+        });
       }
     });
     return scores;
@@ -297,7 +317,8 @@ export class PngEvaluator {
     const where = 'evaluator state';
     if (!isRecord(state)) throw fieldError(where, '(root)', 'an object from PngEvaluator.toJSON()', state);
     if (state.format !== STATE_FORMAT) throw fieldError(where, 'format', JSON.stringify(STATE_FORMAT), state.format);
-    if (state.version !== 2) throw fieldError(where, 'version', '2 (a state written by this version of png-metrics; evaluate older shards again)', state.version);
+    if (state.version !== 2)
+      throw fieldError(where, 'version', '2 (a state written by this version of png-metrics; evaluate older shards again)', state.version);
     const { ious, flags, areas, tags, samples } = state;
     if (!Array.isArray(ious)) throw fieldError(where, 'ious', 'an array', ious);
     const n = ious.length;
@@ -331,8 +352,16 @@ export class PngEvaluator {
     evaluator.samples = entries;
     ious.forEach((x, k) => {
       const phraseTags: Record<string, string> = {};
-      for (const [key, values] of tagColumns) if (values[k] !== null) phraseTags[key] = values[k]!;
-      evaluator.appendPhrase({ iou: x === null ? NaN : (x as number), flags: flags[k] as number, area: areas[k] as number, tags: tagColumns.length ? phraseTags : NO_TAGS });
+      for (const [key, values] of tagColumns) {
+        const value = values[k];
+        if (value !== null) phraseTags[key] = value;
+      }
+      evaluator.appendPhrase({
+        iou: x === null ? NaN : (x as number),
+        flags: flags[k] as number,
+        area: areas[k] as number,
+        tags: tagColumns.length ? phraseTags : NO_TAGS,
+      });
     });
     return evaluator;
   }
@@ -354,7 +383,7 @@ export class PngEvaluator {
         groups.map((g) => imageTotals(g.members, this.ious, imageOf, images)),
         bootstrap,
       );
-      summaries.forEach((s, i) => (s.interval = intervals[i]));
+      for (const [i, s] of summaries.entries()) s.interval = intervals[i];
     }
     return { ...groupedValues(groups, summaries), sizeThresholds, ...(bootstrap ? { bootstrap } : {}) };
   }
@@ -362,8 +391,12 @@ export class PngEvaluator {
   /** The groups in report order: phrase groups, size buckets, then tag keys and their sorted values. */
   private groupDefinitions(groupBy: readonly string[], sizeThresholds: readonly [number, number]): GroupDefinition[] {
     const all = this.ious.map((_, k) => k);
-    const groups: GroupDefinition[] = PHRASE_GROUPS.map((group) => ({ place: { kind: 'phrase', group }, members: all.filter((k) => GROUP_RULES[group](this.flags[k])) }));
-    for (const bucket of SIZE_BUCKETS) groups.push({ place: { kind: 'size', bucket }, members: all.filter((k) => sizeBucket(this.areas[k], sizeThresholds) === bucket) });
+    const groups: GroupDefinition[] = PHRASE_GROUPS.map((group) => ({
+      place: { kind: 'phrase', group },
+      members: all.filter((k) => GROUP_RULES[group](this.flags[k])),
+    }));
+    for (const bucket of SIZE_BUCKETS)
+      groups.push({ place: { kind: 'size', bucket }, members: all.filter((k) => sizeBucket(this.areas[k], sizeThresholds) === bucket) });
     for (const key of new Set(groupBy)) {
       const byValue = new Map<string, number[]>();
       all.forEach((k) => {
@@ -373,7 +406,8 @@ export class PngEvaluator {
         if (members) members.push(k);
         else byValue.set(value, [k]);
       });
-      for (const value of [...byValue.keys()].sort()) groups.push({ place: { kind: 'tag', key, value }, members: byValue.get(value)! });
+      for (const [value, members] of [...byValue].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+        groups.push({ place: { kind: 'tag', key, value }, members });
     }
     return groups;
   }
@@ -390,7 +424,9 @@ export class PngEvaluator {
     let k = 0;
     for (const sample of this.samples) {
       if (sample.phrases === 0) continue;
-      imageOf.fill(sample.imageId === undefined ? images++ : byId.get(sample.imageId)!, k, k + sample.phrases);
+      const image = sample.imageId === undefined ? images++ : byId.get(sample.imageId);
+      if (image === undefined) throw new Error(`PngEvaluator: image id ${sample.imageId} was not indexed`); // every id with phrases is in byId
+      imageOf.fill(image, k, k + sample.phrases);
       k += sample.phrases;
     }
     return { imageOf, images };
@@ -410,7 +446,9 @@ export class PngEvaluator {
       a.samples.every((s, i) => s.imageId === b.samples[i].imageId && s.phrases === b.samples[i].phrases) &&
       a.flags.every((f, k) => f === b.flags[k] && a.areas[k] === b.areas[k] && sameTags(a.tags[k], b.tags[k]));
     if (!same) {
-      throw new Error(`pairedBootstrap: the two evaluators hold different phrases (${a.ious.length} vs ${b.ious.length} phrases in ${a.samples.length} vs ${b.samples.length} samples, or different groups, areas or images); evaluate both prediction sets on the same ground truth, in the same order`);
+      throw new Error(
+        `pairedBootstrap: the two evaluators hold different phrases (${a.ious.length} vs ${b.ious.length} phrases in ${a.samples.length} vs ${b.samples.length} samples, or different groups, areas or images); evaluate both prediction sets on the same ground truth, in the same order`,
+      );
     }
     const sizeThresholds = checkedThresholds(options.sizeThresholds);
     const groups = a.groupDefinitions(options.groupBy ?? DEFAULT_GROUP_BY, sizeThresholds);
@@ -448,7 +486,11 @@ function groupedValues<T>(groups: readonly GroupDefinition[], values: readonly T
   groups.forEach(({ place }, i) => {
     if (place.kind === 'phrase') grouped[place.group] = values[i];
     else if (place.kind === 'size') grouped.bySize[place.bucket] = values[i];
-    else (grouped.byTag[place.key] ??= {})[place.value] = values[i];
+    else {
+      const byValue = grouped.byTag[place.key] ?? {};
+      byValue[place.value] = values[i];
+      grouped.byTag[place.key] = byValue;
+    }
   });
   return grouped;
 }

@@ -14,7 +14,9 @@ function dataset(records?: unknown): string {
   dirs.push(dir);
   return dir;
 }
-afterAll(() => dirs.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
+afterAll(() => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
 
 /** Predictions equal to the ground truth (what a perfect model would write). */
 function perfectPredictions(gt: PngGroundTruth): PngPredictionRecord[] {
@@ -32,10 +34,13 @@ function perfectPredictions(gt: PngGroundTruth): PngPredictionRecord[] {
 }
 
 const clone = <T>(value: T): T => JSON.parse(JSON.stringify(value));
+// biome-ignore lint/suspicious/noExplicitAny: the validation tests write wrong-typed values into parsed JSON on purpose
+type MalformedJson = any;
 
 describe('panoptic PNG decoding', () => {
   test('id = R + 256·G + 65536·B from 8-bit RGB', () => {
-    const image = TINY_ID_MAPS.get(2)!;
+    const image = TINY_ID_MAPS.get(2);
+    if (!image) throw new Error('TINY_ID_MAPS has no image 2');
     const decoded = decodePanopticPng(panopticPng(image.ids, image.width, image.height));
     expect(decoded.width).toBe(3);
     expect(decoded.height).toBe(5);
@@ -74,7 +79,8 @@ describe('phrase extraction (clean protocol)', () => {
     const sample = gt.sample(0);
     expect([sample.height, sample.width]).toEqual([4, 6]);
     expect(sample.phrases[0].label).toBe('record 0 (image 1), phrase 0 "two people"');
-    const ids = TINY_ID_MAPS.get(1)!.ids;
+    const ids = TINY_ID_MAPS.get(1)?.ids ?? [];
+    expect(ids).toHaveLength(24); // image 1 is 4×6
     const expected = (segments: number[]) => Uint8Array.from(ids, (id) => (segments.includes(id) ? 1 : 0));
     expect(sample.phrases[0].mask).toEqual(expected([1001, 1002]));
     expect(sample.phrases[1].mask).toEqual(expected([1003]));
@@ -96,7 +102,7 @@ describe('phrase extraction (clean protocol)', () => {
 
 describe('chunk tags', () => {
   test('extra string keys of a chunk become its tags and reach the evaluator; other extra keys are ignored', () => {
-    const records = clone(TINY_RECORDS) as any[];
+    const records = clone(TINY_RECORDS) as MalformedJson[];
     Object.assign(records[0].segments[1], { phrase_type: 'plural-subset', difficulty: 3 });
     records[0].segments[3].phrase_type = 'unary';
     const parsed = parseNarrativeRecords(records);
@@ -115,14 +121,16 @@ describe('chunk tags', () => {
 
 describe('validation errors name the record and the field', () => {
   test('malformed png_coco records', () => {
-    const bad = (mutate: (records: any[]) => void) => {
+    const bad = (mutate: (records: MalformedJson[]) => void) => {
       const records = clone(TINY_RECORDS);
       mutate(records);
       return () => parseNarrativeRecords(records, 'png_coco_val2017.json');
     };
     expect(bad((r) => (r[1].image_id = 'abc'))).toThrow('png_coco_val2017.json: record 1, field image_id: expected a non-negative integer id');
     expect(bad((r) => delete r[2].segments)).toThrow('record 2, field segments: expected an array of caption chunks, got nothing (the field is missing)');
-    expect(bad((r) => (r[0].segments[3].segment_ids = ['1003', 'x']))).toThrow('record 0, field segments[3].segment_ids[1]: expected a non-negative integer id');
+    expect(bad((r) => (r[0].segments[3].segment_ids = ['1003', 'x']))).toThrow(
+      'record 0, field segments[3].segment_ids[1]: expected a non-negative integer id',
+    );
     expect(bad((r) => delete r[0].segments[1].noun)).toThrow('record 0, field segments[1].noun: expected true or false');
     expect(bad((r) => (r[0].segments[1].utterance = 5))).toThrow('record 0, field segments[1].utterance: expected a string, got 5');
     expect(bad((r) => (r[3].annotator_id = '9'))).toThrow('record 3, field annotator_id: expected an integer');
@@ -131,7 +139,7 @@ describe('validation errors name the record and the field', () => {
   });
 
   test('integer ids are accepted as well as strings', () => {
-    const records = clone(TINY_RECORDS) as any[];
+    const records = clone(TINY_RECORDS) as MalformedJson[];
     records[2].image_id = 2;
     records[2].segments[0].segment_ids = [70000];
     const parsed = parseNarrativeRecords(records);
@@ -140,7 +148,7 @@ describe('validation errors name the record and the field', () => {
   });
 
   test('a segment id missing from segments_info names record, utterance and id', () => {
-    const records = clone(TINY_RECORDS) as any[];
+    const records = clone(TINY_RECORDS) as MalformedJson[];
     records[1].segments[2].segment_ids = ['1003', '4242'];
     expect(() => PngGroundTruth.load(dataset(records))).toThrow(
       'record 1 (image 1), utterance "grass and person": segment id 4242 is not in segments_info of image 1',
@@ -148,7 +156,7 @@ describe('validation errors name the record and the field', () => {
   });
 
   test('malformed panoptic JSON', () => {
-    const panoptic = clone(TINY_PANOPTIC) as any;
+    const panoptic = clone(TINY_PANOPTIC) as MalformedJson;
     panoptic.annotations[1].segments_info[0].category_id = 'person';
     expect(() => parsePanopticJson(panoptic, 'panoptic_val2017.json')).toThrow(
       'panoptic_val2017.json: annotations[1].segments_info[0], field category_id: expected a non-negative integer, got "person"',
@@ -174,9 +182,11 @@ describe('predictions file', () => {
   });
 
   test('malformed entries name the entry and the field', () => {
-    const predictions = clone(perfectPredictions(gt)) as any[];
+    const predictions = clone(perfectPredictions(gt)) as MalformedJson[];
     predictions[1].phrases[0].rle.counts = [1, -2];
-    expect(() => parsePredictions(predictions, 'p.json')).toThrow('p.json: entry 1, field phrases[0].rle.counts: expected a compressed COCO string or an array of non-negative run lengths');
+    expect(() => parsePredictions(predictions, 'p.json')).toThrow(
+      'p.json: entry 1, field phrases[0].rle.counts: expected a compressed COCO string or an array of non-negative run lengths',
+    );
     predictions[1].phrases[0] = { rle: predictions[0].phrases[0].rle };
     expect(() => parsePredictions(predictions, 'p.json')).toThrow('p.json: entry 1, field phrases[0].segment_ids: expected an array of segment id strings');
     predictions[0].record_index = -1;
@@ -191,7 +201,9 @@ describe('predictions file', () => {
 
     const wrongIds = clone(predictions);
     wrongIds[1].phrases[2].segment_ids = ['1003'];
-    expect(() => evaluatePredictions(gt, wrongIds)).toThrow('predictions for record 1 (image 1), phrase 2 "person and grass": segment_ids ["1003"] do not match the ground truth ["1001","1003"]');
+    expect(() => evaluatePredictions(gt, wrongIds)).toThrow(
+      'predictions for record 1 (image 1), phrase 2 "person and grass": segment_ids ["1003"] do not match the ground truth ["1001","1003"]',
+    );
 
     const tooFew = clone(predictions);
     tooFew[0].phrases.pop();
@@ -199,7 +211,9 @@ describe('predictions file', () => {
 
     const wrongSize = clone(predictions);
     wrongSize[2].phrases[1].rle = encodeRle(new Uint8Array(15), 3, 5);
-    expect(() => evaluatePredictions(gt, wrongSize)).toThrow('record 2 (image 2), phrase 1 "the ground": predicted RLE has size [3,5], expected the original image size [5, 3]');
+    expect(() => evaluatePredictions(gt, wrongSize)).toThrow(
+      'record 2 (image 2), phrase 1 "the ground": predicted RLE has size [3,5], expected the original image size [5, 3]',
+    );
 
     const wrongImage = clone(predictions);
     wrongImage[2].image_id = '1';
@@ -224,13 +238,18 @@ describe('records the official pre-processing drops (spec §1.5)', () => {
       [5, 'word count mismatch'],
       [6, 'empty caption'],
     ]);
-    expect(gt.dropped[0].detail).toBe('the caption has 7 words (BERT basic tokenisation) and its utterances 6; they part at utterance 1 "on": words ["on"], the caption has ["lies"] there');
+    expect(gt.dropped[0].detail).toBe(
+      'the caption has 7 words (BERT basic tokenisation) and its utterances 6; they part at utterance 1 "on": words ["on"], the caption has ["lies"] there',
+    );
   });
 
   test('need no prediction', () => {
     const predictions = perfectPredictions(gt);
     expect(predictions.filter((p) => p.phrases.length > 0).map((p) => p.record_index)).toEqual([0, 1, 2, 4, 7]);
-    const metrics = evaluatePredictions(gt, predictions.filter((p) => p.phrases.length > 0)).evaluate();
+    const metrics = evaluatePredictions(
+      gt,
+      predictions.filter((p) => p.phrases.length > 0),
+    ).evaluate();
     expect(metrics.overall.count).toBe(12);
   });
 });

@@ -194,20 +194,27 @@ export function extractPhrases(record: NarrativeRecord, recordIndex: number, pan
   const where = recordLabel(recordIndex, record.imageId);
   const segments = panoptic.segmentsByImage.get(record.imageId);
   if (!segments) throw new Error(`${where}: image ${record.imageId} has no entry in the panoptic JSON annotations; use the panoptic file of the same split`);
-  if (!panoptic.images.has(record.imageId)) throw new Error(`${where}: image ${record.imageId} is not in the panoptic JSON images; use the panoptic file of the same split`);
+  if (!panoptic.images.has(record.imageId))
+    throw new Error(`${where}: image ${record.imageId} is not in the panoptic JSON images; use the panoptic file of the same split`);
   const byId = new Map(segments.map((s) => [s.id, s]));
   const phrases: GtPhrase[] = [];
   record.segments.forEach((chunk, chunkIndex) => {
     if (!chunk.noun || chunk.segmentIds.length === 0) return;
-    for (const id of chunk.segmentIds) {
-      if (!byId.has(id)) {
-        throw new Error(`${where}, utterance ${JSON.stringify(chunk.utterance)}: segment id ${id} is not in segments_info of image ${record.imageId}; check that the png_coco and panoptic files belong together`);
+    const chunkSegments = chunk.segmentIds.map((id) => {
+      const segment = byId.get(id);
+      if (!segment) {
+        throw new Error(
+          `${where}, utterance ${JSON.stringify(chunk.utterance)}: segment id ${id} is not in segments_info of image ${record.imageId}; check that the png_coco and panoptic files belong together`,
+        );
       }
-    }
-    const last = byId.get(chunk.segmentIds[chunk.segmentIds.length - 1])!;
+      return segment;
+    });
+    const last = chunkSegments[chunkSegments.length - 1];
     const isThing = panoptic.isThingByCategory.get(last.categoryId);
     if (isThing === undefined) {
-      throw new Error(`${where}, utterance ${JSON.stringify(chunk.utterance)}: category ${last.categoryId} of segment ${last.id} is not in the panoptic JSON categories`);
+      throw new Error(
+        `${where}, utterance ${JSON.stringify(chunk.utterance)}: category ${last.categoryId} of segment ${last.id} is not in the panoptic JSON categories`,
+      );
     }
     phrases.push({
       recordIndex,
@@ -231,7 +238,9 @@ export function extractPhrases(record: NarrativeRecord, recordIndex: number, pan
 export function decodePanopticPng(file: Uint8Array): PanopticIdMap {
   const png = pngjs.PNG.sync.read(Buffer.from(file.buffer, file.byteOffset, file.byteLength));
   if (!png.color || !(png.palette || png.depth === 8)) {
-    throw new Error(`panoptic PNG must be 8-bit RGB(A) or palette, got ${png.color ? '' : 'grayscale '}color type ${png.colorType} with ${png.depth}-bit samples`);
+    throw new Error(
+      `panoptic PNG must be 8-bit RGB(A) or palette, got ${png.color ? '' : 'grayscale '}color type ${png.colorType} with ${png.depth}-bit samples`,
+    );
   }
   const ids = new Uint32Array(png.width * png.height);
   const rgba = png.data;
@@ -304,7 +313,13 @@ export class PngGroundTruth {
     const dropped: (NarrativeDrop & { index: number })[] = [];
     this.phrases = records.map((record, i) => {
       const phrases = extractPhrases(record, i, panoptic);
-      const drop = record.caption === undefined ? undefined : alignUtterances(record.caption, record.segments.map((c) => c.utterance)).drop;
+      const drop =
+        record.caption === undefined
+          ? undefined
+          : alignUtterances(
+              record.caption,
+              record.segments.map((c) => c.utterance),
+            ).drop;
       if (!drop) return phrases;
       dropped.push({ index: i, ...drop });
       return [];
@@ -336,7 +351,9 @@ export class PngGroundTruth {
   sample(recordIndex: number): PngSample {
     const record = this.records[recordIndex];
     if (!record) throw new RangeError(`record index ${recordIndex} is out of range: the ground truth has ${this.records.length} records`);
-    const { width, height } = this.panoptic.images.get(record.imageId)!;
+    const image = this.panoptic.images.get(record.imageId);
+    if (!image) throw new Error(`record ${recordIndex}: image ${record.imageId} is not in the panoptic JSON images`);
+    const { width, height } = image;
     const phrases = this.phrases[recordIndex];
     const pixels = phrases.length > 0 ? this.segmentPixels(record.imageId, width, height) : new Map<number, Int32Array>();
     return {

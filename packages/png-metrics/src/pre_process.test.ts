@@ -15,8 +15,14 @@ describe('alignUtterances (the official pre-processing: BERT basic word counts)'
   });
 
   test('"n\'t" split off as in Localized Narratives', () => {
-    expect(aligned("I can't see a dog, it isn't there.", ['I ca', "n't see", 'a dog', ', it is', "n't there ."])).toEqual(['I can', "'t see", 'a dog', ', it isn', "'t there."]);
-    expect(aligned("We can't see the dog.", ['We ca n\'t see', 'the dog', '.'])).toEqual(["We can't see", 'the dog', '.']);
+    expect(aligned("I can't see a dog, it isn't there.", ['I ca', "n't see", 'a dog', ', it is', "n't there ."])).toEqual([
+      'I can',
+      "'t see",
+      'a dog',
+      ', it isn',
+      "'t there.",
+    ]);
+    expect(aligned("We can't see the dog.", ["We ca n't see", 'the dog', '.'])).toEqual(["We can't see", 'the dog', '.']);
     expect(aligned("We don't see the dogs.", ["We do n't", 'see', 'the dogs', '.'])).toEqual(["We don't", 'see', 'the dogs', '.']);
     expect(aligned("Don't look.", ["DON'T look."])).toEqual(["Don't look."]);
   });
@@ -65,11 +71,15 @@ describe('alignUtterances (the official pre-processing: BERT basic word counts)'
     expect(alignUtterances(caption, ['In this image I can see', 'two dogs', 'on', 'the green grass', '.'])).toEqual({
       drop: {
         reason: 'word count mismatch',
-        detail: 'the caption has 12 words (BERT basic tokenisation) and its utterances 13; they part at utterance 3 "the green grass": words ["the","green","grass"], the caption has ["the","grass","."] there',
+        detail:
+          'the caption has 12 words (BERT basic tokenisation) and its utterances 13; they part at utterance 3 "the green grass": words ["the","green","grass"], the caption has ["the","grass","."] there',
       },
     });
     expect(alignUtterances(caption, ['In this image I can see', 'two dogs', 'on the grass'])).toEqual({
-      drop: { reason: 'word count mismatch', detail: 'the caption has 12 words (BERT basic tokenisation) and its utterances 11; the caption\'s words from word 11 on (["."]) are in no utterance' },
+      drop: {
+        reason: 'word count mismatch',
+        detail: 'the caption has 12 words (BERT basic tokenisation) and its utterances 11; the caption\'s words from word 11 on (["."]) are in no utterance',
+      },
     });
     // "ca n't" is no mismatch, but the next utterance is.
     expect(alignUtterances("I can't see it.", ["I ca n't", 'see him', 'it .'])?.drop?.detail).toBe(
@@ -91,7 +101,9 @@ describe('alignUtterances (the official pre-processing: BERT basic word counts)'
 
   test('describeDrops says how many, by reason', () => {
     expect(describeDrops([])).toBe('');
-    expect(describeDrops([{ reason: 'word count mismatch' }])).toBe('1 narrative dropped as the official pre-processing drops them (not evaluated): 1 word count mismatch');
+    expect(describeDrops([{ reason: 'word count mismatch' }])).toBe(
+      '1 narrative dropped as the official pre-processing drops them (not evaluated): 1 word count mismatch',
+    );
     expect(describeDrops([{ reason: 'word count mismatch' }, { reason: 'empty caption' }, { reason: 'word count mismatch' }])).toBe(
       '3 narratives dropped as the official pre-processing drops them (not evaluated): 1 empty caption, 2 word count mismatch',
     );
@@ -99,6 +111,9 @@ describe('alignUtterances (the official pre-processing: BERT basic word counts)'
 
   test('countDrops counts narratives per reason, every reason listed', () => {
     expect(countDrops([])).toEqual({ 'empty caption': 0, 'word count mismatch': 0 });
-    expect(countDrops([{ reason: 'word count mismatch' }, { reason: 'empty caption' }, { reason: 'word count mismatch' }])).toEqual({ 'empty caption': 1, 'word count mismatch': 2 });
+    expect(countDrops([{ reason: 'word count mismatch' }, { reason: 'empty caption' }, { reason: 'word count mismatch' }])).toEqual({
+      'empty caption': 1,
+      'word count mismatch': 2,
+    });
   });
 });

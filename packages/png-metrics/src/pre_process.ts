@@ -30,7 +30,9 @@ export interface NarrativeDrop {
  * UTF-16 offsets, from the first to the end of the last caption word given to the utterance
  * (an utterance with no word gets the empty span where its words would start).
  */
-export type UtteranceAlignment = { readonly spans: [number, number][]; readonly drop?: undefined } | { readonly spans?: undefined; readonly drop: NarrativeDrop };
+export type UtteranceAlignment =
+  | { readonly spans: [number, number][]; readonly drop?: undefined }
+  | { readonly spans?: undefined; readonly drop: NarrativeDrop };
 
 /**
  * Gives the utterances the caption's words in order, as the official pre-processing does.
@@ -78,7 +80,8 @@ function describeMismatch(captionWords: readonly BasicToken[], utterances: reado
     const theirs = captionWords.slice(next, next + w.length).map((t) => t.text);
     // Before a split-off "n't" the utterance has "ca"/"do" where the caption has "can"/"don".
     const same = w.length === theirs.length && w.every((word, i) => word === theirs[i] || (w[i + 1] === "'" && w[i + 2] === 't' && theirs[i] === `${word}n`));
-    if (!same) return `${counts}; they part at utterance ${k} ${JSON.stringify(utterances[k])}: words ${JSON.stringify(w)}, the caption has ${JSON.stringify(theirs)} there`;
+    if (!same)
+      return `${counts}; they part at utterance ${k} ${JSON.stringify(utterances[k])}: words ${JSON.stringify(w)}, the caption has ${JSON.stringify(theirs)} there`;
     next += w.length;
   }
   return `${counts}; the caption's words from word ${next} on (${JSON.stringify(captionWords.slice(next).map((t) => t.text))}) are in no utterance`;

@@ -45,8 +45,9 @@ export function parsePredictions(json: unknown, source = 'predictions'): PngPred
     const where = `${source}: entry ${i}`;
     if (!isRecord(entry)) throw fieldError(where, '(entry)', 'an object {record_index, image_id, phrases}', entry);
     const { record_index, image_id, phrases } = entry;
-    if (!Number.isInteger(record_index) || (record_index as number) < 0) throw fieldError(where, 'record_index', 'a non-negative integer (index in png_coco_{split}.json)', record_index);
-    if (typeof image_id !== 'string') throw fieldError(where, 'image_id', 'the record\'s image_id string', image_id);
+    if (!Number.isInteger(record_index) || (record_index as number) < 0)
+      throw fieldError(where, 'record_index', 'a non-negative integer (index in png_coco_{split}.json)', record_index);
+    if (typeof image_id !== 'string') throw fieldError(where, 'image_id', "the record's image_id string", image_id);
     if (!Array.isArray(phrases)) throw fieldError(where, 'phrases', 'an array with one {segment_ids, rle} per evaluated phrase', phrases);
     return {
       record_index: record_index as number,
@@ -91,11 +92,7 @@ export interface EvaluatePredictionsOptions {
  * @returns the evaluator holding every phrase's IoU (call `evaluate()` on it).
  * @throws naming the record or phrase on any mismatch, and listing missing records.
  */
-export function evaluatePredictions(
-  gt: PngGroundTruth,
-  predictions: readonly PngPredictionRecord[],
-  options: EvaluatePredictionsOptions = {},
-): PngEvaluator {
+export function evaluatePredictions(gt: PngGroundTruth, predictions: readonly PngPredictionRecord[], options: EvaluatePredictionsOptions = {}): PngEvaluator {
   const byRecord = new Map<number, PngPredictionRecord>();
   predictions.forEach((prediction, i) => {
     const index = prediction.record_index;
@@ -125,12 +122,16 @@ export function evaluatePredictions(
       throw new Error(`${where}: image_id is "${prediction.image_id}"; record_index and image_id must name the same png_coco record`);
     }
     if (prediction.phrases.length !== phrases.length) {
-      throw new Error(`${where}: ${prediction.phrases.length} phrases given, the record has ${phrases.length} evaluated phrases (noun chunks with segment_ids, in caption order)`);
+      throw new Error(
+        `${where}: ${prediction.phrases.length} phrases given, the record has ${phrases.length} evaluated phrases (noun chunks with segment_ids, in caption order)`,
+      );
     }
     phrases.forEach((phrase, k) => {
       const given = prediction.phrases[k].segment_ids.map((id) => Number.parseInt(id, 10));
       if (given.length !== phrase.segmentIds.length || given.some((id, s) => id !== phrase.segmentIds[s])) {
-        throw new Error(`predictions for ${phraseLabel(phrase, k)}: segment_ids ${JSON.stringify(prediction.phrases[k].segment_ids)} do not match the ground truth ${JSON.stringify(phrase.segmentIds.map(String))}; phrases must be in caption order`);
+        throw new Error(
+          `predictions for ${phraseLabel(phrase, k)}: segment_ids ${JSON.stringify(prediction.phrases[k].segment_ids)} do not match the ground truth ${JSON.stringify(phrase.segmentIds.map(String))}; phrases must be in caption order`,
+        );
       }
     });
     if (phrases.length === 0) continue;

@@ -76,7 +76,13 @@ function breakdowns(metrics: PngMetrics): Breakdowns {
     ...(metrics.bootstrap ? { average_recall_ci: perGroup((g) => interval(metrics[g])) } : {}),
     by_size: Object.fromEntries(SIZE_BUCKETS.map((b) => [b, groupSummary(metrics.bySize[b])])) as Record<SizeBucket, GroupSummary>,
     size_thresholds: [metrics.sizeThresholds[0], metrics.sizeThresholds[1]],
-    ...(tagKeys.length > 0 ? { by_tag: Object.fromEntries(tagKeys.map((key) => [key, Object.fromEntries(Object.entries(metrics.byTag[key]).map(([value, m]) => [value, groupSummary(m)]))])) } : {}),
+    ...(tagKeys.length > 0
+      ? {
+          by_tag: Object.fromEntries(
+            tagKeys.map((key) => [key, Object.fromEntries(Object.entries(metrics.byTag[key]).map(([value, m]) => [value, groupSummary(m)]))]),
+          ),
+        }
+      : {}),
     ...(metrics.bootstrap ? { bootstrap: { ...metrics.bootstrap, method: BOOTSTRAP_METHOD } } : {}),
   };
 }
@@ -152,7 +158,10 @@ export function formatMetricsTable(metrics: PngMetrics): string {
   const sections: [string | undefined, [string, GroupMetrics][]][] = [
     [undefined, PHRASE_GROUPS.map((g) => [g, metrics[g]])],
     [`by size (GT area in pixels: small < ${small} <= medium < ${medium} <= large)`, SIZE_BUCKETS.map((b) => [`  ${b}`, metrics.bySize[b]])],
-    ...Object.entries(metrics.byTag).map(([key, values]): [string, [string, GroupMetrics][]] => [`by ${key}`, Object.entries(values).map(([value, m]) => [`  ${value}`, m])]),
+    ...Object.entries(metrics.byTag).map(([key, values]): [string, [string, GroupMetrics][]] => [
+      `by ${key}`,
+      Object.entries(values).map(([value, m]) => [`  ${value}`, m]),
+    ]),
   ];
   const width = Math.max(10, ...sections.flatMap(([, rows]) => rows.map(([label]) => label.length + 1)));
   const ci = metrics.bootstrap ? `${formatConfidence(metrics.bootstrap.confidence)} CI` : undefined;

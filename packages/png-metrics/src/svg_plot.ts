@@ -129,13 +129,18 @@ export function renderRecallCurvePanelsSvg(panels: readonly RecallCurvePanel[], 
     }
     parts.push(
       svgElement('text', { x: PANEL.left + PANEL.plot / 2, y: PANEL.top + PANEL.plot + 34, 'text-anchor': 'middle' }, 'IoU threshold'),
-      svgElement('text', { x: 14, y: PANEL.top + PANEL.plot / 2, 'text-anchor': 'middle', transform: `rotate(-90 14 ${PANEL.top + PANEL.plot / 2})` }, 'Recall'),
+      svgElement(
+        'text',
+        { x: 14, y: PANEL.top + PANEL.plot / 2, 'text-anchor': 'middle', transform: `rotate(-90 14 ${PANEL.top + PANEL.plot / 2})` },
+        'Recall',
+      ),
     );
     const legend: SvgMarkup[] = [];
     series.forEach(({ legend: text, recall, color: given }, s) => {
       const color = given ?? SERIES_COLORS[s % SERIES_COLORS.length];
       if (recall !== null) {
-        if (recall.length !== thresholds.length) throw new Error(`panel '${title}', series '${text}': ${recall.length} recall values for ${thresholds.length} thresholds`);
+        if (recall.length !== thresholds.length)
+          throw new Error(`panel '${title}', series '${text}': ${recall.length} recall values for ${thresholds.length} thresholds`);
         const points = thresholds.map((t, i) => `${attributeValue(x(t))},${attributeValue(y(recall[i] ?? 0))}`).join(' ');
         parts.push(svgElement('polyline', { points, fill: 'none', stroke: color, 'stroke-width': 1.5 }));
       }
@@ -149,12 +154,29 @@ export function renderRecallCurvePanelsSvg(panels: readonly RecallCurvePanel[], 
     const boxWidth = Math.min(PANEL.plot - 8, Math.max(215, 32 + 6 * Math.max(0, ...series.map((s) => s.legend.length))));
     const boxHeight = 16 * series.length + 6;
     parts.push(
-      svgElement('rect', { x: PANEL.left + 4, y: PANEL.top + PANEL.plot - boxHeight - 4, width: boxWidth, height: boxHeight, fill: '#ffffff', 'fill-opacity': 0.85, stroke: '#cccccc' }),
+      svgElement('rect', {
+        x: PANEL.left + 4,
+        y: PANEL.top + PANEL.plot - boxHeight - 4,
+        width: boxWidth,
+        height: boxHeight,
+        fill: '#ffffff',
+        'fill-opacity': 0.85,
+        stroke: '#cccccc',
+      }),
       ...legend,
     );
     const [column, row] = [p % columns, Math.floor(p / columns)];
-    return svgElement('g', { transform: row === 0 ? `translate(${column * PANEL.width} 0)` : `translate(${column * PANEL.width} ${row * PANEL.height})` }, ...parts);
+    return svgElement(
+      'g',
+      { transform: row === 0 ? `translate(${column * PANEL.width} 0)` : `translate(${column * PANEL.width} ${row * PANEL.height})` },
+      ...parts,
+    );
   });
   const rows = Math.max(1, Math.ceil(panels.length / columns));
-  return svgDocument(Math.min(columns, Math.max(1, panels.length)) * PANEL.width, rows * PANEL.height, svgElement('style', {}, 'text { font-family: sans-serif; font-size: 12px; }'), ...rendered);
+  return svgDocument(
+    Math.min(columns, Math.max(1, panels.length)) * PANEL.width,
+    rows * PANEL.height,
+    svgElement('style', {}, 'text { font-family: sans-serif; font-size: 12px; }'),
+    ...rendered,
+  );
 }

@@ -21,7 +21,8 @@ export function trainClipBpe(texts: Iterable<string>, options: ClipBpeTrainingOp
   const vocabSize = options.vocabSize ?? 49408;
   const minFrequency = options.minFrequency ?? 2;
   const modelMaxLength = options.modelMaxLength ?? 77;
-  if (!Number.isInteger(vocabSize) || vocabSize < 514) throw new Error(`trainClipBpe: vocabSize must be an integer ≥ 514 (512 byte symbols + 2 special tokens), got ${vocabSize}`);
+  if (!Number.isInteger(vocabSize) || vocabSize < 514)
+    throw new Error(`trainClipBpe: vocabSize must be an integer ≥ 514 (512 byte symbols + 2 special tokens), got ${vocabSize}`);
   if (!Number.isInteger(minFrequency) || minFrequency < 1) throw new Error(`trainClipBpe: minFrequency must be a positive integer, got ${minFrequency}`);
 
   const bytes = bytesToUnicode().sort(); // CLIP's order: the printable bytes, then the rest (U+0100…)
@@ -68,8 +69,10 @@ export function trainClipBpe(texts: Iterable<string>, options: ClipBpeTrainingOp
       const s = w.symbols;
       const merged: string[] = [];
       for (let i = 0; i < s.length; i++) {
-        if (i + 1 < s.length && s[i] === a && s[i + 1] === b) merged.push(a + b), i++;
-        else merged.push(s[i]);
+        if (i + 1 < s.length && s[i] === a && s[i + 1] === b) {
+          merged.push(a + b);
+          i++;
+        } else merged.push(s[i]);
       }
       w.symbols = merged;
     }
@@ -84,8 +87,16 @@ function filesOf(symbols: readonly string[], merges: ReadonlyArray<readonly [str
   for (const token of [...symbols, ...merges.map(([a, b]) => a + b), '<|startoftext|>', '<|endoftext|>']) vocab[token] ??= size++;
   return {
     vocab: JSON.stringify(vocab),
-    merges: ['#version: 0.2', ...merges.map(([a, b]) => `${a} ${b}`)].join('\n') + '\n',
-    tokenizerConfig: JSON.stringify({ model_max_length: modelMaxLength, bos_token: '<|startoftext|>', eos_token: '<|endoftext|>', pad_token: '<|endoftext|>', unk_token: '<|endoftext|>' }, null, 2),
-    specialTokensMap: JSON.stringify({ bos_token: '<|startoftext|>', eos_token: '<|endoftext|>', pad_token: '<|endoftext|>', unk_token: '<|endoftext|>' }, null, 2),
+    merges: `${['#version: 0.2', ...merges.map(([a, b]) => `${a} ${b}`)].join('\n')}\n`,
+    tokenizerConfig: JSON.stringify(
+      { model_max_length: modelMaxLength, bos_token: '<|startoftext|>', eos_token: '<|endoftext|>', pad_token: '<|endoftext|>', unk_token: '<|endoftext|>' },
+      null,
+      2,
+    ),
+    specialTokensMap: JSON.stringify(
+      { bos_token: '<|startoftext|>', eos_token: '<|endoftext|>', pad_token: '<|endoftext|>', unk_token: '<|endoftext|>' },
+      null,
+      2,
+    ),
   };
 }

@@ -42,7 +42,13 @@ const SETTINGS: Partial<PretrainSettings> = {
 };
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'png-pretrain-'));
-const weightFiles = ['unet/diffusion_pytorch_model.safetensors', 'vae/diffusion_pytorch_model.safetensors', 'text_encoder/model.safetensors', 'tokenizer/vocab.json', 'tokenizer/merges.txt'];
+const weightFiles = [
+  'unet/diffusion_pytorch_model.safetensors',
+  'vae/diffusion_pytorch_model.safetensors',
+  'text_encoder/model.safetensors',
+  'tokenizer/vocab.json',
+  'tokenizer/merges.txt',
+];
 
 describe('pretrainBackbone (wasm)', () => {
   beforeAll(() => setBackend('wasm'));
@@ -55,7 +61,8 @@ describe('pretrainBackbone (wasm)', () => {
   }, 120_000);
 
   it('writes a diffusers pipeline folder that DiffusionBackbone loads and samples from', async () => {
-    for (const f of [...weightFiles, 'model_index.json', 'scheduler/scheduler_config.json', 'pretraining.json']) expect(fs.existsSync(path.join(reference, f))).toBe(true);
+    for (const f of [...weightFiles, 'model_index.json', 'scheduler/scheduler_config.json', 'pretraining.json'])
+      expect(fs.existsSync(path.join(reference, f))).toBe(true);
     expect(fs.existsSync(`${reference}.work`)).toBe(false); // the work folder goes once the model is written
     const backbone = await DiffusionBackbone.fromPretrained(reference, { vaeParts: 'all' });
     expect(backbone.vae.config.scaling_factor).toBe(referenceResult.scalingFactor);
@@ -104,10 +111,14 @@ describe('pretrainBackbone (wasm)', () => {
     await expect(pretrainBackbone({ out, settings: { unet_stepz: 3 } as never })).rejects.toThrow(/unet_stepz.*did you mean 'unet_steps'/);
     await expect(pretrainBackbone({ out, settings: { scenes: 2, vae_batch_size: 4 } })).rejects.toThrow(/PretrainSettings\.scenes/);
     await expect(pretrainBackbone({ out, settings: { caption_dropout: 1 } })).rejects.toThrow(/caption_dropout/);
-    await expect(pretrainBackbone({ out, settings: { ...SETTINGS, image_size: 18 }, architecture: MICRO })).rejects.toThrow(/image_size 18 is not a multiple of 4 \(the VAE's and the UNet's downsampling together\)/);
+    await expect(pretrainBackbone({ out, settings: { ...SETTINGS, image_size: 18 }, architecture: MICRO })).rejects.toThrow(
+      /image_size 18 is not a multiple of 4 \(the VAE's and the UNet's downsampling together\)/,
+    );
     expect(fs.existsSync(`${out}.work`)).toBe(false); // a failed start leaves nothing
     fs.mkdirSync(`${out}.work`, { recursive: true });
     fs.writeFileSync(path.join(`${out}.work`, 'run.json'), '{"settings": {}}\n');
-    await expect(pretrainBackbone({ out, settings: SETTINGS, architecture: MICRO })).rejects.toThrow(/run\.json: this folder holds a run started with another settings .*remove .*\.work/);
+    await expect(pretrainBackbone({ out, settings: SETTINGS, architecture: MICRO })).rejects.toThrow(
+      /run\.json: this folder holds a run started with another settings .*remove .*\.work/,
+    );
   });
 });

@@ -129,8 +129,20 @@ export function resolvePretrainSettings(user: Partial<PretrainSettings> | Record
     }
     for (const key of ['vae_lr', 'unet_lr', 'clip_grad_norm'] as const) check(isFiniteNumber(c[key]) && c[key] > 0, name, key, 'a number > 0', c[key]);
     for (const key of ['kl_weight', 'weight_decay'] as const) check(isFiniteNumber(c[key]) && c[key] >= 0, name, key, 'a number ≥ 0', c[key]);
-    check(isFiniteNumber(c.caption_dropout) && c.caption_dropout >= 0 && c.caption_dropout < 1, name, 'caption_dropout', 'a number in [0, 1)', c.caption_dropout);
-    check(Number.isInteger(c.warmup_steps) && c.warmup_steps >= 0 && c.warmup_steps < Math.min(c.vae_steps, c.unet_steps), name, 'warmup_steps', 'an integer in [0, min(vae_steps, unet_steps))', c.warmup_steps);
+    check(
+      isFiniteNumber(c.caption_dropout) && c.caption_dropout >= 0 && c.caption_dropout < 1,
+      name,
+      'caption_dropout',
+      'a number in [0, 1)',
+      c.caption_dropout,
+    );
+    check(
+      Number.isInteger(c.warmup_steps) && c.warmup_steps >= 0 && c.warmup_steps < Math.min(c.vae_steps, c.unet_steps),
+      name,
+      'warmup_steps',
+      'an integer in [0, min(vae_steps, unet_steps))',
+      c.warmup_steps,
+    );
     check(c.vocab_size >= 514, name, 'vocab_size', 'an integer ≥ 514 (CLIP BPE: 512 byte symbols + 2 special tokens)', c.vocab_size);
     check(c.scenes >= c.vae_batch_size && c.scenes >= c.unet_batch_size, name, 'scenes', 'at least the larger batch size', c.scenes);
   });
@@ -209,10 +221,18 @@ export async function pretrainBackbone(options: PretrainOptions): Promise<Pretra
 
   // All three models are built before any training, so a bad architecture fails at once.
   const built: Array<{ dispose(): void }> = [];
-  const keep = <T extends { dispose(): void }>(m: T): T => (built.push(m), m);
+  const keep = <T extends { dispose(): void }>(m: T): T => {
+    built.push(m);
+    return m;
+  };
   try {
     const vae = keep(AutoencoderKL.create(architecture.vae, { seed: seedOf(1), trainable: true }));
-    const unet = keep(UNet2DConditionModel.create({ ...architecture.unet, in_channels: vae.config.latent_channels, out_channels: vae.config.latent_channels }, { seed: seedOf(4), trainable: true }));
+    const unet = keep(
+      UNet2DConditionModel.create(
+        { ...architecture.unet, in_channels: vae.config.latent_channels, out_channels: vae.config.latent_channels },
+        { seed: seedOf(4), trainable: true },
+      ),
+    );
     const textEncoder = keep(
       CLIPTextModel.fromScope(WeightScope.fresh({ seed: seedOf(5), trainable: true }), {
         ...architecture.text_encoder,
@@ -223,7 +243,9 @@ export async function pretrainBackbone(options: PretrainOptions): Promise<Pretra
       } as CLIPTextConfig),
     );
     if (size % (vae.downsampleFactor * unet.downsampleFactor) !== 0) {
-      throw new Error(`pretrainBackbone: image_size ${size} is not a multiple of ${vae.downsampleFactor * unet.downsampleFactor} (the VAE's and the UNet's downsampling together)`);
+      throw new Error(
+        `pretrainBackbone: image_size ${size} is not a multiple of ${vae.downsampleFactor * unet.downsampleFactor} (the VAE's and the UNet's downsampling together)`,
+      );
     }
     guard.record(); // the settings and the architecture are valid: the work folder starts here
     // The VAE.
@@ -262,7 +284,8 @@ export async function pretrainBackbone(options: PretrainOptions): Promise<Pretra
       tf.dispose([x, mean, std, logvar]);
       report({ stage: 'latents', done: start + indices.length, total: settings.scenes });
     }
-    let m1 = 0, m2 = 0;
+    let m1 = 0,
+      m2 = 0;
     for (let k = 0; k < means.length; k++) {
       m1 += means[k];
       m2 += means[k] * means[k] + stds[k] * stds[k];
@@ -287,7 +310,8 @@ export async function pretrainBackbone(options: PretrainOptions): Promise<Pretra
         const rng = new Prng(seedOf(7, step));
         const tokens = indices.map((s) => (rng.chance(settings.caption_dropout) ? emptyIds : rng.pick(captionIds[s])));
         const timesteps = indices.map(() => rng.int(0, scheduler.config.num_train_timesteps - 1));
-        const mu = new Float32Array(indices.length * latentSize), sigma = new Float32Array(indices.length * latentSize);
+        const mu = new Float32Array(indices.length * latentSize),
+          sigma = new Float32Array(indices.length * latentSize);
         indices.forEach((s, b) => {
           mu.set(means.subarray(s * latentSize, (s + 1) * latentSize), b * latentSize);
           sigma.set(stds.subarray(s * latentSize, (s + 1) * latentSize), b * latentSize);
@@ -309,7 +333,13 @@ export async function pretrainBackbone(options: PretrainOptions): Promise<Pretra
     const staging = `${out}.tmp-${process.pid}`;
     fs.rmSync(staging, { recursive: true, force: true });
     await unet.save(path.join(staging, 'unet'));
-    await saveModule(path.join(staging, 'vae'), { _class_name: 'AutoencoderKL', ...vae.config, scaling_factor: scalingFactor }, vae.parameters, { format: 'pt' }, 'diffusion_pytorch_model.safetensors');
+    await saveModule(
+      path.join(staging, 'vae'),
+      { _class_name: 'AutoencoderKL', ...vae.config, scaling_factor: scalingFactor },
+      vae.parameters,
+      { format: 'pt' },
+      'diffusion_pytorch_model.safetensors',
+    );
     await textEncoder.save(path.join(staging, 'text_encoder'));
     await saveClipTokenizerFiles(path.join(staging, 'tokenizer'), tokenizerFiles);
     writeJson(path.join(staging, 'scheduler', 'scheduler_config.json'), { _class_name: 'DDIMScheduler', ...scheduler.config });
@@ -389,7 +419,7 @@ function meanOfLast(values: readonly number[], n: number): number {
 }
 
 function writeJson(file: string, value: unknown): void {
-  writeFileAtomic(file, JSON.stringify(value, null, 2) + '\n');
+  writeFileAtomic(file, `${JSON.stringify(value, null, 2)}\n`);
 }
 
 /** Puts `staging` at `target`, replacing what was there (the old folder is removed only after the swap). */

@@ -19,7 +19,10 @@ export interface TextToImageBatch {
  * take the mean squared error to the scheduler's target (ε, or v for v-prediction). Gradients
  * reach the UNet and, when its variables are trained too, the text encoder. A scalar the caller owns.
  */
-export function textToImageLoss(models: { unet: UNet2DConditionModel; textEncoder: CLIPTextModel; scheduler: DDPMScheduler }, batch: TextToImageBatch): tf.Scalar {
+export function textToImageLoss(
+  models: { unet: UNet2DConditionModel; textEncoder: CLIPTextModel; scheduler: DDPMScheduler },
+  batch: TextToImageBatch,
+): tf.Scalar {
   const { unet, textEncoder, scheduler } = models;
   return tf.tidy(() => {
     const noisy = scheduler.addNoise(batch.latents, batch.noise, batch.timesteps);

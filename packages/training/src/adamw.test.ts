@@ -8,7 +8,14 @@ function referenceTrajectory(
   p0: Record<string, number[]>,
   grads: (key: string, t: number) => number[],
   lrs: number[],
-  { b1, b2, eps, wd, noDecay, lrMultiplier = () => 1 }: { b1: number; b2: number; eps: number; wd: number; noDecay: (k: string) => boolean; lrMultiplier?: (k: string) => number },
+  {
+    b1,
+    b2,
+    eps,
+    wd,
+    noDecay,
+    lrMultiplier = () => 1,
+  }: { b1: number; b2: number; eps: number; wd: number; noDecay: (k: string) => boolean; lrMultiplier?: (k: string) => number },
 ): Record<string, number[]> {
   const p = Object.fromEntries(Object.entries(p0).map(([k, v]) => [k, [...v]]));
   const m = Object.fromEntries(Object.entries(p0).map(([k, v]) => [k, v.map(() => 0)]));
@@ -46,7 +53,10 @@ describe.each<BackendName>(['cpu', 'wasm'])('AdamW (%s)', (backend) => {
   });
 
   it('matches a float64 torch.optim.AdamW trajectory within 1e-6 (weight decay, noDecay, a varying lr)', async () => {
-    const p0 = { w: Array.from({ length: 12 }, (_, j) => Math.fround(Math.cos(j) * 1.5)), 'norm.bias': Array.from({ length: 5 }, (_, j) => Math.fround(j / 5 - 0.4)) };
+    const p0 = {
+      w: Array.from({ length: 12 }, (_, j) => Math.fround(Math.cos(j) * 1.5)),
+      'norm.bias': Array.from({ length: 5 }, (_, j) => Math.fround(j / 5 - 0.4)),
+    };
     const variables = { w: tf.variable(tf.tensor2d(p0.w, [3, 4])), 'norm.bias': tf.variable(tf.tensor1d(p0['norm.bias'])) };
     const config = { b1: 0.8, b2: 0.99, eps: 1e-8, wd: 0.05, noDecay: (k: string) => k.endsWith('.bias') };
     const opt = new AdamW(variables, { betas: [config.b1, config.b2], eps: config.eps, weight_decay: config.wd, noDecay: config.noDecay });

@@ -53,7 +53,11 @@ describe('training checkpoint folders (wasm)', () => {
     await saveTrainingCheckpoint(dir, { variables: saved.vars, optimizer: saved.opt, step: 3, extra: { cursor: 12, seeds: [1, 2] } });
     expect(fs.readdirSync(dir).sort()).toEqual([OPTIMIZER_FILE, TRAINABLE_FILE, TRAINER_STATE_FILE]);
     expect(fs.readdirSync(path.dirname(dir))).toEqual(['ckpt']);
-    expect(JSON.parse(fs.readFileSync(path.join(dir, TRAINER_STATE_FILE), 'utf8'))).toEqual({ format_version: 1, step: 3, extra: { cursor: 12, seeds: [1, 2] } });
+    expect(JSON.parse(fs.readFileSync(path.join(dir, TRAINER_STATE_FILE), 'utf8'))).toEqual({
+      format_version: 1,
+      step: 3,
+      extra: { cursor: 12, seeds: [1, 2] },
+    });
     const moments = await SafetensorsFile.open(path.join(dir, OPTIMIZER_FILE));
     expect(moments.keys().sort()).toEqual(['m.a', 'm.b', 'm.c', 'v.a', 'v.b', 'v.c']);
     moments.close();
@@ -132,7 +136,9 @@ describe('training checkpoint folders (wasm)', () => {
     fs.truncateSync(optimizerFile, fs.statSync(optimizerFile).size - 8);
     await expect(loadTrainingCheckpoint(dir, { variables: target.vars, optimizer: target.opt })).rejects.toThrow(`${optimizerFile}: tensor`);
     fs.writeFileSync(path.join(dir, TRAINER_STATE_FILE), '{"step": 1,');
-    await expect(loadTrainingCheckpoint(dir, { variables: target.vars, optimizer: target.opt })).rejects.toThrow(`${path.join(dir, TRAINER_STATE_FILE)}: not valid JSON`);
+    await expect(loadTrainingCheckpoint(dir, { variables: target.vars, optimizer: target.opt })).rejects.toThrow(
+      `${path.join(dir, TRAINER_STATE_FILE)}: not valid JSON`,
+    );
     [saved, target].forEach(free);
   });
 
@@ -140,11 +146,15 @@ describe('training checkpoint folders (wasm)', () => {
     const saved = state(1, 1);
     const notCkpt = path.join(root, 'data');
     fs.mkdirSync(notCkpt);
-    await expect(saveTrainingCheckpoint(notCkpt, { variables: saved.vars, optimizer: saved.opt, step: 1 })).rejects.toThrow('is not a training checkpoint (no trainer_state.json); refusing to replace it');
+    await expect(saveTrainingCheckpoint(notCkpt, { variables: saved.vars, optimizer: saved.opt, step: 1 })).rejects.toThrow(
+      'is not a training checkpoint (no trainer_state.json); refusing to replace it',
+    );
     const dir = path.join(root, 'ckpt');
     await saveTrainingCheckpoint(dir, { variables: saved.vars, optimizer: saved.opt, step: 1 });
     fs.renameSync(dir, `${dir}.old-123-abc`); // as if the process died between the two renames
-    await expect(loadTrainingCheckpoint(dir, { variables: saved.vars, optimizer: saved.opt })).rejects.toThrow(`the previous checkpoint is ${dir}.old-123-abc, rename it to ${dir}`);
+    await expect(loadTrainingCheckpoint(dir, { variables: saved.vars, optimizer: saved.opt })).rejects.toThrow(
+      `the previous checkpoint is ${dir}.old-123-abc, rename it to ${dir}`,
+    );
     free(saved);
   });
 });

@@ -43,8 +43,7 @@ async function node(): Promise<NodeModules> {
 
 /** Each tensor's data in sorted key order, one read at a time (what writeSafetensorsFile streams). */
 async function* tensorData(tensors: ReadonlyMap<string, tf.Tensor>): AsyncGenerator<[string, readonly number[], Float32Array]> {
-  for (const key of [...tensors.keys()].sort()) {
-    const t = tensors.get(key)!;
+  for (const [key, t] of [...tensors].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     yield [key, t.shape, (await t.data()) as Float32Array];
   }
 }
@@ -84,20 +83,24 @@ export async function saveTrainingCheckpoint(dir: string, checkpoint: TrainingCh
   if (!Number.isInteger(step) || step < 0) throw new Error(`saveTrainingCheckpoint: step must be an integer ≥ 0, got ${step}`);
   let stateJson: string;
   try {
-    stateJson = JSON.stringify({ format_version: CHECKPOINT_FORMAT_VERSION, step, extra }, null, 2) + '\n';
+    stateJson = `${JSON.stringify({ format_version: CHECKPOINT_FORMAT_VERSION, step, extra }, null, 2)}\n`;
   } catch (e) {
     throw new Error(`saveTrainingCheckpoint: extra is not JSON-serialisable (${(e as Error).message}); keep it to plain data`);
   }
   const keys = Object.keys(variables).sort();
   const optimized = Object.keys(optimizer.state().m).sort();
   if (keys.join('\n') !== optimized.join('\n')) {
-    throw new Error(`saveTrainingCheckpoint: the optimizer was built over other variables (${optimized.length} keys) than the ${keys.length} being saved; pass the optimizer of these variables`);
+    throw new Error(
+      `saveTrainingCheckpoint: the optimizer was built over other variables (${optimized.length} keys) than the ${keys.length} being saved; pass the optimizer of these variables`,
+    );
   }
   const n = await node();
   const { fs, path } = n;
   const target = path.resolve(dir);
   if (fs.existsSync(target) && !fs.existsSync(path.join(target, TRAINER_STATE_FILE))) {
-    throw new Error(`saveTrainingCheckpoint: ${target} exists and is not a training checkpoint (no ${TRAINER_STATE_FILE}); refusing to replace it. Choose another folder.`);
+    throw new Error(
+      `saveTrainingCheckpoint: ${target} exists and is not a training checkpoint (no ${TRAINER_STATE_FILE}); refusing to replace it. Choose another folder.`,
+    );
   }
   const tag = `${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
   const tmp = `${target}.tmp-${tag}`;
@@ -147,7 +150,8 @@ function readState({ fs }: NodeModules, file: string): TrainingCheckpointState {
     throw new Error(`${file}: format_version ${JSON.stringify(raw.format_version)}, this version of @png/training reads ${CHECKPOINT_FORMAT_VERSION}`);
   }
   const { step, extra } = raw;
-  if (!Number.isInteger(step) || (step as number) < 0) throw new Error(`${file}: step ${JSON.stringify(step)} is not an integer ≥ 0; the checkpoint is corrupt`);
+  if (!Number.isInteger(step) || (step as number) < 0)
+    throw new Error(`${file}: step ${JSON.stringify(step)} is not an integer ≥ 0; the checkpoint is corrupt`);
   if (extra === null || typeof extra !== 'object' || Array.isArray(extra)) throw new Error(`${file}: extra is not a JSON object; the checkpoint is corrupt`);
   return { step: step as number, extra: extra as Record<string, unknown> };
 }
@@ -220,7 +224,9 @@ export async function loadTrainingCheckpoint(
     expectTensors(momentsFile, momentShapes, folder);
     const iterations = Number(momentsFile.metadata.iterations);
     if (!Number.isInteger(iterations) || iterations < 0) {
-      throw new Error(`${momentsFile.name}: metadata 'iterations' is ${JSON.stringify(momentsFile.metadata.iterations)}, expected an integer ≥ 0; the file is corrupt`);
+      throw new Error(
+        `${momentsFile.name}: metadata 'iterations' is ${JSON.stringify(momentsFile.metadata.iterations)}, expected an integer ≥ 0; the file is corrupt`,
+      );
     }
     const weights = readAll(weightsFile, weightShapes);
     loaded.push(...Object.values(weights));
@@ -228,7 +234,9 @@ export async function loadTrainingCheckpoint(
     loaded.push(...Object.values(moments));
     const pick = (prefix: string) => Object.fromEntries(keys.map((k) => [k, moments[`${prefix}.${k}`]]));
     target.optimizer.loadState({ iterations, m: pick('m'), v: pick('v') });
-    tf.tidy(() => keys.forEach((k) => target.variables[k].assign(weights[k])));
+    tf.tidy(() => {
+      for (const k of keys) target.variables[k].assign(weights[k]);
+    });
   } finally {
     tf.dispose(loaded);
     weightsFile.close();

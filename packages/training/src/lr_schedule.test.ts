@@ -20,11 +20,13 @@ describe('warmupPoly', () => {
 
   it('without warm-up is detectron2 WarmupPolyLR with its own power', () => {
     const noWarmup = warmupPoly({ base_lr: 2, warmup_steps: 0, total_steps: 10, power: 2 });
-    [2, 0.5, 0.02, 0].forEach((want, i) => expect(noWarmup([0, 5, 9, 10][i])).toBeCloseTo(want, 14));
+    for (const [i, want] of [2, 0.5, 0.02, 0].entries()) expect(noWarmup([0, 5, 9, 10][i])).toBeCloseTo(want, 14);
   });
 
   it('rejects bad configs and bad steps with clear errors', () => {
-    expect(() => warmupPoly({ base_lr: 1e-4, warmup_steps: 10, total_steps: 10 })).toThrow('Error in WarmupPolyConfig.total_steps: expected an integer > warmup_steps (10), got 10');
+    expect(() => warmupPoly({ base_lr: 1e-4, warmup_steps: 10, total_steps: 10 })).toThrow(
+      'Error in WarmupPolyConfig.total_steps: expected an integer > warmup_steps (10), got 10',
+    );
     expect(() => warmupPoly({ base_lr: -1, warmup_steps: 0, total_steps: 10 })).toThrow('Error in WarmupPolyConfig.base_lr');
     expect(() => warmupPoly({ base_lr: 1, warmup_steps: 1.5, total_steps: 10 })).toThrow('Error in WarmupPolyConfig.warmup_steps');
     expect(() => warmupPoly({ base_lr: 1, warmup_steps: 0, total_steps: 10, warmup_start_factor: 0 })).toThrow('Error in WarmupPolyConfig.warmup_start_factor');

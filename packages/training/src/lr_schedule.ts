@@ -25,7 +25,13 @@ function validate(c: WarmupPolyConfig): void {
   check(isNonNegativeInt(c.warmup_steps), name, 'warmup_steps', 'an integer ≥ 0', c.warmup_steps);
   check(isPositiveInt(c.total_steps) && c.total_steps > c.warmup_steps, name, 'total_steps', `an integer > warmup_steps (${c.warmup_steps})`, c.total_steps);
   check(isFiniteNumber(c.power) && c.power > 0, name, 'power', 'a finite number > 0', c.power);
-  check(isFiniteNumber(c.warmup_start_factor) && c.warmup_start_factor > 0 && c.warmup_start_factor <= 1, name, 'warmup_start_factor', 'a number in (0, 1]', c.warmup_start_factor);
+  check(
+    isFiniteNumber(c.warmup_start_factor) && c.warmup_start_factor > 0 && c.warmup_start_factor <= 1,
+    name,
+    'warmup_start_factor',
+    'a number in (0, 1]',
+    c.warmup_start_factor,
+  );
 }
 
 /**

@@ -31,6 +31,10 @@ describe('guardRun', () => {
     );
     expect(() => guardRun(dir, { data: '/data', training: { steps: 3 }, config: {} })).toThrow(/another config \(undefined, now \{\}\)/);
     fs.writeFileSync(file, '{"data": ');
-    expect(() => guardRun(dir, { data: '/data' })).toThrow(new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: not valid JSON \\(.*\\); remove ${dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} or choose another folder$`));
+    expect(() => guardRun(dir, { data: '/data' })).toThrow(
+      new RegExp(
+        `^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: not valid JSON \\(.*\\); remove ${dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} or choose another folder$`,
+      ),
+    );
   });
 });

@@ -26,7 +26,7 @@ export interface RunGuard {
  * written (the folder need not exist).
  */
 export function guardRun(folder: string, run: object): RunGuard {
-  const text = JSON.stringify(run, null, 2) + '\n';
+  const text = `${JSON.stringify(run, null, 2)}\n`;
   const file = path.join(folder, RUN_FILE);
   const resumed = fs.existsSync(file);
   if (resumed) {
@@ -40,7 +40,9 @@ export function guardRun(folder: string, run: object): RunGuard {
     for (const key of new Set([...Object.keys(current), ...Object.keys(previous ?? {})])) {
       const [was, now] = [JSON.stringify(previous?.[key]), JSON.stringify(current[key])];
       if (was !== now) {
-        throw new Error(`${file}: this folder holds a run started with another ${key} (${was}, now ${now}); rerun with the same settings to resume it, or remove ${folder} or choose another folder to start over`);
+        throw new Error(
+          `${file}: this folder holds a run started with another ${key} (${was}, now ${now}); rerun with the same settings to resume it, or remove ${folder} or choose another folder to start over`,
+        );
       }
     }
   }

@@ -13,7 +13,10 @@ type Batch = {
 
 /** A 2-layer MLP 4 → 16 → 3 with fresh trainable weights. */
 function mlp(seed: number): { params: Parameters; variables: Record<string, tf.Variable>; mse: (b: Batch) => tf.Scalar } {
-  const { module, params } = WeightScope.fresh({ seed, trainable: true }).build((s) => ({ fc1: new Linear(s.pp('fc1'), 4, 16), fc2: new Linear(s.pp('fc2'), 16, 3) }));
+  const { module, params } = WeightScope.fresh({ seed, trainable: true }).build((s) => ({
+    fc1: new Linear(s.pp('fc1'), 4, 16),
+    fc2: new Linear(s.pp('fc2'), 16, 3),
+  }));
   const mse = (b: Batch) => tf.mean(tf.squaredDifference(module.fc2.forward(tf.tanh(module.fc1.forward(b.x))), b.y)) as tf.Scalar;
   return { params, variables: trainableVariables(params), mse };
 }
@@ -44,7 +47,12 @@ describe.each<[BackendName, number]>([
   it('loses ≥ 90% of its loss within 200 steps', async () => {
     const model = mlp(7);
     const data = batch(16, 3);
-    const trainer = new Trainer({ variables: model.variables, lossFn: model.mse, schedule: warmupPoly({ base_lr: lr, warmup_steps: 10, total_steps: 200 }), clip_grad_norm: 1 });
+    const trainer = new Trainer({
+      variables: model.variables,
+      lossFn: model.mse,
+      schedule: warmupPoly({ base_lr: lr, warmup_steps: 10, total_steps: 200 }),
+      clip_grad_norm: 1,
+    });
     const first = (await trainer.step(data)).loss;
     let last = first;
     let steps = 1;
@@ -82,7 +90,7 @@ describe('Trainer (wasm)', () => {
     expect(result.gradNorm).toBeCloseTo(5, 5);
     const m = await trainer.optimizer.state().m.w.data();
     if (clip > 5) expect(Array.from(m)).toEqual(applied);
-    else applied.forEach((g, i) => expect(m[i]).toBeCloseTo(g, 6));
+    else for (const [i, g] of applied.entries()) expect(m[i]).toBeCloseTo(g, 6);
     expect(Math.hypot(...m)).toBeCloseTo(Math.min(clip, 5), 5);
     trainer.dispose();
     w.dispose();
@@ -147,10 +155,10 @@ describe('Trainer (wasm)', () => {
     expect(resumed.iterations).toBe(4);
     const losses: number[] = [];
     for (let s = extra.cursor as number; s < 7; s++) losses.push((await resumed.step(batches[s % 4])).loss);
-    losses.forEach((l, i) => expect(Object.is(l, continued[i])).toBe(true));
+    for (const [i, l] of losses.entries()) expect(Object.is(l, continued[i])).toBe(true);
     expect(bitEqual(await snapshot(fresh.variables), await snapshot(run.variables))).toBe(true);
-    [trainer, resumed].forEach((t) => t.dispose());
-    [run, fresh].forEach((m) => m.params.dispose());
+    for (const t of [trainer, resumed]) t.dispose();
+    for (const m of [run, fresh]) m.params.dispose();
     tf.dispose(batches);
     fs.rmSync(dir, { recursive: true });
   });
@@ -182,8 +190,8 @@ describe('Trainer (wasm)', () => {
     await restored.resume(path.join(dir, 'ckpt'));
     expect(bitEqual(await snapshot(other.variables), afterStep2)).toBe(true);
     expect((await trainer.step(data)).applied).toBe(true); // the trainer goes on after the bad batch
-    [trainer, restored].forEach((t) => t.dispose());
-    [model, other].forEach((m) => m.params.dispose());
+    for (const t of [trainer, restored]) t.dispose();
+    for (const m of [model, other]) m.params.dispose();
     tf.dispose(data);
     fs.rmSync(dir, { recursive: true });
   });
@@ -213,9 +221,13 @@ describe('Trainer (wasm)', () => {
     const ok = new Trainer({ variables: { used }, lossFn: () => tf.sum(used) as tf.Scalar, accumulation_steps: 2 });
     await ok.step(undefined);
     await expect(ok.save(path.join(os.tmpdir(), 'never-written'))).rejects.toThrow('1 of 2 micro-steps of step 1 are accumulated');
-    expect(() => new Trainer({ variables: { used }, lossFn: () => tf.sum(used) as tf.Scalar, accumulation_steps: 0 })).toThrow('Error in TrainerConfig.accumulation_steps');
-    expect(() => new Trainer({ variables: { used }, lossFn: () => tf.sum(used) as tf.Scalar, clip_grad_nrom: 1 } as never)).toThrow("did you mean 'clip_grad_norm'?");
-    [trainer, ok].forEach((t) => t.dispose());
+    expect(() => new Trainer({ variables: { used }, lossFn: () => tf.sum(used) as tf.Scalar, accumulation_steps: 0 })).toThrow(
+      'Error in TrainerConfig.accumulation_steps',
+    );
+    expect(() => new Trainer({ variables: { used }, lossFn: () => tf.sum(used) as tf.Scalar, clip_grad_nrom: 1 } as never)).toThrow(
+      "did you mean 'clip_grad_norm'?",
+    );
+    for (const t of [trainer, ok]) t.dispose();
     tf.dispose([used, unused]);
   });
 });

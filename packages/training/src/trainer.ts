@@ -59,7 +59,13 @@ export class TrainingDivergedError extends Error {
 }
 
 function validate(c: TrainerConfig): void {
-  check(c.clip_grad_norm === null || (isFiniteNumber(c.clip_grad_norm) && c.clip_grad_norm > 0), 'TrainerConfig', 'clip_grad_norm', 'a finite number > 0, or null for no clipping', c.clip_grad_norm);
+  check(
+    c.clip_grad_norm === null || (isFiniteNumber(c.clip_grad_norm) && c.clip_grad_norm > 0),
+    'TrainerConfig',
+    'clip_grad_norm',
+    'a finite number > 0, or null for no clipping',
+    c.clip_grad_norm,
+  );
   check(isPositiveInt(c.accumulation_steps), 'TrainerConfig', 'accumulation_steps', 'a positive integer', c.accumulation_steps);
 }
 
@@ -114,7 +120,8 @@ export class Trainer<B> {
     const { accumulation_steps: k, clip_grad_norm: clip } = this.config;
     const step = this.optimizer.iterations + 1;
     const lr = this.schedule(step - 1);
-    if (!(isFiniteNumber(lr) && lr >= 0)) throw new Error(`Trainer: the schedule returned lr ${lr} for step ${step - 1}; a schedule must return finite numbers ≥ 0`);
+    if (!(isFiniteNumber(lr) && lr >= 0))
+      throw new Error(`Trainer: the schedule returned lr ${lr} for step ${step - 1}; a schedule must return finite numbers ≥ 0`);
     const { stats, grads } = this.gradients(batch);
     let loss: number;
     let gradNorm: number;
@@ -159,7 +166,9 @@ export class Trainer<B> {
    */
   async save(dir: string, extra: object = {}): Promise<void> {
     if (this.microSteps > 0) {
-      throw new Error(`Trainer.save: ${this.microSteps} of ${this.config.accumulation_steps} micro-steps of step ${this.iterations + 1} are accumulated; save after a step() that returned applied: true`);
+      throw new Error(
+        `Trainer.save: ${this.microSteps} of ${this.config.accumulation_steps} micro-steps of step ${this.iterations + 1} are accumulated; save after a step() that returned applied: true`,
+      );
     }
     await saveTrainingCheckpoint(dir, { variables: this.variables, optimizer: this.optimizer, step: this.iterations, extra });
   }
@@ -189,7 +198,10 @@ export class Trainer<B> {
       const grads: Record<string, tf.Tensor> = {};
       for (const key of this.keys) {
         let g = byName[this.variables[key].name];
-        if (!g) throw new Error(`Trainer: variable '${key}' received no gradient; lossFn does not use it. Leave it out of \`variables\` (freeze it) or use it in the loss.`);
+        if (!g)
+          throw new Error(
+            `Trainer: variable '${key}' received no gradient; lossFn does not use it. Leave it out of \`variables\` (freeze it) or use it in the loss.`,
+          );
         if (k > 1) g = tf.div(g, k);
         grads[key] = this.accumulated ? tf.add(this.accumulated[key], g) : g;
       }

@@ -3,6 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { Linear, WeightScope, setBackend, type Parameters } from '@png/core';
+import { expectDefined } from '@png/core/testing';
 import { BatchOrder } from './batch_order';
 import { warmupPoly } from './lr_schedule';
 import { Trainer, trainableVariables } from './trainer';
@@ -22,7 +23,15 @@ function job(): { trainer: Trainer<number[]>; params: Parameters; dispose(): voi
     optimizer: { lr: 0.1 },
     schedule: warmupPoly({ base_lr: 0.1, warmup_steps: 1, total_steps: 7 }),
   });
-  return { trainer, params, dispose: () => (trainer.dispose(), params.dispose(), tf.dispose([x, y])) };
+  return {
+    trainer,
+    params,
+    dispose: () => {
+      trainer.dispose();
+      params.dispose();
+      tf.dispose([x, y]);
+    },
+  };
 }
 
 const order = new BatchOrder(10, 3, 5);
@@ -66,7 +75,16 @@ describe('runTrainingLoop (cpu)', () => {
     const dir = path.join(root, 'resumed');
     const crash = new Error('power cut');
     let model = job();
-    await expect(runTrainingLoop({ ...options, dir, trainer: model.trainer, onStep: (p) => { if (p.done === 5) throw crash; } })).rejects.toBe(crash);
+    await expect(
+      runTrainingLoop({
+        ...options,
+        dir,
+        trainer: model.trainer,
+        onStep: (p) => {
+          if (p.done === 5) throw crash;
+        },
+      }),
+    ).rejects.toBe(crash);
     model.dispose();
     expect(fs.readdirSync(dir)).toEqual(['checkpoint-3']);
     // what a kill in the middle of the next save leaves: its temporary folder and a half-removed older checkpoint
@@ -79,17 +97,37 @@ describe('runTrainingLoop (cpu)', () => {
     expect(files(dir)).toEqual(files(whole));
     // a finished run trains no more and gives its losses
     model = job();
-    const again = await runTrainingLoop({ ...options, dir, trainer: model.trainer, onStep: () => { throw new Error('no step expected'); } });
+    const again = await runTrainingLoop({
+      ...options,
+      dir,
+      trainer: model.trainer,
+      onStep: () => {
+        throw new Error('no step expected');
+      },
+    });
     model.dispose();
     expect(again).toEqual({ losses: resumed.losses, logs: [], resumedFrom: 7 });
   });
 
   it('keeps a per-step log beside the losses in every checkpoint and resumes it; a checkpoint without one is refused', async () => {
     const dir = path.join(root, 'logged');
-    const log = (model: ReturnType<typeof job>) => () => ({ weight: Number(model.params.get('fc.weight').dataSync()[0].toFixed(6)), step: model.trainer.iterations });
+    const log = (model: ReturnType<typeof job>) => () => ({
+      weight: Number(model.params.get('fc.weight').dataSync()[0].toFixed(6)),
+      step: model.trainer.iterations,
+    });
     let model = job();
     const crash = new Error('power cut');
-    await expect(runTrainingLoop({ ...options, dir, trainer: model.trainer, log: log(model), onStep: (p) => { if (p.done === 5) throw crash; } })).rejects.toBe(crash);
+    await expect(
+      runTrainingLoop({
+        ...options,
+        dir,
+        trainer: model.trainer,
+        log: log(model),
+        onStep: (p) => {
+          if (p.done === 5) throw crash;
+        },
+      }),
+    ).rejects.toBe(crash);
     model.dispose();
     model = job();
     const resumed = await runTrainingLoop({ ...options, dir, trainer: model.trainer, log: log(model) });
@@ -100,9 +138,11 @@ describe('runTrainingLoop (cpu)', () => {
     model.dispose();
     expect(resumed.logs).toEqual(whole.logs);
     expect(resumed.losses).toEqual(whole.losses);
-    expect((await latestCheckpoint(dir))!.logs).toEqual(whole.logs);
+    expect(expectDefined(await latestCheckpoint(dir), 'the latest checkpoint').logs).toEqual(whole.logs);
     model = job();
-    await expect(runTrainingLoop({ ...options, steps: 8, dir: path.join(root, 'whole'), trainer: model.trainer, log: log(model) })).rejects.toThrow(`${path.join(root, 'whole', 'checkpoint-7')}: a checkpoint without the per-step log (extra.logs) this loop keeps`);
+    await expect(runTrainingLoop({ ...options, steps: 8, dir: path.join(root, 'whole'), trainer: model.trainer, log: log(model) })).rejects.toThrow(
+      `${path.join(root, 'whole', 'checkpoint-7')}: a checkpoint without the per-step log (extra.logs) this loop keeps`,
+    );
     model.dispose();
   });
 
@@ -113,9 +153,13 @@ describe('runTrainingLoop (cpu)', () => {
     const json = JSON.parse(fs.readFileSync(state, 'utf8'));
     fs.writeFileSync(state, JSON.stringify({ ...json, extra: { losses: json.extra.losses.slice(1) } }));
     const model = job();
-    await expect(runTrainingLoop({ ...options, dir, trainer: model.trainer })).rejects.toThrow(`${state}: extra.losses is not the loss of each of the 7 steps; the checkpoint is corrupt, remove ${path.join(dir, 'checkpoint-7')}`);
+    await expect(runTrainingLoop({ ...options, dir, trainer: model.trainer })).rejects.toThrow(
+      `${state}: extra.losses is not the loss of each of the 7 steps; the checkpoint is corrupt, remove ${path.join(dir, 'checkpoint-7')}`,
+    );
     fs.writeFileSync(state, JSON.stringify(json));
-    await expect(runTrainingLoop({ ...options, steps: 6, dir, trainer: model.trainer })).rejects.toThrow(`${path.join(dir, 'checkpoint-7')}: a checkpoint after step 7, past the run's 6 steps; this folder belongs to a longer run`);
+    await expect(runTrainingLoop({ ...options, steps: 6, dir, trainer: model.trainer })).rejects.toThrow(
+      `${path.join(dir, 'checkpoint-7')}: a checkpoint after step 7, past the run's 6 steps; this folder belongs to a longer run`,
+    );
     model.dispose();
   });
 });

@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { isPositiveInt } from '@png/core';
 import { readTrainingCheckpointState } from './checkpoint_dir';
-import { TrainingDivergedError, type Trainer } from './trainer';
+import { type StepResult, TrainingDivergedError, type Trainer } from './trainer';
 
 /** What the loop reports after every step. */
 export interface TrainingLoopProgress {
@@ -95,7 +95,8 @@ export async function latestCheckpoint(dir: string): Promise<LoopCheckpoint | un
     throw new Error(`${file}: extra.losses is not the loss of each of the ${step} steps; the checkpoint is corrupt, remove ${folder}`);
   }
   const logs = state.extra.logs;
-  if (logs !== undefined && (!Array.isArray(logs) || logs.length !== step)) throw new Error(`${file}: extra.logs is not the log of each of the ${step} steps; the checkpoint is corrupt, remove ${folder}`);
+  if (logs !== undefined && (!Array.isArray(logs) || logs.length !== step))
+    throw new Error(`${file}: extra.logs is not the log of each of the ${step} steps; the checkpoint is corrupt, remove ${folder}`);
   return { step, dir: folder, losses, ...(logs !== undefined ? { logs } : {}) };
 }
 
@@ -118,24 +119,37 @@ export async function runTrainingLoop<B, L = never>(options: TrainingLoopOptions
   const { dir, trainer, steps, checkpointEvery } = options;
   if (!isPositiveInt(steps)) throw new Error(`runTrainingLoop: steps must be a positive integer, got ${steps}`);
   if (!isPositiveInt(checkpointEvery)) throw new Error(`runTrainingLoop: checkpointEvery must be a positive integer, got ${checkpointEvery}`);
-  if (trainer.config.accumulation_steps !== 1) throw new Error(`runTrainingLoop: the trainer accumulates ${trainer.config.accumulation_steps} micro-steps per step; the loop takes one batch per step (accumulation_steps 1)`);
+  if (trainer.config.accumulation_steps !== 1)
+    throw new Error(
+      `runTrainingLoop: the trainer accumulates ${trainer.config.accumulation_steps} micro-steps per step; the loop takes one batch per step (accumulation_steps 1)`,
+    );
   removeStale(dir);
   const latest = await latestCheckpoint(dir);
   const losses = latest ? [...latest.losses] : [];
-  if (latest && options.log && !latest.logs) throw new Error(`${latest.dir}: a checkpoint without the per-step log (extra.logs) this loop keeps; it was written by a run without one, so resume it without a log or start another folder`);
+  if (latest && options.log && !latest.logs)
+    throw new Error(
+      `${latest.dir}: a checkpoint without the per-step log (extra.logs) this loop keeps; it was written by a run without one, so resume it without a log or start another folder`,
+    );
   const logs = latest && options.log ? [...(latest.logs as L[])] : [];
   if (latest) await trainer.resume(latest.dir);
   const resumedFrom = trainer.iterations;
-  if (resumedFrom !== (latest?.step ?? 0)) throw new Error(`runTrainingLoop: the trainer has done ${resumedFrom} steps, its checkpoint folder ${dir} ${latest ? `is at step ${latest.step}` : 'is empty'}; pass a fresh trainer`);
-  if (resumedFrom > steps) throw new Error(`${latest!.dir}: a checkpoint after step ${resumedFrom}, past the run's ${steps} steps; this folder belongs to a longer run`);
+  if (resumedFrom !== (latest?.step ?? 0))
+    throw new Error(
+      `runTrainingLoop: the trainer has done ${resumedFrom} steps, its checkpoint folder ${dir} ${latest ? `is at step ${latest.step}` : 'is empty'}; pass a fresh trainer`,
+    );
+  if (latest && resumedFrom > steps)
+    throw new Error(`${latest.dir}: a checkpoint after step ${resumedFrom}, past the run's ${steps} steps; this folder belongs to a longer run`);
   let saved = resumedFrom;
   for (let step = resumedFrom; step < steps; step++) {
-    let result;
+    let result: StepResult;
     try {
       result = await trainer.step(options.batch(step));
     } catch (e) {
       if (e instanceof TrainingDivergedError) {
-        e.message += saved > 0 ? ` The last good checkpoint (step ${saved}) is ${path.join(dir, `checkpoint-${saved}`)}; rerun to resume from it.` : ' No checkpoint was written yet; a rerun starts from step 0.';
+        e.message +=
+          saved > 0
+            ? ` The last good checkpoint (step ${saved}) is ${path.join(dir, `checkpoint-${saved}`)}; rerun to resume from it.`
+            : ' No checkpoint was written yet; a rerun starts from step 0.';
       }
       throw e;
     }

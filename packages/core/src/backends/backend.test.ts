@@ -21,7 +21,16 @@ describe('the cpu backend’s ResizeNearestNeighborGrad (replaced by setBackend)
   ])('batch 2, 3×4 → 7×5 and 8×8 → 3×4, alignCorners=%s, halfPixelCenters=%s: the adjoint of the forward', async (alignCorners, halfPixelCenters) => {
     await setBackend('cpu');
     const random = mulberry32(5);
-    for (const [[h, w], size] of [[[3, 4], [7, 5]], [[8, 8], [3, 4]]] as Array<[[number, number], [number, number]]>) {
+    for (const [[h, w], size] of [
+      [
+        [3, 4],
+        [7, 5],
+      ],
+      [
+        [8, 8],
+        [3, 4],
+      ],
+    ] as Array<[[number, number], [number, number]]>) {
       const [B, C] = [2, 2];
       const resize = (x: tf.Tensor4D) => tf.image.resizeNearestNeighbor(x, size, alignCorners, halfPixelCenters);
       const n = h * w * C;

@@ -33,7 +33,7 @@ export async function setBackend(name: BackendName = 'wasm'): Promise<BackendNam
   if (tf.getBackend() !== name) {
     if (!tf.findBackendFactory(name)) await registerBackend(name);
     const ok = await tf.setBackend(name);
-    if (!ok) throw new Error(`the '${name}' backend failed to initialise` + (name === 'webgpu' ? ': ' + webgpuHelp() : ''));
+    if (!ok) throw new Error(`the '${name}' backend failed to initialise${name === 'webgpu' ? `: ${webgpuHelp()}` : ''}`);
     await tf.ready();
   }
   // idempotent, and also when tfjs had already picked this backend by itself
@@ -75,7 +75,8 @@ async function registerWebgpu(): Promise<void> {
     const dawn = await importDawn();
     Object.assign(globalThis, dawn.globals);
     notes = prepareVulkan();
-    const nav = (g.navigator ??= {}) as { gpu?: Gpu };
+    g.navigator ??= {};
+    const nav = g.navigator;
     Object.defineProperty(nav, 'gpu', { value: dawn.create([]), configurable: true, writable: true });
   }
   const gpu = g.navigator?.gpu;
@@ -98,7 +99,10 @@ async function importDawn(): Promise<Dawn> {
   try {
     return (await import(/* webpackIgnore: true */ 'webgpu' as string)) as Dawn;
   } catch (e) {
-    const esm = e instanceof SyntaxError || (e as { code?: string }).code === 'ERR_REQUIRE_ESM' || /Must use import to load ES Module|Cannot use import statement/.test(String(e));
+    const esm =
+      e instanceof SyntaxError ||
+      (e as { code?: string }).code === 'ERR_REQUIRE_ESM' ||
+      /Must use import to load ES Module|Cannot use import statement/.test(String(e));
     if (!esm || typeof require !== 'function') throw e;
     const dir = require.resolve('webgpu/package.json').replace(/package\.json$/, '');
     const addon = `${dir}dist/${process.platform}-${process.platform === 'darwin' ? 'universal' : process.arch}/dawn.node`;
@@ -122,8 +126,9 @@ function prepareVulkan(): string[] {
   const missing: string[] = [];
   const env = nativeEnv();
   const chosenBy = env.VK_ICD_FILENAMES !== undefined ? 'VK_ICD_FILENAMES' : env.VK_DRIVER_FILES !== undefined ? 'VK_DRIVER_FILES' : null;
-  if (chosenBy) {
-    const absent = env[chosenBy]!.split(':').filter((f) => f && !fs.existsSync(f));
+  const chosen = chosenBy ? env[chosenBy] : undefined;
+  if (chosenBy && chosen !== undefined) {
+    const absent = chosen.split(':').filter((f) => f && !fs.existsSync(f));
     if (absent.length) missing.push(`the Vulkan driver manifest ${absent.join(', ')} named by ${chosenBy} does not exist`);
   } else {
     const xdg = [env.XDG_CONFIG_HOME, env.XDG_DATA_HOME, ...(env.XDG_CONFIG_DIRS ?? '').split(':'), ...(env.XDG_DATA_DIRS ?? '').split(':')];
@@ -146,7 +151,8 @@ function prepareVulkan(): string[] {
   };
   if (!dlopen('libvulkan.so.1')) {
     // RTLD_NODELETE keeps chromium's loader in the process after Node's dlclose.
-    if (!fs.existsSync(CHROMIUM_VULKAN_LOADER) || !dlopen(CHROMIUM_VULKAN_LOADER, RTLD_NOW_GLOBAL_NODELETE)) missing.push('no Vulkan loader (libvulkan.so.1) is installed');
+    if (!fs.existsSync(CHROMIUM_VULKAN_LOADER) || !dlopen(CHROMIUM_VULKAN_LOADER, RTLD_NOW_GLOBAL_NODELETE))
+      missing.push('no Vulkan loader (libvulkan.so.1) is installed');
   }
   return missing;
 }
@@ -167,7 +173,7 @@ function nativeEnv(): NodeJS.ProcessEnv {
 
 function webgpuHelp(notes: string[] = []): string {
   return isNode
-    ? `${notes.length ? notes.join('; ') + '. ' : ''}Dawn (the 'webgpu' package) needs a Vulkan driver. Without a GPU, install Debian's chromium for its SwiftShader CPU driver (${CHROMIUM_SWIFTSHADER_ICD}, found automatically): apt-get install chromium; or install your GPU's Vulkan driver and the loader (apt-get install libvulkan1 mesa-vulkan-drivers)`
+    ? `${notes.length ? `${notes.join('; ')}. ` : ''}Dawn (the 'webgpu' package) needs a Vulkan driver. Without a GPU, install Debian's chromium for its SwiftShader CPU driver (${CHROMIUM_SWIFTSHADER_ICD}, found automatically): apt-get install chromium; or install your GPU's Vulkan driver and the loader (apt-get install libvulkan1 mesa-vulkan-drivers)`
     : 'this browser exposes no WebGPU adapter (try --enable-unsafe-webgpu, or use the wasm backend)';
 }
 
@@ -183,7 +189,12 @@ function registerCpuKernelFixes(): void {
   const existing = tf.getKernel('ResizeNearestNeighborGrad', 'cpu');
   if ((existing as { png?: boolean } | undefined)?.png) return;
   if (existing) tf.unregisterKernel('ResizeNearestNeighborGrad', 'cpu');
-  tf.registerKernel({ kernelName: 'ResizeNearestNeighborGrad', backendName: 'cpu', kernelFunc: resizeNearestNeighborGradCpu, png: true } as unknown as tf.KernelConfig);
+  tf.registerKernel({
+    kernelName: 'ResizeNearestNeighborGrad',
+    backendName: 'cpu',
+    kernelFunc: resizeNearestNeighborGradCpu,
+    png: true,
+  } as unknown as tf.KernelConfig);
 }
 
 /** The part of tfjs-backend-cpu's MathBackendCPU used here. */

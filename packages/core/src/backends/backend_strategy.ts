@@ -78,7 +78,15 @@ export const portableStrategy: BackendStrategy = {
   linear: (x, weight) => tf.tidy(() => tf.matMul(x, asMatrix(weight), false, true)), // [N, K] · [O, K]ᵀ
   conv2d(x, conv) {
     const [[t, b], [l, r]] = conv.padding;
-    return pointwiseConv2d(this, x, conv) ?? tf.conv2d(x, conv.kernel ?? hwio(conv.weight), conv.stride, [[0, 0], [t, b], [l, r], [0, 0]]);
+    return (
+      pointwiseConv2d(this, x, conv) ??
+      tf.conv2d(x, conv.kernel ?? hwio(conv.weight), conv.stride, [
+        [0, 0],
+        [t, b],
+        [l, r],
+        [0, 0],
+      ])
+    );
   },
   convKernel: (weight) => (weight instanceof tf.Variable ? undefined : hwio(weight)),
   tensorFilledBy(shape, fill) {

@@ -36,7 +36,10 @@ describe.each(['cpu', 'wasm'] as const)('products of plain matMuls on %s', (back
     const profile = await tf.profile(() => batchMatMul(a, b));
     expect(profile.kernelNames).toEqual(expect.arrayContaining(['Unpack', 'Pack']));
     expect(profile.kernels.filter((k) => k.name === 'BatchMatMul').map((k) => k.inputShapes)).toEqual(
-      Array.from({ length: G }, () => [[N, K], [K, M]]),
+      Array.from({ length: G }, () => [
+        [N, K],
+        [K, M],
+      ]),
     );
     tf.dispose(profile.result as tf.Tensor);
 
@@ -44,10 +47,14 @@ describe.each(['cpu', 'wasm'] as const)('products of plain matMuls on %s', (back
     const yRef = tf.matMul(a, b);
     expect(y.shape).toEqual([G, N, M]);
     await expectClose(y, await yRef.data(), 1e-4, 'unrolled forward');
-    const loss = (mm: (x: tf.Tensor3D, z: tf.Tensor3D) => tf.Tensor) => (x: tf.Tensor, z: tf.Tensor) => tf.sum(tf.mul(mm(x as tf.Tensor3D, z as tf.Tensor3D), w));
+    const loss = (mm: (x: tf.Tensor3D, z: tf.Tensor3D) => tf.Tensor) => (x: tf.Tensor, z: tf.Tensor) =>
+      tf.sum(tf.mul(mm(x as tf.Tensor3D, z as tf.Tensor3D), w));
     const ours = tf.grads(loss(batchMatMul))([a, b]);
     const ref = tf.grads(loss((x, z) => tf.matMul(x, z)))([a, b]);
-    expect(ours.map((t) => t.shape)).toEqual([[G, N, K], [G, K, M]]);
+    expect(ours.map((t) => t.shape)).toEqual([
+      [G, N, K],
+      [G, K, M],
+    ]);
     await expectClose(ours[0], await ref[0].data(), 1e-4, 'unrolled dA');
     await expectClose(ours[1], await ref[1].data(), 1e-4, 'unrolled dB');
     tf.dispose([y, yRef, ...ours, ...ref]);

@@ -62,31 +62,39 @@ function checkpointedForward(
   const run = (...xs: tf.Tensor[]): tf.Tensor[] => {
     const restore = contextRestorer(context); // the recompute runs in the gradient, when the context holds later values
     try {
-      stateKeys.forEach((key, i) => context.set(key, xs[inputs.length + i]));
+      for (const [i, key] of stateKeys.entries()) context.set(key, xs[inputs.length + i]);
       const stateBefore = new Map(context.tensorEntries());
       const outputsBefore = { ...context.outputs };
       const results = forward(xs.slice(0, inputs.length));
       if (!written) {
-        const state = context.tensorEntries().filter(([key, t]) => stateBefore.get(key) !== t).map(([key]) => key);
+        const state = context
+          .tensorEntries()
+          .filter(([key, t]) => stateBefore.get(key) !== t)
+          .map(([key]) => key);
         const outputs = Object.keys(context.outputs).filter((key) => context.outputs[key] !== outputsBefore[key]);
         const all = [...results, ...state.map((key) => context.get(key)), ...outputs.map((key) => context.outputs[key])];
         written = { results: results.length, state, outputs, slots: all.map((t) => all.indexOf(t)) };
       }
       const entries = [...written.state.map((key) => context.get(key)), ...written.outputs.map((key) => context.outputs[key])];
       const before = [...written.state.map((key) => stateBefore.get(key)), ...written.outputs.map((key) => outputsBefore[key])];
-      const missing = [...written.state.map((key) => `state '${key.name}'`), ...written.outputs.map((key) => `outputs['${key}']`)].filter((_, i) => !(entries[i] instanceof tf.Tensor) || entries[i] === before[i]);
-      if (missing.length) throw new Error(`gradient checkpointing: run again for its gradient, '${path}' did not write ${missing.join(', ')} as in the forward`);
-      return [...results, ...(entries as tf.Tensor[])].filter((_, i) => written!.slots[i] === i);
+      const missing = [...written.state.map((key) => `state '${key.name}'`), ...written.outputs.map((key) => `outputs['${key}']`)].filter(
+        (_, i) => !(entries[i] instanceof tf.Tensor) || entries[i] === before[i],
+      );
+      if (missing.length)
+        throw new Error(`gradient checkpointing: run again for its gradient, '${path}' did not write ${missing.join(', ')} as in the forward`);
+      const { slots } = written;
+      return [...results, ...(entries as tf.Tensor[])].filter((_, i) => slots[i] === i);
     } finally {
       restore();
     }
   };
   const distinct = recompute(run, [...inputs, ...stateKeys.map((key) => context.require<tf.Tensor>(key))], options);
-  const { results, state, outputs, slots } = written!;
+  if (!written) throw new Error(`gradient checkpointing: '${path}' was not run by its forward; recompute must call the block once`);
+  const { results, state, outputs, slots } = written;
   const firsts = slots.filter((slot, i) => slot === i); // the position of each distinct tensor
   const outs = slots.map((slot) => distinct[firsts.indexOf(slot)]);
-  state.forEach((key, i) => context.set(key, outs[results + i]));
-  outputs.forEach((key, i) => (context.outputs[key] = outs[results + state.length + i]));
+  for (const [i, key] of state.entries()) context.set(key, outs[results + i]);
+  for (const [i, key] of outputs.entries()) context.outputs[key] = outs[results + state.length + i];
   return outs.slice(0, results);
 }
 

@@ -33,7 +33,8 @@ export class HostOffload {
   /** Copies `tensors` to host memory and evicts them from the current backend (wasm or cpu). */
   static async create(tensors: Iterable<tf.Tensor>): Promise<HostOffload> {
     const name = tf.getBackend();
-    if (!SYNC_BACKENDS.includes(name)) throw new Error(`HostOffload: the '${name}' backend runs kernels asynchronously; offloading needs ${SYNC_BACKENDS.join(' or ')}`);
+    if (!SYNC_BACKENDS.includes(name))
+      throw new Error(`HostOffload: the '${name}' backend runs kernels asynchronously; offloading needs ${SYNC_BACKENDS.join(' or ')}`);
     const offload = new HostOffload(name);
     for (const t of tensors) {
       if (t instanceof tf.Variable) throw new Error(`HostOffload: '${t.name}' is a trainable variable; only frozen weights can be offloaded`);
@@ -64,7 +65,9 @@ export class HostOffload {
       const refs = this.backend.refCount(t.dataId);
       if (!h || refs === 0) continue;
       if (refs > h.refCount) {
-        throw new Error(`HostOffload: cannot evict a [${t.shape}] weight while ${refs - h.refCount} other tensor(s) share its storage (a reshape of it or a copy saved for a gradient); dispose them first`);
+        throw new Error(
+          `HostOffload: cannot evict a [${t.shape}] weight while ${refs - h.refCount} other tensor(s) share its storage (a reshape of it or a copy saved for a gradient); dispose them first`,
+        );
       }
       this.backend.disposeData(t.dataId, true);
     }
@@ -98,12 +101,17 @@ export async function applyGroupOffloading(blocks: readonly HookedModule[], para
     return layout ? [parameters.get(key), layout] : [parameters.get(key)];
   };
   const groups = new Map(blocks.map((block) => [block.path, keys.filter((key) => key.startsWith(`${block.path}.`)).flatMap(tensorsOf)]));
+  const groupOf = (path: string): tf.Tensor[] => {
+    const group = groups.get(path);
+    if (!group) throw new Error(`group offloading: '${path}' is not an offloaded block (${[...groups.keys()].join(', ')})`);
+    return group;
+  };
   const offload = await HostOffload.create([...groups.values()].flat());
   const pinned = new Set<string>(); // blocks whose gradient is being computed
   const remove = hooks.add((path) => groups.has(path), {
-    preForward: (path) => offload.restore(groups.get(path)!),
+    preForward: (path) => offload.restore(groupOf(path)),
     postForward: (path) => {
-      if (!pinned.has(path)) offload.evict(groups.get(path)!);
+      if (!pinned.has(path)) offload.evict(groupOf(path));
     },
     aroundBackward: (path, backward) => {
       pinned.add(path);
@@ -111,7 +119,7 @@ export async function applyGroupOffloading(blocks: readonly HookedModule[], para
         backward();
       } finally {
         pinned.delete(path);
-        offload.evict(groups.get(path)!);
+        offload.evict(groupOf(path));
       }
     },
   });

@@ -22,7 +22,9 @@ export class HookRegistry {
   run<T extends tf.Tensor>(path: string, input: T, context: ForwardContext, compute: (x: T) => T): T {
     if (this.hooks.length === 0) return compute(input);
     if (this.hooks.some(({ match, hook }) => hook.newForward && matchesPath(match, path))) {
-      throw new Error(`HookRegistry: '${path}' reads tensors it is not given as inputs, so a newForward hook (gradient checkpointing) cannot run it; apply it to the block around it`);
+      throw new Error(
+        `HookRegistry: '${path}' reads tensors it is not given as inputs, so a newForward hook (gradient checkpointing) cannot run it; apply it to the block around it`,
+      );
     }
     return this.post(path, compute(this.pre(path, input, context) as T), context) as T;
   }
@@ -39,9 +41,10 @@ export class HookRegistry {
       return [this.post(path, first, context), ...rest];
     };
     for (const hook of this.matching(path).reverse()) {
-      if (!hook.newForward) continue;
+      const { newForward } = hook;
+      if (!newForward) continue;
       const inner = forward;
-      forward = (xs) => hook.newForward!(path, xs, context, inner);
+      forward = (xs) => newForward.call(hook, path, xs, context, inner);
     }
     return forward(inputs);
   }
@@ -50,9 +53,10 @@ export class HookRegistry {
   aroundBackward(path: string, backward: () => void): void {
     let run = backward;
     for (const hook of this.matching(path).reverse()) {
-      if (!hook.aroundBackward) continue;
+      const { aroundBackward } = hook;
+      if (!aroundBackward) continue;
       const inner = run;
-      run = () => hook.aroundBackward!(path, inner);
+      run = () => aroundBackward.call(hook, path, inner);
     }
     run();
   }

@@ -99,7 +99,7 @@ describe.each(['cpu', 'wasm'] as const)('gradient checkpointing and group offloa
     const weights = tf.backend().numDataIds();
     applyGradientCheckpointing(blocks, { variables: [gate] });
     const offCheckpointing = applyGradientCheckpointing(blocks, { variables: [gate] }); // replaces the first
-    blocks.forEach((b) => (b.runs = 0));
+    for (const b of blocks) b.runs = 0;
     const ours = gradients();
     expect(blocks.map((b) => b.runs)).toEqual([4, 4]); // two gradients: each a forward and a recompute
     expect(tf.backend().numDataIds() - weights).toBe(3); // value, dGate and dx: no block weight left uploaded
@@ -110,7 +110,7 @@ describe.each(['cpu', 'wasm'] as const)('gradient checkpointing and group offloa
 
     offCheckpointing();
     offOffload();
-    blocks.forEach((b) => (b.runs = 0));
+    for (const b of blocks) b.runs = 0;
     tf.dispose(gradients());
     expect(blocks.map((b) => b.runs)).toEqual([2, 2]);
     tf.dispose([plain, ours, gate, x, y]);
@@ -119,7 +119,9 @@ describe.each(['cpu', 'wasm'] as const)('gradient checkpointing and group offloa
 
   it('refuses blocks of two models', async () => {
     const [one, two] = [model(), model()];
-    expect(() => applyGradientCheckpointing([one.blocks[0], two.blocks[1]])).toThrow("applyGradientCheckpointing: 'blocks.1' belongs to another model than 'blocks.0'");
+    expect(() => applyGradientCheckpointing([one.blocks[0], two.blocks[1]])).toThrow(
+      "applyGradientCheckpointing: 'blocks.1' belongs to another model than 'blocks.0'",
+    );
     await expect(applyGroupOffloading([], one.params)).rejects.toThrow('applyGroupOffloading: no blocks given');
     one.params.dispose();
     two.params.dispose();

@@ -54,7 +54,9 @@ export class ForwardContext {
  * replace the module's input tensor, `postForward` its output. Both run inside the model's tidy.
  */
 export interface BlockHook {
+  // biome-ignore lint/suspicious/noConfusingVoidType: a hook that only observes returns nothing (void); with `undefined` every observing hook would need `return undefined`
   preForward?(path: string, input: tf.Tensor, context: ForwardContext): tf.Tensor | void;
+  // biome-ignore lint/suspicious/noConfusingVoidType: as preForward's
   postForward?(path: string, output: tf.Tensor, context: ForwardContext): tf.Tensor | void;
   /**
    * Runs the module in place of its forward (cf. diffusers' `ModelHook.new_forward`): `forward`

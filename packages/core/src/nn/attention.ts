@@ -33,12 +33,7 @@ export function causalBias(n: number): tf.Tensor4D {
  * softmax(q·kᵀ·scale + bias)·v. q [B, H, Nq, d], k and v [B, H, Nk, d], bias broadcastable to
  * [B, H, Nq, Nk]. Returns [B, H, Nq, d]; with `returnProbs` also the probabilities.
  */
-export function scaledDotProductAttention(
-  q: tf.Tensor4D,
-  k: tf.Tensor4D,
-  v: tf.Tensor4D,
-  options: { bias?: tf.Tensor; scale?: number } = {},
-): tf.Tensor4D {
+export function scaledDotProductAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, options: { bias?: tf.Tensor; scale?: number } = {}): tf.Tensor4D {
   return attentionWithProbs(q, k, v, options).out;
 }
 

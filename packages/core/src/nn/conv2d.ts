@@ -34,8 +34,17 @@ export class Conv2d {
     if (options.bias ?? true) this.bias = scope.param('bias', [outChannels], { init: { uniform: bound } }) as tf.Tensor1D;
     this.stride = options.stride ?? 1;
     const p = options.padding ?? 0;
-    const [[t, b], [l, r]] = typeof p === 'number' ? [[p, p], [p, p]] : p;
-    this.padding = [[t, b], [l, r]];
+    const [[t, b], [l, r]] =
+      typeof p === 'number'
+        ? [
+            [p, p],
+            [p, p],
+          ]
+        : p;
+    this.padding = [
+      [t, b],
+      [l, r],
+    ];
   }
 
   /** [B, H, W, in] → [B, H', W', out] */

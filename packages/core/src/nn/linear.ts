@@ -15,11 +15,13 @@ export class Linear {
     scope: WeightScope,
     readonly inFeatures: number,
     readonly outFeatures: number,
-    options: { bias?: boolean } = {},
+    /** `zeros`: a fresh scope gives weight and bias 0 (the output of a residual branch that starts closed). */
+    options: { bias?: boolean; zeros?: boolean } = {},
   ) {
     const bound = 1 / Math.sqrt(inFeatures); // torch's default init, used by fresh scopes
-    this.weight = scope.param('weight', [outFeatures, inFeatures], { init: { uniform: bound } }) as tf.Tensor2D;
-    if (options.bias ?? true) this.bias = scope.param('bias', [outFeatures], { init: { uniform: bound } }) as tf.Tensor1D;
+    const init = options.zeros ? 'zeros' : { uniform: bound };
+    this.weight = scope.param('weight', [outFeatures, inFeatures], { init }) as tf.Tensor2D;
+    if (options.bias ?? true) this.bias = scope.param('bias', [outFeatures], { init }) as tf.Tensor1D;
   }
 
   /** [..., in] → [..., out] */

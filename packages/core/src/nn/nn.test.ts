@@ -7,7 +7,7 @@ import { GroupNorm } from './group_norm';
 import { LayerNorm } from './layer_norm';
 import { Linear } from './linear';
 import { scaledDotProductAttention } from './attention';
-import { expectClose, expectNoLeak } from '../testing';
+import { expectClose, expectDefined, expectNoLeak } from '../testing';
 
 /** A WeightScope over in-memory torch-layout tensors. */
 function scopeOf(tensors: Record<string, { shape: number[]; data: number[] }>) {
@@ -21,7 +21,7 @@ describe.each(['cpu', 'wasm'] as const)('nn primitives on %s', (backend) => {
   beforeAll(() => setBackend(backend));
 
   it('Linear keeps torch [out, in] and works on any leading shape', async () => {
-    const { module: lin, params } = scopeOf({ 'weight': { shape: [2, 3], data: [1, 2, 3, 4, 5, 6] }, 'bias': { shape: [2], data: [0.5, -1] } }).build(
+    const { module: lin, params } = scopeOf({ weight: { shape: [2, 3], data: [1, 2, 3, 4, 5, 6] }, bias: { shape: [2], data: [0.5, -1] } }).build(
       (s) => new Linear(s, 3, 2),
     );
     const y = tf.tidy(() => lin.forward(tf.tensor([1, 0, -1, 2, 1, 0], [1, 2, 3])));
@@ -53,28 +53,55 @@ describe.each(['cpu', 'wasm'] as const)('nn primitives on %s', (backend) => {
     // few output pixels, wide layers: on wasm, streamsWeight picks the streamed product for both
     const scope = WeightScope.fresh({ seed: 3, trainable: false });
     const lin = new Linear(scope.pp('lin'), 128, 96);
-    const conv = new Conv2d(scope.pp('conv'), 96, 40, 3, { stride: 2, padding: [[1, 0], [2, 1]] });
+    const conv = new Conv2d(scope.pp('conv'), 96, 40, 3, {
+      stride: 2,
+      padding: [
+        [1, 0],
+        [2, 1],
+      ],
+    });
     const params = scope.finish();
     const x = tf.randomNormal([2, 5, 6, 128], 0, 1, 'float32', 4) as tf.Tensor4D;
     const net = (f: (t: tf.Tensor4D) => tf.Tensor4D) => (t: tf.Tensor4D) => tf.tanh(f(t)) as tf.Tensor4D;
     const ours = net((t) => conv.forward(lin.forward(t) as tf.Tensor4D));
     const reference = net((t) => {
-      const h = tf.add(tf.matMul(tf.reshape(t, [-1, 128]), lin.weight, false, true), lin.bias!); // [B·H·W, 96]
+      const h = tf.add(tf.matMul(tf.reshape(t, [-1, 128]), lin.weight, false, true), expectDefined(lin.bias, 'lin.bias')); // [B·H·W, 96]
       const hwio = tf.transpose(conv.weight, [2, 3, 1, 0]) as tf.Tensor4D; // [kh, kw, I, O]
-      return tf.add(tf.conv2d(tf.reshape(h, [2, 5, 6, 96]) as tf.Tensor4D, hwio, 2, [[0, 0], [1, 0], [2, 1], [0, 0]]), conv.bias!) as tf.Tensor4D;
+      return tf.add(
+        tf.conv2d(tf.reshape(h, [2, 5, 6, 96]) as tf.Tensor4D, hwio, 2, [
+          [0, 0],
+          [1, 0],
+          [2, 1],
+          [0, 0],
+        ]),
+        expectDefined(conv.bias, 'conv.bias'),
+      ) as tf.Tensor4D;
     });
     const g = tf.randomNormal([2, 2, 4, 40], 0, 1, 'float32', 5); // output [2, ⌊(5+1−3)/2⌋+1, ⌊(6+3−3)/2⌋+1, 40]
     const y = ours(x);
     expect(y.shape).toEqual([2, 2, 4, 40]);
     await expectClose(y, await reference(x).data(), 1e-5, 'forward');
     const dx = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(ours(t as tf.Tensor4D), g)))(x);
-    await expectClose(dx, await tf.grad((t: tf.Tensor) => tf.sum(tf.mul(reference(t as tf.Tensor4D), g)))(x).data(), 1e-5, 'input gradient');
+    await expectClose(
+      dx,
+      await tf
+        .grad((t: tf.Tensor) => tf.sum(tf.mul(reference(t as tf.Tensor4D), g)))(x)
+        .data(),
+      1e-5,
+      'input gradient',
+    );
     if (backend === 'wasm') {
       // both products have the weight [O, K] on the left: XNNPACK streams it and packs only the activation
       const profile = await tf.profile(() => ours(x));
       expect(profile.kernels.filter((k) => k.name === 'BatchMatMul').map((k) => k.inputShapes)).toEqual([
-        [[96, 128], [128, 60]],
-        [[40, 864], [864, 16]],
+        [
+          [96, 128],
+          [128, 60],
+        ],
+        [
+          [40, 864],
+          [864, 16],
+        ],
       ]);
       tf.dispose(profile.result as tf.Tensor);
     }
@@ -92,7 +119,7 @@ describe.each(['cpu', 'wasm'] as const)('nn primitives on %s', (backend) => {
     if (backend === 'wasm') {
       expect(layout).toBeUndefined(); // no second copy in wasm32's heap
     } else {
-      await expectClose(layout!, await tf.transpose(conv.weight, [2, 3, 1, 0]).data(), 0, 'HWIO layout');
+      await expectClose(expectDefined(layout, 'conv.weight layout'), await tf.transpose(conv.weight, [2, 3, 1, 0]).data(), 0, 'HWIO layout');
       const profile = await tf.profile(() => conv.forward(x));
       expect(profile.kernelNames).not.toContain('Transpose');
       tf.dispose(profile.result as tf.Tensor);
@@ -104,7 +131,19 @@ describe.each(['cpu', 'wasm'] as const)('nn primitives on %s', (backend) => {
     const g = tf.randomNormal([1, 6, 6, 4], 0, 1, 'float32', 7);
     await expectClose(tconv.forward(x), await conv.forward(x).data(), 0, 'trainable forward');
     const { value, grads } = tf.variableGrads(() => tf.sum(tf.mul(tconv.forward(x), g)), [tconv.weight as tf.Variable]);
-    const reference = tf.grad((w: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(x, tf.transpose(w, [2, 3, 1, 0]) as tf.Tensor4D, 1, [[0, 0], [1, 1], [1, 1], [0, 0]]), g)))(conv.weight);
+    const reference = tf.grad((w: tf.Tensor) =>
+      tf.sum(
+        tf.mul(
+          tf.conv2d(x, tf.transpose(w, [2, 3, 1, 0]) as tf.Tensor4D, 1, [
+            [0, 0],
+            [1, 1],
+            [1, 1],
+            [0, 0],
+          ]),
+          g,
+        ),
+      ),
+    )(conv.weight);
     await expectClose(grads[(tconv.weight as tf.Variable).name], await reference.data(), 1e-5, 'weight gradient');
     tf.dispose([x, g, value, grads, reference]);
     const live = tf.memory().numTensors;
@@ -131,7 +170,8 @@ describe.each(['cpu', 'wasm'] as const)('nn primitives on %s', (backend) => {
     // channels (0,1) form group 0 and (2,3) group 1; a per-group constant offset must vanish
     const x = tf.tensor4d([0, 2, 100, 104, 4, 6, 108, 112], [1, 1, 2, 4]);
     const y = gn.forward(x);
-    const g0 = [0, 2, 4, 6], g1 = [100, 104, 108, 112];
+    const g0 = [0, 2, 4, 6],
+      g1 = [100, 104, 108, 112];
     const norm = (v: number[]) => {
       const m = v.reduce((a, b) => a + b) / 4;
       const s2 = v.reduce((a, b) => a + (b - m) ** 2, 0) / 4;
@@ -158,7 +198,9 @@ describe('WeightScope', () => {
   it('names the missing key, its shape and the keys that exist nearby', () => {
     const scope = scopeOf({ 'a.weight': { shape: [2, 3], data: [0, 0, 0, 0, 0, 0] } });
     const before = tf.memory().numTensors;
-    expect(() => scope.build((s) => new Linear(s.pp('a'), 3, 2))).toThrow(/missing tensor 'a\.bias' \(expected shape \[2\]\); tensors under 'a\.': 'a\.weight'/);
+    expect(() => scope.build((s) => new Linear(s.pp('a'), 3, 2))).toThrow(
+      /missing tensor 'a\.bias' \(expected shape \[2\]\); tensors under 'a\.': 'a\.weight'/,
+    );
     expect(tf.memory().numTensors).toBe(before);
   });
 

@@ -22,7 +22,8 @@ describe.each(['cpu', 'wasm'] as const)('recompute on %s', (backend) => {
     return [h, tf.mul(tf.sum(tf.mul(a, b), 1), tf.mean(w)), tf.exp(a)];
   };
   /** A scalar that weighs every output differently. */
-  const loss = (outs: tf.Tensor[]): tf.Scalar => tf.addN(outs.map((o, i) => tf.sum(tf.mul(o, tf.reshape(tf.linspace(1, 2 + i, o.size), o.shape))))) as tf.Scalar;
+  const loss = (outs: tf.Tensor[]): tf.Scalar =>
+    tf.addN(outs.map((o, i) => tf.sum(tf.mul(o, tf.reshape(tf.linspace(1, 2 + i, o.size), o.shape))))) as tf.Scalar;
   const plain = (a: tf.Tensor, b: tf.Tensor) => fn(a, b);
   const checkpointed = (a: tf.Tensor, b: tf.Tensor) => recompute(fn, [a, b], { variables: [w, v, unused] });
 
@@ -100,6 +101,8 @@ describe.each(['cpu', 'wasm'] as const)('recompute on %s', (backend) => {
     expect(() => recompute(() => [], [x])).toThrow('recompute: fn returned no tensors');
     let calls = 0;
     const unstable = (a: tf.Tensor) => [++calls === 1 ? tf.exp(a) : tf.exp(tf.concat([a, a]))];
-    expect(() => tf.variableGrads(() => loss(recompute(unstable, [x], { variables: [w] })), [w])).toThrow('recompute: fn returned shapes [[4,3]] when run again, [[2,3]] the first time');
+    expect(() => tf.variableGrads(() => loss(recompute(unstable, [x], { variables: [w] })), [w])).toThrow(
+      'recompute: fn returned shapes [[4,3]] when run again, [[2,3]] the first time',
+    );
   });
 });

@@ -45,12 +45,19 @@ export function recompute(fn: (...inputs: tf.Tensor[]) => tf.Tensor[], inputs: r
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         let grads: tf.Tensor[] = [];
         const backward = () => {
-          grads = tf.tidy(() => backpropagate(() => {
-            const outputs = fn(...saved);
-            const again = outputs.map((o) => o.shape);
-            if (JSON.stringify(again) !== JSON.stringify(shapes)) throw new Error(`recompute: fn returned shapes ${JSON.stringify(again)} when run again, ${JSON.stringify(shapes)} the first time`);
-            return flatten(outputs);
-          }, [...saved, ...variables], dy));
+          grads = tf.tidy(() =>
+            backpropagate(
+              () => {
+                const outputs = fn(...saved);
+                const again = outputs.map((o) => o.shape);
+                if (JSON.stringify(again) !== JSON.stringify(shapes))
+                  throw new Error(`recompute: fn returned shapes ${JSON.stringify(again)} when run again, ${JSON.stringify(shapes)} the first time`);
+                return flatten(outputs);
+              },
+              [...saved, ...variables],
+              dy,
+            ),
+          );
         };
         if (options.aroundBackward) options.aroundBackward(backward);
         else backward();
@@ -60,9 +67,17 @@ export function recompute(fn: (...inputs: tf.Tensor[]) => tf.Tensor[], inputs: r
   }) as Parameters<typeof tf.customGrad>[0]);
   return tf.tidy(() => {
     const joined = checkpointed(...inputs, ...variables); // [Σ output sizes]
+    const outShapes = shapes;
+    if (!outShapes) throw new Error('recompute: fn was not run by the forward');
     // a split saves nothing for the gradient (slices would keep `joined`); tfjs' split into one piece has a broken gradient
-    const pieces = shapes!.length === 1 ? [joined] : tf.split(joined, shapes!.map((s) => tf.util.sizeFromShape(s))); // [size of output i] each
-    return pieces.map((p, i) => tf.reshape(p, shapes![i]));
+    const pieces =
+      outShapes.length === 1
+        ? [joined]
+        : tf.split(
+            joined,
+            outShapes.map((s) => tf.util.sizeFromShape(s)),
+          ); // [size of output i] each
+    return pieces.map((p, i) => tf.reshape(p, outShapes[i]));
   });
 }
 

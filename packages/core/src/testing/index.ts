@@ -18,6 +18,12 @@ export async function expectNoLeak(fn: () => unknown | Promise<unknown>, label =
   if (after !== before) throw new Error(`${label} leaked ${after - before} tensors (${before} live before, ${after} after)`);
 }
 
+/** `value`, checked to be neither undefined nor null (a failed check names `label`); narrows its type for the test. */
+export function expectDefined<T>(value: T | null | undefined, label = 'value'): T {
+  if (value === undefined || value === null) throw new Error(`expected ${label} to be defined, got ${value}`);
+  return value;
+}
+
 /** Largest |a[i] − b[i]|; NaN in either side makes the result NaN. Lengths must match. */
 export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) throw new Error(`maxAbsDiff: lengths differ (${a.length} vs ${b.length})`);
@@ -114,8 +120,7 @@ export function nchwToNhwc(data: Float32Array, shape: readonly number[]): { data
   const out = new Float32Array(data.length);
   for (let b = 0; b < n; b++)
     for (let ch = 0; ch < c; ch++)
-      for (let y = 0; y < h; y++)
-        for (let x = 0; x < w; x++) out[((b * h + y) * w + x) * c + ch] = data[((b * c + ch) * h + y) * w + x];
+      for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) out[((b * h + y) * w + x) * c + ch] = data[((b * c + ch) * h + y) * w + x];
   return { data: out, shape: [n, h, w, c] };
 }
 

@@ -70,12 +70,12 @@ export class AlignedText {
     if (whole === this.text) return this;
     const b = new Builder(this);
     let out = 0;
-    for (let i = 0; i < this.text.length; ) {
-      const cp = this.text.codePointAt(i)!;
-      const n = cp > 0xffff ? 2 : 1;
+    let i = 0;
+    for (const codePoint of this.text) {
+      const n = codePoint.length;
       // The length of a code point's lower case does not depend on context (only final sigma
       // does, and σ/ς have one length), so the whole-string result can be cut per code point.
-      const len = String.fromCodePoint(cp).toLowerCase().length;
+      const len = codePoint.toLowerCase().length;
       const piece = whole.slice(out, out + len);
       b.copy(i);
       if (len === n) b.putAligned(piece, i);

@@ -69,9 +69,21 @@ export function clipTextConfigFromJson(json: Readonly<Record<string, unknown>>, 
       check(isPositiveInt(value(key)), NAME, key, 'a positive integer', value(key));
     }
     const hidden = value('hidden_size') as number;
-    check((hidden % (value('num_attention_heads') as number)) === 0, NAME, 'num_attention_heads', `a divisor of hidden_size (${hidden})`, value('num_attention_heads'));
+    check(
+      hidden % (value('num_attention_heads') as number) === 0,
+      NAME,
+      'num_attention_heads',
+      `a divisor of hidden_size (${hidden})`,
+      value('num_attention_heads'),
+    );
     check(isPositiveInt(value('projection_dim')), NAME, 'projection_dim', 'a positive integer', value('projection_dim'));
-    check(isActivationName(value('hidden_act')), NAME, 'hidden_act', "a supported activation ('quick_gelu', 'gelu', 'gelu_new', 'gelu_pytorch_tanh', 'relu', 'silu')", value('hidden_act'));
+    check(
+      isActivationName(value('hidden_act')),
+      NAME,
+      'hidden_act',
+      "a supported activation ('quick_gelu', 'gelu', 'gelu_new', 'gelu_pytorch_tanh', 'relu', 'silu')",
+      value('hidden_act'),
+    );
     const eps = value('layer_norm_eps');
     check(isFiniteNumber(eps) && eps > 0, NAME, 'layer_norm_eps', 'a positive number', eps);
     for (const key of ['bos_token_id', 'eos_token_id', 'pad_token_id'] as const) {

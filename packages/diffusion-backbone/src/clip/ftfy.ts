@@ -12,15 +12,15 @@ import { HTML_ENTITIES } from './html_entities';
  */
 export function fixText(text: AlignedText): AlignedText {
   const out: AlignedText[] = [];
-  let unescape = true;
+  let unescapeEntities = true;
   for (let pos = 0; pos < text.length; ) {
     const nl = text.text.indexOf('\n', pos);
     const end = nl < 0 ? text.length : nl + 1;
     let segment = text.slice(pos, end);
-    if (segment.text.includes('<')) unescape = false;
+    if (segment.text.includes('<')) unescapeEntities = false;
     for (;;) {
       const before = segment.text;
-      segment = fixSegment(segment, unescape);
+      segment = fixSegment(segment, unescapeEntities);
       if (segment.text === before) break;
     }
     out.push(segment);
@@ -30,30 +30,84 @@ export function fixText(text: AlignedText): AlignedText {
 }
 
 /** One pass of ftfy's `fix_and_explain` loop body. */
-function fixSegment(t: AlignedText, unescape: boolean): AlignedText {
-  if (unescape) t = t.replace(/&#?[0-9A-Za-z]{1,24};/g, unescapeEntity);
-  return t
-    .replace(/[\x80-\x9f]/g, (c) => CP1252_C1[c.charCodeAt(0) - 0x80]) // fix_c1_controls
-    .replace(LIGATURE_RE, (c) => LIGATURES[c]) // fix_latin_ligatures
-    .replace(/[\u3000\uff01-\uffef]/g, widthFix) // fix_character_width
-    .replace(/[\u201c-\u201f]/g, () => '"') // uncurl_quotes
-    .replace(/[\u02bc\u2018-\u201b]/g, () => "'")
-    .replace(/\r\n|[\r\u2028\u2029\u0085]/g, () => '\n') // fix_line_breaks
-    .replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, () => '\ufffd') // fix_surrogates
-    .replace(/\x1b\[[\p{Nd};]*[a-zA-Z]/gu, () => '') // remove_terminal_escapes
-    .replace(/[\x00-\x08\x0b\x0e-\x1f\x7f\u206a-\u206f\ufeff\ufff9-\ufffc]/g, () => '') // remove_control_chars
-    .nfc();
+function fixSegment(t: AlignedText, unescapeEntities: boolean): AlignedText {
+  if (unescapeEntities) t = t.replace(/&#?[0-9A-Za-z]{1,24};/g, unescapeEntity);
+  return (
+    t
+      .replace(/[\x80-\x9f]/g, (c) => CP1252_C1[c.charCodeAt(0) - 0x80]) // fix_c1_controls
+      .replace(LIGATURE_RE, (c) => LIGATURES[c]) // fix_latin_ligatures
+      .replace(/[\u3000\uff01-\uffef]/g, widthFix) // fix_character_width
+      .replace(/[\u201c-\u201f]/g, () => '"') // uncurl_quotes
+      .replace(/[\u02bc\u2018-\u201b]/g, () => "'")
+      .replace(/\r\n|[\r\u2028\u2029\u0085]/g, () => '\n') // fix_line_breaks
+      .replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, () => '\ufffd') // fix_surrogates
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: ftfy's remove_terminal_escapes matches the ESC control character on purpose
+      .replace(/\x1b\[[\p{Nd};]*[a-zA-Z]/gu, () => '') // remove_terminal_escapes
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: ftfy's remove_control_chars strips these control characters on purpose
+      .replace(/[\x00-\x08\x0b\x0e-\x1f\x7f\u206a-\u206f\ufeff\ufff9-\ufffc]/g, () => '') // remove_control_chars
+      .nfc()
+  );
 }
 
 /** Windows-1252 for bytes 0x80–0x9F, holes kept as the same code point (ftfy's sloppy codec, HTML5). */
 const CP1252_C1 = [
-  '\u20ac', '\x81', '\u201a', '\u0192', '\u201e', '\u2026', '\u2020', '\u2021', '\u02c6', '\u2030', '\u0160', '\u2039', '\u0152', '\x8d', '\u017d', '\x8f',
-  '\x90', '\u2018', '\u2019', '\u201c', '\u201d', '\u2022', '\u2013', '\u2014', '\u02dc', '\u2122', '\u0161', '\u203a', '\u0153', '\x9d', '\u017e', '\u0178',
+  '\u20ac',
+  '\x81',
+  '\u201a',
+  '\u0192',
+  '\u201e',
+  '\u2026',
+  '\u2020',
+  '\u2021',
+  '\u02c6',
+  '\u2030',
+  '\u0160',
+  '\u2039',
+  '\u0152',
+  '\x8d',
+  '\u017d',
+  '\x8f',
+  '\x90',
+  '\u2018',
+  '\u2019',
+  '\u201c',
+  '\u201d',
+  '\u2022',
+  '\u2013',
+  '\u2014',
+  '\u02dc',
+  '\u2122',
+  '\u0161',
+  '\u203a',
+  '\u0153',
+  '\x9d',
+  '\u017e',
+  '\u0178',
 ];
 
 const LIGATURES: Record<string, string> = {
-  'Ĳ': 'IJ', 'ĳ': 'ij', 'ŉ': 'ʼn', 'Ǳ': 'DZ', 'ǲ': 'Dz', 'ǳ': 'dz', 'Ǆ': 'DŽ', 'ǅ': 'Dž', 'ǆ': 'dž', 'Ǉ': 'LJ', 'ǈ': 'Lj', 'ǉ': 'lj',
-  'Ǌ': 'NJ', 'ǋ': 'Nj', 'ǌ': 'nj', 'ﬀ': 'ff', 'ﬁ': 'fi', 'ﬂ': 'fl', 'ﬃ': 'ffi', 'ﬄ': 'ffl', 'ﬅ': 'ſt', 'ﬆ': 'st',
+  Ĳ: 'IJ',
+  ĳ: 'ij',
+  ŉ: 'ʼn',
+  Ǳ: 'DZ',
+  ǲ: 'Dz',
+  ǳ: 'dz',
+  Ǆ: 'DŽ',
+  ǅ: 'Dž',
+  ǆ: 'dž',
+  Ǉ: 'LJ',
+  ǈ: 'Lj',
+  ǉ: 'lj',
+  Ǌ: 'NJ',
+  ǋ: 'Nj',
+  ǌ: 'nj',
+  ﬀ: 'ff',
+  ﬁ: 'fi',
+  ﬂ: 'fl',
+  ﬃ: 'ffi',
+  ﬄ: 'ffl',
+  ﬅ: 'ſt',
+  ﬆ: 'st',
 };
 const LIGATURE_RE = new RegExp(`[${Object.keys(LIGATURES).join('')}]`, 'g');
 
@@ -78,6 +132,11 @@ function charref(num: number): string {
   if (num >= 0x80 && num <= 0x9f) return CP1252_C1[num - 0x80];
   if ((num >= 0xd800 && num <= 0xdfff) || num > 0x10ffff) return '\ufffd';
   const invalid =
-    (num >= 0x01 && num <= 0x08) || num === 0x0b || (num >= 0x0e && num <= 0x1f) || num === 0x7f || (num >= 0xfdd0 && num <= 0xfdef) || (num & 0xfffe) === 0xfffe;
+    (num >= 0x01 && num <= 0x08) ||
+    num === 0x0b ||
+    (num >= 0x0e && num <= 0x1f) ||
+    num === 0x7f ||
+    (num >= 0xfdd0 && num <= 0xfdef) ||
+    (num & 0xfffe) === 0xfffe;
   return invalid ? '' : String.fromCodePoint(num);
 }

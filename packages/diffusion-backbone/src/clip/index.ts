@@ -4,6 +4,7 @@ export {
   CLIPTokenizer,
   bytesToUnicode,
   saveClipTokenizerFiles,
+  type CLIPChunkOptions,
   type CLIPTokenizerCallOptions,
   type CLIPTokenizerFiles,
   type CLIPTokenizerOutput,

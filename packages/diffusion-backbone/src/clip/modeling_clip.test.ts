@@ -3,14 +3,17 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { SafetensorsFile, WeightScope, serializeSafetensors, setBackend, type TensorData } from '@png/core';
-import { FixtureIndex, expectClose, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
+import { FixtureIndex, expectClose, expectDefined, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
 import { CLIP_VIT_L14_TEXT_CONFIG, type CLIPTextConfig } from './configuration_clip';
 import { CLIPTextModel } from './modeling_clip';
 
 const fx = new FixtureIndex(path.join(sharedFixturesDir(), 'tiny-sd'));
 const TEXT_ENCODER = path.join(fx.dir, 'text_encoder');
 /** caption0, caption1, caption2, caption_long: every text/<name>.input_ids of the fixture. */
-const CAPTIONS = fx.keys('text/').filter((k) => k.endsWith('.input_ids')).map((k) => k.slice('text/'.length, -'.input_ids'.length));
+const CAPTIONS = fx
+  .keys('text/')
+  .filter((k) => k.endsWith('.input_ids'))
+  .map((k) => k.slice('text/'.length, -'.input_ids'.length));
 const ATOL = 1e-4;
 
 const tempDirs: string[] = [];
@@ -18,7 +21,9 @@ const tempDir = () => {
   tempDirs.push(fs.mkdtempSync(path.join(os.tmpdir(), 'clip-text-')));
   return tempDirs[tempDirs.length - 1];
 };
-afterAll(() => tempDirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+afterAll(() => {
+  for (const d of tempDirs) fs.rmSync(d, { recursive: true, force: true });
+});
 
 function ids(name: string): tf.Tensor2D {
   const ref = fx.read(`text/${name}.input_ids`);
@@ -52,7 +57,8 @@ describe.each(['cpu', 'wasm'] as const)('CLIPTextModel on %s', (backend) => {
     const input = ids('caption0');
     const out = model.forward(input, { outputHiddenStates: true });
     expect(out.hiddenStates).toHaveLength(3);
-    for (let i = 0; i < 3; i++) await expectClose(out.hiddenStates![i], fx.read(`text/caption0.hidden_states.${i}`).data, ATOL, `hidden_states.${i}`);
+    for (let i = 0; i < 3; i++)
+      await expectClose(expectDefined(out.hiddenStates, 'hiddenStates')[i], fx.read(`text/caption0.hidden_states.${i}`).data, ATOL, `hidden_states.${i}`);
     tf.dispose([input, out]);
   });
 
@@ -67,7 +73,11 @@ describe.each(['cpu', 'wasm'] as const)('CLIPTextModel on %s', (backend) => {
   it('a key mask over the padding leaves the real tokens unchanged (causal attention)', async () => {
     const input = ids('caption0');
     const real = (await input.data()).indexOf(999) + 1;
-    const mask = tf.tensor2d(Array.from({ length: 77 }, (_, i) => (i < real ? 1 : 0)), [1, 77], 'int32');
+    const mask = tf.tensor2d(
+      Array.from({ length: 77 }, (_, i) => (i < real ? 1 : 0)),
+      [1, 77],
+      'int32',
+    );
     const masked = model.forward(input, { attentionMask: mask });
     const head = tf.slice(masked.lastHiddenState, [0, 0, 0], [1, real, 32]);
     const ref = fx.read('text/caption0.last_hidden_state').data.slice(0, real * 32);
@@ -130,7 +140,9 @@ describe('CLIPTextModel loading', () => {
   });
 
   it('ignores the position_ids buffer that older transformers wrote', async () => {
-    const dir = await rewritten((t) => (t['text_model.embeddings.position_ids'] = { dtype: 'I32', shape: [1, 77], data: Int32Array.from({ length: 77 }, (_, i) => i) }));
+    const dir = await rewritten(
+      (t) => (t['text_model.embeddings.position_ids'] = { dtype: 'I32', shape: [1, 77], data: Int32Array.from({ length: 77 }, (_, i) => i) }),
+    );
     const model = await CLIPTextModel.fromPretrained(dir);
     expect(model.numParameters()).toBe(48106);
     model.dispose();
@@ -191,7 +203,7 @@ describe('CLIPTextModel with random weights', () => {
     const out = model.forward(input, { outputHiddenStates: true });
     expect(out.lastHiddenState.shape).toEqual([2, 16, 64]);
     expect(out.poolerOutput.shape).toEqual([2, 64]);
-    expect(out.hiddenStates!.map((h) => h.shape)).toEqual(new Array(4).fill([2, 16, 64]));
+    expect(expectDefined(out.hiddenStates, 'hiddenStates').map((h) => h.shape)).toEqual(new Array(4).fill([2, 16, 64]));
     const last = (await out.lastHiddenState.array()) as number[][][];
     const pooled = (await out.poolerOutput.array()) as number[][];
     expect(pooled[0]).toEqual(last[0][2]); // first 99
@@ -216,7 +228,7 @@ async function rewritten(edit: (tensors: Record<string, TensorData>) => void): P
   fs.copyFileSync(path.join(TEXT_ENCODER, 'config.json'), path.join(dir, 'config.json'));
   const source = await SafetensorsFile.open(path.join(TEXT_ENCODER, 'model.safetensors'));
   const tensors: Record<string, TensorData> = {};
-  for (const key of source.keys()) tensors[key] = { dtype: 'F32', shape: source.info(key)!.shape, data: source.read(key) as Float32Array };
+  for (const key of source.keys()) tensors[key] = { dtype: 'F32', shape: expectDefined(source.info(key), key).shape, data: source.read(key) as Float32Array };
   source.close();
   edit(tensors);
   fs.writeFileSync(path.join(dir, 'model.safetensors'), serializeSafetensors(tensors));

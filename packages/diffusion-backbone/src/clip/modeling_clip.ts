@@ -180,7 +180,10 @@ export class CLIPTextModel extends ParameterModule {
   /** As fromPretrained, from the contents of the folder's files (browsers: see DiffusionBackbone.fromUrl). */
   static fromFiles(files: ModuleFiles, options: ComponentFilesOptions = {}): CLIPTextModel {
     const { config, source } = openComponentFiles(files, 'model', 'text_encoder', options);
-    return CLIPTextModel.fromScope(WeightScope.fromSource(source, { ignore: [/(^|\.)position_ids$/] }), clipTextConfigFromJson(config, `${options.name ?? 'text_encoder'}/config.json`));
+    return CLIPTextModel.fromScope(
+      WeightScope.fromSource(source, { ignore: [/(^|\.)position_ids$/] }),
+      clipTextConfigFromJson(config, `${options.name ?? 'text_encoder'}/config.json`),
+    );
   }
 
   /**
@@ -196,7 +199,13 @@ export class CLIPTextModel extends ParameterModule {
   /** Writes `dir` as a transformers `text_encoder/` folder (config.json + model.safetensors). */
   async save(dir: string): Promise<void> {
     this.assertAlive();
-    await saveModule(dir, { architectures: ['CLIPTextModel'], model_type: 'clip_text_model', ...this.config }, this.parameters, { format: 'pt' }, componentWeightsFile('model'));
+    await saveModule(
+      dir,
+      { architectures: ['CLIPTextModel'], model_type: 'clip_text_model', ...this.config },
+      this.parameters,
+      { format: 'pt' },
+      componentWeightsFile('model'),
+    );
   }
 
   /**
@@ -206,9 +215,18 @@ export class CLIPTextModel extends ParameterModule {
   forward(inputIds: tf.Tensor2D, options: CLIPTextModelForwardOptions = {}): CLIPTextModelOutput {
     this.assertAlive();
     const maxLength = this.config.max_position_embeddings;
-    if (!(inputIds instanceof tf.Tensor) || inputIds.rank !== 2 || inputIds.dtype !== 'int32' || inputIds.shape[0] < 1 || inputIds.shape[1] < 1 || inputIds.shape[1] > maxLength) {
+    if (
+      !(inputIds instanceof tf.Tensor) ||
+      inputIds.rank !== 2 ||
+      inputIds.dtype !== 'int32' ||
+      inputIds.shape[0] < 1 ||
+      inputIds.shape[1] < 1 ||
+      inputIds.shape[1] > maxLength
+    ) {
       const got = inputIds instanceof tf.Tensor ? `${inputIds.dtype} [${inputIds.shape}]` : String(inputIds);
-      throw new Error(`CLIPTextModel.forward: inputIds must be an int32 tensor [B, L] with 1 ≤ L ≤ ${maxLength} (max_position_embeddings), got ${got}; tokenize with truncation (or chunk long texts)`);
+      throw new Error(
+        `CLIPTextModel.forward: inputIds must be an int32 tensor [B, L] with 1 ≤ L ≤ ${maxLength} (max_position_embeddings), got ${got}; tokenize with truncation (or chunk long texts)`,
+      );
     }
     const mask = options.attentionMask;
     if (mask !== undefined && (!(mask instanceof tf.Tensor) || mask.rank !== 2 || mask.shape[0] !== inputIds.shape[0] || mask.shape[1] !== inputIds.shape[1])) {
@@ -217,6 +235,4 @@ export class CLIPTextModel extends ParameterModule {
     }
     return tf.tidy(() => this.textModel.forward(inputIds, mask, options.outputHiddenStates ?? false));
   }
-
-
 }

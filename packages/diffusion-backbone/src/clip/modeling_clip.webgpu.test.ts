@@ -8,7 +8,10 @@ import { FixtureIndex, expectClose, sharedFixturesDir } from '@png/core/testing'
 import { CLIPTextModel } from './modeling_clip';
 
 const fx = new FixtureIndex(path.join(sharedFixturesDir(), 'tiny-sd'));
-const CAPTIONS = fx.keys('text/').filter((k) => k.endsWith('.input_ids')).map((k) => k.slice('text/'.length, -'.input_ids'.length));
+const CAPTIONS = fx
+  .keys('text/')
+  .filter((k) => k.endsWith('.input_ids'))
+  .map((k) => k.slice('text/'.length, -'.input_ids'.length));
 const ATOL = 1e-4; // the fixture README's fp32 tolerance
 
 function ids(name: string): tf.Tensor2D {
@@ -46,7 +49,8 @@ describe('CLIPTextModel parity with transformers on webgpu', () => {
     const out = model.forward(input);
     const pooled = tf.split(out.poolerOutput, CAPTIONS.length);
     try {
-      for (const [i, name] of CAPTIONS.entries()) await expectClose(pooled[i], fx.read(`text/${name}.pooler_output`).data, ATOL, `webgpu ${name}.pooler_output`);
+      for (const [i, name] of CAPTIONS.entries())
+        await expectClose(pooled[i], fx.read(`text/${name}.pooler_output`).data, ATOL, `webgpu ${name}.pooler_output`);
     } finally {
       tf.dispose([input, out, pooled]);
     }

@@ -65,12 +65,17 @@ describe('CLIPTokenizer matches transformers (with ftfy)', () => {
     const ranks = new Map(merges.map((m, i) => [m, i]));
     // transformers' CLIPTokenizer.bpe, transcribed literally
     const referenceBpe = (token: string): string[] => {
-      let word = [...token.slice(0, -1), token.slice(-1) + '</w>'];
+      let word = [...token.slice(0, -1), `${token.slice(-1)}</w>`];
       while (word.length > 1) {
         let best: string | undefined;
+        let bestRank = Number.POSITIVE_INFINITY;
         for (let i = 0; i < word.length - 1; i++) {
           const pair = `${word[i]} ${word[i + 1]}`;
-          if (ranks.has(pair) && (best === undefined || ranks.get(pair)! < ranks.get(best)!)) best = pair;
+          const rank = ranks.get(pair);
+          if (rank !== undefined && rank < bestRank) {
+            best = pair;
+            bestRank = rank;
+          }
         }
         if (best === undefined) break;
         const [first, second] = best.split(' ');
@@ -86,7 +91,10 @@ describe('CLIPTokenizer matches transformers (with ftfy)', () => {
       return word;
     };
     let seed = 7;
-    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
     const letters = 'aeinorstlhcdgmpuy';
     for (let n = 0; n < 500; n++) {
       const word = Array.from({ length: 1 + Math.floor(random() * 24) }, () => letters[Math.floor(random() * letters.length)]).join('');
@@ -158,7 +166,13 @@ describe('CLIPTokenizer.chunk', () => {
     expect(tokenOfChar(very - 1, very)).toEqual([]);
     expect(tokenOfChar(0, 0)).toEqual([]);
     // phrase spans map span by span, in order
-    expect(phraseTokens([[start, very + 4], [very - 1, very], [very, very + 1]])).toEqual([hits, [], [{ window: 1, position: 1 }]]);
+    expect(
+      phraseTokens([
+        [start, very + 4],
+        [very - 1, very],
+        [very, very + 1],
+      ]),
+    ).toEqual([hits, [], [{ window: 1, position: 1 }]]);
   });
 
   it('splits a word only when it alone overflows a window', () => {
@@ -178,6 +192,58 @@ describe('CLIPTokenizer.chunk', () => {
     expect(() => tokenOfChar(0, 1)).toThrow('0 ≤ charStart ≤ charEnd ≤ 0');
     expect(() => tokenOfChar(-1, 0)).toThrow('got (-1, 0)');
     expect(() => tok.chunk('a', { windowTokens: 76 })).toThrow('windowTokens must be an integer in [1, 75]');
+  });
+
+  /** The ids each token is read as, in text order (reconstructs the text's ids when every token is read once). */
+  const readIds = (text: string, chunks: ReturnType<CLIPTokenizer['chunk']>) =>
+    chunks.tokenOfChar(0, text.length).map(({ window, position }) => chunks.windows[window][position]);
+
+  it('overlaps windows by `overlap` tokens and reads each token where it has the most left context', () => {
+    const plain = tok.chunk(LONG_CAPTION);
+    const chunks = tok.chunk(LONG_CAPTION, { overlap: 20 });
+    expect(chunks.windows.length).toBe(2);
+    const real = chunks.attentionMasks.map((m) => m.reduce((a, b) => a + b) - 2);
+    expect(real[0]).toBe(73); // window 0 as without overlap
+    expect(chunks.windows[0]).toEqual(plain.windows[0]);
+    // window 1 starts ≥ 20 tokens before window 0 ends, at a word start, and runs to the end
+    const start = 108 - real[1];
+    expect(73 - start).toBeGreaterThanOrEqual(20);
+    expect(chunks.windows[1].slice(1, real[1] + 1)).toEqual(all().slice(start));
+    expect(readIds(LONG_CAPTION, chunks)).toEqual(all()); // every token once, in order
+    // the first token past the cut is read from window 1 after ≥ 20 tokens of left context
+    const positions = chunks.tokenOfChar(0, LONG_CAPTION.length);
+    expect(positions[72]).toEqual({ window: 0, position: 73 });
+    expect(positions[73]).toEqual({ window: 1, position: 73 - start + 1 });
+    expect(positions[73].position).toBeGreaterThan(20);
+  });
+
+  it('ends windows after a sentence when one lies in the window', () => {
+    const text = 'a red dog runs. the cat sleeps on a mat! birds fly over the big green hill.';
+    const chunks = tok.chunk(text, { windowTokens: 24, sentences: true }); // 18 + 14 tokens (the tiny vocabulary splits words)
+    const bodies = chunks.windows.map((w, i) => w.slice(1, chunks.attentionMasks[i].lastIndexOf(1)));
+    const sentence = (s: string) => tok.encodeWithSpans(s).ids;
+    expect(bodies).toEqual([sentence('a red dog runs. the cat sleeps on a mat!'), sentence('birds fly over the big green hill.')]);
+    expect(readIds(text, chunks)).toEqual(tok.encodeWithSpans(text).ids);
+    // without `sentences` the first window is cut at a word boundary inside the third sentence
+    expect(tok.chunk(text, { windowTokens: 24 }).attentionMasks[0].lastIndexOf(1) - 1).toBeGreaterThan(18);
+    // a sentence longer than the window falls back to word boundaries
+    const long = tok.chunk('the cat sleeps on a very soft mat all day.', { windowTokens: 4, sentences: true });
+    expect(readIds('the cat sleeps on a very soft mat all day.', long)).toEqual(tok.encodeWithSpans('the cat sleeps on a very soft mat all day.').ids);
+  });
+
+  it('reads every token once with overlap and sentences together, and rejects a bad overlap', () => {
+    const text = Array.from({ length: 9 }, (_, i) => `the ${['red', 'blue', 'green'][i % 3]} astronautastronaut number ${i} rides a horse.`).join(' ');
+    for (const options of [
+      { windowTokens: 7, overlap: 3 },
+      { windowTokens: 7, overlap: 6, sentences: true },
+      { windowTokens: 30, overlap: 10, sentences: true },
+    ]) {
+      const chunks = tok.chunk(text, options);
+      expect(readIds(text, chunks)).toEqual(tok.encodeWithSpans(text).ids);
+      for (const w of chunks.windows) expect(w.length).toBe(options.windowTokens + 2);
+    }
+    expect(() => tok.chunk('a', { overlap: 75 })).toThrow('overlap must be an integer in [0, 74] (below windowTokens), got 75');
+    expect(() => tok.chunk('a', { overlap: -1 })).toThrow('got -1');
   });
 
   it('chunks a 10,000-character narrative in well under a second', () => {
@@ -204,8 +270,12 @@ describe('CLIPTokenizer files', () => {
     tempDirs.push(fs.mkdtempSync(path.join(os.tmpdir(), 'clip-tok-')));
     return tempDirs[tempDirs.length - 1];
   };
-  afterAll(() => tempDirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
-  const copy = (dir: string, files: string[]) => files.forEach((f) => fs.copyFileSync(path.join(TOKENIZER_DIR, f), path.join(dir, f)));
+  afterAll(() => {
+    for (const d of tempDirs) fs.rmSync(d, { recursive: true, force: true });
+  });
+  const copy = (dir: string, files: string[]) => {
+    for (const f of files) fs.copyFileSync(path.join(TOKENIZER_DIR, f), path.join(dir, f));
+  };
 
   it('needs vocab.json and merges.txt only; special tokens may be plain strings', async () => {
     const dir = tmp();
@@ -230,6 +300,8 @@ describe('CLIPTokenizer files', () => {
     await expect(CLIPTokenizer.fromPretrained(dir)).rejects.toThrow('tokenizer_config.json: not valid JSON');
     fs.rmSync(path.join(dir, 'tokenizer_config.json'));
     fs.mkdirSync(path.join(dir, 'special_tokens_map.json'));
-    await expect(CLIPTokenizer.fromPretrained(dir)).rejects.toThrow(`${path.join(dir, 'special_tokens_map.json')}: is a folder; expected a CLIP tokenizer file (special_tokens_map.json)`);
+    await expect(CLIPTokenizer.fromPretrained(dir)).rejects.toThrow(
+      `${path.join(dir, 'special_tokens_map.json')}: is a folder; expected a CLIP tokenizer file (special_tokens_map.json)`,
+    );
   });
 });

@@ -33,6 +33,16 @@ export interface CLIPTokenPosition {
   readonly position: number;
 }
 
+/** How `CLIPTokenizer.chunk` cuts a long text into windows. */
+export interface CLIPChunkOptions {
+  /** Tokens per window, bos and eos excluded (default model_max_length − 2: 75). */
+  readonly windowTokens?: number;
+  /** Tokens each window repeats from the end of the one before (default 0: windows do not overlap). */
+  readonly overlap?: number;
+  /** End windows after a sentence's final punctuation when one lies in the window (default false: at a word boundary). */
+  readonly sentences?: boolean;
+}
+
 /** A long text cut into windows that each fit the text encoder, with a character-span → token map. */
 export interface CLIPTextChunks {
   /** Each `[bos, ≤ windowTokens ids, eos, pad…]`, `windowTokens + 2` long. */
@@ -70,6 +80,8 @@ const WHITESPACE_RUN = new RegExp(`[${WS}]+`, 'g');
 const PAT = new RegExp(`<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^${WS}\\p{L}\\p{N}]+`, 'giu');
 /** transformers keeps at most this many merges (vocab size 49408 = 256·2 bytes + merges + 2 special). */
 const MAX_MERGES = 49152 - 256 - 2;
+/** A token that ends a sentence: final punctuation, perhaps with closing quotes or brackets. */
+const SENTENCE_END = /[.!?]["'”’)\]]*$/;
 const BPE_CACHE_LIMIT = 50_000;
 
 /**
@@ -123,14 +135,22 @@ export class CLIPTokenizer {
     const fs = await import('node:fs');
     const path = await import('node:path');
     if (!fs.existsSync(dir)) throw new Error(`${dir}: no such folder; pass a CLIP tokenizer folder (vocab.json, merges.txt)`);
-    const read = async (file: string, required: boolean): Promise<string | undefined> => {
+    const read = async (file: string): Promise<string | undefined> => {
       const p = path.join(dir, file);
-      if (fs.existsSync(p)) return (await readInputFile(p, `a CLIP tokenizer file (${file})`)).toString('utf8');
-      if (required) throw new Error(`${p}: missing; a CLIP tokenizer folder needs vocab.json and merges.txt`);
-      return undefined;
+      return fs.existsSync(p) ? (await readInputFile(p, `a CLIP tokenizer file (${file})`)).toString('utf8') : undefined;
+    };
+    const readRequired = async (file: string): Promise<string> => {
+      const text = await read(file);
+      if (text === undefined) throw new Error(`${path.join(dir, file)}: missing; a CLIP tokenizer folder needs vocab.json and merges.txt`);
+      return text;
     };
     return CLIPTokenizer.fromFiles(
-      { vocab: (await read('vocab.json', true))!, merges: (await read('merges.txt', true))!, tokenizerConfig: await read('tokenizer_config.json', false), specialTokensMap: await read('special_tokens_map.json', false) },
+      {
+        vocab: await readRequired('vocab.json'),
+        merges: await readRequired('merges.txt'),
+        tokenizerConfig: await read('tokenizer_config.json'),
+        specialTokensMap: await read('special_tokens_map.json'),
+      },
       dir,
     );
   }
@@ -145,14 +165,18 @@ export class CLIPTokenizer {
     const header = lines[0]?.startsWith('#') ? 1 : 0; // '#version: 0.2'
     const merges = lines.slice(header, header + MAX_MERGES).map((line, i): [string, string] => {
       const parts = line.trim().split(/\s+/);
-      if (parts.length !== 2) throw new Error(`${name}/merges.txt: line ${header + i + 1} is ${JSON.stringify(line)}, expected two symbols separated by a space`);
+      if (parts.length !== 2)
+        throw new Error(`${name}/merges.txt: line ${header + i + 1} is ${JSON.stringify(line)}, expected two symbols separated by a space`);
       return [parts[0], parts[1]];
     });
     const config = files.tokenizerConfig ? parseJsonObject(files.tokenizerConfig, `${name}/tokenizer_config.json`) : {};
     const map = files.specialTokensMap ? parseJsonObject(files.specialTokensMap, `${name}/special_tokens_map.json`) : {};
     const special = { ...DEFAULT_SPECIAL_TOKENS };
     for (const field of Object.keys(special) as Array<keyof SpecialTokens>) {
-      for (const [source, file] of [[config, 'tokenizer_config.json'], [map, 'special_tokens_map.json']] as const) {
+      for (const [source, file] of [
+        [config, 'tokenizer_config.json'],
+        [map, 'special_tokens_map.json'],
+      ] as const) {
         if (source[field] !== undefined && source[field] !== null) special[field] = tokenContent(source[field], `${name}/${file}`, field);
       }
     }
@@ -181,7 +205,8 @@ export class CLIPTokenizer {
     const texts = typeof text === 'string' ? [text] : text;
     if (!Array.isArray(texts)) throw new Error(`CLIPTokenizer: text must be a string or an array of strings, got ${typeName(text)}`);
     const maxLength = options.maxLength ?? this.modelMaxLength;
-    if (!Number.isInteger(maxLength) || maxLength < 2) throw new Error(`CLIPTokenizer: maxLength must be an integer ≥ 2 (room for bos and eos), got ${maxLength}`);
+    if (!Number.isInteger(maxLength) || maxLength < 2)
+      throw new Error(`CLIPTokenizer: maxLength must be an integer ≥ 2 (room for bos and eos), got ${maxLength}`);
     if (![undefined, false, 'max_length', 'longest'].includes(options.padding)) {
       throw new Error(`CLIPTokenizer: padding must be 'max_length', 'longest' or false, got ${JSON.stringify(options.padding)}`);
     }
@@ -205,32 +230,53 @@ export class CLIPTokenizer {
 
   /**
    * Cuts `text` into windows of at most `windowTokens` tokens (default 75, so that a window with
-   * bos and eos fills the encoder's 77 positions). Windows break between words when they can; a
-   * word longer than a window is split. Encode each window, then pool a phrase's features from
-   * its tokens (`phraseTokens`; `encodePhrases` does both).
+   * bos and eos fills the encoder's 77 positions). Windows break between words when they can (with
+   * `sentences`, after a sentence's final punctuation when one lies in the window); a word longer
+   * than a window is split. With `overlap`, each window starts that many tokens before the end of
+   * the one before, so that a token just after a cut still reads left context (CLIP's encoder is
+   * causal); every token is read from the first window that holds it, where it has the most left
+   * context. Encode each window, then pool a phrase's features from its tokens (`phraseTokens`;
+   * `encodePhrases` does both).
    */
-  chunk(text: string, options: { windowTokens?: number } = {}): CLIPTextChunks {
+  chunk(text: string, options: CLIPChunkOptions = {}): CLIPTextChunks {
     const windowTokens = options.windowTokens ?? this.modelMaxLength - 2;
     if (!Number.isInteger(windowTokens) || windowTokens < 1 || windowTokens > this.modelMaxLength - 2) {
       throw new Error(`CLIPTokenizer.chunk: windowTokens must be an integer in [1, ${this.modelMaxLength - 2}] (model_max_length − 2), got ${windowTokens}`);
     }
+    const overlap = options.overlap ?? 0;
+    if (!Number.isInteger(overlap) || overlap < 0 || overlap >= windowTokens) {
+      throw new Error(`CLIPTokenizer.chunk: overlap must be an integer in [0, ${windowTokens - 1}] (below windowTokens), got ${overlap}`);
+    }
     const { ids, spans, words } = this.tokenize(text, 'text');
+    // token k ends a sentence: the last piece of a word of final punctuation ('.', '!', '?', maybe closing quotes)
+    const endsSentence = (k: number) => options.sentences === true && words[k + 1] !== words[k] && SENTENCE_END.test(text.slice(spans[k][0], spans[k][1]));
     const windows: number[][] = [];
     const attentionMasks: number[][] = [];
     const where: CLIPTokenPosition[] = [];
-    for (let start = 0; start < ids.length || windows.length === 0; ) {
+    // tokens before `read` are already read from an earlier window
+    for (let start = 0, read = 0; ; ) {
       let end = Math.min(start + windowTokens, ids.length);
-      if (end < ids.length && words[end] === words[end - 1]) {
-        let wordStart = end - 1;
-        while (wordStart > start && words[wordStart - 1] === words[end]) wordStart--;
-        if (wordStart > start) end = wordStart; // else the word alone overflows the window: split it
+      if (end < ids.length) {
+        let sentenceEnd = end;
+        while (sentenceEnd > read && !endsSentence(sentenceEnd - 1)) sentenceEnd--;
+        if (sentenceEnd > read) end = sentenceEnd;
+        else if (words[end] === words[end - 1]) {
+          let wordStart = end - 1;
+          while (wordStart > read && words[wordStart - 1] === words[end]) wordStart--;
+          if (wordStart > read) end = wordStart; // else the word alone overflows the window: split it
+        }
       }
       const body = ids.slice(start, end);
       const pad = windowTokens - body.length;
-      for (let k = start; k < end; k++) where.push({ window: windows.length, position: k - start + 1 });
+      for (let k = read; k < end; k++) where.push({ window: windows.length, position: k - start + 1 });
       windows.push([this.bosTokenId, ...body, this.eosTokenId, ...new Array<number>(pad).fill(this.padTokenId)]);
       attentionMasks.push([...new Array<number>(body.length + 2).fill(1), ...new Array<number>(pad).fill(0)]);
-      start = end;
+      if (end >= ids.length) break;
+      read = end;
+      // the next window repeats up to `overlap` tokens, from the start of a word when it can
+      let next = Math.max(start + 1, end - overlap);
+      while (next > start + 1 && next < end && words[next - 1] === words[next]) next--;
+      start = next;
     }
     const length = text.length;
     const tokenOfChar = (charStart: number, charEnd: number): CLIPTokenPosition[] => {
@@ -280,12 +326,16 @@ export class CLIPTokenizer {
     const trail = t.length > lead && t.text.endsWith(' ') ? 1 : 0;
     // U+0345 (a mark whose case fold is a letter) matches no alternative of PAT under Python
     // regex's IGNORECASE, so findall skips it like a space; JS would take it as a letter.
-    t = t.slice(lead, t.length - trail).lower().replace(/\u0345/g, () => ' ');
+    t = t
+      .slice(lead, t.length - trail)
+      .lower()
+      .replace(/\u0345/g, () => ' ');
     for (const m of t.text.matchAll(PAT)) {
       // byte-level: one symbol per UTF-8 byte, remembering the code units each byte belongs to
       let symbols = '';
       const unitOfByte: Array<[number, number]> = [];
       for (let i = m.index; i < m.index + m[0].length; ) {
+        // biome-ignore lint/style/noNonNullAssertion: i < t.text.length, so codePointAt(i) is a number
         const cp = t.text.codePointAt(i)!;
         const n = cp > 0xffff ? 2 : 1;
         for (const byte of utf8(cp)) {
@@ -360,7 +410,12 @@ interface SpecialTokens {
 }
 
 /** transformers' `CLIPTokenizer.__init__` defaults. */
-const DEFAULT_SPECIAL_TOKENS: SpecialTokens = { bos_token: '<|startoftext|>', eos_token: '<|endoftext|>', pad_token: '<|endoftext|>', unk_token: '<|endoftext|>' };
+const DEFAULT_SPECIAL_TOKENS: SpecialTokens = {
+  bos_token: '<|startoftext|>',
+  eos_token: '<|endoftext|>',
+  pad_token: '<|endoftext|>',
+  unk_token: '<|endoftext|>',
+};
 
 /** Words the BPE returns whole (transformers seeds its BPE cache with them). */
 const SPECIAL_WORDS = new Set(['<|startoftext|>', '<|endoftext|>']);
@@ -434,8 +489,9 @@ class PairHeap {
 
   pop(): number {
     const top = this.items[0];
-    const rank = this.ranks.pop()!;
-    const item = this.items.pop()!;
+    const rank = this.ranks.pop();
+    const item = this.items.pop();
+    if (rank === undefined || item === undefined) throw new Error('PairHeap.pop: the heap is empty; check size first');
     const n = this.items.length;
     if (n > 0) {
       let i = 0;

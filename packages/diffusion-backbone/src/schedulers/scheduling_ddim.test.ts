@@ -11,7 +11,6 @@ const AB: number[] = (() => {
   return Array.from({ length: n }, (_, t) => (p *= 1 - (s0 + ((s1 - s0) * t) / (n - 1)) ** 2));
 })();
 
-
 const timestepsOf = (config: Partial<SchedulerConfig>, n: number) => {
   const s = new DDIMScheduler(config);
   s.setTimesteps(n);
@@ -19,7 +18,7 @@ const timestepsOf = (config: Partial<SchedulerConfig>, n: number) => {
 };
 
 describe('DDIMScheduler.setTimesteps (diffusers v0.25.1; references from numpy)', () => {
-  it('leading with SD\'s config (steps_offset 1): 50 steps → [981, 961, …, 21, 1]', () => {
+  it("leading with SD's config (steps_offset 1): 50 steps → [981, 961, …, 21, 1]", () => {
     const ts = timestepsOf({}, 50);
     expect(ts).toEqual(Array.from({ length: 50 }, (_, i) => 981 - 20 * i));
     expect(ts.slice(0, 3)).toEqual([981, 961, 941]);
@@ -41,11 +40,11 @@ describe('DDIMScheduler.setTimesteps (diffusers v0.25.1; references from numpy)'
     expect(timestepsOf({ timestep_spacing: 'trailing' }, 1)).toEqual([999]);
   });
 
-  it('trailing: exact halves fall as numpy\'s float arange makes them (start + i·((start − step) − start))', () => {
+  it("trailing: exact halves fall as numpy's float arange makes them (start + i·((start − step) − start))", () => {
     // 1000 − 3·(1000/48) = 937.5 exactly, but numpy's arange yields 937.4999…, rounded to 937 (then − 1).
     expect(timestepsOf({ timestep_spacing: 'trailing' }, 48)).toEqual([
-      999, 978, 957, 936, 916, 895, 874, 853, 832, 811, 791, 770, 749, 728, 707, 686, 666, 645, 624, 603, 582, 561, 541, 520,
-      499, 478, 457, 436, 416, 395, 374, 353, 332, 311, 291, 270, 249, 228, 207, 186, 166, 145, 124, 103, 82, 61, 41, 20,
+      999, 978, 957, 936, 916, 895, 874, 853, 832, 811, 791, 770, 749, 728, 707, 686, 666, 645, 624, 603, 582, 561, 541, 520, 499, 478, 457, 436, 416, 395, 374,
+      353, 332, 311, 291, 270, 249, 228, 207, 186, 166, 145, 124, 103, 82, 61, 41, 20,
     ]);
     // 1000 − 18·(1000/96) = 812.5 exactly; numpy: 812.5000000000007 → 813 − 1.
     expect(timestepsOf({ timestep_spacing: 'trailing' }, 96).slice(15, 21)).toEqual([843, 832, 822, 812, 801, 791]);
@@ -62,7 +61,7 @@ describe('DDIMScheduler.setTimesteps (diffusers v0.25.1; references from numpy)'
     expect(timestepsOf({ timestep_spacing: 'trailing' }, 61).slice(-3)).toEqual([48, 32, 15]);
   });
 
-  it('linspace: np.linspace(0, T − 1, n).round()[::-1], numpy\'s half-to-even rounding (steps_offset not added)', () => {
+  it("linspace: np.linspace(0, T − 1, n).round()[::-1], numpy's half-to-even rounding (steps_offset not added)", () => {
     expect(timestepsOf({ timestep_spacing: 'linspace' }, 10)).toEqual([999, 888, 777, 666, 555, 444, 333, 222, 111, 0]);
     // 0, 166.5, 333, 499.5, 666, 832.5, 999 → halves to the even neighbour
     expect(timestepsOf({ timestep_spacing: 'linspace' }, 7)).toEqual([999, 832, 666, 500, 333, 166, 0]);
@@ -92,10 +91,21 @@ describe('DDIMScheduler.setTimesteps (diffusers v0.25.1; references from numpy)'
     expect(() => new DDIMScheduler({ trained_betas: [0.1] } as unknown as Record<string, unknown>)).toThrow('SchedulerConfig.trained_betas');
     expect(() => new DDIMScheduler({ eta: 0 })).toThrow('SchedulerConfig.eta');
     // SD v1.5's own scheduler_config.json (a PNDMScheduler config) is accepted
-    expect(new DDIMScheduler({
-      _class_name: 'PNDMScheduler', _diffusers_version: '0.6.0', beta_end: 0.012, beta_schedule: 'scaled_linear', beta_start: 0.00085,
-      num_train_timesteps: 1000, set_alpha_to_one: false, skip_prk_steps: true, steps_offset: 1, trained_betas: null, clip_sample: false,
-    }).config).toEqual(SD_SCHEDULER_CONFIG);
+    expect(
+      new DDIMScheduler({
+        _class_name: 'PNDMScheduler',
+        _diffusers_version: '0.6.0',
+        beta_end: 0.012,
+        beta_schedule: 'scaled_linear',
+        beta_start: 0.00085,
+        num_train_timesteps: 1000,
+        set_alpha_to_one: false,
+        skip_prk_steps: true,
+        steps_offset: 1,
+        trained_betas: null,
+        clip_sample: false,
+      }).config,
+    ).toEqual(SD_SCHEDULER_CONFIG);
   });
 });
 
@@ -104,7 +114,9 @@ describe.each(['cpu', 'wasm'] as const)('DDIMScheduler.step on %s', (backend) =>
 
   const shape: [number, number, number, number] = [2, 3, 4, 2];
   const size = 2 * 3 * 4 * 2;
-  const x0v = randn(size, 11), epsv = randn(size, 12), zv = randn(size, 13);
+  const x0v = randn(size, 11),
+    epsv = randn(size, 12),
+    zv = randn(size, 13);
   let x0: tf.Tensor4D, eps: tf.Tensor4D, z: tf.Tensor4D;
   beforeEach(() => {
     [x0, eps, z] = [x0v, epsv, zv].map((v) => tf.tensor4d(v, shape));
@@ -124,7 +136,7 @@ describe.each(['cpu', 'wasm'] as const)('DDIMScheduler.step on %s', (backend) =>
     for (const t of [1000, -1, 2.5]) expect(() => s.step(eps, t, x0)).toThrow(`timestep ${t} is not an integer in [0, 1000)`);
   });
 
-  it('eta 0, epsilon: the exact ε of xₜ = √ᾱₜ·x₀ + √(1−ᾱₜ)·ε gives √ᾱ_prev·x₀ + √(1−ᾱ_prev)·ε at every step of SD\'s 50', async () => {
+  it("eta 0, epsilon: the exact ε of xₜ = √ᾱₜ·x₀ + √(1−ᾱₜ)·ε gives √ᾱ_prev·x₀ + √(1−ᾱ_prev)·ε at every step of SD's 50", async () => {
     const s = new DDIMScheduler();
     s.setTimesteps(50);
     for (const t of s.timesteps) {
@@ -190,7 +202,11 @@ describe.each(['cpu', 'wasm'] as const)('DDIMScheduler.step on %s', (backend) =>
   it('eta > 0: adds σ·z with σ = η·√((1−ᾱ_prev)/(1−ᾱₜ)·(1−ᾱₜ/ᾱ_prev)) and shrinks the ε direction to √(1−ᾱ_prev−σ²)', async () => {
     const s = new DDIMScheduler();
     s.setTimesteps(25); // step 40
-    for (const [t, eta] of [[961, 1], [481, 0.5], [1, 1]] as const) {
+    for (const [t, eta] of [
+      [961, 1],
+      [481, 0.5],
+      [1, 1],
+    ] as const) {
       const [a, ap] = [AB[t], t - 40 >= 0 ? AB[t - 40] : AB[0]];
       const sigma = eta * Math.sqrt(((1 - ap) / (1 - a)) * (1 - a / ap));
       const xt = t4(noised(a));
@@ -214,13 +230,19 @@ describe.each(['cpu', 'wasm'] as const)('DDIMScheduler.step on %s', (backend) =>
     const xt = t4(noised(AB[t]));
     const out = s.step(eps, t, xt);
     const clip = (x: number) => Math.min(0.5, Math.max(-0.5, x));
-    await expectClose(out, Array.from(x0v, (x, i) => Math.sqrt(AB[prev]) * clip(x) + Math.sqrt(1 - AB[prev]) * epsv[i]), 1e-5, 'clipped');
+    await expectClose(
+      out,
+      Array.from(x0v, (x, i) => Math.sqrt(AB[prev]) * clip(x) + Math.sqrt(1 - AB[prev]) * epsv[i]),
+      1e-5,
+      'clipped',
+    );
     expect(x0v.some((x) => Math.abs(x) > 0.5)).toBe(true); // something was clipped
     tf.dispose([xt, out]);
   });
 
   it('leaves its inputs alone and leaks no tensors (epsilon, v, eta > 0, clip, errors)', async () => {
-    const s = new DDIMScheduler(), sv = new DDIMScheduler({ prediction_type: 'v_prediction', clip_sample: true });
+    const s = new DDIMScheduler(),
+      sv = new DDIMScheduler({ prediction_type: 'v_prediction', clip_sample: true });
     s.setTimesteps(50);
     sv.setTimesteps(50);
     const xt = t4(noised(AB[501]));

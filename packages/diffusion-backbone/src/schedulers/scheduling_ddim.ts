@@ -37,7 +37,8 @@ export class DDIMScheduler {
   /** Chooses `numInferenceSteps` timesteps by the config's timestep_spacing. */
   setTimesteps(numInferenceSteps: number): void {
     const T = this.config.num_train_timesteps;
-    if (!(isPositiveInt(numInferenceSteps) && numInferenceSteps <= T)) throw new Error(`DDIMScheduler.setTimesteps: numInferenceSteps must be an integer in [1, ${T}], got ${numInferenceSteps}`);
+    if (!(isPositiveInt(numInferenceSteps) && numInferenceSteps <= T))
+      throw new Error(`DDIMScheduler.setTimesteps: numInferenceSteps must be an integer in [1, ${T}], got ${numInferenceSteps}`);
     const n = numInferenceSteps;
     const offset = this.config.steps_offset;
     let ts: number[];
@@ -67,9 +68,11 @@ export class DDIMScheduler {
   step(modelOutput: tf.Tensor4D, timestep: number, sample: tf.Tensor4D, options: { eta?: number; noise?: tf.Tensor4D } = {}): tf.Tensor4D {
     if (this.numInferenceSteps === 0) throw new Error('DDIMScheduler.step: call setTimesteps(numInferenceSteps) first');
     const eta = options.eta ?? 0;
-    if (eta > 0 && !options.noise) throw new Error('DDIMScheduler.step: eta > 0 needs `noise` (a standard normal tensor of the sample\'s shape)');
+    const noise = eta > 0 ? options.noise : undefined;
+    if (eta > 0 && !noise) throw new Error("DDIMScheduler.step: eta > 0 needs `noise` (a standard normal tensor of the sample's shape)");
     const T = this.config.num_train_timesteps;
-    if (!(Number.isInteger(timestep) && timestep >= 0 && timestep < T)) throw new Error(`DDIMScheduler.step: timestep ${timestep} is not an integer in [0, ${T})`);
+    if (!(Number.isInteger(timestep) && timestep >= 0 && timestep < T))
+      throw new Error(`DDIMScheduler.step: timestep ${timestep} is not an integer in [0, ${T})`);
     const prev = timestep - Math.floor(T / this.numInferenceSteps);
     const aT = this.alphasCumprod[timestep];
     const aPrev = prev >= 0 ? this.alphasCumprod[prev] : this.finalAlphaCumprod;
@@ -89,7 +92,7 @@ export class DDIMScheduler {
       if (this.config.clip_sample) x0 = tf.clipByValue(x0, -this.config.clip_sample_range, this.config.clip_sample_range);
       const direction = tf.mul(f32(Math.sqrt(f32(f32(1 - aPrev) - f32(std * std)))), eps);
       let prevSample = tf.add(tf.mul(f32(Math.sqrt(aPrev)), x0), direction);
-      if (eta > 0) prevSample = tf.add(prevSample, tf.mul(std, options.noise!));
+      if (noise) prevSample = tf.add(prevSample, tf.mul(std, noise));
       return prevSample as tf.Tensor4D;
     });
   }

@@ -7,7 +7,10 @@ import { DDPMScheduler, SD_SCHEDULER_CONFIG, noiseSchedule, resolveSchedulerConf
  * References are computed here in float64 from the definitions (diffusers v0.25.1 computes in
  * torch.float32, so agreement is required to float32 rounding, not bit for bit).
  */
-function schedule64(c: Pick<SchedulerConfig, 'num_train_timesteps' | 'beta_start' | 'beta_end' | 'beta_schedule'>): { betas: number[]; alphasCumprod: number[] } {
+function schedule64(c: Pick<SchedulerConfig, 'num_train_timesteps' | 'beta_start' | 'beta_end' | 'beta_schedule'>): {
+  betas: number[];
+  alphasCumprod: number[];
+} {
   const n = c.num_train_timesteps;
   const lin = (a: number, b: number) => Array.from({ length: n }, (_, t) => a + ((b - a) * t) / (n - 1));
   const betas = c.beta_schedule === 'linear' ? lin(c.beta_start, c.beta_end) : lin(Math.sqrt(c.beta_start), Math.sqrt(c.beta_end)).map((s) => s * s);
@@ -22,7 +25,6 @@ function maxRelErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
   for (let i = 0; i < b.length; i++) e = Math.max(e, Math.abs(a[i] - b[i]) / Math.abs(b[i]));
   return e;
 }
-
 
 /** Stable Diffusion v1.5's scheduler/scheduler_config.json, verbatim (a PNDMScheduler config). */
 const SD15_SCHEDULER_JSON = {
@@ -42,18 +44,26 @@ const SD15_SCHEDULER_JSON = {
 const F32_ULP = 2 ** -23; // float32 relative spacing at 1
 
 describe('resolveSchedulerConfig', () => {
-  it('defaults to SD\'s schedule, frozen', () => {
+  it("defaults to SD's schedule, frozen", () => {
     const c = resolveSchedulerConfig();
     expect(c).toEqual(SD_SCHEDULER_CONFIG);
     expect(Object.isFrozen(c)).toBe(true);
     expect(Object.isFrozen(SD_SCHEDULER_CONFIG)).toBe(true);
     expect(SD_SCHEDULER_CONFIG).toMatchObject({
-      num_train_timesteps: 1000, beta_start: 0.00085, beta_end: 0.012, beta_schedule: 'scaled_linear', prediction_type: 'epsilon',
-      set_alpha_to_one: false, steps_offset: 1, timestep_spacing: 'leading', clip_sample: false, trained_betas: null,
+      num_train_timesteps: 1000,
+      beta_start: 0.00085,
+      beta_end: 0.012,
+      beta_schedule: 'scaled_linear',
+      prediction_type: 'epsilon',
+      set_alpha_to_one: false,
+      steps_offset: 1,
+      timestep_spacing: 'leading',
+      clip_sample: false,
+      trained_betas: null,
     });
   });
 
-  it('reads SD v1.5\'s scheduler_config.json (a PNDMScheduler config): foreign keys and metadata accepted and dropped', () => {
+  it("reads SD v1.5's scheduler_config.json (a PNDMScheduler config): foreign keys and metadata accepted and dropped", () => {
     const c = resolveSchedulerConfig(SD15_SCHEDULER_JSON);
     expect(c).toEqual(SD_SCHEDULER_CONFIG); // exactly the SchedulerConfig fields: no _class_name, skip_prk_steps, …
     expect(Object.keys(c).sort()).toEqual(Object.keys(SD_SCHEDULER_CONFIG).sort());
@@ -62,12 +72,33 @@ describe('resolveSchedulerConfig', () => {
 
   it('reads a diffusers DDPMScheduler config (v-prediction, linear betas, DDPM-only keys)', () => {
     const c = resolveSchedulerConfig({
-      _class_name: 'DDPMScheduler', _diffusers_version: '0.25.1', num_train_timesteps: 1000, beta_start: 0.0001, beta_end: 0.02, beta_schedule: 'linear',
-      trained_betas: null, variance_type: 'fixed_small', clip_sample: true, prediction_type: 'v_prediction', thresholding: false,
-      dynamic_thresholding_ratio: 0.995, clip_sample_range: 1.0, sample_max_value: 1.0, timestep_spacing: 'leading', steps_offset: 0,
+      _class_name: 'DDPMScheduler',
+      _diffusers_version: '0.25.1',
+      num_train_timesteps: 1000,
+      beta_start: 0.0001,
+      beta_end: 0.02,
+      beta_schedule: 'linear',
+      trained_betas: null,
+      variance_type: 'fixed_small',
+      clip_sample: true,
+      prediction_type: 'v_prediction',
+      thresholding: false,
+      dynamic_thresholding_ratio: 0.995,
+      clip_sample_range: 1.0,
+      sample_max_value: 1.0,
+      timestep_spacing: 'leading',
+      steps_offset: 0,
       rescale_betas_zero_snr: false,
     });
-    expect(c).toEqual({ ...SD_SCHEDULER_CONFIG, beta_start: 0.0001, beta_end: 0.02, beta_schedule: 'linear', clip_sample: true, prediction_type: 'v_prediction', steps_offset: 0 });
+    expect(c).toEqual({
+      ...SD_SCHEDULER_CONFIG,
+      beta_start: 0.0001,
+      beta_end: 0.02,
+      beta_schedule: 'linear',
+      clip_sample: true,
+      prediction_type: 'v_prediction',
+      steps_offset: 0,
+    });
   });
 
   it.each([
@@ -132,7 +163,7 @@ describe('noiseSchedule', () => {
     expect(alphasCumprod[0]).toBeLessThan(1);
   });
 
-  it('SD\'s schedule: β₀ = 0.00085, β₉₉₉ = 0.012, ᾱ₉₉₉ ≈ 0.004660 (float32)', () => {
+  it("SD's schedule: β₀ = 0.00085, β₉₉₉ = 0.012, ᾱ₉₉₉ ≈ 0.004660 (float32)", () => {
     const { betas, alphasCumprod } = noiseSchedule(SD_SCHEDULER_CONFIG);
     expect(betas[0]).toBeCloseTo(0.00085, 10);
     expect(betas[999]).toBeCloseTo(0.012, 8);
@@ -158,7 +189,8 @@ describe.each(['cpu', 'wasm'] as const)('DDPMScheduler on %s', (backend) => {
   const per = H * W * C;
   const timesteps = [0, 499, 999];
   const ab = schedule64(SD_SCHEDULER_CONFIG).alphasCumprod;
-  const x0v = randn(B * per, 1), epsv = randn(B * per, 2);
+  const x0v = randn(B * per, 1),
+    epsv = randn(B * per, 2);
   /** Per sample b: coefficient(ᾱ_t[b]) applied elementwise. */
   const expected = (f: (a: number, x: number, e: number) => number, ts = timesteps) =>
     Array.from({ length: B * per }, (_, i) => f(ab[ts[Math.floor(i / per)]], x0v[i], epsv[i]));
@@ -174,13 +206,28 @@ describe.each(['cpu', 'wasm'] as const)('DDPMScheduler on %s', (backend) => {
     const s = new DDPMScheduler();
     const xt = s.addNoise(x0, eps, timesteps);
     expect(xt.shape).toEqual([B, H, W, C]);
-    await expectClose(xt, expected((a, x, e) => Math.sqrt(a) * x + Math.sqrt(1 - a) * e), 1e-5, 'addNoise');
+    await expectClose(
+      xt,
+      expected((a, x, e) => Math.sqrt(a) * x + Math.sqrt(1 - a) * e),
+      1e-5,
+      'addNoise',
+    );
     xt.dispose();
     // the same timestep for every sample, and the timesteps in another order
     const same = s.addNoise(x0, eps, [250, 250, 250]);
-    await expectClose(same, expected((a, x, e) => Math.sqrt(a) * x + Math.sqrt(1 - a) * e, [250, 250, 250]), 1e-5, 'addNoise t=250');
+    await expectClose(
+      same,
+      expected((a, x, e) => Math.sqrt(a) * x + Math.sqrt(1 - a) * e, [250, 250, 250]),
+      1e-5,
+      'addNoise t=250',
+    );
     const rev = s.addNoise(x0, eps, [999, 0, 499]);
-    await expectClose(rev, expected((a, x, e) => Math.sqrt(a) * x + Math.sqrt(1 - a) * e, [999, 0, 499]), 1e-5, 'addNoise reordered');
+    await expectClose(
+      rev,
+      expected((a, x, e) => Math.sqrt(a) * x + Math.sqrt(1 - a) * e, [999, 0, 499]),
+      1e-5,
+      'addNoise reordered',
+    );
     tf.dispose([same, rev]);
     expect(x0.isDisposed || eps.isDisposed).toBe(false); // inputs are the caller's
   });
@@ -198,11 +245,26 @@ describe.each(['cpu', 'wasm'] as const)('DDPMScheduler on %s', (backend) => {
     const s = new DDPMScheduler({ prediction_type: 'v_prediction' });
     const v = s.target(x0, eps, timesteps);
     expect(v.shape).toEqual([B, H, W, C]);
-    await expectClose(v, expected((a, x, e) => Math.sqrt(a) * e - Math.sqrt(1 - a) * x), 1e-5, 'v target');
+    await expectClose(
+      v,
+      expected((a, x, e) => Math.sqrt(a) * e - Math.sqrt(1 - a) * x),
+      1e-5,
+      'v target',
+    );
     const xt = s.addNoise(x0, eps, timesteps);
     const [xv, vv] = [await xt.data(), await v.data()];
-    await expectClose(expected((a, _x, _e) => a).map((a, i) => Math.sqrt(a) * xv[i] - Math.sqrt(1 - a) * vv[i]), x0v, 1e-5, 'x₀ from (xₜ, v)');
-    await expectClose(expected((a, _x, _e) => a).map((a, i) => Math.sqrt(a) * vv[i] + Math.sqrt(1 - a) * xv[i]), epsv, 1e-5, 'ε from (xₜ, v)');
+    await expectClose(
+      expected((a, _x, _e) => a).map((a, i) => Math.sqrt(a) * xv[i] - Math.sqrt(1 - a) * vv[i]),
+      x0v,
+      1e-5,
+      'x₀ from (xₜ, v)',
+    );
+    await expectClose(
+      expected((a, _x, _e) => a).map((a, i) => Math.sqrt(a) * vv[i] + Math.sqrt(1 - a) * xv[i]),
+      epsv,
+      1e-5,
+      'ε from (xₜ, v)',
+    );
     tf.dispose([v, xt]);
   });
 
@@ -216,7 +278,8 @@ describe.each(['cpu', 'wasm'] as const)('DDPMScheduler on %s', (backend) => {
   });
 
   it('leaks no tensors (addNoise, both targets, and on error)', async () => {
-    const s = new DDPMScheduler(), sv = new DDPMScheduler({ prediction_type: 'v_prediction' });
+    const s = new DDPMScheduler(),
+      sv = new DDPMScheduler({ prediction_type: 'v_prediction' });
     await expectNoLeak(() => s.addNoise(x0, eps, timesteps), 'addNoise');
     await expectNoLeak(() => s.target(x0, eps, timesteps), 'epsilon target');
     await expectNoLeak(() => sv.target(x0, eps, timesteps), 'v target');

@@ -46,7 +46,15 @@ export const SD_SCHEDULER_CONFIG: SchedulerConfig = Object.freeze({
 });
 
 /** Keys of other diffusers schedulers' configs that are accepted and ignored. */
-const FOREIGN_KEYS = ['skip_prk_steps', 'variance_type', 'dynamic_thresholding_ratio', 'sample_max_value', 'timestep_type', 'interpolation_type', 'use_karras_sigmas'];
+const FOREIGN_KEYS = [
+  'skip_prk_steps',
+  'variance_type',
+  'dynamic_thresholding_ratio',
+  'sample_max_value',
+  'timestep_type',
+  'interpolation_type',
+  'use_karras_sigmas',
+];
 
 /** Validates `json` (a scheduler_config.json's contents) over SD's schedule. Errors name the field. */
 export function resolveSchedulerConfig(json: Record<string, unknown> = {}): SchedulerConfig {
@@ -56,11 +64,23 @@ export function resolveSchedulerConfig(json: Record<string, unknown> = {}): Sche
   return resolveConfig(name, SD_SCHEDULER_CONFIG, own, (c) => {
     check(isPositiveInt(c.num_train_timesteps) && c.num_train_timesteps >= 2, name, 'num_train_timesteps', 'an integer ≥ 2', c.num_train_timesteps);
     check(isFiniteNumber(c.beta_start) && c.beta_start > 0 && c.beta_start < 1, name, 'beta_start', 'a number in (0, 1)', c.beta_start);
-    check(isFiniteNumber(c.beta_end) && c.beta_end >= c.beta_start && c.beta_end < 1, name, 'beta_end', `a number in [beta_start = ${c.beta_start}, 1)`, c.beta_end);
+    check(
+      isFiniteNumber(c.beta_end) && c.beta_end >= c.beta_start && c.beta_end < 1,
+      name,
+      'beta_end',
+      `a number in [beta_start = ${c.beta_start}, 1)`,
+      c.beta_end,
+    );
     check(['linear', 'scaled_linear'].includes(c.beta_schedule), name, 'beta_schedule', "'linear' or 'scaled_linear'", c.beta_schedule);
     check(['epsilon', 'v_prediction'].includes(c.prediction_type), name, 'prediction_type', "'epsilon' or 'v_prediction'", c.prediction_type);
     check(isNonNegativeInt(c.steps_offset), name, 'steps_offset', 'an integer ≥ 0', c.steps_offset);
-    check(['leading', 'trailing', 'linspace'].includes(c.timestep_spacing), name, 'timestep_spacing', "'leading', 'trailing' or 'linspace'", c.timestep_spacing);
+    check(
+      ['leading', 'trailing', 'linspace'].includes(c.timestep_spacing),
+      name,
+      'timestep_spacing',
+      "'leading', 'trailing' or 'linspace'",
+      c.timestep_spacing,
+    );
     check(isFiniteNumber(c.clip_sample_range) && c.clip_sample_range > 0, name, 'clip_sample_range', 'a number > 0', c.clip_sample_range);
     check(c.trained_betas === null, name, 'trained_betas', 'null (explicit betas are not supported)', c.trained_betas);
     check(c.thresholding === false, name, 'thresholding', 'false (dynamic thresholding is not supported)', c.thresholding);
@@ -72,7 +92,8 @@ const f32 = Math.fround;
 
 /** torch.linspace(start, end, n, dtype=float32): float32 arithmetic, the second half counted back from `end`. */
 function linspaceF32(start: number, end: number, n: number): Float32Array {
-  const s = f32(start), e = f32(end);
+  const s = f32(start),
+    e = f32(end);
   const step = f32(f32(e - s) / (n - 1));
   const out = new Float32Array(n);
   const half = Math.floor(n / 2);

@@ -1,10 +1,11 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend } from '../backend';
-import { randn } from '../../testing';
+import { expectDefined, randn } from '../../testing';
 import { registerWasmTrainingKernels, WASM_KERNEL_OVERRIDES, WASM_TRAINING_KERNELS, wasmKernelOptions } from './wasm_kernels';
 
-
 type Backend = 'cpu' | 'wasm';
+
+const kernelOf = (kernelName: string): tf.KernelConfig => expectDefined(tf.getKernel(kernelName, 'wasm'), `wasm kernel ${kernelName}`);
 
 interface GradCase {
   name: string;
@@ -37,7 +38,8 @@ async function gradsOn(backend: Backend, c: GradCase, seed = 1): Promise<Float32
 /** Max abs error relative to max(1, max |reference|). */
 function relErr(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
   expect(actual.length).toBe(expected.length);
-  let err = 0, mag = 1;
+  let err = 0,
+    mag = 1;
   for (let i = 0; i < expected.length; i++) {
     const d = Math.abs(actual[i] - expected[i]);
     if (!(d <= err)) err = d;
@@ -59,7 +61,12 @@ async function expectGradsMatch(c: GradCase): Promise<void> {
 }
 
 /** Runs one kernel directly on `backend` (bypassing the ops' argument checks). */
-async function kernelOn(backend: Backend, kernel: string, inputs: Record<string, { shape: number[]; data: Float32Array | Int32Array }>, attrs: object): Promise<{ shape: number[]; data: Float32Array }> {
+async function kernelOn(
+  backend: Backend,
+  kernel: string,
+  inputs: Record<string, { shape: number[]; data: Float32Array | Int32Array }>,
+  attrs: object,
+): Promise<{ shape: number[]; data: Float32Array }> {
   await setBackend(backend);
   const ts: tf.NamedTensorMap = {};
   for (const [k, v] of Object.entries(inputs)) ts[k] = tf.tensor(v.data, v.shape, v.data instanceof Int32Array ? 'int32' : 'float32');
@@ -69,7 +76,12 @@ async function kernelOn(backend: Backend, kernel: string, inputs: Record<string,
   return out;
 }
 
-async function expectKernelMatch(name: string, kernel: string, inputs: Record<string, { shape: number[]; data: Float32Array | Int32Array }>, attrs: object): Promise<void> {
+async function expectKernelMatch(
+  name: string,
+  kernel: string,
+  inputs: Record<string, { shape: number[]; data: Float32Array | Int32Array }>,
+  attrs: object,
+): Promise<void> {
   const ref = await kernelOn('cpu', kernel, inputs, attrs);
   const got = await kernelOn('wasm', kernel, inputs, attrs);
   expect(got.shape).toEqual(ref.shape);
@@ -81,40 +93,48 @@ async function expectKernelMatch(name: string, kernel: string, inputs: Record<st
 const input = (shape: number[], seed: number) => ({ shape, data: randn(tf.util.sizeFromShape(shape), seed) });
 
 beforeAll(async () => {
-    await setBackend('cpu');
+  await setBackend('cpu');
   await setBackend('wasm');
   registerWasmTrainingKernels();
 });
 
 afterAll(() => {
   // One line per comparison, for the record (relative max abs error, wasm vs cpu).
-  console.log(Object.entries(errors).map(([k, v]) => `${k}: ${v.toExponential(2)}`).join('\n'));
+  console.log(
+    Object.entries(errors)
+      .map(([k, v]) => `${k}: ${v.toExponential(2)}`)
+      .join('\n'),
+  );
 });
 
 describe('registerWasmTrainingKernels', () => {
   it('registers exactly the kernels the wasm backend lacks, idempotently', () => {
     for (const k of WASM_TRAINING_KERNELS) expect(tf.getKernel(k, 'wasm')).toBeDefined();
-    const before = WASM_TRAINING_KERNELS.map((k) => tf.getKernel(k, 'wasm')!.kernelFunc);
+    const before = WASM_TRAINING_KERNELS.map((k) => kernelOf(k).kernelFunc);
     expect(registerWasmTrainingKernels()).toEqual([]);
-    expect(WASM_TRAINING_KERNELS.map((k) => tf.getKernel(k, 'wasm')!.kernelFunc)).toEqual(before);
-    expect([...WASM_TRAINING_KERNELS].sort()).toEqual(
-      ['Conv2DBackpropFilter', 'DepthwiseConv2dNativeBackpropFilter', 'DepthwiseConv2dNativeBackpropInput', 'Einsum', 'UnsortedSegmentSum'],
-    );
+    expect(WASM_TRAINING_KERNELS.map((k) => kernelOf(k).kernelFunc)).toEqual(before);
+    expect([...WASM_TRAINING_KERNELS].sort()).toEqual([
+      'Conv2DBackpropFilter',
+      'DepthwiseConv2dNativeBackpropFilter',
+      'DepthwiseConv2dNativeBackpropInput',
+      'Einsum',
+      'UnsortedSegmentSum',
+    ]);
   });
 
-  it('replaces wasm\'s Conv2DBackpropInput, Slice, Unpack and Identity once (the overrides stay registered, idempotently)', () => {
+  it("replaces wasm's Conv2DBackpropInput, Slice, Unpack and Identity once (the overrides stay registered, idempotently)", () => {
     expect(WASM_KERNEL_OVERRIDES).toEqual(['Conv2DBackpropInput', 'Slice', 'Unpack', 'Identity']);
-    const k = tf.getKernel('Conv2DBackpropInput', 'wasm')!;
+    const k = kernelOf('Conv2DBackpropInput');
     expect(k.kernelFunc.name).toBe('conv2DBackpropInput');
     expect(k.setupFunc).toBeDefined(); // wasm's cwrap setup is kept for the fallback
-    expect(tf.getKernel('Slice', 'wasm')!.kernelFunc.name).toBe('slice');
-    expect(tf.getKernel('Unpack', 'wasm')!.kernelFunc.name).toBe('unpack');
-    expect(tf.getKernel('Identity', 'wasm')!.kernelFunc.name).toBe('identity');
-    const before = WASM_KERNEL_OVERRIDES.map((name) => tf.getKernel(name, 'wasm')!.kernelFunc);
+    expect(kernelOf('Slice').kernelFunc.name).toBe('slice');
+    expect(kernelOf('Unpack').kernelFunc.name).toBe('unpack');
+    expect(kernelOf('Identity').kernelFunc.name).toBe('identity');
+    const before = WASM_KERNEL_OVERRIDES.map((name) => kernelOf(name).kernelFunc);
     expect(registerWasmTrainingKernels()).toEqual([]);
     expect(registerWasmTrainingKernels()).toEqual([]);
-    expect(WASM_KERNEL_OVERRIDES.map((name) => tf.getKernel(name, 'wasm')!.kernelFunc)).toEqual(before);
-    expect(tf.getKernel('Conv2DBackpropInput', 'wasm')!.kernelFunc).toBe(k.kernelFunc);
+    expect(WASM_KERNEL_OVERRIDES.map((name) => kernelOf(name).kernelFunc)).toEqual(before);
+    expect(kernelOf('Conv2DBackpropInput').kernelFunc).toBe(k.kernelFunc);
   });
 
   it('Identity shares storage: a clone is one more reference, not one more buffer, and outlives its source', async () => {
@@ -134,11 +154,30 @@ describe('registerWasmTrainingKernels', () => {
 
   it('leaks neither tensors nor wasm buffers', async () => {
     await setBackend('wasm');
-    const x = tf.randomNormal([2, 6, 5, 3]), w = tf.randomNormal([3, 3, 3, 4]), dw = tf.randomNormal([3, 3, 3, 2]);
-    const emb = tf.randomNormal([7, 4]), ids = tf.tensor2d([[1, 2], [2, 6]], [2, 2], 'int32');
+    const x = tf.randomNormal([2, 6, 5, 3]),
+      w = tf.randomNormal([3, 3, 3, 4]),
+      dw = tf.randomNormal([3, 3, 3, 2]);
+    const emb = tf.randomNormal([7, 4]),
+      ids = tf.tensor2d(
+        [
+          [1, 2],
+          [2, 6],
+        ],
+        [2, 2],
+        'int32',
+      );
     const buffers = () => tf.backend().numDataIds();
     const run = () => {
-      const gConv = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, [[0, 0], [0, 1], [0, 1], [0, 0]])))([x, w]);
+      const gConv = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
+        tf.sum(
+          tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, [
+            [0, 0],
+            [0, 1],
+            [0, 1],
+            [0, 0],
+          ]),
+        ),
+      )([x, w]);
       const gConv1 = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, 2)))([x, w]); // over-padded: crops dy
       const gConv11 = tf.grad((a: tf.Tensor) => tf.sum(tf.conv2d(a as tf.Tensor4D, tf.ones([1, 1, 3, 2]) as tf.Tensor4D, 2, 'valid')))(x); // 1×1 s2: zero phases
       const gDw = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.depthwiseConv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, 'same')))([x, dw]);
@@ -147,7 +186,8 @@ describe('registerWasmTrainingKernels', () => {
       return [...gConv, ...gConv1, gConv11, ...gDw, gEmb, ein];
     };
     tf.dispose(tf.tidy(run)); // warm-up (first calls may allocate caches)
-    const n = tf.memory().numTensors, b = buffers();
+    const n = tf.memory().numTensors,
+      b = buffers();
     tf.dispose(tf.tidy(run));
     expect(tf.memory().numTensors).toBe(n);
     expect(buffers()).toBe(b);
@@ -158,10 +198,22 @@ describe('registerWasmTrainingKernels', () => {
 describe('Conv2DBackpropFilter (conv2d gradients) on wasm match cpu', () => {
   type Pad = 'same' | 'valid' | number | [[number, number], [number, number], [number, number], [number, number]];
   const conv = (name: string, xs: number[], ws: number[], stride: number | [number, number], pad: Pad): GradCase => ({
-    name, shapes: [xs, ws], f: (x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, stride, pad),
+    name,
+    shapes: [xs, ws],
+    f: (x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, stride, pad),
   });
-  const asym: Pad = [[0, 0], [0, 1], [0, 1], [0, 0]];
-  const p1: Pad = [[0, 0], [1, 1], [1, 1], [0, 0]];
+  const asym: Pad = [
+    [0, 0],
+    [0, 1],
+    [0, 1],
+    [0, 0],
+  ];
+  const p1: Pad = [
+    [0, 0],
+    [1, 1],
+    [1, 1],
+    [0, 0],
+  ];
   it.each([
     conv('conv 3x3 s1 pad 1, batch 2, non-square', [2, 5, 7, 3], [3, 3, 3, 4], 1, p1),
     conv('conv 3x3 s2 pad [[0,1],[0,1]] (SD downsample)', [2, 6, 8, 3], [3, 3, 3, 4], 2, asym),
@@ -171,7 +223,18 @@ describe('Conv2DBackpropFilter (conv2d gradients) on wasm match cpu', () => {
     conv('conv 3x3 s2 same', [2, 7, 8, 2], [3, 3, 2, 3], 2, 'same'),
     conv('conv 1x1 s1', [2, 4, 5, 6], [1, 1, 6, 5], 1, 'valid'),
     conv('conv 1x1 s2', [2, 5, 4, 3], [1, 1, 3, 4], 2, 'valid'),
-    conv('conv 2x3 kernel, strides [2,1], pad [[0,0],[1,0],[2,1],[0,0]]', [2, 6, 5, 3], [2, 3, 3, 2], [2, 1], [[0, 0], [1, 0], [2, 1], [0, 0]]),
+    conv(
+      'conv 2x3 kernel, strides [2,1], pad [[0,0],[1,0],[2,1],[0,0]]',
+      [2, 6, 5, 3],
+      [2, 3, 3, 2],
+      [2, 1],
+      [
+        [0, 0],
+        [1, 0],
+        [2, 1],
+        [0, 0],
+      ],
+    ),
     conv('conv 3x3 s1 pad 2 (over-padded)', [1, 4, 4, 2], [3, 3, 2, 2], 1, 2),
   ])('$name', (c) => expectGradsMatch(c));
 
@@ -188,31 +251,73 @@ describe('Conv2DBackpropFilter (conv2d gradients) on wasm match cpu', () => {
   });
 
   it('handles NCHW (kernel called directly)', () =>
-    expectKernelMatch('Conv2DBackpropFilter NCHW s2 pad 1', tf.Conv2DBackpropFilter, { x: input([2, 3, 7, 6], 5), dy: input([2, 4, 4, 3], 6) }, {
-      strides: [2, 2], pad: 1, dataFormat: 'NCHW', filterShape: [3, 3, 3, 4],
-    }));
+    expectKernelMatch(
+      'Conv2DBackpropFilter NCHW s2 pad 1',
+      tf.Conv2DBackpropFilter,
+      { x: input([2, 3, 7, 6], 5), dy: input([2, 4, 4, 3], 6) },
+      {
+        strides: [2, 2],
+        pad: 1,
+        dataFormat: 'NCHW',
+        filterShape: [3, 3, 3, 4],
+      },
+    ));
 
   it('conv2dTranspose (its gradient uses Conv2DBackpropFilter with x and dy swapped)', () =>
     expectGradsMatch({
       name: 'conv2dTranspose 3x3 s2 same',
-      shapes: [[2, 3, 4, 4], [3, 3, 2, 4]],
+      shapes: [
+        [2, 3, 4, 4],
+        [3, 3, 2, 4],
+      ],
       f: (x, w) => tf.conv2dTranspose(x as tf.Tensor4D, w as tf.Tensor4D, [2, 6, 8, 2], 2, 'same'),
     }));
 });
 
 describe('Conv2DBackpropInput (override: stride-phase convs through XNNPACK) on wasm matches cpu', () => {
   type Pad = 'same' | 'valid' | number | [[number, number], [number, number], [number, number], [number, number]];
-  const asym: Pad = [[0, 0], [0, 1], [0, 1], [0, 0]];
+  const asym: Pad = [
+    [0, 0],
+    [0, 1],
+    [0, 1],
+    [0, 0],
+  ];
   /** Runs the kernel directly on both backends: dx for input [B, H, W, Ci], filter [KH, KW, Ci, Co]. */
   const bpi = (name: string, xs: number[], ws: number[], stride: number | [number, number], pad: Pad) => {
-    const { outShape } = tf.backend_util.computeConv2DInfo(xs as [number, number, number, number], ws as [number, number, number, number], stride, 1, pad as 'same');
-    return expectKernelMatch(`Conv2DBackpropInput ${name}`, tf.Conv2DBackpropInput, { dy: input(outShape, 21), filter: input(ws, 22) }, {
-      strides: stride, pad, dataFormat: 'NHWC', dimRoundingMode: undefined, inputShape: xs,
-    });
+    const { outShape } = tf.backend_util.computeConv2DInfo(
+      xs as [number, number, number, number],
+      ws as [number, number, number, number],
+      stride,
+      1,
+      pad as 'same',
+    );
+    return expectKernelMatch(
+      `Conv2DBackpropInput ${name}`,
+      tf.Conv2DBackpropInput,
+      { dy: input(outShape, 21), filter: input(ws, 22) },
+      {
+        strides: stride,
+        pad,
+        dataFormat: 'NHWC',
+        dimRoundingMode: undefined,
+        inputShape: xs,
+      },
+    );
   };
   it.each([
     ['3x3 s1 pad 1, batch 2, non-square, Ci≠Co', [2, 5, 7, 3], [3, 3, 3, 4], 1, 1],
-    ['3x3 s1 explicit pad 1', [1, 6, 6, 4], [3, 3, 4, 4], 1, [[0, 0], [1, 1], [1, 1], [0, 0]]],
+    [
+      '3x3 s1 explicit pad 1',
+      [1, 6, 6, 4],
+      [3, 3, 4, 4],
+      1,
+      [
+        [0, 0],
+        [1, 1],
+        [1, 1],
+        [0, 0],
+      ],
+    ],
     ['3x3 s1 same', [2, 6, 5, 2], [3, 3, 2, 5], 1, 'same'],
     ['3x3 s1 valid', [2, 6, 5, 2], [3, 3, 2, 3], 1, 'valid'],
     ['3x3 s1 asym [[0,1],[0,1]]', [1, 6, 7, 3], [3, 3, 3, 2], 1, asym],
@@ -227,32 +332,65 @@ describe('Conv2DBackpropInput (override: stride-phase convs through XNNPACK) on 
     ['3x3 s2 same, even size', [1, 8, 6, 3], [3, 3, 3, 2], 2, 'same'],
     ['3x3 s2 valid, odd size', [2, 9, 7, 2], [3, 3, 2, 3], 2, 'valid'],
     ['3x3 strides [2,1] pad 1', [2, 7, 6, 3], [3, 3, 3, 2], [2, 1], 1],
-    ['2x3 strides [1,2] explicit [[1,0],[2,1]]', [1, 6, 7, 2], [2, 3, 2, 3], [1, 2], [[0, 0], [1, 0], [2, 1], [0, 0]]],
+    [
+      '2x3 strides [1,2] explicit [[1,0],[2,1]]',
+      [1, 6, 7, 2],
+      [2, 3, 2, 3],
+      [1, 2],
+      [
+        [0, 0],
+        [1, 0],
+        [2, 1],
+        [0, 0],
+      ],
+    ],
     ['4x4 s2 pad 1 (even kernel)', [1, 8, 8, 2], [4, 4, 2, 3], 2, 1],
     ['3x3 s3 valid', [1, 10, 11, 2], [3, 3, 2, 2], 3, 'valid'],
     ['5x5 s2 pad 2 over odd 9x7', [1, 9, 7, 2], [5, 5, 2, 3], 2, 2],
     ['3x3 s2 pad 3 (over-padded)', [1, 5, 6, 2], [3, 3, 2, 2], 2, 3],
   ] as [string, number[], number[], number | [number, number], Pad][])('%s', (name, xs, ws, s, p) => bpi(name, xs, ws, s, p));
 
-  it('falls back to wasm\'s own kernel for NCHW', () =>
-    expectKernelMatch('Conv2DBackpropInput NCHW s2 pad 1 (fallback)', tf.Conv2DBackpropInput, { dy: input([2, 4, 4, 3], 23), filter: input([3, 3, 3, 4], 24) }, {
-      strides: [2, 2], pad: 1, dataFormat: 'NCHW', dimRoundingMode: undefined, inputShape: [2, 3, 7, 6],
-    }));
+  it("falls back to wasm's own kernel for NCHW", () =>
+    expectKernelMatch(
+      'Conv2DBackpropInput NCHW s2 pad 1 (fallback)',
+      tf.Conv2DBackpropInput,
+      { dy: input([2, 4, 4, 3], 23), filter: input([3, 3, 3, 4], 24) },
+      {
+        strides: [2, 2],
+        pad: 1,
+        dataFormat: 'NCHW',
+        dimRoundingMode: undefined,
+        inputShape: [2, 3, 7, 6],
+      },
+    ));
 
   it('end to end: gradients through conv2d s2 (asym pad) then conv2d s1 (pad 1)', () =>
     expectGradsMatch({
       name: 'e2e conv s2 asym → relu → conv s1 pad 1',
-      shapes: [[2, 9, 8, 3], [3, 3, 3, 5], [3, 3, 5, 4]],
+      shapes: [
+        [2, 9, 8, 3],
+        [3, 3, 3, 5],
+        [3, 3, 5, 4],
+      ],
       f: (x, w1, w2) => {
         const h = tf.conv2d(x as tf.Tensor4D, w1 as tf.Tensor4D, 2, asym); // [2, 4, 4, 5]
-        return tf.conv2d(tf.relu(h), w2 as tf.Tensor4D, 1, [[0, 0], [1, 1], [1, 1], [0, 0]]); // [2, 4, 4, 4]
+        return tf.conv2d(tf.relu(h), w2 as tf.Tensor4D, 1, [
+          [0, 0],
+          [1, 1],
+          [1, 1],
+          [0, 0],
+        ]); // [2, 4, 4, 4]
       },
     }));
 });
 
 describe('Slice / Unpack (overrides: contiguous slices copied from the heap) on wasm match cpu', () => {
   type Dtype = 'float32' | 'int32' | 'bool';
-  interface Out { shape: number[]; dtype: tf.DataType; data: number[] }
+  interface Out {
+    shape: number[];
+    dtype: tf.DataType;
+    data: number[];
+  }
 
   /** Values of `dtype` for `shape`: random normals, small integers or a bool pattern. */
   const values = (shape: number[], dtype: Dtype, seed: number): Float32Array | Int32Array | Uint8Array => {
@@ -319,14 +457,15 @@ describe('Slice / Unpack (overrides: contiguous slices copied from the heap) on 
       ['bool along axis 0', [6, 3], [2, 0], [2, 3], 'bool', true],
       ['bool non-contiguous (fallback)', [6, 3], [2, 1], [2, 2], 'bool', false],
     ] as [string, number[], number[], number[], Dtype, boolean][])('%s', (name, shape, begin, size, dtype, contiguous) =>
-      expectSameOutputs(`Slice ${name}`, () => tf.slice(make(shape, dtype, 31), begin, size), contiguous));
+      expectSameOutputs(`Slice ${name}`, () => tf.slice(make(shape, dtype, 31), begin, size), contiguous),
+    );
 
-    it('slices of a reshaped view and of a slice (offsets into other tensors\' data)', async () => {
+    it("slices of a reshaped view and of a slice (offsets into other tensors' data)", async () => {
       await expectSameOutputs('Slice of a reshape', () => tf.slice(tf.reshape(make([4, 3, 5], 'float32', 32), [6, 10]), [3, 0], [2, 10]), true);
       await expectSameOutputs('Slice of a slice', () => tf.slice(tf.slice(make([6, 4, 3], 'float32', 33), [2, 0, 0], [3, 4, 3]), [1, 1, 0], [1, 2, 3]), true);
     });
 
-    it('an out-of-range slice throws as on cpu (wasm\'s own kernel reads past the end)', async () => {
+    it("an out-of-range slice throws as on cpu (wasm's own kernel reads past the end)", async () => {
       await setBackend('wasm');
       const x = tf.zeros([4, 3]);
       expect(() => tf.slice(x, [3, 0], [2, 3])).toThrow(/begin\[0\] \+ size\[0\] \(5\) would overflow input\.shape\[0\] \(4\)/);
@@ -368,38 +507,77 @@ describe('Slice / Unpack (overrides: contiguous slices copied from the heap) on 
   describe('gradients through slice / unstack, wasm vs cpu', () => {
     const flat = (t: tf.Tensor) => tf.reshape(t, [-1]);
     it.each<GradCase>([
-      { name: 'unstack axis 0 → weighted stack on axis 1', shapes: [[3, 4, 5]], f: (a) => tf.stack(tf.unstack(a).map((t, i) => tf.mul(t, i + 1)), 1) },
-      { name: 'unstack axis 1 of [1, n, m] (fast) and of [2, n, m] (fallback)', shapes: [[1, 4, 5], [2, 4, 5]],
-        f: (a, b) => tf.concat([...tf.unstack(a, 1), ...tf.unstack(b, 1)].map(flat)) },
-      { name: 'unstack → per-slice matMul → stack (the unrolled batchMatMul pattern)', shapes: [[3, 4, 5], [3, 5, 2]], f: (a, b) => {
-        const bs = tf.unstack(b);
-        return tf.stack(tf.unstack(a).map((ai, g) => tf.matMul(ai as tf.Tensor2D, bs[g] as tf.Tensor2D)));
-      } },
-      { name: 'slice: contiguous (axis 0, inner with size-1 leads) and not', shapes: [[4, 6], [3, 4, 10]], f: (a, b) => tf.concat([
-        flat(tf.slice(a, [1, 0], [2, -1])),
-        flat(tf.slice(a, [0, 2], [3, 3])),
-        flat(tf.slice(b, [1, 2, 3], [1, 1, 6])),
-        flat(tf.slice(b, [0, 1, 0], [2, 2, 10])),
-      ]) },
-      { name: 'split (slices along axis 0 and axis 1)', shapes: [[6, 4]], f: (a) => {
-        const [p, q] = tf.split(a, [2, 4], 0);
-        const [r, s] = tf.split(a, 2, 1);
-        return tf.concat([flat(tf.mul(p, 2)), flat(q), flat(tf.exp(r)), flat(s)]);
-      } },
+      {
+        name: 'unstack axis 0 → weighted stack on axis 1',
+        shapes: [[3, 4, 5]],
+        f: (a) =>
+          tf.stack(
+            tf.unstack(a).map((t, i) => tf.mul(t, i + 1)),
+            1,
+          ),
+      },
+      {
+        name: 'unstack axis 1 of [1, n, m] (fast) and of [2, n, m] (fallback)',
+        shapes: [
+          [1, 4, 5],
+          [2, 4, 5],
+        ],
+        f: (a, b) => tf.concat([...tf.unstack(a, 1), ...tf.unstack(b, 1)].map(flat)),
+      },
+      {
+        name: 'unstack → per-slice matMul → stack (the unrolled batchMatMul pattern)',
+        shapes: [
+          [3, 4, 5],
+          [3, 5, 2],
+        ],
+        f: (a, b) => {
+          const bs = tf.unstack(b);
+          return tf.stack(tf.unstack(a).map((ai, g) => tf.matMul(ai as tf.Tensor2D, bs[g] as tf.Tensor2D)));
+        },
+      },
+      {
+        name: 'slice: contiguous (axis 0, inner with size-1 leads) and not',
+        shapes: [
+          [4, 6],
+          [3, 4, 10],
+        ],
+        f: (a, b) =>
+          tf.concat([
+            flat(tf.slice(a, [1, 0], [2, -1])),
+            flat(tf.slice(a, [0, 2], [3, 3])),
+            flat(tf.slice(b, [1, 2, 3], [1, 1, 6])),
+            flat(tf.slice(b, [0, 1, 0], [2, 2, 10])),
+          ]),
+      },
+      {
+        name: 'split (slices along axis 0 and axis 1)',
+        shapes: [[6, 4]],
+        f: (a) => {
+          const [p, q] = tf.split(a, [2, 4], 0);
+          const [r, s] = tf.split(a, 2, 1);
+          return tf.concat([flat(tf.mul(p, 2)), flat(q), flat(tf.exp(r)), flat(s)]);
+        },
+      },
     ])('$name', (c) => expectGradsMatch(c));
   });
 
   it('leak neither tensors nor wasm buffers (fast paths, fallbacks, gradients)', async () => {
     await setBackend('wasm');
-    const x = tf.randomNormal([3, 4, 5]), y = tf.randomNormal([1, 4, 5]);
+    const x = tf.randomNormal([3, 4, 5]),
+      y = tf.randomNormal([1, 4, 5]);
     const buffers = () => tf.backend().numDataIds();
     const run = () => [
-      tf.slice(x, [1, 0, 0], [2, -1, -1]), tf.slice(x, [0, 1, 1], [3, 2, 3]), tf.slice(x, [1, 1, 0], [0, 2, 5]),
-      ...tf.unstack(x), ...tf.unstack(y, 1), ...tf.unstack(x, 1),
+      tf.slice(x, [1, 0, 0], [2, -1, -1]),
+      tf.slice(x, [0, 1, 1], [3, 2, 3]),
+      tf.slice(x, [1, 1, 0], [0, 2, 5]),
+      ...tf.unstack(x),
+      ...tf.unstack(y, 1),
+      ...tf.unstack(x, 1),
       ...tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.add(tf.sum(tf.stack(tf.unstack(a, 0))), tf.sum(tf.slice(b, [0, 1, 0], [1, 2, 5]))))([x, y]),
     ];
     tf.dispose(tf.tidy(run)); // warm-up
-    const n = tf.memory().numTensors, b = buffers();
+    const n = tf.memory().numTensors,
+      b = buffers();
     tf.dispose(tf.tidy(run));
     expect(tf.memory().numTensors).toBe(n);
     expect(buffers()).toBe(b);
@@ -409,7 +587,9 @@ describe('Slice / Unpack (overrides: contiguous slices copied from the heap) on 
 
 describe('depthwise conv gradients on wasm match cpu', () => {
   const dw = (name: string, xs: number[], ws: number[], stride: number, pad: 'same' | 'valid' | number): GradCase => ({
-    name, shapes: [xs, ws], f: (x, w) => tf.depthwiseConv2d(x as tf.Tensor4D, w as tf.Tensor4D, stride, pad),
+    name,
+    shapes: [xs, ws],
+    f: (x, w) => tf.depthwiseConv2d(x as tf.Tensor4D, w as tf.Tensor4D, stride, pad),
   });
   it.each([
     dw('depthwise 3x3 s1 same, multiplier 2', [2, 6, 5, 3], [3, 3, 3, 2], 1, 'same'),
@@ -423,19 +603,28 @@ describe('depthwise conv gradients on wasm match cpu', () => {
   // so the reference is a direct loop over the definition.
   it('dilation 2 (kernels called directly, against a naive loop)', async () => {
     const [B, H, W, C, M, K, d] = [2, 7, 6, 3, 2, 3, 2];
-    const x = input([B, H, W, C], 1), dy = input([B, H, W, C * M], 2), f = input([K, K, C, M], 4);
+    const x = input([B, H, W, C], 1),
+      dy = input([B, H, W, C * M], 2),
+      f = input([K, K, C, M], 4);
     const attrs = { strides: [1, 1], dilations: [d, d], pad: 'same', dimRoundingMode: undefined };
     const { top, left } = tf.backend_util.computeConv2DInfo([B, H, W, C], [K, K, C, M], 1, d, 'same', undefined, true).padInfo;
-    const dW = new Float32Array(K * K * C * M), dx = new Float32Array(B * H * W * C);
-    for (let b = 0; b < B; b++) for (let y = 0; y < H; y++) for (let xo = 0; xo < W; xo++) for (let kh = 0; kh < K; kh++) for (let kw = 0; kw < K; kw++) {
-      const i = y + kh * d - top, j = xo + kw * d - left;
-      if (i < 0 || i >= H || j < 0 || j >= W) continue;
-      for (let c = 0; c < C; c++) for (let m = 0; m < M; m++) {
-        const g = dy.data[((b * H + y) * W + xo) * C * M + c * M + m];
-        dW[((kh * K + kw) * C + c) * M + m] += x.data[((b * H + i) * W + j) * C + c] * g;
-        dx[((b * H + i) * W + j) * C + c] += f.data[((kh * K + kw) * C + c) * M + m] * g;
-      }
-    }
+    const dW = new Float32Array(K * K * C * M),
+      dx = new Float32Array(B * H * W * C);
+    for (let b = 0; b < B; b++)
+      for (let y = 0; y < H; y++)
+        for (let xo = 0; xo < W; xo++)
+          for (let kh = 0; kh < K; kh++)
+            for (let kw = 0; kw < K; kw++) {
+              const i = y + kh * d - top,
+                j = xo + kw * d - left;
+              if (i < 0 || i >= H || j < 0 || j >= W) continue;
+              for (let c = 0; c < C; c++)
+                for (let m = 0; m < M; m++) {
+                  const g = dy.data[((b * H + y) * W + xo) * C * M + c * M + m];
+                  dW[((kh * K + kw) * C + c) * M + m] += x.data[((b * H + i) * W + j) * C + c] * g;
+                  dx[((b * H + i) * W + j) * C + c] += f.data[((kh * K + kw) * C + c) * M + m] * g;
+                }
+            }
     const gotW = await kernelOn('wasm', tf.DepthwiseConv2dNativeBackpropFilter, { x, dy }, { ...attrs, filterShape: [K, K, C, M] });
     const gotX = await kernelOn('wasm', tf.DepthwiseConv2dNativeBackpropInput, { dy, filter: f }, { ...attrs, inputShape: [B, H, W, C] });
     expect(gotW.shape).toEqual([K, K, C, M]);
@@ -448,7 +637,15 @@ describe('depthwise conv gradients on wasm match cpu', () => {
 });
 
 describe('UnsortedSegmentSum (gather gradient) on wasm matches cpu', () => {
-  const ids = () => tf.tensor2d([[1, 4, 4], [0, 9, 1]], [2, 3], 'int32');
+  const ids = () =>
+    tf.tensor2d(
+      [
+        [1, 4, 4],
+        [0, 9, 1],
+      ],
+      [2, 3],
+      'int32',
+    );
   it.each<GradCase>([
     { name: 'gather axis 0 (embedding lookup, repeated ids)', shapes: [[10, 4]], f: (e) => tf.gather(e, ids()) },
     { name: 'gather axis 1', shapes: [[3, 10, 2]], f: (e) => tf.gather(e, ids(), 1) },
@@ -456,9 +653,12 @@ describe('UnsortedSegmentSum (gather gradient) on wasm matches cpu', () => {
 
   // The cpu kernel cannot take multi-dimensional ids (a broadcasting bug), so: a direct loop.
   it('drops out-of-range ids and takes multi-dim ids (kernel called directly, against a loop)', async () => {
-    const x = input([2, 3, 5], 7), ids = Int32Array.from([2, -1, 0, 2, 6, 5]);
+    const x = input([2, 3, 5], 7),
+      ids = Int32Array.from([2, -1, 0, 2, 6, 5]);
     const expected = new Float32Array(6 * 5);
-    ids.forEach((s, i) => { if (s >= 0 && s < 6) for (let j = 0; j < 5; j++) expected[s * 5 + j] += x.data[i * 5 + j]; });
+    ids.forEach((s, i) => {
+      if (s >= 0 && s < 6) for (let j = 0; j < 5; j++) expected[s * 5 + j] += x.data[i * 5 + j];
+    });
     const got = await kernelOn('wasm', tf.UnsortedSegmentSum, { x, segmentIds: { shape: [2, 3], data: ids } }, { numSegments: 6 });
     expect(got.shape).toEqual([6, 5]);
     errors['UnsortedSegmentSum multi-dim ids (vs loop)'] = relErr(got.data, expected);
@@ -468,13 +668,37 @@ describe('UnsortedSegmentSum (gather gradient) on wasm matches cpu', () => {
 
 describe('Einsum (forward) on wasm matches cpu', () => {
   it.each([
-    ['ij,jk->ik', [[3, 4], [4, 5]]],
-    ['bij,bjk->bik', [[2, 3, 4], [2, 4, 5]]],
-    ['bhqd,bhkd->bhqk', [[2, 2, 3, 4], [2, 2, 5, 4]]],
+    [
+      'ij,jk->ik',
+      [
+        [3, 4],
+        [4, 5],
+      ],
+    ],
+    [
+      'bij,bjk->bik',
+      [
+        [2, 3, 4],
+        [2, 4, 5],
+      ],
+    ],
+    [
+      'bhqd,bhkd->bhqk',
+      [
+        [2, 2, 3, 4],
+        [2, 2, 5, 4],
+      ],
+    ],
     ['i,j->ij', [[3], [4]]],
     ['ij->ji', [[3, 4]]],
     ['ij->', [[3, 4]]],
-    ['ij,ij->i', [[3, 4], [3, 4]]],
+    [
+      'ij,ij->i',
+      [
+        [3, 4],
+        [3, 4],
+      ],
+    ],
     ['ij->ij', [[3, 4]]],
   ] as [string, number[][]][])('%s', async (equation, shapes) => {
     const run = async (b: Backend) => {
@@ -500,14 +724,18 @@ describe('resize gradients (present in wasm) are correct', () => {
   // [B, W, H, C] shape; both backends ignore halfPixelCenters in the gradients, so only
   // halfPixelCenters=false is checked — see packages/*/src/resize.ts for the workaround.)
   it.each([
-    ['bilinear', false], ['bilinear', true], ['nearest', false], ['nearest', true],
+    ['bilinear', false],
+    ['bilinear', true],
+    ['nearest', false],
+    ['nearest', true],
   ] as const)('%s alignCorners=%s, batch 2, non-square', async (kind, alignCorners) => {
     await setBackend('wasm');
-    const [B, H, W, C] = [2, 3, 4, 2], size: [number, number] = [7, 5];
-    const resize = (x: tf.Tensor4D) => kind === 'bilinear'
-      ? tf.image.resizeBilinear(x, size, alignCorners, false)
-      : tf.image.resizeNearestNeighbor(x, size, alignCorners, false);
-    const n = H * W * C, m = size[0] * size[1] * C; // per image
+    const [B, H, W, C] = [2, 3, 4, 2],
+      size: [number, number] = [7, 5];
+    const resize = (x: tf.Tensor4D) =>
+      kind === 'bilinear' ? tf.image.resizeBilinear(x, size, alignCorners, false) : tf.image.resizeNearestNeighbor(x, size, alignCorners, false);
+    const n = H * W * C,
+      m = size[0] * size[1] * C; // per image
     const dy = randn(B * m, 11);
     const cols = await tf.tidy(() => tf.reshape(resize(tf.reshape(tf.eye(n), [n, H, W, C]) as tf.Tensor4D), [n, m])).data(); // row i = M[:, i]
     const expected = new Float32Array(B * n);
@@ -525,32 +753,108 @@ describe('resize gradients (present in wasm) are correct', () => {
 describe('gradients of the ops the models use, wasm vs cpu', () => {
   const pos = { 0: (v: number) => Math.abs(v) + 0.5 };
   const cases: GradCase[] = [
-    { name: 'matMul', shapes: [[3, 4], [4, 5]], f: (a, b) => tf.matMul(a, b) },
-    { name: 'matMul transposeA/B', shapes: [[4, 3], [5, 4]], f: (a, b) => tf.matMul(a, b, true, true) },
+    {
+      name: 'matMul',
+      shapes: [
+        [3, 4],
+        [4, 5],
+      ],
+      f: (a, b) => tf.matMul(a, b),
+    },
+    {
+      name: 'matMul transposeA/B',
+      shapes: [
+        [4, 3],
+        [5, 4],
+      ],
+      f: (a, b) => tf.matMul(a, b, true, true),
+    },
     // (tfjs' BatchMatMul gradient does not reduce broadcast batch dims, on any backend: no broadcast here)
-    { name: 'batchMatMul + transposeB', shapes: [[2, 3, 4], [2, 5, 4]], f: (a, b) => tf.matMul(a, b, false, true) },
-    { name: 'add/sub/mul/div broadcasting', shapes: [[2, 3, 4], [4], [3, 1], [1, 3, 1]], prep: { 3: (v) => Math.abs(v) + 1 },
-      f: (a, b, c, d) => tf.div(tf.mul(tf.sub(tf.add(a, b), c), d), d) },
+    {
+      name: 'batchMatMul + transposeB',
+      shapes: [
+        [2, 3, 4],
+        [2, 5, 4],
+      ],
+      f: (a, b) => tf.matMul(a, b, false, true),
+    },
+    {
+      name: 'add/sub/mul/div broadcasting',
+      shapes: [[2, 3, 4], [4], [3, 1], [1, 3, 1]],
+      prep: { 3: (v) => Math.abs(v) + 1 },
+      f: (a, b, c, d) => tf.div(tf.mul(tf.sub(tf.add(a, b), c), d), d),
+    },
     { name: 'softmax, logSoftmax', shapes: [[3, 5]], f: (a) => tf.add(tf.softmax(a), tf.logSoftmax(a)) },
     { name: 'exp, log', shapes: [[3, 5]], prep: pos, f: (a) => tf.add(tf.exp(a), tf.log(a)) },
     { name: 'sigmoid, tanh, erf (GELU)', shapes: [[3, 5]], f: (a) => tf.add(tf.mul(a, tf.sigmoid(a)), tf.mul(tf.tanh(a), tf.erf(a))) },
     { name: 'relu, abs, step, clipByValue', shapes: [[4, 5]], f: (a) => tf.stack([tf.relu(a), tf.abs(a), tf.step(a), tf.clipByValue(a, -0.5, 0.7)]) },
-    { name: 'mean, sum, max, min with keepDims', shapes: [[3, 5]], f: (a) => tf.concat([tf.mean(a, 1, true), tf.sum(a, 1, true), tf.max(a, 1, true), tf.min(a, 1, true)], 1) },
-    { name: 'moments, rsqrt, square, pow, sqrt (GroupNorm/LayerNorm)', shapes: [[2, 4, 3, 2]], f: (a) => {
-      const { mean, variance } = tf.moments(a, [1, 3], true);
-      return tf.add(tf.mul(tf.sub(a, mean), tf.rsqrt(tf.add(variance, 1e-5))), tf.sqrt(tf.add(tf.pow(tf.square(a), 1.5), 1)));
-    } },
-    { name: 'pow with tensor exponent', shapes: [[3, 4], [3, 4]], prep: pos, f: (a, b) => tf.pow(a, b) },
-    { name: 'reshape, transpose, concat, split, slice, pad, tile', shapes: [[2, 3, 4]], f: (a) => {
-      const [p, q] = tf.split(tf.transpose(tf.reshape(a, [6, 4])), [1, 3], 0);
-      return tf.concat([tf.tile(tf.pad(tf.slice(q, [0, 1], [3, 4]), [[1, 0], [0, 2]]), [1, 2]), tf.tile(tf.slice(p, [0, 1], [1, 5]), [4, 1])], 1); // [4, 17]
-    } },
-    { name: 'cast, log1p, softplus, maximum, minimum, where', shapes: [[3, 4], [3, 4]], prep: pos, f: (a, b) => {
-      const cond = tf.tensor2d([[1, 0, 1, 0], [0, 0, 1, 1], [1, 1, 0, 0]], [3, 4], 'bool');
-      return tf.stack([tf.cast(a, 'float32'), tf.log1p(a), tf.softplus(b), tf.maximum(a, b), tf.minimum(a, b), tf.where(cond, a, b)]);
-    } },
-    { name: 'oneHot (constant) · x, bandPart batch 2', shapes: [[2, 4, 4]], f: (a) =>
-      tf.add(tf.mul(a, tf.oneHot(tf.tensor1d([0, 1, 3, 2], 'int32'), 4)), tf.linalg.bandPart(a, 0, -1)) },
+    {
+      name: 'mean, sum, max, min with keepDims',
+      shapes: [[3, 5]],
+      f: (a) => tf.concat([tf.mean(a, 1, true), tf.sum(a, 1, true), tf.max(a, 1, true), tf.min(a, 1, true)], 1),
+    },
+    {
+      name: 'moments, rsqrt, square, pow, sqrt (GroupNorm/LayerNorm)',
+      shapes: [[2, 4, 3, 2]],
+      f: (a) => {
+        const { mean, variance } = tf.moments(a, [1, 3], true);
+        return tf.add(tf.mul(tf.sub(a, mean), tf.rsqrt(tf.add(variance, 1e-5))), tf.sqrt(tf.add(tf.pow(tf.square(a), 1.5), 1)));
+      },
+    },
+    {
+      name: 'pow with tensor exponent',
+      shapes: [
+        [3, 4],
+        [3, 4],
+      ],
+      prep: pos,
+      f: (a, b) => tf.pow(a, b),
+    },
+    {
+      name: 'reshape, transpose, concat, split, slice, pad, tile',
+      shapes: [[2, 3, 4]],
+      f: (a) => {
+        const [p, q] = tf.split(tf.transpose(tf.reshape(a, [6, 4])), [1, 3], 0);
+        return tf.concat(
+          [
+            tf.tile(
+              tf.pad(tf.slice(q, [0, 1], [3, 4]), [
+                [1, 0],
+                [0, 2],
+              ]),
+              [1, 2],
+            ),
+            tf.tile(tf.slice(p, [0, 1], [1, 5]), [4, 1]),
+          ],
+          1,
+        ); // [4, 17]
+      },
+    },
+    {
+      name: 'cast, log1p, softplus, maximum, minimum, where',
+      shapes: [
+        [3, 4],
+        [3, 4],
+      ],
+      prep: pos,
+      f: (a, b) => {
+        const cond = tf.tensor2d(
+          [
+            [1, 0, 1, 0],
+            [0, 0, 1, 1],
+            [1, 1, 0, 0],
+          ],
+          [3, 4],
+          'bool',
+        );
+        return tf.stack([tf.cast(a, 'float32'), tf.log1p(a), tf.softplus(b), tf.maximum(a, b), tf.minimum(a, b), tf.where(cond, a, b)]);
+      },
+    },
+    {
+      name: 'oneHot (constant) · x, bandPart batch 2',
+      shapes: [[2, 4, 4]],
+      f: (a) => tf.add(tf.mul(a, tf.oneHot(tf.tensor1d([0, 1, 3, 2], 'int32'), 4)), tf.linalg.bandPart(a, 0, -1)),
+    },
   ];
   it.each(cases)('$name', (c) => expectGradsMatch(c));
 });
@@ -562,7 +866,12 @@ describe('end to end', () => {
       shapes: [[2, 6, 6, 4], [3, 3, 4, 8], [8], [8], [8, 5]],
       prep: { 2: (v) => 1 + 0.1 * v },
       f: (x, w, gamma, beta, proj) => {
-        const h = tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 2, [[0, 0], [0, 1], [0, 1], [0, 0]]); // [2, 3, 3, 8]
+        const h = tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 2, [
+          [0, 0],
+          [0, 1],
+          [0, 1],
+          [0, 0],
+        ]); // [2, 3, 3, 8]
         const g = tf.reshape(h, [2, 9, 2, 4]); // 2 groups of 4 channels
         const { mean, variance } = tf.moments(g, [1, 3], true);
         const n = tf.add(tf.mul(tf.reshape(tf.mul(tf.sub(g, mean), tf.rsqrt(tf.add(variance, 1e-5))), [2, 3, 3, 8]), gamma), beta);

@@ -46,13 +46,15 @@ function compose(
   };
   let result: Info | undefined;
   try {
-    result = body(run, (t) => { temps.push(t); return t; }); // own: also release a buffer made directly
+    result = body(run, (t) => {
+      temps.push(t);
+      return t;
+    }); // own: also release a buffer made directly
     return result;
   } finally {
     for (const t of temps) if (t !== result) backend.disposeData(t.dataId);
   }
 }
-
 
 /** Zero-pads (or crops, for negative amounts) each axis of a rank-n tensor by [before, after]. */
 function padOrCrop(run: (k: string, i: tf.NamedTensorInfoMap, a?: tf.NamedAttrMap) => Info, x: Info, pads: [number, number][]): Info {
@@ -111,18 +113,26 @@ function conv2DBackpropFilter({ inputs, attrs, backend }: { inputs: tf.NamedTens
     // elements/s), so the padded input is split once into its sH·sW stride phases
     // xpad[:, ph::sH, pw::sW, :] (contiguous 4-D slices), each made channel-major; a tap is then a
     // plain slice of its phase at offset (kh div sH, kw div sW). Stride 1: one phase = xpad.
-    const Hq = Math.ceil(((Ho - 1) * sH + KH) / sH), Wq = Math.ceil(((Wo - 1) * sW + KW) / sW); // phase size
-    const xP = padOrCrop(run, x, [[0, 0], [top, Hq * sH - top - H], [left, Wq * sW - left - W], [0, 0]]); // [B, Hq·sH, Wq·sW, Ci]
+    const Hq = Math.ceil(((Ho - 1) * sH + KH) / sH),
+      Wq = Math.ceil(((Wo - 1) * sW + KW) / sW); // phase size
+    const xP = padOrCrop(run, x, [
+      [0, 0],
+      [top, Hq * sH - top - H],
+      [left, Wq * sW - left - W],
+      [0, 0],
+    ]); // [B, Hq·sH, Wq·sW, Ci]
     const xR = run('Reshape', { x: xP }, { shape: [B * Hq, sH, Wq, sW * Ci] });
     const phases = new Map<number, Info>();
     const phase = (ph: number, pw: number): Info => {
       const key = ph * sW + pw;
-      if (!phases.has(key)) {
+      let phaseT = phases.get(key);
+      if (!phaseT) {
         const p = sH === 1 && sW === 1 ? xP : run('Slice', { x: xR }, { begin: [0, ph, 0, pw * Ci], size: [B * Hq, 1, Wq, Ci] });
         const p4 = run('Reshape', { x: p }, { shape: [B, Hq, Wq, Ci] });
-        phases.set(key, run('Transpose', { x: p4 }, { perm: [3, 0, 1, 2] })); // [Ci, B, Hq, Wq]
+        phaseT = run('Transpose', { x: p4 }, { perm: [3, 0, 1, 2] }); // [Ci, B, Hq, Wq]
+        phases.set(key, phaseT);
       }
-      return phases.get(key)!;
+      return phaseT;
     };
     const dy2 = run('Reshape', { x: dy }, { shape: [N, Co] }); // [N, Co]
     const tap = (kh: number, kw: number): Info => {
@@ -160,16 +170,32 @@ function depthwiseBackpropFilter({ inputs, attrs, backend }: { inputs: tf.NamedT
     const info = convGeometry([B, H, W, C], filterShape as [number, number, number, number], strides, dilations, pad, dimRoundingMode, true);
     const { strideHeight: sH, strideWidth: sW, dilationHeight: dH, dilationWidth: dW, outHeight: Ho, outWidth: Wo } = info;
     const { top, left } = info.padInfo;
-    const needH = (Ho - 1) * sH + (KH - 1) * dH + 1, needW = (Wo - 1) * sW + (KW - 1) * dW + 1;
-    const xP = padOrCrop(run, x, [[0, 0], [top, Math.max(0, needH - top - H)], [left, Math.max(0, needW - left - W)], [0, 0]]);
+    const needH = (Ho - 1) * sH + (KH - 1) * dH + 1,
+      needW = (Wo - 1) * sW + (KW - 1) * dW + 1;
+    const xP = padOrCrop(run, x, [
+      [0, 0],
+      [top, Math.max(0, needH - top - H)],
+      [left, Math.max(0, needW - left - W)],
+      [0, 0],
+    ]);
     const dy5 = run('Reshape', { x: dy }, { shape: [B, Ho, Wo, C, M] });
     const grads: Info[] = [];
     for (let kh = 0; kh < KH; kh++) {
       for (let kw = 0; kw < KW; kw++) {
-        const xs = run('StridedSlice', { x: xP }, {
-          begin: [0, kh * dH, kw * dW, 0], end: [B, kh * dH + (Ho - 1) * sH + 1, kw * dW + (Wo - 1) * sW + 1, C], strides: [1, sH, sW, 1],
-          beginMask: 0, endMask: 0, ellipsisMask: 0, newAxisMask: 0, shrinkAxisMask: 0,
-        }); // [B, Ho, Wo, C]
+        const xs = run(
+          'StridedSlice',
+          { x: xP },
+          {
+            begin: [0, kh * dH, kw * dW, 0],
+            end: [B, kh * dH + (Ho - 1) * sH + 1, kw * dW + (Wo - 1) * sW + 1, C],
+            strides: [1, sH, sW, 1],
+            beginMask: 0,
+            endMask: 0,
+            ellipsisMask: 0,
+            newAxisMask: 0,
+            shrinkAxisMask: 0,
+          },
+        ); // [B, Ho, Wo, C]
         const xs5 = run('Reshape', { x: xs }, { shape: [B, Ho, Wo, C, 1] });
         const prod = run('Multiply', { a: xs5, b: dy5 }); // [B, Ho, Wo, C, M]
         grads.push(run('Sum', { x: prod }, { axis: [0, 1, 2], keepDims: false })); // [C, M]
@@ -198,12 +224,32 @@ function depthwiseBackpropInput({ inputs, attrs, backend }: { inputs: tf.NamedTe
     let up = dy; // [B, Ho·sH, Wo·sW, C·M] after zero insertion (data at multiples of the stride)
     if (sH > 1 || sW > 1) {
       const d6 = run('Reshape', { x: dy }, { shape: [B, Ho, 1, Wo, 1, C * M] });
-      const p6 = run('PadV2', { x: d6 }, { paddings: [[0, 0], [0, 0], [0, sH - 1], [0, 0], [0, sW - 1], [0, 0]], constantValue: 0 });
+      const p6 = run(
+        'PadV2',
+        { x: d6 },
+        {
+          paddings: [
+            [0, 0],
+            [0, 0],
+            [0, sH - 1],
+            [0, 0],
+            [0, sW - 1],
+            [0, 0],
+          ],
+          constantValue: 0,
+        },
+      );
       up = run('Reshape', { x: p6 }, { shape: [B, Ho * sH, Wo * sW, C * M] });
     }
     // Padded length must be H + (KH−1)·dH so that the 'valid' conv yields H rows.
-    const L = (KH - 1) * dH - top, T = (KW - 1) * dW - left;
-    const upP = padOrCrop(run, up, [[0, 0], [L, H + (KH - 1) * dH - L - up.shape[1]], [T, W + (KW - 1) * dW - T - up.shape[2]], [0, 0]]);
+    const L = (KH - 1) * dH - top,
+      T = (KW - 1) * dW - left;
+    const upP = padOrCrop(run, up, [
+      [0, 0],
+      [L, H + (KH - 1) * dH - L - up.shape[1]],
+      [T, W + (KW - 1) * dW - T - up.shape[2]],
+      [0, 0],
+    ]);
     const flipped = run('Reverse', { x: filter }, { dims: [0, 1] });
     const f4 = run('Reshape', { x: flipped }, { shape: [KH, KW, C * M, 1] });
     const dx = run('DepthwiseConv2dNative', { x: upP, filter: f4 }, { strides: [1, 1], pad: 'valid', dilations: [dH, dW], dataFormat: 'NHWC' }); // [B, H, W, C·M]
@@ -226,6 +272,15 @@ function depthwiseBackpropInput({ inputs, attrs, backend }: { inputs: tf.NamedTe
 // no interleave or crop.
 // ---------------------------------------------------------------------------------------------
 
+/** The wasm backend's own kernel kept by registerWasmTrainingKernels, for the cases an override leaves to it. */
+function fallBack(original: tf.KernelFunc | undefined, kernelName: string): tf.KernelFunc {
+  if (!original)
+    throw new Error(
+      `wasm_kernels: no original wasm ${kernelName} to fall back on; call registerWasmTrainingKernels after importing @tensorflow/tfjs-backend-wasm`,
+    );
+  return original;
+}
+
 let wasmConv2DBackpropInputOriginal: tf.KernelFunc | undefined;
 
 function conv2DBackpropInput(args: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; backend: unknown }): Info {
@@ -236,8 +291,7 @@ function conv2DBackpropInput(args: { inputs: tf.NamedTensorInfoMap; attrs?: tf.N
   const dilations = (attrs as { dilations?: number | [number, number] }).dilations ?? 1;
   const dilated = typeof dilations === 'number' ? dilations !== 1 : dilations.some((d) => d !== 1);
   if (dataFormat === 'NCHW' || dilated || dy0.dtype !== 'float32' || filter.dtype !== 'float32' || dy0.shape.length !== 4) {
-    if (!wasmConv2DBackpropInputOriginal) throw new Error('wasm_kernels: no original wasm Conv2DBackpropInput to fall back on');
-    return wasmConv2DBackpropInputOriginal(args as unknown as Parameters<tf.KernelFunc>[0]) as Info;
+    return fallBack(wasmConv2DBackpropInputOriginal, 'Conv2DBackpropInput')(args as unknown as Parameters<tf.KernelFunc>[0]) as Info;
   }
   return compose(backend as WasmBackend, (run, own) => {
     const [B, H, W, Ci] = inputShape;
@@ -248,37 +302,59 @@ function conv2DBackpropInput(args: { inputs: tf.NamedTensorInfoMap; attrs?: tf.N
     const [, Ho, Wo] = dy0.shape;
     // Per axis: q range [qa, qb) covering t ∈ [p, p + H), and each phase's tap count.
     const axis = (p: number, n: number, s: number, k: number) => {
-      const qa = Math.floor(p / s), qb = Math.ceil((p + n) / s);
+      const qa = Math.floor(p / s),
+        qb = Math.ceil((p + n) / s);
       const kr = (r: number) => Math.max(0, Math.ceil((k - r) / s));
       return { qa, qb, Q: qb - qa, kr };
     };
-    const ah = axis(top, H, sH, KH), aw = axis(left, W, sW, KW);
+    const ah = axis(top, H, sH, KH),
+      aw = axis(left, W, sW, KW);
     // The channel-swapped filter [KH, KW, Co, Ci]: one contiguous block of Co·Ci per tap.
     const wT = run('Transpose', { x: filter }, { perm: [0, 1, 3, 2] });
     const b = backend as WasmBackend;
     const CC = Co * Ci;
     const phaseOut = (rh: number, rw: number): Info => {
-      const kh = ah.kr(rh), kw = aw.kr(rw);
+      const kh = ah.kr(rh),
+        kw = aw.kr(rw);
       if (kh === 0 || kw === 0) return run('Fill', {}, { shape: [B, ah.Q, aw.Q, Ci], value: 0, dtype: 'float32' });
       // The phase's flipped taps: tap (jh, jw) = filter tap (rh + sH·(kh−1−jh), rw + sW·(kw−1−jw)).
       // Copied block by block over the heap (wasm's Gather / Reverse run at ~30 M floats/s).
       let f4 = wT; // a 1×1 filter needs no flip
       if (KH * KW > 1) {
         f4 = own(b.makeOutput([kh, kw, Co, Ci], 'float32'));
-        const dst = b.typedArrayFromHeap(f4), src = b.typedArrayFromHeap(wT); // views after every allocation
-        for (let jh = 0; jh < kh; jh++) for (let jw = 0; jw < kw; jw++) {
-          const tap = (rh + sH * (kh - 1 - jh)) * KW + rw + sW * (kw - 1 - jw);
-          dst.set(src.subarray(tap * CC, (tap + 1) * CC), (jh * kw + jw) * CC);
-        }
+        const dst = b.typedArrayFromHeap(f4),
+          src = b.typedArrayFromHeap(wT); // views after every allocation
+        for (let jh = 0; jh < kh; jh++)
+          for (let jw = 0; jw < kw; jw++) {
+            const tap = (rh + sH * (kh - 1 - jh)) * KW + rw + sW * (kw - 1 - jw);
+            dst.set(src.subarray(tap * CC, (tap + 1) * CC), (jh * kw + jw) * CC);
+          }
       }
       // dy rows [qa − (kh−1), qb) (zero outside [0, Ho)): pads before/after, negative = crop.
-      const padH: [number, number] = [kh - 1 - ah.qa, ah.qb - Ho], padW: [number, number] = [kw - 1 - aw.qa, aw.qb - Wo];
+      const padH: [number, number] = [kh - 1 - ah.qa, ah.qb - Ho],
+        padW: [number, number] = [kw - 1 - aw.qa, aw.qb - Wo];
       let dy = dy0;
       if (padH[0] < 0 || padH[1] < 0 || padW[0] < 0 || padW[1] < 0) {
-        dy = padOrCrop(run, dy0, [[0, 0], [Math.min(0, padH[0]), Math.min(0, padH[1])], [Math.min(0, padW[0]), Math.min(0, padW[1])], [0, 0]]);
+        dy = padOrCrop(run, dy0, [
+          [0, 0],
+          [Math.min(0, padH[0]), Math.min(0, padH[1])],
+          [Math.min(0, padW[0]), Math.min(0, padW[1])],
+          [0, 0],
+        ]);
       }
-      const convPad = [[0, 0], [Math.max(0, padH[0]), Math.max(0, padH[1])], [Math.max(0, padW[0]), Math.max(0, padW[1])], [0, 0]];
-      return run('Conv2D', { x: dy, filter: f4 }, { strides: [1, 1], pad: convPad, dilations: [1, 1], dataFormat: 'NHWC', dimRoundingMode: undefined } as unknown as tf.NamedAttrMap); // [B, Qh, Qw, Ci]
+      const convPad = [
+        [0, 0],
+        [Math.max(0, padH[0]), Math.max(0, padH[1])],
+        [Math.max(0, padW[0]), Math.max(0, padW[1])],
+        [0, 0],
+      ];
+      return run('Conv2D', { x: dy, filter: f4 }, {
+        strides: [1, 1],
+        pad: convPad,
+        dilations: [1, 1],
+        dataFormat: 'NHWC',
+        dimRoundingMode: undefined,
+      } as unknown as tf.NamedAttrMap); // [B, Qh, Qw, Ci]
     };
     let t: Info; // [B, Qh·sH, Qw·sW, Ci]: t = q·s + r for q ∈ [qa, qb)
     if (sH === 1 && sW === 1) t = phaseOut(0, 0);
@@ -291,7 +367,8 @@ function conv2DBackpropInput(args: { inputs: tf.NamedTensorInfoMap; attrs?: tf.N
       const packed = sH === 1 ? rowsH[0] : run('Pack', rowsH, { axis: 2 }); // [B, Qh, sH, Qw, sW, Ci]
       t = run('Reshape', { x: packed }, { shape: [B, ah.Q * sH, aw.Q * sW, Ci] });
     }
-    const offH = top - ah.qa * sH, offW = left - aw.qa * sW;
+    const offH = top - ah.qa * sH,
+      offW = left - aw.qa * sW;
     if (offH === 0 && offW === 0 && t.shape[1] === H && t.shape[2] === W) return t;
     return run('Slice', { x: t }, { begin: [0, offH, offW, 0], size: [B, H, W, Ci] });
   });
@@ -318,7 +395,8 @@ function unsortedSegmentSum({ inputs, attrs, backend }: { inputs: tf.NamedTensor
   for (let i = 0; i < ids.length; i++) {
     const s = ids[i];
     if (!(s >= 0 && s < numSegments)) continue; // TF drops out-of-range ids
-    const src = i * inner, dst = s * inner;
+    const src = i * inner,
+      dst = s * inner;
     for (let j = 0; j < inner; j++) o[dst + j] += xv[src + j];
   }
   return out;
@@ -349,12 +427,13 @@ function einsum({ inputs, attrs, backend }: { inputs: tf.NamedTensorInfoMap; att
         out = out === null ? x : run('Multiply', { a: x, b: out });
       }
       if (i < steps.length - 1) {
-        if (path[i] >= 0) out = run('Sum', { x: out! }, { axis: path[i] - (allDims.length - remaining), keepDims: false });
+        if (path[i] >= 0 && out !== null) out = run('Sum', { x: out }, { axis: path[i] - (allDims.length - remaining), keepDims: false });
         remaining--;
       }
     }
+    if (out === null) throw new Error(`einsum '${equation}': the compute path multiplied no operand; pass at least one tensor`);
     // The result must own its data: an input passed through unchanged gets its own reference.
-    return tensors.includes(out!) ? run('Identity', { x: out! }) : out!;
+    return tensors.includes(out) ? run('Identity', { x: out }) : out;
   });
 }
 
@@ -381,7 +460,8 @@ function slice(args: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; b
   const { begin, size } = args.attrs as unknown as tf.SliceAttrs;
   const [begin_, size_] = tf.slice_util.parseSliceParams(x as tf.Tensor, begin, size);
   tf.slice_util.assertParamsValid(x as tf.Tensor, begin_, size_); // as the cpu kernel does; wasm's reads out of bounds
-  if (x.dtype === 'string' || !tf.slice_util.isSliceContinous(x.shape, begin_, size_)) return wasmSliceOriginal!(args as unknown as Parameters<tf.KernelFunc>[0]) as Info;
+  if (x.dtype === 'string' || !tf.slice_util.isSliceContinous(x.shape, begin_, size_))
+    return fallBack(wasmSliceOriginal, 'Slice')(args as unknown as Parameters<tf.KernelFunc>[0]) as Info;
   return copyRange(args.backend as WasmBackend, x, tf.slice_util.computeFlatOffset(begin_, tf.util.computeStrides(x.shape)), size_);
 }
 
@@ -389,7 +469,8 @@ function unpack(args: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; 
   const value = args.inputs.value as Info; // [..., G, ...inner]
   const rank = value.shape.length;
   const axis = ((args.attrs as unknown as tf.UnpackAttrs).axis + rank) % rank;
-  if (value.dtype === 'string' || value.shape.slice(0, axis).some((d) => d !== 1)) return wasmUnpackOriginal!(args as unknown as Parameters<tf.KernelFunc>[0]) as Info[];
+  if (value.dtype === 'string' || value.shape.slice(0, axis).some((d) => d !== 1))
+    return fallBack(wasmUnpackOriginal, 'Unpack')(args as unknown as Parameters<tf.KernelFunc>[0]) as Info[];
   const outShape = value.shape.filter((_, i) => i !== axis);
   const n = tf.util.sizeFromShape(outShape);
   return Array.from({ length: value.shape[axis] }, (_, g) => copyRange(args.backend as WasmBackend, value, g * n, outShape));
@@ -406,7 +487,7 @@ let wasmIdentityOriginal: tf.KernelFunc | undefined;
 
 function identity(args: { inputs: tf.NamedTensorInfoMap; backend: unknown }): Info {
   const x = args.inputs.x as Info;
-  if (x.dtype === 'string') return wasmIdentityOriginal!(args as unknown as Parameters<tf.KernelFunc>[0]) as Info;
+  if (x.dtype === 'string') return fallBack(wasmIdentityOriginal, 'Identity')(args as unknown as Parameters<tf.KernelFunc>[0]) as Info;
   (args.backend as WasmBackend).incRef(x.dataId);
   return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
 }
@@ -430,11 +511,31 @@ const OVERRIDES: Array<{ kernelName: string; kernelFunc: tf.KernelFunc; keepOrig
   {
     kernelName: tf.Conv2DBackpropInput,
     kernelFunc: conv2DBackpropInput as unknown as tf.KernelFunc,
-    keepOriginal: (f) => { wasmConv2DBackpropInputOriginal = f; },
+    keepOriginal: (f) => {
+      wasmConv2DBackpropInputOriginal = f;
+    },
   },
-  { kernelName: tf.Slice, kernelFunc: slice as unknown as tf.KernelFunc, keepOriginal: (f) => { wasmSliceOriginal = f; } },
-  { kernelName: tf.Unpack, kernelFunc: unpack as unknown as tf.KernelFunc, keepOriginal: (f) => { wasmUnpackOriginal = f; } },
-  { kernelName: tf.Identity, kernelFunc: identity as unknown as tf.KernelFunc, keepOriginal: (f) => { wasmIdentityOriginal = f; } },
+  {
+    kernelName: tf.Slice,
+    kernelFunc: slice as unknown as tf.KernelFunc,
+    keepOriginal: (f) => {
+      wasmSliceOriginal = f;
+    },
+  },
+  {
+    kernelName: tf.Unpack,
+    kernelFunc: unpack as unknown as tf.KernelFunc,
+    keepOriginal: (f) => {
+      wasmUnpackOriginal = f;
+    },
+  },
+  {
+    kernelName: tf.Identity,
+    kernelFunc: identity as unknown as tf.KernelFunc,
+    keepOriginal: (f) => {
+      wasmIdentityOriginal = f;
+    },
+  },
 ];
 
 /** Names of the wasm kernels `registerWasmTrainingKernels` replaces. */

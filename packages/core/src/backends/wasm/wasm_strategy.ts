@@ -56,7 +56,11 @@ function im2colT(x: tf.Tensor4D, conv: Conv2dArgs, Ho: number, Wo: number): tf.T
   const Hq = Math.max(Math.ceil((H + t + b) / s), Math.floor((k - 1) / s) + Ho);
   const Wq = Math.max(Math.ceil((W + l + r) / s), Math.floor((k - 1) / s) + Wo);
   const xc = tf.reshape(tf.transpose(x, [3, 0, 1, 2]), [I * B, H, W]); // [I, B, H, W] → [I·B, H, W]
-  let phases = tf.pad(xc, [[0, 0], [t, Hq * s - H - t], [l, Wq * s - W - l]]); // [I·B, Hq·s, Wq·s]
+  let phases = tf.pad(xc, [
+    [0, 0],
+    [t, Hq * s - H - t],
+    [l, Wq * s - W - l],
+  ]); // [I·B, Hq·s, Wq·s]
   if (s > 1) {
     const split = tf.reshape(phases, [I * B, Hq, s, Wq, s]); // [I·B, Hq, s, Wq, s]
     phases = tf.reshape(tf.transpose(split, [2, 4, 0, 1, 3]), [s * s * I * B, Hq, Wq]); // [s, s, I·B, Hq, Wq] → [s·s·I·B, Hq, Wq]
@@ -84,7 +88,10 @@ function im2colT(x: tf.Tensor4D, conv: Conv2dArgs, Ho: number, Wo: number): tf.T
 export const wasmStrategy: BackendStrategy = {
   linear(x, weight) {
     if (streamsWeight(weight, x.shape[0])) return tf.transpose(streamedWeightProduct(weight, tf.transpose(x) as tf.Tensor2D)); // [O, N] → [N, O]
-    return matMul2d(x, tf.tidy(() => tf.transpose(asMatrix(weight)) as tf.Tensor2D)); // [N, K] · [K, O], the transpose a copy
+    return matMul2d(
+      x,
+      tf.tidy(() => tf.transpose(asMatrix(weight)) as tf.Tensor2D),
+    ); // [N, K] · [K, O], the transpose a copy
   },
   conv2d(x, conv) {
     const pointwise = pointwiseConv2d(this, x, conv);
@@ -97,7 +104,12 @@ export const wasmStrategy: BackendStrategy = {
       return tf.reshape(tf.transpose(yT), [B, Ho, Wo, O]); // [B·Ho·Wo, O] → [B, Ho, Wo, O]
     }
     const [[t, b], [l, r]] = conv.padding;
-    return tf.conv2d(x, conv.kernel ?? hwio(conv.weight), conv.stride, [[0, 0], [t, b], [l, r], [0, 0]]);
+    return tf.conv2d(x, conv.kernel ?? hwio(conv.weight), conv.stride, [
+      [0, 0],
+      [t, b],
+      [l, r],
+      [0, 0],
+    ]);
   },
   convKernel: () => undefined,
   tensorFilledBy: heapTensorFilledBy,

@@ -1,0 +1,198 @@
+/**
+ * The grounder's trainable text side, between the frozen CLIP features and the parts that read
+ * them. CLIP's text encoder is causal, so a phrase pooled from its tokens knows only the words to
+ * its left; `caption_attention` lets the phrases read the whole caption. The frozen UNet's prompt
+ * goes through VPD's residual text adapter with `text_adapter` (Zhao et al., ICCV 2023,
+ * "Unleashing Text-to-Image Diffusion Models for Visual Perception": tokens + γ ⊙ MLP(tokens),
+ * γ per channel from 1e-4).
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import {
+  LayerNorm,
+  Linear,
+  ParameterModule,
+  WeightScope,
+  check,
+  gelu,
+  isFiniteNumber,
+  isPositiveInt,
+  keyMaskBias,
+  mergeHeads,
+  openModuleFiles,
+  resolveConfig,
+  saveModule,
+  scaledDotProductAttention,
+  splitHeads,
+  type CaptionTokens,
+  type ModuleFiles,
+} from '@png/core';
+
+/** The text side's config.json. */
+export interface TextSideConfig {
+  /** Width of the text features (the UNet's cross_attention_dim; filled in by the grounder). */
+  readonly text_dim: number;
+  /**
+   * One transformer layer in which the pooled phrases attend to every caption token state
+   * (pre-norm cross-attention, then a feed-forward, each residual with zero-initialised output
+   * projections: at initialisation the phrases are exactly the pooled ones).
+   */
+  readonly caption_attention: boolean;
+  /** Heads of that cross-attention; must divide text_dim. */
+  readonly num_heads: number;
+  /** Hidden width of that layer's feed-forward. */
+  readonly dim_feedforward: number;
+  /** VPD's TextAdapter on the tokens of the UNet's prompt: x + γ ⊙ fc(x), fc = Linear → GELU → Linear of width text_dim. */
+  readonly text_adapter: boolean;
+  /** Initial γ of every channel (VPD: 1e-4; 0 starts the adapter closed). */
+  readonly text_adapter_gamma_init: number;
+  readonly norm_eps: number;
+}
+
+export const DEFAULT_TEXT_SIDE_CONFIG: TextSideConfig = Object.freeze({
+  text_dim: 768,
+  caption_attention: false,
+  num_heads: 8,
+  dim_feedforward: 1024,
+  text_adapter: false,
+  text_adapter_gamma_init: 1e-4,
+  norm_eps: 1e-5,
+});
+
+export function resolveTextSideConfig(user: Partial<TextSideConfig> | Record<string, unknown> = {}): TextSideConfig {
+  return resolveConfig('TextSideConfig', DEFAULT_TEXT_SIDE_CONFIG, user, (c) => {
+    check(isPositiveInt(c.text_dim), 'TextSideConfig', 'text_dim', 'a positive integer', c.text_dim);
+    check(isPositiveInt(c.num_heads) && c.text_dim % c.num_heads === 0, 'TextSideConfig', 'num_heads', `a divisor of text_dim (${c.text_dim})`, c.num_heads);
+    check(isPositiveInt(c.dim_feedforward), 'TextSideConfig', 'dim_feedforward', 'a positive integer', c.dim_feedforward);
+    check(isFiniteNumber(c.text_adapter_gamma_init), 'TextSideConfig', 'text_adapter_gamma_init', 'a finite number', c.text_adapter_gamma_init);
+    check(isFiniteNumber(c.norm_eps) && c.norm_eps > 0, 'TextSideConfig', 'norm_eps', 'a positive number', c.norm_eps);
+  });
+}
+
+/** phrases + to_out(MHA(LN(phrases), LN(caption))), then + fc2(GELU(fc1(LN(·)))); to_out and fc2 start at 0. */
+class CaptionAttentionLayer {
+  readonly norm_q: LayerNorm;
+  readonly norm_kv: LayerNorm;
+  readonly to_q: Linear;
+  readonly to_k: Linear;
+  readonly to_v: Linear;
+  readonly to_out: Linear;
+  readonly norm_ff: LayerNorm;
+  readonly fc1: Linear;
+  readonly fc2: Linear;
+
+  constructor(
+    scope: WeightScope,
+    dim: number,
+    private readonly heads: number,
+    feedforward: number,
+    eps: number,
+  ) {
+    this.norm_q = new LayerNorm(scope.pp('norm_q'), dim, eps);
+    this.norm_kv = new LayerNorm(scope.pp('norm_kv'), dim, eps);
+    this.to_q = new Linear(scope.pp('to_q'), dim, dim);
+    this.to_k = new Linear(scope.pp('to_k'), dim, dim);
+    this.to_v = new Linear(scope.pp('to_v'), dim, dim);
+    this.to_out = new Linear(scope.pp('to_out'), dim, dim, { zeros: true });
+    this.norm_ff = new LayerNorm(scope.pp('norm_ff'), dim, eps);
+    this.fc1 = new Linear(scope.pp('fc1'), dim, feedforward);
+    this.fc2 = new Linear(scope.pp('fc2'), feedforward, dim, { zeros: true });
+  }
+
+  /** phrases [B, P, D] with mask [B, P] read caption [B, T, D] (key mask [B, T]) → [B, P, D]; padding phrases stay as they are. */
+  forward(phrases: tf.Tensor3D, phraseMask: tf.Tensor2D, caption: CaptionTokens): tf.Tensor3D {
+    const real = tf.expandDims(phraseMask, 2); // [B, P, 1]
+    const memory = this.norm_kv.forward(caption.tensor);
+    const q = splitHeads(this.to_q.forward(this.norm_q.forward(phrases)), this.heads); // [B, H, P, D/H]
+    const k = splitHeads(this.to_k.forward(memory), this.heads); // [B, H, T, D/H]
+    const v = splitHeads(this.to_v.forward(memory), this.heads);
+    const attended = this.to_out.forward(mergeHeads(scaledDotProductAttention(q, k, v, { bias: keyMaskBias(caption.mask) }))); // [B, P, D]
+    const x = tf.add(phrases, tf.mul(attended, real)); // [B, P, D]
+    const fed = this.fc2.forward(gelu(this.fc1.forward(this.norm_ff.forward(x)))); // [B, P, D]
+    return tf.add(x, tf.mul(fed, real)) as tf.Tensor3D;
+  }
+}
+
+/** VPD's TextAdapter: tokens + γ ⊙ fc(tokens), fc = Linear → GELU → Linear (keys `fc.0`, `fc.2` as VPD's nn.Sequential), γ [D]. */
+class TextAdapter {
+  readonly fc0: Linear;
+  readonly fc2: Linear;
+  readonly gamma: tf.Tensor1D;
+
+  constructor(scope: WeightScope, dim: number, gammaInit: number) {
+    this.fc0 = new Linear(scope.pp('fc').pp(0), dim, dim);
+    this.fc2 = new Linear(scope.pp('fc').pp(2), dim, dim);
+    this.gamma = scope.param('gamma', [dim], { init: { constant: gammaInit } }) as tf.Tensor1D;
+  }
+
+  /** [B, N, D] → [B, N, D] */
+  forward(tokens: tf.Tensor3D): tf.Tensor3D {
+    return tf.add(tokens, tf.mul(this.gamma, this.fc2.forward(gelu(this.fc0.forward(tokens))))) as tf.Tensor3D;
+  }
+}
+
+/**
+ * The trainable text side (see the file's comment). Checkpoint keys: `caption_attention.{norm_q,
+ * norm_kv, to_q, to_k, to_v, to_out, norm_ff, fc1, fc2}.*` and `text_adapter.{fc.0, fc.2}.*`,
+ * `text_adapter.gamma`, each only when its part is on.
+ */
+export class TextSide extends ParameterModule {
+  private constructor(
+    readonly config: TextSideConfig,
+    private readonly captionAttention?: CaptionAttentionLayer,
+    private readonly textAdapter?: TextAdapter,
+  ) {
+    super();
+  }
+
+  /** Whether a text side with `config` has anything to train (else the grounder has none). */
+  static isEnabled(config: Partial<TextSideConfig>): boolean {
+    return config.caption_attention === true || config.text_adapter === true;
+  }
+
+  /** A fresh (trainable) text side; the config is validated before any weight exists. */
+  static create(config: Partial<TextSideConfig> | Record<string, unknown>, options: { seed?: number } = {}): TextSide {
+    return TextSide.build(WeightScope.fresh({ seed: options.seed ?? 0, trainable: true }), resolveTextSideConfig(config));
+  }
+
+  /** Loads the contents of a folder written by `save`; `name` (where they came from) prefixes errors. */
+  static fromFiles(files: ModuleFiles, name = 'text'): TextSide {
+    const { config, source } = openModuleFiles(files, name);
+    return TextSide.build(WeightScope.fromSource(source, { trainable: true }), resolveTextSideConfig(config));
+  }
+
+  private static build(scope: WeightScope, c: TextSideConfig): TextSide {
+    const { module, params } = scope.build(
+      (s) =>
+        new TextSide(
+          c,
+          c.caption_attention ? new CaptionAttentionLayer(s.pp('caption_attention'), c.text_dim, c.num_heads, c.dim_feedforward, c.norm_eps) : undefined,
+          c.text_adapter ? new TextAdapter(s.pp('text_adapter'), c.text_dim, c.text_adapter_gamma_init) : undefined,
+        ),
+    );
+    return module.adopt(params);
+  }
+
+  /** Writes `<dir>/config.json` and `<dir>/model.safetensors`, atomically. */
+  async save(dir: string): Promise<void> {
+    await saveModule(dir, this.config, this.parameters, { format: 'pt', module: 'TextSide' });
+  }
+
+  /** The phrases [B, P, D] (mask [B, P]) after reading `caption` (with `caption_attention`; else as given). Caller owns the result. */
+  readCaption(phrases: tf.Tensor3D, mask: tf.Tensor2D, caption: CaptionTokens | undefined): tf.Tensor3D {
+    this.assertAlive();
+    if (!this.captionAttention) return phrases;
+    if (!caption)
+      throw new Error(
+        'TextSide: caption_attention reads the caption token states, and these phrase features have none; encode them with encodePhrases(…, {caption: true}) (PngGrounder.encodePhrases does)',
+      );
+    const layer = this.captionAttention;
+    return tf.tidy(() => layer.forward(phrases, mask, caption));
+  }
+
+  /** Tokens of the UNet's prompt [B, N, D] through the text adapter (with `text_adapter`; else as given). Caller owns the result. */
+  adaptPrompt(tokens: tf.Tensor3D): tf.Tensor3D {
+    this.assertAlive();
+    const adapter = this.textAdapter;
+    return adapter ? tf.tidy(() => adapter.forward(tokens)) : tokens;
+  }
+}
