@@ -361,7 +361,7 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     const x = inputs();
     const expected = await staticForward(x);
     const adapter = PhraseAdapter.create(unet, { ...OPEN, inject: false, gate_init: 0 }, { seed: 9 });
-    expect(adapter.gateMagnitudes()).toEqual({ extract: null, inject: null });
+    expect(await adapter.gateMagnitudes()).toEqual({ extract: null, inject: null });
     const eipa = attachEipa(unet, adapter);
     const moved = await adaptedForward(eipa, x);
     expect(Math.max(...moved[0].map((v, i) => Math.abs(v - expected[0][i])))).toBeGreaterThan(1e-4);
@@ -387,14 +387,14 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
   it('injects after self-attention through the block fuser point, with attention maps; gate magnitudes per kind', async () => {
     const x = inputs();
     const adapter = PhraseAdapter.create(unet, { ...OPEN, extract_gate: 'scalar', gate_init: 0.5 }, { seed: 11 });
-    const magnitudes = adapter.gateMagnitudes();
+    const magnitudes = await adapter.gateMagnitudes();
     expect(magnitudes.extract).toBeCloseTo(Math.tanh(0.5), 6);
     expect(magnitudes.inject).toBeCloseTo(Math.tanh(0.5), 6);
     const key = 'up_blocks.2.attentions.1.transformer_blocks.0.inject';
     expect(adapter.parameters.get(`${key}.gate`).shape).toEqual([unet.transformerBlocks().find((b) => `${b.path}.inject` === key)?.channels]);
     expect(adapter.parameters.get(`${key}.linear.weight`).shape).toEqual([16, 32]); // phrases (32) → the block's 16 channels
     (adapter.parameters.get(`${key}.gate`) as tf.Variable).assign(tf.tensor1d(Array.from({ length: 16 }, (_, i) => (i % 2 ? 0.2 : -0.6))));
-    expect(adapter.gateMagnitudes().inject).toBeCloseTo((6 * Math.tanh(0.5) + (8 * Math.tanh(0.2) + 8 * Math.tanh(0.6)) / 16) / 7, 6);
+    expect((await adapter.gateMagnitudes()).inject).toBeCloseTo((6 * Math.tanh(0.5) + (8 * Math.tanh(0.2) + 8 * Math.tanh(0.6)) / 16) / 7, 6);
     const fuser: string[] = [];
     const removeSpy = unet.addBlockHook(/\.fuser$/, { postForward: (path, t) => void fuser.push(`${path} [${t.shape}]`) });
     const eipa = attachEipa(unet, adapter, { recordAttention: true });

@@ -128,15 +128,21 @@ export class PhraseAdapter extends ParameterModule {
 
   /**
    * How far the adapter has left static prompting: the mean |tanh(gate)| of its extract and
-   * inject gates (0 at the default init). Reads the gates back from the backend.
+   * inject gates (0 at the default init). Reads the gates back from the backend (asynchronously:
+   * WebGPU in Node has no synchronous reads).
    */
-  gateMagnitudes(): EipaGateMagnitudes {
-    const mean = (gates: Array<tf.Tensor | undefined>): number | null => {
+  async gateMagnitudes(): Promise<EipaGateMagnitudes> {
+    const mean = async (gates: Array<tf.Tensor | undefined>): Promise<number | null> => {
       const present = gates.filter((g): g is tf.Tensor => g !== undefined);
       if (present.length === 0) return null;
-      return tf.tidy(() => tf.mean(tf.stack(present.map((g) => tf.mean(tf.abs(tf.tanh(g)))))).dataSync()[0]);
+      const value = tf.tidy(() => tf.mean(tf.stack(present.map((g) => tf.mean(tf.abs(tf.tanh(g)))))));
+      try {
+        return (await value.data())[0];
+      } finally {
+        value.dispose();
+      }
     };
-    return { extract: mean(this.blocks.map((b) => b.extract?.gate)), inject: mean(this.blocks.map((b) => b.inject?.gate)) };
+    return { extract: await mean(this.blocks.map((b) => b.extract?.gate)), inject: await mean(this.blocks.map((b) => b.inject?.gate)) };
   }
 
   /** Saves config.json (with the resolved block paths) and model.safetensors, atomically. */

@@ -200,7 +200,7 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
       checkpointEvery: training.checkpoint_every,
       batch: (step) => order.batch(step),
       log: () => model.adapter.gateMagnitudes(),
-      onStep: (p) => options.onProgress?.({ phase: 'train', ...p, gates: model.adapter.gateMagnitudes() }),
+      onStep: ({ log: gates, ...p }) => options.onProgress?.({ phase: 'train', ...p, gates }),
     });
     await saveFolderAtomically(files.grounder, (dir) => model.save(dir));
     return {

@@ -42,10 +42,12 @@ export interface TrainingLoopOptions<B, L = never> {
   readonly batch: (step: number) => B;
   /**
    * What to keep beside the loss after every step (plain JSON data, e.g. EIPA's gate magnitudes):
-   * saved with the losses in each checkpoint, so it resumes with them.
+   * saved with the losses in each checkpoint, so it resumes with them. May read tensors
+   * asynchronously (`await t.data()`: WebGPU in Node has no synchronous reads).
    */
-  readonly log?: () => L;
-  readonly onStep?: (progress: TrainingLoopProgress) => void;
+  readonly log?: () => L | Promise<L>;
+  /** After every step; `log` is that step's `log` entry (absent without a `log`). */
+  readonly onStep?: (progress: TrainingLoopProgress & { readonly log?: L }) => void;
 }
 
 export interface TrainingLoopResult<L = never> {
@@ -154,7 +156,8 @@ export async function runTrainingLoop<B, L = never>(options: TrainingLoopOptions
       throw e;
     }
     losses.push(result.loss);
-    if (options.log) logs.push(options.log());
+    const entry = options.log ? await options.log() : undefined;
+    if (options.log) logs.push(entry as L);
     const done = step + 1;
     if (done % checkpointEvery === 0 || done === steps) {
       await trainer.save(path.join(dir, `checkpoint-${done}`), options.log ? { losses, logs } : { losses });
@@ -162,7 +165,7 @@ export async function runTrainingLoop<B, L = never>(options: TrainingLoopOptions
       saved = done;
     }
     const recent = losses.slice(-RECENT_STEPS);
-    options.onStep?.({ done, total: steps, loss: recent.reduce((a, b) => a + b, 0) / recent.length, lr: result.lr });
+    options.onStep?.({ done, total: steps, loss: recent.reduce((a, b) => a + b, 0) / recent.length, lr: result.lr, ...(options.log ? { log: entry } : {}) });
   }
   return { losses, logs, resumedFrom };
 }
