@@ -19,17 +19,16 @@ const HERE = path.dirname(new URL(import.meta.url).pathname);
 const PNG = path.join(HERE, '..', 'packages', 'pipeline', 'dist', 'cli.js');
 
 /**
- * The two budgets on a 2-core machine, two runs side by side: --quick (the README's figure, ≤ 30 min)
- * and the default (≤ 2 h). Sized from this script's calibration at 96×96 (png_tiny, batch 4, wasm):
- * 1.17 CPU-s per training step and 0.18 per narrative evaluated on the loaded shared machine, ≈ 0.85
- * and 0.13 on an idle core (at 64×64 a step took 0.78 CPU-s loaded, 0.57 s idle); ≈ 1.5 narratives per
- * grounding image. A run is then ≈ 4 s + encoding its training narratives + steps × 0.85 s + its
- * evaluation: full ≈ 30 × 380 s / 2 ≈ 95 min, quick ≈ 12 × 220 s / 2 ≈ 22 min, plus the calibration
- * and the benchmarks (≈ 2 min).
+ * The two budgets on a 2-core machine, two runs side by side: --quick (the README's figure) and the
+ * default (≤ 2 h). Sized from runs at 96×96 (examples/configs/png_grounding.json, batch 4, wasm,
+ * 600 steps: where the grounding scenes' unary and binding phrases are still improving; 150–300 steps
+ * left every variant far below the colour-lookup rule): static ≈ 0.9 s per step and full ≈ 1.7 s on
+ * the loaded shared machine, ≈ 1.5 narratives per image evaluated at ≈ 0.15 s each. The command
+ * calibrates on this machine and prints its own estimate before it starts.
  */
 const PRESETS = {
-  full: { budgetMinutes: 120, seeds: 5, variants: 'static,extract,inject,eipa,mlma,full', size: 96, train: 400, val: 200, steps: 300 },
-  quick: { budgetMinutes: 30, seeds: 3, variants: 'static,eipa,mlma,full', size: 96, train: 300, val: 150, steps: 150 },
+  full: { budgetMinutes: 120, seeds: 5, variants: 'static,eipa,mlma,full', size: 96, train: 400, val: 150, steps: 600 },
+  quick: { budgetMinutes: 45, seeds: 3, variants: 'static,eipa,mlma', size: 96, train: 400, val: 150, steps: 600 },
 };
 
 /** Test-time checks of a trained EIPA run: `png evaluate` options, run when `png evaluate --help` lists them. */
@@ -53,7 +52,7 @@ training seed s), then writes the tables and the figure. Rerun the same command 
   --variants LIST        comma-separated names from --variants-file
   --variants-file FILE   JSON: name -> config fields over the base config (default examples/configs/ablation_variants.json)
   --baseline NAME        the variant every other is compared with (default static)
-  --base-config FILE     (default examples/configs/png_tiny.json)
+  --base-config FILE     (default examples/configs/png_grounding.json; png_tiny.json with --kind unary)
   --kind KIND            png synth --kind (default grounding when png synth has --kind)
   --size PX              image side of the benchmark and of training
   --train N, --val N     images per split
@@ -157,7 +156,10 @@ try {
   usage(`--size-thresholds: ${e.message}`);
 }
 
-const baseConfig = readJson(path.resolve(args['base-config'] ?? path.join(HERE, 'configs', 'png_tiny.json')), '--base-config');
+const baseConfig = readJson(
+  path.resolve(args['base-config'] ?? path.join(HERE, 'configs', args.kind === 'unary' ? 'png_tiny.json' : 'png_grounding.json')),
+  '--base-config',
+);
 const variantsFile = path.resolve(args['variants-file'] ?? path.join(HERE, 'configs', 'ablation_variants.json'));
 const allVariants = readJson(variantsFile, '--variants-file');
 const variantNames = (args.variants ?? preset.variants).split(',').map((v) => v.trim());

@@ -49,7 +49,7 @@ run(
   '--out',
   runDir,
   '--config',
-  path.join(here, 'configs', 'png_tiny.json'),
+  path.join(here, 'configs', args.kind === 'grounding' ? 'png_grounding.json' : 'png_tiny.json'),
   '--steps',
   args.steps,
   '--image-size',
