@@ -245,6 +245,7 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
         [1, 1, 1, 1, 1],
         [1, 1, 1, 0, 0],
       ]),
+      spans: tf.zeros([2, 3, 2]) as tf.Tensor3D, // EIPA reads no span
     };
     const prompt = {
       tensor: tf.concat([caption.tensor, x.phrases.tensor], 1) as tf.Tensor3D,
@@ -291,7 +292,7 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     expect(reads[reads.length - 1].phrases).toBeGreaterThan(1e-3); // later blocks read extracted states
     // caption tokens that do not fit the phrases are an error naming both shapes
     eipa = attachEipa(unet, open);
-    const narrow = { tensor: tf.zeros([2, 5, 16]) as tf.Tensor3D, mask: tf.ones([2, 5]) as tf.Tensor2D };
+    const narrow = { tensor: tf.zeros([2, 5, 16]) as tf.Tensor3D, mask: tf.ones([2, 5]) as tf.Tensor2D, spans: tf.zeros([2, 3, 2]) as tf.Tensor3D };
     expect(() => eipa.context(x.phrases, { caption: narrow })).toThrow(
       'PhraseAdapter: caption tokens [2,5,16] with mask [2,5] do not match the phrases [2,3,32]; expected [2, T, 32] and [2, T]',
     );
