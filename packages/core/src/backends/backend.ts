@@ -43,17 +43,47 @@ export async function setBackend(name: BackendName = 'wasm'): Promise<BackendNam
 }
 
 async function registerBackend(name: BackendName): Promise<void> {
-  const pkg = `@tensorflow/tfjs-backend-${name}`;
   try {
     if (name === 'cpu') await import('@tensorflow/tfjs-backend-cpu');
     else if (name === 'wasm') await import('@tensorflow/tfjs-backend-wasm');
     else await registerWebgpu();
   } catch (e) {
-    if ((e as { code?: string }).code === 'MODULE_NOT_FOUND' || /Cannot find module|Failed to resolve/.test(String(e))) {
-      throw new Error(`the '${name}' backend needs the package ${name === 'webgpu' ? `${pkg} (and, in Node, 'webgpu')` : pkg}: npm install ${pkg}@4.22.0`);
-    }
-    throw e;
+    const missing = BACKEND_PACKAGES[name].find((pkg) => isMissingPackage(e, pkg));
+    if (!missing) throw e;
+    const needed = BACKEND_PACKAGES[name].filter((pkg) => isNode || pkg !== 'webgpu');
+    throw new Error(
+      `the '${name}' backend needs the package ${missing}, which is not installed: npm install ${needed.map((pkg) => `${pkg}@${PEER_VERSIONS[pkg]}`).join(' ')}`,
+      {
+        cause: e,
+      },
+    );
   }
+}
+
+/** The optional peer packages each backend imports (`webgpu`, Dawn, in Node only). */
+const BACKEND_PACKAGES: Readonly<Record<BackendName, readonly string[]>> = {
+  cpu: ['@tensorflow/tfjs-backend-cpu'],
+  wasm: ['@tensorflow/tfjs-backend-wasm'],
+  webgpu: ['@tensorflow/tfjs-backend-webgpu', 'webgpu'],
+};
+const PEER_VERSIONS: Readonly<Record<string, string>> = {
+  '@tensorflow/tfjs-backend-cpu': '4.22.0',
+  '@tensorflow/tfjs-backend-wasm': '4.22.0',
+  '@tensorflow/tfjs-backend-webgpu': '4.22.0',
+  webgpu: '0.6.2',
+};
+
+/**
+ * Whether an import failed because the package `pkg` itself is not installed: Node's require
+ * (MODULE_NOT_FOUND, "Cannot find module 'pkg'"), Node's ESM loader (ERR_MODULE_NOT_FOUND, "Cannot
+ * find package 'pkg' imported from …") and browsers ("Failed to resolve module specifier
+ * \"pkg\""). A file missing *inside* an installed package names a path, not `pkg`, and is not this.
+ */
+function isMissingPackage(e: unknown, pkg: string): boolean {
+  const message = e instanceof Error ? e.message : String(e);
+  const code = (e as { code?: unknown } | null)?.code;
+  const notFound = code === 'MODULE_NOT_FOUND' || code === 'ERR_MODULE_NOT_FOUND' || /Cannot find (module|package)|Failed to resolve/.test(message);
+  return notFound && (message.includes(`'${pkg}'`) || message.includes(`"${pkg}"`));
 }
 
 type Gpu = { requestAdapter(options?: object): Promise<unknown> };
