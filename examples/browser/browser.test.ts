@@ -67,7 +67,7 @@ describe('examples/browser: the grounding page', () => {
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 60_000 });
 
     await setBackend('wasm');
-    const backbone = await DiffusionBackbone.fromPretrained(path.join(REPO, 'packages', 'pipeline', 'models', 'png-tiny-sd'));
+    const backbone = await DiffusionBackbone.fromPretrained(path.join(REPO, 'packages', 'diffusion-backbone', 'models', 'png-tiny-sd'));
     const grounder = PngGrounder.create(backbone, PNG_TINY_CONFIG as Partial<PngGrounderConfig>, { seed: 0 });
     const image = { data: scene.image, width: scene.width, height: scene.height };
     reference = (await groundNarrative(grounder, image, caption, { imageSize: IMAGE_SIZE })).map(({ text, span, mask }) => ({

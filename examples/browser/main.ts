@@ -183,7 +183,7 @@ async function main(): Promise<void> {
   const { backend, note } = await chooseBackend();
   state.backend = backend;
   element('backend').textContent = backend + note;
-  const modelUrl = params.get('model') ?? '../../packages/pipeline/models/png-tiny-sd';
+  const modelUrl = params.get('model') ?? '../../packages/diffusion-backbone/models/png-tiny-sd';
   element('model').textContent = modelUrl;
   show('loading', 'Loading the backbone…');
   const backbone = await DiffusionBackbone.fromUrl(here(modelUrl));

@@ -1,4 +1,5 @@
 import './gradients';
+import './chained_ops';
 export type { ShapeSpec, FeatureMap, FeaturePyramid, TextEncoding, PhraseFeatures, CaptionTokens, MaskLogits, Disposable } from './types';
 export { ConfigError, check, parseJsonObject, resolveConfig, isPositiveInt, isNonNegativeInt, isFiniteNumber } from './config';
 export {
@@ -16,6 +17,7 @@ export {
   type WeightSource,
 } from './safetensors';
 export { checkInputFile, readInputFile } from './input_file';
+export { nodeOnly, type NodeOnlyModules } from './node_only';
 export {
   saveModule,
   openModule,

@@ -9,7 +9,7 @@ import { decodeRle } from '@png/png-metrics';
 import { main } from './command_line';
 import { trainOnBenchmark } from './benchmark_training';
 
-const EMBEDDED = path.join(__dirname, '..', 'models', 'png-tiny-sd');
+const EMBEDDED = path.join(__dirname, '..', '..', 'diffusion-backbone', 'models', 'png-tiny-sd');
 const SMALL_MODEL = {
   eipa: { bottleneck_dim: 16, num_heads: 4 },
   mlma: { hidden_dim: 32, num_heads: 4, mask_dim: 32, norm_groups: 8 },

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '../gradients';
+import { importUnbundled } from '../node_only';
 import { portableStrategy, type BackendStrategy } from './backend_strategy';
 import { registerWasmTrainingKernels } from './wasm/wasm_kernels';
 import { wasmStrategy } from './wasm/wasm_strategy';
@@ -117,7 +118,7 @@ async function registerWebgpu(): Promise<void> {
     if (isNode && g.navigator) delete g.navigator.gpu;
     throw new Error(`no WebGPU adapter: ${webgpuHelp(notes)}`);
   }
-  await import(/* webpackIgnore: true */ '@tensorflow/tfjs-backend-webgpu' as string);
+  await importUnbundled('@tensorflow/tfjs-backend-webgpu');
 }
 
 /**
@@ -127,7 +128,7 @@ async function registerWebgpu(): Promise<void> {
  */
 async function importDawn(): Promise<Dawn> {
   try {
-    return (await import(/* webpackIgnore: true */ 'webgpu' as string)) as Dawn;
+    return await importUnbundled<Dawn>('webgpu');
   } catch (e) {
     const esm =
       e instanceof SyntaxError ||
