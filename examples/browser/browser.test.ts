@@ -119,6 +119,18 @@ describe('examples/browser: the grounding page', () => {
     return { page, shown, phrases: phrases.map((p) => ({ ...p, mask: Uint8Array.from(p.mask) })) };
   }
 
+  it('by default runs on wasm, not on WebGPU over a CPU-emulated adapter (SwiftShader), and shows no result box before a result', async () => {
+    const page = await (browser as Browser).newPage();
+    try {
+      await page.goto(url);
+      await page.waitForFunction(() => window.png?.status === 'ready' || window.png?.status === 'error', undefined, { timeout: 60_000 });
+      expect(await page.textContent('#backend')).toMatch(/^wasm \(WebGPU's adapter is swiftshader, a CPU emulator: ~100× slower than wasm\)$/);
+      expect(await page.isVisible('#result')).toBe(false);
+    } finally {
+      await page.close();
+    }
+  });
+
   it('on wasm gives the masks of Node bit for bit; the checkboxes hide and show each phrase', async () => {
     const { page, shown, phrases } = await groundOnPage('wasm', 60_000);
     expect(shown).toBe('wasm');

@@ -36,6 +36,12 @@ export async function setBackend(name: BackendName = 'wasm'): Promise<BackendNam
     const ok = await tf.setBackend(name);
     if (!ok) throw new Error(`the '${name}' backend failed to initialise${name === 'webgpu' ? `: ${webgpuHelp()}` : ''}`);
     await tf.ready();
+    const emulator = name === 'webgpu' ? webgpuEmulator() : null;
+    if (emulator) {
+      console.warn(
+        `setBackend('webgpu'): the WebGPU adapter is ${emulator}, a GPU emulated on the CPU: expect it to run ~100× slower than the wasm backend (setBackend('wasm'))`,
+      );
+    }
   }
   // idempotent, and also when tfjs had already picked this backend by itself
   if (name === 'wasm') registerWasmTrainingKernels(); // gradient kernels wasm lacks
@@ -51,6 +57,12 @@ async function registerBackend(name: BackendName): Promise<void> {
   } catch (e) {
     const missing = BACKEND_PACKAGES[name].find((pkg) => isMissingPackage(e, pkg));
     if (!missing) throw e;
+    if (!isNode && missing === '@tensorflow/tfjs-backend-webgpu') {
+      // setBackend imports it by a specifier bundlers do not follow (see node_only.ts)
+      throw new Error(`the 'webgpu' backend needs ${missing} in your bundle: import '${missing}' before setBackend('webgpu') (npm install ${missing}@4.22.0)`, {
+        cause: e,
+      });
+    }
     const needed = BACKEND_PACKAGES[name].filter((pkg) => isNode || pkg !== 'webgpu');
     throw new Error(
       `the '${name}' backend needs the package ${missing}, which is not installed: npm install ${needed.map((pkg) => `${pkg}@${PEER_VERSIONS[pkg]}`).join(' ')}`,
@@ -85,6 +97,20 @@ function isMissingPackage(e: unknown, pkg: string): boolean {
   const code = (e as { code?: unknown } | null)?.code;
   const notFound = code === 'MODULE_NOT_FOUND' || code === 'ERR_MODULE_NOT_FOUND' || /Cannot find (module|package)|Failed to resolve/.test(message);
   return notFound && (message.includes(`'${pkg}'`) || message.includes(`"${pkg}"`));
+}
+
+/** Adapters that emulate a GPU on the CPU, by what their adapter info names. */
+const GPU_EMULATORS = /swiftshader|llvmpipe|lavapipe|softpipe|microsoft basic render|warp/i;
+
+/**
+ * The name of the CPU emulator behind the current webgpu backend's adapter (SwiftShader, llvmpipe,
+ * …, from its adapter info), or null when the backend is not webgpu or the adapter is a GPU.
+ */
+export function webgpuEmulator(): string | null {
+  if (tf.getBackend() !== 'webgpu') return null;
+  const info = (tf.backend() as { adapterInfo?: { vendor?: string; architecture?: string; device?: string; description?: string } }).adapterInfo ?? {};
+  const named = [info.architecture, info.device, info.description, info.vendor].find((field) => field && GPU_EMULATORS.test(field));
+  return named ? (named.match(GPU_EMULATORS)?.[0] ?? named) : null;
 }
 
 type Gpu = { requestAdapter(options?: object): Promise<unknown> };
