@@ -112,7 +112,7 @@ export function renderOverlay(image: RgbImage, masks: readonly OverlayMask[], op
     for (let x = 0; x < panel.width; x++) {
       const k = Math.floor(y / scale) * w + Math.floor(x / scale);
       covering.length = 0;
-      masks.forEach(({ mask }, i) => mask[k] && covering.push(i));
+      for (const [i, { mask }] of masks.entries()) if (mask[k]) covering.push(i);
       const colour = covering.length ? phraseColor(covering[Math.floor((x + y) / stripe) % covering.length]) : null;
       for (let c = 0; c < 3; c++) {
         const v = image.data[3 * k + c];
