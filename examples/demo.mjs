@@ -3,7 +3,7 @@
 // trained on the embedded frozen backbone (wasm) → Average Recall on the held-out split per phrase
 // type, beside the colour-lookup rule that learns nothing, with figures. Each stage is the `png`
 // command a user would type; rerunning resumes the training where it stopped.
-//   npm run demo   [-- --out <dir> --steps <n> --train <n> --val <n> --kind grounding|unary --backend <name>]
+//   npm run demo   [-- --out <dir> --steps <n> --train <n> --val <n> --kind grounding|unary --size <px> --backend <name>]
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -17,6 +17,7 @@ const { values: args } = parseArgs({
     train: { type: 'string', default: '400' },
     val: { type: 'string', default: '300' },
     kind: { type: 'string', default: 'grounding' },
+    size: { type: 'string' },
     backend: { type: 'string', default: 'wasm' },
   },
 });
@@ -33,12 +34,14 @@ function run(...argv) {
   }
 }
 
+// The images are drawn, trained on and scored at one size (png train letterboxes to --image-size).
+const size = args.size ?? (args.kind === 'grounding' ? '96' : '64');
 const data = path.join(out, 'data');
 const runDir = path.join(out, 'run');
 const evalDir = path.join(out, 'eval');
 // Size buckets of the grounding scenes: the terciles of the val segments' areas (seed 0) at 96×96.
 const sizeThresholds = args.kind === 'grounding' ? ['--size-thresholds', '600,1600'] : [];
-run('synth', '--kind', args.kind, '--out', data, '--train', args.train, '--val', args.val, '--seed', '0');
+run('synth', '--kind', args.kind, '--out', data, '--train', args.train, '--val', args.val, '--seed', '0', '--size', size);
 run(
   'train',
   '--data',
@@ -49,6 +52,8 @@ run(
   path.join(here, 'configs', 'png_tiny.json'),
   '--steps',
   args.steps,
+  '--image-size',
+  size,
   '--backend',
   args.backend,
   '--progress',

@@ -42,6 +42,8 @@ export type PhraseFeatures = {
 export type CaptionTokens = {
   readonly tensor: tf.Tensor3D; // [B, T, D]
   readonly mask: tf.Tensor2D; // [B, T], 1 = a position of a real window (padding tokens included), 0 = an absent window
+  /** Per phrase of the PhraseFeatures, the first and the last row of `tensor` its tokens take (0, 0 for padding phrases). */
+  readonly spans: tf.Tensor3D; // [B, P, 2]
 };
 
 /** Per-phrase mask logits, NHWC like every 4-D tensor. */

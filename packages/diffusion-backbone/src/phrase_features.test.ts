@@ -92,6 +92,15 @@ describe('encodePhrases (wasm)', () => {
     expect([...(await tf.slice(caption.tensor, [0, 77, 0], [1, -1, -1]).data())].every((v) => v === 0)).toBe(true);
     const encoded = tf.tidy(() => textEncoder.forward(tf.tensor2d(windows, undefined, 'int32')).lastHiddenState); // [3, 77, 32]
     await expectClose(tf.slice(caption.tensor, [1, 0, 0], [1, -1, -1]), encoded.dataSync() as Float32Array, 1e-5, 'long caption, its 3 windows');
+    // each phrase's first and last token row in `caption.tensor`: window · 77 + position (the long caption's phrase in its third window)
+    const rowsOf = (text: string, span: [number, number]) => {
+      const tokens = tokenizer.chunk(text).phraseTokens([span])[0];
+      return [tokens[0], tokens[tokens.length - 1]].map((t) => t.window * 77 + t.position);
+    };
+    const spans = caption.spans.arraySync();
+    expect(spans).toEqual([[rowsOf(short, [11, 24])], [rowsOf(long, [long.length - 12, long.length])]]);
+    expect(spans[0][0][0]).toBeGreaterThan(0); // after bos
+    expect(spans[1][0][0]).toBeGreaterThanOrEqual(2 * 77);
     // the phrases are those of a call without `caption`
     const plain = encodePhrases(tokenizer, textEncoder, narratives, { maxPhrases: 2 });
     expect(plain.caption).toBeUndefined();

@@ -146,10 +146,19 @@ export function encodePhrases(
         real[i * k * length + t] = inside ? 1 : 0;
       }
     });
+    // phrase j of narrative i spans rows first…last of its narrative's K·L (window w, position q → w·L + q)
+    const spans = new Float32Array(narratives.length * p * 2);
+    tokenized.forEach(({ phrases: tokens }, i) => {
+      tokens.forEach((ts, j) => {
+        const at = (t: CLIPTokenPosition) => t.window * length + t.position;
+        spans.set([at(ts[0]), at(ts[ts.length - 1])], (i * p + j) * 2);
+      });
+    });
     const padded = tf.concat([flat, tf.zeros([1, d])], 0); // [W·L + 1, D]
     const caption: CaptionTokens = {
       tensor: tf.reshape(tf.gather(padded, tf.tensor1d(rows, 'int32')), [narratives.length, k * length, d]) as tf.Tensor3D, // [B·K·L, D] → [B, K·L, D]
       mask: tf.tensor2d(real, [narratives.length, k * length]), // [B, K·L]
+      spans: tf.tensor3d(spans, [narratives.length, p, 2]), // [B, P, 2]
     };
     return { ...phrases, caption };
   });

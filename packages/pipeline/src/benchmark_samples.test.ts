@@ -55,6 +55,11 @@ describe('encodeSamples / gatherBatch with caption tokens (embedded backbone, wa
     const batchCaption = expectDefined(batch.phrases.caption, 'batch.phrases.caption');
     expect(batchCaption.tensor.shape).toEqual([2, k * 77, d]);
     expect((await bits(batchCaption.tensor)).equals(await bits(rows))).toBe(true);
+    // the phrase spans follow their samples, cut to the batch's phrase slots like the phrases
+    expect(caption.spans.shape).toEqual([samples.length, 4, 2]);
+    const p = batch.phrases.tensor.shape[1];
+    const spans = caption.spans.arraySync();
+    expect(batchCaption.spans.arraySync()).toEqual([2, 0].map((i) => spans[i].slice(0, p)));
     expect(gatherBatch(plain, [0]).phrases.caption).toBeUndefined();
     tf.dispose([plain.latents, plain.phrases, plain.targets, encoded.latents, encoded.phrases, encoded.targets, batch, rows] as tf.TensorContainer);
   });

@@ -3,7 +3,7 @@
  * phrase features (computed once: the backbone never changes) and the phrase masks on the canvas.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { FeatureMap, PhraseFeatures } from '@png/core';
+import type { CaptionTokens, FeatureMap, PhraseFeatures } from '@png/core';
 import { encodePhrases, type Narrative } from '@png/diffusion-backbone';
 import { PngDataset, letterbox, masksToTarget, type LetterboxTransform, type PngSample } from '@png/png-data';
 import { describeDrops } from '@png/png-metrics';
@@ -78,8 +78,7 @@ export function encodeSamples(
     phrases: tf.Tensor3D[];
     masks: tf.Tensor2D[];
     targets: tf.Tensor4D[];
-    captions: tf.Tensor3D[];
-    captionMasks: tf.Tensor2D[];
+    captions: CaptionTokens[];
   } = {
     latents: [],
     skips: [],
@@ -87,7 +86,6 @@ export function encodeSamples(
     masks: [],
     targets: [],
     captions: [],
-    captionMasks: [],
   };
   const transforms: LetterboxTransform[] = [];
   const phraseCounts: number[] = [];
@@ -117,10 +115,8 @@ export function encodeSamples(
         });
         parts.phrases.push(tf.keep(features.tensor));
         parts.masks.push(tf.keep(features.mask));
-        if (features.caption) {
-          parts.captions.push(tf.keep(features.caption.tensor));
-          parts.captionMasks.push(tf.keep(features.caption.mask));
-        }
+        const c = features.caption;
+        if (c) parts.captions.push({ tensor: tf.keep(c.tensor), mask: tf.keep(c.mask), spans: tf.keep(c.spans) });
         const targets = group.map((s, i) => {
           const masks = s.phrases.slice(0, maxPhrases).map((p) => p.mask);
           phraseCounts.push(masks.length);
@@ -148,14 +144,29 @@ export function encodeSamples(
         tensor: tf.concat(parts.phrases, 0) as tf.Tensor3D,
         mask: tf.concat(parts.masks, 0) as tf.Tensor2D,
         ...(parts.captions.length
-          ? { caption: { tensor: tf.concat(parts.captions, 0) as tf.Tensor3D, mask: tf.concat(parts.captionMasks, 0) as tf.Tensor2D } }
+          ? {
+              caption: {
+                tensor: tf.concat(
+                  parts.captions.map((c) => c.tensor),
+                  0,
+                ) as tf.Tensor3D,
+                mask: tf.concat(
+                  parts.captions.map((c) => c.mask),
+                  0,
+                ) as tf.Tensor2D,
+                spans: tf.concat(
+                  parts.captions.map((c) => c.spans),
+                  0,
+                ) as tf.Tensor3D,
+              },
+            }
           : {}),
       },
       targets: tf.concat(parts.targets, 0) as tf.Tensor4D,
     }));
     return { ...out, phraseCounts, transforms, truncated };
   } finally {
-    tf.dispose([parts.latents, parts.skips, parts.phrases, parts.masks, parts.targets, parts.captions, parts.captionMasks]);
+    tf.dispose([parts.latents, parts.skips, parts.phrases, parts.masks, parts.targets, parts.captions]);
   }
 }
 
@@ -177,7 +188,15 @@ export function gatherBatch(
       phrases: {
         tensor: tf.slice(phrases, [0, 0, 0], [-1, p, -1]) as tf.Tensor3D,
         mask: tf.slice(mask, [0, 0], [-1, p]) as tf.Tensor2D,
-        ...(caption ? { caption: { tensor: tf.gather(caption.tensor, at) as tf.Tensor3D, mask: tf.gather(caption.mask, at) as tf.Tensor2D } } : {}), // [B, K·L, D], [B, K·L]
+        ...(caption
+          ? {
+              caption: {
+                tensor: tf.gather(caption.tensor, at) as tf.Tensor3D, // [B, K·L, D]
+                mask: tf.gather(caption.mask, at) as tf.Tensor2D, // [B, K·L]
+                spans: tf.slice(tf.gather(caption.spans, at), [0, 0, 0], [-1, p, -1]) as tf.Tensor3D, // [B, maxPhrases, 2] → [B, p, 2]
+              },
+            }
+          : {}),
       },
       targets: tf.slice(targets, [0, 0, 0, 0], [-1, -1, -1, p]) as tf.Tensor4D,
     };

@@ -538,7 +538,7 @@ export class PngGrounder {
       throw new Error(
         `PngGrounder: context '${c.context}' reads the caption's token states, and these phrase features have none; encode them with grounder.encodePhrases`,
       );
-    const caption = { tensor: text ? text.adaptPrompt(source.tensor) : source.tensor, mask: source.mask }; // [B, T, D], [B, T]
+    const caption = { ...source, tensor: text ? text.adaptPrompt(source.tensor) : source.tensor }; // [B, T, D], mask [B, T]
     if (c.context === 'caption') return { phrases: read, prompt: caption };
     const prompt = { tensor: tf.concat([caption.tensor, tensor], 1) as tf.Tensor3D, mask: tf.concat([caption.mask, read.mask], 1) as tf.Tensor2D }; // [B, T + P, D], [B, T + P]
     return { phrases: read, prompt, caption };

@@ -8,7 +8,7 @@ import { TextSide } from './text_side';
 
 const D = 16;
 
-/** Two narratives: 3 phrase slots (the second has one padding slot), 5 caption tokens (the second's last two in an absent window). */
+/** Two narratives: 3 phrase slots (the second has one padding slot), 5 caption tokens (the second's last two in an absent window), phrase spans. */
 function text(): { phrases: tf.Tensor3D; mask: tf.Tensor2D; caption: CaptionTokens } {
   return {
     phrases: tf.tidy(() =>
@@ -32,6 +32,18 @@ function text(): { phrases: tf.Tensor3D; mask: tf.Tensor2D; caption: CaptionToke
       mask: tf.tensor2d([
         [1, 1, 1, 1, 1],
         [1, 1, 1, 0, 0],
+      ]),
+      spans: tf.tensor3d([
+        [
+          [0, 0],
+          [1, 2],
+          [4, 4],
+        ],
+        [
+          [0, 1],
+          [2, 2],
+          [0, 0],
+        ],
       ]),
     },
   };
@@ -80,7 +92,7 @@ describe('TextSide', () => {
     const edit = (t: number) => {
       const c = x.caption.tensor.arraySync();
       c[1][t] = c[1][t].map((v, k) => v + (k % 2 ? 3 : -3)); // not a constant shift, which the LayerNorm would remove
-      return { tensor: tf.tensor3d(c), mask: x.caption.mask };
+      return { ...x.caption, tensor: tf.tensor3d(c) };
     };
     for (const [t, changes] of [
       [4, false],
@@ -99,9 +111,46 @@ describe('TextSide', () => {
     side.dispose();
   });
 
+  it('relative positions: zero at initialisation; a bias on one distance makes each phrase read the token at that distance', async () => {
+    const x = text();
+    const config = { text_dim: D, caption_attention: true, num_heads: 4, dim_feedforward: 24 };
+    const plain = TextSide.create(config, { seed: 7 });
+    const side = TextSide.create({ ...config, relative_positions: 2 }, { seed: 7 });
+    expect(side.parameters.get('caption_attention.relative_bias').shape).toEqual([5, 4]); // buckets −2…2 × heads
+    randomize(plain, 40);
+    for (const k of plain.parameters.keys()) (side.parameters.get(k) as tf.Variable).assign(plain.parameters.get(k));
+    const reference = plain.readCaption(x.phrases, x.mask, x.caption);
+    expect((await bits(side.readCaption(x.phrases, x.mask, x.caption))).equals(await bits(reference))).toBe(true); // zero bias: as without
+    // bucket +1 (index R + 1 = 3) wins every head: each phrase reads only the token right after its span
+    (side.parameters.get('caption_attention.relative_bias') as tf.Variable).assign(
+      tf.tidy(() => tf.mul(tf.tile(tf.reshape(tf.oneHot(tf.tensor1d([3], 'int32'), 5), [5, 1]), [1, 4]), 1e4)),
+    );
+    const out = await side.readCaption(x.phrases, x.mask, x.caption).data();
+    const caption = x.caption.tensor.arraySync();
+    // the token right after each span [0, 0], [1, 2] (narrative 0), [0, 1] (narrative 1): a real token each
+    for (const [b, p, t] of [
+      [0, 0, 1],
+      [0, 1, 3],
+      [1, 0, 2],
+    ] as const) {
+      // a caption whose every token is token t: attention reads token t whatever its weights
+      const only = { ...x.caption, tensor: tf.tensor3d(caption.map((rows, i) => rows.map((row) => (i === b ? caption[b][t] : row)))) };
+      const expected = await plain.readCaption(x.phrases, x.mask, only).data();
+      const row = (a: ArrayLike<number>) => Array.from({ length: D }, (_, k) => a[(b * 3 + p) * D + k]);
+      expect(maxAbsDiff(row(out), row(expected))).toBeLessThan(1e-4);
+      only.tensor.dispose();
+    }
+    tf.dispose([x, reference]);
+    side.dispose();
+    plain.dispose();
+  });
+
   it('gets gradients to every weight (the zero-initialised outputs first)', async () => {
     const x = text();
-    const side = TextSide.create({ text_dim: D, caption_attention: true, num_heads: 4, dim_feedforward: 24, text_adapter: true }, { seed: 3 });
+    const side = TextSide.create(
+      { text_dim: D, caption_attention: true, num_heads: 4, dim_feedforward: 24, relative_positions: 2, text_adapter: true },
+      { seed: 3 },
+    );
     const weights = tf.randomNormal([2, 3, D], 0, 1, 'float32', 4);
     const f = () => tf.tidy(() => tf.sum(tf.mul(side.adaptPrompt(side.readCaption(x.phrases, x.mask, x.caption)), weights)) as tf.Scalar);
     const norms = async () => {

@@ -15,6 +15,7 @@ import {
   check,
   gelu,
   isFiniteNumber,
+  isNonNegativeInt,
   isPositiveInt,
   keyMaskBias,
   mergeHeads,
@@ -39,6 +40,14 @@ export interface TextSideConfig {
   readonly caption_attention: boolean;
   /** Heads of that cross-attention; must divide text_dim. */
   readonly num_heads: number;
+  /**
+   * R > 0 adds a learned bias per head to that cross-attention's logits by the token's distance
+   * from the phrase (T5-style relative positions: 0 inside the phrase's span, −1…−R before it,
+   * 1…R after it, clipped at ±R; zero at initialisation), so that a phrase can learn to read the
+   * words next to it, after it too ("a circle | on the far right"). 0: no bias (the layer sees
+   * positions only through CLIP's states).
+   */
+  readonly relative_positions: number;
   /** Hidden width of that layer's feed-forward. */
   readonly dim_feedforward: number;
   /** VPD's TextAdapter on the tokens of the UNet's prompt: x + γ ⊙ fc(x), fc = Linear → GELU → Linear of width text_dim. */
@@ -52,6 +61,7 @@ export const DEFAULT_TEXT_SIDE_CONFIG: TextSideConfig = Object.freeze({
   text_dim: 768,
   caption_attention: false,
   num_heads: 8,
+  relative_positions: 0,
   dim_feedforward: 1024,
   text_adapter: false,
   text_adapter_gamma_init: 1e-4,
@@ -62,6 +72,7 @@ export function resolveTextSideConfig(user: Partial<TextSideConfig> | Record<str
   return resolveConfig('TextSideConfig', DEFAULT_TEXT_SIDE_CONFIG, user, (c) => {
     check(isPositiveInt(c.text_dim), 'TextSideConfig', 'text_dim', 'a positive integer', c.text_dim);
     check(isPositiveInt(c.num_heads) && c.text_dim % c.num_heads === 0, 'TextSideConfig', 'num_heads', `a divisor of text_dim (${c.text_dim})`, c.num_heads);
+    check(isNonNegativeInt(c.relative_positions), 'TextSideConfig', 'relative_positions', 'a non-negative integer (0: none)', c.relative_positions);
     check(isPositiveInt(c.dim_feedforward), 'TextSideConfig', 'dim_feedforward', 'a positive integer', c.dim_feedforward);
     check(isFiniteNumber(c.text_adapter_gamma_init), 'TextSideConfig', 'text_adapter_gamma_init', 'a finite number', c.text_adapter_gamma_init);
     check(isFiniteNumber(c.norm_eps) && c.norm_eps > 0, 'TextSideConfig', 'norm_eps', 'a positive number', c.norm_eps);
@@ -79,6 +90,8 @@ class CaptionAttentionLayer {
   readonly norm_ff: LayerNorm;
   readonly fc1: Linear;
   readonly fc2: Linear;
+  /** [2R + 1, H]: the bias of each distance bucket per head (R = relative_positions). */
+  readonly relative_bias?: tf.Tensor2D;
 
   constructor(
     scope: WeightScope,
@@ -86,6 +99,7 @@ class CaptionAttentionLayer {
     private readonly heads: number,
     feedforward: number,
     eps: number,
+    private readonly maxDistance: number,
   ) {
     this.norm_q = new LayerNorm(scope.pp('norm_q'), dim, eps);
     this.norm_kv = new LayerNorm(scope.pp('norm_kv'), dim, eps);
@@ -96,6 +110,19 @@ class CaptionAttentionLayer {
     this.norm_ff = new LayerNorm(scope.pp('norm_ff'), dim, eps);
     this.fc1 = new Linear(scope.pp('fc1'), dim, feedforward);
     this.fc2 = new Linear(scope.pp('fc2'), feedforward, dim, { zeros: true });
+    if (maxDistance > 0) this.relative_bias = scope.param('relative_bias', [2 * maxDistance + 1, heads], { init: { constant: 0 } }) as tf.Tensor2D;
+  }
+
+  /** The relative-position bias [B, H, P, T] of phrases spanning rows spans [B, P, 2] of a T-token caption. */
+  private positionBias(bias: tf.Tensor2D, spans: tf.Tensor3D, t: number): tf.Tensor4D {
+    const r = this.maxDistance;
+    const rows = tf.reshape(tf.range(0, t), [1, 1, t]); // [1, 1, T]
+    const [first, last] = tf.split(spans, 2, 2); // [B, P, 1] each
+    const distance = tf.sub(tf.relu(tf.sub(rows, last)), tf.relu(tf.sub(first, rows))); // [B, P, T]: −k before the span, +k after, 0 inside
+    const bucket = tf.cast(tf.add(tf.clipByValue(distance, -r, r), r), 'int32'); // [B, P, T] in [0, 2R]
+    const [b, p] = spans.shape;
+    const perHead = tf.matMul(tf.reshape(tf.oneHot(bucket, 2 * r + 1), [b * p * t, 2 * r + 1]), bias); // [B·P·T, 2R+1] × [2R+1, H] → [B·P·T, H]
+    return tf.transpose(tf.reshape(perHead, [b, p, t, this.heads]), [0, 3, 1, 2]); // [B, P, T, H] → [B, H, P, T]
   }
 
   /** phrases [B, P, D] with mask [B, P] read caption [B, T, D] (key mask [B, T]) → [B, P, D]; padding phrases stay as they are. */
@@ -105,7 +132,9 @@ class CaptionAttentionLayer {
     const q = splitHeads(this.to_q.forward(this.norm_q.forward(phrases)), this.heads); // [B, H, P, D/H]
     const k = splitHeads(this.to_k.forward(memory), this.heads); // [B, H, T, D/H]
     const v = splitHeads(this.to_v.forward(memory), this.heads);
-    const attended = this.to_out.forward(mergeHeads(scaledDotProductAttention(q, k, v, { bias: keyMaskBias(caption.mask) }))); // [B, P, D]
+    const masked = keyMaskBias(caption.mask); // [B, 1, 1, T]
+    const bias = this.relative_bias ? tf.add(masked, this.positionBias(this.relative_bias, caption.spans, caption.tensor.shape[1])) : masked; // [B, H, P, T]
+    const attended = this.to_out.forward(mergeHeads(scaledDotProductAttention(q, k, v, { bias }))); // [B, P, D]
     const x = tf.add(phrases, tf.mul(attended, real)); // [B, P, D]
     const fed = this.fc2.forward(gelu(this.fc1.forward(this.norm_ff.forward(x)))); // [B, P, D]
     return tf.add(x, tf.mul(fed, real)) as tf.Tensor3D;
@@ -132,7 +161,8 @@ class TextAdapter {
 
 /**
  * The trainable text side (see the file's comment). Checkpoint keys: `caption_attention.{norm_q,
- * norm_kv, to_q, to_k, to_v, to_out, norm_ff, fc1, fc2}.*` and `text_adapter.{fc.0, fc.2}.*`,
+ * norm_kv, to_q, to_k, to_v, to_out, norm_ff, fc1, fc2}.*`, `caption_attention.relative_bias` (with
+ * relative_positions) and `text_adapter.{fc.0, fc.2}.*`,
  * `text_adapter.gamma`, each only when its part is on.
  */
 export class TextSide extends ParameterModule {
@@ -165,7 +195,9 @@ export class TextSide extends ParameterModule {
       (s) =>
         new TextSide(
           c,
-          c.caption_attention ? new CaptionAttentionLayer(s.pp('caption_attention'), c.text_dim, c.num_heads, c.dim_feedforward, c.norm_eps) : undefined,
+          c.caption_attention
+            ? new CaptionAttentionLayer(s.pp('caption_attention'), c.text_dim, c.num_heads, c.dim_feedforward, c.norm_eps, c.relative_positions)
+            : undefined,
           c.text_adapter ? new TextAdapter(s.pp('text_adapter'), c.text_dim, c.text_adapter_gamma_init) : undefined,
         ),
     );
