@@ -11,6 +11,7 @@ module.exports = {
   globalSetup: '<rootDir>/scripts/jest_global_setup.cjs',
   moduleNameMapper: {
     '^@tensorflow/tfjs-core/dist/register_all_gradients$': '<rootDir>/node_modules/.cache/png-jest/register_all_gradients.cjs',
+    '^@tensorflow/tfjs-core/dist/public/chained_ops/register_all_chained_ops$': '<rootDir>/node_modules/.cache/png-jest/register_all_chained_ops.cjs',
     '^@png/core/testing$': '<rootDir>/packages/core/src/testing/index.ts',
     '^@png/([a-z-]+)$': '<rootDir>/packages/$1/src/index.ts',
   },

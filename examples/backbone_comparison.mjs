@@ -20,7 +20,7 @@ const { values: args } = parseArgs({
 });
 const out = path.resolve(args.out);
 const png = path.join(root, 'packages', 'pipeline', 'dist', 'cli.js');
-const embedded = path.join(root, 'packages', 'pipeline', 'models', 'png-tiny-sd');
+const embedded = path.join(root, 'packages', 'diffusion-backbone', 'models', 'png-tiny-sd');
 const started = performance.now();
 
 /** Runs `node <argv>` with its output prefixed by `tag`; rejects on a non-zero exit. */

@@ -13,7 +13,7 @@ import { PngEvaluator, summarizeMetrics } from '@png/png-metrics';
 const here = path.dirname(new URL(import.meta.url).pathname);
 const { values: args } = parseArgs({
   options: {
-    model: { type: 'string', default: path.join(here, '..', 'packages', 'pipeline', 'models', 'png-tiny-sd') },
+    model: { type: 'string', default: path.join(here, '..', 'packages', 'diffusion-backbone', 'models', 'png-tiny-sd') },
     backend: { type: 'string', default: 'wasm' },
   },
 });

@@ -22,7 +22,7 @@ const { values: args } = parseArgs({
 });
 if (!args.random || !fs.existsSync(args.random))
   throw new Error(
-    '--random: the random twin of the embedded backbone (node scripts/random_backbone.mjs --like packages/pipeline/models/png-tiny-sd --out DIR)',
+    '--random: the random twin of the embedded backbone (node scripts/random_backbone.mjs --like packages/diffusion-backbone/models/png-tiny-sd --out DIR)',
   );
 const titles = [
   'a red circle on the grass',
@@ -38,7 +38,7 @@ const prompts = titles.map((t) => `In this picture I can see ${t}.`);
 const scale = Number(args.scale);
 await setBackend('wasm');
 const tiles = [];
-for (const dir of [path.join(root, 'packages', 'pipeline', 'models', 'png-tiny-sd'), args.random]) {
+for (const dir of [path.join(root, 'packages', 'diffusion-backbone', 'models', 'png-tiny-sd'), args.random]) {
   const backbone = await DiffusionBackbone.fromPretrained(dir, { vaeParts: 'all' });
   const images = backbone.generate(prompts, { numInferenceSteps: 50, guidanceScale: 7.5, seed: 0 });
   const [b, h, w] = images.shape;

@@ -32,7 +32,7 @@ const runs = Number(args.runs);
 const batch = Number(args.batch);
 
 await setBackend(args.backend);
-const backbone = await DiffusionBackbone.fromPretrained(new URL('../packages/pipeline/models/png-tiny-sd', import.meta.url).pathname);
+const backbone = await DiffusionBackbone.fromPretrained(new URL('../packages/diffusion-backbone/models/png-tiny-sd', import.meta.url).pathname);
 const config = JSON.parse(fs.readFileSync(new URL('../examples/configs/png_tiny.json', import.meta.url), 'utf8'));
 const caption = 'a red circle and two blue squares on the grass under the sky';
 const narratives = Array.from({ length: batch }, () => ({

@@ -1,9 +1,10 @@
 /**
  * The grounding page: pick an image, type a narrative, see one mask per noun phrase over the image
- * (a legend with a checkbox per phrase). Runs on WebGPU when the browser has it, else on wasm.
+ * (a legend with a checkbox per phrase). Runs on WebGPU when the browser has a GPU adapter, else
+ * on wasm (a CPU-emulated adapter, SwiftShader, is ~100× slower than wasm).
  *
  * Query parameters (URLs are relative to this page):
- *   backend=webgpu|wasm  force a backend (default: webgpu if available, else wasm)
+ *   backend=webgpu|wasm  force a backend (default: webgpu on a GPU adapter, else wasm)
  *   model=URL            a diffusers pipeline folder (default: the embedded tiny backbone)
  *   run=URL              a `png train` run folder: its grounder/ and its run.json's image size
  *   grounder=URL         a folder written by PngGrounder.save (with size=N, default 64)
@@ -11,7 +12,8 @@
  * The page exposes its state as `window.png` (status, backend, result masks) for tests.
  */
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
-import { fetchFile, joinUrl, setBackend, type BackendName } from '@png/core';
+import '@tensorflow/tfjs-backend-webgpu'; // registers itself where the browser has WebGPU; setBackend does not bundle it
+import { fetchFile, joinUrl, setBackend, webgpuEmulator, type BackendName } from '@png/core';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
 import { PngGrounder, groundNarrative, phraseColor, type GroundedPhrase, type PngGrounderConfig } from '@png/pipeline';
 import type { RgbImage } from '@png/png-data';
@@ -55,7 +57,7 @@ function fail(e: unknown): void {
   console.error(e);
 }
 
-/** WebGPU if the browser has an adapter (or ?backend= says which), else wasm. */
+/** WebGPU if the browser has a GPU adapter (not a CPU emulator), else wasm; ?backend= forces one. */
 async function chooseBackend(): Promise<{ backend: BackendName; note: string }> {
   const requested = params.get('backend');
   if (requested !== null && requested !== 'webgpu' && requested !== 'wasm') throw new Error(`?backend=${requested}: expected webgpu or wasm`);
@@ -63,7 +65,10 @@ async function chooseBackend(): Promise<{ backend: BackendName; note: string }> 
   setWasmPaths(here('../../node_modules/@tensorflow/tfjs-backend-wasm/dist/'));
   if (requested === 'wasm') return { backend: await setBackend('wasm'), note: '' };
   try {
-    return { backend: await setBackend('webgpu'), note: '' };
+    const backend = await setBackend('webgpu');
+    const emulator = webgpuEmulator();
+    if (requested === 'webgpu' || !emulator) return { backend, note: emulator ? ` (on ${emulator}, a CPU emulator: wasm is faster)` : '' };
+    return { backend: await setBackend('wasm'), note: ` (WebGPU's adapter is ${emulator}, a CPU emulator: ~100× slower than wasm)` };
   } catch (e) {
     if (requested === 'webgpu') throw e;
     return { backend: await setBackend('wasm'), note: ` (no WebGPU: ${(e as Error).message})` };
@@ -183,7 +188,7 @@ async function main(): Promise<void> {
   const { backend, note } = await chooseBackend();
   state.backend = backend;
   element('backend').textContent = backend + note;
-  const modelUrl = params.get('model') ?? '../../packages/pipeline/models/png-tiny-sd';
+  const modelUrl = params.get('model') ?? '../../packages/diffusion-backbone/models/png-tiny-sd';
   element('model').textContent = modelUrl;
   show('loading', 'Loading the backbone…');
   const backbone = await DiffusionBackbone.fromUrl(here(modelUrl));

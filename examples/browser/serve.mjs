@@ -1,5 +1,5 @@
 // A static file server for the grounding page, on 127.0.0.1 only. It serves the repository root, so
-// the page (/examples/browser/), the embedded backbone (/packages/pipeline/models/png-tiny-sd/), the
+// the page (/examples/browser/), the embedded backbone (/packages/diffusion-backbone/models/png-tiny-sd/), the
 // wasm binaries (/node_modules/@tensorflow/tfjs-backend-wasm/dist/) and run folders
 // (e.g. /demo-output/run/, for ?run=) all have URLs. GET and HEAD only; no directory listings and
 // no dot files; / redirects to the page.

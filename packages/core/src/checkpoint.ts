@@ -1,5 +1,6 @@
 import { parseJsonObject } from './config';
 import { readInputFile } from './input_file';
+import { nodeOnly } from './node_only';
 import { SafetensorsBytes, SafetensorsFile, writeSafetensorsFile } from './safetensors';
 import type { Parameters } from './weights';
 
@@ -21,20 +22,18 @@ export async function saveModule(
   metadata: Record<string, string> = {},
   weightsFile = WEIGHTS_FILE,
 ): Promise<void> {
-  const { join } = await import('node:path');
-  const { writeFileAtomic } = await import('@png/node-utils');
-  await writeSafetensorsFile(join(dir, weightsFile), params.torchShapes(), params.torchData(), metadata);
-  writeFileAtomic(join(dir, CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
+  const { path, utils } = await nodeOnly('saveModule');
+  await writeSafetensorsFile(path.join(dir, weightsFile), params.torchShapes(), params.torchData(), metadata);
+  utils.writeFileAtomic(path.join(dir, CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
 }
 
 /** Opens a folder written by saveModule: its parsed config and its weights. Close the source after building. */
 export async function openModule(dir: string): Promise<{ config: Record<string, unknown>; source: SafetensorsFile }> {
-  const fs = await import('node:fs');
-  const { join } = await import('node:path');
-  const configFile = join(dir, CONFIG_FILE);
+  const { fs, path } = await nodeOnly('openModule');
+  const configFile = path.join(dir, CONFIG_FILE);
   if (!fs.existsSync(configFile)) throw new Error(`${configFile}: missing; not a module checkpoint folder`);
   const config = parseJsonObject((await readInputFile(configFile, 'a module config (JSON)')).toString('utf8'), configFile);
-  return { config, source: await SafetensorsFile.open(join(dir, WEIGHTS_FILE)) };
+  return { config, source: await SafetensorsFile.open(path.join(dir, WEIGHTS_FILE)) };
 }
 
 /**

@@ -1,4 +1,5 @@
 import './gradients';
+import './chained_ops';
 export type { ShapeSpec, FeatureMap, FeaturePyramid, TextEncoding, PhraseFeatures, CaptionTokens, MaskLogits, Disposable } from './types';
 export { ConfigError, check, parseJsonObject, resolveConfig, isPositiveInt, isNonNegativeInt, isFiniteNumber } from './config';
 export {
@@ -16,6 +17,7 @@ export {
   type WeightSource,
 } from './safetensors';
 export { checkInputFile, readInputFile } from './input_file';
+export { nodeOnly, type NodeOnlyModules } from './node_only';
 export {
   saveModule,
   openModule,
@@ -44,7 +46,7 @@ export { ForwardContext, contextKey, matchesPath, type BlockHook, type ContextKe
 export { HookRegistry, HookedModule, ModelRuntime, hookedLeaf } from './hooks/hooked_module';
 export { HostOffload, applyGroupOffloading } from './hooks/group_offloading';
 export { applyGradientCheckpointing, type GradientCheckpointingOptions } from './hooks/gradient_checkpointing';
-export { setBackend, backendStrategy, BACKENDS, type BackendName } from './backends/backend';
+export { setBackend, backendStrategy, webgpuEmulator, BACKENDS, type BackendName } from './backends/backend';
 export { portableStrategy, type BackendStrategy, type Conv2dArgs } from './backends/backend_strategy';
 export { registerWasmTrainingKernels, WASM_TRAINING_KERNELS, wasmKernelOptions } from './backends/wasm/wasm_kernels';
 export { recompute, type RecomputeOptions } from './nn/recompute';

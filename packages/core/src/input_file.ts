@@ -3,6 +3,7 @@
  * file is expected is an error naming the path and what was expected, never a bare ENOENT or
  * EISDIR. Node only.
  */
+import { nodeOnly } from './node_only';
 
 /**
  * Checks that `path` is a file that can be read as `what` (e.g. "a safetensors weights file").
@@ -11,7 +12,7 @@
  *   `<path>: cannot read <what> (<reason>)`.
  */
 export async function checkInputFile(path: string, what: string): Promise<number> {
-  const fs = await import('node:fs');
+  const { fs } = await nodeOnly(`reading ${what}`);
   let stats: import('node:fs').Stats;
   try {
     stats = fs.statSync(path);
@@ -26,7 +27,7 @@ export async function checkInputFile(path: string, what: string): Promise<number
 /** The bytes of the file `path`, after {@link checkInputFile}; errors name the path and `what`. */
 export async function readInputFile(path: string, what: string): Promise<Buffer> {
   await checkInputFile(path, what);
-  const fs = await import('node:fs');
+  const { fs } = await nodeOnly(`reading ${what}`);
   try {
     return fs.readFileSync(path);
   } catch (e) {

@@ -6,6 +6,7 @@
  */
 
 import { checkInputFile } from './input_file';
+import { nodeOnly } from './node_only';
 
 export type SafetensorsDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -316,7 +317,7 @@ export class SafetensorsFile implements WeightSource {
 
   /** Opens and validates `path`. Throws a SafetensorsError naming the file for any defect. */
   static async open(path: string): Promise<SafetensorsFile> {
-    const fs: NodeFs = await import('node:fs');
+    const { fs } = await nodeOnly('SafetensorsFile.open');
     await checkInputFile(path, 'a safetensors weights file');
     const fd = fs.openSync(path, 'r');
     try {
@@ -445,9 +446,9 @@ export async function writeSafetensorsFile(
   chunks: AsyncIterable<[string, readonly number[], Float32Array]>,
   metadata: Record<string, string> = {},
 ): Promise<void> {
-  const fs = await import('node:fs');
-  const { dirname, basename, join } = await import('node:path');
-  const { killPoint } = await import('@png/node-utils');
+  const { fs, path: nodePath, utils } = await nodeOnly('writeSafetensorsFile');
+  const { dirname, basename, join } = nodePath;
+  const { killPoint } = utils;
   const keys = [...shapes.keys()].sort();
   const f32 = (key: string): { dtype: 'F32'; shape: readonly number[] } => {
     const shape = shapes.get(key);

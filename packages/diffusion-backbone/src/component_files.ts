@@ -1,6 +1,7 @@
 import {
   SafetensorsError,
   SafetensorsFile,
+  nodeOnly,
   openModuleFiles,
   parseJsonObject,
   readInputFile,
@@ -25,16 +26,9 @@ export interface ComponentFilesOptions extends ComponentOptions {
   readonly name?: string;
 }
 
-type NodeFs = typeof import('node:fs');
-type NodePath = typeof import('node:path');
-
-async function node(): Promise<{ fs: NodeFs; path: NodePath }> {
-  return { fs: await import('node:fs'), path: await import('node:path') };
-}
-
 /** Reads and parses `<dir>/config.json`, with errors that name the file. */
 export async function readConfigJson(dir: string): Promise<Record<string, unknown>> {
-  const { fs, path } = await node();
+  const { fs, path } = await nodeOnly('readConfigJson');
   const file = path.join(dir, 'config.json');
   if (!fs.existsSync(dir)) throw new Error(`${dir}: no such folder; pass a component folder of a diffusers pipeline (with config.json and *.safetensors)`);
   if (!fs.existsSync(file)) throw new Error(`${file}: missing; a component folder needs its config.json`);
@@ -43,7 +37,7 @@ export async function readConfigJson(dir: string): Promise<Record<string, unknow
 
 /** Opens the checkpoint `<dir>/<weightsName>[.<variant>].safetensors`, or its sharded index. */
 export async function openWeights(dir: string, weightsName: string, options: ComponentOptions = {}): Promise<WeightSource> {
-  const { fs, path } = await node();
+  const { fs, path } = await nodeOnly('openWeights');
   const single = path.join(dir, componentWeightsFile(weightsName, options));
   if (fs.existsSync(single)) return SafetensorsFile.open(single);
   const index = `${single}.index.json`;
@@ -66,7 +60,7 @@ class ShardedSource implements WeightSource {
   ) {}
 
   static async open(indexFile: string): Promise<ShardedSource> {
-    const { path } = await node();
+    const { path } = await nodeOnly('a sharded safetensors checkpoint');
     const text = (await readInputFile(indexFile, 'a safetensors shard index (JSON)')).toString('utf8');
     let weightMap: Record<string, string>;
     try {

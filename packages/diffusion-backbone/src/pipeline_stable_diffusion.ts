@@ -3,6 +3,7 @@ import {
   fetchFile,
   fetchModuleFiles,
   joinUrl,
+  nodeOnly,
   parseJsonObject,
   readInputFile,
   seededNormal,
@@ -100,8 +101,7 @@ export class DiffusionBackbone {
 
   /** Loads `<dir>/{unet,vae,text_encoder,tokenizer}`. Everything is frozen. */
   static async fromPretrained(dir: string, options: DiffusionBackboneOptions = {}): Promise<DiffusionBackbone> {
-    const fs = await import('node:fs');
-    const path = await import('node:path');
+    const { fs, path } = await nodeOnly('DiffusionBackbone.fromPretrained');
     const missing = ['unet', 'vae', 'text_encoder', 'tokenizer'].filter((c) => !fs.existsSync(path.join(dir, c)));
     if (missing.length) {
       throw new Error(

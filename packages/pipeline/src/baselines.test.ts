@@ -10,7 +10,7 @@ import { main } from './command_line';
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'png-baselines-'));
 const unary = path.join(tmp, 'unary');
 const grounding = path.join(tmp, 'grounding');
-const EMBEDDED = path.join(__dirname, '..', 'models', 'png-tiny-sd');
+const EMBEDDED = path.join(__dirname, '..', '..', 'diffusion-backbone', 'models', 'png-tiny-sd');
 
 beforeAll(async () => {
   await setBackend('cpu');

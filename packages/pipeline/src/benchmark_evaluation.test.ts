@@ -9,7 +9,7 @@ import { PHRASE_GROUPS, PngGroundTruth, evaluatePredictions, parsePredictions, s
 import { evaluateOnBenchmark } from './benchmark_evaluation';
 import { PngGrounder } from './png_grounder';
 
-const EMBEDDED = path.join(__dirname, '..', 'models', 'png-tiny-sd');
+const EMBEDDED = path.join(__dirname, '..', '..', 'diffusion-backbone', 'models', 'png-tiny-sd');
 
 describe('evaluateOnBenchmark (embedded backbone, wasm)', () => {
   let dir: string;

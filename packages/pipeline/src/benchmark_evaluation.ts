@@ -220,15 +220,17 @@ export async function evaluateOnBenchmark(options: BenchmarkEvaluationOptions): 
       if (!maps) continue;
       const sample = samples[i];
       const labels = sample.phrases.slice(0, maxPhrases).map((p) => p.text);
-      const tiles = [{ image: renderOverlay(sample.image, []), title: 'image' }];
+      const image = renderOverlay(sample.image, []);
+      const tiles = [{ image, title: 'image' }];
       for (const [block, data] of Object.entries(maps)) {
         const side = Math.round(Math.sqrt(data.length / labels.length)); // the square canvas at this block's resolution
         tiles.push({
-          image: renderAttentionMap(data, side, side, labels),
+          image: renderAttentionMap(data, side, side, labels, { size: Math.max(image.height, image.width), legend: false }),
           title: block.replace(/\.transformer_blocks\.0$/, '').replace('attentions.', 'attn.'),
         });
       }
-      const figure = tileImages(tiles, { columns: 4 });
+      const columns = Math.ceil(tiles.length / Math.ceil(tiles.length / 4)); // ≤ 4 per row, rows as full as they can be
+      const figure = tileImages(tiles, { columns, legend: labels }); // one legend for every panel
       writeFileAtomic(
         path.join(out, 'attention', `${String(i).padStart(3, '0')}_image${sample.imageId}.png`),
         encodePng(figure.width, figure.height, figure.data),

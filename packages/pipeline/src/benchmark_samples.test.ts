@@ -10,7 +10,7 @@ import { encodeSamples, gatherBatch, readGroundedSamples } from './benchmark_sam
 import { PngGrounder } from './png_grounder';
 import { SMALL_GROUNDER_CONFIG } from './test_support';
 
-const EMBEDDED = path.join(__dirname, '..', 'models', 'png-tiny-sd');
+const EMBEDDED = path.join(__dirname, '..', '..', 'diffusion-backbone', 'models', 'png-tiny-sd');
 const bits = async (t: tf.Tensor) => Buffer.from((await t.data()).buffer);
 
 describe('encodeSamples / gatherBatch with caption tokens (embedded backbone, wasm)', () => {

@@ -1,6 +1,5 @@
 #!/usr/bin/env node
-import { fileURLToPath } from 'node:url';
+import { PNG_TINY_SD_DIR } from '@png/diffusion-backbone/png-tiny-sd';
 import { main } from './command_line';
 
-const embeddedModel = fileURLToPath(new URL('../models/png-tiny-sd', import.meta.url));
-process.exitCode = await main(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, embeddedModel });
+process.exitCode = await main(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, embeddedModel: PNG_TINY_SD_DIR });

@@ -9,7 +9,7 @@ import { decodeRle } from '@png/png-metrics';
 import { main } from './command_line';
 import { trainOnBenchmark } from './benchmark_training';
 
-const EMBEDDED = path.join(__dirname, '..', 'models', 'png-tiny-sd');
+const EMBEDDED = path.join(__dirname, '..', '..', 'diffusion-backbone', 'models', 'png-tiny-sd');
 const SMALL_MODEL = {
   eipa: { bottleneck_dim: 16, num_heads: 4 },
   mlma: { hidden_dim: 32, num_heads: 4, mask_dim: 32, norm_groups: 8 },
@@ -157,6 +157,32 @@ describe('the png command line (embedded backbone, wasm)', () => {
         .toString(),
     ).toBe('PNG');
 
+    // the phrases given by the user, each at its first occurrence after the previous one
+    const caption = 'two blue squares and the grass, then two blue squares again';
+    const given = await png(
+      'ground',
+      '--image',
+      image,
+      '--caption',
+      caption,
+      '--phrase',
+      'the grass',
+      '--phrase',
+      'two blue squares',
+      '--run',
+      run,
+      '--out',
+      path.join(dir, 'given'),
+    );
+    expect(given.stdout).toContain('2 phrases: "the grass", "two blue squares"');
+    expect(JSON.parse(fs.readFileSync(path.join(dir, 'given', 'masks.json'), 'utf8')).phrases.map((p: { span: number[] }) => p.span)).toEqual([
+      [21, 30],
+      [37, 53],
+    ]);
+    expect(await png('ground', '--image', image, '--caption', caption, '--phrase', 'the grass', '--phrase', 'the grass', '--run', run)).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('--phrase "the grass" does not occur in --caption after the previous --phrase'),
+    });
     expect(await png('ground', '--image', path.join(dir, 'nope.png'), '--caption', 'a dog', '--run', run)).toMatchObject({
       code: 1,
       stderr: expect.stringContaining('nope.png: no such file'),

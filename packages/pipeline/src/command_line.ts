@@ -157,13 +157,16 @@ plurals, per size bucket and per phrase_type (synthetic grounding scenes):
   --json               print the scores as JSON
   --backend NAME       ${BACKENDS.join(' | ')} (default wasm)
   -h, --help           show this help`,
-  ground: `Usage: png ground --image FILE --caption TEXT --run RUN [--out DIR] [options]
+  ground: `Usage: png ground --image FILE --caption TEXT --run RUN [--phrase TEXT ...] [--out DIR] [options]
 
-Grounds a free-form narrative: its noun phrases (found automatically) each get a mask. Writes
-overlay.png (masks over the image with a phrase legend) and masks.json (COCO RLE per phrase).
+Grounds a free-form narrative: its noun phrases (found automatically, or given with --phrase) each
+get a mask. Writes overlay.png (masks over the image with a phrase legend) and masks.json (COCO RLE
+per phrase).
 
   --image FILE         JPEG or PNG
   --caption TEXT       the narrative
+  --phrase TEXT        a phrase to ground, as written in the caption (repeatable, in caption order;
+                       each is taken at its first occurrence after the previous one)
   --run RUN            a finished png train run folder
   --out DIR            output folder (default ./png-ground)
 ${COMMON}`,
@@ -593,23 +596,45 @@ function metricsOptions(values: Record<string, unknown>): PngEvaluateOptions {
   return { groupBy, sizeThresholds, ...(resamples > 0 ? { bootstrap: { resamples } } : {}) };
 }
 
+/** The spans of `--phrase` texts in the caption: each at its first occurrence after the previous one. */
+function spansInCaption(caption: string, texts: readonly string[]): [number, number][] {
+  let from = 0;
+  return texts.map((text) => {
+    const start = text.trim() === '' ? -1 : caption.indexOf(text, from);
+    if (start < 0)
+      throw new UsageError(
+        `--phrase ${JSON.stringify(text)} does not occur in --caption${from > 0 ? ' after the previous --phrase' : ''}; pass phrases as written in the caption, in caption order`,
+      );
+    from = start + text.length;
+    return [start, from];
+  });
+}
+
 async function ground(args: readonly string[], env: CliEnvironment): Promise<void> {
-  const v = parse(args, { ...MODEL_OPTIONS, image: { type: 'string' }, caption: { type: 'string' }, run: { type: 'string' }, out: { type: 'string' } }, [
-    'image',
-    'caption',
-    'run',
-  ]);
+  const v = parse(
+    args,
+    {
+      ...MODEL_OPTIONS,
+      image: { type: 'string' },
+      caption: { type: 'string' },
+      phrase: { type: 'string', multiple: true },
+      run: { type: 'string' },
+      out: { type: 'string' },
+    },
+    ['image', 'caption', 'run'],
+  );
   const imageFile = v.image as string;
   if (!fs.existsSync(imageFile)) throw new Error(`--image ${imageFile}: no such file`);
   const image = decodeImage(new Uint8Array(await readInputFile(imageFile, 'an image (JPEG or PNG)')), imageFile);
   const caption = v.caption as string;
   if (caption.trim() === '') throw new UsageError('--caption is empty; pass the narrative to ground');
+  const phraseSpans = v.phrase === undefined ? undefined : spansInCaption(caption, v.phrase as string[]);
   const out = (v.out as string | undefined) ?? 'png-ground';
   const backbone = await loadBackbone(v, env);
   try {
     const { grounder, imageSize } = await loadRun(v.run as string, backbone);
     try {
-      const phrases = await groundNarrative(grounder, image, caption, { imageSize });
+      const phrases = await groundNarrative(grounder, image, caption, { imageSize, phrases: phraseSpans });
       const overlay = renderOverlay(
         image,
         phrases.map((p) => ({ label: p.text, mask: p.mask })),

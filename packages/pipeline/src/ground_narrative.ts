@@ -29,7 +29,7 @@ export async function groundNarrative(
   const spans = options.phrases ?? findNounPhrases(caption);
   if (spans.length === 0)
     throw new Error(
-      `groundNarrative: found no noun phrase in ${JSON.stringify(caption)}; name the things to ground (e.g. "a red circle on the grass") or pass the phrase spans`,
+      `groundNarrative: found no noun phrase in ${JSON.stringify(caption)}; name the things to ground (e.g. "a red circle on the grass") or pass the phrase spans (png ground: --phrase TEXT)`,
     );
   spans.forEach(([start, end], j) => {
     if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end <= start || end > caption.length) {

@@ -62,6 +62,12 @@ describe('findNounPhrases', () => {
     ]);
   });
 
+  it('leaves the verb of a verbless clause, tagged as a plural noun, out of the phrase before it', () => {
+    expect(phrases('a tangerine rhombus bobs on the water.')).toEqual(['a tangerine rhombus', 'the water']);
+    expect(phrases('two dogs run on the grass and a person walks.')).toEqual(['two dogs', 'the grass', 'a person']);
+    expect(phrases('the apple trees grow beside a fence.')).toEqual(['the apple trees', 'a fence']); // the clause has its verb
+  });
+
   it('spans slice the caption exactly around hyphens, contractions, quotes, emoji and accents', () => {
     const caption = '  There\'s a black-and-white dog 😀 near "the café" and the women\'s shoes…\nTwo   big birds, apples';
     expect(phrases(caption)).toEqual(['a black-and-white dog', 'the café', "the women's shoes", 'Two   big birds', 'apples']);

@@ -18,7 +18,9 @@
  *   phrase ("a ring in front"); a plain verb right after an article or modifier is the head noun
  *   ("a green ring", "white rings in"); a noun-tagged "-ing" word before a determiner or modifier
  *   is a verb unless it opens its phrase after a determiner or modifier ("a woman holding a cup" →
- *   "a woman", "a cup"; but "the building");
+ *   "a woman", "a cup"; but "the building"); and in a clause without a verb, a plural noun that
+ *   ends a phrase right after a singular one is the clause's verb ("a tangerine rhombus bobs on the
+ *   water" → "a tangerine rhombus"; "the apple trees grow" keeps "the apple trees");
  * - dropped: the image itself ("this picture", "the image": the/this + picture, image, photo, …;
  *   "a picture on the wall" stays) and positions in the frame ("the left side", "the front",
  *   "the bottom right corner": phrases made only of position words after their determiners;
@@ -138,6 +140,7 @@ interface Word {
   kind: WordKind;
   pre: string;
   post: string;
+  tags: ReadonlySet<string>;
 }
 
 /**
@@ -153,7 +156,7 @@ export function findNounPhrases(caption: string): [number, number][] {
   const spans: [number, number][] = [];
   for (const sentence of sentences) {
     const words = toWords(sentence.terms);
-    for (const [first, end] of mergeQuantities(words, phraseRanges(words))) {
+    for (const [first, end] of mergeQuantities(words, phraseRanges(words)).map((range) => withoutClauseVerb(words, range))) {
       if (!isImageOrPosition(words.slice(first, end))) spans.push([words[first].start, words[end - 1].end]);
     }
   }
@@ -171,6 +174,7 @@ function toWords(terms: readonly TermJson[]): Word[] {
       kind: kindOf(term),
       pre: term.pre,
       post: term.post,
+      tags: new Set(term.tags),
     };
     const previous = words[words.length - 1];
     if (hyphenated && term.pre === '') {
@@ -235,6 +239,24 @@ function phraseEnd(words: readonly Word[], i: number): number {
 function isVerbalIng(words: readonly Word[], k: number): boolean {
   const next = words[k + 1];
   return words[k].normal.endsWith('ing') && next !== undefined && joinable(words[k], next) && (next.kind === 'determiner' || next.kind === 'modifier');
+}
+
+/**
+ * The range without its last word when that word is the verb of a clause that has no other: a
+ * plural noun right after a singular noun ("a rhombus bobs", "a person walks"), in a clause
+ * (between punctuation and conjunctions) where no word is tagged a verb.
+ */
+function withoutClauseVerb(words: readonly Word[], [first, end]: [number, number]): [number, number] {
+  const last = words[end - 1];
+  const before = words[end - 2];
+  if (end - first < 2 || !last.tags.has('Plural') || !before.tags.has('Singular') || before.kind !== 'noun') return [first, end];
+  const boundary = (w: Word) => w.tags.has('Conjunction') || /[.,;:!?]/.test(w.post);
+  let from = first;
+  while (from > 0 && !boundary(words[from - 1])) from--;
+  let to = end - 1;
+  while (to < words.length - 1 && !boundary(words[to])) to++;
+  const clause = words.slice(from, to + 1);
+  return clause.some((w) => w !== last && w.tags.has('Verb')) ? [first, end] : [first, end - 1];
 }
 
 /** Joins "a group" + "of" + "white triangles" into one range. */

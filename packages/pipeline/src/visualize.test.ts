@@ -1,5 +1,5 @@
 import type { RgbImage } from '@png/png-data';
-import { PHRASE_COLORS, enlargeImage, phraseColor, renderAttentionMap, renderOverlay, tileImages, type Rgb } from './visualize';
+import { MIN_ATTENTION_OPACITY, PHRASE_COLORS, enlargeImage, phraseColor, renderAttentionMap, renderOverlay, tileImages, type Rgb } from './visualize';
 
 function solid(height: number, width: number, rgb: Rgb): RgbImage {
   const data = new Uint8Array(height * width * 3);
@@ -61,21 +61,25 @@ describe('renderOverlay', () => {
     expect(pixelsRightOf(out, 5 + 4 + 9 + 4).filter(isInk).length).toBeGreaterThan(20); // the label's text
   });
 
-  it('blends overlapping masks in turn and draws no contour along the image border', () => {
+  it('fills overlaps with stripes of each covering phrase, never a mix, and draws no contour along the image border', () => {
     const alpha = 0.4;
+    const big = solid(8, 8, [10, 20, 30]);
     const out = renderOverlay(
-      image,
+      big,
       [
-        { label: 'everything', mask: new Uint8Array(25).fill(1) },
-        { label: 'the centre', mask: box(5, 5, 1, 4, 1, 4) },
+        { label: 'everything', mask: new Uint8Array(64).fill(1) },
+        { label: 'the centre', mask: box(8, 8, 1, 7, 1, 7) },
       ],
       { alpha, scale: 1 },
     );
+    const fill = (colour: Rgb) => [10, 20, 30].map((v, c) => Math.round((1 - alpha) * v + alpha * colour[c]));
     const [c0, c1] = [phraseColor(0), phraseColor(1)];
-    const once = [10, 20, 30].map((v, c) => (1 - alpha) * v + alpha * c0[c]);
-    expect(pixel(out, 0, 0)).toEqual(once.map(Math.round));
-    expect(pixel(out, 2, 2)).toEqual(once.map((v, c) => Math.round((1 - alpha) * v + alpha * c1[c])));
-    expect(pixel(out, 1, 2)).toEqual([...c1]);
+    expect(pixel(out, 0, 0)).toEqual(fill(c0)); // one mask: its fill (no contour on the image border)
+    expect(pixel(out, 1, 3)).toEqual([...c1]); // the centre's contour
+    // inside both, 2-px diagonal stripes alternate the two fills: (x + y) = 4, 5 → phrase 0; 6, 7 → phrase 1
+    expect([pixel(out, 2, 2), pixel(out, 2, 3), pixel(out, 3, 3), pixel(out, 3, 4)]).toEqual([fill(c0), fill(c0), fill(c1), fill(c1)]);
+    const colours = new Set(Array.from({ length: 36 }, (_, k) => pixel(out, 1 + Math.floor(k / 6), 1 + (k % 6)).join(',')));
+    expect([...colours].sort()).toEqual([fill(c0), fill(c1), [...c1]].map((c) => c.join(',')).sort()); // nothing outside the legend's colours
   });
 
   it('upscales by default so the short side is at least 256 px, with a 1-px contour', () => {
@@ -117,15 +121,20 @@ describe('renderOverlay', () => {
 });
 
 describe('renderAttentionMap', () => {
-  it('colours each pixel by its argmax phrase, dimmed by its attention share, upscaled to size', () => {
-    // [h·w, P] = [1·3, 2]: pixel 0 prefers phrase 0 (share 0.75), pixel 1 phrase 1 (0.9), pixel 2 has no attention.
+  /** `colour` over white at `opacity`. */
+  const over = (colour: Rgb, opacity: number) => colour.map((v) => Math.round((1 - opacity) * 255 + opacity * v));
+
+  it('colours each pixel by its argmax phrase over white by its confidence, normalised per map, upscaled to size', () => {
+    // [h·w, P] = [1·3, 2]: pixel 0 prefers phrase 0 (share 0.75: 0.25 above chance), pixel 1 phrase 1
+    // (0.9: 0.4 above chance, the map's most decided pixel), pixel 2 has no attention.
     const out = renderAttentionMap(Float32Array.from([3, 1, 0.1, 0.9, 0, 0]), 1, 3, ['two dogs', 'the grass'], { size: 6 });
     const [c0, c1] = [phraseColor(0), phraseColor(1)];
     expect([out.height, out.width]).toEqual([4 + 2 * 13 + 4, 6 + legendWidth(9)]);
+    const opacity0 = MIN_ATTENTION_OPACITY + (1 - MIN_ATTENTION_OPACITY) * (0.25 / 0.4);
     for (const y of [0, 1]) {
-      expect([pixel(out, y, 0), pixel(out, y, 1)]).toEqual([c0.map((v) => Math.round(0.75 * v)), c0.map((v) => Math.round(0.75 * v))]);
-      expect([pixel(out, y, 2), pixel(out, y, 3)]).toEqual([c1.map((v) => Math.round(0.9 * v)), c1.map((v) => Math.round(0.9 * v))]);
-      expect(pixel(out, y, 5)).toEqual([0, 0, 0]);
+      expect([pixel(out, y, 0), pixel(out, y, 1)]).toEqual([over(c0, opacity0), over(c0, opacity0)]);
+      expect([pixel(out, y, 2), pixel(out, y, 3)]).toEqual([[...c1], [...c1]]);
+      expect(pixel(out, y, 5)).toEqual(over(c0, MIN_ATTENTION_OPACITY)); // no attention: undecided, phrase 0
     }
     expect(pixel(out, 2, 0)).toEqual([255, 255, 255]); // below the 2-px map
     expect(pixel(out, 4 + 13 + 4, 6 + 4 + 4)).toEqual([...c1]); // the second swatch
@@ -135,9 +144,23 @@ describe('renderAttentionMap', () => {
   it('picks the first phrase on ties and gives the longer side size pixels by default', () => {
     const out = renderAttentionMap(Float32Array.from([0.5, 0.5, 0, 0, 1, 0]), 2, 1, ['a', 'b', 'c'], {});
     expect(out.height).toBe(128);
-    expect(pixel(out, 0, 0)).toEqual(phraseColor(0).map((v) => Math.round(0.5 * v)));
+    expect(pixel(out, 0, 0)).toEqual(over(phraseColor(0), MIN_ATTENTION_OPACITY + (1 - MIN_ATTENTION_OPACITY) * (1 / 6 / (2 / 3))));
     expect(pixel(out, 127, 63)).toEqual([...phraseColor(1)]);
     expect(pixel(out, 0, 64)).toEqual([255, 255, 255]); // the legend starts at x = 64
+  });
+
+  it('reads flat attention at a glance: a slight preference is the full colour, no preference anywhere is white; legend: false leaves the legend out', () => {
+    // four phrases, shares 0.26 / 0.28 against chance 0.25: normalised per map
+    const flat = Float32Array.from([0.26, 0.24666, 0.24667, 0.24667, 0.24, 0.28, 0.24, 0.24]);
+    const out = renderAttentionMap(flat, 1, 2, ['a', 'b', 'c', 'd'], { size: 2, legend: false });
+    expect([out.height, out.width]).toEqual([1, 2]);
+    expect(pixel(out, 0, 1)).toEqual([...phraseColor(1)]);
+    expect(pixel(out, 0, 0)).toEqual(over(phraseColor(0), MIN_ATTENTION_OPACITY + (1 - MIN_ATTENTION_OPACITY) * (0.01 / 0.03)));
+    const none = renderAttentionMap(Float32Array.from([0.5, 0.5, 0.5, 0.5]), 1, 2, ['a', 'b'], { size: 2, legend: false });
+    expect([pixel(none, 0, 0), pixel(none, 0, 1)]).toEqual([
+      [255, 255, 255],
+      [255, 255, 255],
+    ]);
   });
 
   it('rejects mismatched sizes and weights that are not probabilities', () => {
@@ -166,6 +189,13 @@ describe('tileImages', () => {
     expect(pixel(out, 0, 0)).toEqual([255, 255, 255]);
     const titleBand = Array.from({ length: 12 * out.width }, (_, k) => pixel(out, 2 + Math.floor(k / out.width), k % out.width).join(','));
     expect(titleBand.filter(isInk).length).toBeGreaterThan(5);
+  });
+
+  it('draws one legend of the phrases to the right of the montage', () => {
+    const out = tileImages([{ image: solid(30, 10, [0, 0, 0]) }, { image: solid(30, 10, [0, 0, 0]) }], { columns: 2, gap: 1, legend: ['a', 'bb'] });
+    expect([out.height, out.width]).toEqual([4 + 2 * 13 + 4, 1 + 2 * 11 + legendWidth(2)]); // the legend is taller than the 32-px montage
+    expect(pixel(out, 4 + 4, 23 + 4 + 4)).toEqual([...phraseColor(0)]); // the first swatch
+    expect(pixel(out, 4 + 13 + 4, 23 + 4 + 4)).toEqual([...phraseColor(1)]);
   });
 
   it('uses ⌈√n⌉ columns, no title band without titles, and rejects bad input', () => {

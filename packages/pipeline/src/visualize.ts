@@ -43,7 +43,7 @@ export interface OverlayMask {
 
 /** Options of {@link renderOverlay}. */
 export interface OverlayOptions {
-  /** Opacity of the mask colour, 0–1; default 0.5. */
+  /** Opacity of the mask colour's fill, 0–1; default 0.35 (the contour is always in the full colour). */
   alpha?: number;
   /**
    * Integer upscaling factor (nearest); default: the smallest that makes the short side ≥ 256 px,
@@ -56,6 +56,8 @@ export interface OverlayOptions {
 export interface AttentionMapOptions {
   /** Length in pixels of the map's longer side (nearest upscaling); default 128. */
   size?: number;
+  /** Draw the legend to the right of the map; default true (false: panels of a figure with one legend, {@link TileOptions.legend}). */
+  legend?: boolean;
 }
 
 /** One image of a {@link tileImages} montage. */
@@ -70,6 +72,8 @@ export interface TileOptions {
   columns?: number;
   /** White space between and around tiles, in pixels; default 8. */
   gap?: number;
+  /** Phrase labels: one legend (a swatch in each phrase's colour and its label) to the right of the montage. */
+  legend?: readonly string[];
 }
 
 const WHITE: Rgb = [255, 255, 255];
@@ -78,10 +82,11 @@ const INK: Rgb = [32, 32, 32];
 const MAX_LABEL_CHARS = 32;
 
 /**
- * The image (upscaled by `scale`, nearest) with each mask blended in its phrase colour,
- * `(1 − alpha)·pixel + alpha·colour` (overlapping masks blend in turn), a 1-px contour in the full
- * colour along the inside of each mask's border, and a legend to the right: a swatch and the label
- * per mask. Without masks it is the upscaled image alone.
+ * The image (upscaled by `scale`, nearest) with each mask drawn so that its legend colour stays
+ * identifiable where masks overlap: a light fill `(1 − alpha)·pixel + alpha·colour` of one phrase
+ * colour per pixel (where several masks cover a pixel, diagonal stripes of their colours, never a
+ * mix of them), a 1-px contour in the full colour along the inside of each mask's border, and a
+ * legend to the right: a swatch and the label per mask. Without masks it is the upscaled image alone.
  * @throws if a mask is not one byte per image pixel, naming the mask and both sizes.
  */
 export function renderOverlay(image: RgbImage, masks: readonly OverlayMask[], options: OverlayOptions = {}): RgbImage {
@@ -95,23 +100,24 @@ export function renderOverlay(image: RgbImage, masks: readonly OverlayMask[], op
       );
     }
   });
-  const alpha = options.alpha ?? 0.5;
+  const alpha = options.alpha ?? 0.35;
   if (!(alpha >= 0 && alpha <= 1)) throw new Error(`renderOverlay: alpha must be in [0, 1] (the mask opacity), got ${alpha}`);
   const scale = options.scale ?? Math.max(1, Math.min(Math.ceil(256 / Math.min(h, w)), Math.floor(2048 / Math.max(h, w))));
   if (!Number.isInteger(scale) || scale < 1) throw new Error(`renderOverlay: scale must be a positive integer (the upscaling factor), got ${scale}`);
 
-  const blended = Float32Array.from(image.data); // [H, W, 3] at source resolution
-  masks.forEach(({ mask }, i) => {
-    const colour = phraseColor(i);
-    mask.forEach((inside, k) => {
-      if (inside) for (let c = 0; c < 3; c++) blended[3 * k + c] = (1 - alpha) * blended[3 * k + c] + alpha * colour[c];
-    });
-  });
   const panel = blank(h * scale, w * scale, WHITE);
+  const stripe = Math.max(2, 2 * scale); // stripe width (output pixels, along a row) where masks overlap
+  const covering: number[] = [];
   for (let y = 0; y < panel.height; y++) {
     for (let x = 0; x < panel.width; x++) {
       const k = Math.floor(y / scale) * w + Math.floor(x / scale);
-      for (let c = 0; c < 3; c++) panel.data[3 * (y * panel.width + x) + c] = Math.round(blended[3 * k + c]);
+      covering.length = 0;
+      for (const [i, { mask }] of masks.entries()) if (mask[k]) covering.push(i);
+      const colour = covering.length ? phraseColor(covering[Math.floor((x + y) / stripe) % covering.length]) : null;
+      for (let c = 0; c < 3; c++) {
+        const v = image.data[3 * k + c];
+        panel.data[3 * (y * panel.width + x) + c] = colour ? Math.round((1 - alpha) * v + alpha * colour[c]) : v;
+      }
     }
   }
   // Contours in output pixels: inside the mask with a 4-neighbour (within the image) outside it.
@@ -138,9 +144,13 @@ export function renderOverlay(image: RgbImage, masks: readonly OverlayMask[], op
 
 /**
  * The paper's Figure 5 view of phrase attention: each pixel takes the colour of its most-attended
- * phrase (argmax over P, the first on ties), scaled by that phrase's share of the pixel's attention
- * (max / sum: 1 is the full colour, 1/P a dim one, an all-zero pixel black), upscaled (nearest) so
- * the longer side is `size` px, with a legend of the phrases to the right.
+ * phrase (argmax over P, the first on ties) at full saturation, over white by its confidence: the
+ * top phrase's share of the pixel's attention above chance, `(max/sum − 1/P)`, normalised by the
+ * largest such value in this map (so the map's most decided pixel is the full colour however flat
+ * attention is overall); the least decided pixels keep {@link MIN_ATTENTION_OPACITY} of it, so
+ * their hue stays readable, and a map with no preference anywhere (or all-zero pixels) is white.
+ * Upscaled (nearest) so the longer side is `size` px, with a legend of the phrases to the right
+ * unless `legend: false`.
  * @param attention [h·w, P] row-major, weights ≥ 0 (e.g. softmax probabilities); P = labels.length.
  * @throws if the sizes disagree or a weight is negative or not finite.
  */
@@ -157,7 +167,8 @@ export function renderAttentionMap(attention: Float32Array, h: number, w: number
   const size = options.size ?? 128;
   if (!Number.isInteger(size) || size < 1) throw new Error(`renderAttentionMap: size must be a positive integer (pixels on the longer side), got ${size}`);
 
-  const colours = new Uint8Array(h * w * 3); // [h, w, 3]
+  const argmax = new Int32Array(h * w);
+  const margin = new Float32Array(h * w); // top share above chance, ≥ 0
   for (let k = 0; k < h * w; k++) {
     let best = 0;
     let sum = 0;
@@ -170,9 +181,15 @@ export function renderAttentionMap(attention: Float32Array, h: number, w: number
       sum += v;
       if (v > attention[k * p + best]) best = j;
     }
-    const share = sum > 0 ? attention[k * p + best] / sum : 0;
-    const colour = phraseColor(best);
-    for (let c = 0; c < 3; c++) colours[3 * k + c] = Math.round(colour[c] * share);
+    argmax[k] = best;
+    margin[k] = sum > 0 ? Math.max(0, attention[k * p + best] / sum - 1 / p) : 0;
+  }
+  const top = margin.reduce((a, b) => Math.max(a, b), 0);
+  const colours = new Uint8Array(h * w * 3); // [h, w, 3]
+  for (let k = 0; k < h * w; k++) {
+    const opacity = top > 0 ? MIN_ATTENTION_OPACITY + (1 - MIN_ATTENTION_OPACITY) * (margin[k] / top) : 0;
+    const colour = phraseColor(argmax[k]);
+    for (let c = 0; c < 3; c++) colours[3 * k + c] = Math.round((1 - opacity) * WHITE[c] + opacity * colour[c]);
   }
   const long = Math.max(h, w);
   const panel = blank(Math.max(1, Math.round((h * size) / long)), Math.max(1, Math.round((w * size) / long)), WHITE);
@@ -183,8 +200,11 @@ export function renderAttentionMap(attention: Float32Array, h: number, w: number
       panel.data.set(colours.subarray(3 * k, 3 * k + 3), 3 * (y * panel.width + x));
     }
   }
-  return withLegend(panel, labels);
+  return options.legend === false ? panel : withLegend(panel, labels);
 }
+
+/** Opacity of the phrase colour at a map's least decided pixels in {@link renderAttentionMap}. */
+export const MIN_ATTENTION_OPACITY = 0.3;
 
 /** `image` with every pixel repeated `scale` × `scale` times (nearest-pixel enlargement for viewing). */
 export function enlargeImage(image: RgbImage, scale: number): RgbImage {
@@ -206,7 +226,8 @@ export function enlargeImage(image: RgbImage, scale: number): RgbImage {
 
 /**
  * A grid montage on white, row by row, each tile in a cell the size of the largest tile with its
- * title (if any tile has one) above it, truncated to the cell width.
+ * title (if any tile has one) above it, truncated to the cell width; with `legend`, one legend of
+ * the phrases to the right of the montage.
  * @throws if there are no tiles, a tile is not a valid image, or an option is out of range.
  */
 export function tileImages(tiles: readonly Tile[], options: TileOptions = {}): RgbImage {
@@ -231,7 +252,7 @@ export function tileImages(tiles: readonly Tile[], options: TileOptions = {}): R
     if (title !== undefined) drawText(canvas, x, y, printable(title, maxChars), INK, s);
     paste(canvas, image, x, y + titleH);
   });
-  return canvas;
+  return options.legend ? withLegend(canvas, options.legend) : canvas;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ import * as path from 'node:path';
 import { expectDefined, sharedFixturesDir } from '@png/core/testing';
 import { CLIPTokenizer } from '@png/diffusion-backbone';
 import { PHRASE_GROUPS, PngEvaluator, PngGroundTruth, encodeRle, evaluatePredictions } from '@png/png-metrics';
-import { PngDataset, type PngDatasetOptions, type PngSample } from './dataset';
+import { PNG } from 'pngjs';
+import { PngDataset, decodeImage, type PngDatasetOptions, type PngSample } from './dataset';
 import { generateSyntheticBenchmark, synthesizeScene } from './synthetic';
 import { chunk, pixels, unionMask, writeHandBenchmark, type HandImage } from './test_support';
 
@@ -403,5 +404,15 @@ describe('round trip through a synthetic benchmark', () => {
       }));
     const viaFile = evaluatePredictions(gt, predictions).evaluate();
     for (const group of PHRASE_GROUPS) expect(viaFile[group].averageRecall).toBe(metrics[group].averageRecall);
+  });
+});
+
+describe('decodeImage', () => {
+  it('composites a PNG’s transparency on white, not black', () => {
+    const png = new PNG({ width: 3, height: 1, colorType: 6 });
+    png.data.set([200, 0, 0, 255, 0, 0, 0, 0, 0, 0, 100, 128]); // opaque red, transparent black, half-transparent blue
+    const { data, width, height } = decodeImage(new Uint8Array(PNG.sync.write(png)), 'rgba.png');
+    expect([width, height]).toEqual([3, 1]);
+    expect([...data]).toEqual([200, 0, 0, 255, 255, 255, 127, 127, 177]);
   });
 });

@@ -313,7 +313,7 @@ function fillMasks(ids: Uint32Array, phrases: readonly SamplePhrase[]): void {
   }
 }
 
-/** Decodes a JPEG or PNG (by its signature, not its name) into 8-bit RGB. */
+/** Decodes a JPEG or PNG (by its signature, not its name) into 8-bit RGB; a PNG's transparency is composited on white. */
 export function decodeImage(bytes: Uint8Array, path: string): RgbImage {
   try {
     if (bytes[0] === 0xff && bytes[1] === 0xd8) {
@@ -323,9 +323,8 @@ export function decodeImage(bytes: Uint8Array, path: string): RgbImage {
     const png = pngjs.PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
     const data = new Uint8Array(png.width * png.height * 3);
     for (let k = 0, n = png.width * png.height; k < n; k++) {
-      data[3 * k] = png.data[4 * k];
-      data[3 * k + 1] = png.data[4 * k + 1];
-      data[3 * k + 2] = png.data[4 * k + 2];
+      const alpha = png.data[4 * k + 3] / 255;
+      for (let c = 0; c < 3; c++) data[3 * k + c] = Math.round(alpha * png.data[4 * k + c] + (1 - alpha) * 255);
     }
     return { data, width: png.width, height: png.height };
   } catch (e) {

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '../gradients';
+import { importUnbundled } from '../node_only';
 import { portableStrategy, type BackendStrategy } from './backend_strategy';
 import { registerWasmTrainingKernels } from './wasm/wasm_kernels';
 import { wasmStrategy } from './wasm/wasm_strategy';
@@ -35,6 +36,12 @@ export async function setBackend(name: BackendName = 'wasm'): Promise<BackendNam
     const ok = await tf.setBackend(name);
     if (!ok) throw new Error(`the '${name}' backend failed to initialise${name === 'webgpu' ? `: ${webgpuHelp()}` : ''}`);
     await tf.ready();
+    const emulator = name === 'webgpu' ? webgpuEmulator() : null;
+    if (emulator) {
+      console.warn(
+        `setBackend('webgpu'): the WebGPU adapter is ${emulator}, a GPU emulated on the CPU: expect it to run ~100× slower than the wasm backend (setBackend('wasm'))`,
+      );
+    }
   }
   // idempotent, and also when tfjs had already picked this backend by itself
   if (name === 'wasm') registerWasmTrainingKernels(); // gradient kernels wasm lacks
@@ -43,17 +50,67 @@ export async function setBackend(name: BackendName = 'wasm'): Promise<BackendNam
 }
 
 async function registerBackend(name: BackendName): Promise<void> {
-  const pkg = `@tensorflow/tfjs-backend-${name}`;
   try {
     if (name === 'cpu') await import('@tensorflow/tfjs-backend-cpu');
     else if (name === 'wasm') await import('@tensorflow/tfjs-backend-wasm');
     else await registerWebgpu();
   } catch (e) {
-    if ((e as { code?: string }).code === 'MODULE_NOT_FOUND' || /Cannot find module|Failed to resolve/.test(String(e))) {
-      throw new Error(`the '${name}' backend needs the package ${name === 'webgpu' ? `${pkg} (and, in Node, 'webgpu')` : pkg}: npm install ${pkg}@4.22.0`);
+    const missing = BACKEND_PACKAGES[name].find((pkg) => isMissingPackage(e, pkg));
+    if (!missing) throw e;
+    if (!isNode && missing === '@tensorflow/tfjs-backend-webgpu') {
+      // setBackend imports it by a specifier bundlers do not follow (see node_only.ts)
+      throw new Error(`the 'webgpu' backend needs ${missing} in your bundle: import '${missing}' before setBackend('webgpu') (npm install ${missing}@4.22.0)`, {
+        cause: e,
+      });
     }
-    throw e;
+    const needed = BACKEND_PACKAGES[name].filter((pkg) => isNode || pkg !== 'webgpu');
+    throw new Error(
+      `the '${name}' backend needs the package ${missing}, which is not installed: npm install ${needed.map((pkg) => `${pkg}@${PEER_VERSIONS[pkg]}`).join(' ')}`,
+      {
+        cause: e,
+      },
+    );
   }
+}
+
+/** The optional peer packages each backend imports (`webgpu`, Dawn, in Node only). */
+const BACKEND_PACKAGES: Readonly<Record<BackendName, readonly string[]>> = {
+  cpu: ['@tensorflow/tfjs-backend-cpu'],
+  wasm: ['@tensorflow/tfjs-backend-wasm'],
+  webgpu: ['@tensorflow/tfjs-backend-webgpu', 'webgpu'],
+};
+const PEER_VERSIONS: Readonly<Record<string, string>> = {
+  '@tensorflow/tfjs-backend-cpu': '4.22.0',
+  '@tensorflow/tfjs-backend-wasm': '4.22.0',
+  '@tensorflow/tfjs-backend-webgpu': '4.22.0',
+  webgpu: '0.6.2',
+};
+
+/**
+ * Whether an import failed because the package `pkg` itself is not installed: Node's require
+ * (MODULE_NOT_FOUND, "Cannot find module 'pkg'"), Node's ESM loader (ERR_MODULE_NOT_FOUND, "Cannot
+ * find package 'pkg' imported from …") and browsers ("Failed to resolve module specifier
+ * \"pkg\""). A file missing *inside* an installed package names a path, not `pkg`, and is not this.
+ */
+function isMissingPackage(e: unknown, pkg: string): boolean {
+  const message = e instanceof Error ? e.message : String(e);
+  const code = (e as { code?: unknown } | null)?.code;
+  const notFound = code === 'MODULE_NOT_FOUND' || code === 'ERR_MODULE_NOT_FOUND' || /Cannot find (module|package)|Failed to resolve/.test(message);
+  return notFound && (message.includes(`'${pkg}'`) || message.includes(`"${pkg}"`));
+}
+
+/** Adapters that emulate a GPU on the CPU, by what their adapter info names. */
+const GPU_EMULATORS = /swiftshader|llvmpipe|lavapipe|softpipe|microsoft basic render|warp/i;
+
+/**
+ * The name of the CPU emulator behind the current webgpu backend's adapter (SwiftShader, llvmpipe,
+ * …, from its adapter info), or null when the backend is not webgpu or the adapter is a GPU.
+ */
+export function webgpuEmulator(): string | null {
+  if (tf.getBackend() !== 'webgpu') return null;
+  const info = (tf.backend() as { adapterInfo?: { vendor?: string; architecture?: string; device?: string; description?: string } }).adapterInfo ?? {};
+  const named = [info.architecture, info.device, info.description, info.vendor].find((field) => field && GPU_EMULATORS.test(field));
+  return named ? (named.match(GPU_EMULATORS)?.[0] ?? named) : null;
 }
 
 type Gpu = { requestAdapter(options?: object): Promise<unknown> };
@@ -87,7 +144,7 @@ async function registerWebgpu(): Promise<void> {
     if (isNode && g.navigator) delete g.navigator.gpu;
     throw new Error(`no WebGPU adapter: ${webgpuHelp(notes)}`);
   }
-  await import(/* webpackIgnore: true */ '@tensorflow/tfjs-backend-webgpu' as string);
+  await importUnbundled('@tensorflow/tfjs-backend-webgpu');
 }
 
 /**
@@ -97,7 +154,7 @@ async function registerWebgpu(): Promise<void> {
  */
 async function importDawn(): Promise<Dawn> {
   try {
-    return (await import(/* webpackIgnore: true */ 'webgpu' as string)) as Dawn;
+    return await importUnbundled<Dawn>('webgpu');
   } catch (e) {
     const esm =
       e instanceof SyntaxError ||

@@ -1,4 +1,4 @@
-import { parseJsonObject, readInputFile } from '@png/core';
+import { nodeOnly, parseJsonObject, readInputFile } from '@png/core';
 import { AlignedText } from './aligned_text';
 import { fixText } from './ftfy';
 
@@ -132,8 +132,7 @@ export class CLIPTokenizer {
 
   /** Loads `vocab.json`, `merges.txt` and (if present) `tokenizer_config.json` and `special_tokens_map.json` from `dir`. Node only. */
   static async fromPretrained(dir: string): Promise<CLIPTokenizer> {
-    const fs = await import('node:fs');
-    const path = await import('node:path');
+    const { fs, path } = await nodeOnly('CLIPTokenizer.fromPretrained');
     if (!fs.existsSync(dir)) throw new Error(`${dir}: no such folder; pass a CLIP tokenizer folder (vocab.json, merges.txt)`);
     const read = async (file: string): Promise<string | undefined> => {
       const p = path.join(dir, file);
@@ -429,12 +428,11 @@ function tokenContent(value: unknown, file: string, field: string): string {
 
 /** Writes a tokenizer's files to `dir` (vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json), each atomically. */
 export async function saveClipTokenizerFiles(dir: string, files: CLIPTokenizerFiles): Promise<void> {
-  const path = await import('node:path');
-  const { writeFileAtomic } = await import('@png/node-utils');
-  writeFileAtomic(path.join(dir, 'vocab.json'), files.vocab);
-  writeFileAtomic(path.join(dir, 'merges.txt'), files.merges);
-  if (files.tokenizerConfig !== undefined) writeFileAtomic(path.join(dir, 'tokenizer_config.json'), files.tokenizerConfig);
-  if (files.specialTokensMap !== undefined) writeFileAtomic(path.join(dir, 'special_tokens_map.json'), files.specialTokensMap);
+  const { path, utils } = await nodeOnly('saveClipTokenizerFiles');
+  utils.writeFileAtomic(path.join(dir, 'vocab.json'), files.vocab);
+  utils.writeFileAtomic(path.join(dir, 'merges.txt'), files.merges);
+  if (files.tokenizerConfig !== undefined) utils.writeFileAtomic(path.join(dir, 'tokenizer_config.json'), files.tokenizerConfig);
+  if (files.specialTokensMap !== undefined) utils.writeFileAtomic(path.join(dir, 'special_tokens_map.json'), files.specialTokensMap);
 }
 
 function typeName(v: unknown): string {
