@@ -393,7 +393,10 @@ async function train(args: readonly string[], env: CliEnvironment): Promise<void
       training,
       onProgress: (p) => {
         if (p.phase === 'encode') {
-          if (p.done === 0) env.stderr.write(`encoding ${p.total} training narratives with the frozen VAE and text encoder\n`);
+          if (p.done === 0)
+            env.stderr.write(
+              `encoding ${p.total} training narratives with the frozen VAE and text encoder, each image letterboxed to ${training.image_size}×${training.image_size} (--image-size)\n`,
+            );
           return;
         }
         bar ??= progress(env, v, p.total, 'train', p.done - 1);
