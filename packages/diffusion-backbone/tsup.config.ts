@@ -1,7 +1,5 @@
 import { packageConfig } from '../../tsup.base';
 
-export default [
-  packageConfig({ index: 'src/index.ts' }),
-  // Node only: the embedded tiny backbone's folder, found through import.meta.url (shimmed in CJS)
-  packageConfig({ 'png-tiny-sd': 'src/png_tiny_sd.ts' }, { clean: false, shims: true }),
-];
+// The Node-only entry `png-tiny-sd` builds after this one (tsup.png-tiny-sd.config.ts, see the build script): its
+// declarations import the package's own index by name, so dist/index.d.ts must exist first.
+export default packageConfig({ index: 'src/index.ts' });
