@@ -2,7 +2,7 @@
 // EIPA, MLMA and the full model, each trained and evaluated on a synthetic benchmark of its seed, two
 // `png` processes side by side. Writes ablation.md (mean AR ± 95 % CI per variant and phrase group,
 // paired differences vs static prompting), ablation.json and ablation_curves.svg to --out.
-// Variants are configs over examples/configs/png_tiny.json (examples/configs/ablation_variants.json).
+// Variants are configs over a base config (examples/configs/png_grounding.json; examples/configs/ablation_variants.json).
 // Resumable: rerun the same command after a kill. Statistics: examples/ablation_stats.cjs.
 //   npm run ablation [-- --quick] [-- --help]
 import { spawn, spawnSync } from 'node:child_process';
@@ -156,10 +156,8 @@ try {
   usage(`--size-thresholds: ${e.message}`);
 }
 
-const baseConfig = readJson(
-  path.resolve(args['base-config'] ?? path.join(HERE, 'configs', args.kind === 'unary' ? 'png_tiny.json' : 'png_grounding.json')),
-  '--base-config',
-);
+const baseConfigFile = path.resolve(args['base-config'] ?? path.join(HERE, 'configs', args.kind === 'unary' ? 'png_tiny.json' : 'png_grounding.json'));
+const baseConfig = readJson(baseConfigFile, '--base-config');
 const variantsFile = path.resolve(args['variants-file'] ?? path.join(HERE, 'configs', 'ablation_variants.json'));
 const allVariants = readJson(variantsFile, '--variants-file');
 const variantNames = (args.variants ?? preset.variants).split(',').map((v) => v.trim());
@@ -638,7 +636,7 @@ async function writeReport() {
       `${settings.steps} training steps per run${settings.batchSize ? `, batch ${settings.batchSize}` : ''}${settings.lr ? `, lr ${settings.lr}` : ''}, ${settings.backend}, embedded backbone. ` +
       `Seed s: benchmark \`--seed s\` and training \`--seed s\`. Runs finished: ${shown.map((n) => `${n} ${seedsRun(n)}/${seeds.length}`).join(', ')}.`,
     '',
-    '| variant | config over png_tiny.json | what it is |',
+    `| variant | config over ${path.basename(baseConfigFile)} | what it is |`,
     '|---|---|---|',
     ...variants.map((v) => `| ${v.name} | \`${JSON.stringify(v.fields)}\` | ${v.about} |`),
     '',
