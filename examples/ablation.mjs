@@ -225,6 +225,8 @@ function probeList(list = Object.keys(PROBES).join(',')) {
 
 // ---------------------------------------------------------------- the plan
 
+/** png evaluate flags of a run that only needs its scores: no figures, no bootstrap intervals (the tables resample themselves). */
+const SCORES_ONLY = ['--overlays', '0', '--attention-maps', '0', '--bootstrap', '0'];
 const dataDir = (seed) => path.join(out, 'data', `seed${seed}`);
 const runDir = (variant, seed) => path.join(out, 'runs', variant, `seed${seed}`);
 const evalDir = (variant, seed, probe) => path.join(runDir(variant, seed), probe ? `eval-${probe}` : 'eval');
@@ -278,12 +280,7 @@ const evaluateArgs = (variant, seed, probe) => [
   evalDir(variant, seed, probe?.name),
   '--backend',
   settings.backend,
-  '--overlays',
-  '0',
-  '--attention-maps',
-  '0',
-  '--bootstrap',
-  '0',
+  ...SCORES_ONLY,
   '--size-thresholds',
   sizeThresholds.join(','),
   ...(probe?.args ?? []),
@@ -462,12 +459,7 @@ async function calibrate() {
       String(limit),
       '--backend',
       settings.backend,
-      '--overlays',
-      '0',
-      '--attention-maps',
-      '0',
-      '--bootstrap',
-      '0',
+      ...SCORES_ONLY,
     ],
     'calibration',
     track(Date.now()),
