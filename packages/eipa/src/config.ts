@@ -18,6 +18,15 @@ export type EipaInjectPosition = 'after_block' | 'after_self_attention';
 const INJECT_POSITIONS: readonly EipaInjectPosition[] = ['after_block', 'after_self_attention'];
 
 /**
+ * Where an image token is, as EIPA's attention sees it: nowhere (content only, the UNet's own
+ * transformer blocks have no positions), or DETR's / Mask2Former's PositionEmbeddingSine of the
+ * block's token grid, at the block's width, added to the normalised image tokens (see
+ * EipaConfig.position_encoding).
+ */
+export type EipaPositionEncoding = 'none' | 'sine';
+const POSITION_ENCODINGS: readonly EipaPositionEncoding[] = ['none', 'sine'];
+
+/**
  * EIPA's hyper-parameters, as saved in an adapter's config.json. Every choice the paper may have
  * made differently is a field, so its ablations run by config alone; static prompting (the
  * baseline) is `{extract: false, inject: false, dynamic_prompt: false}`.
@@ -45,6 +54,15 @@ export interface EipaConfig {
   /** The inject's gate. */
   readonly inject_gate: EipaGate;
   readonly inject_position: EipaInjectPosition;
+  /**
+   * Image positions in EIPA's attention. With 'sine' the extract reads tokens + positions as keys
+   * and values (Mask2Former adds them to the keys only; here the values carry them too, so a
+   * phrase state records where it looked, e.g. where "the red square" is), and the inject's
+   * image-token queries (after self-attention: the tokens' queries, keys and values) carry them,
+   * so what a token takes from the phrases can depend on where it is. ViT-Adapter's extractor and
+   * injector attend at reference points and GLIGEN's grounding tokens carry boxes; both locate.
+   */
+  readonly position_encoding: EipaPositionEncoding;
   /** LayerNorm epsilon of the adapter's input norms. */
   readonly norm_eps: number;
 }
@@ -62,6 +80,7 @@ export const DEFAULT_EIPA_CONFIG: EipaConfig = Object.freeze({
   extract_ffn_dim: 0,
   inject_gate: 'scalar',
   inject_position: 'after_block',
+  position_encoding: 'none',
   norm_eps: 1e-5,
 });
 
@@ -86,6 +105,13 @@ export function resolveEipaConfig(user: Partial<EipaConfig> | Record<string, unk
       'inject_position',
       `one of ${INJECT_POSITIONS.map((p) => `'${p}'`).join(', ')}`,
       c.inject_position,
+    );
+    check(
+      POSITION_ENCODINGS.includes(c.position_encoding),
+      'EipaConfig',
+      'position_encoding',
+      `one of ${POSITION_ENCODINGS.map((p) => `'${p}'`).join(', ')}`,
+      c.position_encoding,
     );
     check(isFiniteNumber(c.norm_eps) && c.norm_eps > 0, 'EipaConfig', 'norm_eps', 'a positive number', c.norm_eps);
     check(

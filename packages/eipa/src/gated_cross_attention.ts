@@ -19,6 +19,11 @@ export function gatedResidual<T extends tf.Tensor>(x: T, update: T, gate: tf.Ten
   return (gate ? tf.add(x, tf.mul(tf.tanh(gate), update)) : tf.add(x, update)) as T;
 }
 
+/** tokens [B, N, C] + positions [1 or B, N, C] (none: the tokens). */
+export function withPositions(tokens: tf.Tensor3D, positions: tf.Tensor3D | undefined): tf.Tensor3D {
+  return positions ? (tf.add(tokens, positions) as tf.Tensor3D) : tokens;
+}
+
 /**
  * queries + tanh(gate) · to_out(MHA(to_q(LN(queries)), to_k/to_v(LN(memory)))): a bottlenecked,
  * gated cross-attention (cf. ViT-Adapter's injector/extractor and GLIGEN's gated attention). The
@@ -56,11 +61,17 @@ export class GatedCrossAttention {
 
   /**
    * queries [B, N, Dq], memory [B, M, Dm], memoryMask [B, M] (1 = attend) → updated queries
-   * [B, N, Dq] and the head-averaged attention [B, N, M].
+   * [B, N, Dq] and the head-averaged attention [B, N, M]. `positions` are added to the normalised
+   * queries ([1 or B, N, Dq]) and memory ([1 or B, M, Dm], so to its keys and values).
    */
-  forward(queries: tf.Tensor3D, memory: tf.Tensor3D, memoryMask?: tf.Tensor2D): { out: tf.Tensor3D; attention: tf.Tensor3D } {
-    const m = this.norm_m.forward(memory);
-    const q = splitHeads(this.to_q.forward(this.norm_q.forward(queries)), this.heads); // [B, H, N, r/H]
+  forward(
+    queries: tf.Tensor3D,
+    memory: tf.Tensor3D,
+    memoryMask?: tf.Tensor2D,
+    positions: { queries?: tf.Tensor3D; memory?: tf.Tensor3D } = {},
+  ): { out: tf.Tensor3D; attention: tf.Tensor3D } {
+    const m = withPositions(this.norm_m.forward(memory), positions.memory);
+    const q = splitHeads(this.to_q.forward(withPositions(this.norm_q.forward(queries), positions.queries)), this.heads); // [B, H, N, r/H]
     const k = splitHeads(this.to_k.forward(m), this.heads); // [B, H, M, r/H]
     const v = splitHeads(this.to_v.forward(m), this.heads);
     const { out, probs } = attentionWithProbs(q, k, v, { bias: memoryMask ? keyMaskBias(memoryMask) : undefined });

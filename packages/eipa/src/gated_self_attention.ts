@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { LayerNorm, Linear, attentionWithProbs, keyMaskBias, mergeHeads, splitHeads, type WeightScope } from '@png/core';
-import { createGate, gatedResidual, type GateSpec } from './gated_cross_attention';
+import { createGate, gatedResidual, withPositions, type GateSpec } from './gated_cross_attention';
 
 /**
  * A bottlenecked, gated self-attention; with `contextDim`, GLIGEN's gated self-attention
@@ -49,17 +49,18 @@ export class GatedSelfAttention {
    * The ungated update of tokens x [B, N, C] (their keys masked by `mask` [B, N], 1 = attend),
    * with `context` [B, M, Dc] (masked by `contextMask` [B, M]) appended to the keys: update
    * [B, N, C] and the head-averaged attention to the context tokens [B, N, M] (without
-   * context: to the tokens, [B, N, N]).
+   * context: to the tokens, [B, N, N]). `positions` [1 or B, N, C] are added to the normalised
+   * tokens (their queries, keys and values), not to the context.
    */
   attend(
     x: tf.Tensor3D,
-    options: { mask?: tf.Tensor2D; context?: tf.Tensor3D; contextMask?: tf.Tensor2D } = {},
+    options: { mask?: tf.Tensor2D; context?: tf.Tensor3D; contextMask?: tf.Tensor2D; positions?: tf.Tensor3D } = {},
   ): { update: tf.Tensor3D; attention: tf.Tensor3D } {
     const { context } = options;
     const { linear } = this;
     if (context && !linear) throw new Error('GatedSelfAttention: built without a context width; it attends over its tokens only');
     const [b, n] = x.shape;
-    const normed = this.norm.forward(x);
+    const normed = withPositions(this.norm.forward(x), options.positions); // [B, N, C]
     const keys = context && linear ? tf.concat([normed, this.norm.forward(linear.forward(context))], 1) : normed; // [B, N (+ M), C]
     let keyMask: tf.Tensor2D | undefined = options.mask;
     if (context && (options.mask || options.contextMask)) {
@@ -76,9 +77,9 @@ export class GatedSelfAttention {
     };
   }
 
-  /** Inject: tokens [B, N, C] attend to [tokens; phrases [B, P, D]] (phraseMask [B, P]) → updated tokens [B, N, C] and the attention to the phrases [B, N, P]. */
-  forward(tokens: tf.Tensor3D, phrases: tf.Tensor3D, phraseMask?: tf.Tensor2D): { out: tf.Tensor3D; attention: tf.Tensor3D } {
-    const { update, attention } = this.attend(tokens, { context: phrases, contextMask: phraseMask });
+  /** Inject: tokens [B, N, C] (with `positions` [1 or B, N, C]) attend to [tokens; phrases [B, P, D]] (phraseMask [B, P]) → updated tokens [B, N, C] and the attention to the phrases [B, N, P]. */
+  forward(tokens: tf.Tensor3D, phrases: tf.Tensor3D, phraseMask?: tf.Tensor2D, positions?: tf.Tensor3D): { out: tf.Tensor3D; attention: tf.Tensor3D } {
+    const { update, attention } = this.attend(tokens, { context: phrases, contextMask: phraseMask, positions });
     return { out: gatedResidual(tokens, update, this.gate), attention };
   }
 }

@@ -72,6 +72,7 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
       'per-channel gates at 0, extract with self-attention + FFN, GLIGEN inject after self-attention',
       { extract_gate: 'per_channel', inject_gate: 'per_channel', extract_self_attention: true, extract_ffn_dim: 16, inject_position: 'after_self_attention' },
     ],
+    ['sine positions, gates at 0', { position_encoding: 'sine' }],
   ] as const)('%s: the UNet stream equals the static-prompted UNet bit for bit', async (_name, config) => {
     const x = inputs();
     const expected = await staticForward(x);
@@ -104,6 +105,36 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     tf.dispose(x);
     adapter.dispose();
   });
+
+  it.each(['after_block', 'after_self_attention'] as const)(
+    'sine positions (inject %s): same weights, another stream and other phrase states; a non-square grid needs latentSize',
+    async (injectPosition) => {
+      const x = inputs();
+      const run = async (config: Record<string, unknown>, latents: tf.Tensor4D, latentSize?: readonly [number, number]) => {
+        const adapter = PhraseAdapter.create(unet, { gate_init: 0.5, inject_position: injectPosition, ...config }, { seed: 7 });
+        const eipa = attachEipa(unet, adapter, { levels: taps.levels });
+        try {
+          const out = unet.forward(latents, 1, x.phrases.tensor, { encoderAttentionMask: x.phrases.mask, context: eipa.context(x.phrases, { latentSize }) });
+          const result = [await out.sample.data(), ...(await Promise.all(eipa.phraseStates(out.outputs, x.phrases).map((st) => st.tensor.data())))];
+          tf.dispose(out);
+          return result;
+        } finally {
+          eipa.detach();
+          adapter.dispose();
+        }
+      };
+      const contentOnly = await run({}, x.latents);
+      const placed = await run({ position_encoding: 'sine' }, x.latents);
+      for (const [i, a] of placed.entries()) expect(Math.max(...a.map((v, j) => Math.abs(v - contentOnly[i][j])))).toBeGreaterThan(1e-4);
+      const wide = tf.randomNormal([2, 16, 8, 4], 0, 1, 'float32', 13) as tf.Tensor4D; // 128 latent tokens: not square
+      await expect(run({ position_encoding: 'sine' }, wide)).rejects.toThrow(/has 128 image tokens, not a square grid; pass the latent size/);
+      const withSize = await run({ position_encoding: 'sine' }, wide, [16, 8]); // grids 16×8, 8×4, 4×2
+      expect(withSize[0]).toHaveLength(2 * 16 * 8 * 4);
+      expect(withSize.every((a) => a.every(Number.isFinite))).toBe(true);
+      await expect(run({ position_encoding: 'sine' }, wide, [8, 8])).rejects.toThrow(/has 128 image tokens, which no halving of the latent grid \[8,8\] gives/);
+      tf.dispose([x, wide]);
+    },
+  );
 
   it('hands back the phrase state after each tapped level and the inject attention maps', async () => {
     const x = inputs();
@@ -335,6 +366,9 @@ describe('EIPA on the tiny SD UNet (wasm)', () => {
     );
     expect(() => PhraseAdapter.create(unet, { inject_position: 'before_block' } as never)).toThrow(
       `Error in EipaConfig.inject_position: expected one of 'after_block', 'after_self_attention', got "before_block"`,
+    );
+    expect(() => PhraseAdapter.create(unet, { position_encoding: 'learned' } as never)).toThrow(
+      `Error in EipaConfig.position_encoding: expected one of 'none', 'sine', got "learned"`,
     );
     expect(tf.memory().numTensors).toBe(before);
     const adapter = PhraseAdapter.create(unet);

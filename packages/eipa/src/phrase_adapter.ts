@@ -6,6 +6,7 @@ import {
   contextKey,
   openModule,
   openModuleFiles,
+  positionEmbeddingSine,
   saveModule,
   type CaptionTokens,
   type ModuleFiles,
@@ -28,6 +29,8 @@ const REPLAY_STATES = contextKey<Readonly<Record<string, tf.Tensor3D>>>('eipa/re
 /** Caption tokens the cross-attention reads before the phrase slots, [B, T, D], and their mask [B, T] (absent: the prompt is the phrases alone). */
 const CAPTION = contextKey<tf.Tensor3D>('eipa/caption');
 const CAPTION_MASK = contextKey<tf.Tensor2D>('eipa/caption_mask');
+/** The forward's latent grid [h, w] (absent: square). */
+const LATENT_SIZE = contextKey<readonly [number, number]>('eipa/latent_size');
 /** Where the phrase state after an up block or an adapted block and an adapted block's inject attention land in the UNet's `outputs` (read them with EipaAttachment). */
 const phraseStateKey = (level: string): string => `eipa/phrases/${level}`;
 const blockStateKey = (blockPath: string): string => `eipa/block_phrases/${blockPath}`;
@@ -99,6 +102,11 @@ export class PhraseAdapter extends ParameterModule {
     });
     const phraseDim = unet.config.cross_attention_dim;
     const c = { ...config, block_paths: paths };
+    const odd = specs.find((b) => b.channels % 2 !== 0);
+    if (c.position_encoding === 'sine' && odd)
+      throw new Error(
+        `Error in EipaConfig.position_encoding: 'sine' splits a block's channels into y and x halves, and block '${odd.path}' has ${odd.channels}; use 'none' or leave that block out of block_paths`,
+      );
     const { module: blocks, params } = scope.build((s) =>
       specs.map(({ path, channels }): PhraseAdapterBlock => {
         const block = s.pp(path);
@@ -165,6 +173,23 @@ function dynamicPrompt(context: ForwardContext): { encoderHiddenStates: tf.Tenso
   };
 }
 
+/**
+ * The token grid [h, w] of a block with n image tokens in a forward over a latent grid (the
+ * UNet's stride-2 convolutions halve it, rounding up); without one the grid is square.
+ */
+function tokenGrid(n: number, latentSize: readonly [number, number] | undefined, path: string): [number, number] {
+  if (!latentSize) {
+    const side = Math.round(Math.sqrt(n));
+    if (side * side !== n)
+      throw new Error(`EIPA: block '${path}' has ${n} image tokens, not a square grid; pass the latent size to attachment.context(phrases, { latentSize: [h, w] })`);
+    return [side, side];
+  }
+  let [h, w] = latentSize;
+  while (h * w > n && (h > 1 || w > 1)) [h, w] = [Math.ceil(h / 2), Math.ceil(w / 2)];
+  if (h * w !== n) throw new Error(`EIPA: block '${path}' has ${n} image tokens, which no halving of the latent grid [${latentSize}] gives`);
+  return [h, w];
+}
+
 /** Options of {@link attachEipa}. */
 export interface EipaAttachOptions {
   /**
@@ -202,6 +227,8 @@ export interface EipaContextOptions {
    * stay and the phrase slots read the current phrase state.
    */
   readonly caption?: CaptionTokens;
+  /** Not a probe: the forward's latent grid [h, w], which `position_encoding: 'sine'` needs when it is not square. */
+  readonly latentSize?: readonly [number, number];
 }
 
 /**
@@ -267,10 +294,20 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
   }
 
   const afterSelfAttention = adapter.config.inject_position === 'after_self_attention';
+  /** The sine positions of a block's image tokens [B, N, C] as [1, N, C], or none. */
+  const positionsOf = (block: PhraseAdapterBlock, tokens: tf.Tensor3D, ctx: ForwardContext): tf.Tensor3D | undefined => {
+    if (adapter.config.position_encoding === 'none') return undefined;
+    const [h, w] = tokenGrid(tokens.shape[1], ctx.get(LATENT_SIZE), block.path);
+    return positionEmbeddingSine(h, w, block.channels); // [1, h·w, C]
+  };
   /** image tokens ← the current phrase state, through the block's inject. */
   const inject = (block: PhraseAdapterBlock, tokens: tf.Tensor3D, ctx: ForwardContext): tf.Tensor3D => {
     if (!block.inject) throw new Error(`EIPA: block '${block.path}' has no inject module; only blocks built with one are hooked`);
-    const { out, attention } = block.inject.forward(tokens, ctx.require(PHRASES), ctx.require(PHRASE_MASK));
+    const positions = positionsOf(block, tokens, ctx);
+    const { out, attention } =
+      block.inject instanceof GatedSelfAttention
+        ? block.inject.forward(tokens, ctx.require(PHRASES), ctx.require(PHRASE_MASK), positions)
+        : block.inject.forward(tokens, ctx.require(PHRASES), ctx.require(PHRASE_MASK), { queries: positions });
     if (options.recordAttention) ctx.outputs[attentionKey(block.path)] = attention;
     return out;
   };
@@ -282,7 +319,8 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
             if (ctx.has(ZERO_GATES)) return tokens;
             if (block.extract) {
               const replay = ctx.get(REPLAY_STATES); // checked by context(): a state for every extracting block
-              const state = replay ? replay[path] : block.extract.forward(ctx.require(PHRASES), tokens as tf.Tensor3D, ctx.require(PHRASE_MASK)); // phrases ← image tokens
+              const image = tokens as tf.Tensor3D; // [B, N, C]
+              const state = replay ? replay[path] : block.extract.forward(ctx.require(PHRASES), image, ctx.require(PHRASE_MASK), positionsOf(block, image, ctx)); // phrases ← image tokens
               ctx.set(PHRASES, state);
               if (ctx.has(RECORD_STATES)) ctx.outputs[blockStateKey(path)] = state;
             }
@@ -320,6 +358,7 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
       const context = new ForwardContext().set(PHRASES, phrases.tensor).set(PHRASE_MASK, phrases.mask);
       if (probes.zeroGates) context.set(ZERO_GATES, true);
       if (probes.recordStates) context.set(RECORD_STATES, true);
+      if (probes.latentSize) context.set(LATENT_SIZE, probes.latentSize);
       if (probes.replayStates) {
         for (const block of adapter.blocks.filter((bl) => bl.extract)) {
           const state = probes.replayStates[block.path];

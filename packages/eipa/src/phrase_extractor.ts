@@ -43,9 +43,9 @@ export class PhraseExtractor {
     return this.cross.gate;
   }
 
-  /** phrases [B, P, D] ← tokens [B, N, C]; phraseMask [B, P] masks the self-attention's keys → the new phrase state [B, P, D]. */
-  forward(phrases: tf.Tensor3D, tokens: tf.Tensor3D, phraseMask: tf.Tensor2D): tf.Tensor3D {
-    let state = this.cross.forward(phrases, tokens).out;
+  /** phrases [B, P, D] ← tokens [B, N, C] (+ `positions` [1, N, C] in their keys and values); phraseMask [B, P] masks the self-attention's keys → the new phrase state [B, P, D]. */
+  forward(phrases: tf.Tensor3D, tokens: tf.Tensor3D, phraseMask: tf.Tensor2D, positions?: tf.Tensor3D): tf.Tensor3D {
+    let state = this.cross.forward(phrases, tokens, undefined, { memory: positions }).out;
     if (this.self_attn) state = gatedResidual(state, this.self_attn.attend(state, { mask: phraseMask }).update, this.gate);
     if (this.ffn && this.ffn_norm) {
       const hidden = gelu(this.ffn.fc1.forward(this.ffn_norm.forward(state))); // [B, P, ffnDim]

@@ -486,7 +486,7 @@ export class PngGrounder {
     }
     return tf.tidy('PngGrounder.forward', () => {
       const text = this.readText(phrases);
-      const probes = { caption: text.caption };
+      const probes = { caption: text.caption, latentSize: [latents.shape[1], latents.shape[2]] as const };
       let context = this.eipa.context(text.phrases, { ...probes, zeroGates: probe?.kind === 'zero_gates' });
       if (probe?.kind === 'swap_phrases') {
         const donor = this.unetOutputs(probe.donors, text.prompt, this.eipa.context(text.phrases, { ...probes, recordStates: true })); // the same phrases over the donor images

@@ -20,11 +20,11 @@ import {
   type FeatureMap,
   type ModuleFiles,
   ParameterModule,
+  positionEmbeddingSine,
+  resize,
 } from '@png/core';
 import { resolvePngDecoderConfig, type PngDecoderConfig } from './config';
 import { CrossAttentionLayer, FFNLayer, MLP, SelfAttentionLayer } from './layers';
-import { positionEmbeddingSine } from './position_encoding';
-import { resize } from '@png/core';
 
 /** Inputs of PngDecoder.forward (an MLMA output fits as is). Never disposed by the decoder. */
 export interface PngDecoderInputs {

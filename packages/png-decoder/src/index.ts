@@ -1,5 +1,4 @@
 export { PngDecoder, type PngDecoderInputs, type PngDecoderOutput } from './decoder';
 export { DEFAULT_PNG_DECODER_CONFIG, resolvePngDecoderConfig, type PngDecoderConfig } from './config';
 export { maskLoss, deepSupervisionLoss, DEFAULT_MASK_LOSS_WEIGHTS, type MaskLossWeights } from './losses';
-export { positionEmbeddingSine, positionEmbeddingSineTable } from './position_encoding';
 export { MultiheadAttention, SelfAttentionLayer, CrossAttentionLayer, FFNLayer, MLP } from './layers';
