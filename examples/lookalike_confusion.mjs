@@ -15,7 +15,9 @@ import { decodePanopticPng, decodeRle, maskIoU } from '@png/png-metrics';
 import { writeFileAtomic } from '@png/node-utils';
 
 const COLOUR_DISTANCE = 40;
-const { values: args } = parseArgs({ options: { data: { type: 'string' }, predictions: { type: 'string' }, json: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+const { values: args } = parseArgs({
+  options: { data: { type: 'string' }, predictions: { type: 'string' }, json: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+});
 if (args.help || !args.data || !args.predictions) {
   console.log('Usage: node examples/lookalike_confusion.mjs --data BENCHMARK_DIR --predictions PREDICTIONS_JSON [--json OUT]');
   process.exit(args.help ? 0 : 2);
@@ -55,7 +57,9 @@ for (const prediction of predictions) {
   const annotation = annotationOf.get(Number(prediction.image_id));
   const image = imageOf.get(Number(prediction.image_id));
   if (!record || !annotation || !image)
-    throw new Error(`${args.predictions}: record ${prediction.record_index} (image ${prediction.image_id}) is not in ${args.data}'s val split; pass the benchmark the predictions were made on`);
+    throw new Error(
+      `${args.predictions}: record ${prediction.record_index} (image ${prediction.image_id}) is not in ${args.data}'s val split; pass the benchmark the predictions were made on`,
+    );
   const { ids } = decodePanopticPng(fs.readFileSync(path.join(annotations, 'panoptic_segmentation', 'val2017', annotation.file_name)));
   const colours = meanColours(ids, await decodeImage(fs.readFileSync(path.join(args.data, 'images', 'val2017', image.file_name))));
   for (const phrase of prediction.phrases) {
@@ -81,7 +85,9 @@ for (const prediction of predictions) {
         if (mask[p]) covered++;
       }
     }
-    const g = (byType[chunk?.phrase_type ?? 'untyped'] ??= { phrases: 0, iouTarget: 0, withLookalikes: 0, iouTargetThere: 0, iouUnion: 0, covered: 0 });
+    const type = chunk?.phrase_type ?? 'untyped';
+    byType[type] ??= { phrases: 0, iouTarget: 0, withLookalikes: 0, iouTargetThere: 0, iouUnion: 0, covered: 0 };
+    const g = byType[type];
     const iou = maskIoU(mask, targetMask);
     g.phrases++;
     g.iouTarget += iou;
@@ -105,8 +111,12 @@ const rows = Object.entries(byType)
     lookalike_pixels_covered: g.withLookalikes ? g.covered / g.withLookalikes : null,
   }));
 const f = (v) => (v === null ? '' : v.toFixed(2));
-console.log('| phrase type | thing phrases | IoU with target | with look-alikes | IoU with target (there) | IoU with target ∪ look-alikes | look-alike pixels covered |');
+console.log(
+  '| phrase type | thing phrases | IoU with target | with look-alikes | IoU with target (there) | IoU with target ∪ look-alikes | look-alike pixels covered |',
+);
 console.log('|---|---:|---:|---:|---:|---:|---:|');
 for (const r of rows)
-  console.log(`| ${r.type} | ${r.thing_phrases} | ${f(r.mean_iou_target)} | ${r.with_lookalikes} | ${f(r.mean_iou_target_with_lookalikes)} | ${f(r.mean_iou_target_and_lookalikes)} | ${f(r.lookalike_pixels_covered)} |`);
+  console.log(
+    `| ${r.type} | ${r.thing_phrases} | ${f(r.mean_iou_target)} | ${r.with_lookalikes} | ${f(r.mean_iou_target_with_lookalikes)} | ${f(r.mean_iou_target_and_lookalikes)} | ${f(r.lookalike_pixels_covered)} |`,
+  );
 if (args.json) writeFileAtomic(args.json, `${JSON.stringify(rows, null, 2)}\n`);

@@ -20,8 +20,8 @@ export function gatedResidual<T extends tf.Tensor>(x: T, update: T, gate: tf.Ten
 }
 
 /** tokens [B, N, C] + positions [1 or B, N, C] (none: the tokens). */
-export function withPositions(tokens: tf.Tensor3D, positions: tf.Tensor3D | undefined): tf.Tensor3D {
-  return positions ? (tf.add(tokens, positions) as tf.Tensor3D) : tokens;
+export function withPositions<T extends tf.Tensor>(tokens: T, positions: tf.Tensor3D | undefined): T {
+  return positions ? (tf.add(tokens, positions) as T) : tokens;
 }
 
 /**

@@ -181,7 +181,9 @@ function tokenGrid(n: number, latentSize: readonly [number, number] | undefined,
   if (!latentSize) {
     const side = Math.round(Math.sqrt(n));
     if (side * side !== n)
-      throw new Error(`EIPA: block '${path}' has ${n} image tokens, not a square grid; pass the latent size to attachment.context(phrases, { latentSize: [h, w] })`);
+      throw new Error(
+        `EIPA: block '${path}' has ${n} image tokens, not a square grid; pass the latent size to attachment.context(phrases, { latentSize: [h, w] })`,
+      );
     return [side, side];
   }
   let [h, w] = latentSize;
@@ -320,7 +322,9 @@ export function attachEipa(unet: UNet2DConditionModel, adapter: PhraseAdapter, o
             if (block.extract) {
               const replay = ctx.get(REPLAY_STATES); // checked by context(): a state for every extracting block
               const image = tokens as tf.Tensor3D; // [B, N, C]
-              const state = replay ? replay[path] : block.extract.forward(ctx.require(PHRASES), image, ctx.require(PHRASE_MASK), positionsOf(block, image, ctx)); // phrases ← image tokens
+              const state = replay
+                ? replay[path]
+                : block.extract.forward(ctx.require(PHRASES), image, ctx.require(PHRASE_MASK), positionsOf(block, image, ctx)); // phrases ← image tokens
               ctx.set(PHRASES, state);
               if (ctx.has(RECORD_STATES)) ctx.outputs[blockStateKey(path)] = state;
             }

@@ -31,6 +31,14 @@ export interface PngDecoderConfig {
   query_pos: 'linear' | 'none';
   /** Masked cross-attention (Mask2Former). `false` is plain cross-attention (the ablation). */
   mask_attention: boolean;
+  /**
+   * Positions in the mask product. Mask2Former's masks are query · per-pixel features, which hold
+   * no position beyond what convolutions infer, so a query can only pick pixels by what they look
+   * like: two instances that look alike get one mask. `'sine'` adds PositionEmbeddingSine of the
+   * mask-feature grid (at mask_dim) to maskFeatures first, so a query can also pick by where (as
+   * CondInst's and SOLO's mask heads read coordinates). `'none'` (default) is Mask2Former's.
+   */
+  mask_positions: 'none' | 'sine';
 }
 
 export const DEFAULT_PNG_DECODER_CONFIG: Readonly<PngDecoderConfig> = Object.freeze({
@@ -45,6 +53,7 @@ export const DEFAULT_PNG_DECODER_CONFIG: Readonly<PngDecoderConfig> = Object.fre
   max_phrases: 30,
   query_pos: 'linear',
   mask_attention: true,
+  mask_positions: 'none',
 });
 
 const NAME = 'PngDecoderConfig';
@@ -62,5 +71,7 @@ export function resolvePngDecoderConfig(user: Partial<PngDecoderConfig> | Record
     check(isPositiveInt(c.in_channels), NAME, 'in_channels', 'a positive integer', c.in_channels);
     check(isPositiveInt(c.max_phrases), NAME, 'max_phrases', 'a positive integer', c.max_phrases);
     check(c.query_pos === 'linear' || c.query_pos === 'none', NAME, 'query_pos', "'linear' or 'none'", c.query_pos);
+    check(c.mask_positions === 'none' || c.mask_positions === 'sine', NAME, 'mask_positions', "'none' or 'sine'", c.mask_positions);
+    if (c.mask_positions === 'sine') check(c.mask_dim % 2 === 0, NAME, 'mask_dim', "an even number with mask_positions 'sine' (y and x halves)", c.mask_dim);
   });
 }

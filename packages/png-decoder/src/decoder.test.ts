@@ -36,6 +36,12 @@ describe('PngDecoderConfig', () => {
       "Error in PngDecoderConfig.num_layer: expected a known field (did you mean 'num_layers'?)",
     );
     expect(() => PngDecoder.create({ ...TINY, num_heads: 3 })).toThrow('Error in PngDecoderConfig.num_heads: expected a divisor of hidden_dim (16), got 3');
+    expect(() => PngDecoder.create({ ...TINY, mask_positions: 'learned' } as never)).toThrow(
+      `Error in PngDecoderConfig.mask_positions: expected 'none' or 'sine', got "learned"`,
+    );
+    expect(() => PngDecoder.create({ ...TINY, mask_dim: 7, mask_positions: 'sine' })).toThrow(
+      "Error in PngDecoderConfig.mask_dim: expected an even number with mask_positions 'sine' (y and x halves), got 7",
+    );
     expect(() => PngDecoder.create({ ...TINY, hidden_dim: 18, num_heads: 2 })).toThrow(
       'Error in PngDecoderConfig.hidden_dim: expected a positive multiple of 4',
     );
@@ -114,6 +120,25 @@ describe.each(['cpu', 'wasm'] as const)('PngDecoder on %s', (backend) => {
     tf.dispose([base as unknown as tf.TensorContainer, out as unknown as tf.TensorContainer, padded.phrases, padded.phraseMask]);
     disposeInputs(x);
     dec.dispose();
+  });
+
+  it('mask positions: over pixels that look alike, a query gets one logit without them and a map that varies with them', async () => {
+    const x = inputs(1, 2, 4);
+    const alike = { ...x, maskFeatures: tf.tile(tf.randomNormal([1, 1, 1, 8], 0, 1, 'float32', 9), [1, 8, 8, 1]) as tf.Tensor4D }; // every pixel the same [1, 8, 8, 8]
+    const spread = async (config: Partial<PngDecoderConfig>) => {
+      const dec = PngDecoder.create({ ...TINY, ...config }, { seed: 3 });
+      const out = dec.forward(alike);
+      const first = out.predictions[0]; // [1, 8, 8, 2]
+      const range = tf.sub(tf.max(first, [1, 2]), tf.min(first, [1, 2])); // [1, 2]
+      const result = Math.max(...(await range.data()));
+      tf.dispose([out as unknown as tf.TensorContainer, range]);
+      dec.dispose();
+      return result;
+    };
+    expect(await spread({})).toBe(0);
+    expect(await spread({ mask_positions: 'sine' })).toBeGreaterThan(1e-2);
+    tf.dispose(alike.maskFeatures);
+    disposeInputs(x);
   });
 
   it('masked attention changes the layers after the first prediction', async () => {

@@ -152,16 +152,17 @@ export class PngDecoder extends ParameterModule {
       }
 
       const queryPos = this.query_pos_proj ? this.query_pos_proj.forward(inputs.phrases) : undefined; // [B, P, D]
+      const maskFeatures = c.mask_positions === 'sine' ? withGridPositions(inputs.maskFeatures) : inputs.maskFeatures;
       let output = inputs.phrases;
       const predictions: tf.Tensor4D[] = [];
-      let head = this.predictionHeads(output, inputs.maskFeatures, c.num_layers > 0 ? sizes[0] : undefined);
+      let head = this.predictionHeads(output, maskFeatures, c.num_layers > 0 ? sizes[0] : undefined);
       predictions.push(head.mask);
       for (let i = 0; i < c.num_layers; i++) {
         const level = i % L;
         output = this.transformer_cross_attention_layers[i].forward(output, src[level], head.attnBias, pos[level], queryPos);
         output = this.transformer_self_attention_layers[i].forward(output, keyBias, queryPos);
         output = this.transformer_ffn_layers[i].forward(output);
-        head = this.predictionHeads(output, inputs.maskFeatures, i + 1 < c.num_layers ? sizes[(i + 1) % L] : undefined);
+        head = this.predictionHeads(output, maskFeatures, i + 1 < c.num_layers ? sizes[(i + 1) % L] : undefined);
         predictions.push(head.mask);
       }
       return { predictions, phrases: this.decoder_norm.forward(output) as tf.Tensor3D };
@@ -209,4 +210,10 @@ export class PngDecoder extends ParameterModule {
     if (maskFeatures.rank !== 4 || m[0] !== b || m[3] !== c.mask_dim)
       throw new Error(`${where}: maskFeatures must be NHWC [${b}, H, W, ${c.mask_dim}] (mask_dim), got [${m}]`);
   }
+}
+
+/** features [B, H, W, C] + PositionEmbeddingSine of the H×W grid at width C. */
+function withGridPositions(features: tf.Tensor4D): tf.Tensor4D {
+  const [, h, w, c] = features.shape;
+  return tf.add(features, tf.reshape(positionEmbeddingSine(h, w, c), [1, h, w, c])) as tf.Tensor4D; // [1, HW, C] → [1, H, W, C]
 }
