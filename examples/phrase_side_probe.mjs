@@ -40,7 +40,11 @@ async function twinPhrases(split, limit) {
       if (!phrase.tags.phrase_type?.startsWith('twin')) continue;
       let sum = 0;
       let count = 0;
-      for (let k = 0; k < phrase.mask.length; k++) if (phrase.mask[k]) [sum, count] = [sum + (k % width), count + 1];
+      for (let k = 0; k < phrase.mask.length; k++) {
+        if (!phrase.mask[k]) continue;
+        sum += k % width;
+        count++;
+      }
       out.frozen.push(frozen[0][i]);
       out.textSide.push(textSide[0][i]);
       out.left.push(sum / count < width / 2 ? 1 : 0);
@@ -55,8 +59,8 @@ function probeAccuracy(x, y, xVal, yVal, keep) {
   const d = x[0].length;
   const mean = Array(d).fill(0);
   const variance = Array(d).fill(0);
-  for (const row of x) row.forEach((v, j) => (mean[j] += v / x.length));
-  for (const row of x) row.forEach((v, j) => (variance[j] += (v - mean[j]) ** 2 / x.length));
+  for (const row of x) for (let j = 0; j < d; j++) mean[j] += row[j] / x.length;
+  for (const row of x) for (let j = 0; j < d; j++) variance[j] += (row[j] - mean[j]) ** 2 / x.length;
   const standardise = (row) => row.map((v, j) => (v - mean[j]) / Math.sqrt(variance[j] + 1e-8));
   const [z, zVal] = [x.map(standardise), xVal.map(standardise)];
   const w = Array(d).fill(0);
@@ -67,13 +71,13 @@ function probeAccuracy(x, y, xVal, yVal, keep) {
     let gb = 0;
     z.forEach((row, i) => {
       const e = 1 / (1 + Math.exp(-logit(row))) - y[i];
-      row.forEach((v, j) => (gw[j] += (e * v) / z.length));
+      for (let j = 0; j < d; j++) gw[j] += (e * row[j]) / z.length;
       gb += e / z.length;
     });
     for (let j = 0; j < d; j++) w[j] -= 0.1 * (gw[j] + 1e-2 * w[j]);
     b -= 0.1 * gb;
   }
-  const rows = zVal.map((row, i) => i).filter(keep);
+  const rows = zVal.map((_, i) => i).filter(keep);
   const right = rows.filter((i) => (logit(zVal[i]) > 0 ? 1 : 0) === yVal[i]).length;
   const leftShare = rows.filter((i) => yVal[i] === 1).length / rows.length;
   return { accuracy: (100 * right) / rows.length, majority: 100 * Math.max(leftShare, 1 - leftShare), n: rows.length };
