@@ -31,6 +31,7 @@ interface Grounded {
 describe('examples/browser: the grounding page', () => {
   let server: { origin: string; stop(): void } | undefined;
   let url: string;
+  let chromium: Awaited<ReturnType<typeof launchChromium>> | undefined;
   let browser: BrowserContext | undefined;
   const scene = synthesizeScene(SCENE_SEED, { size: [48, 64] }); // not square: the page letterboxes it
   // The scene's objects, in few enough phrases for one forward (max_phrases 10): WebGPU on SwiftShader is slow.
@@ -44,7 +45,8 @@ describe('examples/browser: the grounding page', () => {
 
     server = await serve();
     url = `${server.origin}/examples/browser/`;
-    browser = await launchChromium();
+    chromium = await launchChromium();
+    browser = chromium.context;
 
     await setBackend('wasm');
     const backbone = await DiffusionBackbone.fromPretrained(path.join(REPO, 'packages', 'diffusion-backbone', 'models', 'png-tiny-sd'));
@@ -62,7 +64,7 @@ describe('examples/browser: the grounding page', () => {
   }, 90_000);
 
   afterAll(async () => {
-    await browser?.close();
+    await chromium?.close();
     server?.stop();
   });
 

@@ -27,13 +27,19 @@ const CHROMIUM_ARGS = [
   '--disable-gpu-sandbox',
 ];
 
-/** Chromium with a fresh profile (removed on close). */
-export async function launchChromium(): Promise<BrowserContext> {
+/** Chromium with a fresh profile; `close` quits it and removes the profile. */
+export async function launchChromium(): Promise<{ context: BrowserContext; close(): Promise<void> }> {
   if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing; the browser tests drive Debian's chromium: apt-get install chromium`);
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'png-chromium-'));
   const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 60_000 });
-  context.once('close', () => fs.rmSync(profile, { recursive: true, force: true }));
-  return context;
+  return {
+    context,
+    close: async () => {
+      await context.close();
+      // chromium's helper processes may still be writing their caches for a moment
+      fs.rmSync(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
+    },
+  };
 }
 
 /** serve.mjs on a free port, serving `root` (default the repository root): its first URL, and how to stop it. */
