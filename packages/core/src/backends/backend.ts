@@ -38,8 +38,8 @@ export async function setBackend(name: BackendName = 'wasm'): Promise<BackendNam
   }
   if (tf.getBackend() !== name) {
     if (!tf.findBackendFactory(name)) await registerBackend(name);
-    // Shapes as uniforms: one shader per op and rank, not per shape (the grounder's forward compiles
-    // 249 WebGL programs instead of 730, and SwiftShader takes ~0.2 s each).
+    // Shapes as uniforms: one shader per op and rank, not one per shape (measured: a PngGrounder
+    // forward compiles 249 WebGL programs instead of 730; compiling dominates its first call).
     if (name === 'webgl') tf.env().set('WEBGL_USE_SHAPES_UNIFORMS', true);
     const ok = await tf.setBackend(name);
     if (!ok)
@@ -117,7 +117,7 @@ function isMissingPackage(e: unknown, pkg: string): boolean {
 /** Adapters that emulate a GPU on the CPU, by what their adapter info names. */
 const GPU_EMULATORS = /swiftshader|llvmpipe|lavapipe|softpipe|microsoft basic render|warp/i;
 
-/** How much slower than wasm each GPU backend runs on SwiftShader (the grounding page, measured: examples/browser/README.md). */
+/** How much slower than wasm the grounding page runs on each GPU backend over SwiftShader (webgl: examples/browser/README.md). */
 const EMULATED_SLOWDOWN: Readonly<Record<string, string>> = { webgpu: '~100×', webgl: '5–20×' };
 
 /** WEBGL_debug_renderer_info's UNMASKED_RENDERER_WEBGL. */
@@ -129,18 +129,14 @@ const UNMASKED_RENDERER_WEBGL = 0x9246;
  * neither or runs on a GPU.
  */
 export function gpuEmulator(): string | null {
-  const backend = tf.backend() as {
-    adapterInfo?: { vendor?: string; architecture?: string; device?: string; description?: string };
-    gpgpu?: { gl: WebGLRenderingContext };
-  };
   let fields: Array<string | undefined> = [];
   if (tf.getBackend() === 'webgpu') {
-    const info = backend.adapterInfo ?? {};
+    const info = (tf.backend() as { adapterInfo?: { vendor?: string; architecture?: string; device?: string; description?: string } }).adapterInfo ?? {};
     fields = [info.architecture, info.device, info.description, info.vendor];
-  } else if (tf.getBackend() === 'webgl' && backend.gpgpu) {
-    const gl = backend.gpgpu.gl;
+  } else if (tf.getBackend() === 'webgl') {
+    const gl = (tf.backend() as { gpgpu?: { gl: WebGLRenderingContext } }).gpgpu?.gl;
     // Browsers that withhold the unmasked renderer report a generic one in RENDERER.
-    fields = [gl.getExtension('WEBGL_debug_renderer_info') ? gl.getParameter(UNMASKED_RENDERER_WEBGL) : undefined, gl.getParameter(gl.RENDERER)];
+    if (gl) fields = [gl.getExtension('WEBGL_debug_renderer_info') ? gl.getParameter(UNMASKED_RENDERER_WEBGL) : undefined, gl.getParameter(gl.RENDERER)];
   }
   const named = fields.find((field) => field && GPU_EMULATORS.test(field));
   return named ? (named.match(GPU_EMULATORS)?.[0] ?? named) : null;
