@@ -15,6 +15,8 @@ export {
   type TensorInfo,
   type TensorData,
   type WeightSource,
+  withLoadProgress,
+  type LoadProgress,
 } from './safetensors';
 export { checkInputFile, readInputFile } from './input_file';
 export { nodeOnly, type NodeOnlyModules } from './node_only';
