@@ -1,5 +1,5 @@
 // Bundles the grounding page (main.ts → dist/main.js) for browsers with esbuild.
-//   node examples/browser/build.mjs
+//   node examples/browser/build.mjs [--entry FILE.ts --outdir DIR]   (another page: the browser tests')
 // The @png packages are bundled from their TypeScript sources (tsconfig.base.json paths), so the
 // page needs no `npm run build` first. Their Node-only imports (node:fs, node:path, pngjs' zlib, the
 // 'webgpu' package of Dawn for Node, …) sit on code paths a browser never takes (loading from
@@ -9,6 +9,7 @@ import * as esbuild from 'esbuild';
 import { builtinModules } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..', '..');
@@ -45,17 +46,21 @@ const nodeOnlyStubs = {
   },
 };
 
+const { values } = parseArgs({
+  options: { entry: { type: 'string', default: path.join(here, 'main.ts') }, outdir: { type: 'string', default: path.join(here, 'dist') } },
+});
 const started = performance.now();
 await esbuild.build({
-  entryPoints: [path.join(here, 'main.ts')],
+  entryPoints: [path.resolve(values.entry)],
   bundle: true,
   format: 'esm',
   platform: 'browser',
   target: 'es2022',
-  outdir: path.join(here, 'dist'),
+  outdir: path.resolve(values.outdir),
   sourcemap: true,
   tsconfig: path.join(repo, 'tsconfig.base.json'),
   plugins: [nodeOnlyStubs],
   logLevel: 'warning',
 });
-console.log(`built ${path.relative(process.cwd(), path.join(here, 'dist', 'main.js'))} in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+const output = path.join(path.resolve(values.outdir), `${path.basename(values.entry, path.extname(values.entry))}.js`);
+console.log(`built ${path.relative(process.cwd(), output)} in ${((performance.now() - started) / 1000).toFixed(1)} s`);

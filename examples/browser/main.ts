@@ -1,10 +1,11 @@
 /**
  * The grounding page: pick an image, type a narrative, see one mask per noun phrase over the image
- * (a legend with a checkbox per phrase). Runs on WebGPU when the browser has a GPU adapter, else
- * on wasm (a CPU-emulated adapter, SwiftShader, is ~100× slower than wasm).
+ * (a legend with a checkbox per phrase). Runs on WebGPU when the browser has a GPU adapter, else on
+ * WebGL when it has a GPU, else on wasm (on a CPU emulator such as SwiftShader, WebGPU and WebGL
+ * are slower than wasm).
  *
  * Query parameters (URLs are relative to this page):
- *   backend=webgpu|wasm  force a backend (default: webgpu on a GPU adapter, else wasm)
+ *   backend=webgpu|webgl|wasm  force a backend (default: webgpu on a GPU, else webgl on a GPU, else wasm)
  *   model=URL            a diffusers pipeline folder (default: the embedded tiny backbone)
  *   run=URL              a `png train` run folder: its grounder/ and its run.json's image size
  *   grounder=URL         a folder written by PngGrounder.save (with size=N, default 64)
@@ -12,8 +13,9 @@
  * The page exposes its state as `window.png` (status, backend, result masks) for tests.
  */
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
-import '@tensorflow/tfjs-backend-webgpu'; // registers itself where the browser has WebGPU; setBackend does not bundle it
-import { fetchFile, joinUrl, setBackend, webgpuEmulator, type BackendName } from '@png/core';
+import '@tensorflow/tfjs-backend-webgl'; // setBackend does not bundle the GPU backends: the page imports them
+import '@tensorflow/tfjs-backend-webgpu'; // registers itself where the browser has WebGPU
+import { fetchFile, joinUrl, setBackend, gpuEmulator, type BackendName } from '@png/core';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
 import { PngGrounder, groundNarrative, phraseColor, type GroundedPhrase, type PngGrounderConfig } from '@png/pipeline';
 import type { RgbImage } from '@png/png-data';
@@ -57,22 +59,37 @@ function fail(e: unknown): void {
   console.error(e);
 }
 
-/** WebGPU if the browser has a GPU adapter (not a CPU emulator), else wasm; ?backend= forces one. */
+/** The backends the page offers, in the order it tries them. */
+const PAGE_BACKENDS = ['webgpu', 'webgl', 'wasm'] as const;
+
+/**
+ * WebGPU on a GPU adapter, else WebGL on a GPU, else wasm: the GPU backends are skipped when they
+ * run on a CPU emulator such as SwiftShader (both slower than wasm there; measured in README.md);
+ * ?backend= forces one. The note says why a backend was passed over.
+ */
 async function chooseBackend(): Promise<{ backend: BackendName; note: string }> {
   const requested = params.get('backend');
-  if (requested !== null && requested !== 'webgpu' && requested !== 'wasm') throw new Error(`?backend=${requested}: expected webgpu or wasm`);
+  if (requested !== null && !(PAGE_BACKENDS as readonly string[]).includes(requested))
+    throw new Error(`?backend=${requested}: expected one of ${PAGE_BACKENDS.join(', ')}`);
   // tfjs-backend-wasm fetches its .wasm binaries from here (serve.mjs serves the repository root).
   setWasmPaths(here('../../node_modules/@tensorflow/tfjs-backend-wasm/dist/'));
-  if (requested === 'wasm') return { backend: await setBackend('wasm'), note: '' };
-  try {
-    const backend = await setBackend('webgpu');
-    const emulator = webgpuEmulator();
-    if (requested === 'webgpu' || !emulator) return { backend, note: emulator ? ` (on ${emulator}, a CPU emulator: wasm is faster)` : '' };
-    return { backend: await setBackend('wasm'), note: ` (WebGPU's adapter is ${emulator}, a CPU emulator: ~100× slower than wasm)` };
-  } catch (e) {
-    if (requested === 'webgpu') throw e;
-    return { backend: await setBackend('wasm'), note: ` (no WebGPU: ${(e as Error).message})` };
+  if (requested) {
+    const backend = await setBackend(requested as BackendName);
+    const emulator = gpuEmulator();
+    return { backend, note: emulator ? ` (on ${emulator}, a CPU emulator: wasm is faster)` : '' };
   }
+  const passed: string[] = [];
+  for (const gpu of ['webgpu', 'webgl'] as const) {
+    try {
+      const backend = await setBackend(gpu);
+      const emulator = gpuEmulator();
+      if (!emulator) return { backend, note: passed.length ? ` (${passed.join('; ')})` : '' };
+      passed.push(`${gpu} runs on ${emulator}, a CPU emulator: slower than wasm`);
+    } catch (e) {
+      passed.push(`no ${gpu}: ${(e as Error).message}`);
+    }
+  }
+  return { backend: await setBackend('wasm'), note: ` (${passed.join('; ')})` };
 }
 
 /** The integer query parameter `name` (≥ `min`), or `fallback` when absent. */

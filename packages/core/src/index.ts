@@ -15,6 +15,8 @@ export {
   type TensorInfo,
   type TensorData,
   type WeightSource,
+  withLoadProgress,
+  type LoadProgress,
 } from './safetensors';
 export { checkInputFile, readInputFile } from './input_file';
 export { nodeOnly, type NodeOnlyModules } from './node_only';
@@ -46,7 +48,7 @@ export { ForwardContext, contextKey, matchesPath, type BlockHook, type ContextKe
 export { HookRegistry, HookedModule, ModelRuntime, hookedLeaf } from './hooks/hooked_module';
 export { HostOffload, applyGroupOffloading } from './hooks/group_offloading';
 export { applyGradientCheckpointing, type GradientCheckpointingOptions } from './hooks/gradient_checkpointing';
-export { setBackend, backendStrategy, webgpuEmulator, BACKENDS, type BackendName } from './backends/backend';
+export { setBackend, backendStrategy, gpuEmulator, BACKENDS, type BackendName } from './backends/backend';
 export { portableStrategy, type BackendStrategy, type Conv2dArgs } from './backends/backend_strategy';
 export { registerWasmTrainingKernels, WASM_TRAINING_KERNELS, wasmKernelOptions } from './backends/wasm/wasm_kernels';
 export { positionEmbeddingSine, positionEmbeddingSineTable } from './nn/position_encoding';

@@ -49,6 +49,44 @@ export interface WeightSource {
   close(): void;
 }
 
+/** How far a load has read one weights file: bytes of tensor data read so far, of all it holds. */
+export interface LoadProgress {
+  /** The source's name: the file (or index) path. */
+  readonly file: string;
+  readonly loaded: number;
+  /** The bytes of every tensor in the file; a load that needs only some (a VAE's encoder) stops short of it. */
+  readonly total: number;
+}
+
+/** `source`, calling `progressCallback` after each tensor it reads (cf. transformers.js' progress_callback). */
+export function withLoadProgress(source: WeightSource, progressCallback: (progress: LoadProgress) => void): WeightSource {
+  const bytes = (key: string) => {
+    const info = source.info(key);
+    return info ? info.dataOffsets[1] - info.dataOffsets[0] : 0;
+  };
+  const total = source.keys().reduce((sum, key) => sum + bytes(key), 0);
+  let loaded = 0;
+  const report = (key: string) => {
+    loaded += bytes(key);
+    progressCallback({ file: source.name, loaded, total });
+  };
+  return {
+    name: source.name,
+    keys: () => source.keys(),
+    info: (key) => source.info(key),
+    read(key) {
+      const values = source.read(key);
+      report(key);
+      return values;
+    },
+    readFloatsInto(key, dest) {
+      source.readFloatsInto(key, dest);
+      report(key);
+    },
+    close: () => source.close(),
+  };
+}
+
 export class SafetensorsError extends Error {
   constructor(source: string, message: string) {
     super(`${source}: ${message}`);

@@ -5,6 +5,8 @@ import {
   openModuleFiles,
   parseJsonObject,
   readInputFile,
+  withLoadProgress,
+  type LoadProgress,
   type ModuleFiles,
   type TensorInfo,
   type WeightSource,
@@ -18,6 +20,8 @@ import {
 export interface ComponentOptions {
   /** Weight variant, e.g. 'fp16' picks `<name>.fp16.safetensors`. */
   readonly variant?: string;
+  /** Called after each tensor read from a weights file (fromPretrained: long loads of multi-GB files). */
+  readonly progressCallback?: (progress: LoadProgress) => void;
 }
 
 /** Options of the components' `fromFiles`. */
@@ -39,9 +43,11 @@ export async function readConfigJson(dir: string): Promise<Record<string, unknow
 export async function openWeights(dir: string, weightsName: string, options: ComponentOptions = {}): Promise<WeightSource> {
   const { fs, path } = await nodeOnly('openWeights');
   const single = path.join(dir, componentWeightsFile(weightsName, options));
-  if (fs.existsSync(single)) return SafetensorsFile.open(single);
+  const { progressCallback } = options;
+  const reported = (source: WeightSource) => (progressCallback ? withLoadProgress(source, progressCallback) : source);
+  if (fs.existsSync(single)) return reported(await SafetensorsFile.open(single));
   const index = `${single}.index.json`;
-  if (fs.existsSync(index)) return ShardedSource.open(index);
+  if (fs.existsSync(index)) return reported(await ShardedSource.open(index));
   const present = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => /\.(safetensors|bin|ckpt|pt)$/.test(f)) : [];
   const hint = present.some((f) => !f.endsWith('.safetensors'))
     ? ' PyTorch pickle checkpoints (.bin/.ckpt) are not read; convert them to safetensors.'

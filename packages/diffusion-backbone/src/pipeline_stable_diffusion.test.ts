@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { setBackend } from '@png/core';
+import { setBackend, type LoadProgress } from '@png/core';
 import { FOLDER_FETCH_BASE, FixtureIndex, expectClose, expectNoLeak, folderFetch, sharedFixturesDir } from '@png/core/testing';
 import { DiffusionBackbone } from './pipeline_stable_diffusion';
 import { EncoderFeatureTaps, FeatureTaps } from './feature_taps';
@@ -123,6 +123,24 @@ describe('DiffusionBackbone (wasm)', () => {
     const live = tf.memory().numTensors;
     expect(() => DiffusionBackbone.fromFiles(files, { name: 'https://x/sd' })).toThrow(/^https:\/\/x\/sd\/text_encoder\/model\.safetensors: /);
     expect(tf.memory().numTensors).toBe(live); // the UNet and VAE loaded before the failure are freed
+  });
+
+  it('reports its loading progress per weights file (progressCallback)', async () => {
+    const events: LoadProgress[] = [];
+    const loaded = await DiffusionBackbone.fromPretrained(TINY, { progressCallback: (p) => events.push(p) });
+    loaded.dispose();
+    const files = [...new Set(events.map((e) => path.relative(TINY, e.file)))];
+    expect(files).toEqual(['unet/diffusion_pytorch_model.safetensors', 'vae/diffusion_pytorch_model.safetensors', 'text_encoder/model.safetensors']);
+    for (const file of files) {
+      const own = events.filter((e) => path.relative(TINY, e.file) === file);
+      const bytes = fs.readFileSync(path.join(TINY, file));
+      const dataBytes = bytes.length - 8 - Number(bytes.readBigUInt64LE(0)); // after the length prefix and the JSON header
+      expect(own.every((e, i) => e.total === dataBytes && e.loaded > (i ? own[i - 1].loaded : 0))).toBe(true);
+      // the VAE loads only its encoder (vaeParts 'encoder'): it stops short of the file
+      const last = own[own.length - 1].loaded;
+      if (file.startsWith('vae/')) expect(last).toBeLessThan(dataBytes);
+      else expect(last).toBe(dataBytes);
+    }
   });
 
   it('says which component folders are missing', async () => {

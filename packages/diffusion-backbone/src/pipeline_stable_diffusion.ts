@@ -115,7 +115,7 @@ export class DiffusionBackbone {
     };
     try {
       const unet = keep(await UNet2DConditionModel.fromPretrained(path.join(dir, 'unet'), options));
-      const vae = keep(await AutoencoderKL.fromPretrained(path.join(dir, 'vae'), { variant: options.variant, parts: options.vaeParts ?? 'encoder' }));
+      const vae = keep(await AutoencoderKL.fromPretrained(path.join(dir, 'vae'), { ...options, parts: options.vaeParts ?? 'encoder' }));
       const textEncoder = keep(await CLIPTextModel.fromPretrained(path.join(dir, 'text_encoder'), options));
       const tokenizer = await CLIPTokenizer.fromPretrained(path.join(dir, 'tokenizer'));
       const schedulerFile = path.join(dir, 'scheduler', 'scheduler_config.json');

@@ -288,8 +288,11 @@ describe('png sample and png pretrain (wasm)', () => {
 
   it('samples prompts into one PNG (side by side with their prompts), and refuses an empty prompt', async () => {
     const single = path.join(dir, 'one.png');
-    const r = await png('sample', '--prompt', 'a red circle on the grass', '--out', single, '--steps', '3', '--scale', '2');
+    const r = await png('sample', '--prompt', 'a red circle on the grass', '--out', single, '--steps', '3', '--scale', '2', '--progress');
     expect(r).toMatchObject({ code: 0, stdout: expect.stringContaining('1 image, 64×64 shown ×2') });
+    // --progress: a bar per weights file of the backbone, each read to the end (sample loads the whole VAE)
+    for (const file of ['unet/diffusion_pytorch_model.safetensors', 'vae/diffusion_pytorch_model.safetensors', 'text_encoder/model.safetensors'])
+      expect(r.stderr).toMatch(new RegExp(`\\rload ${file.replace(/[/.]/g, '\\$&')} \\(kB\\) \\[#+\\] 100% (\\d+)/\\1 .*\\n`));
     const one = decodeImage(new Uint8Array(fs.readFileSync(single)), single);
     expect([one.width, one.height]).toEqual([128, 128]);
     const two = path.join(dir, 'two.png');

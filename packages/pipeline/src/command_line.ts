@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { BACKENDS, parseJsonObject, readInputFile, setBackend, type BackendName } from '@png/core';
+import { BACKENDS, parseJsonObject, readInputFile, setBackend, type BackendName, type LoadProgress } from '@png/core';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
 import type { EipaGateMagnitudes } from '@png/eipa';
 import { createProgressBar, formatDuration, writeFileAtomic, type ProgressBar } from '@png/node-utils';
@@ -269,7 +269,9 @@ async function useBackend(values: Record<string, unknown>): Promise<BackendName>
 async function loadBackbone(values: Record<string, unknown>, env: CliEnvironment, options: { vaeParts?: 'encoder' | 'all' } = {}): Promise<DiffusionBackbone> {
   const backend = await useBackend(values);
   const model = (values.model as string | undefined) ?? env.embeddedModel;
-  const backbone = await DiffusionBackbone.fromPretrained(model, { vaeParts: options.vaeParts });
+  const loading = loadingBars(env, values, model);
+  const backbone = await DiffusionBackbone.fromPretrained(model, { vaeParts: options.vaeParts, progressCallback: loading.progressCallback });
+  loading.finish();
   env.stderr.write(
     `backbone ${model === env.embeddedModel ? 'embedded tiny model' : model} (UNet ${backbone.unet.numParameters().toLocaleString()} parameters, frozen) on ${backend}\n`,
   );
@@ -286,6 +288,27 @@ function reportLeftOut(env: CliEnvironment, skipped: readonly SkippedRecord[], d
   if (dropped.length === 0) return;
   const firsts = NARRATIVE_DROP_REASONS.flatMap((reason) => dropped.find((d) => d.reason === reason) ?? []);
   env.stderr.write(`${describeDrops(dropped)}; the first:\n${firsts.map((d) => `  ${d.message}\n`).join('')}`);
+}
+
+/**
+ * On a terminal (or with --progress), a bar per weights file of the backbone's load, in kB read
+ * (the VAE's stops short: only its encoder is read); otherwise nothing.
+ */
+function loadingBars(env: CliEnvironment, values: Record<string, unknown>, model: string): { progressCallback?: (p: LoadProgress) => void; finish(): void } {
+  if (values.progress !== true && env.stderr.isTTY !== true) return { finish() {} };
+  let file: string | undefined;
+  let bar: ProgressBar | undefined;
+  return {
+    progressCallback({ file: next, loaded, total }) {
+      if (next !== file) {
+        bar?.finish();
+        file = next;
+        bar = createProgressBar(env.stderr, Math.ceil(total / 1024), `load ${path.relative(model, next)} (kB)`);
+      }
+      bar?.update(Math.ceil(loaded / 1024));
+    },
+    finish: () => bar?.finish(),
+  };
 }
 
 /** A progress bar on a terminal (or with --progress); otherwise a line every 10 %. */

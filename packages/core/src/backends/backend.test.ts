@@ -5,8 +5,16 @@ import { maxAbsDiff } from '../testing';
 
 describe('setBackend', () => {
   it('refuses an unknown backend, naming the known ones', async () => {
-    await expect(setBackend('webgl' as never)).rejects.toThrow("unknown backend 'webgl'; expected one of wasm, cpu, webgpu");
-    expect(BACKENDS).toEqual(['wasm', 'cpu', 'webgpu']);
+    await expect(setBackend('tensorflow' as never)).rejects.toThrow("unknown backend 'tensorflow'; expected one of wasm, cpu, webgpu, webgl");
+    expect(BACKENDS).toEqual(['wasm', 'cpu', 'webgpu', 'webgl']);
+  });
+
+  it("refuses 'webgl' in Node, naming the backends to use instead, and keeps the current backend", async () => {
+    await setBackend('cpu');
+    await expect(setBackend('webgl')).rejects.toThrow(
+      /^the 'webgl' backend needs a browser's WebGL and is not available in Node .*use setBackend\('wasm'\).*or setBackend\('webgpu'\)/,
+    );
+    expect(tf.getBackend()).toBe('cpu');
   });
 });
 

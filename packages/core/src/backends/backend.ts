@@ -5,8 +5,8 @@ import { portableStrategy, type BackendStrategy } from './backend_strategy';
 import { registerWasmTrainingKernels } from './wasm/wasm_kernels';
 import { wasmStrategy } from './wasm/wasm_strategy';
 
-export type BackendName = 'wasm' | 'cpu' | 'webgpu';
-export const BACKENDS: readonly BackendName[] = ['wasm', 'cpu', 'webgpu'];
+export type BackendName = 'wasm' | 'cpu' | 'webgpu' | 'webgl';
+export const BACKENDS: readonly BackendName[] = ['wasm', 'cpu', 'webgpu', 'webgl'];
 
 /** The backends with a strategy of their own; every other runs `portableStrategy`. */
 const STRATEGIES: Readonly<Record<string, BackendStrategy>> = { wasm: wasmStrategy };
@@ -20,8 +20,8 @@ const isNode = typeof process !== 'undefined' && !!process.versions?.node;
 
 /**
  * Registers and selects a tfjs backend: `wasm` (the default: SIMD, fast), `cpu` (pure JS, the
- * reference) or `webgpu`. Backend packages are optional peers, imported on demand; a missing one
- * is an error that says which package to install.
+ * reference), `webgpu` or `webgl` (browsers only). Backend packages are optional peers, imported
+ * on demand; a missing one is an error that says which package to install.
  *
  * `webgpu` in Node runs on Dawn (the npm package 'webgpu') over a Vulkan driver. On Linux without
  * one, Debian's chromium package brings a CPU one, SwiftShader: when no driver is chosen
@@ -31,15 +31,24 @@ const isNode = typeof process !== 'undefined' && !!process.versions?.node;
  */
 export async function setBackend(name: BackendName = 'wasm'): Promise<BackendName> {
   if (!BACKENDS.includes(name)) throw new Error(`unknown backend '${name}'; expected one of ${BACKENDS.join(', ')}`);
+  if (name === 'webgl' && isNode) {
+    throw new Error(
+      "the 'webgl' backend needs a browser's WebGL and is not available in Node (tfjs' headless-gl binding is not supported): use setBackend('wasm'), the fastest on the CPU, or setBackend('webgpu') for a GPU (Dawn, the 'webgpu' package)",
+    );
+  }
   if (tf.getBackend() !== name) {
     if (!tf.findBackendFactory(name)) await registerBackend(name);
+    // Shapes as uniforms: one shader per op and rank, not one per shape (measured: a PngGrounder
+    // forward compiles 249 WebGL programs instead of 730; compiling dominates its first call).
+    if (name === 'webgl') tf.env().set('WEBGL_USE_SHAPES_UNIFORMS', true);
     const ok = await tf.setBackend(name);
-    if (!ok) throw new Error(`the '${name}' backend failed to initialise${name === 'webgpu' ? `: ${webgpuHelp()}` : ''}`);
+    if (!ok)
+      throw new Error(`the '${name}' backend failed to initialise${name === 'webgpu' ? `: ${webgpuHelp()}` : name === 'webgl' ? `: ${WEBGL_HELP}` : ''}`);
     await tf.ready();
-    const emulator = name === 'webgpu' ? webgpuEmulator() : null;
+    const emulator = gpuEmulator();
     if (emulator) {
       console.warn(
-        `setBackend('webgpu'): the WebGPU adapter is ${emulator}, a GPU emulated on the CPU: expect it to run ~100× slower than the wasm backend (setBackend('wasm'))`,
+        `setBackend('${name}'): the ${name === 'webgpu' ? 'WebGPU adapter' : 'WebGL renderer'} is ${emulator}, a GPU emulated on the CPU: expect it to run ${EMULATED_SLOWDOWN[name]} slower than the wasm backend (setBackend('wasm'))`,
       );
     }
   }
@@ -53,15 +62,19 @@ async function registerBackend(name: BackendName): Promise<void> {
   try {
     if (name === 'cpu') await import('@tensorflow/tfjs-backend-cpu');
     else if (name === 'wasm') await import('@tensorflow/tfjs-backend-wasm');
+    else if (name === 'webgl') await importUnbundled('@tensorflow/tfjs-backend-webgl');
     else await registerWebgpu();
   } catch (e) {
     const missing = BACKEND_PACKAGES[name].find((pkg) => isMissingPackage(e, pkg));
     if (!missing) throw e;
-    if (!isNode && missing === '@tensorflow/tfjs-backend-webgpu') {
-      // setBackend imports it by a specifier bundlers do not follow (see node_only.ts)
-      throw new Error(`the 'webgpu' backend needs ${missing} in your bundle: import '${missing}' before setBackend('webgpu') (npm install ${missing}@4.22.0)`, {
-        cause: e,
-      });
+    if (!isNode && (missing === '@tensorflow/tfjs-backend-webgpu' || missing === '@tensorflow/tfjs-backend-webgl')) {
+      // setBackend imports them by a specifier bundlers do not follow (see node_only.ts)
+      throw new Error(
+        `the '${name}' backend needs ${missing} in your bundle: import '${missing}' before setBackend('${name}') (npm install ${missing}@${PEER_VERSIONS[missing]})`,
+        {
+          cause: e,
+        },
+      );
     }
     const needed = BACKEND_PACKAGES[name].filter((pkg) => isNode || pkg !== 'webgpu');
     throw new Error(
@@ -78,11 +91,13 @@ const BACKEND_PACKAGES: Readonly<Record<BackendName, readonly string[]>> = {
   cpu: ['@tensorflow/tfjs-backend-cpu'],
   wasm: ['@tensorflow/tfjs-backend-wasm'],
   webgpu: ['@tensorflow/tfjs-backend-webgpu', 'webgpu'],
+  webgl: ['@tensorflow/tfjs-backend-webgl'],
 };
 const PEER_VERSIONS: Readonly<Record<string, string>> = {
   '@tensorflow/tfjs-backend-cpu': '4.22.0',
   '@tensorflow/tfjs-backend-wasm': '4.22.0',
   '@tensorflow/tfjs-backend-webgpu': '4.22.0',
+  '@tensorflow/tfjs-backend-webgl': '4.22.0',
   webgpu: '0.6.2',
 };
 
@@ -102,14 +117,28 @@ function isMissingPackage(e: unknown, pkg: string): boolean {
 /** Adapters that emulate a GPU on the CPU, by what their adapter info names. */
 const GPU_EMULATORS = /swiftshader|llvmpipe|lavapipe|softpipe|microsoft basic render|warp/i;
 
+/** How much slower than wasm the grounding page runs on each GPU backend over SwiftShader (webgl: examples/browser/README.md). */
+const EMULATED_SLOWDOWN: Readonly<Record<string, string>> = { webgpu: '~100×', webgl: '5–20×' };
+
+/** WEBGL_debug_renderer_info's UNMASKED_RENDERER_WEBGL. */
+const UNMASKED_RENDERER_WEBGL = 0x9246;
+
 /**
- * The name of the CPU emulator behind the current webgpu backend's adapter (SwiftShader, llvmpipe,
- * …, from its adapter info), or null when the backend is not webgpu or the adapter is a GPU.
+ * The name of the CPU emulator behind the current GPU backend (SwiftShader, llvmpipe, …): from
+ * the webgpu adapter's info, or the renderer the webgl context reports. Null when the backend is
+ * neither or runs on a GPU.
  */
-export function webgpuEmulator(): string | null {
-  if (tf.getBackend() !== 'webgpu') return null;
-  const info = (tf.backend() as { adapterInfo?: { vendor?: string; architecture?: string; device?: string; description?: string } }).adapterInfo ?? {};
-  const named = [info.architecture, info.device, info.description, info.vendor].find((field) => field && GPU_EMULATORS.test(field));
+export function gpuEmulator(): string | null {
+  let fields: Array<string | undefined> = [];
+  if (tf.getBackend() === 'webgpu') {
+    const info = (tf.backend() as { adapterInfo?: { vendor?: string; architecture?: string; device?: string; description?: string } }).adapterInfo ?? {};
+    fields = [info.architecture, info.device, info.description, info.vendor];
+  } else if (tf.getBackend() === 'webgl') {
+    const gl = (tf.backend() as { gpgpu?: { gl: WebGLRenderingContext } }).gpgpu?.gl;
+    // Browsers that withhold the unmasked renderer report a generic one in RENDERER.
+    if (gl) fields = [gl.getExtension('WEBGL_debug_renderer_info') ? gl.getParameter(UNMASKED_RENDERER_WEBGL) : undefined, gl.getParameter(gl.RENDERER)];
+  }
+  const named = fields.find((field) => field && GPU_EMULATORS.test(field));
   return named ? (named.match(GPU_EMULATORS)?.[0] ?? named) : null;
 }
 
@@ -233,6 +262,8 @@ function webgpuHelp(notes: string[] = []): string {
     ? `${notes.length ? `${notes.join('; ')}. ` : ''}Dawn (the 'webgpu' package) needs a Vulkan driver. Without a GPU, install Debian's chromium for its SwiftShader CPU driver (${CHROMIUM_SWIFTSHADER_ICD}, found automatically): apt-get install chromium; or install your GPU's Vulkan driver and the loader (apt-get install libvulkan1 mesa-vulkan-drivers)`
     : 'this browser exposes no WebGPU adapter (try --enable-unsafe-webgpu, or use the wasm backend)';
 }
+
+const WEBGL_HELP = "this browser gives no WebGL context (WebGL disabled, or no GPU and no software fallback): use setBackend('wasm')";
 
 /**
  * Kernels of @tensorflow/tfjs-backend-cpu 4.22.0 that give wrong results, replaced (idempotent):

@@ -1,7 +1,7 @@
 // The webgpu backend in Node: Dawn (the 'webgpu' package) over a Vulkan driver; without a GPU,
 // chromium's SwiftShader (apt-get install chromium), which setBackend finds by itself.
 import * as tf from '@tensorflow/tfjs-core';
-import { setBackend, webgpuEmulator } from './backend';
+import { setBackend, gpuEmulator } from './backend';
 
 /**
  * The process's own environment (what the Vulkan loader reads). jest gives tests a copy of
@@ -32,7 +32,7 @@ describe('setBackend("webgpu") in Node', () => {
     expect(tf.getBackend()).toBe('webgpu');
     const info = (tf.backend() as unknown as { adapterInfo: { vendor?: string; architecture?: string } }).adapterInfo;
     const swiftShader = /swiftshader/i.test(`${info.vendor} ${info.architecture}`);
-    expect(webgpuEmulator()).toBe(swiftShader ? info.architecture : null);
+    expect(gpuEmulator()).toBe(swiftShader ? info.architecture : null);
     expect(warn.mock.calls.map((c) => String(c[0])).filter((m) => m.includes('a GPU emulated on the CPU'))).toHaveLength(swiftShader ? 1 : 0);
     warn.mockRestore();
     console.log(`webgpu adapter: vendor '${info.vendor}', architecture '${info.architecture}'; VK_ICD_FILENAMES=${nativeEnv.VK_ICD_FILENAMES ?? '(unset)'}`);
