@@ -49,4 +49,5 @@ export { applyGradientCheckpointing, type GradientCheckpointingOptions } from '.
 export { setBackend, backendStrategy, webgpuEmulator, BACKENDS, type BackendName } from './backends/backend';
 export { portableStrategy, type BackendStrategy, type Conv2dArgs } from './backends/backend_strategy';
 export { registerWasmTrainingKernels, WASM_TRAINING_KERNELS, wasmKernelOptions } from './backends/wasm/wasm_kernels';
+export { wasmComputePath } from './backends/wasm/native_kernels';
 export { recompute, type RecomputeOptions } from './nn/recompute';
