@@ -12,6 +12,7 @@ module.exports = {
   moduleNameMapper: {
     '^@tensorflow/tfjs-core/dist/register_all_gradients$': '<rootDir>/node_modules/.cache/png-jest/register_all_gradients.cjs',
     '^@tensorflow/tfjs-core/dist/public/chained_ops/register_all_chained_ops$': '<rootDir>/node_modules/.cache/png-jest/register_all_chained_ops.cjs',
+    '^@png/native-kernels$': '<rootDir>/packages/native-kernels/index.js',
     '^@png/core/testing$': '<rootDir>/packages/core/src/testing/index.ts',
     '^@png/([a-z-]+)$': '<rootDir>/packages/$1/src/index.ts',
   },

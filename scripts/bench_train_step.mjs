@@ -2,6 +2,9 @@
 // at 256×256, batch 1, on wasm: seconds per step, peak memory, achieved GFLOP/s (counted from the
 // kernels that ran) against wasm's own conv2d peak measured in the same run.
 //   npm run bench:train [-- --width-scale 0.5] [--size 256] [--no-checkpointing] [--no-offload]
+// It runs once per compute path of the wasm backend (its own kernels; @png/native-kernels on 1
+// thread and on every core, where built: see bench_util's computePaths), each in a child process,
+// and prints the step time per path side by side.
 // Two memory savers, both on by default:
 // - gradient checkpointing of the UNet's blocks: each keeps only its inputs for the gradient and
 //   runs again in the backward (those FLOPs are counted too: GFLOP/s measures the kernels);
@@ -11,9 +14,10 @@
 // With both, SD v1.5 at full width trains within wasm32's 4 GiB heap. What made it fit: the
 // low-resolution layers stream their weights (XNNPACK packs no copy of them, in the forward or
 // the backward), and wasm's Identity shares storage, so what the tape saves is held once.
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
-import { WeightScope, setBackend } from '@png/core';
+import { WeightScope, setBackend, wasmComputePath } from '@png/core';
 import {
   AutoencoderKL,
   CLIPTextModel,
@@ -26,7 +30,7 @@ import {
 } from '@png/diffusion-backbone';
 import { PngGrounder } from '@png/pipeline';
 import { Trainer } from '@png/training';
-import { convPeakGflops, gb, withPeakRss } from './bench_util.mjs';
+import { convPeakGflops, gb, reportFigures, runPerComputePath, withPeakRss } from './bench_util.mjs';
 import { kernelFlops } from './kernel_flops.mjs';
 
 const { values: args } = parseArgs({
@@ -44,9 +48,15 @@ const { checkpointing, offload } = args;
 if (offload && !checkpointing)
   throw new Error("--offload needs checkpointing (drop --no-checkpointing): without it the gradient tape holds every block's weights, which offloading evicts");
 
+if (!process.env.PNG_BENCH_PATH) {
+  await runPerComputePath(fileURLToPath(import.meta.url), process.argv.slice(2));
+  process.exit(0);
+}
+
 await setBackend('wasm');
+console.log(`compute path: ${wasmComputePath()}`);
 const peak = await convPeakGflops();
-console.log(`wasm conv2d peak: ${peak.toFixed(1)} GFLOP/s`);
+console.log(`conv2d peak on this path: ${peak.toFixed(1)} GFLOP/s`);
 
 const unetConfig = { ...SD15_UNET_CONFIG, block_out_channels: SD15_UNET_CONFIG.block_out_channels.map((c) => Math.round(c * scale)) };
 const unet = UNet2DConditionModel.create(unetConfig, { seed: 0 });
@@ -104,6 +114,7 @@ const rate = flops / 1e9 / step.result;
 console.log(
   `training step ${size}×${size}, batch 1: ${step.result.toFixed(2)} s, ${(flops / 1e9).toFixed(1)} GFLOP (conv + matMul kernels), ${rate.toFixed(1)} GFLOP/s = ${(rate / peak).toFixed(2)} of conv peak; peak RSS ${gb(step.peakRss)}, wasm heap ${gb(tf.backend().wasm.HEAPU8.length)}`,
 );
+reportFigures({ 'training step': step.result });
 trainer.dispose();
 tf.dispose([images, targets, phrases, latents]);
 grounder.dispose();

@@ -54,3 +54,59 @@ export async function withPeakRss(fn) {
 }
 
 export const gb = (bytes) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+
+const RESULT_LINE = 'bench-result ';
+
+/**
+ * The compute paths of the wasm backend one benchmark run compares, each as the environment of a
+ * child process (the path is chosen once per process): wasm's own kernels, and where
+ * @png/native-kernels is built, the native ones on 1 thread and on every core. PNG_NATIVE=0 or 1
+ * set by the caller keeps that path alone (the native one on every core, or OMP_NUM_THREADS).
+ */
+export async function computePaths() {
+  const { kernels } = await import('@png/native-kernels').then((m) => m.default ?? m).catch(() => ({ kernels: null }));
+  const cores = (await import('node:os')).availableParallelism();
+  const wasm = { name: 'wasm', env: { PNG_NATIVE: '0' } };
+  const native = (threads) => ({ name: `native ${threads}T`, env: { PNG_NATIVE: '1', OMP_NUM_THREADS: String(threads) } });
+  if (process.env.PNG_NATIVE === '0') return [wasm];
+  if (process.env.PNG_NATIVE === '1') return [{ name: 'native', env: {} }];
+  return kernels ? [wasm, native(1), ...(cores > 1 ? [native(cores)] : [])] : [wasm];
+}
+
+/** In a child started by runPerComputePath: hands the parent its figures (seconds, by name). */
+export function reportFigures(figures) {
+  if (process.env.PNG_BENCH_PATH) console.log(`${RESULT_LINE}${JSON.stringify(figures)}`);
+}
+
+/**
+ * Runs `script` (with `args`, and `env` added) once per compute path (see computePaths), one
+ * child process at a time, passing its output through with the path's name in front. Then prints
+ * each figure that the children reported (reportFigures) per path, with the wasm path's time over
+ * each path's (the speed-up). Throws if a child fails.
+ */
+export async function runPerComputePath(script, args = [], env = {}) {
+  const { spawnSync } = await import('node:child_process');
+  const paths = await computePaths();
+  const figures = [];
+  for (const p of paths) {
+    console.log(`--- compute path: ${p.name}`);
+    const run = spawnSync(process.execPath, [script, ...args], {
+      env: { ...process.env, ...env, ...p.env, PNG_BENCH_PATH: p.name },
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+      maxBuffer: 64 << 20,
+    });
+    const lines = (run.stdout ?? '').split('\n').filter(Boolean);
+    for (const line of lines) if (!line.startsWith(RESULT_LINE)) console.log(`[${p.name}] ${line}`);
+    if (run.status !== 0) throw new Error(`the benchmark on the ${p.name} path failed (exit ${run.status ?? run.signal})`);
+    const result = lines.find((l) => l.startsWith(RESULT_LINE));
+    figures.push(result ? JSON.parse(result.slice(RESULT_LINE.length)) : {});
+  }
+  console.log(`--- per compute path (seconds; × = ${paths[0].name}'s time over this path's)`);
+  for (const name of Object.keys(figures[0])) {
+    const cells = paths.map(
+      (p, i) => `${p.name} ${figures[i][name]?.toFixed(2) ?? '–'} s${i ? ` (${(figures[0][name] / figures[i][name]).toFixed(2)}×)` : ''}`,
+    );
+    console.log(`${name}: ${cells.join(' | ')}`);
+  }
+}

@@ -83,7 +83,7 @@ try {
     .map((dir) => ({ dir, manifest: JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) }));
   const tarballs = new Map();
   for (const { dir, manifest } of packages) {
-    if (!fs.existsSync(path.join(dir, 'dist'))) throw new Error(`${manifest.name}: no dist/; run npm run build first`);
+    if (manifest.scripts?.build && !fs.existsSync(path.join(dir, 'dist'))) throw new Error(`${manifest.name}: no dist/; run npm run build first`);
     const { file, info } = pack(dir);
     const files = info.files.map((f) => f.path);
     const stray = files.filter((f) => /\.test\.|(^|\/)src\//.test(f));

@@ -52,4 +52,5 @@ export { setBackend, backendStrategy, gpuEmulator, BACKENDS, type BackendName } 
 export { portableStrategy, type BackendStrategy, type Conv2dArgs } from './backends/backend_strategy';
 export { registerWasmTrainingKernels, WASM_TRAINING_KERNELS, wasmKernelOptions } from './backends/wasm/wasm_kernels';
 export { positionEmbeddingSine, positionEmbeddingSineTable } from './nn/position_encoding';
+export { wasmComputePath } from './backends/wasm/native_kernels';
 export { recompute, type RecomputeOptions } from './nn/recompute';

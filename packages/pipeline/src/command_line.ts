@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { BACKENDS, parseJsonObject, readInputFile, setBackend, type BackendName, type LoadProgress } from '@png/core';
+import { BACKENDS, parseJsonObject, readInputFile, setBackend, wasmComputePath, type BackendName, type LoadProgress } from '@png/core';
 import { DiffusionBackbone } from '@png/diffusion-backbone';
 import type { EipaGateMagnitudes } from '@png/eipa';
 import { createProgressBar, formatDuration, writeFileAtomic, type ProgressBar } from '@png/node-utils';
@@ -273,7 +273,7 @@ async function loadBackbone(values: Record<string, unknown>, env: CliEnvironment
   const backbone = await DiffusionBackbone.fromPretrained(model, { vaeParts: options.vaeParts, progressCallback: loading.progressCallback });
   loading.finish();
   env.stderr.write(
-    `backbone ${model === env.embeddedModel ? 'embedded tiny model' : model} (UNet ${backbone.unet.numParameters().toLocaleString()} parameters, frozen) on ${backend}\n`,
+    `backbone ${model === env.embeddedModel ? 'embedded tiny model' : model} (UNet ${backbone.unet.numParameters().toLocaleString()} parameters, frozen) on ${backend}${backend === 'wasm' ? `: ${wasmComputePath()}` : ''}\n`,
   );
   return backbone;
 }

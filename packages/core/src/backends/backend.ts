@@ -2,8 +2,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import '../gradients';
 import { importUnbundled } from '../node_only';
 import { portableStrategy, type BackendStrategy } from './backend_strategy';
+import { nativeKernelsActive, useNativeKernels } from './wasm/native_kernels';
 import { registerWasmTrainingKernels } from './wasm/wasm_kernels';
-import { wasmStrategy } from './wasm/wasm_strategy';
+import { nativeWasmStrategy, wasmStrategy } from './wasm/wasm_strategy';
 
 export type BackendName = 'wasm' | 'cpu' | 'webgpu' | 'webgl';
 export const BACKENDS: readonly BackendName[] = ['wasm', 'cpu', 'webgpu', 'webgl'];
@@ -13,15 +14,20 @@ const STRATEGIES: Readonly<Record<string, BackendStrategy>> = { wasm: wasmStrate
 
 /** How the nn primitives compute on the current tfjs backend (see BackendStrategy). */
 export function backendStrategy(): BackendStrategy {
-  return STRATEGIES[tf.getBackend()] ?? portableStrategy;
+  const name = tf.getBackend();
+  if (name === 'wasm' && nativeKernelsActive()) return nativeWasmStrategy;
+  return STRATEGIES[name] ?? portableStrategy;
 }
 
 const isNode = typeof process !== 'undefined' && !!process.versions?.node;
 
 /**
  * Registers and selects a tfjs backend: `wasm` (the default: SIMD, fast), `cpu` (pure JS, the
- * reference), `webgpu` or `webgl` (browsers only). Backend packages are optional peers, imported
- * on demand; a missing one is an error that says which package to install.
+ * reference), `webgpu` or `webgl` (browsers only). On wasm in Node, the optional
+ * `@png/native-kernels` (oneDNN, all cores) computes the convolutions and matrix products when
+ * `PNG_NATIVE=1` (opt-in; see native_kernels.ts); `wasmComputePath()` says which path was taken.
+ * Backend packages are optional peers, imported on demand; a missing one is an error that says
+ * which package to install.
  *
  * `webgpu` in Node runs on Dawn (the npm package 'webgpu') over a Vulkan driver. On Linux without
  * one, Debian's chromium package brings a CPU one, SwiftShader: when no driver is chosen
@@ -53,7 +59,10 @@ export async function setBackend(name: BackendName = 'wasm'): Promise<BackendNam
     }
   }
   // idempotent, and also when tfjs had already picked this backend by itself
-  if (name === 'wasm') registerWasmTrainingKernels(); // gradient kernels wasm lacks
+  if (name === 'wasm') {
+    registerWasmTrainingKernels(); // gradient kernels wasm lacks
+    await useNativeKernels(); // in Node, where @png/native-kernels is built: see wasmComputePath()
+  }
   if (name === 'cpu') registerCpuKernelFixes(); // a wrong tfjs-backend-cpu gradient
   return name;
 }

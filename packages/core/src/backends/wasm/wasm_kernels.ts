@@ -556,7 +556,8 @@ export function registerWasmTrainingKernels(): string[] {
   }
   for (const { kernelName, kernelFunc, keepOriginal } of OVERRIDES) {
     const original = tf.getKernel(kernelName, 'wasm');
-    if (!original || original.kernelFunc === kernelFunc) continue; // wasm not loaded, or done already
+    // wasm not loaded, done already, or replaced since by a native kernel (which falls back on this one)
+    if (!original || original.kernelFunc === kernelFunc || (original as { native?: boolean }).native) continue;
     keepOriginal(original.kernelFunc);
     tf.unregisterKernel(kernelName, 'wasm');
     // The original's setupFunc (its cwrap) is kept: it runs if the backend is (re)initialised later.

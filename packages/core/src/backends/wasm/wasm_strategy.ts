@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { matMul2d } from '../matmul';
-import { asMatrix, convOutputSize, hwio, pointwiseConv2d, type BackendStrategy, type Conv2dArgs } from '../backend_strategy';
+import { asMatrix, convOutputSize, hwio, pointwiseConv2d, portableStrategy, type BackendStrategy, type Conv2dArgs } from '../backend_strategy';
 import { heapTensorFilledBy } from './wasm_heap';
 
 /** A frozen weight: not a trainable variable, so no gradient is ever asked of it. */
@@ -111,6 +111,18 @@ export const wasmStrategy: BackendStrategy = {
       [0, 0],
     ]);
   },
+  convKernel: () => undefined,
+  tensorFilledBy: heapTensorFilledBy,
+};
+
+/**
+ * The wasm backend with @png/native-kernels (see native_kernels.ts): tfjs' own ops, as on the
+ * portable backends, since the native BatchMatMul reads transposed operands in place and the
+ * native Conv2D runs every geometry at full speed. A conv weight is transposed to HWIO per call
+ * (no load-time copy, as for `wasmStrategy`); weights are loaded straight into the wasm heap.
+ */
+export const nativeWasmStrategy: BackendStrategy = {
+  ...portableStrategy,
   convKernel: () => undefined,
   tensorFilledBy: heapTensorFilledBy,
 };
