@@ -73,7 +73,7 @@ describe('PngEvaluator', () => {
     const single = new PngEvaluator();
     for (const { sample, prediction } of withImages) single.process(sample, prediction);
     const shards = Array.from({ length: 3 }, () => new PngEvaluator());
-    withImages.forEach(({ sample, prediction }, s) => shards[s % 3].process(sample, prediction));
+    for (const [s, { sample, prediction }] of withImages.entries()) shards[s % 3].process(sample, prediction);
     const merged = PngEvaluator.fromShards(shards.map((shard) => PngEvaluator.fromJSON(JSON.parse(JSON.stringify(shard)))));
     expect(JSON.stringify(merged)).toBe(JSON.stringify(single));
     expect(JSON.stringify(merged.evaluate(options))).toBe(JSON.stringify(single.evaluate(options)));
@@ -83,11 +83,24 @@ describe('PngEvaluator', () => {
   });
 
   test('interleaveShards names the shard that does not fit a round-robin deal', () => {
-    expect(interleaveShards([[0, 3, 6], [1, 4], [2, 5]])).toEqual([0, 1, 2, 3, 4, 5, 6]);
+    expect(
+      interleaveShards([
+        [0, 3, 6],
+        [1, 4],
+        [2, 5],
+      ]),
+    ).toEqual([0, 1, 2, 3, 4, 5, 6]);
     expect(interleaveShards([[0, 1]])).toEqual([0, 1]);
-    expect(() => interleaveShards([[0, 3], [1, 4, 7], [2, 5]], 'shard file')).toThrow(
-      'shard file 0 of 3 holds 2 items, but a round-robin deal of 7 items gives it 3: a shard is missing, repeated or from another run',
-    );
+    expect(() =>
+      interleaveShards(
+        [
+          [0, 3],
+          [1, 4, 7],
+          [2, 5],
+        ],
+        'shard file',
+      ),
+    ).toThrow('shard file 0 of 3 holds 2 items, but a round-robin deal of 7 items gives it 3: a shard is missing, repeated or from another run');
   });
 
   test('the state keeps NaN IoUs (as null in JSON) and float32 values exactly', () => {
