@@ -107,7 +107,13 @@ describe('sharded evaluation (predictions made up from the ground truth: the sha
     const [two, zero, one] = files;
     expect(() => mergeEvaluationShards([zero, two])).toThrow('shard 1 of 3 missing (got 2 files); run them with --shard K/3 and merge all 3');
     expect(() => mergeEvaluationShards([zero, one, two, zero])).toThrow(`${zero}: shard 0 of 3 is also ${zero}; give each shard once`);
-    const edited = (name: string, edit: (content: Record<string, any>) => void): string => {
+    type ShardContent = {
+      settings: { metrics: { bootstrap: { resamples: number } } };
+      shard: { count: number };
+      version: number;
+      evaluator: { ious: unknown[] };
+    };
+    const edited = (name: string, edit: (content: ShardContent) => void): string => {
       const content = JSON.parse(fs.readFileSync(one, 'utf8'));
       edit(content);
       const file = path.join(dir, name);
