@@ -137,5 +137,5 @@ describe('sharded evaluation (predictions made up from the ground truth: the sha
     const cut = path.join(dir, 'cut.json');
     fs.writeFileSync(cut, fs.readFileSync(one, 'utf8').slice(0, 100));
     expect(() => mergeEvaluationShards([zero, cut, two])).toThrow(`${cut}: not valid JSON`);
-  });
+  }, 600_000); // seconds of CPU, but four readings of the split: generous for a loaded machine
 });
