@@ -1,7 +1,11 @@
-// Forward speed of the same models on each tfjs backend (cpu, wasm, webgpu): one UNet forward and one
-// full PngGrounder forward (VAE encoder + CLIP + UNet read through EIPA + MLMA + decoder), seconds and
-// achieved GFLOP/s, FLOPs counted from the conv and matMul kernels that ran (kernel_flops.mjs).
-//   npm run bench:backends [-- --size 64 --width 64 --runs 3 --backends cpu,wasm,webgpu]
+// Speed of the same models on each tfjs backend (cpu, wasm, webgpu): one UNet forward, one full
+// PngGrounder forward (VAE encoder + CLIP + UNet read through EIPA + MLMA + decoder) and, with
+// --train, one PngGrounder training step (forward + backward through the frozen UNet, Adam update of
+// EIPA + MLMA + decoder); seconds and achieved GFLOP/s, FLOPs counted from the conv and matMul kernels
+// that ran (kernel_flops.mjs).
+//   npm run bench:backends [-- --size 64 --width 64 --runs 3 --backends cpu,wasm,webgpu --train]
+// `npm run gpu:bundle` packs this script into a folder that runs on a machine without Node or npm
+// (scripts/gpu_bundle.mjs); there --fixtures points at the copy of the tiny CLIP it carries.
 // The models: SD v1.5's UNet layout at `width` base channels (SD: 320) and its VAE encoder at width/2
 // (SD: 128), the tiny CLIP text encoder and tokenizer of ../shared/fixtures/tiny-sd (so cross-attention
 // reads 32-wide text states, SD: 768), random weights;
@@ -24,6 +28,7 @@ import {
   UNet2DConditionModel,
 } from '@png/diffusion-backbone';
 import { PngGrounder } from '@png/pipeline';
+import { Trainer } from '@png/training';
 import { timeIt } from './bench_util.mjs';
 import { kernelFlops } from './kernel_flops.mjs';
 
@@ -33,6 +38,8 @@ const { values: args } = parseArgs({
     width: { type: 'string', default: '64' },
     runs: { type: 'string', default: '3' },
     backends: { type: 'string', default: 'cpu,wasm,webgpu' },
+    train: { type: 'boolean', default: false },
+    fixtures: { type: 'string', default: new URL('../../shared/fixtures/tiny-sd/', import.meta.url).pathname },
   },
 });
 const size = Number(args.size);
@@ -44,7 +51,7 @@ if (!(width > 0 && width % 64 === 0)) throw new Error(`--width ${args.width}: ex
 if (!(Number.isInteger(runs) && runs > 0)) throw new Error(`--runs ${args.runs}: expected a positive integer`);
 for (const b of backends) if (!['cpu', 'wasm', 'webgpu'].includes(b)) throw new Error(`--backends: unknown backend '${b}'; expected cpu, wasm, webgpu`);
 
-const fixtures = new URL('../../shared/fixtures/tiny-sd/', import.meta.url).pathname;
+const fixtures = args.fixtures.replace(/\/?$/, '/');
 const narratives = [
   {
     caption: 'two dogs on the grass and a person near the water',
@@ -80,6 +87,10 @@ const random = (n, seed) => Float32Array.from({ length: n }, (_, i) => Math.sin(
 const latents = tf.tensor4d(random(latentSize * latentSize * 4, 1), [1, latentSize, latentSize, 4]);
 const context = tf.tensor3d(random(77 * 32, 2), [1, 77, 32]);
 const images = tf.tensor4d(random(size * size * 3, 3), [1, size, size, 3]);
+const targets = tf.tensor4d(
+  random(size * size * narratives[0].phrases.length, 4).map((x) => (x > 0 ? 1 : 0)),
+  [1, size, size, narratives[0].phrases.length],
+);
 
 /** FLOPs of one call (counted from the kernels it ran; this call is also the warm-up) and its median time. */
 async function measure(forward) {
@@ -97,6 +108,26 @@ async function measure(forward) {
   return { flops, seconds };
 }
 
+/** FLOPs of one forward + backward (counted from the kernels it ran; also the warm-up) and the median time of a training step. */
+async function measureTrainingStep() {
+  const trainee = createGrounder();
+  const latents = backbone.encodeImages(images); // a trainer encodes each image and narrative once
+  const phrases = trainee.encodePhrases(narratives);
+  const lossFn = () => trainee.loss(latents, phrases, targets);
+  const trainer = new Trainer({ variables: trainee.namedVariables(), lossFn, optimizer: { lr: 1e-4 } });
+  const profile = await tf.profile(() => {
+    const { value, grads } = tf.variableGrads(lossFn, Object.values(trainee.namedVariables()));
+    return [value, ...Object.values(grads)];
+  });
+  tf.dispose(profile.result);
+  const flops = kernelFlops(profile);
+  const seconds = await timeIt(() => trainer.step(undefined), { runs, warmup: 1 });
+  trainer.dispose();
+  tf.dispose([latents, phrases]);
+  trainee.dispose();
+  return { flops, seconds };
+}
+
 const rows = [];
 for (const backend of backends) {
   try {
@@ -108,7 +139,7 @@ for (const backend of backends) {
   const info = tf.backend().adapterInfo;
   const device =
     backend === 'webgpu'
-      ? `${info?.vendor || '?'} ${info?.architecture || info?.description || ''}`.trim()
+      ? [info?.vendor || '?', info?.architecture, info?.device, info?.description].filter(Boolean).join(' ')
       : backend === 'wasm'
         ? `SIMD, ${tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT') ? 'threads' : '1 thread'}`
         : 'JS';
@@ -121,8 +152,11 @@ for (const backend of backends) {
     return last;
   });
   grounder.dispose();
-  rows.push({ backend, device, unet: u, grounder: g });
-  console.log(`${backend} (${device}): UNet ${u.seconds.toFixed(3)} s, PngGrounder ${g.seconds.toFixed(3)} s`);
+  const t = args.train ? await measureTrainingStep() : undefined;
+  rows.push({ backend, device, unet: u, grounder: g, train: t });
+  console.log(
+    `${backend} (${device}): UNet ${u.seconds.toFixed(3)} s, PngGrounder ${g.seconds.toFixed(3)} s${t ? `, training step ${t.seconds.toFixed(3)} s` : ''}`,
+  );
 }
 
 // --- the table
@@ -134,13 +168,16 @@ const fmt = (m, ref) => [
   ref ? `${(ref.seconds / m.seconds).toFixed(2)}×` : '–',
 ];
 const header = ['backend', 'device', 'UNet s', 'GFLOP', 'GFLOP/s', 'vs wasm', 'PngGrounder s', 'GFLOP', 'GFLOP/s', 'vs wasm'];
+if (args.train) header.push('train step s', 'GFLOP', 'GFLOP/s', 'vs wasm');
 const table = rows.map((r) =>
-  r.error ? [r.backend, `unavailable: ${r.error}`] : [r.backend, r.device, ...fmt(r.unet, wasm?.unet), ...fmt(r.grounder, wasm?.grounder)],
+  r.error
+    ? [r.backend, `unavailable: ${r.error}`]
+    : [r.backend, r.device, ...fmt(r.unet, wasm?.unet), ...fmt(r.grounder, wasm?.grounder), ...(r.train ? fmt(r.train, wasm?.train) : [])],
 );
 const widths = header.map((h, i) => Math.max(h.length, ...table.filter((t) => t.length > 2).map((t) => String(t[i]).length)));
 const line = (cells) => `| ${cells.map((c, i) => String(c).padEnd(widths[i] ?? 0)).join(' | ')} |`;
 console.log(`\n${line(header)}\n${line(widths.map((w) => '-'.repeat(w)))}`);
 for (const t of table) console.log(t.length > 2 ? line(t) : `| ${t[0]} | ${t[1]}`);
 
-tf.dispose([latents, context, images]);
+tf.dispose([latents, context, images, targets]);
 backbone.dispose();

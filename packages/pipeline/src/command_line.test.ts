@@ -64,6 +64,27 @@ describe('the png command line (embedded backbone, wasm)', () => {
       stderr: expect.stringContaining("--gate-lr-multiplier must be a number > 0, got '0'"),
     });
     expect(await png('synth', '--out', dir, '--colour', 'red')).toMatchObject({ code: 2, stderr: expect.stringContaining("Unknown option '--colour'") });
+    for (const shard of ['3/3', '1', '1/x', '0/0'])
+      expect(await png('evaluate', '--data', dir, '--run', dir, '--shard', shard)).toMatchObject({
+        code: 2,
+        stderr: expect.stringContaining(
+          `--shard takes K/N with 0 <= K < N (K is 0-based, as JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID of --array=0-(N-1)), got '${shard}'`,
+        ),
+      });
+    expect(await png('evaluate', '--merge', '--out', dir)).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('--merge needs the shard-K-of-N.json files of every shard'),
+    });
+    expect(await png('evaluate', '--merge', 'shard-0-of-1.json')).toMatchObject({ code: 2, stderr: expect.stringContaining('--merge needs --out DIR') });
+    expect(await png('evaluate', '--merge', '--out', dir, '--run', dir, 'x.json')).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining("Unknown option '--run'"),
+    });
+    const absent = path.join(dir, 'shard-0-of-1.json');
+    expect(await png('evaluate', '--merge', '--out', dir, absent)).toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining(`${absent}: cannot read the shard file`),
+    });
     expect(await png('evaluate', '--data', dir, '--run', dir, '--size-thresholds', '9')).toMatchObject({
       code: 2,
       stderr: expect.stringContaining('--size-thresholds: size thresholds are two areas in pixels'),

@@ -30,10 +30,11 @@ import {
   summarizeMetrics,
   type PngEvaluateOptions,
   type PngMetrics,
+  type PngSummary,
 } from '@png/png-metrics';
 import { DEFAULT_PRETRAIN_SETTINGS, pretrainBackbone, type PretrainProgress, type PretrainSettings } from '@png/text-to-image-pretraining';
 import { BASELINE_RULES, evaluateBaselines, type BaselineResult, type BaselineRule } from './baselines';
-import { evaluateOnBenchmark } from './benchmark_evaluation';
+import { evaluateOnBenchmark, mergeEvaluationShards, type EvaluationShard } from './benchmark_evaluation';
 import { DEFAULT_TRAINING_SETTINGS, trainOnBenchmark, type TrainingSettings } from './benchmark_training';
 import { groundNarrative } from './ground_narrative';
 import { PngGrounder, type EipaProbe, type PngGrounderConfig } from './png_grounder';
@@ -130,7 +131,16 @@ Recall; writes report.json, ar_curves.svg, predictions.json, overlays/ and atten
                        swap-phrases  each image's EIPA phrase states are those its phrases get
                                      over the next record's image
   --json               print the summary as JSON
-${COMMON}`,
+  --shard K/N          ground only the grounded records K, K+N, K+2N, ... (K = 0..N-1, 0-based as a
+                       Kubernetes JOB_COMPLETION_INDEX or a Slurm array 0-(N-1)) and write
+                       shard-K-of-N.json (evaluator states, predictions, settings) to --out
+                       instead of report.json, ar_curves.svg and predictions.json
+${COMMON}
+
+Usage: png evaluate --merge --out DIR SHARD_FILE... [--json]
+
+Merges the shard-K-of-N.json files of all N shards of one sharded evaluation (any order) into the
+report.json, ar_curves.svg and predictions.json that the unsharded run writes, byte for byte.`,
   baseline: `Usage: png baseline --data DIR [--split NAME] [--rule RULE ...] [--stride S ...] [options]
 
 Scores rules that learn nothing with the PNG Average Recall, overall / things / stuff / singulars /
@@ -473,6 +483,7 @@ async function loadRun(
 }
 
 async function evaluate(args: readonly string[], env: CliEnvironment): Promise<void> {
+  if (args.includes('--merge')) return mergeShards(args, env);
   const v = parse(
     args,
     {
@@ -489,11 +500,13 @@ async function evaluate(args: readonly string[], env: CliEnvironment): Promise<v
       bootstrap: { type: 'string' },
       probe: { type: 'string' },
       json: { type: 'boolean' },
+      shard: { type: 'string' },
     },
     ['data', 'run'],
   );
   const split = (v.split as string | undefined) ?? 'val2017';
   const probe = probeOption(v.probe as string | undefined);
+  const shard = shardOption(v.shard as string | undefined);
   const out = (v.out as string | undefined) ?? path.join(v.run as string, `eval-${split}${probe ? `-${v.probe}` : ''}`);
   const metrics = metricsOptions(v);
   const backbone = await loadBackbone(v, env);
@@ -512,6 +525,7 @@ async function evaluate(args: readonly string[], env: CliEnvironment): Promise<v
         limit: v.limit === undefined ? undefined : intOption(v, 'limit', 1, 1),
         metrics,
         probe,
+        shard,
         onProgress: (done, total) => {
           bar ??= progress(env, v, total, 'evaluate');
           bar.update(done);
@@ -519,18 +533,69 @@ async function evaluate(args: readonly string[], env: CliEnvironment): Promise<v
       });
       bar?.finish();
       reportLeftOut(env, result.skipped, result.dropped);
-      if (v.json) env.stdout.write(`${JSON.stringify({ ...result.summary, baseline_full_image: result.baseline })}\n`);
-      else {
-        env.stdout.write(`${formatMetricsTable(result.metrics)}\n`);
-        env.stdout.write(`trivial baseline (every phrase = the whole image): AR ${formatPercent(result.baseline.overall ?? NaN)}\n`);
-        env.stdout.write(`${result.phrases} phrases of ${result.samples} narratives in ${result.seconds.toFixed(0)} s; outputs in ${out}\n`);
-      }
+      if (shard)
+        env.stdout.write(
+          `shard ${shard.index}/${shard.count}: ${result.phrases} phrases of ${result.samples} narratives in ${result.seconds.toFixed(0)} s; wrote ${result.shardFile}\n` +
+            `once all ${shard.count} shards are done: png evaluate --merge --out DIR <the ${shard.count} shard-K-of-${shard.count}.json files>\n`,
+        );
+      else
+        printEvaluation(
+          env,
+          v.json === true,
+          result,
+          `${result.phrases} phrases of ${result.samples} narratives in ${result.seconds.toFixed(0)} s; outputs in ${out}`,
+        );
     } finally {
       grounder.dispose();
     }
   } finally {
     backbone.dispose();
   }
+}
+
+/** The summary as JSON, or the metrics table, the whole-image baseline and `closing`. */
+function printEvaluation(
+  env: CliEnvironment,
+  json: boolean,
+  result: { metrics: PngMetrics; summary: PngSummary; baseline: PngSummary },
+  closing: string,
+): void {
+  if (json) {
+    env.stdout.write(`${JSON.stringify({ ...result.summary, baseline_full_image: result.baseline })}\n`);
+    return;
+  }
+  env.stdout.write(`${formatMetricsTable(result.metrics)}\n`);
+  env.stdout.write(`trivial baseline (every phrase = the whole image): AR ${formatPercent(result.baseline.overall ?? NaN)}\n`);
+  env.stdout.write(`${closing}\n`);
+}
+
+/** `png evaluate --merge --out DIR FILE...`: the report of the unsharded run from its shard files. */
+function mergeShards(args: readonly string[], env: CliEnvironment): void {
+  const { values, positionals } = parseArgs({
+    args: [...args],
+    options: { merge: { type: 'boolean' }, out: { type: 'string' }, json: { type: 'boolean' } },
+    strict: true,
+    allowPositionals: true,
+  });
+  if (values.out === undefined) throw new UsageError('--merge needs --out DIR, the folder for report.json, ar_curves.svg and predictions.json');
+  if (positionals.length === 0) throw new UsageError('--merge needs the shard-K-of-N.json files of every shard');
+  const merged = mergeEvaluationShards(positionals, values.out);
+  printEvaluation(
+    env,
+    values.json === true,
+    merged,
+    `${merged.phrases} phrases of ${merged.samples} narratives from ${merged.shards} shards; outputs in ${values.out}`,
+  );
+}
+
+/** `--shard K/N` (0-based K) as the evaluation's shard. */
+function shardOption(text: string | undefined): EvaluationShard | undefined {
+  if (text === undefined) return undefined;
+  const match = /^(\d+)\/(\d+)$/.exec(text.trim());
+  const [index, count] = match ? [Number(match[1]), Number(match[2])] : [NaN, NaN];
+  if (!(count >= 1 && index < count))
+    throw new UsageError(`--shard takes K/N with 0 <= K < N (K is 0-based, as JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID of --array=0-(N-1)), got '${text}'`);
+  return { index, count };
 }
 
 /** `--probe`'s value as the evaluation's probe. */

@@ -22,7 +22,14 @@ export {
   type BenchmarkTrainingOptions,
   type BenchmarkTrainingResult,
 } from './benchmark_training';
-export { evaluateOnBenchmark, type BenchmarkEvaluationOptions, type BenchmarkEvaluationResult } from './benchmark_evaluation';
+export {
+  evaluateOnBenchmark,
+  mergeEvaluationShards,
+  type BenchmarkEvaluationOptions,
+  type BenchmarkEvaluationResult,
+  type EvaluationShard,
+  type MergedEvaluation,
+} from './benchmark_evaluation';
 export { BASELINE_RULES, evaluateBaselines, type BaselineOptions, type BaselineResult, type BaselineRule, type BaselineScore } from './baselines';
 export { findNounPhrases } from './noun_phrases';
 export { PHRASE_COLORS, enlargeImage, phraseColor, renderAttentionMap, renderOverlay, tileImages } from './visualize';

@@ -1,5 +1,5 @@
 import { averageRecall } from './average_recall';
-import { PHRASE_GROUPS, PngEvaluator, type PngMetrics, type PngSample, type PredictedMask } from './evaluator';
+import { PHRASE_GROUPS, PngEvaluator, interleaveShards, type PngMetrics, type PngSample, type PredictedMask } from './evaluator';
 import { encodeRle } from './rle';
 import { seededRandom } from './test_support';
 
@@ -64,6 +64,43 @@ describe('PngEvaluator', () => {
       for (const text of wire.reverse()) merged.merge(PngEvaluator.fromJSON(JSON.parse(text)));
       expectSameBits(merged.evaluate(), reference);
     }
+  });
+
+  test('fromShards restores a round-robin deal: the same JSON report, bootstrap intervals included, as one pass', () => {
+    // 298 samples: 100, 99, 99 per shard; several narratives per image, so the per-image sums of the bootstrap mix samples of different shards
+    const withImages = cases.slice(0, 298).map(({ sample, prediction }, s) => ({ sample: { ...sample, imageId: (s * 7) % 40 }, prediction }));
+    const options = { groupBy: ['phrase_type'], bootstrap: { resamples: 50 } };
+    const single = new PngEvaluator();
+    for (const { sample, prediction } of withImages) single.process(sample, prediction);
+    const shards = Array.from({ length: 3 }, () => new PngEvaluator());
+    for (const [s, { sample, prediction }] of withImages.entries()) shards[s % 3].process(sample, prediction);
+    const merged = PngEvaluator.fromShards(shards.map((shard) => PngEvaluator.fromJSON(JSON.parse(JSON.stringify(shard)))));
+    expect(JSON.stringify(merged)).toBe(JSON.stringify(single));
+    expect(JSON.stringify(merged.evaluate(options))).toBe(JSON.stringify(single.evaluate(options)));
+    expect(() => PngEvaluator.fromShards([shards[1], shards[0]])).toThrow(
+      'evaluator shard 0 of 2 holds 99 items, but a round-robin deal of 199 items gives it 100',
+    );
+  });
+
+  test('interleaveShards names the shard that does not fit a round-robin deal', () => {
+    expect(
+      interleaveShards([
+        [0, 3, 6],
+        [1, 4],
+        [2, 5],
+      ]),
+    ).toEqual([0, 1, 2, 3, 4, 5, 6]);
+    expect(interleaveShards([[0, 1]])).toEqual([0, 1]);
+    expect(() =>
+      interleaveShards(
+        [
+          [0, 3],
+          [1, 4, 7],
+          [2, 5],
+        ],
+        'shard file',
+      ),
+    ).toThrow('shard file 0 of 3 holds 2 items, but a round-robin deal of 7 items gives it 3: a shard is missing, repeated or from another run');
   });
 
   test('the state keeps NaN IoUs (as null in JSON) and float32 values exactly', () => {

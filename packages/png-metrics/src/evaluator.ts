@@ -263,6 +263,30 @@ export class PngEvaluator {
     return this;
   }
 
+  /**
+   * The evaluator of one pass over samples dealt round robin to `shards.length` evaluators:
+   * `shards[k]` processed samples k, k + N, k + 2N, … of the pass (N = `shards.length`). Unlike
+   * {@link merge}, which appends, this restores the pass's sample order, so the per-image sums of the
+   * bootstrap add in the same order too: every figure, intervals included, has the bits of the one pass.
+   * @throws naming the shard whose sample count does not fit such a deal (a shard missing, repeated or from another pass).
+   */
+  static fromShards(shards: readonly PngEvaluator[]): PngEvaluator {
+    const perShard = shards.map((shard) => {
+      let first = 0;
+      return shard.samples.map((sample) => {
+        const phrases = Array.from({ length: sample.phrases }, (_, j) => {
+          const k = first + j;
+          return { iou: shard.ious[k], flags: shard.flags[k], area: shard.areas[k], tags: shard.tags[k] };
+        });
+        first += sample.phrases;
+        return { sample, phrases };
+      });
+    });
+    const evaluator = new PngEvaluator();
+    for (const { sample, phrases } of interleaveShards(perShard, 'evaluator shard')) evaluator.appendSample(sample, phrases);
+    return evaluator;
+  }
+
   private appendSample(sample: SampleEntry, phrases: readonly { iou: number; flags: number; area: number; tags: Readonly<Record<string, string>> }[]): void {
     this.samples.push(sample);
     for (const p of phrases) this.appendPhrase(p);
@@ -465,6 +489,24 @@ export class PngEvaluator {
     });
     return { ...groupedValues(groups, differences), sizeThresholds, bootstrap };
   }
+}
+
+/**
+ * Undoes a round-robin deal: `shards[k]` holds items k, k + N, k + 2N, … of a list (N = `shards.length`);
+ * returns the list.
+ * @throws naming the shard (`<what> k of N`) whose length does not fit such a deal of all the items.
+ */
+export function interleaveShards<T>(shards: readonly (readonly T[])[], what = 'shard'): T[] {
+  const count = shards.length;
+  const total = shards.reduce((sum, shard) => sum + shard.length, 0);
+  shards.forEach((shard, k) => {
+    const expected = Math.max(0, Math.ceil((total - k) / count));
+    if (shard.length !== expected)
+      throw new Error(
+        `${what} ${k} of ${count} holds ${shard.length} items, but a round-robin deal of ${total} items gives it ${expected}: a shard is missing, repeated or from another run`,
+      );
+  });
+  return Array.from({ length: total }, (_, i) => shards[i % count][Math.floor(i / count)]);
 }
 
 function sameTags(x: Readonly<Record<string, string>>, y: Readonly<Record<string, string>>): boolean {

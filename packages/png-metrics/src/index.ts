@@ -4,7 +4,16 @@ export { maskIoU } from './iou';
 export type { Mask } from './iou';
 export { decodeRle, encodeRle } from './rle';
 export type { CocoRle, EncodeRleOptions } from './rle';
-export { COCO_SIZE_THRESHOLDS, DEFAULT_GROUP_BY, PHRASE_GROUPS, PngEvaluator, SIZE_BUCKETS, parseSizeThresholds, sizeBucket } from './evaluator';
+export {
+  COCO_SIZE_THRESHOLDS,
+  DEFAULT_GROUP_BY,
+  PHRASE_GROUPS,
+  PngEvaluator,
+  SIZE_BUCKETS,
+  interleaveShards,
+  parseSizeThresholds,
+  sizeBucket,
+} from './evaluator';
 export type {
   GroupMetrics,
   GroupedValues,
