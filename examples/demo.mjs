@@ -13,7 +13,7 @@ const here = path.dirname(new URL(import.meta.url).pathname);
 const { values: args } = parseArgs({
   options: {
     out: { type: 'string', default: 'demo-output' },
-    steps: { type: 'string', default: '600' },
+    steps: { type: 'string', default: '450' },
     train: { type: 'string', default: '400' },
     val: { type: 'string', default: '300' },
     kind: { type: 'string', default: 'grounding' },
