@@ -4,7 +4,7 @@
 //   with an import) runs there;
 // - a project with only @png/eipa and what it depends on runs the README programs of core,
 //   diffusion-backbone and eipa (its custom-head training step included) as ES modules and as
-//   CommonJS, and esbuild bundles a consumer of the three for the browser without plugins;
+//   CommonJS, and esbuild and Vite bundle a consumer of the three for the browser without plugins;
 // - the eipa training program runs on the @tensorflow/tfjs umbrella (fetched from the registry
 //   once, then npm's cache) with one tfjs engine.
 //   node scripts/pack_check.mjs        (after `npm run build`)
@@ -153,6 +153,22 @@ try {
   console.log(
     `browser bundle of @png/eipa + @png/diffusion-backbone + @png/core: ${(fs.statSync(path.join(eipaApp, 'bundle.js')).size / 1e6).toFixed(1)} MB, no Node module`,
   );
+  // the same consumer through Vite (a production build, its default browser resolution), no plugins
+  const vite = await import('vite');
+  const [viteOutput] = [
+    await vite.build({
+      configFile: false,
+      root: eipaApp,
+      logLevel: 'error',
+      build: { lib: { entry: path.join(eipaApp, 'browser_consumer.mjs'), formats: ['es'], fileName: 'vite_bundle' }, outDir: 'vite-dist', minify: false },
+    }),
+  ].flat();
+  const viteModules = viteOutput.output.flatMap((chunk) => chunk.moduleIds ?? Object.keys(chunk.modules ?? {}));
+  // (Vite stubs the Node built-ins of tfjs-core's own platform_node.js, as in every tfjs browser build: not ours)
+  const viteNodeOnly = viteModules.filter((id) => /node_modules\/(@png\/node-utils|webgpu)\//.test(id));
+  if (viteModules.length === 0) throw new Error('the Vite build reports no modules');
+  if (viteNodeOnly.length) throw new Error(`the Vite browser build holds Node-only modules: ${viteNodeOnly.join(', ')}`);
+  console.log(`Vite ${vite.version} browser build of the same consumer: ${viteModules.length} modules, no Node module`);
 
   // the @tensorflow/tfjs umbrella instead of tfjs-core (from the registry, or npm's cache): one engine
   const umbrellaApp = newProject('umbrella-app', [...EIPA_CLOSURE.map((name) => tarballs.get(name)), tfjs[2], '@tensorflow/tfjs@4.22.0']);
