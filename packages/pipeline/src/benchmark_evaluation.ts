@@ -413,15 +413,9 @@ function writeEvaluationOutputs(
 }
 
 /** What {@link mergeEvaluationShards} gives: the unsharded run's figures. */
-export interface MergedEvaluation {
-  readonly metrics: PngMetrics;
-  readonly evaluator: PngEvaluator;
-  readonly summary: PngSummary;
-  readonly baseline: PngSummary;
-  readonly samples: number;
-  readonly phrases: number;
+export type MergedEvaluation = Pick<BenchmarkEvaluationResult, 'metrics' | 'evaluator' | 'summary' | 'baseline' | 'samples' | 'phrases'> & {
   readonly shards: number;
-}
+};
 
 /**
  * Merges the shard files of one sharded evaluation (`shard-<K>-of-<N>.json`, K = 0..N-1, in any
