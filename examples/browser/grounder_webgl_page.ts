@@ -11,7 +11,7 @@ import { fetchFile, fetchModuleFiles, gpuEmulator, setBackend, type BackendName 
 import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, DiffusionBackbone, UNet2DConditionModel } from '@png/diffusion-backbone';
 import { mulberry32 } from '@png/node-utils';
 import { PngGrounder, type PngGrounderConfig } from '@png/pipeline';
-import { SMALL_GROUNDER_CONFIG, TEST_NARRATIVES } from '../../packages/pipeline/src/test_support';
+import { SMALL_GROUNDER_CONFIG, TEST_NARRATIVES, TINY_UNET_CONFIG } from '../../packages/pipeline/src/test_support';
 
 const SIZE = 16;
 const SMALL: Partial<PngGrounderConfig> = {
@@ -54,18 +54,7 @@ async function loadGrounder(): Promise<{ backbone: DiffusionBackbone; grounder: 
     text('vocab.json'),
     text('merges.txt'),
   ]);
-  const unet = UNet2DConditionModel.create(
-    {
-      block_out_channels: [8, 16],
-      down_block_types: ['CrossAttnDownBlock2D', 'DownBlock2D'],
-      up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D'],
-      layers_per_block: 1,
-      attention_head_dim: 2,
-      norm_num_groups: 4,
-      cross_attention_dim: 32,
-    },
-    { seed: 7 },
-  );
+  const unet = UNet2DConditionModel.create(TINY_UNET_CONFIG, { seed: 7 });
   const backbone = DiffusionBackbone.fromComponents({
     unet,
     vae: AutoencoderKL.fromFiles(vae, { parts: 'encoder', name: 'tiny-sd/vae' }),

@@ -8,7 +8,7 @@ import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, DDPMScheduler, DiffusionBa
 import { letterbox, unletterbox, type RgbImage } from '@png/png-data';
 import { Trainer, TrainingDivergedError } from '@png/training';
 import { PngGrounder, type PngGrounderConfig } from './png_grounder';
-import { SMALL_GROUNDER_CONFIG, TEST_NARRATIVES } from './test_support';
+import { SMALL_GROUNDER_CONFIG, TEST_NARRATIVES, TINY_UNET_CONFIG } from './test_support';
 
 const TINY = path.join(sharedFixturesDir(), 'tiny-sd');
 
@@ -440,18 +440,7 @@ describe.each(['cpu', 'wasm'] as BackendName[])('a small PngGrounder overfits on
   it('loss falls by ≥ 90%', async () => {
     await setBackend(backend);
     // a small random UNet (2 levels, 8/16 channels) with the fixture's VAE, CLIP and tokenizer
-    const unet = UNet2DConditionModel.create(
-      {
-        block_out_channels: [8, 16],
-        down_block_types: ['CrossAttnDownBlock2D', 'DownBlock2D'],
-        up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D'],
-        layers_per_block: 1,
-        attention_head_dim: 2,
-        norm_num_groups: 4,
-        cross_attention_dim: 32,
-      },
-      { seed: 7 },
-    );
+    const unet = UNet2DConditionModel.create(TINY_UNET_CONFIG, { seed: 7 });
     const backbone = DiffusionBackbone.fromComponents({
       unet,
       vae: await AutoencoderKL.fromPretrained(path.join(TINY, 'vae'), { parts: 'encoder' }),

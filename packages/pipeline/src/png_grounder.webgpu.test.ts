@@ -9,7 +9,7 @@ import { expectNoLeak, maxAbsDiff, sharedFixturesDir } from '@png/core/testing';
 import { mulberry32 } from '@png/node-utils';
 import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, DiffusionBackbone, UNet2DConditionModel } from '@png/diffusion-backbone';
 import { PngGrounder, type PngGrounderConfig } from './png_grounder';
-import { SMALL_GROUNDER_CONFIG, TEST_NARRATIVES } from './test_support';
+import { SMALL_GROUNDER_CONFIG, TEST_NARRATIVES, TINY_UNET_CONFIG } from './test_support';
 
 const TINY = path.join(sharedFixturesDir(), 'tiny-sd');
 const SIZE = 16;
@@ -39,18 +39,7 @@ describe('PngGrounder on webgpu', () => {
     // Built once on cpu; tfjs moves each tensor to webgpu the first time webgpu reads it, so both
     // backends run on bit-identical weights.
     await setBackend('cpu');
-    const unet = UNet2DConditionModel.create(
-      {
-        block_out_channels: [8, 16],
-        down_block_types: ['CrossAttnDownBlock2D', 'DownBlock2D'],
-        up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D'],
-        layers_per_block: 1,
-        attention_head_dim: 2,
-        norm_num_groups: 4,
-        cross_attention_dim: 32,
-      },
-      { seed: 7 },
-    );
+    const unet = UNet2DConditionModel.create(TINY_UNET_CONFIG, { seed: 7 });
     backbone = DiffusionBackbone.fromComponents({
       unet,
       vae: await AutoencoderKL.fromPretrained(path.join(TINY, 'vae'), { parts: 'encoder' }),

@@ -10,6 +10,17 @@ export const SMALL_GROUNDER_CONFIG = {
   max_phrases: 4,
 } satisfies Partial<PngGrounderConfig>;
 
+/** A random-init UNet this small, whose cross_attention_dim (32) matches the tiny-sd fixture's text encoder. */
+export const TINY_UNET_CONFIG = {
+  block_out_channels: [8, 16],
+  down_block_types: ['CrossAttnDownBlock2D', 'DownBlock2D'],
+  up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D'],
+  layers_per_block: 1,
+  attention_head_dim: 2,
+  norm_num_groups: 4,
+  cross_attention_dim: 32,
+};
+
 /** Two narratives with 2 and 3 phrases (character spans). */
 export const TEST_NARRATIVES: Narrative[] = [
   {
