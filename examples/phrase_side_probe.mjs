@@ -1,17 +1,23 @@
 // Do a trained grounder's phrase features say where a twin is? A linear probe (logistic regression,
 // standardised features, L2 1e-2, 2,000 full-batch steps) learns from the train split's twin phrases
-// (`png synth --kind grounding`) whether the phrase's target lies in the left half of the image, and
-// is scored on the val split's, per twin type: once on the frozen CLIP phrase features
-// (`grounder.encodePhrases`) and once after the grounder's trainable text side (what EIPA, MLMA and
-// the decoder read). Near the share of the majority side means the features do not carry the side.
+// of one group (`png synth --kind grounding`) on which side of the image the phrase's target lies,
+// and is scored on the val split's of that group. The side follows from the words for twin-order
+// phrases: left or right half where their sentence names left or right ("on the far left"), top or
+// bottom half where it names top or bottom ("the lowest ring"); a twin-relation or twin-size
+// phrase's side (left or right half) depends on the image, so those rows are the chance control.
+// Three feature sets: the frozen CLIP phrase features (each phrase's mean token state), those joined
+// with the mean state of the rest of the phrase's sentence (`encodePhrases(…, {sentence: true})`,
+// what `text.sentence_context` reads), and the phrase after the grounder's trainable text side (what
+// EIPA, MLMA and the decoder read). Near the majority side's share means the features do not carry it.
 //
 //   node examples/phrase_side_probe.mjs --run RUN_DIR --data BENCHMARK_DIR [--train N] [--val N]
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend } from '@png/core';
+import { encodePhrases, sentenceSpan } from '@png/diffusion-backbone';
 import { loadPngTinySd } from '@png/diffusion-backbone/png-tiny-sd';
-import { PngGrounder, readGroundedSamples } from '@png/pipeline';
+import { PngGrounder, phraseEncoding, readGroundedSamples } from '@png/pipeline';
 
 const { values: args } = parseArgs({
   options: { run: { type: 'string' }, data: { type: 'string' }, train: { type: 'string', default: '400' }, val: { type: 'string', default: '300' } },
@@ -23,39 +29,57 @@ if (!args.run || !args.data) {
 await setBackend('wasm');
 const grounder = await PngGrounder.fromPretrained(path.join(args.run, 'grounder'), await loadPngTinySd());
 const maxPhrases = grounder.config.max_phrases;
+const encoding = { ...phraseEncoding(grounder.config), sentence: true };
 
-/** Twin phrases of a split: frozen and text-side features, whether the target's centroid is in the left half, the type. */
+/** The probe group of a twin phrase (see the file's comment) and whether it asks for the top/bottom axis. */
+function probeGroup(type, sentence) {
+  if (type !== 'twin-order') return { group: type, vertical: false };
+  if (/\b(left|right)|(left|right)most/i.test(sentence)) return { group: 'twin-order, left/right named', vertical: false };
+  if (/top|bottom|low|high|upper/i.test(sentence)) return { group: 'twin-order, top/bottom named', vertical: true };
+  return { group: 'twin-order, other', vertical: false };
+}
+
+/** Twin phrases of a split: frozen, frozen ⊕ sentence and text-side features, whether the target's centroid is on the first side (left or top half), the group. */
 async function twinPhrases(split, limit) {
   const { samples } = await readGroundedSamples(args.data, split, { limit });
-  const out = { frozen: [], textSide: [], left: [], type: [] };
+  const out = { frozen: [], withSentence: [], textSide: [], first: [], group: [] };
+  const { backbone, text } = grounder;
   for (const sample of samples) {
     const n = Math.min(maxPhrases, sample.phrases.length);
-    const features = grounder.encodePhrases([{ caption: sample.narrative.caption, phrases: sample.narrative.phrases.slice(0, n) }]);
-    const read = grounder.text ? grounder.text.readCaption(features.tensor, features.mask, features.caption) : features.tensor; // [1, P, D]
-    const [frozen, textSide] = [await features.tensor.array(), await read.array()];
-    tf.dispose([features.tensor, features.mask, features.caption?.tensor, features.caption?.mask, read]);
-    const width = sample.image.width;
+    const narrative = { caption: sample.narrative.caption, phrases: sample.narrative.phrases.slice(0, n) };
+    const features = encodePhrases(backbone.tokenizer, backbone.textEncoder, [narrative], encoding);
+    const read = text
+      ? text.readCaption(text.readSentence(features.tensor, features.mask, features.sentence), features.mask, features.caption)
+      : features.tensor; // [1, P, D]
+    const [frozen, sentence, textSide] = [await features.tensor.array(), await features.sentence.array(), await read.array()];
+    tf.dispose([features, read]);
+    const { width, height } = sample.image;
     for (let i = 0; i < n; i++) {
       const phrase = sample.phrases[i];
       if (!phrase.tags.phrase_type?.startsWith('twin')) continue;
+      const [start, end] = sentenceSpan(narrative.caption, narrative.phrases[i]);
+      const { group, vertical } = probeGroup(phrase.tags.phrase_type, narrative.caption.slice(start, end));
       let sum = 0;
       let count = 0;
       for (let k = 0; k < phrase.mask.length; k++) {
         if (!phrase.mask[k]) continue;
-        sum += k % width;
+        sum += vertical ? Math.floor(k / width) : k % width;
         count++;
       }
       out.frozen.push(frozen[0][i]);
+      out.withSentence.push([...frozen[0][i], ...sentence[0][i]]);
       out.textSide.push(textSide[0][i]);
-      out.left.push(sum / count < width / 2 ? 1 : 0);
-      out.type.push(phrase.tags.phrase_type);
+      out.first.push(sum / count < (vertical ? height : width) / 2 ? 1 : 0);
+      out.group.push(group);
     }
   }
   return out;
 }
 
-/** Logistic regression on standardised features; accuracy (%) on the val rows `keep` selects. */
-function probeAccuracy(x, y, xVal, yVal, keep) {
+/** Logistic regression on standardised features, fitted on the train rows `keep` selects; accuracy (%) on the val rows it selects. */
+function probeAccuracy(xAll, yAll, xVal, yVal, keep, keepTrain) {
+  const fit = xAll.map((_, i) => i).filter(keepTrain);
+  const [x, y] = [fit.map((i) => xAll[i]), fit.map((i) => yAll[i])];
   const d = x[0].length;
   const mean = Array(d).fill(0);
   const variance = Array(d).fill(0);
@@ -85,12 +109,19 @@ function probeAccuracy(x, y, xVal, yVal, keep) {
 
 const train = await twinPhrases('train2017', Number(args.train));
 const val = await twinPhrases('val2017', Number(args.val));
-console.log(`twin phrases: ${train.left.length} train, ${val.left.length} val`);
-console.log('| twin type | val phrases | majority side | probe on frozen CLIP features | probe after the text side |');
-console.log('|---|---:|---:|---:|---:|');
-for (const type of ['twin-order', 'twin-relation', 'twin-size', 'all twins']) {
-  const keep = (i) => type === 'all twins' || val.type[i] === type;
-  const frozen = probeAccuracy(train.frozen, train.left, val.frozen, val.left, keep);
-  const textSide = probeAccuracy(train.textSide, train.left, val.textSide, val.left, keep);
-  console.log(`| ${type} | ${frozen.n} | ${frozen.majority.toFixed(1)} % | ${frozen.accuracy.toFixed(1)} % | ${textSide.accuracy.toFixed(1)} % |`);
+console.log(`twin phrases: ${train.first.length} train, ${val.first.length} val`);
+console.log('| twin phrases | train / val | majority side | frozen CLIP phrase | frozen phrase ⊕ its sentence | after the text side |');
+console.log('|---|---:|---:|---:|---:|---:|');
+for (const group of ['twin-order, left/right named', 'twin-order, top/bottom named', 'twin-relation', 'twin-size']) {
+  const [keepTrain, keep] = [train, val].map((split) => (i) => split.group[i] === group);
+  const fitted = train.group.filter((g) => g === group).length;
+  if (fitted < 10 || !val.group.includes(group)) {
+    console.log(`| ${group} | ${fitted} / ${val.group.filter((g) => g === group).length} | too few to probe | | | |`);
+    continue;
+  }
+  const [frozen, withSentence, textSide] = ['frozen', 'withSentence', 'textSide'].map((f) =>
+    probeAccuracy(train[f], train.first, val[f], val.first, keep, keepTrain),
+  );
+  const cells = [frozen, withSentence, textSide].map((p) => `${p.accuracy.toFixed(1)} %`);
+  console.log(`| ${group} | ${fitted} / ${frozen.n} | ${frozen.majority.toFixed(1)} % | ${cells.join(' | ')} |`);
 }

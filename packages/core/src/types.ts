@@ -31,6 +31,8 @@ export type TextEncoding = {
 export type PhraseFeatures = {
   readonly tensor: tf.Tensor3D; // [B, P, D]
   readonly mask: tf.Tensor2D; // [B, P], 1 = real phrase, 0 = padding
+  /** Per phrase, the mean state of the other tokens of its sentence, for a model that reads the clause around each phrase (else absent). */
+  readonly sentence?: tf.Tensor3D; // [B, P, D]
   /** The captions' token states the phrases were pooled from, for a model that reads the whole caption (else absent). */
   readonly caption?: CaptionTokens;
 };

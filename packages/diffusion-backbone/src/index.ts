@@ -22,6 +22,7 @@ export * from './clip/index';
 export {
   encodePhrases,
   phrasePoolingMatrix,
+  sentenceSpan,
   tokenizeNarratives,
   validateNarratives,
   type EncodePhrasesOptions,

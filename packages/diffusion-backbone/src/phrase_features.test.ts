@@ -4,7 +4,7 @@ import { setBackend } from '@png/core';
 import { FixtureIndex, expectClose, expectDefined, expectNoLeak, sharedFixturesDir } from '@png/core/testing';
 import { CLIPTextModel } from './clip/modeling_clip';
 import { CLIPTokenizer } from './clip/tokenization_clip';
-import { encodePhrases, phrasePoolingMatrix, tokenizeNarratives } from './phrase_features';
+import { encodePhrases, phrasePoolingMatrix, sentenceSpan, tokenizeNarratives } from './phrase_features';
 
 const TINY = path.join(sharedFixturesDir(), 'tiny-sd');
 
@@ -197,6 +197,47 @@ describe('encodePhrases (wasm)', () => {
     );
     expect(narrative.phrases[0].map((t) => [t.window, t.position])).toEqual(tokenizer.encodeWithSpans('very').ids.map((_, k) => [0, 2 + k])); // after bos and "a"
     expect(narrative.phrases[1].every((t) => t.window === last)).toBe(true);
+  });
+
+  it("with `sentence`, pools each phrase's sentence without the phrase's own tokens (0 where the phrase is its sentence)", async () => {
+    const caption = 'There is a blue circle. On the far left there is a green square as well. a red ring';
+    const at = (text: string): [number, number] => [caption.indexOf(text), caption.indexOf(text) + text.length];
+    const spans = [at('a green square'), at('a red ring'), at('a blue circle')];
+    const narratives = [{ caption, phrases: spans }];
+    const out = encodePhrases(tokenizer, textEncoder, narratives, { maxPhrases: 4, padTo: 4, sentence: true });
+    const sentence = expectDefined(out.sentence, 'sentence states');
+    expect(sentence.shape).toEqual([1, 4, 32]);
+    // the reference: CLIP's states of the one window, averaged over the sentence's tokens that are not the phrase's
+    const ids = tokenizer.encodeWithSpans(caption);
+    const window = [tokenizer.bosTokenId, ...ids.ids, tokenizer.eosTokenId];
+    const hidden = tf.tidy(() => textEncoder.forward(tf.tensor2d([window], undefined, 'int32')).lastHiddenState.arraySync()[0]);
+    const covered = ([s, e]: readonly [number, number]) => ids.spans.flatMap(([a, b], t) => (a < e && b > s ? [t + 1] : [])); // +1: bos
+    const expected = spans.map((span) => {
+      const own = new Set(covered(span));
+      const rest = covered(sentenceSpan(caption, span)).filter((t) => !own.has(t));
+      return Array.from({ length: 32 }, (_, k) => (rest.length ? rest.reduce((acc, t) => acc + hidden[t][k], 0) / rest.length : 0));
+    });
+    await expectClose(tf.slice(sentence, [0, 0, 0], [1, 3, -1]), expected.flat(), 1e-4, 'sentence states');
+    expect(expected[0].some((v) => v !== 0) && expected[2].some((v) => v !== 0)).toBe(true);
+    expect(expected[1].every((v) => v === 0)).toBe(true); // "a red ring" is its whole sentence
+    expect([...(await tf.slice(sentence, [0, 3, 0], [1, 1, -1]).data())].every((v) => v === 0)).toBe(true); // padding phrase
+    tf.dispose(out);
+    expect(encodePhrases(tokenizer, textEncoder, narratives, { maxPhrases: 4 }).sentence).toBeUndefined();
+  });
+
+  it('finds the sentence around a span: final punctuation and white space end one, punctuation inside a span or a number does not', () => {
+    const text = 'I see a dog. On the left, "a cat!" Then 3.5 cm of Dr. Who? The end';
+    const around = (phrase: string) => {
+      const start = text.indexOf(phrase);
+      const [s, e] = sentenceSpan(text, [start, start + phrase.length]);
+      return text.slice(s, e);
+    };
+    expect(around('a dog')).toBe('I see a dog.');
+    expect(around('a cat')).toBe('On the left, "a cat!"');
+    expect(around('3.5 cm')).toBe('Then 3.5 cm of Dr.');
+    expect(around('Dr. Who')).toBe('Then 3.5 cm of Dr. Who?'); // a span across a sentence end keeps both sides
+    expect(around('The end')).toBe('The end'); // no final punctuation: to the text's end
+    expect(around('a dog.')).toBe('I see a dog.');
   });
 
   it('builds the mean-pooling matrix row by phrase, zero rows for absent phrases', async () => {

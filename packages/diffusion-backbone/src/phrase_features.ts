@@ -1,12 +1,13 @@
 /**
  * Phrase features, the method's first step: a narrative's noun phrases (character spans of its
  * caption) → the CLIP tokens each span covers → the mean of those tokens' hidden states, the
- * `PhraseFeatures` that EIPA, MLMA and the decoder read.
+ * `PhraseFeatures` that EIPA, MLMA and the decoder read; optionally also the mean of the other
+ * tokens of each phrase's sentence, the clause that says which of several look-alikes it is.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { CaptionTokens, PhraseFeatures } from '@png/core';
 import type { CLIPTextModel } from './clip/modeling_clip';
-import type { CLIPChunkOptions, CLIPTextChunks, CLIPTokenPosition, CLIPTokenizer } from './clip/tokenization_clip';
+import { SENTENCE_END_PUNCTUATION, type CLIPChunkOptions, type CLIPTextChunks, type CLIPTokenPosition, type CLIPTokenizer } from './clip/tokenization_clip';
 
 /** A narrative and the character spans [start, end) of its noun phrases in the caption. */
 export interface Narrative {
@@ -31,11 +32,37 @@ export function validateNarratives(narratives: readonly Narrative[], maxPhrases:
   });
 }
 
+/** A sentence ends after final punctuation (perhaps with closing quotes or brackets) that white space or the text's end follows. */
+const SENTENCE_END = new RegExp(`${SENTENCE_END_PUNCTUATION}(?=\\s|$)`, 'gu');
+
+/**
+ * The character span [start, end) of the sentence around `span` in `text`: from just after the
+ * last sentence end at or before the span's start (or the text's start) to the first sentence end
+ * at or after the span's end, its punctuation included (or the text's end), leading white space
+ * dropped. Punctuation inside the span does not cut it ("Dr. Who" stays one phrase's sentence).
+ */
+export function sentenceSpan(text: string, [start, end]: readonly [number, number]): [number, number] {
+  let from = 0;
+  let to = text.length;
+  for (const m of text.matchAll(SENTENCE_END)) {
+    const after = m.index + m[0].length;
+    if (after <= start) from = after;
+    else if (after >= end) {
+      to = after;
+      break;
+    }
+  }
+  while (from < start && /\s/u.test(text[from])) from++;
+  return [from, to];
+}
+
 /** A narrative's caption cut into the text encoder's windows, and per phrase the tokens its span covers. */
 export interface NarrativeTokens {
   readonly chunks: CLIPTextChunks;
   /** Per phrase, its tokens in text order (never empty). */
   readonly phrases: CLIPTokenPosition[][];
+  /** Per phrase, the other tokens of its sentence (`sentenceSpan`) in text order, with `sentences` (may be empty). */
+  readonly sentences?: CLIPTokenPosition[][];
 }
 
 /**
@@ -48,6 +75,7 @@ export function tokenizeNarratives(
   narratives: readonly Narrative[],
   maxPhrases: number,
   windows: CLIPChunkOptions = {},
+  options: { sentences?: boolean } = {},
 ): NarrativeTokens[] {
   validateNarratives(narratives, maxPhrases);
   return narratives.map((n, i) => {
@@ -57,7 +85,13 @@ export function tokenizeNarratives(
       const [start, end] = n.phrases[j];
       if (tokens.length === 0) throw new Error(`narrative ${i}, phrase ${j}: span [${start}, ${end}) ("${n.caption.slice(start, end)}") covers no token`);
     });
-    return { chunks, phrases };
+    if (!options.sentences) return { chunks, phrases };
+    const key = (t: CLIPTokenPosition) => `${t.window}:${t.position}`;
+    const sentences = chunks.phraseTokens(n.phrases.map((span) => sentenceSpan(n.caption, span))).map((tokens, j) => {
+      const own = new Set(phrases[j].map(key));
+      return tokens.filter((t) => !own.has(key(t)));
+    });
+    return { chunks, phrases, sentences };
   });
 }
 
@@ -89,6 +123,8 @@ export interface EncodePhrasesOptions {
   readonly caption?: boolean;
   /** Windows of `caption` per narrative (default: the most of the batch); a caption with more is an error. */
   readonly captionWindows?: number;
+  /** Also return per phrase the mean of the other tokens of its sentence (`sentence`). */
+  readonly sentence?: boolean;
 }
 
 /**
@@ -99,7 +135,9 @@ export interface EncodePhrasesOptions {
  * `caption`, also the caption's token states as the frozen UNet reads a prompt: each window
  * bos…eos and CLIP's padding (every position of a real window is 1 in the mask), the windows of a
  * narrative one after another, absent windows 0 in the mask: [B, K·L, D] with K = the most windows
- * of the batch (or `captionWindows`), L = model_max_length. Caller owns the tensors.
+ * of the batch (or `captionWindows`), L = model_max_length; with `sentence`, also per phrase the
+ * mean hidden state of the other tokens of its sentence (`sentenceSpan`; 0 where the phrase is its
+ * whole sentence), [B, P, D]. Caller owns the tensors.
  */
 export function encodePhrases(
   tokenizer: CLIPTokenizer,
@@ -107,19 +145,19 @@ export function encodePhrases(
   narratives: readonly Narrative[],
   options: EncodePhrasesOptions,
 ): PhraseFeatures {
-  const tokenized = tokenizeNarratives(tokenizer, narratives, options.maxPhrases, options.windows);
+  const tokenized = tokenizeNarratives(tokenizer, narratives, options.maxPhrases, options.windows, { sentences: options.sentence });
   const p = options.padTo ?? Math.max(...narratives.map((n) => n.phrases.length));
   const windows = tokenized.flatMap((t) => t.chunks.windows);
   const length = tokenizer.modelMaxLength;
   // each phrase's tokens as rows of the batch's flattened windows [W·L]
   let firstWindow = 0;
   const firstWindows: number[] = [];
-  const columns = tokenized.map(({ chunks, phrases }) => {
-    const first = firstWindow;
-    firstWindows.push(first);
+  for (const { chunks } of tokenized) {
+    firstWindows.push(firstWindow);
     firstWindow += chunks.windows.length;
-    return phrases.map((tokens) => tokens.map(({ window, position }) => (first + window) * length + position));
-  });
+  }
+  const rowsOf = (i: number, tokens: readonly CLIPTokenPosition[]) => tokens.map(({ window, position }) => (firstWindows[i] + window) * length + position);
+  const columns = tokenized.map(({ phrases }, i) => phrases.map((tokens) => rowsOf(i, tokens)));
   const counts = tokenized.map((t) => t.chunks.windows.length);
   const k = options.captionWindows ?? Math.max(...counts);
   if (options.caption) {
@@ -134,7 +172,15 @@ export function encodePhrases(
     const flat = tf.reshape(lastHiddenState, [-1, d]); // [W·L, D]
     const pooled = tf.matMul(phrasePoolingMatrix(columns, p, flat.shape[0]), flat); // [B·P, W·L] × [W·L, D] → [B·P, D]
     const mask = narratives.map((n) => Array.from({ length: p }, (_, j) => (j < n.phrases.length ? 1 : 0)));
-    const phrases = { tensor: tf.reshape(pooled, [narratives.length, p, d]) as tf.Tensor3D, mask: tf.tensor2d(mask, [narratives.length, p], 'float32') }; // [B, P, D], [B, P]
+    let phrases: PhraseFeatures = {
+      tensor: tf.reshape(pooled, [narratives.length, p, d]) as tf.Tensor3D,
+      mask: tf.tensor2d(mask, [narratives.length, p], 'float32'),
+    }; // [B, P, D], [B, P]
+    if (options.sentence) {
+      const sentenceColumns = tokenized.map(({ sentences }, i) => (sentences ?? []).map((tokens) => rowsOf(i, tokens)));
+      const sentence = tf.matMul(phrasePoolingMatrix(sentenceColumns, p, flat.shape[0]), flat); // [B·P, W·L] × [W·L, D] → [B·P, D]
+      phrases = { ...phrases, sentence: tf.reshape(sentence, [narratives.length, p, d]) as tf.Tensor3D }; // [B, P, D]
+    }
     if (!options.caption) return phrases;
     // row t of narrative i: its window ⌊t/L⌋ at position t mod L, or the zero row W·L past its windows
     const rows = new Int32Array(narratives.length * k * length);

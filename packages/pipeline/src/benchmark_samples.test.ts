@@ -63,4 +63,24 @@ describe('encodeSamples / gatherBatch with caption tokens (embedded backbone, wa
     expect(gatherBatch(plain, [0]).phrases.caption).toBeUndefined();
     tf.dispose([plain.latents, plain.phrases, plain.targets, encoded.latents, encoded.phrases, encoded.targets, batch, rows] as tf.TensorContainer);
   });
+
+  it("caches each phrase's sentence state (text.sentence_context) across chunks as encodePhrases gives it, and gathers it like the phrases", async () => {
+    const grounder = PngGrounder.create(backbone, { ...SMALL_GROUNDER_CONFIG, text: { sentence_context: true } });
+    const encoded = encodeSamples(grounder, samples, { size: 32, maxPhrases: 4, chunk: 2 });
+    const direct = grounder.encodePhrases(samples.map((s) => ({ caption: s.narrative.caption, phrases: s.narrative.phrases.slice(0, 4) })));
+    grounder.dispose();
+    const sentence = expectDefined(encoded.phrases.sentence, 'encoded.phrases.sentence');
+    const d = backbone.unet.config.cross_attention_dim;
+    expect(sentence.shape).toEqual([samples.length, 4, d]);
+    const p = direct.tensor.shape[1];
+    expect((await bits(tf.slice(sentence, [0, 0, 0], [-1, p, -1]))).equals(await bits(expectDefined(direct.sentence, 'direct.sentence')))).toBe(true);
+    const batch = gatherBatch(encoded, [2, 0]);
+    const q = batch.phrases.tensor.shape[1];
+    expect(
+      (await bits(expectDefined(batch.phrases.sentence, 'batch.phrases.sentence'))).equals(
+        await bits(tf.slice(tf.gather(sentence, [2, 0]), [0, 0, 0], [-1, q, -1])),
+      ),
+    ).toBe(true);
+    tf.dispose([encoded.latents, encoded.phrases, encoded.targets, direct, batch] as tf.TensorContainer);
+  });
 });

@@ -69,7 +69,7 @@ export function encodeSamples(
   const chunk = options.chunk ?? 16;
   if (size % backbone.imageMultiple !== 0)
     throw new Error(`image size ${size} is not a multiple of ${backbone.imageMultiple} (the backbone's downsampling); choose a multiple of it`);
-  const { windows, caption } = phraseEncoding(grounder.config);
+  const { windows, caption, sentence } = phraseEncoding(grounder.config);
   // every chunk's caption tokens padded to the most windows of any caption, so that they concatenate
   const captionWindows = caption ? Math.max(...samples.map((s) => backbone.tokenizer.chunk(s.narrative.caption, windows).windows.length)) : undefined;
   const parts: {
@@ -77,6 +77,7 @@ export function encodeSamples(
     skips: FeatureMap[][];
     phrases: tf.Tensor3D[];
     masks: tf.Tensor2D[];
+    sentences: tf.Tensor3D[];
     targets: tf.Tensor4D[];
     captions: CaptionTokens[];
   } = {
@@ -84,6 +85,7 @@ export function encodeSamples(
     skips: [],
     phrases: [],
     masks: [],
+    sentences: [],
     targets: [],
     captions: [],
   };
@@ -112,9 +114,11 @@ export function encodeSamples(
           windows,
           caption,
           captionWindows,
+          sentence,
         });
         parts.phrases.push(tf.keep(features.tensor));
         parts.masks.push(tf.keep(features.mask));
+        if (features.sentence) parts.sentences.push(tf.keep(features.sentence));
         const c = features.caption;
         if (c) parts.captions.push({ tensor: tf.keep(c.tensor), mask: tf.keep(c.mask), spans: tf.keep(c.spans) });
         const targets = group.map((s, i) => {
@@ -143,6 +147,7 @@ export function encodeSamples(
       phrases: {
         tensor: tf.concat(parts.phrases, 0) as tf.Tensor3D,
         mask: tf.concat(parts.masks, 0) as tf.Tensor2D,
+        ...(parts.sentences.length ? { sentence: tf.concat(parts.sentences, 0) as tf.Tensor3D } : {}),
         ...(parts.captions.length
           ? {
               caption: {
@@ -166,7 +171,7 @@ export function encodeSamples(
     }));
     return { ...out, phraseCounts, transforms, truncated };
   } finally {
-    tf.dispose([parts.latents, parts.skips, parts.phrases, parts.masks, parts.targets, parts.captions]);
+    tf.dispose([parts.latents, parts.skips, parts.phrases, parts.masks, parts.sentences, parts.targets, parts.captions]);
   }
 }
 
@@ -181,13 +186,14 @@ export function gatherBatch(
     const phrases = tf.gather(encoded.phrases.tensor, at); // [B, maxPhrases, D]
     const mask = tf.gather(encoded.phrases.mask, at); // [B, maxPhrases]
     const targets = tf.gather(encoded.targets, at); // [B, S, S, maxPhrases]
-    const caption = encoded.phrases.caption;
+    const { caption, sentence } = encoded.phrases;
     return {
       latents: tf.gather(encoded.latents, at) as tf.Tensor4D,
       skips: encoded.skips.map((s) => ({ ...s, tensor: tf.gather(s.tensor, at) as tf.Tensor4D })),
       phrases: {
         tensor: tf.slice(phrases, [0, 0, 0], [-1, p, -1]) as tf.Tensor3D,
         mask: tf.slice(mask, [0, 0], [-1, p]) as tf.Tensor2D,
+        ...(sentence ? { sentence: tf.slice(tf.gather(sentence, at), [0, 0, 0], [-1, p, -1]) as tf.Tensor3D } : {}), // [B, maxPhrases, D] → [B, p, D]
         ...(caption
           ? {
               caption: {

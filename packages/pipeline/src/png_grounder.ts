@@ -141,11 +141,17 @@ function readsCaption(config: PngGrounderConfig): boolean {
 
 /**
  * How a grounder with `config` encodes narratives (`encodePhrases` options): its max_phrases, its
- * windows for long captions, and the caption token states when it reads them. Caches of phrase
+ * windows for long captions, the caption token states when it reads them, and each phrase's
+ * sentence state with text.sentence_context. Caches of phrase
  * features (`encodeSamples`) take these.
  */
 export function phraseEncoding(config: PngGrounderConfig): EncodePhrasesOptions {
-  return { maxPhrases: config.max_phrases, windows: { overlap: config.window_overlap, sentences: config.sentence_windows }, caption: readsCaption(config) };
+  return {
+    maxPhrases: config.max_phrases,
+    windows: { overlap: config.window_overlap, sentences: config.sentence_windows },
+    caption: readsCaption(config),
+    sentence: config.text.sentence_context === true,
+  };
 }
 
 /**
@@ -530,7 +536,7 @@ export class PngGrounder {
         `PngGrounder: context '${c.context}'${c.text.caption_attention ? ' with text.caption_attention' : ''} reads the caption's token states, and these phrase features have none; encode them with grounder.encodePhrases (or encodePhrases(…, phraseEncoding(config)))`,
       );
     }
-    let tensor = text ? text.readCaption(phrases.tensor, phrases.mask, source) : phrases.tensor; // [B, P, D]
+    let tensor = text ? text.readCaption(text.readSentence(phrases.tensor, phrases.mask, phrases.sentence), phrases.mask, source) : phrases.tensor; // [B, P, D]
     if (text && c.context !== 'caption') tensor = text.adaptPrompt(tensor); // the phrase slots are prompt tokens
     const read = { tensor, mask: phrases.mask };
     if (c.context === 'phrases') return { phrases: read, prompt: read };

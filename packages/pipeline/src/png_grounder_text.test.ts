@@ -29,11 +29,16 @@ describe('PngGrounder text options on the tiny SD backbone (wasm)', () => {
   it('by default reads the phrases alone: no caption tokens, no text side', () => {
     const config = resolvePngGrounderConfig(SMALL);
     expect([config.context, config.window_overlap, config.sentence_windows, config.text]).toEqual(['phrases', 0, false, {}]);
-    expect(phraseEncoding(config)).toEqual({ maxPhrases: 4, windows: { overlap: 0, sentences: false }, caption: false });
-    expect(phraseEncoding(resolvePngGrounderConfig({ ...SMALL, window_overlap: 20, sentence_windows: true, text: { caption_attention: true } }))).toEqual({
+    expect(phraseEncoding(config)).toEqual({ maxPhrases: 4, windows: { overlap: 0, sentences: false }, caption: false, sentence: false });
+    expect(
+      phraseEncoding(
+        resolvePngGrounderConfig({ ...SMALL, window_overlap: 20, sentence_windows: true, text: { caption_attention: true, sentence_context: true } }),
+      ),
+    ).toEqual({
       maxPhrases: 4,
       windows: { overlap: 20, sentences: true },
       caption: true,
+      sentence: true,
     });
     const grounder = PngGrounder.create(backbone, SMALL, { seed: 1 });
     expect(grounder.text).toBeUndefined();
@@ -127,6 +132,36 @@ describe('PngGrounder text options on the tiny SD backbone (wasm)', () => {
     for (const [i, d] of direct.entries()) expect(Math.abs(d - checkpointed[i])).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(d)));
     tf.dispose([x, phrases, latents, targets]);
     open.dispose();
+  });
+
+  it('sentence_context: the phrases read their sentences, equal to the grounder without at initialisation; the loss reaches it; features without sentences are an error', async () => {
+    const x = images();
+    const config = { ...SMALL, eipa: { ...SMALL.eipa, gate_init: 0.3 } };
+    const plain = PngGrounder.create(backbone, config, { seed: 7 });
+    const last = async (g: PngGrounder, phrases: PhraseFeatures) => {
+      const out = g.forwardFeatures(x, phrases);
+      const b = await bits(out.predictions[out.predictions.length - 1]);
+      tf.dispose(out);
+      return b;
+    };
+    const withoutSentence = plain.encodePhrases(narratives);
+    const expected = await last(plain, withoutSentence);
+    plain.dispose();
+    const grounder = PngGrounder.create(backbone, { ...config, text: { sentence_context: true } }, { seed: 7 });
+    const phrases = grounder.encodePhrases(narratives);
+    expect(expectDefined(phrases.sentence, 'phrases.sentence').shape).toEqual(phrases.tensor.shape);
+    expect(phrases.caption).toBeUndefined(); // the sentence states are pooled at encoding: no caption tokens needed
+    expect((await last(grounder, phrases)).equals(expected)).toBe(true);
+    const latents = backbone.encodeImages(x);
+    const targets = tf.cast(tf.greater(tf.randomUniform([2, 32, 32, 3], 0, 1, 'float32', 4), 0.5), 'float32') as tf.Tensor4D;
+    const proj = grounder.namedVariables()['text.sentence_context.proj.weight'];
+    const { grads, value } = tf.variableGrads(() => grounder.loss(latents, phrases, targets), [proj]);
+    expect((await tf.max(tf.abs(grads[proj.name])).data())[0]).toBeGreaterThan(0);
+    expect(() => grounder.forwardLatents(latents, withoutSentence)).toThrow(
+      "TextSide: sentence_context reads each phrase's sentence, and these phrase features have none",
+    );
+    tf.dispose([x, withoutSentence, phrases, latents, targets, grads, value]);
+    grounder.dispose();
   });
 
   it('saves the text side in text/ and reloads it (identical predictions); a missing text/ is a clear error', async () => {

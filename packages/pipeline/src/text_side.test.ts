@@ -62,6 +62,49 @@ const bits = async (t: tf.Tensor) => Buffer.from((await t.data()).buffer);
 describe('TextSide', () => {
   beforeAll(() => setBackend('cpu'));
 
+  it('sentence context: the phrases as pooled at initialisation, then + proj(LN(sentence)) on real phrases only', async () => {
+    const x = text();
+    const sentence = tf.randomNormal([2, 3, D], 0, 1, 'float32', 3) as tf.Tensor3D;
+    const side = TextSide.create({ text_dim: D, sentence_context: true }, { seed: 7 });
+    expect(side.parameters.keys().sort()).toEqual([
+      'sentence_context.norm.bias',
+      'sentence_context.norm.weight',
+      'sentence_context.proj.bias',
+      'sentence_context.proj.weight',
+    ]);
+    const initial = side.readSentence(x.phrases, x.mask, sentence);
+    expect((await bits(initial)).equals(await bits(x.phrases))).toBe(true);
+    randomize(side, 40);
+    const p = (k: string) => side.parameters.get(k);
+    const expected = tf.tidy(() => {
+      const mean = tf.mean(sentence, -1, true);
+      const normed = tf.add(
+        tf.mul(tf.div(tf.sub(sentence, mean), tf.sqrt(tf.add(tf.mean(tf.square(tf.sub(sentence, mean)), -1, true), 1e-5))), p('sentence_context.norm.weight')),
+        p('sentence_context.norm.bias'),
+      );
+      const read = tf.add(
+        tf.matMul(tf.reshape(normed, [-1, D]), p('sentence_context.proj.weight') as tf.Tensor2D, false, true),
+        p('sentence_context.proj.bias'),
+      ); // [B·P, D]
+      return tf.add(x.phrases, tf.mul(tf.reshape(read, [2, 3, D]), tf.expandDims(x.mask, 2)));
+    });
+    const out = side.readSentence(x.phrases, x.mask, sentence);
+    await expectClose(out, (await expected.data()) as Float32Array, 1e-5, 'phrases after their sentences');
+    expect([...(await tf.slice(out, [1, 2, 0], [1, 1, -1]).data())]).toEqual([...(await tf.slice(x.phrases, [1, 2, 0], [1, 1, -1]).data())]); // the padding slot
+    expect(side.readCaption(out, x.mask, undefined)).toBe(out); // no caption attention
+    expect(() => side.readSentence(x.phrases, x.mask, undefined)).toThrow(
+      "TextSide: sentence_context reads each phrase's sentence, and these phrase features have none; encode them with encodePhrases(…, {sentence: true})",
+    );
+    const short = tf.zeros([2, 2, D]) as tf.Tensor3D;
+    expect(() => side.readSentence(x.phrases, x.mask, short)).toThrow('TextSide: sentence states [2,2,16] do not match the phrases [2,3,16]');
+    await expectNoLeak(() => side.readSentence(x.phrases, x.mask, sentence), 'TextSide.readSentence');
+    const without = TextSide.create({ text_dim: D, caption_attention: true, num_heads: 4, dim_feedforward: 24 }, { seed: 1 });
+    expect(without.readSentence(x.phrases, x.mask, undefined)).toBe(x.phrases); // no sentence context: the phrases as given
+    tf.dispose([x, sentence, initial, expected, out, short]);
+    side.dispose();
+    without.dispose();
+  });
+
   it('caption attention leaves the phrases exactly as pooled at initialisation', async () => {
     const x = text();
     const side = TextSide.create({ text_dim: D, caption_attention: true, num_heads: 4, dim_feedforward: 24 }, { seed: 1 });
@@ -148,11 +191,15 @@ describe('TextSide', () => {
   it('gets gradients to every weight (the zero-initialised outputs first)', async () => {
     const x = text();
     const side = TextSide.create(
-      { text_dim: D, caption_attention: true, num_heads: 4, dim_feedforward: 24, relative_positions: 2, text_adapter: true },
+      { text_dim: D, sentence_context: true, caption_attention: true, num_heads: 4, dim_feedforward: 24, relative_positions: 2, text_adapter: true },
       { seed: 3 },
     );
     const weights = tf.randomNormal([2, 3, D], 0, 1, 'float32', 4);
-    const f = () => tf.tidy(() => tf.sum(tf.mul(side.adaptPrompt(side.readCaption(x.phrases, x.mask, x.caption)), weights)) as tf.Scalar);
+    const sentence = tf.randomNormal([2, 3, D], 0, 1, 'float32', 5) as tf.Tensor3D;
+    const f = () =>
+      tf.tidy(
+        () => tf.sum(tf.mul(side.adaptPrompt(side.readCaption(side.readSentence(x.phrases, x.mask, sentence), x.mask, x.caption)), weights)) as tf.Scalar,
+      );
     const norms = async () => {
       const { grads, value } = tf.variableGrads(f, side.trainableVariables());
       const out: Record<string, number> = {};
@@ -162,6 +209,8 @@ describe('TextSide', () => {
     };
     const initial = await norms();
     for (const k of [
+      'sentence_context.proj.weight',
+      'sentence_context.proj.bias',
       'caption_attention.to_out.weight',
       'caption_attention.to_out.bias',
       'caption_attention.fc2.weight',
@@ -170,10 +219,11 @@ describe('TextSide', () => {
     ])
       expect(initial[k]).toBeGreaterThan(0);
     expect(initial['caption_attention.to_q.weight']).toBe(0); // behind the zero output until it opens
+    expect(initial['sentence_context.norm.weight']).toBe(0);
     randomize(side, 20);
     const open = await norms();
     for (const k of side.parameters.keys()) expect(open[k]).toBeGreaterThan(0);
-    tf.dispose([x, weights]);
+    tf.dispose([x, weights, sentence]);
     side.dispose();
   });
 
@@ -208,7 +258,10 @@ describe('TextSide', () => {
 
   it('saves and loads bit for bit; weights of another config are an error naming the tensor', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'text-side-'));
-    const side = TextSide.create({ text_dim: D, caption_attention: true, num_heads: 2, dim_feedforward: 8, text_adapter: true }, { seed: 6 });
+    const side = TextSide.create(
+      { text_dim: D, sentence_context: true, caption_attention: true, num_heads: 2, dim_feedforward: 8, text_adapter: true },
+      { seed: 6 },
+    );
     randomize(side, 30);
     await side.save(dir);
     const files = () => ({
@@ -246,6 +299,8 @@ describe('TextSide', () => {
       TextSide.isEnabled({ num_heads: 2 }),
       TextSide.isEnabled({ caption_attention: true }),
       TextSide.isEnabled({ text_adapter: true }),
-    ]).toEqual([false, false, true, true]);
+      TextSide.isEnabled({ sentence_context: true }),
+    ]).toEqual([false, false, true, true, true]);
+    expect(() => TextSide.create({ text_dim: D, sentence_context: 1 } as never)).toThrow(/TextSideConfig\.sentence_context/);
   });
 });

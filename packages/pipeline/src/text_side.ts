@@ -1,7 +1,8 @@
 /**
  * The grounder's trainable text side, between the frozen CLIP features and the parts that read
  * them. CLIP's text encoder is causal, so a phrase pooled from its tokens knows only the words to
- * its left; `caption_attention` lets the phrases read the whole caption. The frozen UNet's prompt
+ * its left; `sentence_context` adds what the rest of its sentence says ("a green square | on the
+ * far right"), `caption_attention` lets the phrases read the whole caption. The frozen UNet's prompt
  * goes through VPD's residual text adapter with `text_adapter` (Zhao et al., ICCV 2023,
  * "Unleashing Text-to-Image Diffusion Models for Visual Perception": tokens + γ ⊙ MLP(tokens),
  * γ per channel from 1e-4).
@@ -33,6 +34,13 @@ export interface TextSideConfig {
   /** Width of the text features (the UNet's cross_attention_dim; filled in by the grounder). */
   readonly text_dim: number;
   /**
+   * Each phrase + proj(LN(the mean state of the other tokens of its sentence)), proj zero at
+   * initialisation: the clause that tells look-alikes apart ("the green square | on the far
+   * right") reaches the phrase from the first step as a pooled input, not as an attention pattern
+   * to be learnt first. Needs phrase features encoded with `sentence` (the grounder does).
+   */
+  readonly sentence_context: boolean;
+  /**
    * One transformer layer in which the pooled phrases attend to every caption token state
    * (pre-norm cross-attention, then a feed-forward, each residual with zero-initialised output
    * projections: at initialisation the phrases are exactly the pooled ones).
@@ -59,6 +67,7 @@ export interface TextSideConfig {
 
 export const DEFAULT_TEXT_SIDE_CONFIG: TextSideConfig = Object.freeze({
   text_dim: 768,
+  sentence_context: false,
   caption_attention: false,
   num_heads: 8,
   relative_positions: 0,
@@ -77,6 +86,23 @@ export function resolveTextSideConfig(user: Partial<TextSideConfig> | Record<str
     check(isFiniteNumber(c.text_adapter_gamma_init), 'TextSideConfig', 'text_adapter_gamma_init', 'a finite number', c.text_adapter_gamma_init);
     check(isFiniteNumber(c.norm_eps) && c.norm_eps > 0, 'TextSideConfig', 'norm_eps', 'a positive number', c.norm_eps);
   });
+}
+
+/** phrases + proj(LN(sentence)) on real phrases; proj starts at 0. */
+class SentenceContext {
+  readonly norm: LayerNorm;
+  readonly proj: Linear;
+
+  constructor(scope: WeightScope, dim: number, eps: number) {
+    this.norm = new LayerNorm(scope.pp('norm'), dim, eps);
+    this.proj = new Linear(scope.pp('proj'), dim, dim, { zeros: true });
+  }
+
+  /** phrases [B, P, D] with mask [B, P] and their sentences' mean states [B, P, D] → [B, P, D] */
+  forward(phrases: tf.Tensor3D, mask: tf.Tensor2D, sentence: tf.Tensor3D): tf.Tensor3D {
+    const read = this.proj.forward(this.norm.forward(sentence)); // [B, P, D]
+    return tf.add(phrases, tf.mul(read, tf.expandDims(mask, 2))) as tf.Tensor3D; // padding phrases stay as they are
+  }
 }
 
 /** phrases + to_out(MHA(LN(phrases), LN(caption))), then + fc2(GELU(fc1(LN(·)))); to_out and fc2 start at 0. */
@@ -160,7 +186,8 @@ class TextAdapter {
 }
 
 /**
- * The trainable text side (see the file's comment). Checkpoint keys: `caption_attention.{norm_q,
+ * The trainable text side (see the file's comment). Checkpoint keys: `sentence_context.{norm,
+ * proj}.*`, `caption_attention.{norm_q,
  * norm_kv, to_q, to_k, to_v, to_out, norm_ff, fc1, fc2}.*`, `caption_attention.relative_bias` (with
  * relative_positions) and `text_adapter.{fc.0, fc.2}.*`,
  * `text_adapter.gamma`, each only when its part is on.
@@ -168,6 +195,7 @@ class TextAdapter {
 export class TextSide extends ParameterModule {
   private constructor(
     readonly config: TextSideConfig,
+    private readonly sentenceContext?: SentenceContext,
     private readonly captionAttention?: CaptionAttentionLayer,
     private readonly textAdapter?: TextAdapter,
   ) {
@@ -176,7 +204,7 @@ export class TextSide extends ParameterModule {
 
   /** Whether a text side with `config` has anything to train (else the grounder has none). */
   static isEnabled(config: Partial<TextSideConfig>): boolean {
-    return config.caption_attention === true || config.text_adapter === true;
+    return config.sentence_context === true || config.caption_attention === true || config.text_adapter === true;
   }
 
   /** A fresh (trainable) text side; the config is validated before any weight exists. */
@@ -195,6 +223,7 @@ export class TextSide extends ParameterModule {
       (s) =>
         new TextSide(
           c,
+          c.sentence_context ? new SentenceContext(s.pp('sentence_context'), c.text_dim, c.norm_eps) : undefined,
           c.caption_attention
             ? new CaptionAttentionLayer(s.pp('caption_attention'), c.text_dim, c.num_heads, c.dim_feedforward, c.norm_eps, c.relative_positions)
             : undefined,
@@ -207,6 +236,20 @@ export class TextSide extends ParameterModule {
   /** Writes `<dir>/config.json` and `<dir>/model.safetensors`, atomically. */
   async save(dir: string): Promise<void> {
     await saveModule(dir, this.config, this.parameters, { format: 'pt', module: 'TextSide' });
+  }
+
+  /** The phrases [B, P, D] (mask [B, P]) after reading their sentences' mean states [B, P, D] (with `sentence_context`; else as given). Caller owns the result. */
+  readSentence(phrases: tf.Tensor3D, mask: tf.Tensor2D, sentence: tf.Tensor3D | undefined): tf.Tensor3D {
+    this.assertAlive();
+    const context = this.sentenceContext;
+    if (!context) return phrases;
+    if (!sentence)
+      throw new Error(
+        "TextSide: sentence_context reads each phrase's sentence, and these phrase features have none; encode them with encodePhrases(…, {sentence: true}) (PngGrounder.encodePhrases does)",
+      );
+    if (sentence.shape.join() !== phrases.shape.join())
+      throw new Error(`TextSide: sentence states [${sentence.shape}] do not match the phrases [${phrases.shape}]; encode both in one encodePhrases call`);
+    return tf.tidy(() => context.forward(phrases, mask, sentence));
   }
 
   /** The phrases [B, P, D] (mask [B, P]) after reading `caption` (with `caption_attention`; else as given). Caller owns the result. */

@@ -80,8 +80,10 @@ const WHITESPACE_RUN = new RegExp(`[${WS}]+`, 'g');
 const PAT = new RegExp(`<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^${WS}\\p{L}\\p{N}]+`, 'giu');
 /** transformers keeps at most this many merges (vocab size 49408 = 256·2 bytes + merges + 2 special). */
 const MAX_MERGES = 49152 - 256 - 2;
-/** A token that ends a sentence: final punctuation, perhaps with closing quotes or brackets. */
-const SENTENCE_END = /[.!?]["'”’)\]]*$/;
+/** Final punctuation that ends a sentence ('.', '!', '?'), perhaps with closing quotes or brackets: a regex source. */
+export const SENTENCE_END_PUNCTUATION = `[.!?]["'”’)\\]]*`;
+/** A token that ends a sentence. */
+const SENTENCE_END = new RegExp(`${SENTENCE_END_PUNCTUATION}$`);
 const BPE_CACHE_LIMIT = 50_000;
 
 /**
