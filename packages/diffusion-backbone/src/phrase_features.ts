@@ -69,6 +69,7 @@ export interface NarrativeTokens {
  * Validates `narratives` (at most `maxPhrases` phrases each), cuts each caption into windows
  * (`CLIPTokenizer.chunk` with `windows`; default: hard 75-token windows) and maps every phrase span
  * to its tokens (`CLIPTextChunks.phraseTokens`); a span that covers no token is an error naming it.
+ * With `options.sentences`, also each phrase's sentence (`sentenceSpan`) without the phrase's tokens.
  */
 export function tokenizeNarratives(
   tokenizer: CLIPTokenizer,
