@@ -105,6 +105,28 @@ describe('TextSide', () => {
     without.dispose();
   });
 
+  it("output_init 'default': sentence context and caption attention change the phrases from the first step", async () => {
+    const x = text();
+    const sentence = tf.randomNormal([2, 3, D], 0, 1, 'float32', 3) as tf.Tensor3D;
+    const open = TextSide.create(
+      { text_dim: D, sentence_context: true, caption_attention: true, num_heads: 4, dim_feedforward: 24, output_init: 'default' },
+      { seed: 8 },
+    );
+    for (const k of ['sentence_context.proj.weight', 'caption_attention.to_out.weight', 'caption_attention.fc2.weight']) {
+      const w = await open.parameters.get(k).data();
+      const bound = 1 / Math.sqrt(k.includes('fc2') ? 24 : D); // PyTorch's Linear init: U(−1/√in, 1/√in)
+      expect([k, w.every((v) => Math.abs(v) <= bound) && w.some((v) => Math.abs(v) > bound / 2)]).toEqual([k, true]);
+    }
+    const read = open.readCaption(open.readSentence(x.phrases, x.mask, sentence), x.mask, x.caption);
+    expect(maxAbsDiff(await tf.slice(read, [0, 0, 0], [1, 1, -1]).data(), await tf.slice(x.phrases, [0, 0, 0], [1, 1, -1]).data())).toBeGreaterThan(1e-2);
+    expect([...(await tf.slice(read, [1, 2, 0], [1, 1, -1]).data())]).toEqual([...(await tf.slice(x.phrases, [1, 2, 0], [1, 1, -1]).data())]); // padding
+    expect(() => TextSide.create({ text_dim: D, output_init: 'ones' } as never)).toThrow(
+      `Error in TextSideConfig.output_init: expected 'zeros' or 'default', got "ones"`,
+    );
+    tf.dispose([x, sentence, read]);
+    open.dispose();
+  });
+
   it('caption attention leaves the phrases exactly as pooled at initialisation', async () => {
     const x = text();
     const side = TextSide.create({ text_dim: D, caption_attention: true, num_heads: 4, dim_feedforward: 24 }, { seed: 1 });

@@ -34,16 +34,16 @@ export interface TextSideConfig {
   /** Width of the text features (the UNet's cross_attention_dim; filled in by the grounder). */
   readonly text_dim: number;
   /**
-   * Each phrase + proj(LN(the mean state of the other tokens of its sentence)), proj zero at
-   * initialisation: the clause that tells look-alikes apart ("the green square | on the far
-   * right") reaches the phrase from the first step as a pooled input, not as an attention pattern
-   * to be learnt first. Needs phrase features encoded with `sentence` (the grounder does).
+   * Each phrase + proj(LN(the mean state of the other tokens of its sentence)) (proj as
+   * output_init says): the clause that tells look-alikes apart ("the green square | on the far
+   * right") reaches the phrase as a pooled input, not as an attention pattern to be learnt first.
+   * Needs phrase features encoded with `sentence` (the grounder does).
    */
   readonly sentence_context: boolean;
   /**
    * One transformer layer in which the pooled phrases attend to every caption token state
-   * (pre-norm cross-attention, then a feed-forward, each residual with zero-initialised output
-   * projections: at initialisation the phrases are exactly the pooled ones).
+   * (pre-norm cross-attention, then a feed-forward, each residual with output projections as
+   * output_init says).
    */
   readonly caption_attention: boolean;
   /** Heads of that cross-attention; must divide text_dim. */
@@ -58,6 +58,14 @@ export interface TextSideConfig {
   readonly relative_positions: number;
   /** Hidden width of that layer's feed-forward. */
   readonly dim_feedforward: number;
+  /**
+   * How the output projections of sentence_context (proj) and caption_attention (to_out, fc2)
+   * start: 'zeros' (each branch closed, the phrases exactly as pooled at initialisation, as a
+   * residual branch added to a pretrained model starts) or 'default' (PyTorch's Linear init: what
+   * the clause and the caption say reaches the phrases from the first step; everything after the
+   * text side is trained from scratch, so nothing pretrained needs protecting from it).
+   */
+  readonly output_init: 'zeros' | 'default';
   /** VPD's TextAdapter on the tokens of the UNet's prompt: x + γ ⊙ fc(x), fc = Linear → GELU → Linear of width text_dim. */
   readonly text_adapter: boolean;
   /** Initial γ of every channel (VPD: 1e-4; 0 starts the adapter closed). */
@@ -72,6 +80,7 @@ export const DEFAULT_TEXT_SIDE_CONFIG: TextSideConfig = Object.freeze({
   num_heads: 8,
   relative_positions: 0,
   dim_feedforward: 1024,
+  output_init: 'zeros',
   text_adapter: false,
   text_adapter_gamma_init: 1e-4,
   norm_eps: 1e-5,
@@ -83,19 +92,20 @@ export function resolveTextSideConfig(user: Partial<TextSideConfig> | Record<str
     check(isPositiveInt(c.num_heads) && c.text_dim % c.num_heads === 0, 'TextSideConfig', 'num_heads', `a divisor of text_dim (${c.text_dim})`, c.num_heads);
     check(isNonNegativeInt(c.relative_positions), 'TextSideConfig', 'relative_positions', 'a non-negative integer (0: none)', c.relative_positions);
     check(isPositiveInt(c.dim_feedforward), 'TextSideConfig', 'dim_feedforward', 'a positive integer', c.dim_feedforward);
+    check(['zeros', 'default'].includes(c.output_init), 'TextSideConfig', 'output_init', "'zeros' or 'default'", c.output_init);
     check(isFiniteNumber(c.text_adapter_gamma_init), 'TextSideConfig', 'text_adapter_gamma_init', 'a finite number', c.text_adapter_gamma_init);
     check(isFiniteNumber(c.norm_eps) && c.norm_eps > 0, 'TextSideConfig', 'norm_eps', 'a positive number', c.norm_eps);
   });
 }
 
-/** phrases + proj(LN(sentence)) on real phrases; proj starts at 0. */
+/** phrases + proj(LN(sentence)) on real phrases; proj starts at 0 with `zeros`. */
 class SentenceContext {
   readonly norm: LayerNorm;
   readonly proj: Linear;
 
-  constructor(scope: WeightScope, dim: number, eps: number) {
+  constructor(scope: WeightScope, dim: number, eps: number, zeros: boolean) {
     this.norm = new LayerNorm(scope.pp('norm'), dim, eps);
-    this.proj = new Linear(scope.pp('proj'), dim, dim, { zeros: true });
+    this.proj = new Linear(scope.pp('proj'), dim, dim, { zeros });
   }
 
   /** phrases [B, P, D] with mask [B, P] and their sentences' mean states [B, P, D] → [B, P, D] */
@@ -105,7 +115,7 @@ class SentenceContext {
   }
 }
 
-/** phrases + to_out(MHA(LN(phrases), LN(caption))), then + fc2(GELU(fc1(LN(·)))); to_out and fc2 start at 0. */
+/** phrases + to_out(MHA(LN(phrases), LN(caption))), then + fc2(GELU(fc1(LN(·)))); to_out and fc2 start at 0 with `zeros`. */
 class CaptionAttentionLayer {
   readonly norm_q: LayerNorm;
   readonly norm_kv: LayerNorm;
@@ -126,16 +136,17 @@ class CaptionAttentionLayer {
     feedforward: number,
     eps: number,
     private readonly maxDistance: number,
+    zeros: boolean,
   ) {
     this.norm_q = new LayerNorm(scope.pp('norm_q'), dim, eps);
     this.norm_kv = new LayerNorm(scope.pp('norm_kv'), dim, eps);
     this.to_q = new Linear(scope.pp('to_q'), dim, dim);
     this.to_k = new Linear(scope.pp('to_k'), dim, dim);
     this.to_v = new Linear(scope.pp('to_v'), dim, dim);
-    this.to_out = new Linear(scope.pp('to_out'), dim, dim, { zeros: true });
+    this.to_out = new Linear(scope.pp('to_out'), dim, dim, { zeros });
     this.norm_ff = new LayerNorm(scope.pp('norm_ff'), dim, eps);
     this.fc1 = new Linear(scope.pp('fc1'), dim, feedforward);
-    this.fc2 = new Linear(scope.pp('fc2'), feedforward, dim, { zeros: true });
+    this.fc2 = new Linear(scope.pp('fc2'), feedforward, dim, { zeros });
     if (maxDistance > 0) this.relative_bias = scope.param('relative_bias', [2 * maxDistance + 1, heads], { init: { constant: 0 } }) as tf.Tensor2D;
   }
 
@@ -223,9 +234,17 @@ export class TextSide extends ParameterModule {
       (s) =>
         new TextSide(
           c,
-          c.sentence_context ? new SentenceContext(s.pp('sentence_context'), c.text_dim, c.norm_eps) : undefined,
+          c.sentence_context ? new SentenceContext(s.pp('sentence_context'), c.text_dim, c.norm_eps, c.output_init === 'zeros') : undefined,
           c.caption_attention
-            ? new CaptionAttentionLayer(s.pp('caption_attention'), c.text_dim, c.num_heads, c.dim_feedforward, c.norm_eps, c.relative_positions)
+            ? new CaptionAttentionLayer(
+                s.pp('caption_attention'),
+                c.text_dim,
+                c.num_heads,
+                c.dim_feedforward,
+                c.norm_eps,
+                c.relative_positions,
+                c.output_init === 'zeros',
+              )
             : undefined,
           c.text_adapter ? new TextAdapter(s.pp('text_adapter'), c.text_dim, c.text_adapter_gamma_init) : undefined,
         ),
