@@ -1,6 +1,9 @@
 /** Tests run on the TypeScript sources (no build between packages); see tsconfig.base.json paths. */
+const fs = require('node:fs');
+const path = require('node:path');
+
 /** @type {import('jest').Config} */
-module.exports = {
+const project = {
   testEnvironment: 'node',
   testEnvironmentOptions: { globalsCleanup: 'off' },
   roots: ['<rootDir>/packages', '<rootDir>/examples', '<rootDir>/scripts'],
@@ -8,7 +11,6 @@ module.exports = {
   transform: {
     '^.+\\.ts$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.base.json', diagnostics: false }],
   },
-  globalSetup: '<rootDir>/scripts/jest_global_setup.cjs',
   moduleNameMapper: {
     '^@tensorflow/tfjs-core/dist/register_all_gradients$': '<rootDir>/node_modules/.cache/png-jest/register_all_gradients.cjs',
     '^@tensorflow/tfjs-core/dist/public/chained_ops/register_all_chained_ops$': '<rootDir>/node_modules/.cache/png-jest/register_all_chained_ops.cjs',
@@ -17,5 +19,34 @@ module.exports = {
     '^@png/([a-z-]+)$': '<rootDir>/packages/$1/src/index.ts',
   },
   testPathIgnorePatterns: ['/node_modules/', '/dist/'],
+};
+
+/**
+ * Parity suites against the diffusers/transformers fixtures, run a second time on the wasm
+ * backend's native compute path (`PNG_NATIVE=1`: @png/native-kernels over oneDNN), where the addon
+ * is built, and always in CI (whose .ci/run installs oneDNN: an addon missing there fails them).
+ * The UNet (convolutions, attention products), CLIP (matrix products) and the whole SD pipeline
+ * (VAE included) cover every native kernel; native_kernels.test.ts checks each one, gradients
+ * too, against cpu. (The VAE's own suite adds 1.5 min on this machine and no kernel.)
+ */
+const NATIVE_PARITY_SUITES = ['unet_2d_condition', 'modeling_clip', 'pipeline_stable_diffusion'];
+const nativeBuilt = fs.existsSync(path.join(__dirname, 'packages', 'native-kernels', 'build', 'Release', 'png_native_kernels.node'));
+
+module.exports = {
+  globalSetup: '<rootDir>/scripts/jest_global_setup.cjs',
   testTimeout: 120000,
+  projects: [
+    project,
+    ...(nativeBuilt || process.env.CI === 'true'
+      ? [
+          {
+            ...project,
+            displayName: 'native kernels',
+            testMatch: NATIVE_PARITY_SUITES.map((name) => `**/${name}.test.ts`),
+            setupFiles: ['<rootDir>/scripts/jest_native_setup.cjs'],
+            setupFilesAfterEnv: ['<rootDir>/scripts/jest_native_check.ts'],
+          },
+        ]
+      : []),
+  ],
 };
