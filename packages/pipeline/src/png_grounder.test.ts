@@ -7,6 +7,7 @@ import { FOLDER_FETCH_BASE, expectNoLeak, folderFetch, sharedFixturesDir } from 
 import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, DDPMScheduler, DiffusionBackbone, FeatureTaps, UNet2DConditionModel } from '@png/diffusion-backbone';
 import { letterbox, unletterbox, type RgbImage } from '@png/png-data';
 import { Trainer, TrainingDivergedError } from '@png/training';
+import { boxLoss } from '@png/png-decoder';
 import { PngGrounder, type PngGrounderConfig } from './png_grounder';
 import { SMALL_GROUNDER_CONFIG, TEST_NARRATIVES, TINY_UNET_CONFIG } from './test_support';
 
@@ -83,6 +84,30 @@ describe('PngGrounder on the tiny SD backbone (wasm)', () => {
     tf.dispose(out);
     await expectNoLeak(() => grounder.forward(images, narratives), 'PngGrounder.forward');
     tf.dispose(images);
+    grounder.dispose();
+  });
+
+  it("with decoder.box_head, the loss adds DETR's box loss of every layer's boxes (weights box_l1_weight, box_giou_weight) and reaches bbox_embed", async () => {
+    const { images, targets } = batch(32);
+    const latents = backbone.encodeImages(images);
+    const config = { ...SMALL, decoder: { ...SMALL.decoder, box_head: true }, box_l1_weight: 3, box_giou_weight: 1 };
+    const plain = PngGrounder.create(backbone, SMALL, { seed: 2 }); // one grounder at a time: a UNet carries one EIPA attachment
+    const phrases = plain.encodePhrases(narratives);
+    const masksOnly = plain.loss(latents, phrases, targets).dataSync()[0];
+    plain.dispose();
+    const grounder = PngGrounder.create(backbone, config, { seed: 2 });
+    const out = grounder.forwardLatents(latents, phrases);
+    const boxes = out.boxes ?? [];
+    expect(boxes.map((b) => b.shape)).toEqual(Array(3).fill([2, 3, 4]));
+    const boxTerms = boxes.map((b) => boxLoss(b, targets, out.phraseMask, { box_l1_weight: 3, box_giou_weight: 1 }).dataSync()[0]);
+    const total = grounder.loss(latents, phrases, targets).dataSync()[0]; // the same masks as without the head, plus its boxes
+    expect(Math.abs(total - masksOnly - boxTerms.reduce((a, b) => a + b))).toBeLessThan(1e-4);
+    const named = grounder.namedVariables();
+    const head = named['decoder.bbox_embed.layers.0.weight'];
+    const { grads, value } = tf.variableGrads(() => grounder.loss(latents, phrases, targets), [head]);
+    expect((await tf.max(tf.abs(grads[head.name])).data())[0]).toBeGreaterThan(0);
+    await expectNoLeak(() => grounder.forward(images, narratives), 'PngGrounder.forward with boxes');
+    tf.dispose([images, targets, latents, phrases, out as unknown as tf.TensorContainer, grads, value]);
     grounder.dispose();
   });
 

@@ -53,6 +53,9 @@ export interface PngGrounderConfig {
   readonly max_phrases: number;
   readonly bce_weight: number;
   readonly dice_weight: number;
+  /** Weights of DETR's box loss (L1, GIoU) with decoder.box_head (DETR: 5 and 2). */
+  readonly box_l1_weight: number;
+  readonly box_giou_weight: number;
   /** Supervise every decoder layer's prediction (true) or only the last. */
   readonly deep_supervision: boolean;
   /**
@@ -100,6 +103,8 @@ export const DEFAULT_PNG_GROUNDER_CONFIG: PngGrounderConfig = Object.freeze({
   max_phrases: 30,
   bce_weight: 1,
   dice_weight: 1,
+  box_l1_weight: 5,
+  box_giou_weight: 2,
   deep_supervision: true,
   mask_stride: null,
   context: 'phrases',
@@ -115,6 +120,8 @@ export function resolvePngGrounderConfig(user: Partial<PngGrounderConfig> | Reco
     check(isPositiveInt(c.max_phrases), 'PngGrounderConfig', 'max_phrases', 'a positive integer', c.max_phrases);
     check(isFiniteNumber(c.bce_weight) && c.bce_weight >= 0, 'PngGrounderConfig', 'bce_weight', 'a non-negative number', c.bce_weight);
     check(isFiniteNumber(c.dice_weight) && c.dice_weight >= 0, 'PngGrounderConfig', 'dice_weight', 'a non-negative number', c.dice_weight);
+    check(isFiniteNumber(c.box_l1_weight) && c.box_l1_weight >= 0, 'PngGrounderConfig', 'box_l1_weight', 'a non-negative number', c.box_l1_weight);
+    check(isFiniteNumber(c.box_giou_weight) && c.box_giou_weight >= 0, 'PngGrounderConfig', 'box_giou_weight', 'a non-negative number', c.box_giou_weight);
     check(
       c.mask_stride === null || (isPositiveInt(c.mask_stride) && (c.mask_stride & (c.mask_stride - 1)) === 0),
       'PngGrounderConfig',
@@ -206,6 +213,8 @@ export type EncodedImages = {
 export type PngGrounderOutput = {
   /** Mask logits after the initial queries and after every decoder layer; the last is final. [B, H/s, W/s, P], s = `maskStride`. */
   readonly predictions: tf.Tensor4D[];
+  /** With decoder.box_head, each prediction's boxes [B, P, 4] (normalised cx, cy, w, h of the mask frame). */
+  readonly boxes?: tf.Tensor3D[];
   /** [B, P], 1 = real phrase. */
   readonly phraseMask: tf.Tensor2D;
   /** Per adapted block, EIPA's inject attention [B, HW, P] (with `recordAttention`). */
@@ -501,13 +510,13 @@ export class PngGrounder {
       const outputs = this.unetOutputs(latents, text.prompt, context);
       const images = this.taps.pyramid(outputs); // coarsest first
       const fused = this.mlma.forward({ images, phrases: this.eipa.phraseStates(outputs, text.phrases), skips }); // the phrase state at each level of `images`
-      const { predictions } = this.decoder.forward({
+      const { predictions, boxes } = this.decoder.forward({
         pixels: fused.pixels,
         maskFeatures: fused.maskFeatures,
         phrases: fused.phrases,
         phraseMask: phrases.mask,
       });
-      return { predictions, phraseMask: tf.clone(phrases.mask), attention: this.eipa.attention(outputs), features: [...images] };
+      return { predictions, ...(boxes ? { boxes } : {}), phraseMask: tf.clone(phrases.mask), attention: this.eipa.attention(outputs), features: [...images] };
     });
   }
 
@@ -552,14 +561,17 @@ export class PngGrounder {
 
   /**
    * The training loss from latents and skips (see forwardLatents): sigmoid BCE + Dice per real
-   * phrase against `targets` [B, H, W, P] (binary, at image or mask resolution), summed over
-   * decoder layers with deep supervision.
+   * phrase against `targets` [B, H, W, P] (binary, at image or mask resolution), with
+   * decoder.box_head also DETR's box loss against each target's box, summed over decoder layers
+   * with deep supervision.
    */
   loss(latents: tf.Tensor4D, phrases: PhraseFeatures, targets: tf.Tensor4D, skips: readonly FeatureMap[] = []): tf.Scalar {
     return tf.tidy(() => {
-      const { predictions, phraseMask } = this.forwardLatents(latents, phrases, skips);
-      const used = this.config.deep_supervision ? predictions : predictions.slice(-1);
-      return deepSupervisionLoss(used, targets, phraseMask, { bce_weight: this.config.bce_weight, dice_weight: this.config.dice_weight });
+      const { predictions, boxes, phraseMask } = this.forwardLatents(latents, phrases, skips);
+      const c = this.config;
+      const used = <T>(perLayer: T[]) => (c.deep_supervision ? perLayer : perLayer.slice(-1));
+      const weights = { bce_weight: c.bce_weight, dice_weight: c.dice_weight, box_l1_weight: c.box_l1_weight, box_giou_weight: c.box_giou_weight };
+      return deepSupervisionLoss(used(predictions), targets, phraseMask, weights, boxes && used(boxes));
     });
   }
 
@@ -578,9 +590,9 @@ export class PngGrounder {
       throw new Error(
         `PngGrounder.predict: images are ${h}×${w} (H×W) and no letterbox transforms were given; letterbox them to a square canvas (letterbox(image, S) of @png/png-data) and pass the transforms`,
       );
-    const { predictions, phraseMask, attention, features } = this.forward(images, narratives);
+    const { predictions, boxes, phraseMask, attention, features } = this.forward(images, narratives);
     const last = predictions[predictions.length - 1]; // [B, h/f, w/f, P]
-    tf.dispose([...predictions.slice(0, -1), phraseMask, attention, features]);
+    tf.dispose([...predictions.slice(0, -1), boxes ?? [], phraseMask, attention, features]);
     const canvas: LetterboxTransform = { target: h, scale: 1, contentHeight: h, contentWidth: w, padTop: 0, padLeft: 0, height: h, width: w };
     try {
       return await masksFromLogits(

@@ -39,6 +39,14 @@ export interface PngDecoderConfig {
    * CondInst's and SOLO's mask heads read coordinates). `'none'` (default) is Mask2Former's.
    */
   mask_positions: 'none' | 'sine';
+  /**
+   * A box per query and layer: DETR's `bbox_embed` (3-layer MLP → σ → normalised cx, cy, w, h,
+   * one head shared by every layer), trained with DETR's L1 + GIoU box loss against each phrase's
+   * mask box (MaskDINO predicts boxes beside masks the same way). It makes every query say *where*
+   * its object is, which a mask loss asks only through pixels: look-alike twins differ in nothing
+   * else. `false` (default) is Mask2Former's, which has no boxes.
+   */
+  box_head: boolean;
 }
 
 export const DEFAULT_PNG_DECODER_CONFIG: Readonly<PngDecoderConfig> = Object.freeze({
@@ -54,6 +62,7 @@ export const DEFAULT_PNG_DECODER_CONFIG: Readonly<PngDecoderConfig> = Object.fre
   query_pos: 'linear',
   mask_attention: true,
   mask_positions: 'none',
+  box_head: false,
 });
 
 const NAME = 'PngDecoderConfig';

@@ -141,6 +141,35 @@ describe.each(['cpu', 'wasm'] as const)('PngDecoder on %s', (backend) => {
     disposeInputs(x);
   });
 
+  it("box head: DETR's bbox_embed (3 layers, shared) gives each prediction σ-normalised boxes; none without it", async () => {
+    const x = inputs(2, 3, 7);
+    const plain = PngDecoder.create(TINY, { seed: 2 });
+    const withBoxes = PngDecoder.create({ ...TINY, box_head: true }, { seed: 2 });
+    expect(plain.parameters.keys().some((k) => k.startsWith('bbox_embed'))).toBe(false);
+    expect(
+      withBoxes.parameters
+        .keys()
+        .filter((k) => k.startsWith('bbox_embed'))
+        .sort(),
+    ).toEqual([0, 1, 2].flatMap((j) => [`bbox_embed.layers.${j}.bias`, `bbox_embed.layers.${j}.weight`]));
+    expect(withBoxes.parameters.get('bbox_embed.layers.2.weight').shape).toEqual([4, 16]);
+    const a = plain.forward(x);
+    const b = withBoxes.forward(x);
+    expect(a.boxes).toBeUndefined();
+    const boxes = b.boxes ?? [];
+    expect(boxes.map((t) => t.shape)).toEqual(Array(4).fill([2, 3, 4])); // num_layers + 1
+    for (const t of boxes) expect((await t.data()).every((v) => v > 0 && v < 1)).toBe(true);
+    // the boxes are σ(bbox_embed(decoder_norm(query))) of the same queries the masks come from
+    const expected = tf.tidy(() => tf.sigmoid(withBoxes.bbox_embed?.forward(b.phrases) as tf.Tensor));
+    await expectClose(boxes[3], (await expected.data()) as Float32Array, 1e-6, 'final boxes');
+    // the masks do not change with the head
+    for (const [i, m] of a.predictions.entries()) expect(maxAbsDiff(await m.data(), await b.predictions[i].data())).toBe(0);
+    tf.dispose([a as unknown as tf.TensorContainer, b as unknown as tf.TensorContainer, expected]);
+    disposeInputs(x);
+    plain.dispose();
+    withBoxes.dispose();
+  });
+
   it('masked attention changes the layers after the first prediction', async () => {
     const on = PngDecoder.create(TINY, { seed: 1 });
     const off = PngDecoder.create({ ...TINY, mask_attention: false }, { seed: 1 });

@@ -46,6 +46,8 @@ export type PngDecoderOutput = {
    * pred_masks; the others are its aux_outputs). Padding phrases' logits are meaningless.
    */
   readonly predictions: tf.Tensor4D[];
+  /** With box_head: each prediction's boxes [B, P, 4], σ-normalised (cx, cy, w, h) in [0, 1] of the mask-feature frame (DETR's pred_boxes). */
+  readonly boxes?: tf.Tensor3D[];
   /** The final queries after decoder_norm, [B, P, hidden_dim]. */
   readonly phrases: tf.Tensor3D;
 };
@@ -55,7 +57,7 @@ export type PngDecoderOutput = {
  * `fromPretrained(dir)`; every weight is a trainable tf.Variable. Checkpoint keys follow
  * Mask2Former: `transformer_{cross_attention,self_attention,ffn}_layers.<i>.*`, `decoder_norm`,
  * `mask_embed.layers.<j>`, `level_embed.weight`, `input_proj.<l>` (only when in_channels ≠
- * hidden_dim), plus `query_pos_proj` (query_pos 'linear').
+ * hidden_dim), plus `query_pos_proj` (query_pos 'linear') and DETR's `bbox_embed.layers.<j>` (box_head).
  */
 export class PngDecoder extends ParameterModule {
   readonly config: Readonly<PngDecoderConfig>;
@@ -67,6 +69,7 @@ export class PngDecoder extends ParameterModule {
   readonly level_embed: Embedding;
   readonly input_proj: Conv2d[] = [];
   readonly query_pos_proj?: Linear;
+  readonly bbox_embed?: MLP;
 
   private constructor(scope: WeightScope, config: Readonly<PngDecoderConfig>) {
     super();
@@ -88,6 +91,7 @@ export class PngDecoder extends ParameterModule {
       for (let l = 0; l < c.num_feature_levels; l++) this.input_proj.push(new Conv2d(scope.pp('input_proj').pp(l), c.in_channels, c.hidden_dim, 1));
     }
     if (c.query_pos === 'linear') this.query_pos_proj = new Linear(scope.pp('query_pos_proj'), c.hidden_dim, c.hidden_dim);
+    if (c.box_head) this.bbox_embed = new MLP(scope.pp('bbox_embed'), c.hidden_dim, c.hidden_dim, 4, 3);
   }
 
   /** A fresh decoder (seeded init; trainable). The config is validated before any weight exists. */
@@ -155,8 +159,10 @@ export class PngDecoder extends ParameterModule {
       const maskFeatures = c.mask_positions === 'sine' ? withGridPositions(inputs.maskFeatures) : inputs.maskFeatures;
       let output = inputs.phrases;
       const predictions: tf.Tensor4D[] = [];
+      const boxes: tf.Tensor3D[] = [];
       let head = this.predictionHeads(output, maskFeatures, c.num_layers > 0 ? sizes[0] : undefined);
       predictions.push(head.mask);
+      if (head.boxes) boxes.push(head.boxes);
       for (let i = 0; i < c.num_layers; i++) {
         const level = i % L;
         output = this.transformer_cross_attention_layers[i].forward(output, src[level], head.attnBias, pos[level], queryPos);
@@ -164,30 +170,37 @@ export class PngDecoder extends ParameterModule {
         output = this.transformer_ffn_layers[i].forward(output);
         head = this.predictionHeads(output, maskFeatures, i + 1 < c.num_layers ? sizes[(i + 1) % L] : undefined);
         predictions.push(head.mask);
+        if (head.boxes) boxes.push(head.boxes);
       }
-      return { predictions, phrases: this.decoder_norm.forward(output) as tf.Tensor3D };
+      return { predictions, ...(this.bbox_embed ? { boxes } : {}), phrases: this.decoder_norm.forward(output) as tf.Tensor3D };
     });
   }
 
   /**
-   * Mask2Former's forward_prediction_heads: mask logits of the queries and, when `attnSize` is
-   * given, the additive attention bias [B, 1, P, h·w] for the next cross-attention.
+   * Mask2Former's forward_prediction_heads: mask logits of the queries, with box_head their boxes
+   * (DETR: σ(bbox_embed(·))), and, when `attnSize` is given, the additive attention bias
+   * [B, 1, P, h·w] for the next cross-attention.
    */
-  private predictionHeads(output: tf.Tensor3D, maskFeatures: tf.Tensor4D, attnSize?: [number, number]): { mask: tf.Tensor4D; attnBias?: tf.Tensor } {
+  private predictionHeads(
+    output: tf.Tensor3D,
+    maskFeatures: tf.Tensor4D,
+    attnSize?: [number, number],
+  ): { mask: tf.Tensor4D; boxes?: tf.Tensor3D; attnBias?: tf.Tensor } {
     const decoded = this.decoder_norm.forward(output); // [B, P, D]
     const embed = this.mask_embed.forward(decoded); // [B, P, C]
     const [b, h, w, ch] = maskFeatures.shape;
     const p = output.shape[1];
     const flat = tf.matMul(tf.reshape(maskFeatures, [b, h * w, ch]), embed as tf.Tensor3D, false, true); // [B, HW, P]
     const mask = tf.reshape(flat, [b, h, w, p]) as tf.Tensor4D; // [B, H, W, P]
-    if (!attnSize || !this.config.mask_attention) return { mask };
+    const boxes = this.bbox_embed ? (tf.sigmoid(this.bbox_embed.forward(decoded)) as tf.Tensor3D) : undefined; // [B, P, 4]
+    if (!attnSize || !this.config.mask_attention) return { mask, boxes };
     const [ah, aw] = attnSize;
     const resized = resize(mask, attnSize, 'bilinear'); // [B, ah, aw, P]
     // masked where σ(m) < 0.5 ⟺ m < 0; step() has a zero gradient (the prediction is detached)
     const masked = tf.transpose(tf.reshape(tf.step(tf.neg(resized)), [b, ah * aw, p]), [0, 2, 1]); // [B, P, HW]
     // a fully masked row attends everywhere instead (Mask2Former: attn_mask[all masked] = False)
     const open = tf.sub(1, tf.min(masked, 2, true)); // [B, P, 1]
-    return { mask, attnBias: tf.reshape(tf.mul(tf.mul(masked, open), MASKED_LOGIT), [b, 1, p, ah * aw]) }; // [B, 1, P, HW]
+    return { mask, boxes, attnBias: tf.reshape(tf.mul(tf.mul(masked, open), MASKED_LOGIT), [b, 1, p, ah * aw]) }; // [B, 1, P, HW]
   }
 
   private checkInputs({ pixels, maskFeatures, phrases, phraseMask }: PngDecoderInputs): void {

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend } from '@png/core';
-import { expectNoLeak } from '@png/core/testing';
-import { deepSupervisionLoss, maskLoss } from './index';
+import { expectClose, expectNoLeak } from '@png/core/testing';
+import { boxLoss, deepSupervisionLoss, maskBoxes, maskLoss } from './index';
 import { gradCheck } from '@png/core/testing';
 
 /** Reference in plain JS (Mask2Former's sigmoid_ce_loss mean + dice_loss), one phrase. */
@@ -92,5 +92,97 @@ describe('maskLoss gradients (cpu, float32 central differences)', () => {
     console.log(`maskLoss gradcheck: ${results.length} entries, max rel err ${worst.toExponential(2)}`);
     expect(worst).toBeLessThan(1e-2);
     tf.dispose([logits, targets, mask]);
+  });
+});
+
+/** A [1, H, W, P] target with each phrase's pixels set: cells[p] = [[y, x], …]. */
+function target(h: number, w: number, cells: number[][][]): tf.Tensor4D {
+  const data = new Float32Array(h * w * cells.length);
+  cells.forEach((pixels, p) => {
+    for (const [y, x] of pixels) data[(y * w + x) * cells.length + p] = 1;
+  });
+  return tf.tensor4d(data, [1, h, w, cells.length]);
+}
+
+/** DETR's loss_boxes for one box pair in plain JS: L1 over (cx, cy, w, h) and 1 − GIoU. */
+function boxReference(a: number[], t: number[]): { l1: number; giou: number } {
+  const c = ([cx, cy, w, h]: number[]) => [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2];
+  const [ax0, ay0, ax1, ay1] = c(a);
+  const [tx0, ty0, tx1, ty1] = c(t);
+  const inter = Math.max(0, Math.min(ax1, tx1) - Math.max(ax0, tx0)) * Math.max(0, Math.min(ay1, ty1) - Math.max(ay0, ty0));
+  const union = (ax1 - ax0) * (ay1 - ay0) + (tx1 - tx0) * (ty1 - ty0) - inter;
+  const enclosing = (Math.max(ax1, tx1) - Math.min(ax0, tx0)) * (Math.max(ay1, ty1) - Math.min(ay0, ty0));
+  const l1 = a.reduce((acc, v, i) => acc + Math.abs(v - t[i]), 0);
+  return { l1, giou: 1 - (inter / union - (enclosing - union) / enclosing) };
+}
+
+describe.each(['cpu', 'wasm'] as const)('box losses on %s', (backend) => {
+  beforeAll(() => setBackend(backend));
+
+  it("maskBoxes: each mask's pixel extent as normalised (cx, cy, w, h); an empty mask is absent", async () => {
+    // 4×8 canvas: phrase 0 one pixel at (y 1, x 2); phrase 1 rows 0–3 × columns 4–7 and a stray pixel at (3, 0); phrase 2 empty
+    const t = target(4, 8, [
+      [[1, 2]],
+      [
+        [0, 4],
+        [3, 7],
+        [3, 0],
+      ],
+      [],
+    ]);
+    const { boxes, present } = maskBoxes(t);
+    expect([...(await present.data())]).toEqual([1, 1, 0]);
+    await expectClose(boxes, [2.5 / 8, 1.5 / 4, 1 / 8, 1 / 4, 0.5, 0.5, 1, 1, 0, 0, 0, 0], 1e-6, 'mask boxes');
+    tf.dispose([t, boxes, present]);
+  });
+
+  it("boxLoss: DETR's 5 · L1 + 2 · (1 − GIoU) averaged over real phrases with a target; 0 for an exact box; padding and empty targets add nothing", async () => {
+    const t = target(4, 8, [
+      [[1, 2]],
+      [
+        [0, 4],
+        [3, 7],
+      ],
+      [],
+      [[2, 2]],
+    ]);
+    const truth = [2.5 / 8, 1.5 / 4, 1 / 8, 1 / 4];
+    const second = [0.75, 0.5, 0.5, 1];
+    const guess = [0.3, 0.6, 0.2, 0.5];
+    const predicted = tf.tensor3d([[truth, guess, [0.5, 0.5, 0.2, 0.2], [0.9, 0.9, 0.9, 0.9]]]); // [1, 4, 4]
+    const mask = tf.tensor2d([[1, 1, 1, 0]]); // phrase 2 real but empty, phrase 3 padding
+    const r = boxReference(guess, second);
+    const expected = (5 * r.l1 + 2 * r.giou + 0) / 2; // phrase 0 exact: L1 0, GIoU 1
+    const loss = boxLoss(predicted, t, mask);
+    expect(Math.abs((await loss.data())[0] - expected)).toBeLessThan(1e-5);
+    const weighted = boxLoss(predicted, t, mask, { box_l1_weight: 1, box_giou_weight: 0 });
+    expect(Math.abs((await weighted.data())[0] - r.l1 / 2)).toBeLessThan(1e-5);
+    // the gradient reaches the counted boxes only
+    const g = tf.grad((b: tf.Tensor) => boxLoss(b as tf.Tensor3D, t, mask))(predicted);
+    const rows = (await g.array()) as number[][][];
+    expect(rows[0][1].some((v) => v !== 0)).toBe(true);
+    expect([...rows[0][2], ...rows[0][3]].every((v) => v === 0)).toBe(true);
+    expect(() => boxLoss(tf.zeros([1, 4, 3]) as tf.Tensor3D, t, mask)).toThrow('boxLoss: boxes must be [1, 4, 4] like phraseMask [1,4], got [1,4,3]');
+    await expectNoLeak(() => boxLoss(predicted, t, mask), 'boxLoss');
+    tf.dispose([t, predicted, mask, loss, weighted, g]);
+  });
+
+  it("deepSupervisionLoss adds every layer's box loss when boxes are given", async () => {
+    const t = target(4, 8, [
+      [[1, 2]],
+      [
+        [0, 4],
+        [3, 7],
+      ],
+    ]);
+    const mask = tf.tensor2d([[1, 1]]);
+    const logits = [0, 1].map((i) => tf.randomNormal([1, 2, 4, 2], 0, 1, 'float32', i) as tf.Tensor4D);
+    const boxes = [2, 3].map((i) => tf.randomUniform([1, 2, 4], 0.1, 0.9, 'float32', i) as tf.Tensor3D);
+    const masksOnly = await deepSupervisionLoss(logits, t, mask).data();
+    const both = await deepSupervisionLoss(logits, t, mask, {}, boxes).data();
+    const boxTerms = await Promise.all(boxes.map(async (b) => (await boxLoss(b, t, mask).data())[0]));
+    expect(Math.abs(both[0] - masksOnly[0] - boxTerms[0] - boxTerms[1])).toBeLessThan(1e-4);
+    expect(() => deepSupervisionLoss(logits, t, mask, {}, boxes.slice(1))).toThrow('deepSupervisionLoss: 1 box predictions for 2 mask predictions');
+    tf.dispose([t, mask, logits, boxes]);
   });
 });
