@@ -42,7 +42,7 @@ export interface PngDecoderConfig {
   /**
    * A box per query and layer: DETR's `bbox_embed` (3-layer MLP → σ → normalised cx, cy, w, h,
    * one head shared by every layer), trained with DETR's L1 + GIoU box loss against each phrase's
-   * mask box (MaskDINO predicts boxes beside masks the same way). It makes every query say *where*
+   * mask box (MaskDINO predicts boxes beside masks the same way; the loss: @png/png-decoder's boxLoss). It makes every query say *where*
    * its object is, which a mask loss asks only through pixels: look-alike twins differ in nothing
    * else. `false` (default) is Mask2Former's, which has no boxes.
    */

@@ -4,7 +4,8 @@
 // matching: phrase i's prediction is compared with phrase i's target. Deviation: Mask2Former
 // samples K points by uncertainty; here every target pixel counts. With the decoder's box_head,
 // DETR's box loss (detr/models/detr.py loss_boxes: L1 on normalised cx, cy, w, h + generalized
-// IoU, weights 5 and 2) against each phrase's mask box.
+// IoU) against each phrase's mask box, weighted against the masks as MaskDINO does (box L1 5 and
+// GIoU 2 beside mask BCE 5 and Dice 5), at this project's mask weights 1 and 1: 1 and 0.4.
 import * as tf from '@tensorflow/tfjs-core';
 import { resize } from '@png/core';
 
@@ -16,13 +17,13 @@ export interface MaskLossWeights {
 
 export const DEFAULT_MASK_LOSS_WEIGHTS: Readonly<MaskLossWeights> = Object.freeze({ bce_weight: 1, dice_weight: 1 });
 
-/** Weights of the box loss's terms (DETR: bbox_loss_coef 5, giou_loss_coef 2). */
+/** Weights of the box loss's terms (MaskDINO's 5 and 2 against its mask weights 5 and 5, scaled to the mask weights 1 and 1 here). */
 export interface BoxLossWeights {
   box_l1_weight: number;
   box_giou_weight: number;
 }
 
-export const DEFAULT_BOX_LOSS_WEIGHTS: Readonly<BoxLossWeights> = Object.freeze({ box_l1_weight: 5, box_giou_weight: 2 });
+export const DEFAULT_BOX_LOSS_WEIGHTS: Readonly<BoxLossWeights> = Object.freeze({ box_l1_weight: 1, box_giou_weight: 0.4 });
 
 function checkShapes(where: string, logits: tf.Tensor, targets: tf.Tensor, phraseMask: tf.Tensor): void {
   const [b, , , p] = logits.shape;
