@@ -79,14 +79,14 @@ export function reportFigures(figures) {
 }
 
 /**
- * Runs `script` (with `args`, and `env` added) once per compute path (see computePaths), one
- * child process at a time, passing its output through with the path's name in front. Then prints
- * each figure that the children reported (reportFigures) per path, with the wasm path's time over
- * each path's (the speed-up). Throws if a child fails.
+ * Runs `script` (with `args`, and `env` added) once per compute path (`paths`, default
+ * computePaths()), one child process at a time, passing its output through with the path's name
+ * in front. Then prints each figure that the children reported (reportFigures) per path, with the
+ * first path's time over each path's (the speed-up). Throws if a child fails.
  */
-export async function runPerComputePath(script, args = [], env = {}) {
+export async function runPerComputePath(script, args = [], env = {}, paths = undefined) {
   const { spawnSync } = await import('node:child_process');
-  const paths = await computePaths();
+  paths ??= await computePaths();
   const figures = [];
   for (const p of paths) {
     console.log(`--- compute path: ${p.name}`);

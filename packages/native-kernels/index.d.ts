@@ -6,6 +6,8 @@ export interface ConvGeometry {
   strides: [number, number];
   dilations: [number, number];
   pads: [number, number, number, number];
+  /** Names an immutable filter: its reordered copy is kept and reused (conv2d, conv2dBackpropInput); absent: reordered on every call. */
+  filterKey?: number;
 }
 
 /** The addon: each call reads and writes the given Float32Arrays in place (e.g. views of the wasm heap). */
@@ -22,6 +24,10 @@ export interface NativeKernels {
   version(): string;
   /** The threads oneDNN computes on (OpenMP's: all cores, or OMP_NUM_THREADS). */
   threads(): number;
+  /** Drops the reordered filter copies kept under `key`. */
+  releaseFilter(key: number): void;
+  /** Sets the reordered-filter budget when `limitBytes` is given (least recently used out first; 0 keeps none; default 1 GiB); returns the cache's state. */
+  filterCache(options?: { limitBytes?: number }): { entries: number; bytes: number; limitBytes: number };
 }
 
 /** The addon, or null when it was not built or does not load. */

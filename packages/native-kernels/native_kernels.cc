@@ -2,12 +2,16 @@
 // arrays that the caller owns (the tfjs wasm backend's heap: no copies). One entry point per
 // kernel; every function is synchronous and runs on oneDNN's threads (OpenMP: all cores, or
 // OMP_NUM_THREADS). Layouts are tfjs': activations NHWC, conv filters HWIO [KH, KW, Ci, Co].
+// A filter given with a `filterKey` is reordered into oneDNN's blocked layout once and kept (as
+// PyTorch keeps a frozen weight's reordered copy), least recently used first out within a budget.
 #include <dnnl.hpp>
 #include <node_api.h>
 #include <omp.h>
 
 #include <cstring>
+#include <list>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 using dnnl::algorithm;
@@ -115,27 +119,95 @@ memory reordered(const memory &from, const memory::desc &to) {
   return out;
 }
 
+/**
+ * Filters reordered into the layout a primitive wants, per caller key and use ('f' forward, 'd'
+ * input gradient): a key names one immutable filter (@png/core gives one per tensor's data), so a
+ * frozen weight is reordered on its first call only. Least recently used entries go first when
+ * the bytes would pass `limit`; the caller releases a key when its tensor is gone.
+ */
+struct FilterCache {
+  struct Entry {
+    memory::desc desc;
+    memory reordered;
+    size_t bytes;
+    std::list<std::string>::iterator at;
+  };
+  std::unordered_map<std::string, Entry> entries;
+  std::list<std::string> order;  // most recently used first
+  size_t bytes = 0;
+  size_t limit = size_t(1024) << 20;
+
+  void erase(const std::string &key) {
+    auto it = entries.find(key);
+    if (it == entries.end()) return;
+    bytes -= it->second.bytes;
+    order.erase(it->second.at);
+    entries.erase(it);
+  }
+
+  void fit(size_t more) {
+    while (!order.empty() && bytes + more > limit) erase(order.back());
+  }
+};
+
+FilterCache &filter_cache() {
+  static FilterCache cache;
+  return cache;
+}
+
+/** `w` in the layout `want`: itself when it is in it already, else its reordered copy (kept under `key` when key ≥ 0). */
+memory filter_as(const memory &w, const memory::desc &want, int64_t key, char use) {
+  if (w.get_desc() == want) return w;
+  FilterCache &cache = filter_cache();
+  if (key < 0 || cache.limit == 0) return reordered(w, want);
+  std::string name = std::to_string(key) + use;
+  auto it = cache.entries.find(name);
+  if (it != cache.entries.end() && it->second.desc == want) {
+    cache.order.splice(cache.order.begin(), cache.order, it->second.at);
+    return it->second.reordered;
+  }
+  cache.erase(name);
+  memory copy = reordered(w, want);
+  size_t bytes = want.get_size();
+  if (bytes > cache.limit) return copy;
+  cache.fit(bytes);
+  cache.order.push_front(name);
+  cache.entries.emplace(name, FilterCache::Entry{want, copy, bytes, cache.order.begin()});
+  cache.bytes += bytes;
+  return copy;
+}
+
+/** args.filterKey: a non-negative integer naming an immutable filter, or −1 when absent. */
+int64_t filter_key(napi_env env, napi_value a) {
+  bool has = false;
+  napi_has_named_property(env, a, "filterKey", &has);
+  if (!has) return -1;
+  int64_t key = -1;
+  if (napi_get_value_int64(env, property(env, a, "filterKey"), &key) != napi_ok || key < 0) throw ArgError{"'filterKey' must be a non-negative integer"};
+  return key;
+}
+
 dnnl::convolution_forward::primitive_desc forward_pd(const Conv &c, prop_kind kind) {
   memory::desc x(c.x, dt::f32, tag::any), w(c.w, dt::f32, tag::any), y(c.y, dt::f32, tag::any);
   dnnl::convolution_forward::desc d(kind, algorithm::convolution_direct, x, w, y, c.strides, c.dilates, c.pad_l, c.pad_r);
   return dnnl::convolution_forward::primitive_desc(d, engine());
 }
 
-/** y = conv(x, filter): args {x, xShape, filter, filterShape, y, yShape, strides, dilations, pads}. */
+/** y = conv(x, filter): args {x, xShape, filter, filterShape, y, yShape, strides, dilations, pads, filterKey?}. */
 void conv2d(napi_env env, napi_value a) {
   Conv c = conv_args(env, a);
   memory x({c.x, dt::f32, tag::nhwc}, engine(), tensor(env, a, "x", c.x));
   memory w({c.w, dt::f32, tag::hwio}, engine(), tensor(env, a, "filter", c.w));
   memory y({c.y, dt::f32, tag::nhwc}, engine(), tensor(env, a, "y", c.y));
   auto pd = forward_pd(c, prop_kind::forward_inference);
-  memory xr = reordered(x, pd.src_desc()), wr = reordered(w, pd.weights_desc());
+  memory xr = reordered(x, pd.src_desc()), wr = filter_as(w, pd.weights_desc(), filter_key(env, a), 'f');
   memory yr = pd.dst_desc() == y.get_desc() ? y : memory(pd.dst_desc(), engine());
   dnnl::convolution_forward(pd).execute(stream(), {{DNNL_ARG_SRC, xr}, {DNNL_ARG_WEIGHTS, wr}, {DNNL_ARG_DST, yr}});
   if (yr != y) dnnl::reorder(yr, y).execute(stream(), yr, y);
   stream().wait();
 }
 
-/** dx = conv's input gradient: args {dy, yShape, filter, filterShape, dx, xShape, strides, dilations, pads}. */
+/** dx = conv's input gradient: args {dy, yShape, filter, filterShape, dx, xShape, strides, dilations, pads, filterKey?}. */
 void conv2d_backprop_input(napi_env env, napi_value a) {
   Conv c = conv_args(env, a);
   memory dy({c.y, dt::f32, tag::nhwc}, engine(), tensor(env, a, "dy", c.y));
@@ -145,7 +217,7 @@ void conv2d_backprop_input(napi_env env, napi_value a) {
   memory::desc x_any(c.x, dt::f32, tag::any), w_any(c.w, dt::f32, tag::any), y_any(c.y, dt::f32, tag::any);
   dnnl::convolution_backward_data::desc d(algorithm::convolution_direct, x_any, w_any, y_any, c.strides, c.dilates, c.pad_l, c.pad_r);
   dnnl::convolution_backward_data::primitive_desc pd(d, engine(), hint);
-  memory dyr = reordered(dy, pd.diff_dst_desc()), wr = reordered(w, pd.weights_desc());
+  memory dyr = reordered(dy, pd.diff_dst_desc()), wr = filter_as(w, pd.weights_desc(), filter_key(env, a), 'd');
   memory dxr = pd.diff_src_desc() == dx.get_desc() ? dx : memory(pd.diff_src_desc(), engine());
   dnnl::convolution_backward_data(pd).execute(stream(), {{DNNL_ARG_DIFF_DST, dyr}, {DNNL_ARG_WEIGHTS, wr}, {DNNL_ARG_DIFF_SRC, dxr}});
   if (dxr != dx) dnnl::reorder(dxr, dx).execute(stream(), dxr, dx);
@@ -217,6 +289,50 @@ napi_value version(napi_env env, napi_callback_info) {
   return out;
 }
 
+/** releaseFilter(key): drops the reordered copies kept under `key`. */
+napi_value release_filter(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  int64_t key = -1;
+  if (argc < 1 || napi_get_value_int64(env, argv[0], &key) != napi_ok) {
+    napi_throw_type_error(env, nullptr, "releaseFilter(key): key must be an integer");
+    return nullptr;
+  }
+  for (char use : {'f', 'd'}) filter_cache().erase(std::to_string(key) + use);
+  return nullptr;
+}
+
+/** filterCache({limitBytes?}): sets the budget when given (0 keeps nothing); returns {entries, bytes, limitBytes}. */
+napi_value filter_cache_info(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  FilterCache &cache = filter_cache();
+  bool has = false;
+  if (argc >= 1) napi_has_named_property(env, argv[0], "limitBytes", &has);
+  if (has) {
+    napi_value v;
+    double limit = -1;
+    napi_get_named_property(env, argv[0], "limitBytes", &v);
+    if (napi_get_value_double(env, v, &limit) != napi_ok || !(limit >= 0)) {
+      napi_throw_type_error(env, nullptr, "filterCache({limitBytes}): limitBytes must be a number ≥ 0");
+      return nullptr;
+    }
+    cache.limit = static_cast<size_t>(limit);
+    cache.fit(0);
+  }
+  napi_value out, entries, bytes, limit;
+  napi_create_object(env, &out);
+  napi_create_double(env, static_cast<double>(cache.entries.size()), &entries);
+  napi_create_double(env, static_cast<double>(cache.bytes), &bytes);
+  napi_create_double(env, static_cast<double>(cache.limit), &limit);
+  napi_set_named_property(env, out, "entries", entries);
+  napi_set_named_property(env, out, "bytes", bytes);
+  napi_set_named_property(env, out, "limitBytes", limit);
+  return out;
+}
+
 napi_value threads(napi_env env, napi_callback_info) {
   napi_value out;
   napi_create_int32(env, omp_get_max_threads(), &out);  // oneDNN 2.6 as Debian builds it runs on OpenMP
@@ -233,6 +349,8 @@ NAPI_MODULE_INIT() {
       {"matmul", nullptr, entry<matmul>, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"version", nullptr, version, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"threads", nullptr, threads, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"releaseFilter", nullptr, release_filter, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"filterCache", nullptr, filter_cache_info, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend, wasmComputePath } from '../../index';
+import { nativeFilterCache } from './native_kernels';
 
 // The native kernels against the cpu backend (the reference), where @png/native-kernels is built
 // (`.ci/run` installs oneDNN, so CI must have it): this file opts in with PNG_NATIVE=1.
@@ -111,5 +112,41 @@ if (native)
           (a, b) => tf.matMul(a, b),
         ),
       ).toBeLessThan(1e-5);
+    });
+
+    it("keeps one reordered copy per filter's data, reuses it, never for another filter's data, and none with a budget of 0", async () => {
+      await setBackend('wasm');
+      const cache = () => nativeFilterCache() ?? { entries: -1, bytes: -1, limitBytes: -1 };
+      expect(cache().limitBytes).toBe(1024 * 2 ** 20); // PNG_NATIVE_FILTER_CACHE_MB's default
+      // 3×3, 64 → 64 channels: oneDNN blocks this filter (HWIO is not its layout), so it is reordered
+      const x = tf.randomNormal([1, 8, 8, 64], 0, 1, 'float32', 1) as tf.Tensor4D;
+      const f1 = tf.randomNormal([3, 3, 64, 64], 0, 1, 'float32', 2) as tf.Tensor4D;
+      const f2 = tf.randomNormal([3, 3, 64, 64], 0, 1, 'float32', 3) as tf.Tensor4D;
+      const before = cache();
+      const a = tf.conv2d(x, f1, 1, 'same');
+      const kept = cache();
+      expect([kept.entries - before.entries, kept.bytes - before.bytes]).toEqual([1, 3 * 3 * 64 * 64 * 4]);
+      const again = tf.conv2d(x, f1, 1, 'same');
+      expect(cache().entries).toBe(kept.entries); // reused, not reordered again
+      expect(Buffer.from((await again.data()).buffer).equals(Buffer.from((await a.data()).buffer))).toBe(true);
+      // another filter of the same shape gets its own copy: the result is f2's, not f1's
+      const b = tf.conv2d(x, f2, 1, 'same');
+      expect(cache().entries).toBe(kept.entries + 1);
+      const fresh = await (async () => {
+        await setBackend('cpu');
+        const r = tf.conv2d(tf.tensor(await x.data(), x.shape) as tf.Tensor4D, tf.tensor(await f2.data(), f2.shape) as tf.Tensor4D, 1, 'same').dataSync();
+        await setBackend('wasm');
+        return r;
+      })();
+      const got = await b.data();
+      expect(Math.max(...fresh.map((v, i) => Math.abs(v - got[i])))).toBeLessThan(1e-3);
+      // a budget of 0 keeps nothing (and empties the cache); the results stay the same
+      const { kernels: addon } = require('@png/native-kernels') as { kernels: { filterCache(o: { limitBytes: number }): { entries: number } } };
+      expect(addon.filterCache({ limitBytes: 0 }).entries).toBe(0);
+      const uncached = tf.conv2d(x, f1, 1, 'same');
+      expect(cache().entries).toBe(0);
+      expect(Buffer.from((await uncached.data()).buffer).equals(Buffer.from((await a.data()).buffer))).toBe(true);
+      addon.filterCache({ limitBytes: 1024 * 2 ** 20 });
+      tf.dispose([x, f1, f2, a, again, b, uncached]);
     });
   });

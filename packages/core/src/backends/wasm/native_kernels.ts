@@ -12,8 +12,13 @@ import type { WasmBackend } from './wasm_heap';
  * "equal or 1") run the kernel they replaced.
  *
  * Opt-in: `PNG_NATIVE=1` loads it (an error says why when it is absent); unset or `0` keeps the
- * wasm kernels, until the native path is measured faster on the models here (oneDNN reorders each
- * filter on every call). Browsers never reach it (an unbundled import, in Node only).
+ * wasm kernels, until the native path is measured faster on the models here. Browsers never reach
+ * it (an unbundled import, in Node only).
+ *
+ * Filters: oneDNN computes on its own blocked filter layout. Each conv passes its filter's key
+ * (one per tensor data: tfjs data never changes in place), so the addon reorders a frozen weight
+ * once and keeps the copy (least recently used out beyond `PNG_NATIVE_FILTER_CACHE_MB`, default
+ * 1024; 0 reorders on every call); a key is released when its data is garbage-collected.
  */
 
 /** What @png/core uses of `@png/native-kernels` (its index.d.ts). */
@@ -24,6 +29,8 @@ interface NativeKernels {
   matmul(args: { a: Float32Array; b: Float32Array; c: Float32Array; dims: number[]; transposeA: boolean; transposeB: boolean }): void;
   version(): string;
   threads(): number;
+  releaseFilter(key: number): void;
+  filterCache(options?: { limitBytes?: number }): { entries: number; bytes: number; limitBytes: number };
 }
 interface ConvGeometry {
   xShape: number[];
@@ -32,6 +39,8 @@ interface ConvGeometry {
   strides: [number, number];
   dilations: [number, number];
   pads: [number, number, number, number];
+  /** Names the filter's data for the addon's reordered-filter cache (see the file's comment). */
+  filterKey?: number;
 }
 
 type Info = tf.TensorInfo;
@@ -49,6 +58,39 @@ let path: string | undefined;
 /** One line saying how the wasm backend computes (native kernels or not, and why); undefined before setBackend('wasm'). */
 export function wasmComputePath(): string | undefined {
   return path;
+}
+
+/** The addon's reordered-filter cache: entries, bytes and budget; undefined unless the native kernels are in use. */
+export function nativeFilterCache(): { entries: number; bytes: number; limitBytes: number } | undefined {
+  return active?.filterCache();
+}
+
+/** The loaded addon while its kernels are registered. */
+let active: NativeKernels | undefined;
+
+/** One key per tensor data (dataId objects are never reused), released in the addon when the data is collected. */
+const filterKeys = new WeakMap<object, number>();
+let nextFilterKey = 0;
+const collected = new FinalizationRegistry<number>((key) => active?.releaseFilter(key));
+
+function filterKey(t: Info): number {
+  const id = t.dataId as object;
+  let key = filterKeys.get(id);
+  if (key === undefined) {
+    key = nextFilterKey++;
+    filterKeys.set(id, key);
+    collected.register(id, key);
+  }
+  return key;
+}
+
+/** PNG_NATIVE_FILTER_CACHE_MB as bytes (default 1024 MB). */
+function filterCacheBytes(): number {
+  const mb = process.env.PNG_NATIVE_FILTER_CACHE_MB ?? '1024';
+  const n = Number(mb);
+  if (mb.trim() === '' || !Number.isFinite(n) || n < 0)
+    throw new Error(`PNG_NATIVE_FILTER_CACHE_MB='${mb}': expected a number of megabytes ≥ 0 (0: reorder every filter on every call)`);
+  return Math.round(n * 2 ** 20);
 }
 
 /** Whether the native kernels are registered on the wasm backend. */
@@ -93,6 +135,8 @@ export async function useNativeKernels(): Promise<string> {
     return path;
   }
   const native = found.kernels;
+  native.filterCache({ limitBytes: filterCacheBytes() });
+  active = native;
   for (const [kernelName, make] of Object.entries(NATIVE)) {
     const current = tf.getKernel(kernelName, 'wasm');
     if (!current) throw new Error(`native kernels: the wasm backend has no '${kernelName}' kernel to replace; call setBackend('wasm') first`);
@@ -173,14 +217,18 @@ const NATIVE: Record<string, (native: NativeKernels, fallback: Kernel) => Kernel
     const { strides, pad, dataFormat, dilations, dimRoundingMode } = args.attrs as unknown as tf.Conv2DAttrs;
     const g = dataFormat !== 'NCHW' && float32(x, filter) ? geometry(x.shape, filter.shape, strides, dilations, pad, dimRoundingMode) : undefined;
     if (!g) return fallback(args);
-    return output(args.backend as WasmBackend, g.yShape, (y, view) => native.conv2d({ ...g, x: view(x), filter: view(filter), y }));
+    return output(args.backend as WasmBackend, g.yShape, (y, view) =>
+      native.conv2d({ ...g, filterKey: filterKey(filter), x: view(x), filter: view(filter), y }),
+    );
   },
   [tf.Conv2DBackpropInput]: (native, fallback) => (args) => {
     const { dy, filter } = args.inputs as { dy: Info; filter: Info };
     const { strides, pad, dataFormat, dimRoundingMode, inputShape } = args.attrs as unknown as tf.Conv2DBackpropInputAttrs;
     const g = dataFormat !== 'NCHW' && float32(dy, filter) ? geometry(inputShape, filter.shape, strides, 1, pad, dimRoundingMode) : undefined;
     if (!g) return fallback(args);
-    return output(args.backend as WasmBackend, inputShape, (dx, view) => native.conv2dBackpropInput({ ...g, dy: view(dy), filter: view(filter), dx }));
+    return output(args.backend as WasmBackend, inputShape, (dx, view) =>
+      native.conv2dBackpropInput({ ...g, filterKey: filterKey(filter), dy: view(dy), filter: view(filter), dx }),
+    );
   },
   [tf.Conv2DBackpropFilter]: (native, fallback) => (args) => {
     const { x, dy } = args.inputs as { x: Info; dy: Info };
