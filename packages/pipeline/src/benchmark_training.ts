@@ -141,7 +141,12 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
   const training = resolveTrainingSettings(options.training ?? {});
   const run: RunFile = { data: path.resolve(options.data), split, config, training };
   const files = { checkpoints: path.join(options.out, 'checkpoints'), grounder: path.join(options.out, 'grounder') };
-  const guard = guardRun(options.out, run);
+  // a run recorded before a config field was added resumes when the field is at its default
+  const guard = guardRun(options.out, run, (recorded) => ({
+    ...recorded,
+    config: resolvePngGrounderConfig((recorded.config ?? {}) as Record<string, unknown>),
+    training: resolveTrainingSettings((recorded.training ?? {}) as Record<string, unknown>),
+  }));
   if (guard.resumed && fs.existsSync(files.grounder)) {
     const latest = await latestCheckpoint(files.checkpoints);
     if (latest?.step === training.steps) {

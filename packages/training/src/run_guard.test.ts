@@ -37,4 +37,18 @@ describe('guardRun', () => {
       ),
     );
   });
+
+  it("resumes a run recorded before a field was added, once `upgrade` fills today's default in; another value still differs", () => {
+    guardRun(dir, { data: '/data', config: { lr: 0.1 } }).record(); // recorded before `warmup` existed
+    const withDefaults = (recorded: Record<string, unknown>) => ({ ...recorded, config: { warmup: 50, ...(recorded.config as object) } });
+    expect(() => guardRun(dir, { data: '/data', config: { warmup: 50, lr: 0.1 } })).toThrow(/another config/);
+    expect(guardRun(dir, { data: '/data', config: { warmup: 50, lr: 0.1 } }, withDefaults).resumed).toBe(true);
+    expect(() => guardRun(dir, { data: '/data', config: { warmup: 10, lr: 0.1 } }, withDefaults)).toThrow(
+      'another config ({"warmup":50,"lr":0.1}, now {"warmup":10,"lr":0.1})',
+    );
+    const failing = () => {
+      throw new Error('cannot read');
+    };
+    expect(() => guardRun(dir, { data: '/data', config: { warmup: 50, lr: 0.1 } }, failing)).toThrow('another config ({"lr":0.1}'); // compared as written
+  });
 });

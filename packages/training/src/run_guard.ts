@@ -22,10 +22,12 @@ export interface RunGuard {
 
 /**
  * Checks the run folder `folder` against `run` (plain JSON data: settings, config, data paths): a
- * `run.json` recording another run is an error naming the first field that differs. Nothing is
- * written (the folder need not exist).
+ * `run.json` recording another run is an error naming the first field that differs. `upgrade`
+ * brings a recorded run to today's form first (e.g. its configs resolved with today's defaults, so
+ * that a field added since, at its default, does not stop a resume). Nothing is written (the
+ * folder need not exist).
  */
-export function guardRun(folder: string, run: object): RunGuard {
+export function guardRun(folder: string, run: object, upgrade: (recorded: Record<string, unknown>) => Record<string, unknown> = (r) => r): RunGuard {
   const text = `${JSON.stringify(run, null, 2)}\n`;
   const file = path.join(folder, RUN_FILE);
   const resumed = fs.existsSync(file);
@@ -35,6 +37,11 @@ export function guardRun(folder: string, run: object): RunGuard {
       previous = JSON.parse(fs.readFileSync(file, 'utf8'));
     } catch (e) {
       throw new Error(`${file}: not valid JSON (${(e as Error).message}); remove ${folder} or choose another folder`);
+    }
+    try {
+      previous = upgrade(previous);
+    } catch {
+      // a record today's code cannot read as a run: compared as written, so the error names the field
     }
     const current = JSON.parse(text) as Record<string, unknown>;
     for (const key of new Set([...Object.keys(current), ...Object.keys(previous ?? {})])) {
