@@ -24,6 +24,8 @@ export interface NativeKernels {
   version(): string;
   /** The threads oneDNN computes on (OpenMP's: all cores, or OMP_NUM_THREADS). */
   threads(): number;
+  /** A filter key no other caller in this process has had (the cache is per process). */
+  newFilterKey(): number;
   /** Drops the reordered filter copies kept under `key`. */
   releaseFilter(key: number): void;
   /** Sets the reordered-filter budget when `limitBytes` is given (least recently used out first; 0 keeps none; default 1 GiB); returns the cache's state. */

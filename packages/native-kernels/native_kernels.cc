@@ -289,6 +289,18 @@ napi_value version(napi_env env, napi_callback_info) {
   return out;
 }
 
+/**
+ * newFilterKey(): a key no other caller in this process has had. The addon hands them out (not
+ * the caller) because the cache is per process while callers may be several: two copies of
+ * @png/core, or jest's module registry per test file, would count from 0 each and share keys.
+ */
+napi_value new_filter_key(napi_env env, napi_callback_info) {
+  static int64_t next = 0;
+  napi_value out;
+  napi_create_int64(env, next++, &out);
+  return out;
+}
+
 /** releaseFilter(key): drops the reordered copies kept under `key`. */
 napi_value release_filter(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -349,6 +361,7 @@ NAPI_MODULE_INIT() {
       {"matmul", nullptr, entry<matmul>, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"version", nullptr, version, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"threads", nullptr, threads, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"newFilterKey", nullptr, new_filter_key, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"releaseFilter", nullptr, release_filter, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"filterCache", nullptr, filter_cache_info, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };

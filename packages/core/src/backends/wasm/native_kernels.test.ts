@@ -149,4 +149,12 @@ if (native)
       addon.filterCache({ limitBytes: 1024 * 2 ** 20 });
       tf.dispose([x, f1, f2, a, again, b, uncached]);
     });
+
+    it('hands out filter keys per process, so that two copies of @png/core (or jest test files) never share one', () => {
+      const { kernels: addon } = require('@png/native-kernels') as { kernels: { newFilterKey(): number } };
+      const keys = [addon.newFilterKey(), addon.newFilterKey()];
+      expect(keys[1]).toBeGreaterThan(keys[0]);
+      const other = jest.requireActual('@png/native-kernels') as { kernels: { newFilterKey(): number } }; // another module instance, one addon
+      expect(other.kernels.newFilterKey()).toBeGreaterThan(keys[1]);
+    });
   });

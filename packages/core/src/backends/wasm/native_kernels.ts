@@ -29,6 +29,7 @@ interface NativeKernels {
   matmul(args: { a: Float32Array; b: Float32Array; c: Float32Array; dims: number[]; transposeA: boolean; transposeB: boolean }): void;
   version(): string;
   threads(): number;
+  newFilterKey(): number;
   releaseFilter(key: number): void;
   filterCache(options?: { limitBytes?: number }): { entries: number; bytes: number; limitBytes: number };
 }
@@ -68,16 +69,19 @@ export function nativeFilterCache(): { entries: number; bytes: number; limitByte
 /** The loaded addon while its kernels are registered. */
 let active: NativeKernels | undefined;
 
-/** One key per tensor data (dataId objects are never reused), released in the addon when the data is collected. */
+/**
+ * One key per tensor data (dataId objects are never reused), from the addon (its cache is per
+ * process, and this module may be loaded more than once in it), released in the addon when the
+ * data is collected.
+ */
 const filterKeys = new WeakMap<object, number>();
-let nextFilterKey = 0;
 const collected = new FinalizationRegistry<number>((key) => active?.releaseFilter(key));
 
-function filterKey(t: Info): number {
+function filterKey(native: NativeKernels, t: Info): number {
   const id = t.dataId as object;
   let key = filterKeys.get(id);
   if (key === undefined) {
-    key = nextFilterKey++;
+    key = native.newFilterKey();
     filterKeys.set(id, key);
     collected.register(id, key);
   }
@@ -218,7 +222,7 @@ const NATIVE: Record<string, (native: NativeKernels, fallback: Kernel) => Kernel
     const g = dataFormat !== 'NCHW' && float32(x, filter) ? geometry(x.shape, filter.shape, strides, dilations, pad, dimRoundingMode) : undefined;
     if (!g) return fallback(args);
     return output(args.backend as WasmBackend, g.yShape, (y, view) =>
-      native.conv2d({ ...g, filterKey: filterKey(filter), x: view(x), filter: view(filter), y }),
+      native.conv2d({ ...g, filterKey: filterKey(native, filter), x: view(x), filter: view(filter), y }),
     );
   },
   [tf.Conv2DBackpropInput]: (native, fallback) => (args) => {
@@ -227,7 +231,7 @@ const NATIVE: Record<string, (native: NativeKernels, fallback: Kernel) => Kernel
     const g = dataFormat !== 'NCHW' && float32(dy, filter) ? geometry(inputShape, filter.shape, strides, 1, pad, dimRoundingMode) : undefined;
     if (!g) return fallback(args);
     return output(args.backend as WasmBackend, inputShape, (dx, view) =>
-      native.conv2dBackpropInput({ ...g, filterKey: filterKey(filter), dy: view(dy), filter: view(filter), dx }),
+      native.conv2dBackpropInput({ ...g, filterKey: filterKey(native, filter), dy: view(dy), filter: view(filter), dx }),
     );
   },
   [tf.Conv2DBackpropFilter]: (native, fallback) => (args) => {
