@@ -116,28 +116,39 @@ function corners(box: tf.Tensor): { x0: tf.Tensor; y0: tf.Tensor; x1: tf.Tensor;
  * is not empty; 0 when there is none. Returns a scalar the caller owns; runs in tf.tidy.
  */
 export function boxLoss(boxes: tf.Tensor3D, targets: tf.Tensor4D, phraseMask: tf.Tensor2D, weights: Partial<BoxLossWeights> = {}): tf.Scalar {
+  checkBoxShapes(boxes, targets, phraseMask);
+  return tf.tidy('boxLoss', () => boxLossAgainst(boxes, maskBoxes(targets), phraseMask, weights));
+}
+
+function checkBoxShapes(boxes: tf.Tensor3D, targets: tf.Tensor4D, phraseMask: tf.Tensor2D): void {
   const [b, p] = phraseMask.shape;
   if (boxes.rank !== 3 || boxes.shape[0] !== b || boxes.shape[1] !== p || boxes.shape[2] !== 4)
     throw new Error(`boxLoss: boxes must be [${b}, ${p}, 4] like phraseMask [${phraseMask.shape}], got [${boxes.shape}]`);
   if (targets.rank !== 4 || targets.shape[0] !== b || targets.shape[3] !== p)
     throw new Error(`boxLoss: targets [${targets.shape}] do not match phraseMask [${phraseMask.shape}]; expected [${b}, H, W, ${p}]`);
+}
+
+/** boxLoss against target boxes already taken from the masks (maskBoxes): deep supervision takes them once for every layer. */
+function boxLossAgainst(
+  boxes: tf.Tensor3D,
+  { boxes: target, present }: { boxes: tf.Tensor3D; present: tf.Tensor2D },
+  phraseMask: tf.Tensor2D,
+  weights: Partial<BoxLossWeights>,
+): tf.Scalar {
   const { box_l1_weight, box_giou_weight } = { ...DEFAULT_BOX_LOSS_WEIGHTS, ...weights };
-  return tf.tidy('boxLoss', () => {
-    const { boxes: target, present } = maskBoxes(targets);
-    const l1 = tf.sum(tf.abs(tf.sub(boxes, target)), 2); // [B, P]
-    const a = corners(boxes);
-    const t = corners(target);
-    const area = (c: typeof a) => tf.mul(tf.sub(c.x1, c.x0), tf.sub(c.y1, c.y0));
-    const inter = tf.mul(tf.relu(tf.sub(tf.minimum(a.x1, t.x1), tf.maximum(a.x0, t.x0))), tf.relu(tf.sub(tf.minimum(a.y1, t.y1), tf.maximum(a.y0, t.y0)))); // [B, P]
-    const union = tf.sub(tf.add(area(a), area(t)), inter);
-    const enclosing = tf.mul(tf.sub(tf.maximum(a.x1, t.x1), tf.minimum(a.x0, t.x0)), tf.sub(tf.maximum(a.y1, t.y1), tf.minimum(a.y0, t.y0)));
-    const eps = 1e-7;
-    const giou = tf.sub(tf.div(inter, tf.add(union, eps)), tf.div(tf.sub(enclosing, union), tf.add(enclosing, eps))); // [B, P]
-    const loss = tf.add(tf.mul(l1, box_l1_weight), tf.mul(tf.sub(1, giou), box_giou_weight)); // [B, P]
-    const counted = tf.mul(tf.cast(tf.greater(phraseMask, 0), 'float32'), present); // [B, P]
-    const kept = tf.where(tf.greater(counted, 0), loss, tf.zerosLike(loss)); // padding and empty targets: exactly 0, value and gradient
-    return tf.div(tf.sum(kept), tf.maximum(tf.sum(counted), 1)) as tf.Scalar;
-  });
+  const l1 = tf.sum(tf.abs(tf.sub(boxes, target)), 2); // [B, P]
+  const a = corners(boxes);
+  const t = corners(target);
+  const area = (c: typeof a) => tf.mul(tf.sub(c.x1, c.x0), tf.sub(c.y1, c.y0));
+  const inter = tf.mul(tf.relu(tf.sub(tf.minimum(a.x1, t.x1), tf.maximum(a.x0, t.x0))), tf.relu(tf.sub(tf.minimum(a.y1, t.y1), tf.maximum(a.y0, t.y0)))); // [B, P]
+  const union = tf.sub(tf.add(area(a), area(t)), inter);
+  const enclosing = tf.mul(tf.sub(tf.maximum(a.x1, t.x1), tf.minimum(a.x0, t.x0)), tf.sub(tf.maximum(a.y1, t.y1), tf.minimum(a.y0, t.y0)));
+  const eps = 1e-7;
+  const giou = tf.sub(tf.div(inter, tf.add(union, eps)), tf.div(tf.sub(enclosing, union), tf.add(enclosing, eps))); // [B, P]
+  const loss = tf.add(tf.mul(l1, box_l1_weight), tf.mul(tf.sub(1, giou), box_giou_weight)); // [B, P]
+  const counted = tf.mul(tf.cast(tf.greater(phraseMask, 0), 'float32'), present); // [B, P]
+  const kept = tf.where(tf.greater(counted, 0), loss, tf.zerosLike(loss)); // padding and empty targets: exactly 0, value and gradient
+  return tf.div(tf.sum(kept), tf.maximum(tf.sum(counted), 1)) as tf.Scalar;
 }
 
 /**
@@ -159,7 +170,13 @@ export function deepSupervisionLoss(
     throw new Error(`deepSupervisionLoss: ${boxes.length} box predictions for ${predictions.length} mask predictions`);
   return tf.tidy('deepSupervisionLoss', () => {
     const masks = predictions.map((p, l) => tf.mul(maskLoss(p, targets, phraseMask, weights), lw[l]));
-    const boxTerms = (boxes ?? []).map((b, l) => tf.mul(boxLoss(b, targets, phraseMask, weights), lw[l]));
+    const targetBoxes = boxes?.length ? maskBoxes(targets) : undefined; // once for every layer
+    const boxTerms = targetBoxes
+      ? (boxes ?? []).map((b, l) => {
+          checkBoxShapes(b, targets, phraseMask);
+          return tf.mul(boxLossAgainst(b, targetBoxes, phraseMask, weights), lw[l]);
+        })
+      : [];
     return [...masks, ...boxTerms].reduce((a, b) => tf.add(a, b)) as tf.Scalar;
   });
 }
