@@ -22,6 +22,22 @@ const project = {
 };
 
 /**
+ * A project that reruns `suites` on another compute path of the wasm backend, set by `env` before
+ * they import @png/core; each suite that set the wasm backend must have run on a path whose
+ * description (wasmComputePath) starts with `startsWith`, else the run fails with `fix`.
+ */
+function computePathProject(displayName, suites, env, startsWith, fix) {
+  return {
+    ...project,
+    displayName,
+    testMatch: suites.map((name) => `**/${name}.test.ts`),
+    globals: { PNG_COMPUTE_PATH: { env, startsWith, fix } },
+    setupFiles: ['<rootDir>/scripts/jest_compute_path_setup.cjs'],
+    setupFilesAfterEnv: ['<rootDir>/scripts/jest_compute_path_check.ts'],
+  };
+}
+
+/**
  * Parity suites against the diffusers/transformers fixtures, run a second time on the wasm
  * backend's native compute path (`PNG_NATIVE=1`: @png/native-kernels over oneDNN), where the addon
  * is built, and always in CI (whose .ci/run installs oneDNN: an addon missing there fails them).
@@ -32,21 +48,20 @@ const project = {
 const NATIVE_PARITY_SUITES = ['unet_2d_condition', 'modeling_clip', 'pipeline_stable_diffusion'];
 const nativeBuilt = fs.existsSync(path.join(__dirname, 'packages', 'native-kernels', 'build', 'Release', 'png_native_kernels.node'));
 
+/**
+ * The UNet's parity suite on tfjs-backend-wasm's threaded build (`PNG_WASM_THREADS=2`, see
+ * wasm_threads.ts): every kernel the UNet uses, on XNNPACK's threads, against the diffusers fixtures.
+ */
+const THREADED_PARITY_SUITES = ['unet_2d_condition'];
+
 module.exports = {
   globalSetup: '<rootDir>/scripts/jest_global_setup.cjs',
   testTimeout: 120000,
   projects: [
     project,
     ...(nativeBuilt || process.env.CI === 'true'
-      ? [
-          {
-            ...project,
-            displayName: 'native kernels',
-            testMatch: NATIVE_PARITY_SUITES.map((name) => `**/${name}.test.ts`),
-            setupFiles: ['<rootDir>/scripts/jest_native_setup.cjs'],
-            setupFilesAfterEnv: ['<rootDir>/scripts/jest_native_check.ts'],
-          },
-        ]
+      ? [computePathProject('native kernels', NATIVE_PARITY_SUITES, { PNG_NATIVE: '1' }, 'native', 'build @png/native-kernels (npm rebuild @png/native-kernels)')]
       : []),
+    computePathProject('wasm threads', THREADED_PARITY_SUITES, { PNG_WASM_THREADS: '2' }, 'wasm kernels (XNNPACK, 2 threads)', 'see packages/core/src/backends/wasm/wasm_threads.ts'),
   ],
 };

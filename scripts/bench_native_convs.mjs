@@ -49,6 +49,7 @@ if (process.env.PNG_BENCH_PATH) {
   const cores = os.availableParallelism();
   await runPerComputePath(fileURLToPath(import.meta.url), [], {}, [
     { name: 'wasm', env: { PNG_NATIVE: '0' } },
+    ...(cores > 1 ? [{ name: `wasm ${Math.min(cores, 8)}T`, env: { PNG_NATIVE: '0', PNG_WASM_THREADS: String(Math.min(cores, 8)) } }] : []),
     { name: 'native 1T, reordered per call', env: { PNG_NATIVE: '1', OMP_NUM_THREADS: '1', PNG_NATIVE_FILTER_CACHE_MB: '0' } },
     { name: 'native 1T, cached filter', env: { PNG_NATIVE: '1', OMP_NUM_THREADS: '1' } },
     ...(cores > 1 ? [{ name: `native ${cores}T, cached filter`, env: { PNG_NATIVE: '1', OMP_NUM_THREADS: String(cores) } }] : []),

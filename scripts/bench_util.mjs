@@ -59,18 +59,20 @@ const RESULT_LINE = 'bench-result ';
 
 /**
  * The compute paths of the wasm backend one benchmark run compares, each as the environment of a
- * child process (the path is chosen once per process): wasm's own kernels, and where
- * @png/native-kernels is built, the native ones on 1 thread and on every core. PNG_NATIVE=0 or 1
- * set by the caller keeps that path alone (the native one on every core, or OMP_NUM_THREADS).
+ * child process (the path is chosen once per process): wasm's own kernels on 1 thread and, on a
+ * machine with more cores, on XNNPACK threads (PNG_WASM_THREADS: tfjs' threaded build, up to 8);
+ * where @png/native-kernels is built, the native ones on 1 thread and on every core. PNG_NATIVE=0
+ * or 1 set by the caller keeps those paths alone (the native one on every core, or OMP_NUM_THREADS).
  */
 export async function computePaths() {
   const { kernels } = await import('@png/native-kernels').then((m) => m.default ?? m).catch(() => ({ kernels: null }));
   const cores = (await import('node:os')).availableParallelism();
-  const wasm = { name: 'wasm', env: { PNG_NATIVE: '0' } };
+  const wasm = (threads) => ({ name: threads === 1 ? 'wasm' : `wasm ${threads}T`, env: { PNG_NATIVE: '0', PNG_WASM_THREADS: String(threads) } });
+  const wasmPaths = [wasm(1), ...(cores > 1 ? [wasm(Math.min(cores, 8))] : [])];
   const native = (threads) => ({ name: `native ${threads}T`, env: { PNG_NATIVE: '1', OMP_NUM_THREADS: String(threads) } });
-  if (process.env.PNG_NATIVE === '0') return [wasm];
+  if (process.env.PNG_NATIVE === '0') return wasmPaths;
   if (process.env.PNG_NATIVE === '1') return [{ name: 'native', env: {} }];
-  return kernels ? [wasm, native(1), ...(cores > 1 ? [native(cores)] : [])] : [wasm];
+  return kernels ? [...wasmPaths, native(1), ...(cores > 1 ? [native(cores)] : [])] : wasmPaths;
 }
 
 /** In a child started by runPerComputePath: hands the parent its figures (seconds, by name). */

@@ -48,7 +48,7 @@ export { ForwardContext, contextKey, matchesPath, type BlockHook, type ContextKe
 export { HookRegistry, HookedModule, ModelRuntime, hookedLeaf } from './hooks/hooked_module';
 export { HostOffload, applyGroupOffloading } from './hooks/group_offloading';
 export { applyGradientCheckpointing, type GradientCheckpointingOptions } from './hooks/gradient_checkpointing';
-export { setBackend, backendStrategy, gpuEmulator, BACKENDS, type BackendName } from './backends/backend';
+export { setBackend, backendStrategy, gpuEmulator, BACKENDS, type BackendName, type BackendOptions } from './backends/backend';
 export { portableStrategy, type BackendStrategy, type Conv2dArgs } from './backends/backend_strategy';
 export { registerWasmTrainingKernels, WASM_TRAINING_KERNELS, wasmKernelOptions } from './backends/wasm/wasm_kernels';
 export { positionEmbeddingSine, positionEmbeddingSineTable } from './nn/position_encoding';

@@ -5,6 +5,7 @@ import { portableStrategy, type BackendStrategy } from './backend_strategy';
 import { nativeKernelsActive, useNativeKernels } from './wasm/native_kernels';
 import { registerWasmTrainingKernels } from './wasm/wasm_kernels';
 import { nativeWasmStrategy, wasmStrategy } from './wasm/wasm_strategy';
+import { registerThreadedWasm, requestedWasmThreads } from './wasm/wasm_threads';
 
 export type BackendName = 'wasm' | 'cpu' | 'webgpu' | 'webgl';
 export const BACKENDS: readonly BackendName[] = ['wasm', 'cpu', 'webgpu', 'webgl'];
@@ -21,6 +22,17 @@ export function backendStrategy(): BackendStrategy {
 
 const isNode = typeof process !== 'undefined' && !!process.versions?.node;
 
+/** How `setBackend` starts a backend. */
+export interface BackendOptions {
+  /**
+   * wasm: XNNPACK threads (1–8), fixed when the wasm backend first starts in the process; default
+   * PNG_WASM_THREADS, else 1 in Node. In Node, more than 1 starts tfjs-backend-wasm's threaded
+   * build on worker_threads (see wasm_threads.ts); in browsers, tfjs' own threaded build where the
+   * page is cross-origin isolated.
+   */
+  threads?: number;
+}
+
 /**
  * Registers and selects a tfjs backend: `wasm` (the default: SIMD, fast), `cpu` (pure JS, the
  * reference), `webgpu` or `webgl` (browsers only). On wasm in Node, the optional
@@ -35,15 +47,19 @@ const isNode = typeof process !== 'undefined' && !!process.versions?.node;
  * VK_ICD_FILENAMES at /usr/lib/chromium/vk_swiftshader_icd.json, and loads chromium's Vulkan
  * loader if the system has none (libvulkan1). No adapter is an error naming what is missing.
  */
-export async function setBackend(name: BackendName = 'wasm'): Promise<BackendName> {
+export async function setBackend(name: BackendName = 'wasm', options: BackendOptions = {}): Promise<BackendName> {
   if (!BACKENDS.includes(name)) throw new Error(`unknown backend '${name}'; expected one of ${BACKENDS.join(', ')}`);
+  if (options.threads !== undefined && name !== 'wasm')
+    throw new Error(`setBackend('${name}', { threads: ${options.threads} }): threads are an option of the wasm backend only`);
+  const threads = name === 'wasm' ? requestedWasmThreads(options.threads) : undefined;
   if (name === 'webgl' && isNode) {
     throw new Error(
       "the 'webgl' backend needs a browser's WebGL and is not available in Node (tfjs' headless-gl binding is not supported): use setBackend('wasm'), the fastest on the CPU, or setBackend('webgpu') for a GPU (Dawn, the 'webgpu' package)",
     );
   }
+  if (!tf.findBackendFactory(name)) await registerBackend(name);
+  if (threads !== undefined) await registerThreadedWasm(threads);
   if (tf.getBackend() !== name) {
-    if (!tf.findBackendFactory(name)) await registerBackend(name);
     // Shapes as uniforms: one shader per op and rank, not one per shape (measured: a PngGrounder
     // forward compiles 249 WebGL programs instead of 730; compiling dominates its first call).
     if (name === 'webgl') tf.env().set('WEBGL_USE_SHAPES_UNIFORMS', true);
@@ -61,7 +77,7 @@ export async function setBackend(name: BackendName = 'wasm'): Promise<BackendNam
   // idempotent, and also when tfjs had already picked this backend by itself
   if (name === 'wasm') {
     registerWasmTrainingKernels(); // gradient kernels wasm lacks
-    await useNativeKernels(); // in Node, where @png/native-kernels is built: see wasmComputePath()
+    await useNativeKernels((await import('@tensorflow/tfjs-backend-wasm')).getThreadsCount()); // in Node, where @png/native-kernels is built: see wasmComputePath()
   }
   if (name === 'cpu') registerCpuKernelFixes(); // a wrong tfjs-backend-cpu gradient
   return name;

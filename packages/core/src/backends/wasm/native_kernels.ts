@@ -123,9 +123,10 @@ async function load(): Promise<{ kernels: NativeKernels } | { unavailable: strin
 
 /**
  * Loads `@png/native-kernels` (once) and registers its kernels on the wasm backend, over the
- * current ones (call after registerWasmTrainingKernels). Returns the compute path, one line.
+ * current ones (call after registerWasmTrainingKernels); `wasmThreads`: the wasm backend's XNNPACK
+ * threads, for the line. Returns the compute path, one line.
  */
-export async function useNativeKernels(): Promise<string> {
+export async function useNativeKernels(wasmThreads: number): Promise<string> {
   loaded ??= load();
   let found: Awaited<typeof loaded>;
   try {
@@ -135,7 +136,7 @@ export async function useNativeKernels(): Promise<string> {
     throw e;
   }
   if ('unavailable' in found) {
-    path = `wasm kernels (XNNPACK, 1 thread): native kernels not used: ${found.unavailable}`;
+    path = `wasm kernels (XNNPACK, ${wasmThreads} thread${wasmThreads === 1 ? '' : 's'}): native kernels not used: ${found.unavailable}`;
     return path;
   }
   const native = found.kernels;

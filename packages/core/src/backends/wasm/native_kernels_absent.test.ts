@@ -35,6 +35,6 @@ describe('the wasm backend without @png/native-kernels', () => {
     jest.isolateModules(() => {
       fresh = require('./native_kernels');
     });
-    await expect(fresh?.useNativeKernels()).resolves.toBe('wasm kernels (XNNPACK, 1 thread): native kernels not used: PNG_NATIVE=0');
+    await expect(fresh?.useNativeKernels(1)).resolves.toBe('wasm kernels (XNNPACK, 1 thread): native kernels not used: PNG_NATIVE=0');
   });
 });
