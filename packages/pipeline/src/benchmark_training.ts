@@ -16,11 +16,14 @@ import * as tf from '@tensorflow/tfjs-core';
 import { check, isFiniteNumber, isNonNegativeInt, isPositiveInt, resolveConfig } from '@png/core';
 import type { DiffusionBackbone } from '@png/diffusion-backbone';
 import type { EipaGateMagnitudes } from '@png/eipa';
-import { killPoint, removeStaleTemporaries } from '@png/node-utils';
+import { Prng, deriveSeed, killPoint, removeStaleTemporaries } from '@png/node-utils';
 import type { DroppedRecord, SkippedRecord } from '@png/png-data';
 import { BatchOrder, Trainer, guardRun, latestCheckpoint, runTrainingLoop, warmupPoly } from '@png/training';
 import { encodeSamples, gatherBatch, readGroundedSamples } from './benchmark_samples';
 import { PngGrounder, resolvePngGrounderConfig, type PngGrounderConfig } from './png_grounder';
+
+/** Names the random stream of point_loss's points among the run's streams (deriveSeed's parts). */
+const POINT_STREAM = 0x706f696e; // 'poin'
 
 /** Training settings of a run (snake_case, as saved in run.json). */
 export interface TrainingSettings {
@@ -180,7 +183,9 @@ export async function trainOnBenchmark(options: BenchmarkTrainingOptions): Promi
       variables: model.namedVariables(),
       lossFn: (indices) => {
         const batch = gatherBatch(data, indices);
-        return model.loss(batch.latents, batch.phrases, batch.targets, batch.skips);
+        // point_loss's points: a stream per batch (the run's seed and the batch's samples), so a resumed run draws the same
+        const random = config.point_loss ? new Prng(deriveSeed(training.seed, POINT_STREAM, ...indices)).next : undefined;
+        return model.loss(batch.latents, batch.phrases, batch.targets, batch.skips, random);
       },
       optimizer: {
         lr: training.lr,

@@ -8,6 +8,7 @@ export {
   type PngGrounderConfig,
   type PngGrounderFiles,
   type PngGrounderOutput,
+  type PointLossConfig,
   type UNetContext,
 } from './png_grounder';
 export { DEFAULT_TEXT_SIDE_CONFIG, type TextSideConfig } from './text_side';

@@ -7,8 +7,9 @@ import { FOLDER_FETCH_BASE, expectNoLeak, folderFetch, sharedFixturesDir } from 
 import { AutoencoderKL, CLIPTextModel, CLIPTokenizer, DDPMScheduler, DiffusionBackbone, FeatureTaps, UNet2DConditionModel } from '@png/diffusion-backbone';
 import { letterbox, unletterbox, type RgbImage } from '@png/png-data';
 import { Trainer, TrainingDivergedError } from '@png/training';
-import { boxLoss } from '@png/png-decoder';
-import { PngGrounder, type PngGrounderConfig } from './png_grounder';
+import { boxLoss, maskLoss } from '@png/png-decoder';
+import { Prng } from '@png/node-utils';
+import { PngGrounder, resolvePngGrounderConfig, type PngGrounderConfig } from './png_grounder';
 import { SMALL_GROUNDER_CONFIG, TEST_NARRATIVES, TINY_UNET_CONFIG } from './test_support';
 
 const TINY = path.join(sharedFixturesDir(), 'tiny-sd');
@@ -108,6 +109,26 @@ describe('PngGrounder on the tiny SD backbone (wasm)', () => {
     expect((await tf.max(tf.abs(grads[head.name])).data())[0]).toBeGreaterThan(0);
     await expectNoLeak(() => grounder.forward(images, narratives), 'PngGrounder.forward with boxes');
     tf.dispose([images, targets, latents, phrases, out as unknown as tf.TensorContainer, grads, value]);
+    grounder.dispose();
+  });
+
+  it("with point_loss, the mask terms are Mask2Former's point loss at the points `random` draws; without `random` it is an error", async () => {
+    const { images, targets } = batch(32);
+    const latents = backbone.encodeImages(images);
+    const pointLoss = { num_points: 64, oversample_ratio: 3, importance_sample_ratio: 0.75 };
+    expect(() => resolvePngGrounderConfig({ ...SMALL, point_loss: { ...pointLoss, num_points: 0 } })).toThrow('point_loss');
+    expect(() => resolvePngGrounderConfig({ ...SMALL, point_loss: { ...pointLoss, oversampling: 3 } as never })).toThrow('point_loss');
+    const grounder = PngGrounder.create(backbone, { ...SMALL, point_loss: pointLoss }, { seed: 2 });
+    const phrases = grounder.encodePhrases(narratives);
+    expect(() => grounder.loss(latents, phrases, targets)).toThrow('PngGrounder.loss: config.point_loss samples points at random; pass `random`');
+    const draw = (seed: number) => new Prng(seed).next;
+    const [a, again, other] = [draw(1), draw(1), draw(2)].map((random) => grounder.loss(latents, phrases, targets, [], random).dataSync()[0]);
+    expect(again).toBe(a); // the same draws, the same loss
+    expect(other).not.toBe(a);
+    const out = grounder.forwardLatents(latents, phrases);
+    const layers = out.predictions.map((p) => maskLoss(p, targets, out.phraseMask, {}, { ...pointLoss, random: draw(3) }).dataSync()[0]);
+    expect(Number.isFinite(a) && layers.every(Number.isFinite)).toBe(true);
+    tf.dispose([images, targets, latents, phrases, out as unknown as tf.TensorContainer]);
     grounder.dispose();
   });
 

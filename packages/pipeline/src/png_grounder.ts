@@ -59,6 +59,13 @@ export interface PngGrounderConfig {
   /** Supervise every decoder layer's prediction (true) or only the last. */
   readonly deep_supervision: boolean;
   /**
+   * null (default): the mask loss counts every target pixel. An object: Mask2Former's point loss,
+   * `num_points` per mask (Mask2Former: 112²), `importance_sample_ratio` of them (0.75) the most
+   * uncertain of `oversample_ratio` (3) × num_points uniform candidates (see PointSampling of
+   * @png/png-decoder); `loss` then needs its `random`.
+   */
+  readonly point_loss: PointLossConfig | null;
+  /**
    * Input pixels per mask pixel. null (default): the finest UNet level's stride (4 for the
    * embedded tiny SD, 8 for SD 1.5). A finer one (half of it, a quarter, …, down to 1) refines the
    * mask features with the frozen VAE encoder's blocks at each stride in between (MLMA skip levels).
@@ -78,6 +85,13 @@ export interface PngGrounderConfig {
   readonly sentence_windows: boolean;
   /** The trainable text side (TextSideConfig; text_dim is filled in from the UNet). Off by default: nothing to train, no text/ folder. */
   readonly text: Partial<TextSideConfig>;
+}
+
+/** PngGrounderConfig.point_loss: Mask2Former's point sampling of the mask loss. */
+export interface PointLossConfig {
+  readonly num_points: number;
+  readonly oversample_ratio: number;
+  readonly importance_sample_ratio: number;
 }
 
 /** The contents of the files of a folder written by `PngGrounder.save` (see PngGrounder.fromFiles). */
@@ -106,6 +120,7 @@ export const DEFAULT_PNG_GROUNDER_CONFIG: PngGrounderConfig = Object.freeze({
   box_l1_weight: 1,
   box_giou_weight: 0.4,
   deep_supervision: true,
+  point_loss: null,
   mask_stride: null,
   context: 'phrases',
   window_overlap: 0,
@@ -138,6 +153,23 @@ export function resolvePngGrounderConfig(user: Partial<PngGrounderConfig> | Reco
       c.window_overlap,
     );
     check(c.text !== null && !Array.isArray(c.text), 'PngGrounderConfig', 'text', 'an object of TextSideConfig fields', c.text);
+    const points = c.point_loss;
+    check(
+      points === null ||
+        (typeof points === 'object' &&
+          !Array.isArray(points) &&
+          Object.keys(points).every((k) => ['num_points', 'oversample_ratio', 'importance_sample_ratio'].includes(k)) &&
+          isPositiveInt(points.num_points) &&
+          isFiniteNumber(points.oversample_ratio) &&
+          points.oversample_ratio >= 1 &&
+          isFiniteNumber(points.importance_sample_ratio) &&
+          points.importance_sample_ratio >= 0 &&
+          points.importance_sample_ratio <= 1),
+      'PngGrounderConfig',
+      'point_loss',
+      'null or { num_points: a positive integer, oversample_ratio: ≥ 1, importance_sample_ratio: in [0, 1] }',
+      points === null ? null : JSON.stringify(points),
+    );
   });
 }
 
@@ -563,15 +595,19 @@ export class PngGrounder {
    * The training loss from latents and skips (see forwardLatents): sigmoid BCE + Dice per real
    * phrase against `targets` [B, H, W, P] (binary, at image or mask resolution), with
    * decoder.box_head also DETR's box loss against each target's box, summed over decoder layers
-   * with deep supervision.
+   * with deep supervision. With config.point_loss the mask terms are taken at points `random`
+   * draws (Mask2Former's point loss).
    */
-  loss(latents: tf.Tensor4D, phrases: PhraseFeatures, targets: tf.Tensor4D, skips: readonly FeatureMap[] = []): tf.Scalar {
+  loss(latents: tf.Tensor4D, phrases: PhraseFeatures, targets: tf.Tensor4D, skips: readonly FeatureMap[] = [], random?: () => number): tf.Scalar {
+    const c = this.config;
+    if (c.point_loss && !random)
+      throw new Error('PngGrounder.loss: config.point_loss samples points at random; pass `random` (uniform in [0, 1), e.g. new Prng(seed).next)');
     return tf.tidy(() => {
       const { predictions, boxes, phraseMask } = this.forwardLatents(latents, phrases, skips);
-      const c = this.config;
       const used = <T>(perLayer: T[]) => (c.deep_supervision ? perLayer : perLayer.slice(-1));
       const weights = { bce_weight: c.bce_weight, dice_weight: c.dice_weight, box_l1_weight: c.box_l1_weight, box_giou_weight: c.box_giou_weight };
-      return deepSupervisionLoss(used(predictions), targets, phraseMask, weights, boxes && used(boxes));
+      const points = c.point_loss && random ? { ...c.point_loss, random } : undefined;
+      return deepSupervisionLoss(used(predictions), targets, phraseMask, weights, boxes && used(boxes), points);
     });
   }
 

@@ -9,5 +9,6 @@ export {
   DEFAULT_BOX_LOSS_WEIGHTS,
   type MaskLossWeights,
   type BoxLossWeights,
+  type PointSampling,
 } from './losses';
 export { MultiheadAttention, SelfAttentionLayer, CrossAttentionLayer, FFNLayer, MLP } from './layers';

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend } from '@png/core';
 import { expectClose, expectNoLeak } from '@png/core/testing';
-import { boxLoss, deepSupervisionLoss, maskBoxes, maskLoss } from './index';
+import { boxLoss, deepSupervisionLoss, maskBoxes, maskLoss, type PointSampling } from './index';
 import { gradCheck } from '@png/core/testing';
 
 /** Reference in plain JS (Mask2Former's sigmoid_ce_loss mean + dice_loss), one phrase. */
@@ -77,6 +77,85 @@ describe.each(['cpu', 'wasm'] as const)('mask losses on %s', (backend) => {
     expect((await deep.data())[0]).toBeCloseTo((await loss.data())[0] + (await l2.data())[0], 5);
     await expectNoLeak(() => deepSupervisionLoss(preds, targets, mask), 'deepSupervisionLoss');
     tf.dispose([logits, targets, mask, loss, preds[1], deep, l2]);
+  });
+});
+
+/** A `random` that returns `values` in turn (then throws: the test drew more than it planned). */
+function sequence(values: number[]): () => number {
+  let i = 0;
+  return () => {
+    if (i >= values.length) throw new Error(`sequence: drew more than its ${values.length} values`);
+    return values[i++];
+  };
+}
+
+describe.each(['cpu', 'wasm'] as const)("maskLoss at Mask2Former's sampled points on %s", (backend) => {
+  beforeAll(() => setBackend(backend));
+
+  it('at every pixel centre once (no importance sampling) equals the loss over every pixel, gradient too', async () => {
+    const [h, w] = [4, 4];
+    const logits = tf.randomNormal([2, h, w, 3], 0, 2, 'float32', 5) as tf.Tensor4D;
+    const targets = tf.cast(tf.greater(tf.randomUniform([2, h, w, 3], 0, 1, 'float32', 6), 0.5), 'float32') as tf.Tensor4D;
+    const mask = tf.tensor2d([
+      [1, 1, 0],
+      [1, 0, 1],
+    ]);
+    // per mask: 16 candidates (x, y) drawn and unused, then the 16 uniform points, here the pixel centres
+    const centres = Array.from({ length: h * w }, (_, i) => [((i % w) + 0.5) / w, (Math.floor(i / w) + 0.5) / h]).flat();
+    const draws = () => Array.from({ length: 6 }, () => [...new Array(2 * h * w).fill(0.3), ...centres]).flat();
+    const points = (): PointSampling => ({ num_points: h * w, oversample_ratio: 1, importance_sample_ratio: 0, random: sequence(draws()) });
+    const all = await maskLoss(logits, targets, mask).data();
+    expect((await maskLoss(logits, targets, mask, {}, points()).data())[0]).toBeCloseTo(all[0], 5);
+    const g = await tf
+      .grad((l: tf.Tensor) => maskLoss(l as tf.Tensor4D, targets, mask))(logits)
+      .data();
+    const gp = await tf
+      .grad((l: tf.Tensor) => maskLoss(l as tf.Tensor4D, targets, mask, {}, points()))(logits)
+      .data();
+    for (let i = 0; i < g.length; i++) expect(gp[i]).toBeCloseTo(g[i], 6);
+    await expectNoLeak(() => maskLoss(logits, targets, mask, {}, points()), 'maskLoss with points');
+    tf.dispose([logits, targets, mask]);
+  });
+
+  it('takes the most uncertain candidates: all points where the logit is 0, none where it is 20', async () => {
+    // one 8×8 mask: logits 0 on the left half, 20 on the right; target empty
+    const logits = tf.tensor4d(
+      Array.from({ length: 64 }, (_, i) => (i % 8 < 4 ? 0 : 20)),
+      [1, 8, 8, 1],
+    );
+    const targets = tf.zeros([1, 8, 8, 1]) as tf.Tensor4D;
+    const mask = tf.ones([1, 1]) as tf.Tensor2D;
+    let state = 7;
+    const random = () => {
+      state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+      return state / 2 ** 32;
+    };
+    // 4 points, the 4 most uncertain of 200 candidates: logit 0 there, so BCE log 2 and Dice 1 − 1/(4·½ + 1)
+    const loss = await maskLoss(logits, targets, mask, {}, { num_points: 4, oversample_ratio: 50, importance_sample_ratio: 1, random }).data();
+    expect(loss[0]).toBeCloseTo(Math.log(2) + (1 - 1 / 3), 5);
+    tf.dispose([logits, targets, mask]);
+  });
+
+  it('reads targets at their own resolution, runs in deep supervision, and names bad sampling', async () => {
+    const logits = tf.randomNormal([1, 4, 4, 2], 0, 1, 'float32', 7) as tf.Tensor4D;
+    const targets = tf.cast(tf.greater(tf.randomUniform([1, 16, 16, 2], 0, 1, 'float32', 8), 0.5), 'float32') as tf.Tensor4D;
+    const mask = tf.ones([1, 2]) as tf.Tensor2D;
+    const random = () => 0.37;
+    const one = await maskLoss(logits, targets, mask, {}, { num_points: 5, oversample_ratio: 2, importance_sample_ratio: 0.5, random }).data();
+    expect(Number.isFinite(one[0])).toBe(true);
+    const deep = await deepSupervisionLoss([logits, logits], targets, mask, {}, undefined, {
+      num_points: 5,
+      oversample_ratio: 2,
+      importance_sample_ratio: 0.5,
+      random,
+    }).data();
+    expect(deep[0]).toBeCloseTo(2 * one[0], 5); // every draw the same point: each layer the same loss
+    const bad = (points: Partial<PointSampling>) => () =>
+      maskLoss(logits, targets, mask, {}, { num_points: 5, oversample_ratio: 2, importance_sample_ratio: 0.5, random, ...points });
+    expect(bad({ num_points: 0 })).toThrow('maskLoss: points.num_points must be a positive integer, got 0');
+    expect(bad({ oversample_ratio: 0.5 })).toThrow('maskLoss: points.oversample_ratio must be ≥ 1, got 0.5');
+    expect(bad({ importance_sample_ratio: 1.5 })).toThrow('maskLoss: points.importance_sample_ratio must be in [0, 1], got 1.5');
+    tf.dispose([logits, targets, mask]);
   });
 });
 

@@ -1,8 +1,10 @@
 // Mask losses of DESIGN.md §1 part 5: sigmoid BCE + Dice per phrase (Mask2Former's
 // sigmoid_ce_loss and dice_loss, mask2former/modeling/criterion.py), averaged over the real
 // phrases only, and summed over the decoder's predictions (deep supervision). No Hungarian
-// matching: phrase i's prediction is compared with phrase i's target. Deviation: Mask2Former
-// samples K points by uncertainty; here every target pixel counts. With the decoder's box_head,
+// matching: phrase i's prediction is compared with phrase i's target. Every target pixel counts by
+// default; with `points`, Mask2Former's point loss (get_uncertain_point_coords_with_randomness and
+// point_sample, detectron2's point_features.py): K points per mask, most of them where the
+// prediction is least certain. With the decoder's box_head,
 // DETR's box loss (detr/models/detr.py loss_boxes: L1 on normalised cx, cy, w, h + generalized
 // IoU) against each phrase's mask box, weighted against the masks as MaskDINO does (box L1 5 and
 // GIoU 2 beside mask BCE 5 and Dice 5), at this project's mask weights 1 and 1: 1 and 0.4.
@@ -17,6 +19,20 @@ export interface MaskLossWeights {
 
 export const DEFAULT_MASK_LOSS_WEIGHTS: Readonly<MaskLossWeights> = Object.freeze({ bce_weight: 1, dice_weight: 1 });
 
+/**
+ * Mask2Former's point sampling of the mask loss (its defaults: 112² points, oversample 3,
+ * importance 0.75): `num_points` points per mask, of which `importance_sample_ratio` are the most
+ * uncertain (|logit| smallest) of `oversample_ratio` × num_points uniform candidates and the rest
+ * uniform; logits and targets are read there bilinearly (grid_sample, align_corners=False, zeros
+ * outside). The points carry no gradient; `random` draws them (uniform in [0, 1)).
+ */
+export interface PointSampling {
+  num_points: number;
+  oversample_ratio: number;
+  importance_sample_ratio: number;
+  random: () => number;
+}
+
 /** Weights of the box loss's terms (MaskDINO's 5 and 2 against its mask weights 5 and 5, scaled to the mask weights 1 and 1 here). */
 export interface BoxLossWeights {
   box_l1_weight: number;
@@ -24,6 +40,14 @@ export interface BoxLossWeights {
 }
 
 export const DEFAULT_BOX_LOSS_WEIGHTS: Readonly<BoxLossWeights> = Object.freeze({ box_l1_weight: 1, box_giou_weight: 0.4 });
+
+function checkPointSampling({ num_points, oversample_ratio, importance_sample_ratio, random }: PointSampling): void {
+  if (!Number.isInteger(num_points) || num_points < 1) throw new Error(`maskLoss: points.num_points must be a positive integer, got ${num_points}`);
+  if (!(oversample_ratio >= 1)) throw new Error(`maskLoss: points.oversample_ratio must be ≥ 1, got ${oversample_ratio}`);
+  if (!(importance_sample_ratio >= 0 && importance_sample_ratio <= 1))
+    throw new Error(`maskLoss: points.importance_sample_ratio must be in [0, 1], got ${importance_sample_ratio}`);
+  if (typeof random !== 'function') throw new Error('maskLoss: points.random must be a function drawing uniformly from [0, 1)');
+}
 
 function checkShapes(where: string, logits: tf.Tensor, targets: tf.Tensor, phraseMask: tf.Tensor): void {
   const [b, , , p] = logits.shape;
@@ -54,20 +78,119 @@ function perPhrase(logits: tf.Tensor4D, targets: tf.Tensor4D): { bce: tf.Tensor2
 }
 
 /**
+ * The 4 bilinear taps of grid_sample (align_corners=False, zero padding) at normalised points
+ * (x, y) ∈ [0, 1]² of an h×w map, as flat pixel indices and weights (a tap outside the map: index
+ * 0, weight 0). Writes taps k·4 … k·4 + 3 for point k.
+ */
+function bilinearTaps(x: number, y: number, h: number, w: number, k: number, index: Int32Array, weight: Float32Array): void {
+  const px = x * w - 0.5;
+  const py = y * h - 0.5;
+  const x0 = Math.floor(px);
+  const y0 = Math.floor(py);
+  const fx = px - x0;
+  const fy = py - y0;
+  for (let t = 0; t < 4; t++) {
+    const xi = x0 + (t & 1);
+    const yi = y0 + (t >> 1);
+    const inside = xi >= 0 && xi < w && yi >= 0 && yi < h;
+    index[k * 4 + t] = inside ? yi * w + xi : 0;
+    weight[k * 4 + t] = inside ? (t & 1 ? fx : 1 - fx) * (t >> 1 ? fy : 1 - fy) : 0;
+  }
+}
+
+/** Σ weight · map[index] over the 4 taps of point k of one map (`base`: the map's offset in `values`). */
+function tapped(values: Float32Array | Int32Array | Uint8Array, base: number, k: number, index: Int32Array, weight: Float32Array): number {
+  let v = 0;
+  for (let t = 0; t < 4; t++) v += weight[k * 4 + t] * values[base + index[k * 4 + t]];
+  return v;
+}
+
+/**
+ * Per-phrase BCE (mean over the points) and Dice over Mask2Former's sampled points: logits
+ * [B, h, w, P] and targets [B, H, W, P] each read at the same normalised points (see
+ * PointSampling). Returns [B, P] each, like perPhrase.
+ */
+function perPhraseAtPoints(logits: tf.Tensor4D, targets: tf.Tensor4D, sampling: PointSampling): { bce: tf.Tensor2D; dice: tf.Tensor2D } {
+  const [b, h, w, p] = logits.shape;
+  const [, th, tw] = targets.shape;
+  const { num_points: k, oversample_ratio, importance_sample_ratio, random } = sampling;
+  const n = b * p;
+  const maps = tf.tidy(() => tf.reshape(tf.transpose(logits, [0, 3, 1, 2]), [n * h * w])); // [B, h, w, P] → [B·P·h·w]
+  const logitValues = maps.dataSync() as Float32Array;
+  const targetValues = tf.tidy(() => tf.reshape(tf.transpose(tf.cast(targets, 'float32'), [0, 3, 1, 2]), [n * th * tw])).dataSync() as Float32Array; // [B·P·H·W]
+  const candidates = Math.floor(k * oversample_ratio);
+  const important = Math.floor(k * importance_sample_ratio);
+  const index = new Int32Array(n * k * 4);
+  const weight = new Float32Array(n * k * 4);
+  const sampledTargets = new Float32Array(n * k);
+  const cx = new Float32Array(candidates);
+  const cy = new Float32Array(candidates);
+  const uncertainty = new Float32Array(candidates);
+  const order = new Int32Array(candidates);
+  const ci = new Int32Array(4);
+  const cw = new Float32Array(4);
+  const targetIndex = new Int32Array(4);
+  const targetWeight = new Float32Array(4);
+  for (let m = 0; m < n; m++) {
+    // the most uncertain of the uniform candidates (Mask2Former: −|logit| at each, top-k)
+    for (let c = 0; c < candidates; c++) {
+      cx[c] = random();
+      cy[c] = random();
+      bilinearTaps(cx[c], cy[c], h, w, 0, ci, cw);
+      uncertainty[c] = -Math.abs(tapped(logitValues, m * h * w, 0, ci, cw));
+      order[c] = c;
+    }
+    order.sort((a, c) => uncertainty[c] - uncertainty[a] || a - c);
+    for (let j = 0; j < k; j++) {
+      const [x, y] = j < important ? [cx[order[j]], cy[order[j]]] : [random(), random()];
+      const point = m * k + j;
+      bilinearTaps(x, y, h, w, point, index, weight);
+      for (let t = 0; t < 4; t++) index[point * 4 + t] += m * h * w; // into the flat [B·P·h·w]
+      bilinearTaps(x, y, th, tw, 0, targetIndex, targetWeight);
+      sampledTargets[point] = tapped(targetValues, m * th * tw, 0, targetIndex, targetWeight);
+    }
+  }
+  maps.dispose();
+  return tf.tidy(() => {
+    const flat = tf.reshape(tf.transpose(logits, [0, 3, 1, 2]), [n * h * w]); // the same flat maps, in the gradient's graph
+    const taps = tf.reshape(tf.gather(flat, tf.tensor1d(index, 'int32')), [n, k, 4]); // [B·P, K, 4]
+    const x = tf.sum(tf.mul(taps, tf.tensor3d(weight, [n, k, 4])), 2); // [B·P, K]
+    const t = tf.tensor2d(sampledTargets, [n, k]); // [B·P, K]
+    const ce = tf.add(tf.sub(tf.relu(x), tf.mul(x, t)), tf.log1p(tf.exp(tf.neg(tf.abs(x))))); // [B·P, K]
+    const s = tf.sigmoid(x);
+    const numerator = tf.add(tf.mul(tf.sum(tf.mul(s, t), 1), 2), 1); // [B·P]
+    const denominator = tf.add(tf.add(tf.sum(s, 1), tf.sum(t, 1)), 1); // [B·P]
+    return {
+      bce: tf.reshape(tf.mean(ce, 1), [b, p]) as tf.Tensor2D, // [B·P] → [B, P]
+      dice: tf.reshape(tf.sub(1, tf.div(numerator, denominator)), [b, p]) as tf.Tensor2D, // [B·P] → [B, P]
+    };
+  });
+}
+
+/**
  * bce_weight · BCE + dice_weight · Dice, averaged over the real phrases of the batch.
  * logits [B, h, w, P]; targets [B, H, W, P] in {0, 1}; phraseMask [B, P] (1 = real). When (h, w)
  * ≠ (H, W) the logits are bilinearly resized to the targets (torch F.interpolate,
  * align_corners=False) before the loss, as Mask2Former upsamples predictions to the target.
  * Padding phrases contribute exactly 0 to the value and to the gradient. A batch with no real
- * phrase has loss 0. Returns a scalar the caller owns; runs in tf.tidy.
+ * phrase has loss 0. With `points`, each term is taken at Mask2Former's sampled points instead
+ * (logits and targets each read there at their own resolution; see PointSampling). Returns a
+ * scalar the caller owns; runs in tf.tidy.
  */
-export function maskLoss(logits: tf.Tensor4D, targets: tf.Tensor4D, phraseMask: tf.Tensor2D, weights: Partial<MaskLossWeights> = {}): tf.Scalar {
+export function maskLoss(
+  logits: tf.Tensor4D,
+  targets: tf.Tensor4D,
+  phraseMask: tf.Tensor2D,
+  weights: Partial<MaskLossWeights> = {},
+  points?: PointSampling,
+): tf.Scalar {
   checkShapes('maskLoss', logits, targets, phraseMask);
+  if (points) checkPointSampling(points);
   const { bce_weight, dice_weight } = { ...DEFAULT_MASK_LOSS_WEIGHTS, ...weights };
   return tf.tidy('maskLoss', () => {
     const [, h, w] = targets.shape;
-    const x = logits.shape[1] === h && logits.shape[2] === w ? logits : resize(logits, [h, w], 'bilinear');
-    const { bce, dice } = perPhrase(x, targets);
+    const resized = () => (logits.shape[1] === h && logits.shape[2] === w ? logits : resize(logits, [h, w], 'bilinear'));
+    const { bce, dice } = points ? perPhraseAtPoints(logits, targets, points) : perPhrase(resized(), targets);
     const m = tf.cast(phraseMask, 'float32'); // [B, P]
     const loss = tf.add(tf.mul(bce, bce_weight), tf.mul(dice, dice_weight)); // [B, P]
     // tf.where (not a product) so a non-finite padding loss cannot leak NaN into value or gradient
@@ -154,7 +277,8 @@ function boxLossAgainst(
 /**
  * Deep supervision: Σ_l layerWeights[l] · maskLoss(predictions[l], …) over every decoder
  * prediction (Mask2Former weights its aux losses equally: layerWeights defaults to all 1), plus
- * Σ_l layerWeights[l] · boxLoss(boxes[l], …) when `boxes` (one per prediction) are given.
+ * Σ_l layerWeights[l] · boxLoss(boxes[l], …) when `boxes` (one per prediction) are given; with
+ * `points`, each layer's mask loss at its own sampled points.
  */
 export function deepSupervisionLoss(
   predictions: readonly tf.Tensor4D[],
@@ -162,6 +286,7 @@ export function deepSupervisionLoss(
   phraseMask: tf.Tensor2D,
   weights: Partial<MaskLossWeights & BoxLossWeights> & { layer_weights?: readonly number[] } = {},
   boxes?: readonly tf.Tensor3D[],
+  points?: PointSampling,
 ): tf.Scalar {
   if (predictions.length === 0) throw new Error('deepSupervisionLoss: no predictions');
   const lw = weights.layer_weights ?? predictions.map(() => 1);
@@ -169,7 +294,7 @@ export function deepSupervisionLoss(
   if (boxes && boxes.length !== predictions.length)
     throw new Error(`deepSupervisionLoss: ${boxes.length} box predictions for ${predictions.length} mask predictions`);
   return tf.tidy('deepSupervisionLoss', () => {
-    const masks = predictions.map((p, l) => tf.mul(maskLoss(p, targets, phraseMask, weights), lw[l]));
+    const masks = predictions.map((p, l) => tf.mul(maskLoss(p, targets, phraseMask, weights, points), lw[l])); // each layer its own points, as Mask2Former
     const targetBoxes = boxes?.length ? maskBoxes(targets) : undefined; // once for every layer
     const boxTerms = targetBoxes
       ? (boxes ?? []).map((b, l) => {
