@@ -115,9 +115,12 @@ describe('examples/browser: the grounding page', () => {
     }
   });
 
-  it('on wasm gives the masks of Node bit for bit; the checkboxes hide and show each phrase', async () => {
+  it("on wasm (tfjs' threaded build: serve.mjs isolates the page) gives the masks of Node bit for bit; the checkboxes hide and show each phrase", async () => {
     const { page, shown, phrases } = await groundOnPage('wasm', 60_000);
     expect(shown).toBe('wasm');
+    const wasm = await page.evaluate(() => window.png.wasm);
+    expect(wasm?.threadedBuild).toBe(true);
+    expect(wasm?.threads).toBeGreaterThanOrEqual(1); // tfjs: half the logical cores, at most 8
     expect(phrases.map((p) => [p.text, p.span])).toEqual(reference.map((p) => [p.text, p.span]));
     for (const [j, p] of phrases.entries()) expect(Buffer.from(p.mask).equals(Buffer.from(reference[j].mask))).toBe(true);
 

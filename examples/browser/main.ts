@@ -12,7 +12,8 @@
  *   seed=N               without run/grounder: the seed of an untrained grounder (default 0)
  * The page exposes its state as `window.png` (status, backend, result masks) for tests.
  */
-import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
+import * as tf from '@tensorflow/tfjs-core';
+import { getThreadsCount, setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import '@tensorflow/tfjs-backend-webgl'; // setBackend does not bundle the GPU backends: the page imports them
 import '@tensorflow/tfjs-backend-webgpu'; // registers itself where the browser has WebGPU
 import { fetchFile, joinUrl, setBackend, gpuEmulator, type BackendName } from '@png/core';
@@ -28,6 +29,8 @@ const MASK_ALPHA = 0.5;
 interface PageState {
   status: 'loading' | 'ready' | 'grounding' | 'done' | 'error';
   backend?: BackendName;
+  /** On wasm: XNNPACK's threads, and whether tfjs runs its threaded build (the page is cross-origin isolated: serve.mjs). */
+  wasm?: { threads: number; threadedBuild: boolean };
   imageSize?: number;
   error?: string;
   result?: { width: number; height: number; milliseconds: number; phrases: GroundedPhrase[] };
@@ -204,6 +207,7 @@ function drawLegend(image: RgbImage, phrases: readonly GroundedPhrase[]): void {
 async function main(): Promise<void> {
   const { backend, note } = await chooseBackend();
   state.backend = backend;
+  if (backend === 'wasm') state.wasm = { threads: getThreadsCount(), threadedBuild: tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT') };
   element('backend').textContent = backend + note;
   const modelUrl = params.get('model') ?? '../../packages/diffusion-backbone/models/png-tiny-sd';
   element('model').textContent = modelUrl;

@@ -2,7 +2,8 @@
 // the page (/examples/browser/), the embedded backbone (/packages/diffusion-backbone/models/png-tiny-sd/), the
 // wasm binaries (/node_modules/@tensorflow/tfjs-backend-wasm/dist/) and run folders
 // (e.g. /demo-output/run/, for ?run=) all have URLs. GET and HEAD only; no directory listings and
-// no dot files; / redirects to the page.
+// no dot files; / redirects to the page. Every file is served cross-origin isolated (COOP/COEP), so
+// the page's wasm backend runs on threads.
 //   node examples/browser/serve.mjs [--port N] [--root DIR]     (default port 8080; 0: any free port)
 // The first line printed is the page's URL.
 import * as fs from 'node:fs';
@@ -25,6 +26,10 @@ const TYPES = {
   '.jpeg': 'image/jpeg',
   '.wasm': 'application/wasm',
 };
+
+// Cross-origin isolation: the page gets SharedArrayBuffer, so tfjs-backend-wasm runs its threaded
+// build (XNNPACK threads on Web Workers; tfjs takes half the logical cores, at most 8).
+const CROSS_ORIGIN_ISOLATED = { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' };
 
 const { values } = parseArgs({ options: { port: { type: 'string', default: '8080' }, root: { type: 'string' } } });
 const port = Number(values.port);
@@ -68,6 +73,7 @@ const server = http.createServer((request, response) => {
     'content-type': TYPES[path.extname(file).toLowerCase()] ?? 'application/octet-stream',
     'content-length': stat.size,
     'cache-control': 'no-cache',
+    ...CROSS_ORIGIN_ISOLATED,
   });
   if (request.method === 'HEAD') return response.end();
   fs.createReadStream(file)
