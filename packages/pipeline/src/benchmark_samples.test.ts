@@ -61,7 +61,23 @@ describe('encodeSamples / gatherBatch with caption tokens (embedded backbone, wa
     const spans = caption.spans.arraySync();
     expect(batchCaption.spans.arraySync()).toEqual([2, 0].map((i) => spans[i].slice(0, p)));
     expect(gatherBatch(plain, [0]).phrases.caption).toBeUndefined();
-    tf.dispose([plain.latents, plain.phrases, plain.targets, encoded.latents, encoded.phrases, encoded.targets, batch, rows] as tf.TensorContainer);
+    // targets are kept one byte a pixel and handed out as float32 0/1, cut to the batch's phrase slots
+    expect(encoded.targets.dtype).toBe('bool');
+    expect(batch.targets.dtype).toBe('float32');
+    const keptTargets = tf.cast(tf.slice(tf.gather(encoded.targets, [2, 0]), [0, 0, 0, 0], [-1, -1, -1, p]), 'float32');
+    expect(Array.from(await batch.targets.data())).toEqual(Array.from(await keptTargets.data()));
+    expect(new Set(await batch.targets.data())).toEqual(new Set([0, 1]));
+    tf.dispose([
+      plain.latents,
+      plain.phrases,
+      plain.targets,
+      encoded.latents,
+      encoded.phrases,
+      encoded.targets,
+      batch,
+      rows,
+      keptTargets,
+    ] as tf.TensorContainer);
   });
 
   it("caches each phrase's sentence state (text.sentence_context) across chunks as encodePhrases gives it, and gathers it like the phrases", async () => {
