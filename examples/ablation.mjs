@@ -63,6 +63,8 @@ training seed s), then writes the tables and the figure. Rerun the same command 
   --backend NAME         (default wasm)
   --size-thresholds S,M  GT areas (pixels) of the small/medium/large buckets (default the demo's 600,1600 at 96×96, scaled with size²)
   --bootstrap N          image resamples of the per-seed paired bootstrap (default 1000)
+  --train-fit N          also score every run on its first N training records (default 150; 0: off): AR on
+                         what it trained on beside AR on val, the memorisation check
   --eval-probes LIST     test-time checks of every run with EIPA: ${Object.keys(PROBES).join(', ')} (default both; 'none'),
                          or NAME=--flag for a png evaluate flag of your own
   --report-only          run nothing; the tables from the runs that exist
@@ -96,6 +98,7 @@ const { values: args } = parseArgs({
     'size-thresholds': { type: 'string' },
     bootstrap: { type: 'string' },
     'eval-probes': { type: 'string' },
+    'train-fit': { type: 'string' },
     'report-only': { type: 'boolean' },
     plan: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
@@ -183,6 +186,9 @@ const variants = variantNames.map((name) => {
   return { name, about, fields, config, trainsEipa: eipa.extract || eipa.inject };
 });
 const probes = probeList(args['eval-probes']);
+/** The memorisation check: every run scored on its first N training records (png evaluate --split train2017 --limit N). */
+const trainFitRecords = intArg('train-fit', 150, 0);
+const TRAIN_FIT = { name: 'train-fit', args: ['--split', 'train2017', '--limit', String(trainFitRecords)] };
 
 function isObject(x) {
   return typeof x === 'object' && x !== null && !Array.isArray(x);
@@ -288,6 +294,8 @@ const evaluateArgs = (variant, seed, probe) => [
 
 /** One training and its evaluations, run in one slot; seed-major, so that the first seeds pair up early. */
 const units = seeds.flatMap((seed) => variants.map((v) => ({ variant: v, seed, probes: v.trainsEipa ? probes : [] })));
+/** The evaluations of a unit beyond its val evaluation: its probes, and the memorisation check when on. */
+const extraEvaluations = (u) => [...u.probes, ...(trainFitRecords > 0 ? [TRAIN_FIT] : [])];
 
 async function checkPlan() {
   // What the runs depend on; seeds, variants, jobs, probes and the tables' size buckets may change between reruns.
@@ -503,6 +511,8 @@ function estimate(c) {
   for (const u of units) {
     if (!evaluated(u.variant.name, u.seed)) total += trainSeconds + evaluateSeconds;
     total += u.probes.filter((p) => !evaluated(u.variant.name, u.seed, p.name)).length * evaluateSeconds;
+    if (trainFitRecords > 0 && !evaluated(u.variant.name, u.seed, TRAIN_FIT.name))
+      total += c.evaluateLoadSeconds + c.evaluateSecondsPerNarrative * Math.min(trainFitRecords, narratives('train2017'));
   }
   return { trainSeconds, evaluateSeconds, total: total / jobs };
 }
@@ -522,7 +532,7 @@ async function runAll() {
   });
   if (failures.length) throw new Error(`could not write the benchmarks: ${failures.join('; ')}`);
 
-  const todo = units.filter((u) => !evaluated(u.variant.name, u.seed) || u.probes.some((p) => !evaluated(u.variant.name, u.seed, p.name)));
+  const todo = units.filter((u) => !evaluated(u.variant.name, u.seed) || extraEvaluations(u).some((p) => !evaluated(u.variant.name, u.seed, p.name)));
   if (todo.length === 0) {
     console.log(`[${clock()}] every run is done`);
     return failures;
@@ -545,7 +555,8 @@ async function runAll() {
   if (args.plan) return [];
 
   let done = 0;
-  await pool(todo, async ({ variant, seed, probes: unitProbes }) => {
+  await pool(todo, async (unit) => {
+    const { variant, seed } = unit;
     const label = `${variant.name}-seed${seed}`;
     const steps = [
       ...(evaluated(variant.name, seed)
@@ -554,7 +565,9 @@ async function runAll() {
             ['train', trainArgs(variant.name, seed)],
             ['evaluate', evaluateArgs(variant.name, seed)],
           ]),
-      ...unitProbes.filter((p) => !evaluated(variant.name, seed, p.name)).map((p) => [`evaluate ${p.name}`, evaluateArgs(variant.name, seed, p)]),
+      ...extraEvaluations(unit)
+        .filter((p) => !evaluated(variant.name, seed, p.name))
+        .map((p) => [`evaluate ${p.name}`, evaluateArgs(variant.name, seed, p)]),
     ];
     for (const [what, argv] of steps) {
       const start = Date.now();
@@ -684,6 +697,16 @@ async function writeReport() {
   } else if (args['eval-probes'] !== 'none') {
     lines.push('Test-time probes (zeroed EIPA gates, swapped phrase states): not run, this `png evaluate` does not offer them yet.', '');
   }
+  const fit = stats.formatTrainFitTable(trainFitPairs(shown));
+  if (fit)
+    lines.push(
+      `## Memorisation check: AR (%) on the first ${trainFitRecords} training records beside val, mean over seeds`,
+      '',
+      'Each cell: train / val (val − train). A model far better on what it trained on than on val has learnt those scenes, not the rule (`png evaluate --split train2017 --limit N`; from each report.json, no intervals).',
+      '',
+      fit,
+      '',
+    );
   lines.push('![AR curves](ablation_curves.svg)', '');
   const markdown = lines.join('\n');
   await writeFileAtomic(path.join(out, 'ablation.md'), markdown);
@@ -694,6 +717,19 @@ async function writeReport() {
   );
   await writeFileAtomic(path.join(out, 'ablation_curves.svg'), renderRecallCurvePanelsSvg(stats.curvePanels(summary, shown), { columns: 4 }));
   console.log(`\n${markdown}\nwritten: ${['ablation.md', 'ablation.json', 'ablation_curves.svg'].map((f) => path.join(out, f)).join(', ')}`);
+}
+
+/** Per variant, the report.json pairs (train-fit, val) of the seeds that have both: the memorisation table's input. */
+function trainFitPairs(names) {
+  const read = (dir) => JSON.parse(fs.readFileSync(path.join(dir, 'report.json'), 'utf8'));
+  return Object.fromEntries(
+    names.map((name) => [
+      name,
+      seeds
+        .filter((seed) => evaluated(name, seed) && evaluated(name, seed, TRAIN_FIT.name))
+        .map((seed) => ({ train: read(evalDir(name, seed, TRAIN_FIT.name)), val: read(evalDir(name, seed)) })),
+    ]),
+  );
 }
 
 // ---------------------------------------------------------------- main

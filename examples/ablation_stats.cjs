@@ -281,6 +281,37 @@ function curvePanels(summary, names = summary.names, groupIds = summary.groups.f
     .filter((panel) => panel.series.some((s) => s.recall !== null));
 }
 
+/**
+ * The memorisation table from png evaluate reports: `pairs` maps each variant to its seeds'
+ * { train, val } report.json objects (AR on training records and on val). Rows: overall, things,
+ * stuff, then each phrase type of the val reports; cells: mean over seeds of train / val
+ * (val − train), in points. Null when no variant has a pair.
+ */
+function formatTrainFitTable(pairs) {
+  const names = Object.keys(pairs).filter((name) => pairs[name].length > 0);
+  if (names.length === 0) return null;
+  const groups = [
+    ['overall', (r) => r.average_recall?.overall],
+    ['things', (r) => r.average_recall?.things],
+    ['stuff', (r) => r.average_recall?.stuff],
+  ];
+  for (const name of names)
+    for (const { val } of pairs[name])
+      for (const type of Object.keys(val.by_tag?.phrase_type ?? {}))
+        if (!groups.some(([g]) => g === type)) groups.push([type, (r) => r.by_tag?.phrase_type?.[type]?.average_recall]);
+  const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const rows = groups.map(([group, value]) => [
+    group,
+    ...names.map((name) => {
+      const both = pairs[name].map(({ train, val }) => [value(train), value(val)]).filter(([t, v]) => Number.isFinite(t) && Number.isFinite(v));
+      if (both.length === 0) return '–';
+      const [t, v] = [mean(both.map((b) => b[0])), mean(both.map((b) => b[1]))];
+      return `${points(t)} / ${points(v)} (${points(v - t, true)})`;
+    }),
+  ]);
+  return markdownTable(['group', ...names], rows);
+}
+
 module.exports = {
   studentTCritical,
   meanInterval,
@@ -290,6 +321,7 @@ module.exports = {
   formatDifferenceTable,
   formatBootstrapTable,
   formatPerSeedTable,
+  formatTrainFitTable,
   curvePanels,
   confidenceLabel,
 };

@@ -264,3 +264,35 @@ describe('tables', () => {
     );
   });
 });
+
+describe('formatTrainFitTable (the memorisation check)', () => {
+  /** A png evaluate report.json with the fields the table reads. */
+  const report = (overall: number, things: number, stuff: number, types: Record<string, number>) => ({
+    average_recall: { overall, things, stuff },
+    by_tag: { phrase_type: Object.fromEntries(Object.entries(types).map(([t, ar]) => [t, { average_recall: ar }])) },
+  });
+
+  it('shows train / val (val − train) per group, the mean over the seeds that have both', () => {
+    const table = stats.formatTrainFitTable({
+      static: [
+        { train: report(0.9, 0.8, 1, { unary: 0.95, 'twin-order': 0.6 }), val: report(0.7, 0.5, 0.96, { unary: 0.85, 'twin-order': 0.25 }) },
+        { train: report(0.8, 0.7, 0.9, { unary: 0.85, 'twin-order': 0.5 }), val: report(0.7, 0.5, 0.9, { unary: 0.85, 'twin-order': 0.35 }) },
+      ],
+      eipa: [{ train: report(0.5, 0.4, 0.6, { unary: 0.5 }), val: report(0.6, 0.5, 0.7, { unary: 0.55, 'twin-order': 0.3 }) }],
+      unrun: [],
+    });
+    expect(table.split('\n')).toEqual([
+      '| group | static | eipa |',
+      '|---|---:|---:|',
+      '| overall | 85.0 / 70.0 (-15.0) | 50.0 / 60.0 (+10.0) |',
+      '| things | 75.0 / 50.0 (-25.0) | 40.0 / 50.0 (+10.0) |',
+      '| stuff | 95.0 / 93.0 (-2.0) | 60.0 / 70.0 (+10.0) |',
+      '| unary | 90.0 / 85.0 (-5.0) | 50.0 / 55.0 (+5.0) |',
+      '| twin-order | 55.0 / 30.0 (-25.0) | – |', // eipa's train report has no twin-order phrase
+    ]);
+  });
+
+  it('is null when no variant has both evaluations', () => {
+    expect(stats.formatTrainFitTable({ static: [], eipa: [] })).toBeNull();
+  });
+});
