@@ -6,6 +6,7 @@
 //   npm run demo   [-- --out <dir> --steps <n> --train <n> --val <n> --kind grounding|unary --size <px> --backend <name>]
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -25,9 +26,17 @@ const out = path.resolve(args.out);
 const png = path.join(here, '..', 'packages', 'pipeline', 'dist', 'cli.js');
 const started = performance.now();
 
+// Training and evaluation run wasm's XNNPACK on every core (up to 8; PNG_WASM_THREADS overrides,
+// and the native kernels, PNG_NATIVE=1, use every core themselves): the same weights bit for bit
+// as on one thread, sooner.
+const threads = process.env.PNG_WASM_THREADS ?? (process.env.PNG_NATIVE === '1' ? undefined : String(Math.min(os.availableParallelism(), 8)));
+
 function run(...argv) {
   console.log(`\n$ png ${argv.join(' ')}`);
-  const { status } = spawnSync(process.execPath, [png, ...argv], { stdio: 'inherit' });
+  const { status } = spawnSync(process.execPath, [png, ...argv], {
+    stdio: 'inherit',
+    env: threads ? { ...process.env, PNG_WASM_THREADS: threads } : process.env,
+  });
   if (status !== 0) {
     console.error(`demo: 'png ${argv[0]}' failed (exit ${status}); fix the error above and rerun npm run demo (training resumes from its last checkpoint)`);
     process.exit(status ?? 1);
@@ -45,7 +54,7 @@ const configFile = path.join(here, 'configs', args.kind === 'grounding' ? 'png_g
 // the perfect-mask ceiling at the model's mask resolution (mask_stride; null = the tiny UNet's finest level, 4)
 const maskStride = String(JSON.parse(fs.readFileSync(configFile, 'utf8')).mask_stride ?? 4);
 run('synth', '--kind', args.kind, '--out', data, '--train', args.train, '--val', args.val, '--seed', '0', '--size', size);
-// the rules that learn nothing need no model: they run on the second core while the model trains (wasm uses one)
+// the rules that learn nothing need no model: they run beside the training
 const baselineArgs = ['baseline', '--data', data, '--rule', 'colour-lookup', '--rule', 'perfect-mask', '--stride', maskStride, '--json', ...sizeThresholds];
 const baselineFile = path.join(out, 'baselines.json');
 const baseline = new Promise((resolve) => {
