@@ -150,6 +150,13 @@ describe.each(['cpu', 'wasm'] as const)("maskLoss at Mask2Former's sampled point
       random,
     }).data();
     expect(deep[0]).toBeCloseTo(2 * one[0], 5); // every draw the same point: each layer the same loss
+    // the gradient reaches the logits through the sampled values; the choice of points passes none
+    const g = await tf
+      .grad((l: tf.Tensor) => maskLoss(l as tf.Tensor4D, targets, mask, {}, { num_points: 5, oversample_ratio: 2, importance_sample_ratio: 0.5, random }))(
+        logits,
+      )
+      .data();
+    expect(g.every(Number.isFinite) && g.some((v) => v !== 0)).toBe(true);
     const bad = (points: Partial<PointSampling>) => () =>
       maskLoss(logits, targets, mask, {}, { num_points: 5, oversample_ratio: 2, importance_sample_ratio: 0.5, random, ...points });
     expect(bad({ num_points: 0 })).toThrow('maskLoss: points.num_points must be a positive integer, got 0');

@@ -98,73 +98,109 @@ function bilinearTaps(x: number, y: number, h: number, w: number, k: number, ind
   }
 }
 
-/** Σ weight · map[index] over the 4 taps of point k of one map (`base`: the map's offset in `values`). */
-function tapped(values: Float32Array | Int32Array | Uint8Array, base: number, k: number, index: Int32Array, weight: Float32Array): number {
-  let v = 0;
-  for (let t = 0; t < 4; t++) v += weight[k * 4 + t] * values[base + index[k * 4 + t]];
-  return v;
+/**
+ * The bilinear taps of `points[m]` (normalised x, y; the same count for every m) on logit map m
+ * (h×w) and on target map m (th×tw): flat indices into the n stacked maps, and weights, [n·count·4].
+ */
+function pointTaps(points: ReadonlyArray<ReadonlyArray<readonly [number, number]>>, h: number, w: number, th: number, tw: number) {
+  const count = points[0]?.length ?? 0;
+  const size = points.length * count * 4;
+  const taps = { index: new Int32Array(size), weight: new Float32Array(size), targetIndex: new Int32Array(size), targetWeight: new Float32Array(size) };
+  points.forEach((mapPoints, m) =>
+    mapPoints.forEach(([x, y], j) => {
+      const k = m * count + j;
+      bilinearTaps(x, y, h, w, k, taps.index, taps.weight);
+      bilinearTaps(x, y, th, tw, k, taps.targetIndex, taps.targetWeight);
+      for (let t = 0; t < 4; t++) {
+        taps.index[k * 4 + t] += m * h * w; // into the flat [B·P·h·w]
+        taps.targetIndex[k * 4 + t] += m * th * tw; // into the flat [B·P·H·W]
+      }
+    }),
+  );
+  return taps;
 }
 
 /**
  * Per-phrase BCE (mean over the points) and Dice over Mask2Former's sampled points: logits
  * [B, h, w, P] and targets [B, H, W, P] each read at the same normalised points (see
- * PointSampling). Returns [B, P] each, like perPhrase.
+ * PointSampling). The points are drawn here; which candidates are the most uncertain is decided on
+ * the backend (topk of −|logit|), with no read back (so it runs on WebGPU too) and no gradient. Returns [B, P] each, like perPhrase.
  */
 function perPhraseAtPoints(logits: tf.Tensor4D, targets: tf.Tensor4D, sampling: PointSampling): { bce: tf.Tensor2D; dice: tf.Tensor2D } {
   const [b, h, w, p] = logits.shape;
   const [, th, tw] = targets.shape;
   const { num_points: k, oversample_ratio, importance_sample_ratio, random } = sampling;
   const n = b * p;
-  const maps = tf.tidy(() => tf.reshape(tf.transpose(logits, [0, 3, 1, 2]), [n * h * w])); // [B, h, w, P] → [B·P·h·w]
-  const logitValues = maps.dataSync() as Float32Array;
-  const targetValues = tf.tidy(() => tf.reshape(tf.transpose(tf.cast(targets, 'float32'), [0, 3, 1, 2]), [n * th * tw])).dataSync() as Float32Array; // [B·P·H·W]
   const candidates = Math.floor(k * oversample_ratio);
   const important = Math.floor(k * importance_sample_ratio);
-  const index = new Int32Array(n * k * 4);
-  const weight = new Float32Array(n * k * 4);
-  const sampledTargets = new Float32Array(n * k);
-  const cx = new Float32Array(candidates);
-  const cy = new Float32Array(candidates);
-  const uncertainty = new Float32Array(candidates);
-  const order = new Int32Array(candidates);
-  const ci = new Int32Array(4);
-  const cw = new Float32Array(4);
-  const targetIndex = new Int32Array(4);
-  const targetWeight = new Float32Array(4);
-  for (let m = 0; m < n; m++) {
-    // the most uncertain of the uniform candidates (Mask2Former: −|logit| at each, top-k)
-    for (let c = 0; c < candidates; c++) {
-      cx[c] = random();
-      cy[c] = random();
-      bilinearTaps(cx[c], cy[c], h, w, 0, ci, cw);
-      uncertainty[c] = -Math.abs(tapped(logitValues, m * h * w, 0, ci, cw));
-      order[c] = c;
-    }
-    order.sort((a, c) => uncertainty[c] - uncertainty[a] || a - c);
-    for (let j = 0; j < k; j++) {
-      const [x, y] = j < important ? [cx[order[j]], cy[order[j]]] : [random(), random()];
-      const point = m * k + j;
-      bilinearTaps(x, y, h, w, point, index, weight);
-      for (let t = 0; t < 4; t++) index[point * 4 + t] += m * h * w; // into the flat [B·P·h·w]
-      bilinearTaps(x, y, th, tw, 0, targetIndex, targetWeight);
-      sampledTargets[point] = tapped(targetValues, m * th * tw, 0, targetIndex, targetWeight);
-    }
-  }
-  maps.dispose();
-  return tf.tidy(() => {
-    const flat = tf.reshape(tf.transpose(logits, [0, 3, 1, 2]), [n * h * w]); // the same flat maps, in the gradient's graph
-    const taps = tf.reshape(tf.gather(flat, tf.tensor1d(index, 'int32')), [n, k, 4]); // [B·P, K, 4]
-    const x = tf.sum(tf.mul(taps, tf.tensor3d(weight, [n, k, 4])), 2); // [B·P, K]
-    const t = tf.tensor2d(sampledTargets, [n, k]); // [B·P, K]
-    const ce = tf.add(tf.sub(tf.relu(x), tf.mul(x, t)), tf.log1p(tf.exp(tf.neg(tf.abs(x))))); // [B·P, K]
-    const s = tf.sigmoid(x);
-    const numerator = tf.add(tf.mul(tf.sum(tf.mul(s, t), 1), 2), 1); // [B·P]
-    const denominator = tf.add(tf.add(tf.sum(s, 1), tf.sum(t, 1)), 1); // [B·P]
-    return {
-      bce: tf.reshape(tf.mean(ce, 1), [b, p]) as tf.Tensor2D, // [B·P] → [B, P]
-      dice: tf.reshape(tf.sub(1, tf.div(numerator, denominator)), [b, p]) as tf.Tensor2D, // [B·P] → [B, P]
-    };
+  // per mask, as Mask2Former draws them: the candidates' points, then the uniform ones
+  const drawn = Array.from({ length: n }, () => Array.from({ length: candidates + k - important }, () => [random(), random()] as const));
+  const candidateTaps = pointTaps(
+    drawn.map((points) => points.slice(0, candidates)),
+    h,
+    w,
+    th,
+    tw,
+  );
+  const uniformTaps = pointTaps(
+    drawn.map((points) => points.slice(candidates)),
+    h,
+    w,
+    th,
+    tw,
+  );
+  const flat = tf.reshape(tf.transpose(logits, [0, 3, 1, 2]), [n * h * w]); // [B, h, w, P] → [B·P·h·w]
+  const flatTargets = tf.reshape(tf.transpose(tf.cast(targets, 'float32'), [0, 3, 1, 2]), [n * th * tw]); // [B·P·H·W]
+  const read = (values: tf.Tensor, index: tf.Tensor, weight: tf.Tensor, count: number) =>
+    tf.sum(tf.mul(tf.reshape(tf.gather(values, index), [n, count, 4]), tf.reshape(weight, [n, count, 4])), 2); // [B·P, count]
+  const taps = (t: ReturnType<typeof pointTaps>) => ({
+    index: tf.tensor1d(t.index, 'int32'),
+    weight: tf.tensor1d(t.weight),
+    targetIndex: tf.tensor1d(t.targetIndex, 'int32'),
+    targetWeight: tf.tensor1d(t.targetWeight),
   });
+  // Each part: values x and targets t at its points, [B·P, count], and which points count (1) or not (0).
+  const parts: Array<{ x: tf.Tensor; t: tf.Tensor; counts?: tf.Tensor }> = [];
+  if (important > 0) {
+    const c = taps(candidateTaps);
+    const x = read(flat, c.index, c.weight, candidates); // [B·P, C]
+    // the most uncertain candidates of each mask (topk of −|logit|), as a 0/1 mask; no gradient flows through the choice
+    const counts = tf.customGrad((input) => {
+      const values = input as tf.Tensor2D;
+      const { indices } = tf.topk(tf.neg(tf.abs(values)), important); // [B·P, I]
+      return { value: tf.cast(tf.sum(tf.oneHot(indices, candidates), 1), 'float32'), gradFunc: () => tf.zerosLike(values) }; // [B·P, C]
+    })(x);
+    parts.push({ x, t: read(flatTargets, c.targetIndex, c.targetWeight, candidates), counts });
+  }
+  if (k > important) {
+    const u = taps(uniformTaps);
+    parts.push({ x: read(flat, u.index, u.weight, k - important), t: read(flatTargets, u.targetIndex, u.targetWeight, k - important) });
+  }
+  /** Σ over every part's counted points of f(part), [B·P]. */
+  const total = (f: (part: (typeof parts)[number]) => tf.Tensor) =>
+    parts.map((part) => tf.sum(part.counts ? tf.mul(f(part), part.counts) : f(part), 1)).reduce((a, b) => tf.add(a, b));
+  const bce = tf.div(
+    total(({ x, t }) => tf.add(tf.sub(tf.relu(x), tf.mul(x, t)), tf.log1p(tf.exp(tf.neg(tf.abs(x)))))),
+    k,
+  ); // [B·P]
+  const numerator = tf.add(
+    tf.mul(
+      total(({ x, t }) => tf.mul(tf.sigmoid(x), t)),
+      2,
+    ),
+    1,
+  ); // [B·P]
+  const denominator = tf.add(
+    tf.add(
+      total(({ x }) => tf.sigmoid(x)),
+      total(({ t }) => t),
+    ),
+    1,
+  ); // [B·P]
+  return {
+    bce: tf.reshape(bce, [b, p]) as tf.Tensor2D, // [B·P] → [B, P]
+    dice: tf.reshape(tf.sub(1, tf.div(numerator, denominator)), [b, p]) as tf.Tensor2D, // [B·P] → [B, P]
+  };
 }
 
 /**
