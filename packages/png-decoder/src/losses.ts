@@ -106,8 +106,8 @@ function pointTaps(points: ReadonlyArray<ReadonlyArray<readonly [number, number]
   const count = points[0]?.length ?? 0;
   const size = points.length * count * 4;
   const taps = { index: new Int32Array(size), weight: new Float32Array(size), targetIndex: new Int32Array(size), targetWeight: new Float32Array(size) };
-  points.forEach((mapPoints, m) =>
-    mapPoints.forEach(([x, y], j) => {
+  for (const [m, mapPoints] of points.entries()) {
+    for (const [j, [x, y]] of mapPoints.entries()) {
       const k = m * count + j;
       bilinearTaps(x, y, h, w, k, taps.index, taps.weight);
       bilinearTaps(x, y, th, tw, k, taps.targetIndex, taps.targetWeight);
@@ -115,8 +115,8 @@ function pointTaps(points: ReadonlyArray<ReadonlyArray<readonly [number, number]
         taps.index[k * 4 + t] += m * h * w; // into the flat [B·P·h·w]
         taps.targetIndex[k * 4 + t] += m * th * tw; // into the flat [B·P·H·W]
       }
-    }),
-  );
+    }
+  }
   return taps;
 }
 
