@@ -3,6 +3,7 @@ import { tfSeed } from './random';
 import { backendStrategy } from './backends/backend';
 import type { Disposable } from './types';
 import { isFloatDtype, numElements, serializeSafetensors, type TensorData, type WeightSource } from './safetensors';
+import { fnv1a } from './fnv1a'; // per-parameter seeds that do not depend on construction order
 
 /** Initial value of a fresh parameter. `uniform: b` draws from U(-b, b); `normal: s` from N(0, s²). */
 export type Init = 'zeros' | 'ones' | { readonly uniform: number } | { readonly normal: number } | { readonly constant: number };
@@ -141,13 +142,6 @@ function readTorch(source: WeightSource, key: string, torchShape: readonly numbe
   return backendStrategy().tensorFilledBy([...torchShape], (values) => source.readFloatsInto(key, values));
 }
 
-/** 32-bit FNV-1a of a string: per-parameter seeds that do not depend on construction order. */
-function hashKey(key: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193) >>> 0;
-  return h;
-}
-
 function initTensor(init: Init, shape: number[], seed: number): tf.Tensor {
   if (init === 'zeros') return tf.zeros(shape);
   if (init === 'ones') return tf.ones(shape);
@@ -228,9 +222,7 @@ export class WeightScope {
     const key = this.key(name);
     const { source, trainable, seed, params, used } = this.root;
     if (!torchShape.every((d) => Number.isInteger(d) && d > 0)) throw new Error(`parameter '${key}': invalid shape [${torchShape}]`);
-    let value = tf.tidy(() =>
-      source ? readTorch(source, key, torchShape) : initTensor(options.init ?? 'zeros', [...torchShape], (seed ^ hashKey(key)) >>> 0),
-    );
+    let value = tf.tidy(() => (source ? readTorch(source, key, torchShape) : initTensor(options.init ?? 'zeros', [...torchShape], (seed ^ fnv1a(key)) >>> 0)));
     if (trainable) {
       const v = tf.variable(value, true, variableName(key));
       value.dispose();

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { fnv1a } from '../../fnv1a';
 import { importUnbundled, nodeOnly } from '../../node_only';
 
 /**
@@ -104,7 +105,7 @@ async function startThreadedWasm(wasm: WasmPackage, threads: number): Promise<tf
   const source = workerScript.replace(/\n/g, '\\n');
   const workerFile = path.join(
     (process.getBuiltinModule('node:os') as typeof import('node:os')).tmpdir(),
-    `png-${glue}-${THREADED_WASM_VERSION}-${hash(source)}.worker.cjs`,
+    `png-${glue}-${THREADED_WASM_VERSION}-${fnv1a(source).toString(16).padStart(8, '0')}.worker.cjs`, // named by its contents
   );
   if (!fs.existsSync(workerFile)) utils.writeFileAtomic(workerFile, source);
 
@@ -155,11 +156,4 @@ async function startThreadedWasm(wasm: WasmPackage, threads: number): Promise<tf
 /** A CommonJS module's exports, imported from ESM (`default`) or from CommonJS (the object itself). */
 function defaultExport<T>(imported: unknown): T {
   return ((imported as { default?: T }).default ?? imported) as T;
-}
-
-/** FNV-1a of a string, in hex: names the worker file by its contents. */
-function hash(text: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
-  return (h >>> 0).toString(16).padStart(8, '0');
 }
