@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { setBackend } from '@png/core';
-import { reportFigures, runPerComputePath, timeIt } from './bench_util.mjs';
+import { reportFigures, runPerComputePath, timeIt, wasmComputePaths } from './bench_util.mjs';
 
 const SHAPES = [
   [32, 320],
@@ -48,8 +48,7 @@ if (process.env.PNG_BENCH_PATH) {
   if (!kernels) throw new Error('bench:convs compares the native kernels, and @png/native-kernels is not built here: npm rebuild @png/native-kernels');
   const cores = os.availableParallelism();
   await runPerComputePath(fileURLToPath(import.meta.url), [], {}, [
-    { name: 'wasm', env: { PNG_NATIVE: '0' } },
-    ...(cores > 1 ? [{ name: `wasm ${Math.min(cores, 8)}T`, env: { PNG_NATIVE: '0', PNG_WASM_THREADS: String(Math.min(cores, 8)) } }] : []),
+    ...wasmComputePaths(cores),
     { name: 'native 1T, reordered per call', env: { PNG_NATIVE: '1', OMP_NUM_THREADS: '1', PNG_NATIVE_FILTER_CACHE_MB: '0' } },
     { name: 'native 1T, cached filter', env: { PNG_NATIVE: '1', OMP_NUM_THREADS: '1' } },
     ...(cores > 1 ? [{ name: `native ${cores}T, cached filter`, env: { PNG_NATIVE: '1', OMP_NUM_THREADS: String(cores) } }] : []),

@@ -67,12 +67,17 @@ const RESULT_LINE = 'bench-result ';
 export async function computePaths() {
   const { kernels } = await import('@png/native-kernels').then((m) => m.default ?? m).catch(() => ({ kernels: null }));
   const cores = (await import('node:os')).availableParallelism();
-  const wasm = (threads) => ({ name: threads === 1 ? 'wasm' : `wasm ${threads}T`, env: { PNG_NATIVE: '0', PNG_WASM_THREADS: String(threads) } });
-  const wasmPaths = [wasm(1), ...(cores > 1 ? [wasm(Math.min(cores, 8))] : [])];
+  const wasmPaths = wasmComputePaths(cores);
   const native = (threads) => ({ name: `native ${threads}T`, env: { PNG_NATIVE: '1', OMP_NUM_THREADS: String(threads) } });
   if (process.env.PNG_NATIVE === '0') return wasmPaths;
   if (process.env.PNG_NATIVE === '1') return [{ name: 'native', env: {} }];
   return kernels ? [...wasmPaths, native(1), ...(cores > 1 ? [native(cores)] : [])] : wasmPaths;
+}
+
+/** wasm's own kernels on 1 thread and, with more cores, on XNNPACK threads (tfjs' threaded build, up to 8): compute paths for runPerComputePath. */
+export function wasmComputePaths(cores) {
+  const wasm = (threads) => ({ name: threads === 1 ? 'wasm' : `wasm ${threads}T`, env: { PNG_NATIVE: '0', PNG_WASM_THREADS: String(threads) } });
+  return [wasm(1), ...(cores > 1 ? [wasm(Math.min(cores, 8))] : [])];
 }
 
 /** In a child started by runPerComputePath: hands the parent its figures (seconds, by name). */
